@@ -1,0 +1,82 @@
+//! A thin HTTP client for the API that turns every failure into one clear line.
+
+use anyhow::{Result, anyhow, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// Talks to one server with one API key.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, api_key: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_string(), api_key: api_key.filter(|k| !k.is_empty()) })
+    }
+
+    /// Sends a request and returns the status and JSON body; connection problems and error
+    /// statuses become errors with the server's own message.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value)> {
+        self.send(method, path, body.map(|b| (b.to_string().into_bytes(), Vec::new())), true).await
+    }
+
+    /// Like [`Client::call`], with a raw body and extra headers, and without the API key (the
+    /// public intake endpoint).
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: Vec<(String, String)>) -> Result<(StatusCode, Value)> {
+        self.send(Method::POST, path, Some((body, headers)), false).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<(Vec<u8>, Vec<(String, String)>)>, auth: bool) -> Result<(StatusCode, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if auth {
+            if let Some(key) = &self.api_key {
+                req = req.bearer_auth(key);
+            }
+        }
+        if let Some((bytes, headers)) = body {
+            req = req.header("content-type", "application/json").body(bytes);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot connect to {} (is `tw-cli serve` running? set --url or TW_URL)", self.base)
+            } else if e.is_timeout() {
+                anyhow!("{} did not answer in time", self.base)
+            } else {
+                anyhow!("request to {url} failed: {e}")
+            }
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let json: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        if status.is_success() {
+            return Ok((status, json));
+        }
+        let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
+        let message = json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        let hint = match (status, auth, self.api_key.is_some()) {
+            (StatusCode::UNAUTHORIZED, true, false) => " (no API key given: set --api-key or TW_API_KEY; create one with `tw-cli api-key create`)",
+            (StatusCode::FORBIDDEN, true, _) if code == "forbidden" => " (use a key with the admin scope)",
+            _ => "",
+        };
+        let details = json
+            .pointer("/error/details")
+            .and_then(Value::as_array)
+            .filter(|d| d.len() > 1)
+            .map(|d| d.iter().filter_map(|x| Some(format!("\n  {}: {}", x.get("field")?.as_str()?, x.get("message")?.as_str()?))).collect::<String>())
+            .unwrap_or_default();
+        if details.is_empty() {
+            bail!("{code}: {message}{hint}")
+        }
+        bail!("{code}:{details}")
+    }
+}

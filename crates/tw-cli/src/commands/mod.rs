@@ -1,0 +1,101 @@
+//! The commands. Each talks to the API through [`crate::client::Client`], except `serve` and
+//! `api-key create`, which work on the store directly.
+
+pub mod incident;
+pub mod serve;
+pub mod webhook;
+
+use crate::client::Client;
+use crate::output::{self, Output, cell};
+use anyhow::Result;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+/// What every command gets: where the server is, the key, and how to print.
+pub struct Ctx {
+    pub url: String,
+    pub api_key: Option<String>,
+    pub output: Output,
+}
+
+impl Ctx {
+    pub fn client(&self) -> Result<Client> {
+        Client::new(&self.url, self.api_key.clone())
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `tw-cli api-key create`.
+pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::StoreArgs) -> Result<ExitCode> {
+    let name = name.trim();
+    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "--name must be 1 to 100 characters");
+    let scope: tw_store::Scope = scope.parse().map_err(anyhow::Error::msg)?;
+    let store = tw_server::open_store(&store.server_config())?;
+    let key = tw_store::api_key::generate()?;
+    let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
+    match ctx.output {
+        Output::Json => output::json(&json!({"key": key.plaintext, "id": record.id, "name": record.name, "scope": record.scope, "created_at": record.created_at})),
+        Output::Table => {
+            eprintln!("Created {} API key '{}'. Store it now: it is not shown again.", scope.as_str(), record.name);
+            println!("{}", key.plaintext);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tw-cli queue <queue_id>`.
+pub async fn queue_get(ctx: &Ctx, id: &str) -> Result<ExitCode> {
+    let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/webhooks/queue/{}", seg(id)), None).await?;
+    match ctx.output {
+        Output::Json => output::json(&v),
+        Output::Table => output::pairs(&[
+            ("queue_id", cell(&v["queue_id"])),
+            ("status", cell(&v["status"])),
+            ("source", cell(&v["source"])),
+            ("received_at", cell(&v["received_at"])),
+            ("attempts", cell(&v["attempts"])),
+            ("incident_number", cell(&v["incident_number"])),
+            ("incident_id", cell(&v["incident_id"])),
+            ("error", cell(&v["error"])),
+        ]),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tw-cli dead-letters`.
+pub async fn dead_letters(ctx: &Ctx, source: Option<&str>) -> Result<ExitCode> {
+    let path = match source {
+        Some(s) => format!("/api/dead-letters?source={}", seg(s)),
+        None => "/api/dead-letters".to_string(),
+    };
+    let (_, v) = ctx.client()?.call(Method::GET, &path, None).await?;
+    match ctx.output {
+        Output::Json => output::json(&v),
+        Output::Table => {
+            let rows: Vec<Vec<String>> = v["data"]
+                .as_array()
+                .map(|a| a.iter().map(|d| vec![cell(&d["id"]), cell(&d["source"]), cell(&d["received_at"]), cell(&d["reason"])]).collect())
+                .unwrap_or_default();
+            output::table(&["ID", "SOURCE", "RECEIVED", "REASON"], &rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON array field as rows, empty when absent.
+pub fn rows_of(v: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    v.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
+}

@@ -1,0 +1,92 @@
+//! `tw-cli serve`: runs the server until Ctrl-C or SIGTERM.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tw_server::ServerConfig;
+
+/// Where the data lives (shared by `serve` and `api-key create`).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Directory for the database and the master key file; created if missing.
+    #[arg(long, env = "TW_DATA_DIR", default_value = "./tw-data")]
+    pub data_dir: PathBuf,
+    /// Database URL: sqlite://PATH (default: tw.db in the data dir).
+    #[arg(long, env = "TW_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn server_config(&self) -> ServerConfig {
+        let mut cfg = ServerConfig::new(self.data_dir.clone());
+        cfg.database_url = self.database_url.clone();
+        cfg.master_key = std::env::var("TW_MASTER_KEY").ok();
+        cfg
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TW_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// webhook_config.yaml declaring sources (loaded at start).
+    #[arg(long, env = "TW_WEBHOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Background workers for queued (async) events.
+    #[arg(long, env = "TW_QUEUE_WORKERS", default_value_t = 2)]
+    queue_workers: usize,
+    /// Sync deliveries that may wait for their commit at once; beyond this, events are queued (202).
+    #[arg(long, env = "TW_MAX_INFLIGHT", default_value_t = 4096)]
+    max_inflight: usize,
+    /// Log format.
+    #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let mut cfg = args.store.server_config();
+    cfg.listen = args.listen;
+    cfg.webhook_config = args.config;
+    cfg.queue_workers = args.queue_workers;
+    cfg.max_inflight = args.max_inflight;
+    let server = tw_server::start(cfg).await?;
+    println!("tw webhook intake listening on http://{}", server.addr);
+    server.run_until(shutdown_signal()).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

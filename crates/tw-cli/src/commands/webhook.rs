@@ -1,0 +1,321 @@
+//! `tw-cli webhook ...`: register, inspect, test and sign for webhook sources.
+
+use super::{Ctx, seg};
+use crate::output::{self, Output, cell};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use std::process::ExitCode;
+use tw_core::Secret;
+use tw_core::signature::sign;
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Register a source.
+    Add(AddArgs),
+    /// List sources.
+    List,
+    /// Show one source's settings and delivery statistics (never its secret).
+    Show { source: String },
+    /// Change a source's settings.
+    Update(UpdateArgs),
+    /// Remove a source.
+    Remove { source: String },
+    /// Replace a source's secret; the old one keeps verifying for the grace period.
+    RotateSecret {
+        source: String,
+        /// The new secret (default: a strong one is generated and printed once).
+        #[arg(long)]
+        secret: Option<String>,
+        /// Seconds the old secret keeps working.
+        #[arg(long, default_value_t = 86400)]
+        grace_period: i64,
+    },
+    /// Check a source end to end. Without --secret the server signs a test event with the stored
+    /// secret; with --secret the CLI signs it and posts it to the public endpoint, proving the
+    /// sender's secret matches. Nothing is stored either way.
+    Test {
+        source: String,
+        /// The secret the sending tool is configured with.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Sign a body and print ready-to-run curl headers.
+    Sign {
+        source: String,
+        #[arg(long)]
+        secret: String,
+        /// The JSON body, or @FILE to read it from a file.
+        #[arg(long)]
+        body: String,
+        /// Unix timestamp to sign with (default: now).
+        #[arg(long)]
+        timestamp: Option<i64>,
+    },
+}
+
+/// Settings shared by `add` and `update`.
+#[derive(Debug, Args)]
+pub struct SettingArgs {
+    /// Triage incidents from this source automatically.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    auto_triage: Option<bool>,
+    /// Playbook used for auto-triage (phishing_triage, malware_triage).
+    #[arg(long)]
+    playbook: Option<String>,
+    /// Payload format: auto, generic, defender, crowdstrike, splunk.
+    #[arg(long)]
+    format: Option<String>,
+    /// sync: incident created before the response; async: queued (202), created by a worker.
+    #[arg(long, value_parser = ["sync", "async"])]
+    mode: Option<String>,
+    /// Map a vendor severity to ours, e.g. --severity-map 4=critical (repeatable).
+    #[arg(long = "severity-map", value_name = "VENDOR=OURS")]
+    severity_map: Vec<String>,
+    /// Replay window in seconds (default 300).
+    #[arg(long)]
+    timestamp_tolerance: Option<i64>,
+    /// Largest accepted body in bytes (default 1 MiB).
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// Enable or disable deliveries.
+    #[arg(long, value_name = "BOOL")]
+    enabled: Option<bool>,
+}
+
+impl SettingArgs {
+    fn into_body(self, body: &mut Map<String, Value>) -> Result<()> {
+        if let Some(v) = self.auto_triage {
+            body.insert("auto_triage".into(), v.into());
+        }
+        if let Some(v) = self.playbook {
+            body.insert("playbook".into(), v.into());
+        }
+        if let Some(v) = self.format {
+            body.insert("format".into(), v.into());
+        }
+        if let Some(v) = self.mode {
+            body.insert("mode".into(), v.into());
+        }
+        if !self.severity_map.is_empty() {
+            let mut m = Map::new();
+            for pair in &self.severity_map {
+                let (k, v) = pair.split_once('=').with_context(|| format!("--severity-map '{pair}': expected VENDOR=OURS, e.g. 4=critical"))?;
+                m.insert(k.trim().to_string(), v.trim().into());
+            }
+            body.insert("severity_mapping".into(), Value::Object(m));
+        }
+        if let Some(v) = self.timestamp_tolerance {
+            body.insert("timestamp_tolerance_secs".into(), v.into());
+        }
+        if let Some(v) = self.max_body_bytes {
+            body.insert("max_body_bytes".into(), v.into());
+        }
+        if let Some(v) = self.enabled {
+            body.insert("enabled".into(), v.into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Source name, as in POST /api/webhooks/<source>.
+    source: String,
+    /// Shared HMAC secret (default: a strong one is generated and printed once).
+    #[arg(long)]
+    secret: Option<String>,
+    #[command(flatten)]
+    settings: SettingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    source: String,
+    /// Replace the secret at once (no grace period; see rotate-secret).
+    #[arg(long)]
+    secret: Option<String>,
+    #[command(flatten)]
+    settings: SettingArgs,
+}
+
+pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
+    match cmd {
+        WebhookCommand::Add(a) => {
+            let mut body = Map::new();
+            body.insert("source".into(), a.source.clone().into());
+            if let Some(s) = a.secret {
+                body.insert("secret".into(), s.into());
+            }
+            a.settings.into_body(&mut body)?;
+            let (_, v) = ctx.client()?.call(Method::POST, "/api/webhooks", Some(&Value::Object(body))).await?;
+            print_source(ctx, &v, &format!("Registered source '{}'.", a.source));
+        }
+        WebhookCommand::Update(a) => {
+            let mut body = Map::new();
+            if let Some(s) = a.secret {
+                body.insert("secret".into(), s.into());
+            }
+            a.settings.into_body(&mut body)?;
+            if body.is_empty() {
+                bail!("nothing to change: give at least one setting (see --help)");
+            }
+            let (_, v) = ctx.client()?.call(Method::PATCH, &format!("/api/webhooks/{}", seg(&a.source)), Some(&Value::Object(body))).await?;
+            print_source(ctx, &v, &format!("Updated source '{}'.", a.source));
+        }
+        WebhookCommand::List => {
+            let (_, v) = ctx.client()?.call(Method::GET, "/api/webhooks", None).await?;
+            match ctx.output {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    let rows = super::rows_of(&v["data"], |s| {
+                        vec![
+                            cell(&s["source"]),
+                            if s["enabled"] == true { "yes".into() } else { "no".into() },
+                            cell(&s["mode"]),
+                            cell(&s["format"]),
+                            if s["auto_triage"] == true { cell(&s["playbook"]) } else { "-".into() },
+                            cell(&s["delivery_count"]),
+                            cell(&s["error_count"]),
+                            cell(&s["last_delivery_at"]),
+                        ]
+                    });
+                    output::table(&["SOURCE", "ENABLED", "MODE", "FORMAT", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"], &rows);
+                }
+            }
+        }
+        WebhookCommand::Show { source } => {
+            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/webhooks/{}", seg(&source)), None).await?;
+            print_source(ctx, &v, "");
+        }
+        WebhookCommand::Remove { source } => {
+            ctx.client()?.call(Method::DELETE, &format!("/api/webhooks/{}", seg(&source)), None).await?;
+            match ctx.output {
+                Output::Json => output::json(&json!({"source": source, "removed": true})),
+                Output::Table => println!("Removed source '{source}'."),
+            }
+        }
+        WebhookCommand::RotateSecret { source, secret, grace_period } => {
+            let mut body = json!({"grace_period_secs": grace_period});
+            if let Some(s) = secret {
+                body["secret"] = s.into();
+            }
+            let (_, v) = ctx.client()?.call(Method::POST, &format!("/api/webhooks/{}/rotate-secret", seg(&source)), Some(&body)).await?;
+            match ctx.output {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    println!("Rotated the secret of '{source}'. New secret (shown once):");
+                    println!("{}", cell(&v["secret"]));
+                    println!("The previous secret keeps verifying until {}.", cell(&v["previous_secret_expires_at"]));
+                }
+            }
+        }
+        WebhookCommand::Test { source, secret } => return test(ctx, &source, secret).await,
+        WebhookCommand::Sign { source, secret, body, timestamp } => {
+            let body = if let Some(path) = body.strip_prefix('@') {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
+            } else {
+                body
+            };
+            if serde_json::from_str::<Value>(&body).is_err() {
+                eprintln!("warning: the body is not valid JSON; the server will refuse it with invalid_payload");
+            }
+            let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp()).to_string();
+            let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, body.as_bytes()));
+            let url = format!("{}/api/webhooks/{}", ctx.url.trim_end_matches('/'), seg(&source));
+            let curl = format!(
+                "curl -X POST \"{url}\" \\\n  -H \"Content-Type: application/json\" \\\n  -H \"X-Webhook-Signature: {signature}\" \\\n  -H \"X-Webhook-Timestamp: {ts}\" \\\n  --data-binary '{}'",
+                body.replace('\'', "'\\''")
+            );
+            match ctx.output {
+                Output::Json => output::json(&json!({"timestamp": ts, "signature": signature, "url": url, "curl": curl})),
+                Output::Table => {
+                    println!("X-Webhook-Timestamp: {ts}");
+                    println!("X-Webhook-Signature: {signature}");
+                    println!();
+                    println!("{curl}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let Some(secret) = secret else {
+        let (_, v) = client.call(Method::POST, &format!("/api/webhooks/{}/test", seg(source)), None).await?;
+        let ok = v["ok"] == true;
+        match ctx.output {
+            Output::Json => output::json(&v),
+            Output::Table => {
+                for c in v["checks"].as_array().into_iter().flatten() {
+                    let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
+                    let detail = c.get("detail").or_else(|| c.get("error")).map(cell).unwrap_or_default();
+                    println!("{mark}  {:<11} {detail}", cell(&c["check"]));
+                }
+                if ok {
+                    println!("Source '{source}' is ready to receive webhooks.");
+                } else {
+                    eprintln!("error: source '{source}' failed its test");
+                }
+            }
+        }
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    };
+    let now = chrono::Utc::now();
+    let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
+    let body = serde_json::to_vec(&tw_server::routes::sources::test_event(&name, now))?;
+    let ts = now.timestamp().to_string();
+    let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, &body));
+    let headers = vec![("x-webhook-timestamp".to_string(), ts), ("x-webhook-signature".to_string(), signature)];
+    match client.post_raw(&format!("/api/webhooks/{}", seg(source)), body, headers).await {
+        Ok((_, v)) => {
+            match ctx.output {
+                Output::Json => output::json(&v),
+                Output::Table => println!("ok: the server verified a test event signed with this secret for '{source}' (nothing stored)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.context(format!("test delivery to '{source}' was refused"))),
+    }
+}
+
+fn print_source(ctx: &Ctx, v: &Value, headline: &str) {
+    match ctx.output {
+        Output::Json => output::json(v),
+        Output::Table => {
+            if !headline.is_empty() {
+                println!("{headline}");
+            }
+            let mapping = v["severity_mapping"]
+                .as_object()
+                .filter(|m| !m.is_empty())
+                .map(|m| m.iter().map(|(k, s)| format!("{k}={}", cell(s))).collect::<Vec<_>>().join(", "))
+                .unwrap_or_else(|| "-".into());
+            let mut items = vec![
+                ("source", cell(&v["source"])),
+                ("enabled", cell(&v["enabled"])),
+                ("mode", cell(&v["mode"])),
+                ("format", cell(&v["format"])),
+                ("auto_triage", cell(&v["auto_triage"])),
+                ("playbook", cell(&v["playbook"])),
+                ("severity_mapping", mapping),
+                ("timestamp_tolerance", format!("{}s", cell(&v["timestamp_tolerance_secs"]))),
+                ("max_body_bytes", cell(&v["max_body_bytes"])),
+                ("managed_by_config", cell(&v["managed_by_config"])),
+                ("secret_fingerprint", cell(&v["secret_fingerprint"])),
+                ("created_at", cell(&v["created_at"])),
+                ("last_delivery_at", cell(&v["last_delivery_at"])),
+                ("deliveries", cell(&v["delivery_count"])),
+                ("errors", cell(&v["error_count"])),
+                ("webhook_path", cell(&v["webhook_path"])),
+            ];
+            if let Some(secret) = v.get("secret").and_then(Value::as_str) {
+                items.push(("secret", format!("{secret}  (shown once: store it now)")));
+            }
+            output::pairs(&items);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `tw-cli`: runs the webhook intake server (`serve`) and operates it through its API.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use output::Output;
+use std::path::PathBuf;
+
+/// The webhook intake of the triage platform: receive signed alerts from security tools, turn each
+/// into an incident, and operate it all from here.
+#[derive(Debug, Parser)]
+#[command(name = "tw-cli", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// The server's base URL.
+    #[arg(long, env = "TW_URL", default_value = "http://localhost:8080", global = true)]
+    url: String,
+    /// API key (tw_...) for the server's API.
+    #[arg(long, env = "TW_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(commands::serve::ServeArgs),
+    /// Manage API keys (opens the store directly; run it where the server's data lives).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Register and manage webhook sources.
+    #[command(subcommand)]
+    Webhook(commands::webhook::WebhookCommand),
+    /// Read incidents.
+    #[command(subcommand)]
+    Incident(commands::incident::IncidentCommand),
+    /// Show the state of a queued (async) event.
+    Queue {
+        /// The queue id from a 202 response (queue-...).
+        queue_id: String,
+    },
+    /// List accepted events that could not be normalized.
+    DeadLetters {
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key and print it once.
+    Create(ApiKeyCreate),
+}
+
+#[derive(Debug, Args)]
+struct ApiKeyCreate {
+    /// A name that says who or what uses the key.
+    #[arg(long)]
+    name: String,
+    /// admin: everything; read: only reading.
+    #[arg(long, default_value = "admin", value_parser = ["admin", "read"])]
+    scope: String,
+    #[command(flatten)]
+    store: commands::serve::StoreArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let ctx = commands::Ctx { url: cli.url.clone(), api_key: cli.api_key.clone(), output: cli.output };
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args).await,
+        Command::ApiKey(ApiKeyCommand::Create(a)) => commands::api_key_create(&ctx, &a.name, &a.scope, &a.store).await,
+        Command::Webhook(cmd) => commands::webhook::run(&ctx, cmd).await,
+        Command::Incident(cmd) => commands::incident::run(&ctx, cmd).await,
+        Command::Queue { queue_id } => commands::queue_get(&ctx, &queue_id).await,
+        Command::DeadLetters { source } => commands::dead_letters(&ctx, source.as_deref()).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data dir.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./tw-data")
+}

@@ -1,0 +1,98 @@
+//! Format detection from the payload's shape (its keys, never the source name).
+//!
+//! Checked in this order; the first match wins and anything else is [`Format::Generic`]:
+//! 1. **CrowdStrike**: `metadata` object with an `eventType`, together with an `event` object;
+//!    or an `event` object / the top level carrying `DetectId`, `CompositeId` or `DetectName`.
+//! 2. **Splunk**: a `search_name` key (even null) or a `sid`, together with `result`,
+//!    `results_link` or `trigger_time`.
+//! 3. **Defender**: a Graph `security.alert` (`@odata.type`, or `evidence[]` with
+//!    `serviceSource`/`detectionSource`); an M365 Defender incident (`incidentId`, `alerts[]`
+//!    and `incidentName` or `redirectIncidentId`); a Management Activity record (`RecordType` 40 or
+//!    `"40"` or `"SecurityComplianceAlerts"`); or the spec's shape (`eventType` with `entityType`,
+//!    or with a `data` object holding `sender`/`recipients`).
+use super::entities::text_at;
+use super::{Format, Object};
+use serde_json::Value;
+
+/// Which format a payload object is.
+pub fn detect(obj: &Object) -> Format {
+    if is_crowdstrike(obj) {
+        Format::Crowdstrike
+    } else if is_splunk(obj) {
+        Format::Splunk
+    } else if is_defender(obj) {
+        Format::Defender
+    } else {
+        Format::Generic
+    }
+}
+
+fn has_any(obj: &Object, keys: &[&str]) -> bool {
+    keys.iter().any(|k| obj.contains_key(*k))
+}
+
+fn is_crowdstrike(obj: &Object) -> bool {
+    let event = obj.get("event").and_then(Value::as_object);
+    let meta_type = obj
+        .get("metadata")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.get("eventType").is_some_and(Value::is_string));
+    const DETECT_KEYS: &[&str] = &["DetectId", "CompositeId", "DetectName"];
+    (meta_type && event.is_some())
+        || event.is_some_and(|e| has_any(e, DETECT_KEYS))
+        || (has_any(obj, DETECT_KEYS) && has_any(obj, &["Severity", "SeverityName", "ComputerName", "Hostname"]))
+}
+
+fn is_splunk(obj: &Object) -> bool {
+    let named = obj.contains_key("search_name") || obj.get("sid").is_some_and(Value::is_string);
+    named && has_any(obj, &["result", "results_link", "trigger_time"])
+}
+
+fn is_defender(obj: &Object) -> bool {
+    let odata = obj.get("@odata.type").and_then(Value::as_str).unwrap_or("");
+    let graph_alert = odata.to_ascii_lowercase().contains("microsoft.graph.security.alert")
+        || (obj.get("evidence").is_some_and(Value::is_array) && has_any(obj, &["serviceSource", "detectionSource"]));
+    let incident = obj.contains_key("incidentId")
+        && obj.get("alerts").is_some_and(Value::is_array)
+        && has_any(obj, &["incidentName", "redirectIncidentId"]);
+    let mgmt = match obj.get("RecordType") {
+        Some(Value::Number(n)) => n.as_u64() == Some(40),
+        Some(Value::String(s)) => matches!(s.trim(), "40" | "SecurityComplianceAlerts"),
+        _ => false,
+    };
+    let spec = text_at(obj, "eventType").is_some()
+        && (obj.contains_key("entityType")
+            || obj
+                .get("data")
+                .and_then(Value::as_object)
+                .is_some_and(|d| has_any(d, &["sender", "recipients", "subject"])));
+    graph_alert || incident || mgmt || spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn d(v: Value) -> Format {
+        detect(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn spec_examples_are_detected() {
+        assert_eq!(d(json!({"event_type":"security_alert","timestamp":"2024-01-15T10:00:00Z","source":"email-gateway","data":{"alert_id":"alert-123","severity":"high","details":{}}})), Format::Generic);
+        assert_eq!(d(json!({"eventType":"PhishingEmail","id":"AAMkAGI2...","creationTime":"2024-01-15T10:00:00Z","severity":"high","category":"Phish","entityType":"Email","data":{"sender":"phisher@malicious.com","subject":"Urgent Action Required","recipients":["user@company.com"]}})), Format::Defender);
+        assert_eq!(d(json!({"metadata":{"eventType":"DetectionSummaryEvent","eventCreationTime":1705320000000u64},"event":{"DetectId":"ldt:abc123","Severity":4,"HostnameField":"WORKSTATION-01","DetectName":"Malicious File Detected"}})), Format::Crowdstrike);
+        assert_eq!(d(json!({"result":{"host":"server-01"},"search_name":"Failed Login Alert","trigger_time":1705320000})), Format::Splunk);
+    }
+
+    #[test]
+    fn odd_shapes_fall_back_to_generic() {
+        assert_eq!(d(json!({})), Format::Generic);
+        assert_eq!(d(json!({"metadata": "x", "event": []})), Format::Generic);
+        assert_eq!(d(json!({"search_name": null})), Format::Generic);
+        assert_eq!(d(json!({"RecordType": 15})), Format::Generic);
+        assert_eq!(d(json!({"RecordType": "40"})), Format::Defender);
+        assert_eq!(d(json!({"eventType": "x"})), Format::Generic);
+    }
+}

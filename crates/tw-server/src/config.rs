@@ -1,0 +1,244 @@
+//! `webhook_config.yaml`: sources declared in a file, in the spec's shape.
+//!
+//! ```yaml
+//! sources:
+//!   email-gateway:
+//!     secret: "${EMAIL_GATEWAY_SECRET}"
+//!     auto_triage: true
+//!     playbook: phishing_triage
+//!     severity_mapping: {critical: critical, high: high}
+//! ```
+//!
+//! `${VAR}` and `${VAR:-default}` are expanded inside parsed string values (never in the raw
+//! text, so a variable cannot inject YAML structure); `$$` is a literal `$`.
+
+use crate::routes::sources::parse_mapping;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tw_core::{Format, Secret, SourceMode, SourceName};
+use tw_store::{NewSource, SourceSettings};
+
+/// An error in the config file, with the file and line it points at.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    sources: BTreeMap<String, FileSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    secret: Spanned<String>,
+    #[serde(default)]
+    auto_triage: Option<Spanned<bool>>,
+    #[serde(default)]
+    playbook: Option<Spanned<String>>,
+    #[serde(default)]
+    severity_mapping: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    format: Option<Spanned<String>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    timestamp_tolerance_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_body_bytes: Option<Spanned<u64>>,
+}
+
+/// Reads and validates the file; `env` looks up variables (the process environment in
+/// production, a map in tests).
+pub fn load(path: &Path, playbooks: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<NewSource>, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{file}: cannot read: {e}")))?;
+    parse(&file, &text, playbooks, env)
+}
+
+/// Parses config text; `file` names it in errors.
+pub fn parse(file: &str, text: &str, playbooks: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<NewSource>, ConfigError> {
+    let parsed: File = serde_saphyr::from_str(text).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        match e.location() {
+            Some(l) if l.line() > 0 => ConfigError(format!("{file}:{}:{}: {first}", l.line(), l.column())),
+            _ => ConfigError(format!("{file}: {first}")),
+        }
+    })?;
+    let mut out = Vec::new();
+    for (raw_name, s) in parsed.sources {
+        let at = |line: u64, key: &str, msg: String| ConfigError(format!("{file}:{line}: sources.{raw_name}.{key}: {msg}"));
+        let name = SourceName::parse(&raw_name).map_err(|e| ConfigError(format!("{file}: sources.{raw_name}: invalid source name: {e}")))?;
+        let expand = |v: &Spanned<String>, key: &str| {
+            expand_vars(&v.value, env).map_err(|var| {
+                at(v.referenced.line(), key, format!("environment variable {var} is not set (source '{raw_name}')"))
+            })
+        };
+        let secret = expand(&s.secret, "secret")?;
+        Secret::validate(&secret).map_err(|e| at(s.secret.referenced.line(), "secret", format!("secret {e}")))?;
+        let mut settings = SourceSettings::default();
+        if let Some(v) = &s.auto_triage {
+            settings.auto_triage = v.value;
+        }
+        if let Some(v) = &s.playbook {
+            let p = expand(v, "playbook")?;
+            if !playbooks.contains(&p) {
+                return Err(at(v.referenced.line(), "playbook", format!("unknown playbook '{p}' (known: {})", playbooks.join(", "))));
+            }
+            settings.playbook = Some(p);
+        }
+        if settings.auto_triage && settings.playbook.is_none() {
+            let line = s.auto_triage.as_ref().map(|v| v.referenced.line()).unwrap_or(0);
+            return Err(at(line, "playbook", "is required when auto_triage is true".into()));
+        }
+        if let Some(v) = &s.severity_mapping {
+            let obj = v.value.iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect();
+            settings.severity_mapping = parse_mapping(&serde_json::Value::Object(obj)).map_err(|e| at(v.referenced.line(), "severity_mapping", e))?;
+        }
+        if let Some(v) = &s.format {
+            let f = expand(v, "format")?;
+            settings.format = if f == "auto" { None } else { Some(f.parse::<Format>().map_err(|e| at(v.referenced.line(), "format", e))?) };
+        }
+        if let Some(v) = &s.mode {
+            settings.mode = expand(v, "mode")?.parse::<SourceMode>().map_err(|e| at(v.referenced.line(), "mode", e))?;
+        }
+        if let Some(v) = s.enabled {
+            settings.enabled = v;
+        }
+        if let Some(v) = &s.timestamp_tolerance_secs {
+            if !(1..=86400).contains(&v.value) {
+                return Err(at(v.referenced.line(), "timestamp_tolerance_secs", "must be from 1 to 86400".into()));
+            }
+            settings.timestamp_tolerance_secs = v.value;
+        }
+        if let Some(v) = &s.max_body_bytes {
+            if v.value == 0 || v.value > 64 * 1024 * 1024 {
+                return Err(at(v.referenced.line(), "max_body_bytes", "must be from 1 to 67108864".into()));
+            }
+            settings.max_body_bytes = v.value;
+        }
+        out.push(NewSource { name, secret: Secret::new(secret), settings });
+    }
+    Ok(out)
+}
+
+/// Expands `${VAR}`, `${VAR:-default}` and `$$`. Returns the name of a missing variable.
+pub fn expand_vars(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let Some(end) = inner.find('}') else {
+                out.push_str(&rest[i..]);
+                return Ok(out);
+            };
+            let expr = &inner[..end];
+            let (var, default) = match expr.split_once(":-") {
+                Some((v, d)) => (v, Some(d)),
+                None => (expr, None),
+            };
+            match (env(var).filter(|v| !v.is_empty()), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(var.to_string()),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "EMAIL_GATEWAY_SECRET" => Some("email-secret-123".into()),
+            "EDR_SECRET" => Some("edr-secret-456".into()),
+            _ => None,
+        }
+    }
+
+    fn playbooks() -> Vec<String> {
+        vec!["phishing_triage".into(), "malware_triage".into()]
+    }
+
+    const SPEC: &str = r#"# webhook_config.yaml
+sources:
+  email-gateway:
+    secret: "${EMAIL_GATEWAY_SECRET}"
+    auto_triage: true
+    playbook: phishing_triage
+    severity_mapping:
+      critical: critical
+      high: high
+      medium: medium
+      low: low
+
+  edr:
+    secret: "${EDR_SECRET}"
+    auto_triage: true
+    playbook: malware_triage
+"#;
+
+    #[test]
+    fn parses_the_spec_example() {
+        let sources = parse("webhook_config.yaml", SPEC, &playbooks(), &env).unwrap();
+        assert_eq!(sources.len(), 2);
+        let email = sources.iter().find(|s| s.name.as_str() == "email-gateway").unwrap();
+        assert_eq!(email.secret.expose(), "email-secret-123");
+        assert!(email.settings.auto_triage);
+        assert_eq!(email.settings.playbook.as_deref(), Some("phishing_triage"));
+        assert_eq!(email.settings.severity_mapping.len(), 4);
+        let edr = sources.iter().find(|s| s.name.as_str() == "edr").unwrap();
+        assert_eq!(edr.secret.expose(), "edr-secret-456");
+    }
+
+    #[test]
+    fn missing_variable_names_variable_source_and_line() {
+        let text = SPEC.replace("EDR_SECRET", "NOT_SET_ANYWHERE");
+        let err = parse("webhook_config.yaml", &text, &playbooks(), &env).unwrap_err().0;
+        assert!(err.contains("NOT_SET_ANYWHERE") && err.contains("'edr'") && err.contains("webhook_config.yaml:13:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let text = SPEC.replace("playbook: malware_triage", "playbook: nope");
+        let err = parse("w.yaml", &text, &playbooks(), &env).unwrap_err().0;
+        assert!(err.starts_with("w.yaml:15: sources.edr.playbook: unknown playbook 'nope'"), "{err}");
+        let text = SPEC.replace("high: high", "high: severe");
+        let err = parse("w.yaml", &text, &playbooks(), &env).unwrap_err().0;
+        assert!(err.contains("w.yaml:7: sources.email-gateway.severity_mapping"), "{err}");
+        let err = parse("w.yaml", "sources:\n  edr:\n    secret: abcdefgh\n    colour: blue\n", &playbooks(), &env).unwrap_err().0;
+        assert!(err.starts_with("w.yaml:4:") && err.contains("colour"), "{err}");
+        let err = parse("w.yaml", "sources:\n  edr: [\n", &playbooks(), &env).unwrap_err().0;
+        assert!(err.starts_with("w.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn expansion_forms() {
+        assert_eq!(expand_vars("${EDR_SECRET}", &env).unwrap(), "edr-secret-456");
+        assert_eq!(expand_vars("a-${MISSING:-dflt}-b", &env).unwrap(), "a-dflt-b");
+        assert_eq!(expand_vars("cost $$5 $x", &env).unwrap(), "cost $5 $x");
+        assert_eq!(expand_vars("${MISSING}", &env).unwrap_err(), "MISSING");
+        // A value that looks like YAML stays a plain string.
+        let injected = |_: &str| Some("x\nplaybook: evil".to_string());
+        assert_eq!(expand_vars("${ANY}", &injected).unwrap(), "x\nplaybook: evil");
+    }
+}

@@ -1,0 +1,174 @@
+//! `ApiError`: every error the API answers with, its HTTP status and its stable `code`.
+//! Handlers return `Result<_, ApiError>`; internal causes are logged, never sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tw_core::signature::VerifyError;
+use tw_store::StoreError;
+
+/// One field's problem in a `validation_error`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// Every error response of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Webhook source '{0}' is not registered")]
+    UnknownSource(String),
+    #[error("Webhook source '{0}' is disabled")]
+    SourceDisabled(String),
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
+    #[error("Request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    #[error("{0}")]
+    InvalidPayload(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("This action requires an API key with the admin scope")]
+    Forbidden,
+    #[error("{message}")]
+    Validation { message: String, details: Vec<FieldError> },
+    #[error("Webhook source '{0}' already exists")]
+    SourceExists(String),
+    #[error("Webhook source '{0}' is managed by the config file; change it there and restart")]
+    ManagedByConfig(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Internal error; see the server log for request {0}")]
+    Internal(String),
+    #[error("The server is temporarily unable to store events; retry later")]
+    Unavailable,
+}
+
+impl ApiError {
+    /// The stable machine-readable code in the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::SourceDisabled(_) => "source_disabled",
+            ApiError::Verify(v) => match v {
+                VerifyError::MissingSignature => "missing_signature",
+                VerifyError::MissingTimestamp => "missing_timestamp",
+                VerifyError::TimestampNotInteger | VerifyError::TimestampInFuture(_) => "timestamp_invalid",
+                VerifyError::TimestampExpired(_) => "timestamp_expired",
+                VerifyError::InvalidSignature => "invalid_signature",
+            },
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::InvalidPayload(_) => "invalid_payload",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::Validation { .. } => "validation_error",
+            ApiError::SourceExists(_) => "source_exists",
+            ApiError::ManagedByConfig(_) => "managed_by_config",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Internal(_) => "internal_error",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownSource(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::SourceDisabled(_) | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Verify(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::SourceExists(_) | ApiError::ManagedByConfig(_) => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A validation error about one field.
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        let fe = FieldError::new(field, message);
+        ApiError::Validation { message: format!("{}: {}", fe.field, fe.message), details: vec![fe] }
+    }
+
+    /// A validation error about several fields.
+    pub fn fields(details: Vec<FieldError>) -> ApiError {
+        let message = details.iter().map(|d| format!("{}: {}", d.field, d.message)).collect::<Vec<_>>().join("; ");
+        ApiError::Validation { message, details }
+    }
+
+    /// Logs a store failure with its cause and returns the opaque error the client sees.
+    pub fn from_store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::SourceExists(n) => ApiError::SourceExists(n),
+            StoreError::SourceNotFound(n) => ApiError::UnknownSource(n),
+            StoreError::Closed => ApiError::Unavailable,
+            other => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                tracing::error!(target: "store", error_id = %id, error = %other, "store operation failed");
+                ApiError::Internal(id)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from_store(e)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a [FieldError]>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let details = match &self {
+            ApiError::Validation { details, .. } => Some(details.as_slice()),
+            _ => None,
+        };
+        let body = Body { error: Inner { code: self.code(), message: self.to_string(), details } };
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code()));
+        resp
+    }
+}
+
+/// The error code of a response, for the request log line.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_messages_and_codes() {
+        let e = ApiError::UnknownSource("unknown".into());
+        assert_eq!((e.code(), e.to_string().as_str()), ("unknown_source", "Webhook source 'unknown' is not registered"));
+        let e = ApiError::Verify(VerifyError::InvalidSignature);
+        assert_eq!((e.code(), e.status()), ("invalid_signature", StatusCode::UNAUTHORIZED));
+        assert_eq!(e.to_string(), "Webhook signature verification failed");
+        let e = ApiError::Verify(VerifyError::TimestampExpired(300));
+        assert_eq!(e.code(), "timestamp_expired");
+        assert_eq!(e.to_string(), "Webhook timestamp is too old (>5 minutes)");
+        assert_eq!(ApiError::Verify(VerifyError::TimestampInFuture(300)).code(), "timestamp_invalid");
+    }
+}

@@ -1,0 +1,150 @@
+//! The HTTP server of the webhook intake: the axum router, authentication, the config file, and
+//! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod state;
+pub mod worker;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use state::{SourceCache, SystemClock};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{Notify, Semaphore};
+use tw_store::sqlite::{DB_FILE, SqliteStore};
+use tw_store::{MasterKey, Store};
+
+/// Everything `tw-cli serve` is told.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; defaults to `<data_dir>/tw.db`.
+    pub database_url: Option<String>,
+    /// The webhook_config.yaml to load at start.
+    pub webhook_config: Option<PathBuf>,
+    /// TW_MASTER_KEY, when set.
+    pub master_key: Option<String>,
+    /// Queue workers to run.
+    pub queue_workers: usize,
+    /// Sync deliveries that may wait for a commit at once before new ones are queued instead.
+    pub max_inflight: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url)
+            .field("webhook_config", &self.webhook_config)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("queue_workers", &self.queue_workers)
+            .field("max_inflight", &self.max_inflight)
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for a data dir: listen on 127.0.0.1:8080, SQLite in the data dir.
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir,
+            database_url: None,
+            webhook_config: None,
+            master_key: None,
+            queue_workers: 2,
+            max_inflight: 4096,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Store(#[from] tw_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens the store named by the config (creating the data dir and master key as needed).
+pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+    let path = match cfg.database_url.as_deref().filter(|u| !u.is_empty()) {
+        None => cfg.data_dir.join(DB_FILE),
+        Some(url) => SqliteStore::path_from_url(url).ok_or_else(|| {
+            StartError::Other(format!("unsupported --database-url '{url}': expected sqlite://PATH (PostgreSQL support is not built yet)"))
+        })?,
+    };
+    let key = MasterKey::load_or_create(cfg.master_key.as_deref(), &cfg.data_dir)?;
+    Ok(Arc::new(SqliteStore::open(&path, key)?))
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Arc<Notify>,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes in-flight requests, and returns.
+    pub async fn shutdown(self) {
+        self.shutdown.notify_one();
+        let _ = self.handle.await;
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+/// Opens the store, loads the config file, binds, and starts serving and the workers.
+pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
+    let store = open_store(&cfg)?;
+    let playbooks: Vec<String> = state::BUILTIN_PLAYBOOKS.iter().map(|s| s.to_string()).collect();
+    if let Some(path) = &cfg.webhook_config {
+        let sources = config::load(path, &playbooks, &|k| std::env::var(k).ok())?;
+        for s in sources {
+            let name = s.name.clone();
+            store.upsert_config_source(s).await?;
+            tracing::info!(target: "api", source = %name, file = %path.display(), "source loaded from config file");
+        }
+    }
+    let state = AppState {
+        sources: Arc::new(SourceCache::new(store.clone())),
+        store,
+        clock: Arc::new(SystemClock),
+        sync_permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
+        queue_wakeup: Arc::new(Notify::new()),
+        playbooks: Arc::new(playbooks),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
+    for _ in 0..cfg.queue_workers.max(1) {
+        tokio::spawn(worker::run(state.clone()));
+    }
+    let shutdown = Arc::new(Notify::new());
+    let app = routes::router(state.clone());
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await
+    });
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "tw webhook intake listening");
+    Ok(RunningServer { addr, state, shutdown, handle })
+}

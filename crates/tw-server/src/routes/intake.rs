@@ -1,0 +1,214 @@
+//! `POST /api/webhooks/:source`: verify, normalize, commit, acknowledge.
+//!
+//! Order of checks (cheap first, nothing stored before the signature is proven):
+//! source known and enabled, body size, signature and timestamp, HMAC, JSON, then either the
+//! incident is committed (sync) or the raw event is (async, or when the sync path is saturated).
+
+use crate::routes::request_id;
+use crate::state::AppState;
+use crate::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+use tw_core::signature::verify_request;
+use tw_core::{Alert, SourceMode, SourceName};
+use tw_store::{IngestOutcome, IngestRequest, NewDeadLetter, NewQueuedEvent, SourceRecord};
+
+/// The generic `event_type` of a signed test event: verified and normalized, never stored.
+pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
+
+/// The intake handler.
+pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let result = handle(&state, &source, &headers, body, &rid).await;
+    let (mut resp, code, incident) = match result {
+        Ok((resp, incident)) => (resp, None, incident),
+        Err(e) => {
+            let code = e.code();
+            (e.into_response(), Some(code), None)
+        }
+    };
+    let status = resp.status().as_u16();
+    tracing::info!(
+        target: "webhook",
+        request_id = %rid,
+        source = %truncate(&source, 64),
+        status,
+        code = code.unwrap_or("-"),
+        incident = incident.as_deref().unwrap_or("-"),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "webhook delivery"
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn handle(
+    state: &AppState,
+    raw_name: &str,
+    headers: &HeaderMap,
+    body: Body,
+    rid: &str,
+) -> Result<(Response, Option<String>), ApiError> {
+    let unknown = || ApiError::UnknownSource(truncate(raw_name, 64));
+    let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
+    let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
+    let result = verified_event(state, &source, headers, body, rid).await;
+    if result.is_err() {
+        state.store.record_source_error(&name);
+    }
+    result
+}
+
+async fn verified_event(
+    state: &AppState,
+    source: &SourceRecord,
+    headers: &HeaderMap,
+    body: Body,
+    rid: &str,
+) -> Result<(Response, Option<String>), ApiError> {
+    if !source.settings.enabled {
+        return Err(ApiError::SourceDisabled(source.name.to_string()));
+    }
+    let limit = source.settings.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+
+    let now = state.clock.now();
+    let header_str = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let ts_header = header_str("x-webhook-timestamp");
+    verify_request(
+        &source.verifying_secrets(now),
+        source.settings.timestamp_tolerance_secs,
+        now.timestamp(),
+        ts_header,
+        header_str("x-webhook-signature"),
+        &bytes,
+    )?;
+
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidPayload(format!("Body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        let kind = tw_core::formats::json_type(&value);
+        return Err(ApiError::InvalidPayload(format!("Body must be a JSON object, got {kind}")));
+    }
+    let request_key = {
+        let mut h = Sha256::new();
+        h.update(ts_header.unwrap_or_default().trim().as_bytes());
+        h.update(b".");
+        h.update(&bytes);
+        hex::encode(h.finalize())
+    };
+
+    if value.get("event_type").and_then(Value::as_str) == Some(TEST_EVENT_TYPE) {
+        let alert = normalize(source, &value).map_err(ApiError::InvalidPayload)?;
+        let body = json!({"status": "ok", "test": true, "source": source.name, "format": alert.format, "title": alert.title,
+                          "message": "Signature verified; test event not stored"});
+        return Ok(((StatusCode::OK, Json(body)).into_response(), None));
+    }
+
+    let sync_permit = match source.settings.mode {
+        SourceMode::Async => None,
+        SourceMode::Sync => match state.sync_permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                tracing::warn!(target: "webhook", source = %source.name, "sync intake saturated; queueing the event");
+                None
+            }
+        },
+    };
+    let Some(_permit) = sync_permit else {
+        let event = NewQueuedEvent {
+            source: source.name.clone(),
+            raw: bytes.to_vec(),
+            request_key,
+            received_at: now,
+            request_id: Some(rid.to_string()),
+        };
+        let queue_id = state.store.enqueue(event).await?;
+        state.queue_wakeup.notify_one();
+        let body = json!({"status": "queued", "queue_id": queue_id, "message": "Event queued for processing"});
+        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), None));
+    };
+
+    let alert = match normalize(source, &value) {
+        Ok(alert) => alert,
+        Err(reason) => {
+            // The payload was a verified JSON object and still could not be read: keep it.
+            let letter = NewDeadLetter {
+                source: source.name.clone(),
+                raw: bytes.to_vec(),
+                reason: reason.clone(),
+                received_at: now,
+                request_id: Some(rid.to_string()),
+                queue_id: None,
+            };
+            let id = state.store.dead_letter(letter).await?;
+            let body = json!({"status": "dead_lettered", "dead_letter_id": id, "message": format!("Event stored but not normalized: {reason}")});
+            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), None));
+        }
+    };
+    let req = IngestRequest {
+        source: source.name.clone(),
+        alert,
+        raw: bytes.to_vec(),
+        request_key,
+        received_at: now,
+        request_id: Some(rid.to_string()),
+        auto_triage: source.settings.auto_triage,
+        playbook: source.settings.playbook.clone(),
+    };
+    let outcome = state.store.ingest(req).await?;
+    Ok(outcome_response(&outcome))
+}
+
+/// The response for a created or recognised incident.
+fn outcome_response(outcome: &IngestOutcome) -> (Response, Option<String>) {
+    let inc = outcome.incident();
+    let number = inc.number.to_string();
+    let resp = match outcome {
+        IngestOutcome::Created(_) => {
+            let body = json!({"status": "accepted", "incident_id": inc.id, "incident_number": number});
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        IngestOutcome::Duplicate { delivery_count, .. } => {
+            let body = json!({"status": "accepted", "incident_id": inc.id, "incident_number": number,
+                              "duplicate": true, "delivery_count": delivery_count});
+            (StatusCode::OK, Json(body)).into_response()
+        }
+    };
+    (resp, Some(number))
+}
+
+/// Normalizes with the source's settings; a panic in a normalizer is contained and reported as a
+/// reason, so no payload can take the server down or be lost.
+pub fn normalize(source: &SourceRecord, value: &Value) -> Result<Alert, String> {
+    let run = || tw_core::normalize(value, source.settings.format, &source.settings.severity_mapping);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(alert)) => Ok(alert),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            tracing::error!(target: "webhook", source = %source.name, "normalizer panicked; event dead-lettered");
+            Err("the payload could not be normalized (internal normalizer error)".into())
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}

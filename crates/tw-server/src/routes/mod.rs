@@ -1,0 +1,88 @@
+//! The HTTP routes, one module per resource.
+
+pub mod health;
+pub mod incidents;
+pub mod intake;
+pub mod queue;
+pub mod sources;
+
+use crate::state::AppState;
+use crate::ApiError;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health::health))
+        .route("/api/webhooks", post(sources::create).get(sources::list))
+        .route("/api/webhooks/queue/{queue_id}", get(queue::get))
+        .route(
+            "/api/webhooks/{source}",
+            post(intake::receive).get(sources::show).patch(sources::update).delete(sources::remove),
+        )
+        .route("/api/webhooks/{source}/rotate-secret", post(sources::rotate_secret))
+        .route("/api/webhooks/{source}/test", post(sources::test))
+        .route("/api/incidents", get(incidents::list))
+        .route("/api/incidents/{id}", get(incidents::get))
+        .route("/api/incidents/{id}/raw", get(incidents::raw))
+        .route("/api/dead-letters", get(queue::dead_letters))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("No such endpoint".into())
+}
+
+/// The request id: the sender's own `X-Request-Id` when it is sane, else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()))
+}
+
+/// `?page=&per_page=` with defaults and bounds.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+}
+
+/// The largest page a client may ask for.
+pub const MAX_PER_PAGE: u32 = 200;
+/// The page size when none is asked for.
+pub const DEFAULT_PER_PAGE: u32 = 50;
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<tw_store::Page, Vec<crate::error::FieldError>> {
+        let mut errors = Vec::new();
+        let mut num = |field: &str, v: &Option<String>, default: u32, max: u32| -> u32 {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => default,
+                Some(s) => match s.parse::<u32>() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => {
+                        errors.push(crate::error::FieldError::new(field, format!("must be a whole number from 1 to {max}")));
+                        default
+                    }
+                },
+            }
+        };
+        let page = num("page", &self.page, 1, 1_000_000);
+        let per_page = num("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
+        if errors.is_empty() { Ok(tw_store::Page { page, per_page }) } else { Err(errors) }
+    }
+}
+
+/// The `meta` block of a paged list.
+pub fn page_meta(page: tw_store::Page, total: u64) -> serde_json::Value {
+    let pages = total.div_ceil(u64::from(page.per_page.max(1)));
+    serde_json::json!({"page": page.page, "per_page": page.per_page, "total": total, "total_pages": pages})
+}

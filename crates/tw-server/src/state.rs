@@ -1,0 +1,79 @@
+//! Shared state of the server: the store, the per-process source cache, the clock.
+
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tw_core::SourceName;
+use tw_store::{SourceRecord, Store, StoreError};
+
+/// The time, injected so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Everything a handler needs. Cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub sources: Arc<SourceCache>,
+    pub clock: Arc<dyn Clock>,
+    /// Sync-mode requests allowed to wait for a commit at once; past this the intake queues.
+    pub sync_permits: Arc<Semaphore>,
+    /// Wakes the queue workers when an event is queued.
+    pub queue_wakeup: Arc<Notify>,
+    /// Names a source's `playbook` may take.
+    pub playbooks: Arc<Vec<String>>,
+}
+
+/// The built-in playbooks (the triage engine arrives with them).
+pub const BUILTIN_PLAYBOOKS: &[&str] = &["phishing_triage", "malware_triage"];
+
+/// How long a cached source (or the knowledge that a name is unknown) is trusted. Short, so that
+/// several processes on one database see each other's changes quickly.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on cached names, so a sender spraying random names cannot grow memory.
+const CACHE_MAX: usize = 10_000;
+
+/// Per-process cache of sources for the intake's hot path.
+pub struct SourceCache {
+    store: Arc<dyn Store>,
+    entries: RwLock<HashMap<SourceName, (Instant, Option<Arc<SourceRecord>>)>>,
+}
+
+impl SourceCache {
+    pub fn new(store: Arc<dyn Store>) -> SourceCache {
+        SourceCache { store, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The source named `name`, from cache when fresh.
+    pub async fn get(&self, name: &SourceName) -> Result<Option<Arc<SourceRecord>>, StoreError> {
+        if let Some((at, v)) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(v.clone());
+            }
+        }
+        let loaded = self.store.get_source(name).await?.map(Arc::new);
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(name.clone(), (Instant::now(), loaded.clone()));
+        Ok(loaded)
+    }
+
+    /// Forgets a source after this process changed it.
+    pub fn invalidate(&self, name: &SourceName) {
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+}

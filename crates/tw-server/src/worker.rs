@@ -1,0 +1,67 @@
+//! Queue workers: turn queued raw events into incidents (or dead letters), in the background.
+
+use crate::routes::intake::normalize;
+use crate::state::AppState;
+use std::time::Duration;
+use tw_store::IngestRequest;
+
+/// How long a claimed event stays with one worker before another may take it.
+pub const LEASE_SECS: i64 = 60;
+const BATCH: usize = 64;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Runs one worker until the process ends.
+pub async fn run(state: AppState) {
+    loop {
+        match state.store.claim_queued(BATCH, LEASE_SECS).await {
+            Ok(events) if !events.is_empty() => {
+                for event in events {
+                    process(&state, event).await;
+                }
+            }
+            Ok(_) => {
+                let _ = tokio::time::timeout(IDLE_POLL, state.queue_wakeup.notified()).await;
+            }
+            Err(e) => {
+                tracing::error!(target: "store", error = %e, "claiming queued events failed");
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+}
+
+async fn process(state: &AppState, event: tw_store::QueuedEvent) {
+    let id = event.id.clone();
+    let result = match state.sources.get(&event.source).await {
+        Err(e) => {
+            tracing::error!(target: "store", queue_id = %id, error = %e, "loading the source failed; will retry");
+            return;
+        }
+        Ok(None) => Err(format!("source '{}' is no longer registered", event.source)),
+        Ok(Some(source)) => match serde_json::from_slice::<serde_json::Value>(&event.raw) {
+            Err(e) => Err(format!("body is not valid JSON: {e}")),
+            Ok(value) => normalize(&source, &value).map(|alert| IngestRequest {
+                source: event.source.clone(),
+                alert,
+                raw: event.raw,
+                request_key: event.request_key,
+                received_at: event.received_at,
+                request_id: event.request_id,
+                auto_triage: source.settings.auto_triage,
+                playbook: source.settings.playbook.clone(),
+            }),
+        },
+    };
+    match state.store.complete_queued(&id, result).await {
+        Ok(entry) => tracing::info!(
+            target: "webhook",
+            queue_id = %id,
+            source = %entry.source,
+            status = ?entry.status,
+            incident = %entry.incident_number.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            error = entry.error.as_deref().unwrap_or("-"),
+            "queued event processed"
+        ),
+        Err(e) => tracing::error!(target: "store", queue_id = %id, error = %e, "finishing a queued event failed; it will be retried"),
+    }
+}

@@ -1,0 +1,299 @@
+//! The records the store reads and writes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tw_core::{Alert, Entity, Format, IncidentNumber, Secret, Severity, SourceMode, SourceName};
+use uuid::Uuid;
+
+/// Everything needed to register a source.
+#[derive(Debug, Clone)]
+pub struct NewSource {
+    pub name: SourceName,
+    pub secret: Secret,
+    pub settings: SourceSettings,
+}
+
+/// A source's settings (everything but its name and secrets).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceSettings {
+    pub enabled: bool,
+    pub auto_triage: bool,
+    pub playbook: Option<String>,
+    /// `None`: detect the format of each payload.
+    pub format: Option<Format>,
+    pub mode: SourceMode,
+    /// Vendor severity value -> ours.
+    pub severity_mapping: BTreeMap<String, Severity>,
+    pub timestamp_tolerance_secs: i64,
+    pub max_body_bytes: u64,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            enabled: true,
+            auto_triage: false,
+            playbook: None,
+            format: None,
+            mode: SourceMode::Sync,
+            severity_mapping: BTreeMap::new(),
+            timestamp_tolerance_secs: tw_core::signature::DEFAULT_TOLERANCE_SECS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The default body limit: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// A partial update of [`SourceSettings`]: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SourcePatch {
+    pub enabled: Option<bool>,
+    pub auto_triage: Option<bool>,
+    pub playbook: Option<Option<String>>,
+    pub format: Option<Option<Format>>,
+    pub mode: Option<SourceMode>,
+    pub severity_mapping: Option<BTreeMap<String, Severity>>,
+    pub timestamp_tolerance_secs: Option<i64>,
+    pub max_body_bytes: Option<u64>,
+    pub secret: Option<Secret>,
+}
+
+impl SourcePatch {
+    /// Applies the patch to settings.
+    pub fn apply(&self, s: &mut SourceSettings) {
+        if let Some(v) = self.enabled { s.enabled = v }
+        if let Some(v) = self.auto_triage { s.auto_triage = v }
+        if let Some(v) = &self.playbook { s.playbook = v.clone() }
+        if let Some(v) = self.format { s.format = v }
+        if let Some(v) = self.mode { s.mode = v }
+        if let Some(v) = &self.severity_mapping { s.severity_mapping = v.clone() }
+        if let Some(v) = self.timestamp_tolerance_secs { s.timestamp_tolerance_secs = v }
+        if let Some(v) = self.max_body_bytes { s.max_body_bytes = v }
+    }
+}
+
+/// A stored source with its decrypted secrets and delivery statistics.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub name: SourceName,
+    pub secret: Secret,
+    /// The secret before the last rotation and until when it still verifies.
+    pub previous_secret: Option<(Secret, DateTime<Utc>)>,
+    pub settings: SourceSettings,
+    pub managed_by_config: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    pub last_delivery_at: Option<DateTime<Utc>>,
+    pub delivery_count: u64,
+    pub error_count: u64,
+}
+
+impl SourceRecord {
+    /// The secrets that verify a request at `now`: the current one, and the previous one during
+    /// its grace period.
+    pub fn verifying_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
+        let mut v = vec![&self.secret];
+        if let Some((old, until)) = &self.previous_secret {
+            if now < *until {
+                v.push(old);
+            }
+        }
+        v
+    }
+}
+
+/// A normalized alert on its way to becoming an incident.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub source: SourceName,
+    pub alert: Alert,
+    /// The request body exactly as received.
+    pub raw: Vec<u8>,
+    /// SHA-256 of `"<timestamp>.<body>"`: recognises the exact same signed request sent again.
+    pub request_key: String,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub auto_triage: bool,
+    pub playbook: Option<String>,
+}
+
+impl IngestRequest {
+    /// What makes two deliveries the same alert: the vendor's alert id when the payload has one,
+    /// else the exact signed request.
+    pub fn dedupe_key(&self) -> String {
+        match &self.alert.external_id {
+            Some(id) => format!("id:{id}"),
+            None => format!("req:{}", self.request_key),
+        }
+    }
+}
+
+/// A created or recognised incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IncidentRef {
+    pub id: Uuid,
+    pub number: IncidentNumber,
+}
+
+/// What [`crate::Store::ingest`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Created(IncidentRef),
+    /// Already known: the delivery was counted on the existing incident.
+    Duplicate { incident: IncidentRef, delivery_count: u64 },
+}
+
+impl IngestOutcome {
+    pub fn incident(&self) -> IncidentRef {
+        match self {
+            IngestOutcome::Created(r) | IngestOutcome::Duplicate { incident: r, .. } => *r,
+        }
+    }
+}
+
+/// A verified raw event for the async path.
+#[derive(Debug, Clone)]
+pub struct NewQueuedEvent {
+    pub source: SourceName,
+    pub raw: Vec<u8>,
+    pub request_key: String,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+}
+
+/// A claimed queued event.
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    pub id: String,
+    pub source: SourceName,
+    pub raw: Vec<u8>,
+    pub request_key: String,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub attempts: u32,
+}
+
+/// The state of a queued event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueStatus {
+    Pending,
+    Processed,
+    Failed,
+}
+
+/// One queued event as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntry {
+    pub queue_id: String,
+    pub status: QueueStatus,
+    pub source: SourceName,
+    pub received_at: DateTime<Utc>,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_number: Option<IncidentNumber>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// An accepted event that could not be normalized.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub source: SourceName,
+    pub raw: Vec<u8>,
+    pub reason: String,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    pub queue_id: Option<String>,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub source: SourceName,
+    pub reason: String,
+    pub received_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
+    /// The body as received (lossy UTF-8).
+    pub raw_payload: String,
+}
+
+/// An incident as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub id: Uuid,
+    pub incident_number: IncidentNumber,
+    pub source: SourceName,
+    pub format: Format,
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: Severity,
+    pub vendor_severity: Option<String>,
+    pub status: String,
+    pub event_type: Option<String>,
+    pub event_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub external_id: Option<String>,
+    pub entities: Vec<Entity>,
+    pub delivery_count: u64,
+    pub last_delivery_at: DateTime<Utc>,
+    pub auto_triage: bool,
+    pub playbook: Option<String>,
+    pub request_id: Option<String>,
+    /// The body exactly as received; only filled by `get_incident`.
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
+}
+
+/// How an incident is named in a request: its uuid or its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentKey {
+    Id(Uuid),
+    Number(IncidentNumber),
+}
+
+impl std::str::FromStr for IncidentKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(id) = Uuid::parse_str(s) {
+            return Ok(IncidentKey::Id(id));
+        }
+        s.parse::<IncidentNumber>().map(IncidentKey::Number).map_err(|e| e.to_string())
+    }
+}
+
+/// A page request: 1-based page number and page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Page {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.per_page)
+    }
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone)]
+pub struct IncidentFilter {
+    pub source: Option<SourceName>,
+    pub severity: Option<Severity>,
+    pub status: Option<String>,
+    pub page: Page,
+}

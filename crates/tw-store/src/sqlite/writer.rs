@@ -1,0 +1,141 @@
+//! The group-commit writer: one thread owns the only write connection, takes every pending write
+//! off its channel, runs them in one transaction (each in its own savepoint, so one failing write
+//! does not undo the others), commits, and only then answers each caller.
+
+use crate::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+/// Called once the batch's commit has finished, with its result.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// One write: runs inside the batch transaction (or is told why it cannot run); says whether it
+/// succeeded and how to answer once the commit is done.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Completion) + Send>;
+
+/// How many writes one transaction takes at most.
+pub const MAX_BATCH: usize = 1024;
+/// How many writes may wait for the writer before callers wait to enqueue.
+pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+/// A handle to the writer thread. Cloning shares the same writer.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn spawn(conn: Connection) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx))?;
+        Ok(Writer { tx })
+    }
+
+    /// Runs `f` in the next batch and returns its result once the batch is committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => f(conn),
+                Err(msg) => Err(StoreError::Commit(msg.to_string())),
+            };
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let _ = reply.send(match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Commit(e)),
+                });
+            });
+            (ok, completion)
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `f` without waiting for it (statistics); dropped when the writer is saturated.
+    pub fn fire<F>(&self, f: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn| {
+            let ok = match conn.map_err(|m| StoreError::Commit(m.to_string())).and_then(f) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(target: "store", error = %e, "background write failed");
+                    false
+                }
+            };
+            (ok, Box::new(|_| {}))
+        });
+        let _ = self.tx.try_send(job);
+    }
+
+    /// How many writes are waiting for the writer right now.
+    pub fn pending(&self) -> usize {
+        CHANNEL_CAPACITY - self.tx.capacity()
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let started = std::time::Instant::now();
+        let completions = commit_batch(&mut conn, &mut batch);
+        tracing::trace!(target: "store", batch = size, elapsed_us = started.elapsed().as_micros() as u64, "committed");
+        let (result, completions) = completions;
+        for c in completions {
+            c(result.clone());
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), String>, Vec<Completion>) {
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Answer every caller with the error; nothing was written.
+            let msg = e.to_string();
+            for job in batch.drain(..) {
+                completions.push(fail_job(job, &msg));
+            }
+            return (Err(msg), completions);
+        }
+    };
+    for job in batch.drain(..) {
+        match tx.savepoint() {
+            Ok(sp) => {
+                let (ok, completion) = job(Ok(&sp));
+                if ok {
+                    if let Err(e) = sp.commit() {
+                        tracing::error!(target: "store", error = %e, "savepoint release failed");
+                    }
+                } // else: dropping the savepoint rolls this one write back.
+                completions.push(completion);
+            }
+            Err(e) => completions.push(fail_job(job, &e.to_string())),
+        }
+    }
+    let result = tx.commit().map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!(target: "store", error = %e, "batch commit failed");
+    }
+    (result, completions)
+}
+
+/// A job that could not run: it is told why, and answers its caller with that.
+fn fail_job(job: Job, msg: &str) -> Completion {
+    job(Err(msg)).1
+}
