@@ -30,9 +30,10 @@ pub struct ServerConfig {
     pub webhook_config: Option<PathBuf>,
     /// TW_MASTER_KEY, when set.
     pub master_key: Option<String>,
-    /// Queue workers to run.
+    /// Queue workers to run; 0 makes an intake-only process (queued events wait for another).
     pub queue_workers: usize,
-    /// Sync deliveries that may wait for a commit at once before new ones are queued instead.
+    /// Sync deliveries that may wait for a commit at once before new ones are queued instead;
+    /// 0 queues every delivery (202), absorbing bursts at the cost of a later incident number.
     pub max_inflight: usize,
 }
 
@@ -130,13 +131,13 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         sources: Arc::new(SourceCache::new(store.clone())),
         store,
         clock: Arc::new(SystemClock),
-        sync_permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
+        sync_permits: Arc::new(Semaphore::new(cfg.max_inflight)),
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: Arc::new(playbooks),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
-    for _ in 0..cfg.queue_workers.max(1) {
+    for _ in 0..cfg.queue_workers {
         tokio::spawn(worker::run(state.clone()));
     }
     let shutdown = Arc::new(Notify::new());

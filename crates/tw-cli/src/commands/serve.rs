@@ -43,10 +43,11 @@ pub struct ServeArgs {
     /// webhook_config.yaml declaring sources (loaded at start).
     #[arg(long, env = "TW_WEBHOOK_CONFIG")]
     config: Option<PathBuf>,
-    /// Background workers for queued (async) events.
+    /// Background workers for queued (async) events; 0 runs an intake-only process.
     #[arg(long, env = "TW_QUEUE_WORKERS", default_value_t = 2)]
     queue_workers: usize,
     /// Sync deliveries that may wait for their commit at once; beyond this, events are queued (202).
+    /// 0 queues every delivery.
     #[arg(long, env = "TW_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
     /// Log format.

@@ -1,0 +1,234 @@
+//! Test harness shared by the integration test binaries: an in-process server on a free port
+//! with a temp data dir ([`TestApp`]), the real `tw-cli` binary as a subprocess ([`ServerProcess`],
+//! [`cli`]), and signing helpers. Everything talks HTTP.
+#![allow(dead_code)]
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use tw_core::Secret;
+
+/// The built binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tw-cli")
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// `sha256=<hex>` for a body signed at `ts` with `secret`.
+pub fn signature(secret: &str, ts: i64, body: &[u8]) -> String {
+    format!("sha256={}", tw_core::signature::sign(&Secret::new(secret), &ts.to_string(), body))
+}
+
+/// An in-process server (the real router, store and workers) on 127.0.0.1:0.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    /// An admin API key.
+    pub admin_key: String,
+    /// A read-only API key.
+    pub read_key: String,
+    pub dir: tempfile::TempDir,
+    server: Option<tw_server::RunningServer>,
+}
+
+impl TestApp {
+    /// A fresh server with an empty data dir.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A fresh server whose config `tweak` may adjust (e.g. to set `webhook_config`).
+    pub async fn spawn_with(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::spawn_in(dir, tweak).await
+    }
+
+    /// A server on an existing data dir (to test restarts).
+    pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
+        let mut cfg = tw_server::ServerConfig::new(dir.path().to_path_buf());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut cfg);
+        let server = tw_server::start(cfg).await.expect("server starts");
+        let store = server.state.store.clone();
+        let mut keys = Vec::new();
+        for scope in [tw_store::Scope::Admin, tw_store::Scope::Read] {
+            let k = tw_store::api_key::generate().unwrap();
+            store.create_api_key("test", scope, k.hash, &k.prefix).await.unwrap();
+            keys.push(k.plaintext);
+        }
+        let addr = server.addr;
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            read_key: keys.pop().unwrap(),
+            admin_key: keys.pop().unwrap(),
+            dir,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server gracefully and hands back its data dir.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the admin key and a JSON body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.with_key(&self.admin_key.clone(), method, path, body).await
+    }
+
+    /// A request with a given key (or none, with "").
+    pub async fn with_key(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if !key.is_empty() {
+            req = req.bearer_auth(key);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        into_json(resp).await
+    }
+
+    /// Registers a source with the admin key; panics unless 201.
+    pub async fn add_source(&self, body: Value) -> Value {
+        let (status, v) = self.admin(reqwest::Method::POST, "/api/webhooks", Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// Posts a body signed with `secret` at the current time to the intake.
+    pub async fn deliver(&self, source: &str, secret: &str, body: &str) -> (StatusCode, Value) {
+        self.deliver_at(source, secret, body, now()).await
+    }
+
+    /// Posts a body signed with `secret` at timestamp `ts`.
+    pub async fn deliver_at(&self, source: &str, secret: &str, body: &str, ts: i64) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/api/webhooks/{source}")))
+            .header("content-type", "application/json")
+            .header("x-webhook-timestamp", ts.to_string())
+            .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        into_json(resp).await
+    }
+}
+
+/// Status and JSON body of a response (`Null` when empty).
+pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    (status, v)
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `tw-cli serve` as a real subprocess.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `tw-cli serve` on a free port with `data_dir` and extra args/env; waits for health.
+    pub fn start(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let port = free_port();
+        let log = data_dir.with_extension(format!("serve-{port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args)
+            .env_remove("TW_API_KEY")
+            .env_remove("TW_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tw-cli serve");
+        let mut p = ServerProcess { child, port, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), log };
+        p.wait_healthy();
+        p
+    }
+
+    fn wait_healthy(&mut self) {
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited early with {status}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not come up: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// SIGKILL: the hardest stop, nothing gets flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `tw-cli ARGS` against `url` with `api_key` (None: no key), as a user types it.
+pub fn cli(url: &str, api_key: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env("TW_URL", url).env_remove("TW_API_KEY").stdin(Stdio::null());
+    if let Some(k) = api_key {
+        cmd.env("TW_API_KEY", k);
+    }
+    cmd.output().expect("run tw-cli")
+}
+
+/// stdout of an Output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of an Output as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,267 @@
+//! Store contract tests: behaviour every `Store` implementation must have. Each check is a
+//! function over `Arc<dyn Store>` so the PostgreSQL store can run the same ones; here they run on
+//! a real SQLite file.
+
+use chrono::{TimeZone, Utc};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tw_core::{Alert, Format, Secret, Severity, SourceName};
+use tw_store::sqlite::SqliteStore;
+use tw_store::*;
+
+fn name(s: &str) -> SourceName {
+    SourceName::parse(s).unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Arc<dyn Store> {
+    let key = MasterKey::load_or_create(None, dir).unwrap();
+    Arc::new(SqliteStore::open(&dir.join("tw.db"), key).unwrap())
+}
+
+fn source(n: &str, secret: &str) -> NewSource {
+    NewSource { name: name(n), secret: Secret::new(secret), settings: SourceSettings::default() }
+}
+
+fn alert(id: Option<&str>) -> Alert {
+    Alert {
+        format: Format::Generic,
+        title: "t".into(),
+        description: None,
+        severity: Severity::High,
+        vendor_severity: Some("high".into()),
+        event_time: None,
+        external_id: id.map(str::to_string),
+        event_type: Some("security_alert".into()),
+        entities: vec![tw_core::Entity::new(tw_core::EntityKind::Ip, "192.0.2.1")],
+    }
+}
+
+fn ingest_req(src: &str, id: Option<&str>, request_key: &str) -> IngestRequest {
+    IngestRequest {
+        source: name(src),
+        alert: alert(id),
+        raw: br#"{"raw": true}"#.to_vec(),
+        request_key: request_key.into(),
+        received_at: Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap(),
+        request_id: Some("req-1".into()),
+        auto_triage: false,
+        playbook: None,
+    }
+}
+
+async fn sources_round_trip(store: Arc<dyn Store>) {
+    let created = store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    assert_eq!(created.secret.expose(), "edr-secret-1");
+    assert!(!created.managed_by_config);
+    assert!(matches!(store.create_source(source("edr", "other-secret")).await, Err(StoreError::SourceExists(_))));
+
+    let patch = SourcePatch { auto_triage: Some(true), playbook: Some(Some("malware_triage".into())), ..Default::default() };
+    let updated = store.update_source(&name("edr"), patch).await.unwrap();
+    assert!(updated.settings.auto_triage);
+    assert_eq!(updated.settings.playbook.as_deref(), Some("malware_triage"));
+    assert_eq!(updated.secret.expose(), "edr-secret-1", "a settings patch keeps the secret");
+
+    let until = Utc::now() + chrono::Duration::hours(1);
+    let rotated = store.rotate_secret(&name("edr"), Secret::new("edr-secret-2"), until).await.unwrap();
+    assert_eq!(rotated.secret.expose(), "edr-secret-2");
+    let (old, old_until) = rotated.previous_secret.clone().unwrap();
+    assert_eq!(old.expose(), "edr-secret-1");
+    assert_eq!(old_until.timestamp(), until.timestamp());
+    assert_eq!(rotated.verifying_secrets(Utc::now()).len(), 2);
+    assert_eq!(rotated.verifying_secrets(until + chrono::Duration::seconds(1)).len(), 1);
+
+    store.create_source(source("av", "av-secret-1")).await.unwrap();
+    let names: Vec<String> = store.list_sources().await.unwrap().iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["av", "edr"]);
+    assert!(store.delete_source(&name("av")).await.unwrap());
+    assert!(!store.delete_source(&name("av")).await.unwrap());
+    assert!(store.get_source(&name("av")).await.unwrap().is_none());
+    assert!(matches!(store.update_source(&name("av"), SourcePatch::default()).await, Err(StoreError::SourceNotFound(_))));
+}
+
+async fn numbering_and_dedupe(store: Arc<dyn Store>) {
+    store.create_source(source("siem", "siem-secret")).await.unwrap();
+    let a = store.ingest(ingest_req("siem", Some("alert-1"), "k1")).await.unwrap();
+    let IngestOutcome::Created(first) = a else { panic!("expected created, got {a:?}") };
+    assert_eq!(first.number.to_string(), "INC-2024-0001");
+
+    // Same alert id, another request: a duplicate that counts the delivery.
+    let b = store.ingest(ingest_req("siem", Some("alert-1"), "k2")).await.unwrap();
+    assert_eq!(b, IngestOutcome::Duplicate { incident: first, delivery_count: 2 });
+
+    // No alert id: the exact request is the key.
+    let c = store.ingest(ingest_req("siem", None, "k3")).await.unwrap();
+    assert!(matches!(c, IngestOutcome::Created(r) if r.number.seq == 2));
+    let d = store.ingest(ingest_req("siem", None, "k3")).await.unwrap();
+    assert!(matches!(d, IngestOutcome::Duplicate { incident, .. } if incident == c.incident()));
+    let e = store.ingest(ingest_req("siem", None, "k4")).await.unwrap();
+    assert!(matches!(e, IngestOutcome::Created(r) if r.number.seq == 3));
+
+    // Numbers are per year.
+    let mut next_year = ingest_req("siem", Some("alert-2025"), "k5");
+    next_year.received_at = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let f = store.ingest(next_year).await.unwrap();
+    assert_eq!(f.incident().number.to_string(), "INC-2025-0001");
+
+    let inc = store.get_incident(&IncidentKey::Number(first.number)).await.unwrap().unwrap();
+    assert_eq!(inc.id, first.id);
+    assert_eq!(inc.delivery_count, 2);
+    assert_eq!(inc.raw.as_deref(), Some(&br#"{"raw": true}"#[..]));
+    assert_eq!(inc.entities.len(), 1);
+    let by_id = store.get_incident(&IncidentKey::Id(first.id)).await.unwrap().unwrap();
+    assert_eq!(by_id.incident_number, first.number);
+
+    let src = store.get_source(&name("siem")).await.unwrap().unwrap();
+    assert_eq!(src.delivery_count, 6);
+    assert!(src.last_delivery_at.is_some());
+}
+
+async fn concurrent_ingests_get_distinct_gapless_numbers(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.ingest(ingest_req("edr", Some(&format!("a-{i}")), &format!("k{i}"))).await }));
+    }
+    let mut seqs = BTreeSet::new();
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        assert!(matches!(out, IngestOutcome::Created(_)));
+        assert!(seqs.insert(out.incident().number.seq));
+    }
+    assert_eq!(seqs, (1..=1000).collect::<BTreeSet<i64>>());
+}
+
+async fn a_failing_write_does_not_undo_its_batch(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    // Fire a duplicate registration in the middle of many ingests: the batch they share commits.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i == 100 {
+                store.create_source(source("edr", "again-secret")).await.map(|_| None)
+            } else {
+                store.ingest(ingest_req("edr", Some(&format!("b-{i}")), &format!("kb{i}"))).await.map(Some)
+            }
+        }));
+    }
+    let mut created = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Some(_)) => created += 1,
+            Err(StoreError::SourceExists(_)) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (199, 1));
+    let (_, total) = store
+        .list_incidents(&IncidentFilter { source: None, severity: None, status: None, page: Page { page: 1, per_page: 10 } })
+        .await
+        .unwrap();
+    assert_eq!(total, 199);
+}
+
+async fn queue_lifecycle(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let new = |k: &str| NewQueuedEvent {
+        source: name("mail"),
+        raw: br#"{"event_type":"x"}"#.to_vec(),
+        request_key: k.into(),
+        received_at: Utc::now(),
+        request_id: None,
+    };
+    let q1 = store.enqueue(new("q1")).await.unwrap();
+    let q2 = store.enqueue(new("q2")).await.unwrap();
+    assert!(q1.starts_with("queue-"));
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    assert_eq!(store.queue_entry(&q1).await.unwrap().unwrap().status, QueueStatus::Pending);
+
+    let claimed = store.claim_queued(10, 60).await.unwrap();
+    assert_eq!(claimed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), [q1.clone(), q2.clone()]);
+    assert!(store.claim_queued(10, 60).await.unwrap().is_empty(), "leased events are not claimed twice");
+
+    let done = store.complete_queued(&q1, Ok(ingest_req("mail", Some("m-1"), "q1"))).await.unwrap();
+    assert_eq!(done.status, QueueStatus::Processed);
+    assert_eq!(done.incident_number.unwrap().seq, 1);
+    // Finishing again (a second worker after a lease ran out) changes nothing.
+    let again = store.complete_queued(&q1, Ok(ingest_req("mail", Some("m-1"), "q1"))).await.unwrap();
+    assert_eq!(again.incident_id, done.incident_id);
+    let inc = store.get_incident(&IncidentKey::Id(done.incident_id.unwrap())).await.unwrap().unwrap();
+    assert_eq!(inc.delivery_count, 1);
+
+    let failed = store.complete_queued(&q2, Err("not normalizable".into())).await.unwrap();
+    assert_eq!(failed.status, QueueStatus::Failed);
+    assert_eq!(failed.error.as_deref(), Some("not normalizable"));
+    let (letters, total) = store.list_dead_letters(None, Page { page: 1, per_page: 10 }).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(letters[0].queue_id.as_deref(), Some(q2.as_str()));
+    assert_eq!(letters[0].raw_payload, r#"{"event_type":"x"}"#);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+
+    // An expired lease makes an event claimable again.
+    let q3 = store.enqueue(new("q3")).await.unwrap();
+    assert_eq!(store.claim_queued(10, -1).await.unwrap().len(), 1);
+    let reclaimed = store.claim_queued(10, 60).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, q3);
+    assert_eq!(reclaimed[0].attempts, 2);
+}
+
+async fn api_keys(store: Arc<dyn Store>) {
+    let k = api_key::generate().unwrap();
+    store.create_api_key("ops", Scope::Read, k.hash, &k.prefix).await.unwrap();
+    let found = store.find_api_key(api_key::hash(&k.plaintext)).await.unwrap().unwrap();
+    assert_eq!((found.name.as_str(), found.scope), ("ops", Scope::Read));
+    assert!(store.find_api_key(api_key::hash("tw_nope")).await.unwrap().is_none());
+}
+
+macro_rules! sqlite_contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::open(dir.path())).await;
+                }
+            )*
+        }
+    };
+}
+
+sqlite_contract!(
+    sources_round_trip,
+    numbering_and_dedupe,
+    concurrent_ingests_get_distinct_gapless_numbers,
+    a_failing_write_does_not_undo_its_batch,
+    queue_lifecycle,
+    api_keys,
+);
+
+#[tokio::test]
+async fn secrets_are_encrypted_at_rest_and_need_the_right_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_source(source("edr", "distinctive-secret-XYZZY")).await.unwrap();
+    // Scan while the store is open: the fresh write is in the WAL file then.
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == "master.key" {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += 1;
+        assert!(!bytes.windows(24).any(|w| w == b"distinctive-secret-XYZZY"), "secret in {}", path.display());
+    }
+    assert!(scanned >= 2, "the database and its WAL were scanned");
+    drop(store);
+    let wrong = MasterKey::generate().unwrap();
+    let err = SqliteStore::open(&dir.path().join("tw.db"), wrong).err().expect("wrong key must be refused");
+    assert!(err.to_string().contains("master key does not match"), "{err}");
+    // The right key still opens it, and the secret is intact.
+    let store = open(dir.path());
+    assert_eq!(store.get_source(&name("edr")).await.unwrap().unwrap().secret.expose(), "distinctive-secret-XYZZY");
+}
