@@ -35,10 +35,16 @@ pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, 
         }
     };
     let status = resp.status().as_u16();
+    // A name that is not a valid source name is attacker-chosen text: log it escaped, apart.
+    let (logged_source, unregistered) = match SourceName::parse(&source) {
+        Ok(_) if code != Some("unknown_source") => (source.as_str(), None),
+        _ => ("_unregistered", Some(truncate(&source, 64))),
+    };
     tracing::info!(
         target: "webhook",
         request_id = %rid,
-        source = %truncate(&source, 64),
+        source = logged_source,
+        requested_source = ?unregistered,
         status,
         code = code.unwrap_or("-"),
         incident = incident.as_deref().unwrap_or("-"),

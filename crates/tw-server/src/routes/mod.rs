@@ -30,7 +30,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/incidents/{id}/raw", get(incidents::raw))
         .route("/api/dead-letters", get(queue::dead_letters))
         .fallback(not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// A handler that panicked answers 500 in the usual error shape; the panic itself is logged, never
+/// sent (it could carry request data).
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(target: "api", error_id = %id, "request handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::Internal(id))
 }
 
 async fn not_found() -> ApiError {
