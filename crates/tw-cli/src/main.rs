@@ -39,6 +39,15 @@ enum Command {
     /// Read incidents.
     #[command(subcommand)]
     Incident(commands::incident::IncidentCommand),
+    /// Run a playbook on an incident.
+    #[command(subcommand)]
+    Triage(commands::triage::TriageCommand),
+    /// Manage and test playbooks.
+    #[command(subcommand)]
+    Playbook(commands::triage::PlaybookCommand),
+    /// Manage local threat intelligence lists.
+    #[command(subcommand)]
+    Intel(commands::triage::IntelCommand),
     /// Show the state of a queued (async) event.
     Queue {
         /// The queue id from a 202 response (queue-...).
@@ -79,6 +88,9 @@ async fn main() -> std::process::ExitCode {
         Command::ApiKey(ApiKeyCommand::Create(a)) => commands::api_key_create(&ctx, &a.name, &a.scope, &a.store).await,
         Command::Webhook(cmd) => commands::webhook::run(&ctx, cmd).await,
         Command::Incident(cmd) => commands::incident::run(&ctx, cmd).await,
+        Command::Triage(cmd) => commands::triage::run_triage(&ctx, cmd).await,
+        Command::Playbook(cmd) => commands::triage::run_playbook(&ctx, cmd).await,
+        Command::Intel(cmd) => commands::triage::run_intel(&ctx, cmd).await,
         Command::Queue { queue_id } => commands::queue_get(&ctx, &queue_id).await,
         Command::DeadLetters { source } => commands::dead_letters(&ctx, source.as_deref()).await,
     };

@@ -45,6 +45,12 @@ pub enum ApiError {
     ManagedByConfig(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("Playbook '{0}' already exists")]
+    PlaybookExists(String),
+    #[error("Playbook '{0}' is built in and cannot be changed or deleted")]
+    BuiltinPlaybook(String),
+    #[error("Playbook '{name}' is used by source(s) {}; change them first", sources.join(", "))]
+    PlaybookInUse { name: String, sources: Vec<String> },
     #[error("Internal error; see the server log for request {0}")]
     Internal(String),
     #[error("The server is temporarily unable to store events; retry later")]
@@ -72,6 +78,9 @@ impl ApiError {
             ApiError::SourceExists(_) => "source_exists",
             ApiError::ManagedByConfig(_) => "managed_by_config",
             ApiError::NotFound(_) => "not_found",
+            ApiError::PlaybookExists(_) => "playbook_exists",
+            ApiError::BuiltinPlaybook(_) => "builtin_playbook",
+            ApiError::PlaybookInUse { .. } => "playbook_in_use",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "unavailable",
         }
@@ -86,7 +95,11 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::SourceExists(_) | ApiError::ManagedByConfig(_) => StatusCode::CONFLICT,
+            ApiError::SourceExists(_)
+            | ApiError::ManagedByConfig(_)
+            | ApiError::PlaybookExists(_)
+            | ApiError::BuiltinPlaybook(_)
+            | ApiError::PlaybookInUse { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -109,6 +122,8 @@ impl ApiError {
         match e {
             StoreError::SourceExists(n) => ApiError::SourceExists(n),
             StoreError::SourceNotFound(n) => ApiError::UnknownSource(n),
+            StoreError::PlaybookInUse { name, sources } => ApiError::PlaybookInUse { name, sources },
+            StoreError::IncidentNotFound(n) => ApiError::NotFound(format!("Incident {n} not found")),
             StoreError::Closed => ApiError::Unavailable,
             other => {
                 let id = uuid::Uuid::new_v4().simple().to_string();

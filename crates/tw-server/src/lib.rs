@@ -4,8 +4,11 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod intel;
+pub mod playbooks;
 pub mod routes;
 pub mod state;
+pub mod triage;
 pub mod worker;
 
 pub use error::ApiError;
@@ -35,6 +38,14 @@ pub struct ServerConfig {
     /// Sync deliveries that may wait for a commit at once before new ones are queued instead;
     /// 0 queues every delivery (202), absorbing bursts at the cost of a later incident number.
     pub max_inflight: usize,
+    /// A directory of playbook YAML files loaded at start.
+    pub playbooks_dir: Option<PathBuf>,
+    /// Local threat intelligence files; default `<data_dir>/intel`.
+    pub intel_dir: Option<PathBuf>,
+    /// Triage workers; 0 runs no triage in this process.
+    pub triage_workers: usize,
+    /// Attempts per triage job before it is marked failed.
+    pub triage_max_attempts: u32,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -47,6 +58,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("queue_workers", &self.queue_workers)
             .field("max_inflight", &self.max_inflight)
+            .field("playbooks_dir", &self.playbooks_dir)
+            .field("intel_dir", &self.intel_dir)
+            .field("triage_workers", &self.triage_workers)
+            .field("triage_max_attempts", &self.triage_max_attempts)
             .finish()
     }
 }
@@ -62,6 +77,10 @@ impl ServerConfig {
             master_key: None,
             queue_workers: 2,
             max_inflight: 4096,
+            playbooks_dir: None,
+            intel_dir: None,
+            triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
         }
     }
 }
@@ -69,12 +88,13 @@ impl ServerConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] tw_store::StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    // The cause is part of the message and deliberately not a `source`, so `{:#}` prints it once.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -118,7 +138,14 @@ impl RunningServer {
 /// Opens the store, loads the config file, binds, and starts serving and the workers.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let store = open_store(&cfg)?;
-    let playbooks: Vec<String> = state::BUILTIN_PLAYBOOKS.iter().map(|s| s.to_string()).collect();
+    let registry = Arc::new(playbooks::PlaybookRegistry::new(store.clone()));
+    if let Some(dir) = &cfg.playbooks_dir {
+        let loaded = registry.load_dir(dir).await.map_err(StartError::Other)?;
+        tracing::info!(target: "triage", dir = %dir.display(), playbooks = ?loaded, "playbooks loaded");
+    }
+    let intel_dir = cfg.intel_dir.clone().unwrap_or_else(|| cfg.data_dir.join("intel"));
+    let intel = Arc::new(intel::IntelStore::open(&intel_dir).map_err(StartError::Other)?);
+    let playbooks = registry.names().await?;
     if let Some(path) = &cfg.webhook_config {
         let sources = config::load(path, &playbooks, &|k| std::env::var(k).ok())?;
         for s in sources {
@@ -133,13 +160,28 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         clock: Arc::new(SystemClock),
         sync_permits: Arc::new(Semaphore::new(cfg.max_inflight)),
         queue_wakeup: Arc::new(Notify::new()),
-        playbooks: Arc::new(playbooks),
+        playbooks: registry,
+        intel: intel.clone(),
+        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
+        triage_wakeup: Arc::new(Notify::new()),
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, source: e })?;
+    // This process is the only worker on an embedded database: what a crashed run had claimed
+    // can be taken up again at once instead of after its lease.
+    if cfg.queue_workers > 0 || cfg.triage_workers > 0 {
+        let (queued, jobs) = state.store.recover_abandoned_work().await?;
+        if queued + jobs > 0 {
+            tracing::warn!(queued, triage_jobs = jobs, "resuming work interrupted by the last stop");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     for _ in 0..cfg.queue_workers {
         tokio::spawn(worker::run(state.clone()));
     }
+    for _ in 0..cfg.triage_workers {
+        tokio::spawn(triage::run_worker(state.clone()));
+    }
+    tokio::spawn(intel.watch());
     let shutdown = Arc::new(Notify::new());
     let app = routes::router(state.clone());
     let stop = shutdown.clone();

@@ -32,12 +32,15 @@ pub struct AppState {
     pub sync_permits: Arc<Semaphore>,
     /// Wakes the queue workers when an event is queued.
     pub queue_wakeup: Arc<Notify>,
-    /// Names a source's `playbook` may take.
-    pub playbooks: Arc<Vec<String>>,
+    /// The playbooks sources and runs may name.
+    pub playbooks: Arc<crate::playbooks::PlaybookRegistry>,
+    /// Local threat intelligence.
+    pub intel: Arc<crate::intel::IntelStore>,
+    /// Triage workers and retry limits.
+    pub triage: crate::triage::TriageSettings,
+    /// Wakes the triage workers when a job is queued.
+    pub triage_wakeup: Arc<Notify>,
 }
-
-/// The built-in playbooks (the triage engine arrives with them).
-pub const BUILTIN_PLAYBOOKS: &[&str] = &["phishing_triage", "malware_triage"];
 
 /// How long a cached source (or the knowledge that a name is unknown) is trusted. Short, so that
 /// several processes on one database see each other's changes quickly.

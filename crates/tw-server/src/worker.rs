@@ -49,11 +49,14 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
                 request_id: event.request_id,
                 auto_triage: source.settings.auto_triage,
                 playbook: source.settings.playbook.clone(),
+                triage_max_attempts: state.triage.max_attempts,
             }),
         },
     };
     match state.store.complete_queued(&id, result).await {
-        Ok(entry) => tracing::info!(
+        Ok(entry) => {
+            state.triage_wakeup.notify_one();
+            tracing::info!(
             target: "webhook",
             queue_id = %id,
             source = %entry.source,
@@ -61,7 +64,8 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
             incident = %entry.incident_number.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             error = entry.error.as_deref().unwrap_or("-"),
             "queued event processed"
-        ),
+        )
+        }
         Err(e) => tracing::error!(target: "store", queue_id = %id, error = %e, "finishing a queued event failed; it will be retried"),
     }
 }

@@ -31,14 +31,25 @@ pub enum StoreError {
     Crypto,
     #[error("{0}")]
     Config(String),
+    /// The cause is in the message and not a `source`, so a chain printer shows it once.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("playbook '{name}' is used by source(s) {}", sources.join(", "))]
+    PlaybookInUse { name: String, sources: Vec<String> },
+    #[error("incident '{0}' not found")]
+    IncidentNotFound(String),
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the store is shutting down")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e)
+    }
 }
 
 /// The persistence interface of the intake. Implementations are cheap to share (`Arc<dyn Store>`).
@@ -92,6 +103,36 @@ pub trait Store: Send + Sync + 'static {
     async fn list_incidents(&self, filter: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError>;
     /// A page of dead letters, newest first, and the total.
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError>;
+
+    // ---- triage ----
+    /// Queues a triage job for an incident (on demand). The incident shows it as pending.
+    async fn enqueue_triage(
+        &self,
+        incident: &IncidentKey,
+        playbook: &str,
+        variables: serde_json::Map<String, serde_json::Value>,
+        max_attempts: u32,
+    ) -> Result<TriageJob, StoreError>;
+    /// Claims up to `limit` due jobs (pending and due, or running with an expired lease).
+    async fn claim_triage_jobs(&self, limit: usize, lease_secs: i64) -> Result<Vec<ClaimedTriageJob>, StoreError>;
+    /// Finishes a claimed job. `attempt` is the job's attempt number when claimed: a job that was
+    /// meanwhile re-claimed or finished is left alone (false), so every job finishes once.
+    async fn complete_triage_job(&self, job_id: &str, attempt: u32, completion: TriageCompletion) -> Result<bool, StoreError>;
+    /// One job.
+    async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError>;
+    /// Jobs waiting or running.
+    async fn triage_depth(&self) -> Result<u64, StoreError>;
+    /// Makes work that a crashed process had claimed claimable at once. Only for a process that
+    /// is the only worker on its database (the embedded store); leases cover the rest.
+    async fn recover_abandoned_work(&self) -> Result<(u64, u64), StoreError>;
+
+    // ---- playbooks ----
+    /// Creates or replaces a user playbook; true when it was created.
+    async fn put_playbook(&self, name: &str, yaml: &str, origin: &str) -> Result<bool, StoreError>;
+    async fn get_playbook(&self, name: &str) -> Result<Option<StoredPlaybook>, StoreError>;
+    async fn list_playbooks(&self) -> Result<Vec<StoredPlaybook>, StoreError>;
+    /// Deletes a user playbook unless a source names it ([`StoreError::PlaybookInUse`]).
+    async fn delete_playbook(&self, name: &str) -> Result<bool, StoreError>;
 
     // ---- API keys ----
     /// Stores a new API key's hash.

@@ -119,6 +119,8 @@ pub struct IngestRequest {
     pub request_id: Option<String>,
     pub auto_triage: bool,
     pub playbook: Option<String>,
+    /// Attempts for the auto-triage job, when one is created.
+    pub triage_max_attempts: u32,
 }
 
 impl IngestRequest {
@@ -254,6 +256,8 @@ pub struct Incident {
     pub auto_triage: bool,
     pub playbook: Option<String>,
     pub request_id: Option<String>,
+    /// The latest triage (job state, or the playbook's verdict, score, findings, ...).
+    pub triage: Option<serde_json::Value>,
     /// The body exactly as received; only filled by `get_incident`.
     #[serde(skip)]
     pub raw: Option<Vec<u8>>,
@@ -296,4 +300,79 @@ pub struct IncidentFilter {
     pub severity: Option<Severity>,
     pub status: Option<String>,
     pub page: Page,
+}
+
+/// How many times a triage job is tried before it is marked failed.
+pub const DEFAULT_TRIAGE_MAX_ATTEMPTS: u32 = 3;
+
+/// A triage job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriageJobStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl TriageJobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriageJobStatus::Pending => "pending",
+            TriageJobStatus::Running => "running",
+            TriageJobStatus::Completed => "completed",
+            TriageJobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TriageJobStatus> {
+        [TriageJobStatus::Pending, TriageJobStatus::Running, TriageJobStatus::Completed, TriageJobStatus::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A triage job.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriageJob {
+    pub job_id: String,
+    pub incident_id: Uuid,
+    pub playbook: String,
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    pub status: TriageJobStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub run_after: DateTime<Utc>,
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// A job handed to a worker, with its incident.
+#[derive(Debug, Clone)]
+pub struct ClaimedTriageJob {
+    pub job: TriageJob,
+    pub incident: Incident,
+}
+
+/// How a worker finished a job.
+#[derive(Debug, Clone)]
+pub enum TriageCompletion {
+    /// The playbook ran: its outcome goes on the incident.
+    Done(tw_core::triage::TriageOutcome),
+    /// It failed; try again at the given time (when attempts remain) or mark it failed.
+    Failed { error: String, retry_at: Option<DateTime<Utc>> },
+}
+
+/// A user playbook as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredPlaybook {
+    pub name: String,
+    pub yaml: String,
+    /// `api` (added through the API/CLI) or `dir` (loaded from --playbooks-dir).
+    pub origin: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

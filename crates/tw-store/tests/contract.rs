@@ -46,6 +46,7 @@ fn ingest_req(src: &str, id: Option<&str>, request_key: &str) -> IngestRequest {
         request_id: Some("req-1".into()),
         auto_triage: false,
         playbook: None,
+        triage_max_attempts: 3,
     }
 }
 
@@ -209,6 +210,108 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
     assert_eq!(reclaimed[0].attempts, 2);
 }
 
+fn outcome(score: u8) -> tw_core::triage::TriageOutcome {
+    tw_core::triage::TriageOutcome {
+        playbook: "malware_triage".into(),
+        playbook_version: "1".into(),
+        verdict: tw_core::triage::Verdict::Malicious,
+        score,
+        findings: vec![tw_core::triage::Finding { rule: "intel_bad_hash".into(), detail: "known bad".into(), weight: 60, indicator: Some("abc".into()) }],
+        recommended_actions: vec![],
+        severity: Some(Severity::Critical),
+        trace: vec![],
+    }
+}
+
+async fn triage_jobs_finish_once(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    // An auto-triage incident gets its job in the same transaction.
+    let mut req = ingest_req("edr", Some("t-1"), "t1");
+    req.auto_triage = true;
+    req.playbook = Some("malware_triage".into());
+    let inc = store.ingest(req.clone()).await.unwrap().incident();
+    // A duplicate delivery does not queue a second job.
+    store.ingest(req).await.unwrap();
+    assert_eq!(store.triage_depth().await.unwrap(), 1);
+    let pending = store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().unwrap();
+    assert_eq!(pending.triage.as_ref().unwrap()["status"], "pending");
+
+    let claimed = store.claim_triage_jobs(10, 60).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0].job;
+    assert_eq!((job.attempts, job.playbook.as_str()), (1, "malware_triage"));
+    assert_eq!(claimed[0].incident.id, inc.id);
+    assert!(claimed[0].incident.raw.is_some());
+    assert!(store.claim_triage_jobs(10, 60).await.unwrap().is_empty());
+
+    // A stale attempt number (a worker whose lease was taken over) is refused.
+    assert!(!store.complete_triage_job(&job.job_id, 0, TriageCompletion::Done(outcome(80))).await.unwrap());
+    assert!(store.complete_triage_job(&job.job_id, 1, TriageCompletion::Done(outcome(80))).await.unwrap());
+    // Finishing twice changes nothing.
+    assert!(!store.complete_triage_job(&job.job_id, 1, TriageCompletion::Done(outcome(10))).await.unwrap());
+    let done = store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().unwrap();
+    let t = done.triage.unwrap();
+    assert_eq!((t["status"].as_str(), t["score"].as_u64(), t["verdict"].as_str()), (Some("completed"), Some(80), Some("malicious")));
+    assert_eq!(t["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(done.status, "triaged");
+    assert_eq!(done.severity, Severity::Critical);
+    assert_eq!(store.triage_job(&job.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);
+    assert_eq!(store.triage_depth().await.unwrap(), 0);
+}
+
+async fn triage_jobs_retry_then_fail(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let inc = store.ingest(ingest_req("edr", Some("t-2"), "t2")).await.unwrap().incident();
+    let job = store.enqueue_triage(&IncidentKey::Number(inc.number), "malware_triage", serde_json::Map::new(), 2).await.unwrap();
+    assert_eq!(job.requested_by, "api");
+    let c = store.claim_triage_jobs(1, 60).await.unwrap();
+    let retry = TriageCompletion::Failed { error: "boom".into(), retry_at: Some(Utc::now() - chrono::Duration::seconds(1)) };
+    assert!(store.complete_triage_job(&job.job_id, c[0].job.attempts, retry).await.unwrap());
+    let j = store.triage_job(&job.job_id).await.unwrap().unwrap();
+    assert_eq!((j.status, j.error.as_deref()), (TriageJobStatus::Pending, Some("boom")));
+    let c = store.claim_triage_jobs(1, 60).await.unwrap();
+    assert_eq!(c[0].job.attempts, 2);
+    // The last attempt failing marks the job and the incident's triage failed, even with a retry time.
+    let retry = TriageCompletion::Failed { error: "boom again".into(), retry_at: Some(Utc::now()) };
+    assert!(store.complete_triage_job(&job.job_id, 2, retry).await.unwrap());
+    assert_eq!(store.triage_job(&job.job_id).await.unwrap().unwrap().status, TriageJobStatus::Failed);
+    let i = store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().unwrap();
+    assert_eq!((i.triage.as_ref().unwrap()["status"].as_str(), i.status.as_str()), (Some("failed"), "open"));
+    assert!(matches!(
+        store.enqueue_triage(&IncidentKey::Id(uuid::Uuid::now_v7()), "malware_triage", serde_json::Map::new(), 3).await,
+        Err(StoreError::IncidentNotFound(_))
+    ));
+}
+
+async fn interrupted_work_is_recovered(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let inc = store.ingest(ingest_req("edr", Some("t-3"), "t3")).await.unwrap().incident();
+    store.enqueue_triage(&IncidentKey::Id(inc.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    assert_eq!(store.claim_triage_jobs(1, 600).await.unwrap().len(), 1);
+    assert!(store.claim_triage_jobs(1, 600).await.unwrap().is_empty());
+    let (_, jobs) = store.recover_abandoned_work().await.unwrap();
+    assert_eq!(jobs, 1);
+    let again = store.claim_triage_jobs(1, 600).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].job.attempts, 2);
+}
+
+async fn playbooks_in_use_are_kept(store: Arc<dyn Store>) {
+    assert!(store.put_playbook("custom", "name: custom", "api").await.unwrap());
+    assert!(!store.put_playbook("custom", "name: custom\nversion: '2'", "api").await.unwrap());
+    assert_eq!(store.get_playbook("custom").await.unwrap().unwrap().yaml, "name: custom\nversion: '2'");
+    let mut s = source("mail", "mail-secret");
+    s.settings.playbook = Some("custom".into());
+    store.create_source(s).await.unwrap();
+    match store.delete_playbook("custom").await {
+        Err(StoreError::PlaybookInUse { sources, .. }) => assert_eq!(sources, ["mail"]),
+        other => panic!("expected in use, got {other:?}"),
+    }
+    store.delete_source(&name("mail")).await.unwrap();
+    assert!(store.delete_playbook("custom").await.unwrap());
+    assert!(store.list_playbooks().await.unwrap().is_empty());
+}
+
 async fn api_keys(store: Arc<dyn Store>) {
     let k = api_key::generate().unwrap();
     store.create_api_key("ops", Scope::Read, k.hash, &k.prefix).await.unwrap();
@@ -238,6 +341,10 @@ sqlite_contract!(
     a_failing_write_does_not_undo_its_batch,
     queue_lifecycle,
     api_keys,
+    triage_jobs_finish_once,
+    triage_jobs_retry_then_fail,
+    interrupted_work_is_recovered,
+    playbooks_in_use_are_kept,
 );
 
 #[tokio::test]

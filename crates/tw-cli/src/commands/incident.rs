@@ -71,6 +71,14 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
 }
 
 fn print_incident(v: &Value) {
+    print_summary(v);
+    if let Some(t) = v.get("triage").filter(|t| !t.is_null()) {
+        println!();
+        super::triage::print_triage(t);
+    }
+}
+
+fn print_summary(v: &Value) {
     output::pairs(&[
         ("incident", cell(&v["incident_number"])),
         ("id", cell(&v["id"])),

@@ -3,6 +3,7 @@
 
 pub mod incident;
 pub mod serve;
+pub mod triage;
 pub mod webhook;
 
 use crate::client::Client;

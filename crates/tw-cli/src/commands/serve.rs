@@ -50,6 +50,18 @@ pub struct ServeArgs {
     /// 0 queues every delivery.
     #[arg(long, env = "TW_MAX_INFLIGHT", default_value_t = 4096)]
     max_inflight: usize,
+    /// Directory of playbook YAML files to load at start.
+    #[arg(long, env = "TW_PLAYBOOKS_DIR")]
+    playbooks_dir: Option<PathBuf>,
+    /// Directory of local threat intelligence (bad-domains.txt, ..., assets.yaml); default: DATA_DIR/intel.
+    #[arg(long, env = "TW_INTEL_DIR")]
+    intel_dir: Option<PathBuf>,
+    /// Triage workers (default: one per core); 0 runs no triage in this process.
+    #[arg(long, env = "TW_TRIAGE_WORKERS")]
+    triage_workers: Option<usize>,
+    /// Attempts per triage job before it is marked failed.
+    #[arg(long, env = "TW_TRIAGE_MAX_ATTEMPTS", default_value_t = 3)]
+    triage_max_attempts: u32,
     /// Log format.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -68,6 +80,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     cfg.webhook_config = args.config;
     cfg.queue_workers = args.queue_workers;
     cfg.max_inflight = args.max_inflight;
+    cfg.playbooks_dir = args.playbooks_dir;
+    cfg.intel_dir = args.intel_dir;
+    if let Some(n) = args.triage_workers {
+        cfg.triage_workers = n;
+    }
+    cfg.triage_max_attempts = args.triage_max_attempts;
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await;

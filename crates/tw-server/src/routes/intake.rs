@@ -175,8 +175,12 @@ async fn verified_event(
         request_id: Some(rid.to_string()),
         auto_triage: source.settings.auto_triage,
         playbook: source.settings.playbook.clone(),
+        triage_max_attempts: state.triage.max_attempts,
     };
     let outcome = state.store.ingest(req).await?;
+    if matches!(outcome, IngestOutcome::Created(_)) && source.settings.auto_triage {
+        state.triage_wakeup.notify_one();
+    }
     Ok(outcome_response(&outcome))
 }
 

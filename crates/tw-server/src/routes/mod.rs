@@ -3,8 +3,11 @@
 pub mod health;
 pub mod incidents;
 pub mod intake;
+pub mod intel;
+pub mod playbooks;
 pub mod queue;
 pub mod sources;
+pub mod triage;
 
 use crate::state::AppState;
 use crate::ApiError;
@@ -28,6 +31,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/incidents", get(incidents::list))
         .route("/api/incidents/{id}", get(incidents::get))
         .route("/api/incidents/{id}/raw", get(incidents::raw))
+        .route("/api/incidents/{id}/triage", post(triage::run))
+        .route("/api/triage/jobs/{id}", get(triage::job))
+        .route("/api/playbooks", get(playbooks::list).post(playbooks::create))
+        .route("/api/playbooks/validate", post(playbooks::validate))
+        .route("/api/playbooks/{name}", get(playbooks::get).put(playbooks::replace).delete(playbooks::remove))
+        .route("/api/playbooks/{name}/test", post(playbooks::test))
+        .route("/api/intel", get(intel::summary))
+        .route("/api/intel/{list}", post(intel::add))
         .route("/api/dead-letters", get(queue::dead_letters))
         .fallback(not_found)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))

@@ -169,6 +169,7 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
 /// returned once.
 pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = parse_body(&body, false)?;
+    let playbooks = state.playbooks.names().await?;
     let mut errors = Vec::new();
     let name = match body.get("source") {
         Some(Value::String(s)) => SourceName::parse(s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok(),
@@ -181,7 +182,7 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
             None
         }
     };
-    let patch = parse_fields(&body, &state.playbooks, &mut errors);
+    let patch = parse_fields(&body, &playbooks, &mut errors);
     let mut settings = SourceSettings::default();
     patch.apply(&mut settings);
     check_auto_triage(&settings, &mut errors);
@@ -229,7 +230,8 @@ pub async fn update(State(state): State<AppState>, _auth: AdminAccess, Path(name
             errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
         }
     }
-    let patch = parse_fields(&body, &state.playbooks, &mut errors);
+    let playbooks = state.playbooks.names().await?;
+    let patch = parse_fields(&body, &playbooks, &mut errors);
     let mut merged = current.settings.clone();
     patch.apply(&mut merged);
     check_auto_triage(&merged, &mut errors);

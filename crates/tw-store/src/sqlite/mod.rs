@@ -15,7 +15,7 @@ use tw_core::{Format, IncidentNumber, Secret, Severity, SourceMode, SourceName};
 use uuid::Uuid;
 pub use writer::Writer;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql")), (2, include_str!("schema_v2.sql"))];
 const KEY_CHECK_AAD: &str = "tw-key-check";
 const KEY_CHECK_TEXT: &str = "tw master key check";
 /// Read connections kept open for reuse.
@@ -303,7 +303,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 // ---------------------------------------------------------------- incidents
 
 const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
-    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id";
+    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
 
 fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident, StoreError> {
     let id: String = r.get(0)?;
@@ -331,7 +331,8 @@ fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident, StoreError
         auto_triage: r.get(17)?,
         playbook: r.get(18)?,
         request_id: r.get(19)?,
-        raw: if with_raw { Some(r.get(20)?) } else { None },
+        triage: r.get::<_, Option<String>>(20)?.map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt("triage"))?,
+        raw: if with_raw { Some(r.get(21)?) } else { None },
     })
 }
 
@@ -388,6 +389,10 @@ fn ingest_in(conn: &Connection, req: &IngestRequest) -> Result<IngestOutcome, St
             req.request_id,
         ],
     )?;
+    if let (true, Some(playbook)) = (req.auto_triage, &req.playbook) {
+        // Same transaction: no incident from an auto-triage source without its job.
+        insert_triage_job(conn, id, playbook, &serde_json::Map::new(), req.triage_max_attempts, "auto", req.received_at)?;
+    }
     Ok(IngestOutcome::Created(IncidentRef { id, number: IncidentNumber::new(year, seq) }))
 }
 
@@ -408,6 +413,75 @@ fn insert_dead_letter(conn: &Connection, l: &NewDeadLetter) -> Result<String, St
         params![id, l.source.as_str(), l.reason, l.raw, ts(l.received_at), l.request_id, l.queue_id],
     )?;
     Ok(id)
+}
+
+// ---------------------------------------------------------------- triage
+
+const JOB_COLUMNS: &str = "id, incident_id, playbook, variables, status, attempts, max_attempts, run_after, error, requested_by, \
+    created_at, started_at, completed_at";
+
+fn job_from_row(r: &Row<'_>) -> Result<TriageJob, StoreError> {
+    let incident_id: String = r.get(1)?;
+    let variables: String = r.get(3)?;
+    let status: String = r.get(4)?;
+    Ok(TriageJob {
+        job_id: r.get(0)?,
+        incident_id: Uuid::parse_str(&incident_id).map_err(corrupt("incident id"))?,
+        playbook: r.get(2)?,
+        variables: serde_json::from_str(&variables).map_err(corrupt("variables"))?,
+        status: TriageJobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status '{status}'")))?,
+        attempts: r.get::<_, i64>(5)?.clamp(0, u32::MAX as i64) as u32,
+        max_attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+        run_after: parse_ts(&r.get::<_, String>(7)?)?,
+        error: r.get(8)?,
+        requested_by: r.get(9)?,
+        created_at: parse_ts(&r.get::<_, String>(10)?)?,
+        started_at: parse_opt_ts(r.get(11)?)?,
+        completed_at: parse_opt_ts(r.get(12)?)?,
+    })
+}
+
+fn load_job(conn: &Connection, id: &str) -> Result<Option<TriageJob>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM triage_jobs WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => job_from_row(r).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => incident_from_row(r, true).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn set_incident_triage(conn: &Connection, incident_id: &str, triage: &serde_json::Value) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE incidents SET triage = ?2 WHERE id = ?1")?.execute(params![incident_id, triage.to_string()])?;
+    Ok(())
+}
+
+fn insert_triage_job(
+    conn: &Connection,
+    incident_id: Uuid,
+    playbook: &str,
+    variables: &serde_json::Map<String, serde_json::Value>,
+    max_attempts: u32,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<TriageJob, StoreError> {
+    let id = format!("job-{}", Uuid::now_v7().simple());
+    let vars = serde_json::Value::Object(variables.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?6)",
+    )?
+    .execute(params![id, incident_id.to_string(), playbook, vars, max_attempts.max(1), ts(now), requested_by])?;
+    set_incident_triage(conn, &incident_id.to_string(), &serde_json::json!({"status": "pending", "job_id": id, "playbook": playbook}))?;
+    load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
 }
 
 // ---------------------------------------------------------------- queue
@@ -757,6 +831,213 @@ impl Store for SqliteStore {
             Ok((out, total.max(0) as u64))
         })
         .await
+    }
+
+    async fn enqueue_triage(
+        &self,
+        incident: &IncidentKey,
+        playbook: &str,
+        variables: serde_json::Map<String, serde_json::Value>,
+        max_attempts: u32,
+    ) -> Result<TriageJob, StoreError> {
+        let key = incident.clone();
+        let playbook = playbook.to_string();
+        self.writer
+            .write(move |conn| {
+                let id: Option<String> = match &key {
+                    IncidentKey::Id(id) => conn.query_row("SELECT id FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0)).optional()?,
+                    IncidentKey::Number(n) => {
+                        conn.query_row("SELECT id FROM incidents WHERE year = ?1 AND seq = ?2", params![n.year, n.seq], |r| r.get(0)).optional()?
+                    }
+                };
+                let id = id.ok_or_else(|| StoreError::IncidentNotFound(format!("{key:?}")))?;
+                let uuid = Uuid::parse_str(&id).map_err(corrupt("incident id"))?;
+                insert_triage_job(conn, uuid, &playbook, &variables, max_attempts, "api", Utc::now())
+            })
+            .await
+    }
+
+    async fn claim_triage_jobs(&self, limit: usize, lease_secs: i64) -> Result<Vec<ClaimedTriageJob>, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let now = Utc::now();
+                let ids: Vec<String> = conn
+                    .prepare_cached(
+                        "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = ?1, \
+                         started_at = COALESCE(started_at, ?2) \
+                         WHERE id IN (SELECT id FROM triage_jobs WHERE (status = 'pending' AND run_after <= ?2) \
+                                      OR (status = 'running' AND lease_until < ?2) ORDER BY run_after, id LIMIT ?3) \
+                         RETURNING id",
+                    )?
+                    .query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let job = load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))?;
+                    let incident_id = job.incident_id.to_string();
+                    if job.attempts > job.max_attempts {
+                        // Claimed again after its last attempt was lost (a crash): give up on it.
+                        let error = format!("abandoned after {} attempts (the worker stopped mid-run)", job.max_attempts);
+                        conn.execute(
+                            "UPDATE triage_jobs SET status = 'failed', error = ?2, completed_at = ?3, lease_until = NULL WHERE id = ?1",
+                            params![id, error, ts(now)],
+                        )?;
+                        set_incident_triage(conn, &incident_id, &serde_json::json!({"status": "failed", "job_id": id, "playbook": job.playbook, "error": error, "attempts": job.max_attempts}))?;
+                        continue;
+                    }
+                    let Some(incident) = load_incident(conn, &incident_id)? else { continue };
+                    set_incident_triage(
+                        conn,
+                        &incident_id,
+                        &serde_json::json!({"status": "running", "job_id": id, "playbook": job.playbook, "attempts": job.attempts, "started_at": job.started_at}),
+                    )?;
+                    out.push(ClaimedTriageJob { job, incident });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn complete_triage_job(&self, job_id: &str, attempt: u32, completion: TriageCompletion) -> Result<bool, StoreError> {
+        let job_id = job_id.to_string();
+        self.writer
+            .write(move |conn| {
+                let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
+                if job.status != TriageJobStatus::Running || job.attempts != attempt {
+                    return Ok(false);
+                }
+                let now = Utc::now();
+                let incident_id = job.incident_id.to_string();
+                match completion {
+                    TriageCompletion::Done(outcome) => {
+                        conn.execute(
+                            "UPDATE triage_jobs SET status = 'completed', error = NULL, completed_at = ?2, lease_until = NULL WHERE id = ?1",
+                            params![job_id, ts(now)],
+                        )?;
+                        let mut triage = serde_json::to_value(&outcome).map_err(corrupt("triage outcome"))?;
+                        if let Some(obj) = triage.as_object_mut() {
+                            obj.insert("status".into(), "completed".into());
+                            obj.insert("job_id".into(), job_id.clone().into());
+                            obj.insert("attempts".into(), job.attempts.into());
+                            obj.insert("started_at".into(), serde_json::to_value(job.started_at).unwrap_or_default());
+                            obj.insert("completed_at".into(), serde_json::to_value(now).unwrap_or_default());
+                        }
+                        set_incident_triage(conn, &incident_id, &triage)?;
+                        conn.execute("UPDATE incidents SET status = 'triaged' WHERE id = ?1 AND status = 'open'", [&incident_id])?;
+                        if let Some(sev) = outcome.severity {
+                            conn.execute("UPDATE incidents SET severity = ?2 WHERE id = ?1", params![incident_id, sev.as_str()])?;
+                        }
+                    }
+                    TriageCompletion::Failed { error, retry_at } => match retry_at.filter(|_| job.attempts < job.max_attempts) {
+                        Some(at) => {
+                            conn.execute(
+                                "UPDATE triage_jobs SET status = 'pending', error = ?2, run_after = ?3, lease_until = NULL WHERE id = ?1",
+                                params![job_id, error, ts(at)],
+                            )?;
+                            set_incident_triage(
+                                conn,
+                                &incident_id,
+                                &serde_json::json!({"status": "pending", "job_id": job_id, "playbook": job.playbook, "attempts": job.attempts, "last_error": error, "retry_at": at}),
+                            )?;
+                        }
+                        None => {
+                            conn.execute(
+                                "UPDATE triage_jobs SET status = 'failed', error = ?2, completed_at = ?3, lease_until = NULL WHERE id = ?1",
+                                params![job_id, error, ts(now)],
+                            )?;
+                            set_incident_triage(
+                                conn,
+                                &incident_id,
+                                &serde_json::json!({"status": "failed", "job_id": job_id, "playbook": job.playbook, "attempts": job.attempts, "error": error, "started_at": job.started_at, "completed_at": now}),
+                            )?;
+                        }
+                    },
+                }
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError> {
+        let id = job_id.to_string();
+        self.read(move |conn, _| load_job(conn, &id)).await
+    }
+
+    async fn triage_depth(&self) -> Result<u64, StoreError> {
+        self.read(|conn, _| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running')", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn recover_abandoned_work(&self) -> Result<(u64, u64), StoreError> {
+        self.writer
+            .write(|conn| {
+                let q = conn.execute("UPDATE queue SET status = 'pending', lease_until = NULL WHERE status = 'processing'", [])?;
+                let j = conn.execute("UPDATE triage_jobs SET lease_until = ?1 WHERE status = 'running'", [ts(Utc::now() - chrono::Duration::seconds(1))])?;
+                Ok((q as u64, j as u64))
+            })
+            .await
+    }
+
+    async fn put_playbook(&self, name: &str, yaml: &str, origin: &str) -> Result<bool, StoreError> {
+        let (name, yaml, origin) = (name.to_string(), yaml.to_string(), origin.to_string());
+        self.writer
+            .write(move |conn| {
+                let now = ts(Utc::now());
+                let existed: bool = conn.query_row("SELECT EXISTS(SELECT 1 FROM playbooks WHERE name = ?1)", [&name], |r| r.get(0))?;
+                conn.execute(
+                    "INSERT INTO playbooks (name, yaml, origin, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET yaml = excluded.yaml, origin = excluded.origin, updated_at = excluded.updated_at",
+                    params![name, yaml, origin, now],
+                )?;
+                Ok(!existed)
+            })
+            .await
+    }
+
+    async fn get_playbook(&self, name: &str) -> Result<Option<StoredPlaybook>, StoreError> {
+        let name = name.to_string();
+        self.read(move |conn, _| {
+            let row = conn
+                .query_row("SELECT name, yaml, origin, created_at, updated_at FROM playbooks WHERE name = ?1", [&name], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                })
+                .optional()?;
+            row.map(|(name, yaml, origin, c, u)| Ok(StoredPlaybook { name, yaml, origin, created_at: parse_ts(&c)?, updated_at: parse_ts(&u)? })).transpose()
+        })
+        .await
+    }
+
+    async fn list_playbooks(&self) -> Result<Vec<StoredPlaybook>, StoreError> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare("SELECT name, yaml, origin, created_at, updated_at FROM playbooks ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, yaml, origin, c, u) = row?;
+                out.push(StoredPlaybook { name, yaml, origin, created_at: parse_ts(&c)?, updated_at: parse_ts(&u)? });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_playbook(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.writer
+            .write(move |conn| {
+                let users: Vec<String> =
+                    conn.prepare("SELECT name FROM sources WHERE playbook = ?1 ORDER BY name")?.query_map([&name], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                if !users.is_empty() {
+                    return Err(StoreError::PlaybookInUse { name, sources: users });
+                }
+                Ok(conn.execute("DELETE FROM playbooks WHERE name = ?1", [&name])? > 0)
+            })
+            .await
     }
 
     async fn create_api_key(&self, name: &str, scope: Scope, hash: [u8; 32], prefix: &str) -> Result<ApiKeyRecord, StoreError> {

@@ -1,0 +1,43 @@
+//! Local intelligence: `GET /api/intel` (counts) and `POST /api/intel/:list` (add indicators).
+
+use crate::auth::{AdminAccess, ReadAccess};
+use crate::intel::{counts, list_names};
+use crate::state::AppState;
+use crate::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{Value, json};
+
+/// Indicator counts per list, assets, and the directory they come from.
+pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<Value> {
+    Json(json!({"dir": state.intel.dir().display().to_string(), "lists": list_names(), "counts": counts(&state.intel.current())}))
+}
+
+/// Appends `{"indicators": [...]}` to a list file; the intel reloads at once.
+pub async fn add(State(state): State<AppState>, _auth: AdminAccess, Path(list): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    if !list_names().contains(&list.as_str()) {
+        return Err(ApiError::NotFound(format!("Unknown intel list '{}' (known: {})", list.chars().take(40).collect::<String>(), list_names().join(", "))));
+    }
+    let indicators: Vec<String> = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => match v.get("indicators").and_then(Value::as_array) {
+            Some(a) if a.iter().all(Value::is_string) && !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            _ => return Err(ApiError::field("indicators", "must be a non-empty array of strings")),
+        },
+        Err(e) => return Err(ApiError::InvalidPayload(format!("Request body is not valid JSON: {e}"))),
+    };
+    if indicators.iter().any(|i| i.len() > 2048 || i.contains('\n')) {
+        return Err(ApiError::field("indicators", "each must be one line of at most 2048 characters"));
+    }
+    let intel = state.intel.clone();
+    let l = list.clone();
+    let added = tokio::task::spawn_blocking(move || intel.add(&l, &indicators))
+        .await
+        .map_err(|_| ApiError::Internal("intel".into()))?
+        .map_err(|e| {
+            tracing::error!(target: "triage", error = %e, "adding intel failed");
+            ApiError::Internal("intel".into())
+        })?;
+    tracing::info!(target: "api", list = %list, added, "intel indicators added");
+    Ok(Json(json!({"list": list, "added": added, "counts": counts(&state.intel.current())})))
+}

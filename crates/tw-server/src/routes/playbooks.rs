@@ -1,0 +1,210 @@
+//! Playbooks: `GET/POST /api/playbooks`, `GET/PUT/DELETE /api/playbooks/:name`,
+//! `POST /api/playbooks/validate`, `POST /api/playbooks/:name/test`.
+//!
+//! Bodies that create or replace a playbook are its YAML text (any Content-Type), or JSON
+//! `{"yaml": "..."}`.
+
+use crate::auth::{AdminAccess, ReadAccess};
+use crate::error::FieldError;
+use crate::state::AppState;
+use crate::triage::{RunError, run_playbook};
+use crate::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use tw_core::triage::{Playbook, PlaybookError, TriageIncident, builtin_yaml, parse_playbook};
+use tw_core::{Format, SourceName};
+
+/// Names that are API paths under `/api/playbooks/`.
+const RESERVED: &[&str] = &["validate"];
+
+fn yaml_of(body: &Bytes) -> Result<String, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidPayload("Playbook must be UTF-8 YAML text".into()))?;
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text) {
+        if let Some(Value::String(y)) = m.get("yaml") {
+            return Ok(y.clone());
+        }
+    }
+    if text.trim().is_empty() {
+        return Err(ApiError::InvalidPayload("Request body must be a playbook's YAML".into()));
+    }
+    Ok(text.to_string())
+}
+
+fn invalid(errors: &[PlaybookError]) -> ApiError {
+    ApiError::fields(
+        errors
+            .iter()
+            .map(|e| {
+                let field = match &e.step {
+                    Some(s) => format!("steps.{s}.{}", e.field),
+                    None => e.field.clone(),
+                };
+                let message = match e.line {
+                    Some(l) => format!("{} (line {l})", e.message),
+                    None => e.message.clone(),
+                };
+                FieldError::new(field, message)
+            })
+            .collect(),
+    )
+}
+
+fn parse_checked(yaml: &str) -> Result<Playbook, ApiError> {
+    let playbook = parse_playbook(yaml).map_err(|e| invalid(&e))?;
+    if RESERVED.contains(&playbook.name.as_str()) {
+        return Err(ApiError::field("name", format!("'{}' is reserved", playbook.name)));
+    }
+    Ok(playbook)
+}
+
+async fn used_by(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> {
+    Ok(state.store.list_sources().await?.into_iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect())
+}
+
+fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: &[String]) -> Value {
+    let mut v = json!({
+        "name": p.name,
+        "description": p.description,
+        "version": p.version,
+        "builtin": builtin,
+        "origin": origin,
+        "variables": p.variables,
+        "steps": p.steps.iter().map(|s| json!({"name": s.name, "action": s.action, "when": s.when, "output": s.output})).collect::<Vec<_>>(),
+        "used_by": used_by,
+    });
+    if let Some(y) = yaml {
+        v["yaml"] = Value::String(y.to_string());
+    }
+    v
+}
+
+/// Every playbook, built-in first.
+pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
+    let sources = state.store.list_sources().await?;
+    let users = |name: &str| -> Vec<String> { sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect() };
+    let mut out = Vec::new();
+    for name in tw_core::triage::builtin_names() {
+        if let Some(r) = state.playbooks.get(name).await? {
+            out.push(view(&r.playbook, true, "builtin", None, &users(name)));
+        }
+    }
+    for stored in state.store.list_playbooks().await? {
+        match parse_playbook(&stored.yaml) {
+            Ok(p) => out.push(view(&p, false, &stored.origin, None, &users(&stored.name))),
+            Err(_) => out.push(json!({"name": stored.name, "builtin": false, "origin": stored.origin, "error": "no longer parses"})),
+        }
+    }
+    Ok(Json(json!({"data": out})))
+}
+
+/// One playbook with its YAML.
+pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>()));
+    let resolved = state.playbooks.get(&name).await?.ok_or_else(not_found)?;
+    let used = used_by(&state, &name).await?;
+    if resolved.builtin {
+        return Ok(Json(view(&resolved.playbook, true, "builtin", builtin_yaml(&name), &used)));
+    }
+    let stored = state.store.get_playbook(&name).await?.ok_or_else(not_found)?;
+    Ok(Json(view(&resolved.playbook, false, &stored.origin, Some(&stored.yaml), &used)))
+}
+
+/// Adds a user playbook (409 when the name exists).
+pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let yaml = yaml_of(&body)?;
+    let playbook = parse_checked(&yaml)?;
+    if state.playbooks.is_builtin(&playbook.name) {
+        return Err(ApiError::BuiltinPlaybook(playbook.name));
+    }
+    if state.store.get_playbook(&playbook.name).await?.is_some() {
+        return Err(ApiError::PlaybookExists(playbook.name));
+    }
+    state.store.put_playbook(&playbook.name, &yaml, "api").await?;
+    state.playbooks.invalidate(&playbook.name);
+    tracing::info!(target: "api", playbook = %playbook.name, "playbook added");
+    Ok((StatusCode::CREATED, Json(view(&playbook, false, "api", Some(&yaml), &[]))))
+}
+
+/// Creates or replaces a user playbook; the YAML's name must match the path.
+pub async fn replace(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if state.playbooks.is_builtin(&name) {
+        return Err(ApiError::BuiltinPlaybook(name));
+    }
+    let yaml = yaml_of(&body)?;
+    let playbook = parse_checked(&yaml)?;
+    if playbook.name != name {
+        return Err(ApiError::field("name", format!("is '{}' but the URL names '{name}'", playbook.name)));
+    }
+    let created = state.store.put_playbook(&name, &yaml, "api").await?;
+    state.playbooks.invalidate(&name);
+    tracing::info!(target: "api", playbook = %name, created, "playbook stored");
+    let used = used_by(&state, &name).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view(&playbook, false, "api", Some(&yaml), &used))))
+}
+
+/// Deletes a user playbook unless a source uses it.
+pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if state.playbooks.is_builtin(&name) {
+        return Err(ApiError::BuiltinPlaybook(name));
+    }
+    if !state.store.delete_playbook(&name).await? {
+        return Err(ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>())));
+    }
+    state.playbooks.invalidate(&name);
+    tracing::info!(target: "api", playbook = %name, "playbook deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validates a playbook without storing it: 200 when valid, 422 with every error otherwise.
+pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let playbook = parse_checked(&yaml_of(&body)?)?;
+    Ok(Json(json!({"valid": true, "name": playbook.name, "steps": playbook.steps.len()})))
+}
+
+/// Runs a playbook on a payload without storing anything:
+/// `{"payload": {...}, "format"?: "crowdstrike", "variables"?: {...}}`.
+pub async fn test(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object with a 'payload'".into())),
+    };
+    let payload = body.get("payload").ok_or_else(|| ApiError::field("payload", "is required"))?;
+    let format = match body.get("format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f == "auto" => None,
+        Some(Value::String(f)) => Some(f.parse::<Format>().map_err(|e| ApiError::field("format", e))?),
+        Some(_) => return Err(ApiError::field("format", "must be a format name")),
+    };
+    let variables: BTreeMap<String, Value> = match body.get("variables") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => m.clone().into_iter().collect(),
+        Some(_) => return Err(ApiError::field("variables", "must be an object")),
+    };
+    let alert = tw_core::normalize(payload, format, &BTreeMap::new()).map_err(|e| ApiError::field("payload", e.to_string()))?;
+    let source = match body.get("source").and_then(Value::as_str) {
+        Some(s) => SourceName::parse(s).map_err(|e| ApiError::field("source", e.to_string()))?.to_string(),
+        None => "playbook-test".to_string(),
+    };
+    let incident = TriageIncident {
+        id: None,
+        incident_number: None,
+        title: alert.title.clone(),
+        description: alert.description.clone(),
+        severity: alert.severity,
+        source,
+        format: alert.format,
+        event_type: alert.event_type.clone(),
+        external_id: alert.external_id.clone(),
+        entities: alert.entities.clone(),
+        raw: payload.clone(),
+    };
+    match run_playbook(&state, &name, incident, variables).await {
+        Ok(outcome) => Ok(Json(json!({"playbook": name, "alert": alert, "triage": outcome}))),
+        Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
+        Err(RunError::Transient(m)) => Err(ApiError::field("playbook", m)),
+    }
+}

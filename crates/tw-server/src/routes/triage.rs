@@ -1,0 +1,69 @@
+//! `POST /api/incidents/:id/triage` (run a playbook on demand) and `GET /api/triage/jobs/:id`.
+
+use crate::auth::{AdminAccess, ReadAccess};
+use crate::state::AppState;
+use crate::ApiError;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{Map, Value, json};
+use tw_store::{IncidentKey, StoreError};
+
+/// Queues a triage of one incident with `{"playbook"?, "variables"?}` (default: the playbook of
+/// the incident's source).
+pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object".into())),
+        }
+    };
+    for k in body.keys() {
+        if k != "playbook" && k != "variables" {
+            return Err(ApiError::field(k, format!("unknown field '{k}'")));
+        }
+    }
+    let key: IncidentKey = id.parse().map_err(|_| ApiError::NotFound(format!("Incident '{}' not found", id.chars().take(80).collect::<String>())))?;
+    let incident = state.store.get_incident(&key).await?.ok_or_else(|| ApiError::NotFound(format!("Incident '{id}' not found")))?;
+    let playbook = match body.get("playbook") {
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Err(ApiError::field("playbook", "must be a playbook name")),
+        None => incident.playbook.clone().ok_or_else(|| ApiError::field("playbook", "is required: the incident's source has no playbook"))?,
+    };
+    if state.playbooks.get(&playbook).await?.is_none() {
+        let known = state.playbooks.names().await?.join(", ");
+        return Err(ApiError::field("playbook", format!("unknown playbook '{playbook}' (known: {known})")));
+    }
+    let variables = match body.get("variables") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(ApiError::field("variables", "must be an object")),
+    };
+    let job = state
+        .store
+        .enqueue_triage(&IncidentKey::Id(incident.id), &playbook, variables, state.triage.max_attempts)
+        .await
+        .map_err(|e| match e {
+            StoreError::IncidentNotFound(_) => ApiError::NotFound(format!("Incident '{id}' not found")),
+            other => other.into(),
+        })?;
+    state.triage_wakeup.notify_one();
+    tracing::info!(target: "triage", job_id = %job.job_id, incident = %incident.incident_number, playbook = %playbook, "triage requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": job.job_id, "status": job.status, "incident_id": incident.id, "incident_number": incident.incident_number, "playbook": playbook})),
+    ))
+}
+
+/// One triage job's state.
+pub async fn job(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = state
+        .store
+        .triage_job(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Triage job '{}' not found", id.chars().take(80).collect::<String>())))?;
+    Ok(Json(serde_json::to_value(job).unwrap_or_default()))
+}

@@ -1,0 +1,122 @@
+//! Triage workers: claim due jobs, run the playbook on a blocking thread, store the outcome on the
+//! incident; failed runs are retried with exponential backoff up to the job's attempt limit.
+
+use crate::state::AppState;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tw_core::triage::{TriageIncident, TriageOutcome};
+use tw_store::{ClaimedTriageJob, Incident, TriageCompletion};
+
+/// How long a claimed job stays with one worker before another may take it.
+pub const LEASE_SECS: i64 = 60;
+const IDLE_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF_SECS: i64 = 300;
+
+/// Triage settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TriageSettings {
+    pub workers: usize,
+    pub max_attempts: u32,
+}
+
+/// The engine's view of a stored incident.
+pub fn triage_incident(i: &Incident) -> TriageIncident {
+    TriageIncident {
+        id: Some(i.id.to_string()),
+        incident_number: Some(i.incident_number.to_string()),
+        title: i.title.clone(),
+        description: i.description.clone(),
+        severity: i.severity,
+        source: i.source.to_string(),
+        format: i.format,
+        event_type: i.event_type.clone(),
+        external_id: i.external_id.clone(),
+        entities: i.entities.clone(),
+        raw: i.raw.as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Runs a playbook by name over an incident on a blocking thread, containing panics.
+pub async fn run_playbook(
+    state: &AppState,
+    playbook: &str,
+    incident: TriageIncident,
+    variables: BTreeMap<String, serde_json::Value>,
+) -> Result<TriageOutcome, RunError> {
+    let resolved = state
+        .playbooks
+        .get(playbook)
+        .await
+        .map_err(|e| RunError::Transient(e.to_string()))?
+        .ok_or_else(|| RunError::Permanent(format!("playbook '{playbook}' does not exist")))?;
+    let intel = state.intel.current();
+    let pb = resolved.playbook;
+    let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tw_core::triage::run(&pb, &incident, &intel, &variables)));
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(Ok(outcome))) => Ok(outcome),
+        Ok(Ok(Err(e))) => Err(RunError::Transient(e.to_string())),
+        Ok(Err(_)) | Err(_) => Err(RunError::Transient("the playbook engine failed unexpectedly (see the server log)".into())),
+    }
+}
+
+/// Why a run did not produce an outcome.
+#[derive(Debug)]
+pub enum RunError {
+    /// Worth retrying.
+    Transient(String),
+    /// Retrying cannot help (the playbook is gone).
+    Permanent(String),
+}
+
+/// Runs one worker until the process ends.
+pub async fn run_worker(state: AppState) {
+    loop {
+        match state.store.claim_triage_jobs(8, LEASE_SECS).await {
+            Ok(jobs) if !jobs.is_empty() => {
+                for job in jobs {
+                    process(&state, job).await;
+                }
+            }
+            Ok(_) => {
+                let _ = tokio::time::timeout(IDLE_POLL, state.triage_wakeup.notified()).await;
+            }
+            Err(e) => {
+                tracing::error!(target: "triage", error = %e, "claiming triage jobs failed");
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+}
+
+async fn process(state: &AppState, claimed: ClaimedTriageJob) {
+    let job = &claimed.job;
+    let started = std::time::Instant::now();
+    let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
+    let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables).await;
+    let (completion, summary) = match result {
+        Ok(outcome) => {
+            let summary = format!("{:?} score {}", outcome.verdict, outcome.score).to_lowercase();
+            (TriageCompletion::Done(outcome), summary)
+        }
+        Err(RunError::Permanent(error)) => (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error),
+        Err(RunError::Transient(error)) => {
+            let backoff = 2i64.saturating_pow(job.attempts).min(MAX_BACKOFF_SECS);
+            let retry_at = state.clock.now() + chrono::Duration::seconds(backoff);
+            (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error)
+        }
+    };
+    match state.store.complete_triage_job(&job.job_id, job.attempts, completion).await {
+        Ok(true) => tracing::info!(
+            target: "triage",
+            job_id = %job.job_id,
+            incident = %claimed.incident.incident_number,
+            playbook = %job.playbook,
+            attempt = job.attempts,
+            result = %summary,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "triage job finished"
+        ),
+        Ok(false) => tracing::warn!(target: "triage", job_id = %job.job_id, "triage job was taken over by another worker; result dropped"),
+        Err(e) => tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again"),
+    }
+}
