@@ -10,6 +10,7 @@ pub mod secret;
 pub mod severity;
 pub mod signature;
 pub mod source;
+pub mod triage;
 
 pub use alert::{Alert, Entity, EntityKind};
 pub use formats::{Format, NormalizeError, normalize};

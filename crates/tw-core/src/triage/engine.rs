@@ -1,0 +1,416 @@
+//! The engine: runs a playbook's steps in order over one incident.
+//!
+//! The context templates and conditions read is one JSON object:
+//! `{incident, variables, steps: {<output>: outputs}, triage: {score, verdict, severity,
+//! findings, recommendations}}`. Variables are the playbook's defaults deep-merged with the
+//! run's overrides. For each step the engine evaluates `when` (false: the step is skipped and its
+//! output is `null`), resolves the parameters' templates, runs the action, merges what it
+//! produced and records a [`TraceStep`].
+//!
+//! Findings are deduplicated by `(rule, indicator)` (the first one wins), recommendations by
+//! `(action, target)`, so running a playbook twice, or a step finding the same thing twice,
+//! never duplicates evidence. Everything but `duration_us` is deterministic.
+
+use super::actions::{self, ActionInput};
+use super::expr;
+use super::playbook::condition_source;
+use super::{Intel, Playbook};
+use crate::{Entity, Format, Severity};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+/// What the engine sees of an incident (`{{ incident.* }}` in templates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriageIncident {
+    pub id: Option<String>,
+    pub incident_number: Option<String>,
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: Severity,
+    pub source: String,
+    pub format: Format,
+    pub event_type: Option<String>,
+    pub external_id: Option<String>,
+    pub entities: Vec<Entity>,
+    /// The raw payload as JSON.
+    pub raw: Value,
+}
+
+/// The conclusion of a triage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Malicious,
+    Suspicious,
+    Benign,
+    Inconclusive,
+}
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable rule id, e.g. `sender_lookalike_domain`, `intel_bad_hash`.
+    pub rule: String,
+    pub detail: String,
+    pub weight: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
+}
+
+/// A response action the analyst should take (recorded, not executed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// e.g. `quarantine_email`, `block_sender`, `isolate_host`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub reason: String,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub step: String,
+    pub action: String,
+    /// True when its `when` condition was false.
+    pub skipped: bool,
+    /// The parameters after template resolution.
+    pub inputs: Value,
+    pub outputs: Value,
+    pub duration_us: u64,
+}
+
+/// The result of running a playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriageOutcome {
+    pub playbook: String,
+    pub playbook_version: String,
+    pub verdict: Verdict,
+    /// 0 to 100.
+    pub score: u8,
+    pub findings: Vec<Finding>,
+    pub recommended_actions: Vec<Recommendation>,
+    /// The incident's new severity when a step raised or lowered it.
+    pub severity: Option<Severity>,
+    pub trace: Vec<TraceStep>,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriageError {
+    #[error("step '{step}': {message}")]
+    Step { step: String, message: String },
+}
+
+/// Deep-merges `over` into `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The running state of one triage.
+struct State {
+    findings: Vec<Finding>,
+    seen_findings: HashSet<(String, Option<String>)>,
+    weights: BTreeMap<String, i64>,
+    recommendations: Vec<Recommendation>,
+    seen_recs: HashSet<(String, Option<String>)>,
+    verdict: Verdict,
+    severity: Severity,
+    severity_changed: bool,
+}
+
+impl State {
+    fn score(&self) -> u8 {
+        actions::score_of(&self.findings)
+    }
+
+    fn add_finding(&mut self, mut f: Finding) {
+        if let Some(w) = self.weights.get(&f.rule) {
+            f.weight = *w;
+        }
+        if self.seen_findings.insert((f.rule.clone(), f.indicator.clone())) {
+            self.findings.push(f);
+        }
+    }
+
+    fn set_weights(&mut self, weights: BTreeMap<String, i64>) {
+        self.weights.extend(weights);
+        for f in &mut self.findings {
+            if let Some(w) = self.weights.get(&f.rule) {
+                f.weight = *w;
+            }
+        }
+    }
+
+    fn add_recommendation(&mut self, r: Recommendation) {
+        if self.seen_recs.insert((r.action.clone(), r.target.clone())) {
+            self.recommendations.push(r);
+        }
+    }
+
+    fn as_json(&self) -> Value {
+        json!({
+            "score": self.score(),
+            "verdict": self.verdict,
+            "severity": self.severity,
+            "findings": self.findings,
+            "recommendations": self.recommendations,
+        })
+    }
+}
+
+/// Runs `playbook` over `incident` with `intel`; `overrides` replace the playbook's variables.
+pub fn run(
+    playbook: &Playbook,
+    incident: &TriageIncident,
+    intel: &Intel,
+    overrides: &BTreeMap<String, Value>,
+) -> Result<TriageOutcome, TriageError> {
+    let mut variables = Value::Object(playbook.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    merge(&mut variables, &Value::Object(overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+    let mut ctx = json!({
+        "incident": serde_json::to_value(incident).unwrap_or(Value::Null),
+        "variables": variables,
+        "steps": {},
+        "triage": {},
+    });
+    let mut state = State {
+        findings: Vec::new(),
+        seen_findings: HashSet::new(),
+        weights: BTreeMap::new(),
+        recommendations: Vec::new(),
+        seen_recs: HashSet::new(),
+        verdict: Verdict::Inconclusive,
+        severity: incident.severity,
+        severity_changed: false,
+    };
+    let mut trace = Vec::with_capacity(playbook.steps.len());
+    for step in &playbook.steps {
+        let started = Instant::now();
+        let fail = |message: String| TriageError::Step { step: step.name.clone(), message };
+        let spec = actions::find(&step.action).ok_or_else(|| {
+            fail(format!("unknown action '{}' (built-in actions: {})", step.action, actions::action_names().join(", ")))
+        })?;
+        ctx["triage"] = state.as_json();
+        if let Some(when) = &step.when {
+            let cond = expr::parse_expr(condition_source(when)).map_err(|e| fail(format!("bad condition: {e}")))?;
+            if !cond.test(&ctx) {
+                if let Some(out) = &step.output {
+                    ctx["steps"][out.as_str()] = Value::Null;
+                }
+                trace.push(TraceStep {
+                    step: step.name.clone(),
+                    action: step.action.clone(),
+                    skipped: true,
+                    inputs: Value::Null,
+                    outputs: Value::Null,
+                    duration_us: elapsed_us(started),
+                });
+                continue;
+            }
+        }
+        let mut params = Map::new();
+        for (k, v) in &step.parameters {
+            let resolved = expr::resolve(v, &ctx).map_err(|e| fail(format!("parameter '{k}': bad template: {e}")))?;
+            params.insert(k.clone(), resolved);
+        }
+        let out = (spec.run)(&ActionInput {
+            incident,
+            intel,
+            findings: &state.findings,
+            score: state.score(),
+            severity: state.severity,
+            params: &params,
+        });
+        if let Some(w) = out.weights {
+            state.set_weights(w);
+        }
+        for f in out.findings {
+            state.add_finding(f);
+        }
+        for r in out.recommendations {
+            state.add_recommendation(r);
+        }
+        if let Some(v) = out.verdict {
+            state.verdict = v;
+        }
+        if let Some(s) = out.severity {
+            state.severity = s;
+            state.severity_changed = true;
+        }
+        if let Some(name) = &step.output {
+            ctx["steps"][name.as_str()] = out.outputs.clone();
+        }
+        trace.push(TraceStep {
+            step: step.name.clone(),
+            action: step.action.clone(),
+            skipped: false,
+            inputs: Value::Object(params),
+            outputs: out.outputs,
+            duration_us: elapsed_us(started),
+        });
+    }
+    let score = state.score();
+    Ok(TriageOutcome {
+        playbook: playbook.name.clone(),
+        playbook_version: playbook.version.clone(),
+        verdict: state.verdict,
+        score,
+        findings: state.findings,
+        recommended_actions: state.recommendations,
+        severity: (state.severity_changed && state.severity != incident.severity).then_some(state.severity),
+        trace,
+    })
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+impl TriageOutcome {
+    /// The outcome with every trace duration zeroed: what must be equal between two runs.
+    pub fn without_durations(&self) -> TriageOutcome {
+        let mut o = self.clone();
+        for t in &mut o.trace {
+            t.duration_us = 0;
+        }
+        o
+    }
+}
+
+impl TriageIncident {
+    /// The engine's view of a normalized alert (no id or number yet).
+    pub fn from_alert(alert: &crate::Alert, source: &str, raw: Value) -> TriageIncident {
+        TriageIncident {
+            id: None,
+            incident_number: None,
+            title: alert.title.clone(),
+            description: alert.description.clone(),
+            severity: alert.severity,
+            source: source.to_string(),
+            format: alert.format,
+            event_type: alert.event_type.clone(),
+            external_id: alert.external_id.clone(),
+            entities: alert.entities.clone(),
+            raw,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triage::parse_playbook;
+
+    fn incident() -> TriageIncident {
+        TriageIncident {
+            id: Some("1".into()),
+            incident_number: Some("INC-1".into()),
+            title: "Suspicious login page".into(),
+            description: None,
+            severity: Severity::Medium,
+            source: "gw".into(),
+            format: Format::Generic,
+            event_type: None,
+            external_id: None,
+            entities: vec![Entity::new(crate::EntityKind::Url, "http://198.51.100.7/login")],
+            raw: json!({"subject": "Urgent"}),
+        }
+    }
+
+    const PB: &str = r#"
+name: t
+version: "1"
+variables:
+  weights: {url_ip_literal: 30, url_credential_keywords: 30}
+  min: 50
+steps:
+  - name: extract
+    action: extract_indicators
+    output: ind
+  - name: urls
+    action: check_urls
+    parameters: {urls: "{{ steps.ind.urls }}"}
+    output: urls
+  - name: again
+    action: check_urls
+    parameters: {urls: ["{{ steps.ind.urls[0] }}"]}
+  - name: score
+    action: score
+    parameters: {weights: "{{ variables.weights }}"}
+  - name: verdict
+    action: set_verdict
+    parameters: {malicious_at: "{{ variables.min }}"}
+  - name: block
+    action: recommend
+    when: "triage.verdict == 'malicious'"
+    parameters: {action: block_url, target: "{{ steps.urls.suspicious }}", reason: "score {{ triage.score }}"}
+  - name: block twice
+    action: recommend
+    when: "triage.verdict == 'malicious'"
+    parameters: {action: block_url, target: "{{ steps.urls.suspicious[0] }}", reason: "again"}
+  - name: never
+    action: recommend
+    when: "triage.score < 0"
+    parameters: {action: nothing, reason: x}
+    output: never
+  - name: raise
+    action: adjust_severity
+    when: "{{ triage.verdict == 'malicious' }}"
+    parameters: {to: high, mode: raise}
+"#;
+
+    #[test]
+    fn runs_steps_in_order_with_context() {
+        let pb = parse_playbook(PB).unwrap();
+        let out = run(&pb, &incident(), &Intel::default(), &BTreeMap::new()).unwrap();
+        let rules: Vec<&str> = out.findings.iter().map(|f| f.rule.as_str()).collect();
+        assert_eq!(rules, ["url_ip_literal", "url_credential_keywords"], "the second check_urls adds nothing");
+        assert_eq!(out.score, 60);
+        assert_eq!(out.verdict, Verdict::Malicious);
+        assert_eq!(out.recommended_actions.len(), 1);
+        assert_eq!(out.recommended_actions[0].target.as_deref(), Some("http://198.51.100.7/login"));
+        assert_eq!(out.recommended_actions[0].reason, "score 60");
+        assert_eq!(out.severity, Some(Severity::High));
+        assert_eq!(out.trace.len(), 9);
+        assert!(out.trace[7].skipped);
+        assert_eq!(out.trace[3].inputs["weights"]["url_ip_literal"], json!(30));
+        assert_eq!(out.playbook_version, "1");
+    }
+
+    #[test]
+    fn overrides_merge_into_variables() {
+        let pb = parse_playbook(PB).unwrap();
+        let overrides = BTreeMap::from([("min".to_string(), json!(90)), ("weights".to_string(), json!({"url_ip_literal": 5}))]);
+        let out = run(&pb, &incident(), &Intel::default(), &overrides).unwrap();
+        assert_eq!(out.score, 35, "url_credential_keywords keeps its 30");
+        assert_eq!(out.verdict, Verdict::Inconclusive);
+        assert!(out.recommended_actions.is_empty());
+        assert_eq!(out.severity, None);
+    }
+
+    #[test]
+    fn unknown_action_in_a_hand_built_playbook_is_an_error() {
+        let mut pb = parse_playbook(PB).unwrap();
+        pb.steps[1].action = "nope".into();
+        let err = run(&pb, &incident(), &Intel::default(), &BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, TriageError::Step { ref step, .. } if step == "urls"));
+        pb.steps[1].action = "check_urls".into();
+        pb.steps[1].when = Some("((".into());
+        assert!(run(&pb, &incident(), &Intel::default(), &BTreeMap::new()).is_err());
+    }
+}
