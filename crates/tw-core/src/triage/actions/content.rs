@@ -194,12 +194,12 @@ pub fn check_file(input: &ActionInput) -> ActionOutput {
         let shown = cap(&name, 512).to_string();
         let lower = shown.to_lowercase();
         let hits: Vec<&str> = keywords.iter().map(String::as_str).filter(|k| lower.contains(&k.to_lowercase())).take(5).collect();
+        // One finding per known-bad word (not per name), so one tool named in a file name, a
+        // command line and the detection title counts once.
+        for k in &hits {
+            findings.push(finding("file_malicious_name", format!("\"{shown}\" carries the known-bad word '{k}'"), Some(k)));
+        }
         if !hits.is_empty() {
-            findings.push(finding(
-                "file_malicious_name",
-                format!("\"{shown}\" carries known-bad words: {}", hits.join(", ")),
-                Some(&shown),
-            ));
             malicious.push(shown.clone());
         }
         let base = base_name(&shown);
@@ -210,10 +210,12 @@ pub fn check_file(input: &ActionInput) -> ActionOutput {
         let is_exe = base.rsplit('.').next().is_some_and(|e| EXECUTABLE_EXTS.contains(&e.to_lowercase().as_str()));
         if is_exe {
             if let Some(sp) = SUSPICIOUS_PATHS.iter().find(|sp| lower.contains(*sp)) {
+                // Keyed by the file name: the same executable seen as a path and as a command
+                // line is one finding.
                 findings.push(finding(
                     "file_suspicious_path",
                     format!("executable \"{shown}\" runs from a user-writable location ({})", sp.trim_matches(['\\', '/'])),
-                    Some(&shown),
+                    Some(&base.to_lowercase()),
                 ));
                 paths.push(shown.clone());
             }

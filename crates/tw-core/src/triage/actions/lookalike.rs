@@ -108,7 +108,7 @@ pub fn is_internal(host: &str, protected: &[String]) -> bool {
 
 /// Whether any label of the domain is punycode (`xn--`).
 pub fn is_punycode(host: &str) -> bool {
-    host.split('.').any(|l| l.len() > 4 && l[..4].eq_ignore_ascii_case("xn--"))
+    host.split('.').any(|l| l.len() > 4 && l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
 }
 
 /// A look-alike match: which protected domain, and why.
@@ -214,5 +214,6 @@ mod tests {
         assert!(!is_within("badexample.com", "example.com"));
         assert!(is_punycode("xn--exmple-cua.com"));
         assert!(!is_punycode("example.com"));
+        assert!(!is_punycode("ⱥ\u{102441}j.com"), "multi-byte labels never panic");
     }
 }
