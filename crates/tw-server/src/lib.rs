@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod intel;
+pub mod metrics;
 pub mod playbooks;
 pub mod routes;
 pub mod state;
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     pub playbooks_dir: Option<PathBuf>,
     /// Local threat intelligence files; default `<data_dir>/intel`.
     pub intel_dir: Option<PathBuf>,
+    /// Serve `/metrics` on this address instead of the API's.
+    pub metrics_listen: Option<SocketAddr>,
     /// Triage workers; 0 runs no triage in this process.
     pub triage_workers: usize,
     /// Attempts per triage job before it is marked failed.
@@ -59,6 +62,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("queue_workers", &self.queue_workers)
             .field("max_inflight", &self.max_inflight)
             .field("playbooks_dir", &self.playbooks_dir)
+            .field("metrics_listen", &self.metrics_listen)
             .field("intel_dir", &self.intel_dir)
             .field("triage_workers", &self.triage_workers)
             .field("triage_max_attempts", &self.triage_max_attempts)
@@ -78,6 +82,7 @@ impl ServerConfig {
             queue_workers: 2,
             max_inflight: 4096,
             playbooks_dir: None,
+            metrics_listen: None,
             intel_dir: None,
             triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
@@ -101,6 +106,10 @@ pub enum StartError {
 
 /// Opens the store named by the config (creating the data dir and master key as needed).
 pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    open_store_observed(cfg, None)
+}
+
+fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let path = match cfg.database_url.as_deref().filter(|u| !u.is_empty()) {
         None => cfg.data_dir.join(DB_FILE),
@@ -109,12 +118,14 @@ pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
         })?,
     };
     let key = MasterKey::load_or_create(cfg.master_key.as_deref(), &cfg.data_dir)?;
-    Ok(Arc::new(SqliteStore::open(&path, key)?))
+    Ok(Arc::new(SqliteStore::open_observed(&path, key, observer)?))
 }
 
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when it has its own address.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: Arc<Notify>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -123,6 +134,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, finishes in-flight requests, and returns.
     pub async fn shutdown(self) {
+        self.shutdown.notify_waiters();
         self.shutdown.notify_one();
         let _ = self.handle.await;
     }
@@ -137,7 +149,8 @@ impl RunningServer {
 
 /// Opens the store, loads the config file, binds, and starts serving and the workers.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
-    let store = open_store(&cfg)?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let store = open_store_observed(&cfg, Some(metrics.clone()))?;
     let registry = Arc::new(playbooks::PlaybookRegistry::new(store.clone()));
     if let Some(dir) = &cfg.playbooks_dir {
         let loaded = registry.load_dir(dir).await.map_err(StartError::Other)?;
@@ -164,6 +177,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         intel: intel.clone(),
         triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
         triage_wakeup: Arc::new(Notify::new()),
+        metrics,
     };
     // This process is the only worker on an embedded database: what a crashed run had claimed
     // can be taken up again at once instead of after its lease.
@@ -183,11 +197,23 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     }
     tokio::spawn(intel.watch());
     let shutdown = Arc::new(Notify::new());
-    let app = routes::router(state.clone());
+    let app = routes::router(state.clone(), cfg.metrics_listen.is_none());
+    let metrics_addr = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind { addr, reason: e })?;
+            let bound = l.local_addr().map_err(|e| StartError::Bind { addr, reason: e })?;
+            let stop = shutdown.clone();
+            let m = routes::metrics_router(state.clone());
+            tokio::spawn(async move { axum::serve(l, m).with_graceful_shutdown(async move { stop.notified().await }).await });
+            tracing::info!(addr = %bound, "metrics listening");
+            Some(bound)
+        }
+        None => None,
+    };
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await
     });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "tw webhook intake listening");
-    Ok(RunningServer { addr, state, shutdown, handle })
+    Ok(RunningServer { addr, metrics_addr, state, shutdown, handle })
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub triage: crate::triage::TriageSettings,
     /// Wakes the triage workers when a job is queued.
     pub triage_wakeup: Arc<Notify>,
+    /// This server's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long a cached source (or the knowledge that a name is unknown) is trusted. Short, so that

@@ -93,20 +93,25 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
     let started = std::time::Instant::now();
     let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
     let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables).await;
-    let (completion, summary) = match result {
+    state.metrics.observe("triage_duration_seconds", &[("playbook", &job.playbook)], started.elapsed().as_secs_f64());
+    let (completion, summary, verdict, status) = match result {
         Ok(outcome) => {
             let summary = format!("{:?} score {}", outcome.verdict, outcome.score).to_lowercase();
-            (TriageCompletion::Done(outcome), summary)
+            let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            (TriageCompletion::Done(outcome), summary, verdict, "completed")
         }
-        Err(RunError::Permanent(error)) => (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error),
+        Err(RunError::Permanent(error)) => (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed"),
         Err(RunError::Transient(error)) => {
             let backoff = 2i64.saturating_pow(job.attempts).min(MAX_BACKOFF_SECS);
             let retry_at = state.clock.now() + chrono::Duration::seconds(backoff);
-            (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error)
+            let status = if job.attempts < job.max_attempts { "retried" } else { "failed" };
+            (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error, "none".into(), status)
         }
     };
     match state.store.complete_triage_job(&job.job_id, job.attempts, completion).await {
-        Ok(true) => tracing::info!(
+        Ok(true) => {
+            state.metrics.count("triage_jobs_total", &[("playbook", &job.playbook), ("verdict", &verdict), ("status", status)], 1);
+            tracing::info!(
             target: "triage",
             job_id = %job.job_id,
             incident = %claimed.incident.incident_number,
@@ -115,7 +120,8 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
             result = %summary,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "triage job finished"
-        ),
+        )
+        }
         Ok(false) => tracing::warn!(target: "triage", job_id = %job.job_id, "triage job was taken over by another worker; result dropped"),
         Err(e) => tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again"),
     }

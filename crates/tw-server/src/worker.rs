@@ -32,6 +32,7 @@ pub async fn run(state: AppState) {
 
 async fn process(state: &AppState, event: tw_store::QueuedEvent) {
     let id = event.id.clone();
+    let mut severity = None;
     let result = match state.sources.get(&event.source).await {
         Err(e) => {
             tracing::error!(target: "store", queue_id = %id, error = %e, "loading the source failed; will retry");
@@ -40,7 +41,9 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
         Ok(None) => Err(format!("source '{}' is no longer registered", event.source)),
         Ok(Some(source)) => match serde_json::from_slice::<serde_json::Value>(&event.raw) {
             Err(e) => Err(format!("body is not valid JSON: {e}")),
-            Ok(value) => normalize(&source, &value).map(|alert| IngestRequest {
+            Ok(value) => normalize(&source, &value).map(|alert| {
+                severity = Some(alert.severity);
+                IngestRequest {
                 source: event.source.clone(),
                 alert,
                 raw: event.raw,
@@ -50,12 +53,19 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
                 auto_triage: source.settings.auto_triage,
                 playbook: source.settings.playbook.clone(),
                 triage_max_attempts: state.triage.max_attempts,
+            }
             }),
         },
     };
     match state.store.complete_queued(&id, result).await {
         Ok(entry) => {
             state.triage_wakeup.notify_one();
+            if let (Some(sev), Some(false)) = (severity, entry.duplicate) {
+                state.metrics.count("incidents_created_total", &[("source", entry.source.as_str()), ("severity", sev.as_str())], 1);
+            }
+            if entry.duplicate == Some(true) {
+                state.metrics.count("webhook_duplicates_total", &[("source", entry.source.as_str())], 1);
+            }
             tracing::info!(
             target: "webhook",
             queue_id = %id,

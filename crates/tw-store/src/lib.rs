@@ -52,6 +52,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Told about every committed batch (for metrics).
+pub trait CommitObserver: Send + Sync + 'static {
+    fn committed(&self, batch: usize, elapsed: std::time::Duration);
+}
+
 /// The persistence interface of the intake. Implementations are cheap to share (`Arc<dyn Store>`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

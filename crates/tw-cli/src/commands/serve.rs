@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Attempts per triage job before it is marked failed.
     #[arg(long, env = "TW_TRIAGE_MAX_ATTEMPTS", default_value_t = 3)]
     triage_max_attempts: u32,
+    /// Serve /metrics on this address (e.g. 127.0.0.1:9090) instead of the API's.
+    #[arg(long, env = "TW_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -81,6 +84,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     cfg.queue_workers = args.queue_workers;
     cfg.max_inflight = args.max_inflight;
     cfg.playbooks_dir = args.playbooks_dir;
+    cfg.metrics_listen = args.metrics_listen;
     cfg.intel_dir = args.intel_dir;
     if let Some(n) = args.triage_workers {
         cfg.triage_workers = n;

@@ -4,6 +4,7 @@
 //! source known and enabled, body size, signature and timestamp, HMAC, JSON, then either the
 //! incident is committed (sync) or the raw event is (async, or when the sync path is saturated).
 
+use crate::metrics::UNREGISTERED;
 use crate::routes::request_id;
 use crate::state::AppState;
 use crate::ApiError;
@@ -19,6 +20,16 @@ use tw_core::signature::verify_request;
 use tw_core::{Alert, SourceMode, SourceName};
 use tw_store::{IngestOutcome, IngestRequest, NewDeadLetter, NewQueuedEvent, SourceRecord};
 
+/// What a successful delivery did, for the request's log line and metrics.
+#[derive(Debug, Default)]
+struct Delivered {
+    incident: Option<String>,
+    /// The severity of a newly created incident.
+    created: Option<tw_core::Severity>,
+    duplicate: bool,
+    body_len: Option<u64>,
+}
+
 /// The generic `event_type` of a signed test event: verified and normalized, never stored.
 pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 
@@ -26,20 +37,40 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let rid = request_id(&headers);
-    let result = handle(&state, &source, &headers, body, &rid).await;
-    let (mut resp, code, incident) = match result {
-        Ok((resp, incident)) => (resp, None, incident),
+    let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut registered: Option<SourceName> = None;
+    let result = handle(&state, &source, &headers, body, &rid, &mut registered).await;
+    let (mut resp, code, done) = match result {
+        Ok((resp, done)) => (resp, None, done),
         Err(e) => {
             let code = e.code();
-            (e.into_response(), Some(code), None)
+            (e.into_response(), Some(code), Delivered::default())
         }
     };
     let status = resp.status().as_u16();
-    // A name that is not a valid source name is attacker-chosen text: log it escaped, apart.
-    let (logged_source, unregistered) = match SourceName::parse(&source) {
-        Ok(_) if code != Some("unknown_source") => (source.as_str(), None),
-        _ => ("_unregistered", Some(truncate(&source, 64))),
+    // Metric labels and the log's source come only from registered names; anything else is
+    // attacker-chosen text: counted as _unregistered and logged escaped, apart.
+    let (logged_source, unregistered) = match &registered {
+        Some(name) => (name.as_str(), None),
+        None => (UNREGISTERED, Some(truncate(&source, 64))),
     };
+    let m = &state.metrics;
+    m.count("webhook_received_total", &[("source", logged_source)], 1);
+    if let Some(code) = code {
+        m.count("webhook_errors_total", &[("source", logged_source), ("code", code)], 1);
+    }
+    let status_text = status.to_string();
+    m.observe("webhook_request_duration_seconds", &[("source", logged_source), ("status", &status_text)], started.elapsed().as_secs_f64());
+    if let Some(len) = done.body_len.or(declared_len) {
+        m.observe("webhook_payload_bytes", &[("source", logged_source)], len as f64);
+    }
+    if let Some(sev) = done.created {
+        m.count("incidents_created_total", &[("source", logged_source), ("severity", sev.as_str())], 1);
+    }
+    if done.duplicate {
+        m.count("webhook_duplicates_total", &[("source", logged_source)], 1);
+    }
+    let incident = done.incident;
     tracing::info!(
         target: "webhook",
         request_id = %rid,
@@ -63,10 +94,12 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     rid: &str,
-) -> Result<(Response, Option<String>), ApiError> {
+    registered: &mut Option<SourceName>,
+) -> Result<(Response, Delivered), ApiError> {
     let unknown = || ApiError::UnknownSource(truncate(raw_name, 64));
     let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
     let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
+    *registered = Some(name.clone());
     let result = verified_event(state, &source, headers, body, rid).await;
     if result.is_err() {
         state.store.record_source_error(&name);
@@ -80,7 +113,7 @@ async fn verified_event(
     headers: &HeaderMap,
     body: Body,
     rid: &str,
-) -> Result<(Response, Option<String>), ApiError> {
+) -> Result<(Response, Delivered), ApiError> {
     if !source.settings.enabled {
         return Err(ApiError::SourceDisabled(source.name.to_string()));
     }
@@ -92,6 +125,7 @@ async fn verified_event(
     let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let body_len = Some(bytes.len() as u64);
 
     let now = state.clock.now();
     let header_str = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -122,7 +156,7 @@ async fn verified_event(
         let alert = normalize(source, &value).map_err(ApiError::InvalidPayload)?;
         let body = json!({"status": "ok", "test": true, "source": source.name, "format": alert.format, "title": alert.title,
                           "message": "Signature verified; test event not stored"});
-        return Ok(((StatusCode::OK, Json(body)).into_response(), None));
+        return Ok(((StatusCode::OK, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
     }
 
     let sync_permit = match source.settings.mode {
@@ -146,7 +180,7 @@ async fn verified_event(
         let queue_id = state.store.enqueue(event).await?;
         state.queue_wakeup.notify_one();
         let body = json!({"status": "queued", "queue_id": queue_id, "message": "Event queued for processing"});
-        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), None));
+        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
     };
 
     let alert = match normalize(source, &value) {
@@ -163,9 +197,10 @@ async fn verified_event(
             };
             let id = state.store.dead_letter(letter).await?;
             let body = json!({"status": "dead_lettered", "dead_letter_id": id, "message": format!("Event stored but not normalized: {reason}")});
-            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), None));
+            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
         }
     };
+    let severity = alert.severity;
     let req = IngestRequest {
         source: source.name.clone(),
         alert,
@@ -181,7 +216,10 @@ async fn verified_event(
     if matches!(outcome, IngestOutcome::Created(_)) && source.settings.auto_triage {
         state.triage_wakeup.notify_one();
     }
-    Ok(outcome_response(&outcome))
+    let (resp, incident) = outcome_response(&outcome);
+    let created = matches!(outcome, IngestOutcome::Created(_)).then_some(severity);
+    let duplicate = matches!(outcome, IngestOutcome::Duplicate { .. });
+    Ok((resp, Delivered { incident, created, duplicate, body_len }))
 }
 
 /// The response for a created or recognised incident.

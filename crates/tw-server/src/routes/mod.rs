@@ -16,10 +16,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
-/// Every route of the API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/health", get(health::health))
+/// The metrics endpoint alone (for `--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(health::metrics)).with_state(state)
+}
+
+/// Every route of the API; `/metrics` too unless it is served on its own address.
+pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let base = if with_metrics { Router::new().route("/metrics", get(health::metrics)) } else { Router::new() };
+    base.route("/api/health", get(health::health))
         .route("/api/webhooks", post(sources::create).get(sources::list))
         .route("/api/webhooks/queue/{queue_id}", get(queue::get))
         .route(

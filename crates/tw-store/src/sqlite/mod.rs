@@ -58,6 +58,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies migrations, checks that `key`
     /// is the key the database's secrets were encrypted with, and starts the writer.
     pub fn open(path: &Path, key: MasterKey) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_observed(path, key, None)
+    }
+
+    /// Like [`SqliteStore::open`], telling `observer` about every committed batch.
+    pub fn open_observed(path: &Path, key: MasterKey, observer: Option<Arc<dyn crate::CommitObserver>>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
@@ -69,7 +74,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         check_key(&conn, &key)?;
-        let writer = Writer::spawn(conn).map_err(|e| StoreError::Config(format!("cannot start writer: {e}")))?;
+        let writer = Writer::spawn(conn, observer).map_err(|e| StoreError::Config(format!("cannot start writer: {e}")))?;
         Ok(SqliteStore {
             writer,
             reads: Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }),

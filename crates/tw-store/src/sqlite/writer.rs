@@ -2,7 +2,8 @@
 //! off its channel, runs them in one transaction (each in its own savepoint, so one failing write
 //! does not undo the others), commits, and only then answers each caller.
 
-use crate::StoreError;
+use crate::{CommitObserver, StoreError};
+use std::sync::Arc;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,9 +26,9 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub fn spawn(conn: Connection) -> std::io::Result<Writer> {
+    pub fn spawn(conn: Connection, observer: Option<Arc<dyn CommitObserver>>) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx))?;
+        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, observer))?;
         Ok(Writer { tx })
     }
 
@@ -80,7 +81,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<dyn CommitObserver>>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -93,7 +94,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         let size = batch.len();
         let started = std::time::Instant::now();
         let completions = commit_batch(&mut conn, &mut batch);
-        tracing::trace!(target: "store", batch = size, elapsed_us = started.elapsed().as_micros() as u64, "committed");
+        let elapsed = started.elapsed();
+        tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
+        if let Some(o) = &observer {
+            o.committed(size, elapsed);
+        }
         let (result, completions) = completions;
         for c in completions {
             c(result.clone());
