@@ -20,6 +20,26 @@ impl Client {
         Ok(Client { http, base: base.trim_end_matches('/').to_string(), api_key: api_key.filter(|k| !k.is_empty()) })
     }
 
+    /// Opens a long-lived GET (no timeout) for streaming; error statuses become errors.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
+        let http = reqwest::Client::builder().build().map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        let mut req = http.get(format!("{}{}", self.base, path)).header("accept", "text/event-stream");
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() { anyhow!("cannot connect to {} (is `tw-cli serve` running? set --url or TW_URL)", self.base) } else { anyhow!("request failed: {e}") }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let json: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
+        let message = json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        bail!("{code}: {message}")
+    }
+
     /// Sends a request and returns the status and JSON body; connection problems and error
     /// statuses become errors with the server's own message.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value)> {

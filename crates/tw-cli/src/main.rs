@@ -48,6 +48,8 @@ enum Command {
     /// Manage local threat intelligence lists.
     #[command(subcommand)]
     Intel(commands::triage::IntelCommand),
+    /// Show the server's recent log lines (admin key).
+    Logs(commands::logs::LogsArgs),
     /// Show the state of a queued (async) event.
     Queue {
         /// The queue id from a 202 response (queue-...).
@@ -91,6 +93,7 @@ async fn main() -> std::process::ExitCode {
         Command::Triage(cmd) => commands::triage::run_triage(&ctx, cmd).await,
         Command::Playbook(cmd) => commands::triage::run_playbook(&ctx, cmd).await,
         Command::Intel(cmd) => commands::triage::run_intel(&ctx, cmd).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Queue { queue_id } => commands::queue_get(&ctx, &queue_id).await,
         Command::DeadLetters { source } => commands::dead_letters(&ctx, source.as_deref()).await,
     };

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod intel;
+pub mod logs;
 pub mod metrics;
 pub mod playbooks;
 pub mod routes;
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub playbooks_dir: Option<PathBuf>,
     /// Local threat intelligence files; default `<data_dir>/intel`.
     pub intel_dir: Option<PathBuf>,
+    /// Where this process's log records are kept for `GET /api/logs`.
+    pub log_buffer: Option<Arc<logs::LogBuffer>>,
     /// Serve `/metrics` on this address instead of the API's.
     pub metrics_listen: Option<SocketAddr>,
     /// Triage workers; 0 runs no triage in this process.
@@ -83,6 +86,7 @@ impl ServerConfig {
             max_inflight: 4096,
             playbooks_dir: None,
             metrics_listen: None,
+            log_buffer: None,
             intel_dir: None,
             triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
@@ -178,6 +182,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
+        logs: cfg.log_buffer.clone(),
     };
     // This process is the only worker on an embedded database: what a crashed run had claimed
     // can be taken up again at once instead of after its lease.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub triage: crate::triage::TriageSettings,
     /// Wakes the triage workers when a job is queued.
     pub triage_wakeup: Arc<Notify>,
+    /// Retained logs, when this process keeps them (`tw-cli serve` does).
+    pub logs: Option<Arc<crate::logs::LogBuffer>>,
     /// This server's Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

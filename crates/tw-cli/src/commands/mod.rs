@@ -2,6 +2,7 @@
 //! `api-key create`, which work on the store directly.
 
 pub mod incident;
+pub mod logs;
 pub mod serve;
 pub mod triage;
 pub mod webhook;

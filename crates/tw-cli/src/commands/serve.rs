@@ -1,6 +1,6 @@
 //! `tw-cli serve`: runs the server until Ctrl-C or SIGTERM.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,20 +65,33 @@ pub struct ServeArgs {
     /// Serve /metrics on this address (e.g. 127.0.0.1:9090) instead of the API's.
     #[arg(long, env = "TW_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Log records kept for `tw-cli logs` (in memory; the newest win).
+    #[arg(long, env = "TW_LOG_RECORDS", default_value_t = 20_000)]
+    log_records: usize,
+    /// Bytes of log records kept on disk in DATA_DIR/logs (two rotating files).
+    #[arg(long, env = "TW_LOG_MAX_BYTES", default_value_t = 32 * 1024 * 1024)]
+    log_max_bytes: u64,
     /// Log format.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let (text, json) = match args.log_format {
+        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))),
+        LogFormat::Text => (Some(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)), None),
+    };
+    let buffer = tw_server::logs::LogBuffer::new(args.log_records);
+    std::fs::create_dir_all(&args.store.data_dir).with_context(|| format!("cannot create data dir {}", args.store.data_dir.display()))?;
+    let log_dir = args.store.data_dir.join("logs");
+    buffer.persist_to(&log_dir, args.log_max_bytes).with_context(|| format!("cannot keep logs in {}", log_dir.display()))?;
+    tracing_subscriber::registry().with(filter).with(text).with(json).with(tw_server::logs::BufferLayer(buffer.clone())).init();
     let mut cfg = args.store.server_config();
+    cfg.log_buffer = Some(buffer.clone());
     cfg.listen = args.listen;
     cfg.webhook_config = args.config;
     cfg.queue_workers = args.queue_workers;
@@ -93,6 +106,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await;
+    buffer.close();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,351 @@
+//! Retained logs: a tracing layer that keeps the most recent records in memory (for
+//! `GET /api/logs` and `tw-cli logs`), appends them as JSON lines to a rotating file in the data
+//! dir (so a restart keeps them), and broadcasts new ones for `--follow`.
+//!
+//! Bounded twice: at most `capacity` records in memory, at most `max_bytes` on disk (the current
+//! file and one rotated predecessor, each up to half).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, Layer};
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub ts: DateTime<Utc>,
+    pub level: String,
+    /// The component: webhook, triage, store, api, auth, or a module path.
+    pub target: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub fields: Map<String, Value>,
+}
+
+impl LogRecord {
+    /// The record as one human line: time, level, component, message, then `key=value` fields.
+    pub fn to_line(&self) -> String {
+        let mut s = format!("{} {:>5} {}: {}", self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), self.level, self.target, self.message);
+        for (k, v) in &self.fields {
+            match v {
+                Value::String(t) => s.push_str(&format!(" {k}={t}")),
+                other => s.push_str(&format!(" {k}={other}")),
+            }
+        }
+        s
+    }
+}
+
+/// The components `--filter` recognises by name; any other filter is free text.
+pub const COMPONENTS: &[&str] = &["webhook", "triage", "store", "api", "auth"];
+
+/// What to select.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// A component name, or text searched in the message and field values.
+    pub filter: Option<String>,
+    /// Minimum level: trace, debug, info, warn, error.
+    pub min_level: Option<tracing::Level>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only records whose `source` field is this.
+    pub source: Option<String>,
+}
+
+fn level_rank(l: &str) -> u8 {
+    match l {
+        "ERROR" => 5,
+        "WARN" => 4,
+        "INFO" => 3,
+        "DEBUG" => 2,
+        _ => 1,
+    }
+}
+
+impl LogQuery {
+    /// True when the record is selected.
+    pub fn matches(&self, r: &LogRecord) -> bool {
+        if let Some(min) = self.min_level {
+            if level_rank(&r.level) < level_rank(min.as_str()) {
+                return false;
+            }
+        }
+        if self.since.is_some_and(|t| r.ts < t) {
+            return false;
+        }
+        if let Some(src) = &self.source {
+            if r.fields.get("source").and_then(Value::as_str) != Some(src.as_str()) {
+                return false;
+            }
+        }
+        match self.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            None => true,
+            Some(f) if COMPONENTS.contains(&f) => r.target == f,
+            Some(f) => {
+                let f = f.to_lowercase();
+                r.message.to_lowercase().contains(&f)
+                    || r.target.to_lowercase().contains(&f)
+                    || r.fields.values().any(|v| match v {
+                        Value::String(s) => s.to_lowercase().contains(&f),
+                        other => other.to_string().contains(&f),
+                    })
+            }
+        }
+    }
+}
+
+/// The retained logs of this process.
+pub struct LogBuffer {
+    records: Mutex<VecDeque<Arc<LogRecord>>>,
+    capacity: usize,
+    live: broadcast::Sender<Arc<LogRecord>>,
+    disk: Mutex<Option<mpsc::Sender<Arc<LogRecord>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The file records are appended to, in `<data_dir>/logs/`.
+pub const LOG_FILE: &str = "tw.log";
+
+impl LogBuffer {
+    /// An in-memory buffer of `capacity` records.
+    pub fn new(capacity: usize) -> Arc<LogBuffer> {
+        let (live, _) = broadcast::channel(1024);
+        Arc::new(LogBuffer {
+            records: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
+            capacity: capacity.max(1),
+            live,
+            disk: Mutex::new(None),
+            writer: Mutex::new(None),
+        })
+    }
+
+    /// Also keeps records in `dir` (at most `max_bytes`), first loading what an earlier run left.
+    pub fn persist_to(&self, dir: &Path, max_bytes: u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let current = dir.join(LOG_FILE);
+        let previous = dir.join(format!("{LOG_FILE}.1"));
+        {
+            let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            for path in [&previous, &current] {
+                if let Ok(f) = std::fs::File::open(path) {
+                    for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                        if let Ok(r) = serde_json::from_str::<LogRecord>(&line) {
+                            if recs.len() == self.capacity {
+                                recs.pop_front();
+                            }
+                            recs.push_back(Arc::new(r));
+                        }
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Arc<LogRecord>>();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&current)?;
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let handle = std::thread::Builder::new()
+            .name("tw-log-writer".into())
+            .spawn(move || write_loop(rx, file, written, current, previous, max_bytes / 2))?;
+        *self.disk.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Stops keeping records on disk, after writing out every one already pushed.
+    pub fn close(&self) {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Keeps a record.
+    pub fn push(&self, r: LogRecord) {
+        let r = Arc::new(r);
+        {
+            let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            if recs.len() == self.capacity {
+                recs.pop_front();
+            }
+            recs.push_back(r.clone());
+        }
+        if let Some(tx) = self.disk.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(r.clone());
+        }
+        let _ = self.live.send(r);
+    }
+
+    /// The last `n` records that match, oldest first.
+    pub fn tail(&self, q: &LogQuery, n: usize) -> Vec<Arc<LogRecord>> {
+        let recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Arc<LogRecord>> = recs.iter().rev().filter(|r| q.matches(r)).take(n).cloned().collect();
+        out.reverse();
+        out
+    }
+
+    /// New records as they come.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogRecord>> {
+        self.live.subscribe()
+    }
+}
+
+fn write_loop(rx: mpsc::Receiver<Arc<LogRecord>>, file: std::fs::File, mut written: u64, current: PathBuf, previous: PathBuf, max_file: u64) {
+    let mut out = std::io::BufWriter::new(file);
+    loop {
+        let r = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let Ok(mut line) = serde_json::to_string(&*r) else { continue };
+        line.push('\n');
+        if written + line.len() as u64 > max_file.max(4096) {
+            let _ = out.flush();
+            let _ = std::fs::rename(&current, &previous);
+            match std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&current) {
+                Ok(f) => {
+                    out = std::io::BufWriter::new(f);
+                    written = 0;
+                }
+                Err(_) => continue,
+            }
+        }
+        if out.write_all(line.as_bytes()).is_ok() {
+            written += line.len() as u64;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// The tracing layer that feeds a [`LogBuffer`].
+pub struct BufferLayer(pub Arc<LogBuffer>);
+
+struct Fields {
+    message: String,
+    fields: Map<String, Value>,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.fields.insert(field.name().to_string(), Value::String(text.trim_matches('"').to_string()));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields.insert(field.name().to_string(), Value::String(value.to_string()));
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.fields.insert(field.name().to_string(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.fields.insert(field.name().to_string(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.fields.insert(field.name().to_string(), serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.fields.insert(field.name().to_string(), value.into());
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut v = Fields { message: String::new(), fields: Map::new() };
+        event.record(&mut v);
+        self.0.push(LogRecord { ts: Utc::now(), level: meta.level().as_str().to_string(), target: meta.target().to_string(), message: v.message, fields: v.fields });
+    }
+}
+
+/// Parses `10m`, `2h`, `30s`, `1d` into a duration.
+pub fn parse_since(s: &str) -> Option<chrono::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = num.parse().ok()?;
+    match unit {
+        "s" => Some(chrono::Duration::seconds(n)),
+        "m" => Some(chrono::Duration::minutes(n)),
+        "h" => Some(chrono::Duration::hours(n)),
+        "d" => Some(chrono::Duration::days(n)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(target: &str, level: &str, msg: &str, source: Option<&str>) -> LogRecord {
+        let mut fields = Map::new();
+        if let Some(s) = source {
+            fields.insert("source".into(), s.into());
+        }
+        LogRecord { ts: Utc::now(), level: level.into(), target: target.into(), message: msg.into(), fields }
+    }
+
+    #[test]
+    fn filters_by_component_text_level_and_source() {
+        let b = LogBuffer::new(10);
+        b.push(rec("webhook", "INFO", "webhook delivery", Some("mail")));
+        b.push(rec("webhook", "INFO", "webhook delivery", Some("edr")));
+        b.push(rec("triage", "WARN", "triage job finished", None));
+        b.push(rec("store", "ERROR", "commit failed", None));
+        let q = |f: &str| LogQuery { filter: Some(f.into()), ..Default::default() };
+        assert_eq!(b.tail(&q("webhook"), 100).len(), 2);
+        assert_eq!(b.tail(&q("commit"), 100).len(), 1);
+        assert_eq!(b.tail(&LogQuery { min_level: Some(tracing::Level::WARN), ..Default::default() }, 100).len(), 2);
+        assert_eq!(b.tail(&LogQuery { source: Some("edr".into()), ..Default::default() }, 100).len(), 1);
+        assert_eq!(b.tail(&LogQuery::default(), 1)[0].target, "store");
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let b = LogBuffer::new(3);
+        for i in 0..10 {
+            b.push(rec("api", "INFO", &format!("m{i}"), None));
+        }
+        let all = b.tail(&LogQuery::default(), 100);
+        assert_eq!(all.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["m7", "m8", "m9"]);
+    }
+
+    #[test]
+    fn records_survive_a_restart_and_the_files_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LogBuffer::new(1000);
+        b.persist_to(dir.path(), 8192).unwrap();
+        for i in 0..200 {
+            b.push(rec("api", "INFO", &format!("message number {i}"), None));
+        }
+        b.close();
+        let total: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+        assert!(total <= 8192, "{total} bytes on disk");
+        let again = LogBuffer::new(1000);
+        again.persist_to(dir.path(), 8192).unwrap();
+        let kept = again.tail(&LogQuery::default(), 1000);
+        assert!(!kept.is_empty());
+        assert_eq!(kept.last().unwrap().message, "message number 199");
+    }
+
+    #[test]
+    fn since_parses() {
+        assert_eq!(parse_since("10m"), Some(chrono::Duration::minutes(10)));
+        assert_eq!(parse_since("2h"), Some(chrono::Duration::hours(2)));
+        assert_eq!(parse_since("x"), None);
+        assert_eq!(parse_since("5y"), None);
+    }
+}
