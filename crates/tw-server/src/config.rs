@@ -41,7 +41,7 @@ struct FileSource {
     #[serde(default)]
     playbook: Option<Spanned<String>>,
     #[serde(default)]
-    severity_mapping: Option<Spanned<BTreeMap<String, String>>>,
+    severity_mapping: Option<BTreeMap<String, Spanned<String>>>,
     #[serde(default)]
     format: Option<Spanned<String>>,
     #[serde(default)]
@@ -97,9 +97,12 @@ pub fn parse(file: &str, text: &str, playbooks: &[String], env: &dyn Fn(&str) ->
             let line = s.auto_triage.as_ref().map(|v| v.referenced.line()).unwrap_or(0);
             return Err(at(line, "playbook", "is required when auto_triage is true".into()));
         }
-        if let Some(v) = &s.severity_mapping {
-            let obj = v.value.iter().map(|(k, val)| (k.clone(), serde_json::Value::String(val.clone()))).collect();
-            settings.severity_mapping = parse_mapping(&serde_json::Value::Object(obj)).map_err(|e| at(v.referenced.line(), "severity_mapping", e))?;
+        if let Some(map) = &s.severity_mapping {
+            for (vendor, ours) in map {
+                let one = serde_json::json!({ vendor.as_str(): ours.value.as_str() });
+                let parsed = parse_mapping(&one).map_err(|e| at(ours.referenced.line(), &format!("severity_mapping.{vendor}"), e))?;
+                settings.severity_mapping.extend(parsed);
+            }
         }
         if let Some(v) = &s.format {
             let f = expand(v, "format")?;
@@ -214,17 +217,17 @@ sources:
     fn missing_variable_names_variable_source_and_line() {
         let text = SPEC.replace("EDR_SECRET", "NOT_SET_ANYWHERE");
         let err = parse("webhook_config.yaml", &text, &playbooks(), &env).unwrap_err().0;
-        assert!(err.contains("NOT_SET_ANYWHERE") && err.contains("'edr'") && err.contains("webhook_config.yaml:13:"), "{err}");
+        assert!(err.contains("NOT_SET_ANYWHERE") && err.contains("'edr'") && err.contains("webhook_config.yaml:14:"), "{err}");
     }
 
     #[test]
     fn bad_values_name_file_line_and_key() {
         let text = SPEC.replace("playbook: malware_triage", "playbook: nope");
         let err = parse("w.yaml", &text, &playbooks(), &env).unwrap_err().0;
-        assert!(err.starts_with("w.yaml:15: sources.edr.playbook: unknown playbook 'nope'"), "{err}");
+        assert!(err.starts_with("w.yaml:16: sources.edr.playbook: unknown playbook 'nope'"), "{err}");
         let text = SPEC.replace("high: high", "high: severe");
         let err = parse("w.yaml", &text, &playbooks(), &env).unwrap_err().0;
-        assert!(err.contains("w.yaml:7: sources.email-gateway.severity_mapping"), "{err}");
+        assert!(err.starts_with("w.yaml:9: sources.email-gateway.severity_mapping.high: 'high': unknown severity 'severe'"), "{err}");
         let err = parse("w.yaml", "sources:\n  edr:\n    secret: abcdefgh\n    colour: blue\n", &playbooks(), &env).unwrap_err().0;
         assert!(err.starts_with("w.yaml:4:") && err.contains("colour"), "{err}");
         let err = parse("w.yaml", "sources:\n  edr: [\n", &playbooks(), &env).unwrap_err().0;
