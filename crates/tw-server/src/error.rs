@@ -8,7 +8,7 @@ use tw_core::signature::VerifyError;
 use tw_store::StoreError;
 
 /// One field's problem in a `validation_error`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

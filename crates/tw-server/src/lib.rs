@@ -183,6 +183,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
         logs: cfg.log_buffer.clone(),
+        heartbeats: Arc::new(state::Heartbeats {
+            queue_workers: cfg.queue_workers,
+            triage_workers: cfg.triage_workers,
+            ..Default::default()
+        }),
     };
     // This process is the only worker on an embedded database: what a crashed run had claimed
     // can be taken up again at once instead of after its lease.

@@ -42,8 +42,26 @@ pub struct AppState {
     pub triage_wakeup: Arc<Notify>,
     /// Retained logs, when this process keeps them (`tw-cli serve` does).
     pub logs: Option<Arc<crate::logs::LogBuffer>>,
+    /// When each kind of worker last went round its loop.
+    pub heartbeats: Arc<Heartbeats>,
     /// This server's Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The last time (unix seconds) each kind of background worker was alive, and how many run.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    pub queue: std::sync::atomic::AtomicI64,
+    pub triage: std::sync::atomic::AtomicI64,
+    pub queue_workers: usize,
+    pub triage_workers: usize,
+}
+
+impl Heartbeats {
+    /// Records that a worker is alive now.
+    pub fn beat(slot: &std::sync::atomic::AtomicI64) {
+        slot.store(Utc::now().timestamp(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// How long a cached source (or the knowledge that a name is unknown) is trusted. Short, so that

@@ -71,6 +71,7 @@ pub enum RunError {
 /// Runs one worker until the process ends.
 pub async fn run_worker(state: AppState) {
     loop {
+        crate::state::Heartbeats::beat(&state.heartbeats.triage);
         match state.store.claim_triage_jobs(8, LEASE_SECS).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {

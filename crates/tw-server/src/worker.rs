@@ -13,6 +13,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Runs one worker until the process ends.
 pub async fn run(state: AppState) {
     loop {
+        crate::state::Heartbeats::beat(&state.heartbeats.queue);
         match state.store.claim_queued(BATCH, LEASE_SECS).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {

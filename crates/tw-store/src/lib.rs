@@ -145,7 +145,18 @@ pub trait Store: Send + Sync + 'static {
     /// The key with this hash, if it exists and is not revoked.
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
 
+    // ---- deliveries ----
+    /// Records a delivery (best effort, not awaited; the body is truncated to
+    /// [`DELIVERY_BODY_LIMIT`]). Old records are pruned.
+    fn record_delivery(&self, d: Delivery, body: Option<Vec<u8>>);
+    /// The newest `limit` deliveries of a source, newest first.
+    async fn list_deliveries(&self, source: &SourceName, filter: DeliveryFilter, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// The newest delivery with this request id, with its body.
+    async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError>;
+
     // ---- health ----
+    /// The schema version the database is at, and the one this build expects.
+    async fn schema_version(&self) -> Result<(i64, i64), StoreError>;
     /// A cheap round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -376,3 +376,38 @@ pub struct StoredPlaybook {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// How much of a refused delivery's body is kept.
+pub const DELIVERY_BODY_LIMIT: usize = 64 * 1024;
+/// Deliveries kept; older ones are pruned.
+pub const DELIVERIES_KEPT: i64 = 100_000;
+
+/// One delivery to a registered source, as `tw-cli webhook events` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub request_id: String,
+    pub source: SourceName,
+    pub received_at: DateTime<Utc>,
+    pub status: u16,
+    pub code: Option<String>,
+    pub incident_id: Option<Uuid>,
+    pub incident_number: Option<IncidentNumber>,
+    pub queue_id: Option<String>,
+    pub duplicate: bool,
+    pub body_len: Option<u64>,
+    pub latency_ms: f64,
+    /// The body: as kept for a refused delivery, or the incident's or queued event's raw payload.
+    /// Only filled when one delivery is asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_payload: Option<String>,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFilter {
+    All,
+    /// 2xx.
+    Ok,
+    /// Everything else.
+    Failed,
+}

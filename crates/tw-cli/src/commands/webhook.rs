@@ -41,6 +41,22 @@ pub enum WebhookCommand {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Recent deliveries of a source (time, status, code, incident, request id); `events get
+    /// <request-id>` shows one with its payload.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Events {
+        #[command(subcommand)]
+        get: Option<EventsCommand>,
+        /// The source.
+        #[arg(required = true)]
+        source: Option<String>,
+        /// Only ok (2xx) or failed deliveries.
+        #[arg(long, value_parser = ["ok", "failed", "all"])]
+        status: Option<String>,
+        /// How many of the newest.
+        #[arg(long, default_value_t = 20)]
+        tail: u32,
+    },
     /// Sign a body and print ready-to-run curl headers.
     Sign {
         source: String,
@@ -53,6 +69,13 @@ pub enum WebhookCommand {
         #[arg(long)]
         timestamp: Option<i64>,
     },
+}
+
+/// `webhook events get`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// One delivery by request id (the X-Request-Id of its response), with its payload.
+    Get { request_id: String },
 }
 
 /// Settings shared by `add` and `update`.
@@ -212,6 +235,50 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             }
         }
         WebhookCommand::Test { source, secret } => return test(ctx, &source, secret).await,
+        WebhookCommand::Events { get: Some(EventsCommand::Get { request_id }), .. } => {
+            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/deliveries/{}", seg(&request_id)), None).await?;
+            match ctx.output {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    output::pairs(&[
+                        ("request_id", cell(&v["request_id"])),
+                        ("source", cell(&v["source"])),
+                        ("received_at", cell(&v["received_at"])),
+                        ("status", cell(&v["status"])),
+                        ("code", cell(&v["code"])),
+                        ("incident", cell(&v["incident_number"])),
+                        ("queue_id", cell(&v["queue_id"])),
+                        ("duplicate", cell(&v["duplicate"])),
+                        ("body_bytes", cell(&v["body_len"])),
+                        ("latency_ms", format!("{:.2}", v["latency_ms"].as_f64().unwrap_or(0.0))),
+                    ]);
+                    println!("
+payload:");
+                    let raw = v["raw_payload"].as_str().unwrap_or("-");
+                    match serde_json::from_str::<Value>(raw) {
+                        Ok(j) => println!("{}", serde_json::to_string_pretty(&j).unwrap_or_else(|_| raw.to_string())),
+                        Err(_) => println!("{raw}"),
+                    }
+                }
+            }
+        }
+        WebhookCommand::Events { source, status, tail, .. } => {
+            let source = source.unwrap_or_default();
+            let mut path = format!("/api/webhooks/{}/events?tail={tail}", seg(&source));
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            let (_, v) = ctx.client()?.call(Method::GET, &path, None).await?;
+            match ctx.output {
+                Output::Json => output::json(&v),
+                Output::Table => {
+                    let rows = super::rows_of(&v["data"], |d| {
+                        vec![cell(&d["received_at"]), cell(&d["status"]), cell(&d["code"]), cell(&d["incident_number"]), cell(&d["request_id"])]
+                    });
+                    output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID"], &rows);
+                }
+            }
+        }
         WebhookCommand::Sign { source, secret, body, timestamp } => {
             let body = if let Some(path) = body.strip_prefix('@') {
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?

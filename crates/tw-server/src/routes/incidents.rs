@@ -1,5 +1,6 @@
 //! `GET /api/incidents`, `GET /api/incidents/:id` (uuid or INC number), `.../raw`.
 
+use crate::routes::schemas;
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
 use crate::routes::{PageQuery, page_meta};
@@ -27,6 +28,19 @@ pub struct ListQuery {
 }
 
 /// A page of incidents, newest first, with a `meta` block.
+#[utoipa::path(
+    get,
+    path = "/api/incidents",
+    tag = "incidents",
+    operation_id = "list_incidents",
+    summary = "Incidents, newest first",
+    security(("api_key" = ["read"])),
+    params(schemas::IncidentListParams, schemas::PageParams),
+    responses(
+        (status = 200, description = "A page of incidents", body = schemas::IncidentList),
+        (status = 422, description = "`validation_error`: a bad filter, `page` or `per_page` (see `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
     let page = q.page.parse().unwrap_or_else(|e| {
@@ -61,6 +75,19 @@ async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
 }
 
 /// One incident with its raw payload (as JSON).
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}",
+    tag = "incidents",
+    operation_id = "get_incident",
+    summary = "One incident with its raw payload",
+    security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
+    responses(
+        (status = 200, description = "The incident", body = schemas::IncidentDetail),
+        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
+    )
+)]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let incident = load(&state, &id).await?;
     let raw = incident.raw.as_deref().map(|b| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())));
@@ -72,6 +99,19 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Pat
 }
 
 /// The payload exactly as the sender sent it.
+#[utoipa::path(
+    get,
+    path = "/api/incidents/{id}/raw",
+    tag = "incidents",
+    operation_id = "get_incident_raw",
+    summary = "The payload exactly as received",
+    security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
+    responses(
+        (status = 200, description = "The body byte for byte", body = Object, content_type = "application/json"),
+        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
+    )
+)]
 pub async fn raw(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Response, ApiError> {
     let incident = load(&state, &id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], incident.raw.unwrap_or_default()).into_response())

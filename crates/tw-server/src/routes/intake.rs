@@ -4,6 +4,7 @@
 //! source known and enabled, body size, signature and timestamp, HMAC, JSON, then either the
 //! incident is committed (sync) or the raw event is (async, or when the sync path is saturated).
 
+use crate::routes::schemas;
 use crate::metrics::UNREGISTERED;
 use crate::routes::request_id;
 use crate::state::AppState;
@@ -23,23 +24,60 @@ use tw_store::{IngestOutcome, IngestRequest, NewDeadLetter, NewQueuedEvent, Sour
 /// What a successful delivery did, for the request's log line and metrics.
 #[derive(Debug, Default)]
 struct Delivered {
-    incident: Option<String>,
+    incident: Option<tw_store::IncidentRef>,
+    queue_id: Option<String>,
     /// The severity of a newly created incident.
     created: Option<tw_core::Severity>,
     duplicate: bool,
     body_len: Option<u64>,
 }
 
+/// What the request revealed before it ended, for the delivery record.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The source, once it is known to be registered.
+    source: Option<SourceName>,
+    /// The body, once it was read.
+    body: Option<axum::body::Bytes>,
+}
+
 /// The generic `event_type` of a signed test event: verified and normalized, never stored.
 pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 
 /// The intake handler.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{source}",
+    tag = "intake",
+    operation_id = "receive_webhook",
+    summary = "Deliver a signed alert (HMAC, no API key)",
+    description = "Checks, cheap first and nothing stored before the signature is proven: source registered and enabled, body size, signature headers, timestamp window, HMAC, JSON object. Every response carries `X-Request-Id`.",
+    params(
+        ("source" = String, Path, description = "The registered source name"),
+        ("X-Webhook-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 with the source's secret of `<X-Webhook-Timestamp>.<raw body>`; several values may be sent, separated by commas or spaces (one valid value is enough)"),
+        ("X-Webhook-Timestamp" = String, Header, description = "Unix seconds; at most `timestamp_tolerance_secs` (default 300) old and 300 s in the future"),
+        ("X-Request-Id" = Option<String>, Header, description = "Echoed in the response; generated when absent"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "The vendor's alert: a JSON object (generic, Defender, CrowdStrike or Splunk shape; detected unless the source pins a format)"),
+    responses(
+        (status = 201, description = "A new incident was committed", body = schemas::IntakeCreated, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 200, description = "A second delivery of a known alert (`duplicate`), or a signed test event (`test`, not stored)", body = schemas::IntakeOk, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 202, description = "Stored for a worker (`queued`: async source, or sync intake saturated), or kept as a dead letter (`dead_lettered`) when it could not be normalized", body = schemas::IntakeAccepted, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object (checked only after the signature)", body = schemas::ErrorBody),
+        (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the signature headers are missing or do not verify", body = schemas::ErrorBody),
+        (status = 403, description = "`source_disabled`: the source is disabled", body = schemas::ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = schemas::ErrorBody),
+        (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = schemas::ErrorBody),
+    )
+)]
 pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let rid = request_id(&headers);
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let mut registered: Option<SourceName> = None;
-    let result = handle(&state, &source, &headers, body, &rid, &mut registered).await;
+    let mut seen = Seen::default();
+    let result = handle(&state, &source, &headers, body, &rid, &mut seen).await;
+    let registered = seen.source.clone();
     let (mut resp, code, done) = match result {
         Ok((resp, done)) => (resp, None, done),
         Err(e) => {
@@ -70,7 +108,26 @@ pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, 
     if done.duplicate {
         m.count("webhook_duplicates_total", &[("source", logged_source)], 1);
     }
-    let incident = done.incident;
+    if let Some(name) = &registered {
+        let delivery = tw_store::Delivery {
+            request_id: rid.clone(),
+            source: name.clone(),
+            received_at: state.clock.now(),
+            status,
+            code: code.map(str::to_string),
+            incident_id: done.incident.map(|i| i.id),
+            incident_number: done.incident.map(|i| i.number),
+            queue_id: done.queue_id.clone(),
+            duplicate: done.duplicate,
+            body_len: done.body_len.or(seen.body.as_ref().map(|b| b.len() as u64)).or(declared_len),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            raw_payload: None,
+        };
+        // A refused delivery keeps its body for debugging; an accepted one points at its incident.
+        let body = if code.is_some() { seen.body.map(|b| b.to_vec()) } else { None };
+        state.store.record_delivery(delivery, body);
+    }
+    let incident = done.incident.map(|i| i.number.to_string());
     tracing::info!(
         target: "webhook",
         request_id = %rid,
@@ -94,13 +151,13 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     rid: &str,
-    registered: &mut Option<SourceName>,
+    seen: &mut Seen,
 ) -> Result<(Response, Delivered), ApiError> {
     let unknown = || ApiError::UnknownSource(truncate(raw_name, 64));
     let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
     let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
-    *registered = Some(name.clone());
-    let result = verified_event(state, &source, headers, body, rid).await;
+    seen.source = Some(name.clone());
+    let result = verified_event(state, &source, headers, body, rid, seen).await;
     if result.is_err() {
         state.store.record_source_error(&name);
     }
@@ -113,6 +170,7 @@ async fn verified_event(
     headers: &HeaderMap,
     body: Body,
     rid: &str,
+    seen: &mut Seen,
 ) -> Result<(Response, Delivered), ApiError> {
     if !source.settings.enabled {
         return Err(ApiError::SourceDisabled(source.name.to_string()));
@@ -126,6 +184,7 @@ async fn verified_event(
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit))?;
     let body_len = Some(bytes.len() as u64);
+    seen.body = Some(bytes.clone());
 
     let now = state.clock.now();
     let header_str = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -179,8 +238,8 @@ async fn verified_event(
         };
         let queue_id = state.store.enqueue(event).await?;
         state.queue_wakeup.notify_one();
-        let body = json!({"status": "queued", "queue_id": queue_id, "message": "Event queued for processing"});
-        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
+        let body = json!({"status": "queued", "queue_id": &queue_id, "message": "Event queued for processing"});
+        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, queue_id: Some(queue_id), ..Default::default() }));
     };
 
     let alert = match normalize(source, &value) {
@@ -216,17 +275,18 @@ async fn verified_event(
     if matches!(outcome, IngestOutcome::Created(_)) && source.settings.auto_triage {
         state.triage_wakeup.notify_one();
     }
-    let (resp, incident) = outcome_response(&outcome);
+    let resp = outcome_response(&outcome);
+    let incident = Some(outcome.incident());
     let created = matches!(outcome, IngestOutcome::Created(_)).then_some(severity);
     let duplicate = matches!(outcome, IngestOutcome::Duplicate { .. });
-    Ok((resp, Delivered { incident, created, duplicate, body_len }))
+    Ok((resp, Delivered { incident, created, duplicate, body_len, queue_id: None }))
 }
 
 /// The response for a created or recognised incident.
-fn outcome_response(outcome: &IngestOutcome) -> (Response, Option<String>) {
+fn outcome_response(outcome: &IngestOutcome) -> Response {
     let inc = outcome.incident();
     let number = inc.number.to_string();
-    let resp = match outcome {
+    match outcome {
         IngestOutcome::Created(_) => {
             let body = json!({"status": "accepted", "incident_id": inc.id, "incident_number": number});
             (StatusCode::CREATED, Json(body)).into_response()
@@ -236,8 +296,7 @@ fn outcome_response(outcome: &IngestOutcome) -> (Response, Option<String>) {
                               "duplicate": true, "delivery_count": delivery_count});
             (StatusCode::OK, Json(body)).into_response()
         }
-    };
-    (resp, Some(number))
+    }
 }
 
 /// Normalizes with the source's settings; a panic in a normalizer is contained and reported as a

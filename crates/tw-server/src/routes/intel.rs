@@ -1,5 +1,6 @@
 //! Local intelligence: `GET /api/intel` (counts) and `POST /api/intel/:list` (add indicators).
 
+use crate::routes::schemas;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::intel::{counts, list_names};
 use crate::state::AppState;
@@ -10,11 +11,38 @@ use axum::Json;
 use serde_json::{Value, json};
 
 /// Indicator counts per list, assets, and the directory they come from.
+#[utoipa::path(
+    get,
+    path = "/api/intel",
+    tag = "intel",
+    operation_id = "get_intel",
+    summary = "Indicator counts per list",
+    security(("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The lists and their counts", body = schemas::IntelSummary),
+    )
+)]
 pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<Value> {
     Json(json!({"dir": state.intel.dir().display().to_string(), "lists": list_names(), "counts": counts(&state.intel.current())}))
 }
 
 /// Appends `{"indicators": [...]}` to a list file; the intel reloads at once.
+#[utoipa::path(
+    post,
+    path = "/api/intel/{list}",
+    tag = "intel",
+    operation_id = "add_intel",
+    summary = "Add indicators to a list (reloaded at once)",
+    security(("api_key" = ["admin"])),
+    params(("list" = String, Path, description = "bad-domains, bad-ips, bad-hashes, bad-urls or protected-domains")),
+    request_body = schemas::IntelAddRequest,
+    responses(
+        (status = 200, description = "Added", body = schemas::IntelAdded),
+        (status = 400, description = "`invalid_payload`: the body is not JSON", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such list", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings", body = schemas::ErrorBody),
+    )
+)]
 pub async fn add(State(state): State<AppState>, _auth: AdminAccess, Path(list): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     if !list_names().contains(&list.as_str()) {
         return Err(ApiError::NotFound(format!("Unknown intel list '{}' (known: {})", list.chars().take(40).collect::<String>(), list_names().join(", "))));

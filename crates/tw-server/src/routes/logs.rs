@@ -1,6 +1,7 @@
 //! `GET /api/logs`: recent log records, filtered; `follow=true` streams new ones (server-sent
 //! events) after the tail.
 
+use crate::routes::schemas;
 use crate::auth::AdminAccess;
 use crate::logs::{LogQuery, LogRecord, parse_since};
 use crate::state::AppState;
@@ -29,6 +30,23 @@ pub struct LogsParams {
 }
 
 /// The records, or a stream of them.
+#[utoipa::path(
+    get,
+    path = "/api/logs",
+    tag = "health",
+    operation_id = "get_logs",
+    summary = "Recent log records of this server; `follow=true` streams new ones",
+    security(("api_key" = ["admin"])),
+    params(schemas::LogParams),
+    responses(
+        (status = 200, description = "The records (JSON), or with `follow=true` server-sent events whose `data` is one record each", content(
+            (schemas::LogList = "application/json"),
+            (schemas::LogRecord = "text/event-stream")
+        )),
+        (status = 404, description = "`not_found`: this server process does not keep logs", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `level`, `since` or `tail`", body = schemas::ErrorBody),
+    )
+)]
 pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Query<LogsParams>) -> Result<Response, ApiError> {
     let buffer = state.logs.clone().ok_or_else(|| ApiError::NotFound("This server process does not keep logs (run it with `tw-cli serve`)".into()))?;
     let min_level = match p.level.as_deref().filter(|l| !l.is_empty()) {

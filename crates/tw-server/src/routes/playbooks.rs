@@ -4,6 +4,7 @@
 //! Bodies that create or replace a playbook are its YAML text (any Content-Type), or JSON
 //! `{"yaml": "..."}`.
 
+use crate::routes::schemas;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::state::AppState;
@@ -83,6 +84,17 @@ fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: 
 }
 
 /// Every playbook, built-in first.
+#[utoipa::path(
+    get,
+    path = "/api/playbooks",
+    tag = "playbooks",
+    operation_id = "list_playbooks",
+    summary = "Every playbook, built-in first",
+    security(("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The playbooks", body = schemas::PlaybookList),
+    )
+)]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
     let sources = state.store.list_sources().await?;
     let users = |name: &str| -> Vec<String> { sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect() };
@@ -102,6 +114,19 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
 }
 
 /// One playbook with its YAML.
+#[utoipa::path(
+    get,
+    path = "/api/playbooks/{name}",
+    tag = "playbooks",
+    operation_id = "get_playbook",
+    summary = "One playbook with its YAML",
+    security(("api_key" = ["read"])),
+    params(("name" = String, Path, description = "The playbook name")),
+    responses(
+        (status = 200, description = "The playbook", body = schemas::PlaybookView),
+        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
+    )
+)]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let not_found = || ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>()));
     let resolved = state.playbooks.get(&name).await?.ok_or_else(not_found)?;
@@ -114,6 +139,24 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): P
 }
 
 /// Adds a user playbook (409 when the name exists).
+#[utoipa::path(
+    post,
+    path = "/api/playbooks",
+    tag = "playbooks",
+    operation_id = "create_playbook",
+    summary = "Add a playbook",
+    security(("api_key" = ["admin"])),
+    request_body(
+        description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
+        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+    ),
+    responses(
+        (status = 201, description = "Added", body = schemas::PlaybookView),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
+        (status = 409, description = "`playbook_exists` | `builtin_playbook`: the name is taken", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let yaml = yaml_of(&body)?;
     let playbook = parse_checked(&yaml)?;
@@ -130,6 +173,26 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
 }
 
 /// Creates or replaces a user playbook; the YAML's name must match the path.
+#[utoipa::path(
+    put,
+    path = "/api/playbooks/{name}",
+    tag = "playbooks",
+    operation_id = "replace_playbook",
+    summary = "Create or replace a playbook",
+    security(("api_key" = ["admin"])),
+    params(("name" = String, Path, description = "The playbook name")),
+    request_body(
+        description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
+        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+    ),
+    responses(
+        (status = 200, description = "Replaced", body = schemas::PlaybookView),
+        (status = 201, description = "Created", body = schemas::PlaybookView),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
+        (status = 409, description = "`builtin_playbook`: built-in playbooks cannot be changed", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid, or its name is not the one in the path", body = schemas::ErrorBody),
+    )
+)]
 pub async fn replace(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     if state.playbooks.is_builtin(&name) {
         return Err(ApiError::BuiltinPlaybook(name));
@@ -147,6 +210,20 @@ pub async fn replace(State(state): State<AppState>, _auth: AdminAccess, Path(nam
 }
 
 /// Deletes a user playbook unless a source uses it.
+#[utoipa::path(
+    delete,
+    path = "/api/playbooks/{name}",
+    tag = "playbooks",
+    operation_id = "delete_playbook",
+    summary = "Delete a playbook",
+    security(("api_key" = ["admin"])),
+    params(("name" = String, Path, description = "The playbook name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
+        (status = 409, description = "`builtin_playbook` | `playbook_in_use`: built in, or a source uses it", body = schemas::ErrorBody),
+    )
+)]
 pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     if state.playbooks.is_builtin(&name) {
         return Err(ApiError::BuiltinPlaybook(name));
@@ -160,6 +237,23 @@ pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name
 }
 
 /// Validates a playbook without storing it: 200 when valid, 422 with every error otherwise.
+#[utoipa::path(
+    post,
+    path = "/api/playbooks/validate",
+    tag = "playbooks",
+    operation_id = "validate_playbook",
+    summary = "Validate a playbook without storing it",
+    security(("api_key" = ["read"])),
+    request_body(
+        description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
+        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+    ),
+    responses(
+        (status = 200, description = "Valid", body = schemas::PlaybookValidation),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, ApiError> {
     let playbook = parse_checked(&yaml_of(&body)?)?;
     Ok(Json(json!({"valid": true, "name": playbook.name, "steps": playbook.steps.len()})))
@@ -167,6 +261,22 @@ pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, Api
 
 /// Runs a playbook on a payload without storing anything:
 /// `{"payload": {...}, "format"?: "crowdstrike", "variables"?: {...}}`.
+#[utoipa::path(
+    post,
+    path = "/api/playbooks/{name}/test",
+    tag = "playbooks",
+    operation_id = "test_playbook",
+    summary = "Run a playbook on a payload without storing anything",
+    security(("api_key" = ["read"])),
+    params(("name" = String, Path, description = "The playbook name")),
+    request_body = schemas::PlaybookTestRequest,
+    responses(
+        (status = 200, description = "The normalized alert and the triage outcome", body = schemas::PlaybookTestResult),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed", body = schemas::ErrorBody),
+    )
+)]
 pub async fn test(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => m,

@@ -1,5 +1,6 @@
 //! `GET /api/webhooks/queue/:queue_id` and `GET /api/dead-letters`.
 
+use crate::routes::schemas;
 use crate::auth::ReadAccess;
 use crate::routes::{PageQuery, page_meta};
 use crate::state::AppState;
@@ -11,6 +12,19 @@ use serde_json::{Value, json};
 use tw_core::SourceName;
 
 /// The state of one queued event: pending, processed (with its incident) or failed (with why).
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/queue/{queue_id}",
+    tag = "queue",
+    operation_id = "get_queued_event",
+    summary = "State of a queued event",
+    security(("api_key" = ["read"])),
+    params(("queue_id" = String, Path, description = "The `queue_id` of a 202 queued answer")),
+    responses(
+        (status = 200, description = "pending, processed (with its incident) or failed (with the reason)", body = schemas::QueueEntry),
+        (status = 404, description = "`not_found`: no such queued event", body = schemas::ErrorBody),
+    )
+)]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let entry = state
         .store
@@ -28,6 +42,19 @@ pub struct DeadLetterQuery {
 }
 
 /// Accepted events that could not be normalized, newest first, with their reason and payload.
+#[utoipa::path(
+    get,
+    path = "/api/dead-letters",
+    tag = "queue",
+    operation_id = "list_dead_letters",
+    summary = "Accepted events that could not be normalized, newest first",
+    security(("api_key" = ["read"])),
+    params(schemas::DeadLetterParams, schemas::PageParams),
+    responses(
+        (status = 200, description = "A page of dead letters", body = schemas::DeadLetterList),
+        (status = 422, description = "`validation_error`: a bad `source`, `page` or `per_page`", body = schemas::ErrorBody),
+    )
+)]
 pub async fn dead_letters(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<DeadLetterQuery>) -> Result<Json<Value>, ApiError> {
     let page = q.page.parse().map_err(ApiError::fields)?;
     let source = match q.source.as_deref().filter(|s| !s.is_empty()) {

@@ -4,6 +4,7 @@
 //! Bodies are read as JSON whatever their Content-Type says: the spec's own curl example sends
 //! JSON labelled as a form.
 
+use crate::routes::schemas;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::routes::intake::{TEST_EVENT_TYPE, normalize};
@@ -167,6 +168,22 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
 
 /// `POST /api/webhooks`: registers a source. Without `secret`, a strong one is generated and
 /// returned once.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks",
+    tag = "sources",
+    operation_id = "create_source",
+    summary = "Register a source",
+    description = "Without `secret`, a strong one is generated and returned once. The body is read as JSON whatever its Content-Type.",
+    security(("api_key" = ["admin"])),
+    request_body = schemas::CreateSource,
+    responses(
+        (status = 201, description = "Registered; `secret` is included (once) when it was generated", body = schemas::SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
+        (status = 409, description = "`source_exists`: a source of that name exists", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = parse_body(&body, false)?;
     let playbooks = state.playbooks.names().await?;
@@ -203,12 +220,36 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
 }
 
 /// `GET /api/webhooks`: every source.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks",
+    tag = "sources",
+    operation_id = "list_sources",
+    summary = "List sources (never their secrets)",
+    security(("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "Every source", body = schemas::SourceList),
+    )
+)]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
     let sources = state.store.list_sources().await?;
     Ok(Json(json!({"data": sources.iter().map(source_view).collect::<Vec<_>>()})))
 }
 
 /// `GET /api/webhooks/:source`.
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/{source}",
+    tag = "sources",
+    operation_id = "get_source",
+    summary = "One source",
+    security(("api_key" = ["read"])),
+    params(("source" = String, Path, description = "The source name")),
+    responses(
+        (status = 200, description = "The source", body = schemas::SourceView),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+    )
+)]
 pub async fn show(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     Ok(Json(source_view(&load(&state, &name).await?)))
@@ -219,6 +260,23 @@ fn refuse_managed(s: &SourceRecord) -> Result<(), ApiError> {
 }
 
 /// `PATCH /api/webhooks/:source`: changes settings (and the secret, without a grace period).
+#[utoipa::path(
+    patch,
+    path = "/api/webhooks/{source}",
+    tag = "sources",
+    operation_id = "update_source",
+    summary = "Change a source's settings",
+    security(("api_key" = ["admin"])),
+    params(("source" = String, Path, description = "The source name")),
+    request_body(content = schemas::SourceSettingsInput, description = "Only the fields to change. A new `secret` replaces the old one at once (use rotate-secret for a grace period); `source` may be sent but must be unchanged."),
+    responses(
+        (status = 200, description = "The updated source", body = schemas::SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn update(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, false)?;
@@ -245,6 +303,20 @@ pub async fn update(State(state): State<AppState>, _auth: AdminAccess, Path(name
 }
 
 /// `DELETE /api/webhooks/:source`.
+#[utoipa::path(
+    delete,
+    path = "/api/webhooks/{source}",
+    tag = "sources",
+    operation_id = "delete_source",
+    summary = "Remove a source",
+    security(("api_key" = ["admin"])),
+    params(("source" = String, Path, description = "The source name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
+    )
+)]
 pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
     refuse_managed(&load(&state, &name).await?)?;
@@ -258,6 +330,23 @@ pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name
 
 /// `POST /api/webhooks/:source/rotate-secret`: a new secret (given as `secret`, or generated),
 /// returned once; the old one keeps verifying for `grace_period_secs` (default 24 h).
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{source}/rotate-secret",
+    tag = "sources",
+    operation_id = "rotate_source_secret",
+    summary = "Rotate a source's secret",
+    security(("api_key" = ["admin"])),
+    params(("source" = String, Path, description = "The source name")),
+    request_body(content = schemas::RotateSecret, description = "Optional: an empty body generates a secret and keeps the old one verifying for 24 h."),
+    responses(
+        (status = 200, description = "The source with its new `secret` (returned once)", body = schemas::SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+    )
+)]
 pub async fn rotate_secret(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, true)?;
@@ -297,6 +386,19 @@ pub async fn rotate_secret(State(state): State<AppState>, _auth: AdminAccess, Pa
 
 /// `POST /api/webhooks/:source/test`: signs a test event with the stored secret and runs it
 /// through the intake's own verification and normalization, storing nothing.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{source}/test",
+    tag = "sources",
+    operation_id = "test_source",
+    summary = "Server-side signed test delivery (nothing stored)",
+    security(("api_key" = ["admin"])),
+    params(("source" = String, Path, description = "The source name")),
+    responses(
+        (status = 200, description = "The checks: registered, enabled, signature, payload; `ok` when all passed", body = schemas::SourceTestResult),
+        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+    )
+)]
 pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let source = load(&state, &name).await?;

@@ -1,5 +1,6 @@
 //! `POST /api/incidents/:id/triage` (run a playbook on demand) and `GET /api/triage/jobs/:id`.
 
+use crate::routes::schemas;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::state::AppState;
 use crate::ApiError;
@@ -12,6 +13,22 @@ use tw_store::{IncidentKey, StoreError};
 
 /// Queues a triage of one incident with `{"playbook"?, "variables"?}` (default: the playbook of
 /// the incident's source).
+#[utoipa::path(
+    post,
+    path = "/api/incidents/{id}/triage",
+    tag = "triage",
+    operation_id = "run_triage",
+    summary = "Queue a triage of one incident",
+    security(("api_key" = ["admin"])),
+    params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
+    request_body(content = schemas::TriageRequest, description = "Optional; an empty body runs the playbook of the incident's source."),
+    responses(
+        (status = 202, description = "The triage job was queued", body = schemas::TriageQueued),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: an unknown field or playbook, or no playbook to run", body = schemas::ErrorBody),
+    )
+)]
 pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -59,6 +76,19 @@ pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Pa
 }
 
 /// One triage job's state.
+#[utoipa::path(
+    get,
+    path = "/api/triage/jobs/{id}",
+    tag = "triage",
+    operation_id = "get_triage_job",
+    summary = "One triage job",
+    security(("api_key" = ["read"])),
+    params(("id" = String, Path, description = "The `job_id`")),
+    responses(
+        (status = 200, description = "The job", body = schemas::TriageJob),
+        (status = 404, description = "`not_found`: no such job", body = schemas::ErrorBody),
+    )
+)]
 pub async fn job(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let job = state
         .store
