@@ -6,7 +6,7 @@ use common::*;
 // spec's shell recipes (bash + openssl + curl) run verbatim.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,34 +17,6 @@ const SPEC_BODY: &str = r#"{"event_type":"security_alert","data":{"alert_id":"a-
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A temp dir holding the data dir (and the server log next to it).
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let data = tmp.path().join("data");
-    (tmp, data)
-}
-
-/// A `tw-cli` command with none of the TW_* variables inherited from the test environment.
-fn tw() -> Command {
-    let mut cmd = Command::new(bin());
-    for var in [
-        "TW_URL",
-        "TW_API_KEY",
-        "TW_DATA_DIR",
-        "TW_DATABASE_URL",
-        "TW_WEBHOOK_CONFIG",
-        "TW_LISTEN",
-        "TW_QUEUE_WORKERS",
-        "TW_MAX_INFLIGHT",
-        "TW_MASTER_KEY",
-        "TW_LOG_FORMAT",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
 /// `tw-cli api-key create --name ci --scope SCOPE --data-dir DIR [extra]`.
 fn api_key_create(data: &Path, scope: &str, extra: &[&str]) -> Output {
     tw().args(["api-key", "create", "--name", "ci", "--scope", scope, "--data-dir"])
@@ -52,54 +24,6 @@ fn api_key_create(data: &Path, scope: &str, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run api-key create")
-}
-
-/// A new key of `scope` for the store in `data`.
-fn new_key(data: &Path, scope: &str) -> String {
-    let o = api_key_create(data, scope, &[]);
-    assert!(o.status.success(), "api-key create failed: {}", stderr(&o));
-    let key = stdout(&o).trim().to_string();
-    assert!(key.starts_with("tw_"), "{key}");
-    key
-}
-
-fn show(o: &Output) -> String {
-    format!("status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", o.status, stdout(o), stderr(o))
-}
-
-/// Exit 0, with its stdout.
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "expected success:\n{}", show(&o));
-    assert_no_panic(&o);
-    stdout(&o)
-}
-
-/// Exit 0 and stdout parsed as JSON.
-fn ok_json(o: Output) -> Value {
-    let text = ok(o);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{text}"))
-}
-
-fn assert_no_panic(o: &Output) {
-    let all = format!("{}{}", stdout(o), stderr(o));
-    assert!(!all.contains("panicked"), "panic:\n{}", show(o));
-    assert!(!all.to_lowercase().contains("backtrace"), "backtrace:\n{}", show(o));
-    assert!(!all.contains("RUST_BACKTRACE"), "backtrace hint:\n{}", show(o));
-}
-
-/// A user-facing failure: non-zero exit, exactly one non-empty line on stderr containing every
-/// one of `needles` (case-insensitive), no panic. Returns that line.
-fn fails_with(o: Output, needles: &[&str]) -> String {
-    assert!(!o.status.success(), "expected a failure:\n{}", show(&o));
-    assert_no_panic(&o);
-    let err = stderr(&o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one line on stderr:\n{}", show(&o));
-    let line = lines[0].to_string();
-    for n in needles {
-        assert!(line.to_lowercase().contains(&n.to_lowercase()), "stderr line lacks '{n}': {line}");
-    }
-    line
 }
 
 /// Posts `body` signed with `secret` now to the public intake with curl; (HTTP status, JSON body).
@@ -180,35 +104,6 @@ fn serve_expect_exit_on(port: u16, tmp: &Path, args: &[&str], env: &[(&str, &str
         std::thread::sleep(Duration::from_millis(50));
     };
     (status, std::fs::read_to_string(&err_path).unwrap_or_default())
-}
-
-/// Column start offsets of a table header (columns are separated by two or more spaces).
-fn column_starts(header: &str) -> Vec<usize> {
-    let b = header.as_bytes();
-    let mut starts = vec![0];
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b' ' && i + 1 < b.len() && b[i + 1] == b' ' {
-            let mut j = i;
-            while j < b.len() && b[j] == b' ' {
-                j += 1;
-            }
-            starts.push(j);
-            i = j;
-        } else {
-            i += 1;
-        }
-    }
-    starts
-}
-
-/// Every cell of `row` starts exactly at a column start of `header`.
-fn assert_aligned(header: &str, row: &str) {
-    for &c in column_starts(header).iter().skip(1) {
-        let rb = row.as_bytes();
-        assert!(c < rb.len(), "row shorter than column at {c}:\n{header}\n{row}");
-        assert!(rb[c - 1] == b' ' && rb[c] != b' ', "row not aligned at column {c}:\n{header}\n{row}");
-    }
 }
 
 /// A server with an admin key (created before the server starts) and a read key.

@@ -21,62 +21,6 @@ const DEADLINE: Duration = Duration::from_secs(30);
 // helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A temp dir holding the data dir (and the server log next to it).
-fn workdir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let data = tmp.path().join("data");
-    (tmp, data)
-}
-
-/// A `tw-cli` command with none of the TW_* variables inherited from the test environment.
-fn tw() -> Command {
-    let mut cmd = Command::new(bin());
-    for var in ["TW_URL", "TW_API_KEY", "TW_DATA_DIR", "TW_DATABASE_URL", "TW_WEBHOOK_CONFIG", "TW_LISTEN", "TW_LOG_FORMAT"] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// A new admin key for the store in `data` (created with `tw-cli api-key create`).
-fn new_admin_key(data: &Path) -> String {
-    let o = tw().args(["api-key", "create", "--name", "obs", "--scope", "admin", "--data-dir"]).arg(data).output().expect("run api-key create");
-    assert!(o.status.success(), "api-key create failed: {}", show(&o));
-    let key = stdout(&o).trim().to_string();
-    assert!(key.starts_with("tw_"), "{key}");
-    key
-}
-
-fn show(o: &Output) -> String {
-    format!("status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", o.status, stdout(o), stderr(o))
-}
-
-fn assert_no_panic(o: &Output) {
-    let all = format!("{}{}", stdout(o), stderr(o));
-    assert!(!all.contains("panicked"), "panic:\n{}", show(o));
-    assert!(!all.to_lowercase().contains("backtrace"), "backtrace:\n{}", show(o));
-}
-
-/// Exit 0, with its stdout.
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "expected success:\n{}", show(&o));
-    assert_no_panic(&o);
-    stdout(&o)
-}
-
-/// A user-facing failure: non-zero exit, one non-empty stderr line containing every needle.
-fn fails_with(o: Output, needles: &[&str]) -> String {
-    assert!(!o.status.success(), "expected a failure:\n{}", show(&o));
-    assert_no_panic(&o);
-    let err = stderr(&o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected exactly one line on stderr:\n{}", show(&o));
-    for n in needles {
-        assert!(lines[0].to_lowercase().contains(&n.to_lowercase()), "stderr line lacks '{n}': {}", lines[0]);
-    }
-    lines[0].to_string()
-}
-
 /// A running `tw-cli serve` with an admin key created before it started.
 struct Env {
     tmp: tempfile::TempDir,
@@ -87,7 +31,7 @@ struct Env {
 
 fn env_with(extra: &[&str]) -> Env {
     let (tmp, data) = workdir();
-    let admin = new_admin_key(&data);
+    let admin = admin_key_for(&data);
     let server = ServerProcess::start(&data, extra, &[]);
     Env { tmp, data, server, admin }
 }
@@ -191,35 +135,6 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
 /// Non-empty lines of a text.
 fn lines(s: &str) -> Vec<&str> {
     s.lines().filter(|l| !l.trim().is_empty()).collect()
-}
-
-/// Column start offsets of a table header (columns separated by two or more spaces).
-fn column_starts(header: &str) -> Vec<usize> {
-    let b = header.as_bytes();
-    let mut starts = vec![0];
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b' ' && i + 1 < b.len() && b[i + 1] == b' ' {
-            let mut j = i;
-            while j < b.len() && b[j] == b' ' {
-                j += 1;
-            }
-            starts.push(j);
-            i = j;
-        } else {
-            i += 1;
-        }
-    }
-    starts
-}
-
-/// Every cell of `row` starts exactly at a column start of `header`.
-fn assert_aligned(header: &str, row: &str) {
-    for &c in column_starts(header).iter().skip(1) {
-        let rb = row.as_bytes();
-        assert!(c < rb.len(), "row shorter than column at {c}:\n{header}\n{row}");
-        assert!(rb[c - 1] == b' ' && rb[c] != b' ', "row not aligned at column {c}:\n{header}\n{row}");
-    }
 }
 
 /// All text of the files under `dir` (recursively).
@@ -834,4 +749,10 @@ fn log_format_json_writes_one_json_object_per_line_without_secrets() {
     for needle in [SECRET, r.sig.as_str(), r.sig.trim_start_matches("sha256="), e.admin.as_str()] {
         assert!(!log.contains(needle), "{needle} in stderr:\n{log}");
     }
+}
+
+
+/// A new admin key for the store in `data`.
+fn admin_key_for(data: &Path) -> String {
+    new_key(data, "admin")
 }

@@ -232,3 +232,106 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+// ---- helpers for tests that run the binary as a user would ----
+
+/// A temp dir holding the data dir (and the server log next to it).
+pub fn workdir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
+
+/// A `tw-cli` command with none of the TW_* variables inherited from the test environment.
+pub fn tw() -> Command {
+    let mut cmd = Command::new(bin());
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("TW_") {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A new API key of `scope` for the store in `data`, made with `tw-cli api-key create`.
+pub fn new_key(data: &Path, scope: &str) -> String {
+    let o = tw().args(["api-key", "create", "--name", "ci", "--scope", scope, "--data-dir"]).arg(data).output().expect("run api-key create");
+    assert!(o.status.success(), "api-key create failed: {}", show(&o));
+    let key = stdout(&o).trim().to_string();
+    assert!(key.starts_with("tw_"), "{key}");
+    key
+}
+
+/// Status, stdout and stderr of a run, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!("status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", o.status, stdout(o), stderr(o))
+}
+
+/// No panic, backtrace or backtrace hint in either stream.
+pub fn assert_no_panic(o: &Output) {
+    let all = format!("{}{}", stdout(o), stderr(o));
+    assert!(!all.contains("panicked"), "panic:\n{}", show(o));
+    assert!(!all.to_lowercase().contains("backtrace"), "backtrace:\n{}", show(o));
+}
+
+/// Exit 0, with its stdout.
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "expected success:\n{}", show(&o));
+    assert_no_panic(&o);
+    stdout(&o)
+}
+
+/// Exit 0 and stdout parsed as JSON.
+pub fn ok_json(o: Output) -> Value {
+    let text = ok(o);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{text}"))
+}
+
+/// Non-zero exit, no panic, stderr containing every one of `needles` (case-insensitive).
+pub fn fails(o: Output, needles: &[&str]) -> String {
+    assert!(!o.status.success(), "expected a failure:\n{}", show(&o));
+    assert_no_panic(&o);
+    let err = stderr(&o);
+    for n in needles {
+        assert!(err.to_lowercase().contains(&n.to_lowercase()), "stderr lacks '{n}':\n{}", show(&o));
+    }
+    err
+}
+
+/// A user-facing failure: like [`fails`], and stderr is exactly one non-empty line. Returns it.
+pub fn fails_with(o: Output, needles: &[&str]) -> String {
+    let err = fails(o, needles);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one line on stderr:\n{err}");
+    lines[0].to_string()
+}
+
+/// Column start offsets of a table header (columns are separated by two or more spaces).
+pub fn column_starts(header: &str) -> Vec<usize> {
+    let b = header.as_bytes();
+    let mut starts = vec![0];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b' ' && i + 1 < b.len() && b[i + 1] == b' ' {
+            let mut j = i;
+            while j < b.len() && b[j] == b' ' {
+                j += 1;
+            }
+            starts.push(j);
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    starts
+}
+
+/// Every cell of `row` starts exactly at a column start of `header`.
+pub fn assert_aligned(header: &str, row: &str) {
+    for &c in column_starts(header).iter().skip(1) {
+        let rb = row.as_bytes();
+        assert!(c < rb.len(), "row shorter than column at {c}:\n{header}\n{row}");
+        assert!(rb[c - 1] == b' ' && rb[c] != b' ', "row not aligned at column {c}:\n{header}\n{row}");
+    }
+}
