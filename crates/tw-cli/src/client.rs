@@ -28,7 +28,11 @@ impl Client {
             req = req.bearer_auth(key);
         }
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() { anyhow!("cannot connect to {} (is `tw-cli serve` running? set --url or TW_URL)", self.base) } else { anyhow!("request failed: {e}") }
+            if e.is_connect() {
+                anyhow!("cannot connect to {} (is `tw-cli serve` running? set --url or TW_URL)", self.base)
+            } else {
+                anyhow!("request failed: {e}")
+            }
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -36,7 +40,8 @@ impl Client {
         let status = resp.status();
         let json: Value = resp.json().await.unwrap_or(Value::Null);
         let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
-        let message = json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        let message =
+            json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
         bail!("{code}: {message}")
     }
 
@@ -52,7 +57,13 @@ impl Client {
         self.send(Method::POST, path, Some((body, headers)), false).await
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<(Vec<u8>, Vec<(String, String)>)>, auth: bool) -> Result<(StatusCode, Value)> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(Vec<u8>, Vec<(String, String)>)>,
+        auth: bool,
+    ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if auth {
@@ -82,9 +93,12 @@ impl Client {
             return Ok((status, json));
         }
         let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
-        let message = json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        let message =
+            json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
         let hint = match (status, auth, self.api_key.is_some()) {
-            (StatusCode::UNAUTHORIZED, true, false) => " (no API key given: set --api-key or TW_API_KEY; create one with `tw-cli api-key create`)",
+            (StatusCode::UNAUTHORIZED, true, false) => {
+                " (no API key given: set --api-key or TW_API_KEY; create one with `tw-cli api-key create`)"
+            }
             (StatusCode::FORBIDDEN, true, _) if code == "forbidden" => " (use a key with the admin scope)",
             _ => "",
         };
@@ -92,7 +106,11 @@ impl Client {
             .pointer("/error/details")
             .and_then(Value::as_array)
             .filter(|d| d.len() > 1)
-            .map(|d| d.iter().filter_map(|x| Some(format!("\n  {}: {}", x.get("field")?.as_str()?, x.get("message")?.as_str()?))).collect::<String>())
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| Some(format!("\n  {}: {}", x.get("field")?.as_str()?, x.get("message")?.as_str()?)))
+                    .collect::<String>()
+            })
             .unwrap_or_default();
         if details.is_empty() {
             bail!("{code}: {message}{hint}")

@@ -187,7 +187,17 @@ fn spec_cli_line_list_and_show() {
     let e = env_with(&[], &[]);
 
     // The spec's line, each argument a separate argv entry as the shell passes them.
-    let out = ok(e.cli(&["webhook", "add", "email-gateway", "--secret", "your-secret-key", "--auto-triage", "true", "--playbook", "phishing_triage"]));
+    let out = ok(e.cli(&[
+        "webhook",
+        "add",
+        "email-gateway",
+        "--secret",
+        "your-secret-key",
+        "--auto-triage",
+        "true",
+        "--playbook",
+        "phishing_triage",
+    ]));
     assert!(out.contains("email-gateway"), "{out}");
     assert!(out.contains("phishing_triage"), "{out}");
 
@@ -229,7 +239,19 @@ fn add_settings_generated_secret_duplicate_rotate_remove() {
     let e = env_with(&[], &[]);
 
     // Settings are reflected; no --secret: a generated secret printed once.
-    let out = ok(e.cli(&["webhook", "add", "x", "--format", "crowdstrike", "--mode", "async", "--severity-map", "4=critical", "--severity-map", "5=critical"]));
+    let out = ok(e.cli(&[
+        "webhook",
+        "add",
+        "x",
+        "--format",
+        "crowdstrike",
+        "--mode",
+        "async",
+        "--severity-map",
+        "4=critical",
+        "--severity-map",
+        "5=critical",
+    ]));
     for needle in ["crowdstrike", "async", "4=critical", "5=critical"] {
         assert!(out.contains(needle), "add output lacks {needle}:\n{out}");
     }
@@ -367,7 +389,19 @@ fn webhook_sign_prints_a_curl_command_that_works() {
     assert_eq!(status, 201, "{v2}");
     assert!(v2["incident_number"].as_str().unwrap().ends_with("-0002"), "{v2}");
     // JSON output of sign.
-    let j = ok_json(e.cli(&["webhook", "sign", "email-gateway", "--secret", SPEC_SECRET, "--body", body2, "--timestamp", "1705320000", "-o", "json"]));
+    let j = ok_json(e.cli(&[
+        "webhook",
+        "sign",
+        "email-gateway",
+        "--secret",
+        SPEC_SECRET,
+        "--body",
+        body2,
+        "--timestamp",
+        "1705320000",
+        "-o",
+        "json",
+    ]));
     assert_eq!(j["timestamp"], "1705320000", "{j}");
     assert_eq!(j["signature"], signature(SPEC_SECRET, 1705320000, body2.as_bytes()), "{j}");
     assert!(j["curl"].as_str().unwrap_or_default().starts_with("curl "), "{j}");
@@ -520,7 +554,8 @@ fn incidents_and_sources_survive_sigkill_and_numbers_are_not_reused() {
     let url = server.url.clone();
     let v = ok_json(cli(&url, Some(&admin), &["incident", "list", "--per-page", "100", "-o", "json"]));
     assert_eq!(v["meta"]["total"], 20, "{v}");
-    let mut listed: Vec<String> = v["data"].as_array().unwrap().iter().map(|i| i["incident_number"].as_str().unwrap().to_string()).collect();
+    let mut listed: Vec<String> =
+        v["data"].as_array().unwrap().iter().map(|i| i["incident_number"].as_str().unwrap().to_string()).collect();
     listed.sort();
     let mut expected = numbers.clone();
     expected.sort();
@@ -532,11 +567,17 @@ fn incidents_and_sources_survive_sigkill_and_numbers_are_not_reused() {
     ok(cli(&url, Some(&admin), &["webhook", "test", "email-gateway"]));
     ok(cli(&url, Some(&admin), &["webhook", "test", "email-gateway", "--secret", SPEC_SECRET]));
     // The next number is 21.
-    let (status, v) = deliver(&url, "email-gateway", SPEC_SECRET, r#"{"event_type":"security_alert","data":{"alert_id":"after-restart","severity":"low"}}"#);
+    let (status, v) = deliver(
+        &url,
+        "email-gateway",
+        SPEC_SECRET,
+        r#"{"event_type":"security_alert","data":{"alert_id":"after-restart","severity":"low"}}"#,
+    );
     assert_eq!(status, 201, "{v}");
     assert!(v["incident_number"].as_str().unwrap().ends_with("-0021"), "{v}");
     // A re-delivery of an old alert is a duplicate, not a new incident.
-    let (status, v) = deliver(&url, "email-gateway", SPEC_SECRET, r#"{"event_type":"security_alert","data":{"alert_id":"kill-7","severity":"medium"}}"#);
+    let (status, v) =
+        deliver(&url, "email-gateway", SPEC_SECRET, r#"{"event_type":"security_alert","data":{"alert_id":"kill-7","severity":"medium"}}"#);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["incident_number"], numbers[6].as_str(), "{v}");
     assert_eq!(incident_total(&url, &admin, &[]), 21);
@@ -676,7 +717,8 @@ fn config_file_missing_variable_stops_start_up() {
     let file = tmp.path().join("webhook_config.yaml");
     std::fs::write(&file, SPEC_CONFIG).unwrap();
     // EDR_SECRET is not set at all (serve_expect_exit removes it from the environment).
-    let (status, err) = serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
+    let (status, err) =
+        serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
     assert!(!status.success(), "{err}");
     assert!(err.contains("EDR_SECRET"), "names the variable: {err}");
     assert!(err.contains("edr"), "names the source: {err}");
@@ -723,7 +765,8 @@ fn start_up_errors_are_printed_once() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("webhook_config.yaml");
     std::fs::write(&file, SPEC_CONFIG).unwrap();
-    let (status, err) = serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
+    let (status, err) =
+        serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
     assert!(!status.success());
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "{err}");

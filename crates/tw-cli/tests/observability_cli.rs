@@ -108,7 +108,12 @@ fn alert(id: &str) -> String {
 
 /// GET `path` with curl and no key: (status, body text).
 fn get(url: &str, path: &str) -> (u16, String) {
-    let o = Command::new("curl").args(["-sS", "-w", "\n%{http_code}"]).arg(format!("{url}{path}")).stdin(Stdio::null()).output().expect("run curl");
+    let o = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}"])
+        .arg(format!("{url}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
     assert!(o.status.success(), "curl failed: {}", show(&o));
     let out = stdout(&o);
     let out = out.trim_end();
@@ -627,8 +632,13 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     }
     assert!(header.find("TIME") < header.find("STATUS") && header.find("STATUS") < header.find("CODE"), "{table}");
     assert!(header.find("CODE") < header.find("INCIDENT") && header.find("INCIDENT") < header.find("REQUEST ID"), "{table}");
-    let expect_rows: [(&str, &str, &str); 5] =
-        [("200", "-", number.as_str()), ("401", "timestamp_expired", "-"), ("401", "invalid_signature", "-"), ("201", "-", ""), ("201", "-", number.as_str())];
+    let expect_rows: [(&str, &str, &str); 5] = [
+        ("200", "-", number.as_str()),
+        ("401", "timestamp_expired", "-"),
+        ("401", "invalid_signature", "-"),
+        ("201", "-", ""),
+        ("201", "-", number.as_str()),
+    ];
     let this_year = chrono::Utc::now().format("%Y").to_string();
     for (i, row) in rows[1..].iter().enumerate() {
         assert_aligned(header, row);
@@ -677,7 +687,6 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     let raw = stdout(&o);
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
     assert!(raw.to_lowercase().contains("\nx-request-id: "), "unsigned delivery lacks X-Request-Id:\n{raw}");
-
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -687,7 +696,11 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
 fn ready_checks(url: &str) -> Value {
     poll("GET /api/ready to be 200", || {
         let (status, body) = get(url, "/api/ready");
-        if status == 200 { Ok(serde_json::from_str::<Value>(&body).map_err(|e| format!("{e}: {body}"))?) } else { Err(format!("{status}: {body}")) }
+        if status == 200 {
+            Ok(serde_json::from_str::<Value>(&body).map_err(|e| format!("{e}: {body}"))?)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
     })
 }
 
@@ -750,7 +763,6 @@ fn log_format_json_writes_one_json_object_per_line_without_secrets() {
         assert!(!log.contains(needle), "{needle} in stderr:\n{log}");
     }
 }
-
 
 /// A new admin key for the store in `data`.
 fn admin_key_for(data: &Path) -> String {

@@ -55,7 +55,8 @@ fn generic(alert_id: &str) -> String {
 
 /// The CrowdStrike detection fixture: FS-02, svc_backup, SHA256 [`CS_SHA256`].
 fn crowdstrike_fixture() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -168,7 +169,9 @@ fn assert_no_duplicate_findings(triage: &Value) {
 }
 
 fn ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"))).unwrap_or_else(|e| panic!("{v}: {e}")).to_utc()
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}")))
+        .unwrap_or_else(|e| panic!("{v}: {e}"))
+        .to_utc()
 }
 
 /// The documented shape of a completed triage.
@@ -341,7 +344,8 @@ async fn pending_jobs_survive_a_restart_and_run_exactly_once() {
 
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, |cfg| cfg.intel_dir = Some(intel_dir(&cfg.data_dir))).await;
-    poll_until(&app, "/api/incidents?status=triaged&per_page=1", "all 20 triaged after the restart", DEADLINE, |v| v["meta"]["total"] == N).await;
+    poll_until(&app, "/api/incidents?status=triaged&per_page=1", "all 20 triaged after the restart", DEADLINE, |v| v["meta"]["total"] == N)
+        .await;
 
     for (id, job_id) in ids.iter().zip(&jobs) {
         let inc = get_ok(&app, &format!("/api/incidents/{id}")).await;
@@ -390,7 +394,8 @@ async fn a_thousand_queued_jobs_drain_with_none_lost_or_run_twice() {
 
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, |cfg| cfg.intel_dir = Some(intel_dir(&cfg.data_dir))).await;
-    poll_until(&app, "/api/incidents?status=triaged&per_page=1", "1,000 triaged", Duration::from_secs(120), |v| v["meta"]["total"] == N).await;
+    poll_until(&app, "/api/incidents?status=triaged&per_page=1", "1,000 triaged", Duration::from_secs(120), |v| v["meta"]["total"] == N)
+        .await;
 
     let mut job_ids = BTreeSet::new();
     let mut incident_ids = BTreeSet::new();
@@ -503,7 +508,8 @@ async fn on_demand_triage_runs_and_reruns_without_duplicating_findings() {
     let (status, v) = app.admin(Method::POST, &format!("/api/incidents/{plain_id}/triage"), None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["code"], "validation_error", "{v}");
-    let (status, v) = app.admin(Method::POST, &format!("/api/incidents/{plain_number}/triage"), Some(json!({"playbook": "phishing_triage"}))).await;
+    let (status, v) =
+        app.admin(Method::POST, &format!("/api/incidents/{plain_number}/triage"), Some(json!({"playbook": "phishing_triage"}))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let job_id = assert_job_answer(&v, &plain_id, &plain_number, "phishing_triage");
     wait_job(&app, &job_id).await;
@@ -523,7 +529,8 @@ async fn on_demand_triage_runs_and_reruns_without_duplicating_findings() {
     assert_eq!(v["error"]["code"], "validation_error", "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("no_such_playbook"), "{v}");
     for missing in ["00000000-0000-4000-8000-000000000000", "INC-2099-9999", "not-an-incident"] {
-        let (status, v) = app.admin(Method::POST, &format!("/api/incidents/{missing}/triage"), Some(json!({"playbook": "phishing_triage"}))).await;
+        let (status, v) =
+            app.admin(Method::POST, &format!("/api/incidents/{missing}/triage"), Some(json!({"playbook": "phishing_triage"}))).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {v}");
         assert_eq!(v["error"]["code"], "not_found", "{v}");
     }
@@ -667,11 +674,13 @@ async fn a_changed_intel_file_is_picked_up_by_the_running_server() {
     assert!(recommends(&after, "isolate_host", "FS-02"), "{after}");
 
     // The API adds indicators too, and they count at once.
-    let (status, v) = app.admin(Method::POST, "/api/intel/bad-domains", Some(json!({"indicators": ["Evil2.Example", "evil.example"]}))).await;
+    let (status, v) =
+        app.admin(Method::POST, "/api/intel/bad-domains", Some(json!({"indicators": ["Evil2.Example", "evil.example"]}))).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["added"], 1, "evil.example was there already: {v}");
     assert_eq!(v["counts"]["bad-domains"], 2, "{v}");
-    let (status, v) = app.with_key(&app.read_key.clone(), Method::POST, "/api/intel/bad-domains", Some(json!({"indicators": ["x.example"]}))).await;
+    let (status, v) =
+        app.with_key(&app.read_key.clone(), Method::POST, "/api/intel/bad-domains", Some(json!({"indicators": ["x.example"]}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
     let (status, v) = app.admin(Method::POST, "/api/intel/no-such-list", Some(json!({"indicators": ["x"]}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
@@ -708,7 +717,9 @@ async fn async_source_incidents_are_auto_triaged_too() {
     let (status, v) = app.deliver("edr", SECRET, &crowdstrike_fixture()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let queue_id = v["queue_id"].as_str().unwrap().to_string();
-    let q = poll_until(&app, &format!("/api/webhooks/queue/{queue_id}"), "queued event processed", DEADLINE, |v| v["status"] == "processed").await;
+    let q =
+        poll_until(&app, &format!("/api/webhooks/queue/{queue_id}"), "queued event processed", DEADLINE, |v| v["status"] == "processed")
+            .await;
     let id = q["incident_id"].as_str().unwrap_or_else(|| panic!("{q}")).to_string();
     let inc = wait_triage(&app, &id).await;
     assert_completed_shape(&inc["triage"], "malware_triage");

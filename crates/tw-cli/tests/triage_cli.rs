@@ -101,7 +101,8 @@ fn phish(alert_id: &str) -> String {
 }
 
 fn crowdstrike_fixture() -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -194,7 +195,8 @@ fn playbook_list_get_export_validate() {
     ok(cli(&env.server.url, Some(&env.read), &["playbook", "list"]));
 
     let get = ok(env.cli(&["playbook", "get", "phishing_triage"]));
-    for needle in ["phishing_triage", "1.0.0", "builtin", "Extract indicators", "extract_indicators", "Quarantine the message", "recommend"] {
+    for needle in ["phishing_triage", "1.0.0", "builtin", "Extract indicators", "extract_indicators", "Quarantine the message", "recommend"]
+    {
         assert!(get.contains(needle), "'{needle}' missing:\n{get}");
     }
     let v = ok_json(env.cli(&["playbook", "get", "malware_triage", "-o", "json"]));
@@ -234,8 +236,12 @@ fn playbook_list_get_export_validate() {
     assert!(!o.status.success(), "{}", show(&o));
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
     assert_eq!(v["valid"], false);
-    let errors: Vec<(String, String)> =
-        v["errors"].as_array().unwrap().iter().map(|e| (e["step"].as_str().unwrap_or("").to_string(), e["field"].as_str().unwrap().to_string())).collect();
+    let errors: Vec<(String, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["step"].as_str().unwrap_or("").to_string(), e["field"].as_str().unwrap().to_string()))
+        .collect();
     for want in [("Extract", "name"), ("Magic", "action"), ("Lookup", "parameters.indicators")] {
         assert!(errors.contains(&(want.0.to_string(), want.1.to_string())), "{want:?} not in {errors:?}");
     }
@@ -288,10 +294,10 @@ fn user_playbook_add_use_delete_and_builtins_are_protected() {
     fails(env.cli(&["playbook", "add", &shadow]), &["builtin_playbook"]);
 
     // A source naming an unknown playbook is refused (422).
-    fails(env.cli(&["webhook", "add", "y", "--secret", SECRET, "--auto-triage", "true", "--playbook", "no_such_playbook"]), &[
-        "validation_error",
-        "no_such_playbook",
-    ]);
+    fails(
+        env.cli(&["webhook", "add", "y", "--secret", SECRET, "--auto-triage", "true", "--playbook", "no_such_playbook"]),
+        &["validation_error", "no_such_playbook"],
+    );
     let sources = ok_json(env.cli(&["webhook", "list", "-o", "json"]));
     assert!(!sources.to_string().contains("\"y\""), "{sources}");
     let body = json!({"source": "y", "secret": SECRET, "auto_triage": true, "playbook": "no_such_playbook"}).to_string();
@@ -309,7 +315,8 @@ fn playbooks_dir_is_loaded_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("playbooks");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dir_phish.yaml"), builtin_yaml("phishing_triage").replace("name: phishing_triage", "name: dir_phish")).unwrap();
+    std::fs::write(dir.join("dir_phish.yaml"), builtin_yaml("phishing_triage").replace("name: phishing_triage", "name: dir_phish"))
+        .unwrap();
     std::fs::write(dir.join("README.txt"), "not a playbook").unwrap();
     let data = tmp.path().join("data");
     let admin = new_key(&data, "admin");
@@ -422,10 +429,15 @@ fn triage_run_wait_and_incident_get_print_verdict_first() {
     assert!(out.contains("Queued") && out.contains(&number), "{out}");
     let v = ok_json(env.cli(&["triage", "run", "--incident", &number, "--playbook", "phishing_triage", "-o", "json"]));
     let job_id = v["job_id"].as_str().unwrap().to_string();
-    wait_incident(&env, &number, "the last run finished", |i| i["triage"]["job_id"] == job_id.as_str() && i["triage"]["status"] == "completed");
+    wait_incident(&env, &number, "the last run finished", |i| {
+        i["triage"]["job_id"] == job_id.as_str() && i["triage"]["status"] == "completed"
+    });
 
     // Refusals: a read key, an unknown playbook, an unknown incident.
-    fails(cli(&env.server.url, Some(&env.read), &["triage", "run", "--incident", &number, "--playbook", "phishing_triage"]), &["forbidden"]);
+    fails(
+        cli(&env.server.url, Some(&env.read), &["triage", "run", "--incident", &number, "--playbook", "phishing_triage"]),
+        &["forbidden"],
+    );
     fails(env.cli(&["triage", "run", "--incident", &number, "--playbook", "no_such_playbook"]), &["no_such_playbook"]);
     fails(env.cli(&["triage", "run", "--incident", "INC-2099-9999", "--playbook", "phishing_triage", "--wait"]), &["not_found"]);
     // The mail source has no playbook: one must be named.

@@ -35,11 +35,7 @@ impl FromStr for IncidentNumber {
     /// Parses `INC-2024-0001` (case-insensitive prefix).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadIncidentNumber(s.to_string());
-        let rest = s
-            .get(..4)
-            .filter(|p| p.eq_ignore_ascii_case("INC-"))
-            .map(|_| &s[4..])
-            .ok_or_else(bad)?;
+        let rest = s.get(..4).filter(|p| p.eq_ignore_ascii_case("INC-")).map(|_| &s[4..]).ok_or_else(bad)?;
         let (year, seq) = rest.split_once('-').ok_or_else(bad)?;
         let digits = |t: &str| !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit());
         if year.len() != 4 || !digits(year) || !digits(seq) {

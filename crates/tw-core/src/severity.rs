@@ -17,13 +17,7 @@ pub enum Severity {
 
 impl Severity {
     /// Every value, least severe first.
-    pub const ALL: [Severity; 5] = [
-        Severity::Info,
-        Severity::Low,
-        Severity::Medium,
-        Severity::High,
-        Severity::Critical,
-    ];
+    pub const ALL: [Severity; 5] = [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
 
     /// The lowercase name used in the API, the config file and the database.
     pub fn as_str(self) -> &'static str {
@@ -45,8 +39,9 @@ impl Severity {
             "high" | "error" | "major" | "4" => Severity::High,
             "medium" | "moderate" | "med" | "warning" | "warn" | "3" => Severity::Medium,
             "low" | "minor" | "2" => Severity::Low,
-            "info" | "informational" | "information" | "informative" | "notice" | "debug"
-            | "none" | "unknown" | "1" | "0" => Severity::Info,
+            "info" | "informational" | "information" | "informative" | "notice" | "debug" | "none" | "unknown" | "1" | "0" => {
+                Severity::Info
+            }
             _ => return None,
         })
     }

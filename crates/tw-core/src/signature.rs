@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn known_vector() {
         // printf '%s' '1705320000.{"event_type":"test","data":{}}' | openssl dgst -sha256 -hmac your-secret
-        assert_eq!(sig("your-secret", "1705320000", r#"{"event_type":"test","data":{}}"#), "8ad00c4e6f4b6c5b3d4dcece915fd33fd924a31c208133e2a75b6bb9af1617e3");
+        assert_eq!(
+            sig("your-secret", "1705320000", r#"{"event_type":"test","data":{}}"#),
+            "8ad00c4e6f4b6c5b3d4dcece915fd33fd924a31c208133e2a75b6bb9af1617e3"
+        );
     }
 
     #[test]
@@ -188,7 +191,9 @@ mod tests {
     fn rejects_headers_without_a_digest() {
         assert_eq!(parse_signature_header(""), Err(VerifyError::MissingSignature));
         assert_eq!(parse_signature_header("   "), Err(VerifyError::MissingSignature));
-        for bad in ["abc", "sha256=", "sha256=xyz", "sha1=aaaa", &format!("sha256={}", "g".repeat(64)), &format!("sha256={}", "a".repeat(63))] {
+        for bad in
+            ["abc", "sha256=", "sha256=xyz", "sha1=aaaa", &format!("sha256={}", "g".repeat(64)), &format!("sha256={}", "a".repeat(63))]
+        {
             assert_eq!(parse_signature_header(bad), Err(VerifyError::InvalidSignature), "{bad}");
         }
     }

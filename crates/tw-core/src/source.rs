@@ -27,9 +27,7 @@ impl SourceName {
     pub fn parse(s: &str) -> Result<SourceName, SourceNameError> {
         let bytes = s.as_bytes();
         let ok_first = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let ok_rest = bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        let ok_rest = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
         if !ok_first || !ok_rest || bytes.len() > 64 {
             return Err(SourceNameError::Invalid);
         }

@@ -146,7 +146,11 @@ const CS_SHA256: &str = "2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39a
 fn crowdstrike_bad_hash_on_critical_asset_is_malicious_with_isolation() {
     let inc = incident_from(load("crowdstrike-detection-summary-critical.json"));
     assert_eq!(inc.format, Format::Crowdstrike);
-    let intel = intel("example.com\n", &format!("# ransomware sample\n{}\n", CS_SHA256.to_uppercase()), "assets:\n  FS-02: {criticality: critical, owner: finance}\n");
+    let intel = intel(
+        "example.com\n",
+        &format!("# ransomware sample\n{}\n", CS_SHA256.to_uppercase()),
+        "assets:\n  FS-02: {criticality: critical, owner: finance}\n",
+    );
     let out = triage("malware_triage", &inc, &intel);
     assert_eq!(out.verdict, Verdict::Malicious, "{out:#?}");
     let r = rules(&out);
@@ -226,7 +230,11 @@ fn defender_phish_fixture_flags_its_lure() {
     // "Overdue invoice 44817 - action needed", a /session/renew URL.
     assert!(r.iter().any(|(rule, _)| rule == "text_payment"), "{r:?}");
     assert!(r.iter().any(|(rule, _)| rule == "text_urgency"), "{r:?}");
-    assert!(r.iter().any(|(rule, i)| rule == "url_credential_keywords" && i.as_deref() == Some("https://login.example.net/session/renew?id=7731")), "{r:?}");
+    assert!(
+        r.iter()
+            .any(|(rule, i)| rule == "url_credential_keywords" && i.as_deref() == Some("https://login.example.net/session/renew?id=7731")),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -321,7 +321,14 @@ fn console_links_are_never_entities() {
         for e in &a.entities {
             assert!(!e.value.is_empty() && e.value == e.value.trim(), "{name}: {e:?}");
             let v = e.value.to_ascii_lowercase();
-            for host in ["falcon.crowdstrike.com", "security.microsoft.com", "portal.azure.com", "kibana.example.com", "splunk.example.com", "attack.mitre.org"] {
+            for host in [
+                "falcon.crowdstrike.com",
+                "security.microsoft.com",
+                "portal.azure.com",
+                "kibana.example.com",
+                "splunk.example.com",
+                "attack.mitre.org",
+            ] {
                 assert!(!(e.kind == EntityKind::Url && v.contains(host)), "{name}: console link {e:?}");
             }
             if e.kind == EntityKind::FileHash {

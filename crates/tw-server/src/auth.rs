@@ -1,7 +1,7 @@
 //! Bearer API-key authentication: `Authorization: Bearer tw_...`, with a scope per route.
 
-use crate::state::AppState;
 use crate::ApiError;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use tw_store::{ApiKeyRecord, Scope};
@@ -26,11 +26,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, A
     if !token.starts_with(tw_store::api_key::PREFIX) || token.len() > 256 {
         return Err(ApiError::Unauthorized("Invalid API key"));
     }
-    state
-        .store
-        .find_api_key(tw_store::api_key::hash(token))
-        .await?
-        .ok_or(ApiError::Unauthorized("Invalid API key"))
+    state.store.find_api_key(tw_store::api_key::hash(token)).await?.ok_or(ApiError::Unauthorized("Invalid API key"))
 }
 
 impl FromRequestParts<AppState> for ReadAccess {

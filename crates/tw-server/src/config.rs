@@ -74,11 +74,11 @@ pub fn parse(file: &str, text: &str, playbooks: &[String], env: &dyn Fn(&str) ->
     let mut out = Vec::new();
     for (raw_name, s) in parsed.sources {
         let at = |line: u64, key: &str, msg: String| ConfigError(format!("{file}:{line}: sources.{raw_name}.{key}: {msg}"));
-        let name = SourceName::parse(&raw_name).map_err(|e| ConfigError(format!("{file}: sources.{raw_name}: invalid source name: {e}")))?;
+        let name =
+            SourceName::parse(&raw_name).map_err(|e| ConfigError(format!("{file}: sources.{raw_name}: invalid source name: {e}")))?;
         let expand = |v: &Spanned<String>, key: &str| {
-            expand_vars(&v.value, env).map_err(|var| {
-                at(v.referenced.line(), key, format!("environment variable {var} is not set (source '{raw_name}')"))
-            })
+            expand_vars(&v.value, env)
+                .map_err(|var| at(v.referenced.line(), key, format!("environment variable {var} is not set (source '{raw_name}')")))
         };
         let secret = expand(&s.secret, "secret")?;
         Secret::validate(&secret).map_err(|e| at(s.secret.referenced.line(), "secret", format!("secret {e}")))?;

@@ -82,7 +82,8 @@ impl IntelStore {
             .into_iter()
             .collect();
         if !new.is_empty() {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut f =
+                std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut text = String::new();
             for i in &new {
                 text.push_str(i);

@@ -114,7 +114,8 @@ pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
 }
 
 fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let path = match cfg.database_url.as_deref().filter(|u| !u.is_empty()) {
         None => cfg.data_dir.join(DB_FILE),
         Some(url) => SqliteStore::path_from_url(url).ok_or_else(|| {
@@ -221,9 +222,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         None => None,
     };
     let stop = shutdown.clone();
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await
-    });
+    let handle = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "tw webhook intake listening");
     Ok(RunningServer { addr, metrics_addr, state, shutdown, handle })
 }

@@ -32,7 +32,8 @@ pub struct LogRecord {
 impl LogRecord {
     /// The record as one human line: time, level, component, message, then `key=value` fields.
     pub fn to_line(&self) -> String {
-        let mut s = format!("{} {:>5} {}: {}", self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), self.level, self.target, self.message);
+        let mut s =
+            format!("{} {:>5} {}: {}", self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), self.level, self.target, self.message);
         for (k, v) in &self.fields {
             match v {
                 Value::String(t) => s.push_str(&format!(" {k}={t}")),
@@ -194,7 +195,14 @@ impl LogBuffer {
     }
 }
 
-fn write_loop(rx: mpsc::Receiver<Arc<LogRecord>>, file: std::fs::File, mut written: u64, current: PathBuf, previous: PathBuf, max_file: u64) {
+fn write_loop(
+    rx: mpsc::Receiver<Arc<LogRecord>>,
+    file: std::fs::File,
+    mut written: u64,
+    current: PathBuf,
+    previous: PathBuf,
+    max_file: u64,
+) {
     let mut out = std::io::BufWriter::new(file);
     loop {
         let r = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -256,7 +264,10 @@ impl Visit for Fields {
         self.fields.insert(field.name().to_string(), value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.insert(field.name().to_string(), serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number));
+        self.fields.insert(
+            field.name().to_string(),
+            serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number),
+        );
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.fields.insert(field.name().to_string(), value.into());
@@ -268,7 +279,13 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
         let meta = event.metadata();
         let mut v = Fields { message: String::new(), fields: Map::new() };
         event.record(&mut v);
-        self.0.push(LogRecord { ts: Utc::now(), level: meta.level().as_str().to_string(), target: meta.target().to_string(), message: v.message, fields: v.fields });
+        self.0.push(LogRecord {
+            ts: Utc::now(),
+            level: meta.level().as_str().to_string(),
+            target: meta.target().to_string(),
+            message: v.message,
+            fields: v.fields,
+        });
     }
 }
 

@@ -48,9 +48,7 @@ impl Metrics {
         let handle = recorder.handle();
         let m = Metrics { recorder, handle };
         m.describe();
-        m.recorder
-            .register_gauge(&key("tw_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), &METADATA)
-            .set(1.0);
+        m.recorder.register_gauge(&key("tw_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), &METADATA).set(1.0);
         m
     }
 

@@ -87,10 +87,8 @@ impl PlaybookRegistry {
     /// parse stops start-up with its errors.
     pub async fn load_dir(&self, dir: &Path) -> Result<Vec<String>, String> {
         let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: cannot read playbooks dir: {e}", dir.display()))?;
-        let mut paths: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
+        let mut paths: Vec<_> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect();
         paths.sort();
         let mut loaded = Vec::new();
         for path in paths {

@@ -101,7 +101,9 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
             let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             (TriageCompletion::Done(outcome), summary, verdict, "completed")
         }
-        Err(RunError::Permanent(error)) => (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed"),
+        Err(RunError::Permanent(error)) => {
+            (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed")
+        }
         Err(RunError::Transient(error)) => {
             let backoff = 2i64.saturating_pow(job.attempts).min(MAX_BACKOFF_SECS);
             let retry_at = state.clock.now() + chrono::Duration::seconds(backoff);
@@ -113,17 +115,19 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
         Ok(true) => {
             state.metrics.count("triage_jobs_total", &[("playbook", &job.playbook), ("verdict", &verdict), ("status", status)], 1);
             tracing::info!(
-            target: "triage",
-            job_id = %job.job_id,
-            incident = %claimed.incident.incident_number,
-            playbook = %job.playbook,
-            attempt = job.attempts,
-            result = %summary,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "triage job finished"
-        )
+                target: "triage",
+                job_id = %job.job_id,
+                incident = %claimed.incident.incident_number,
+                playbook = %job.playbook,
+                attempt = job.attempts,
+                result = %summary,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "triage job finished"
+            )
         }
         Ok(false) => tracing::warn!(target: "triage", job_id = %job.job_id, "triage job was taken over by another worker; result dropped"),
-        Err(e) => tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again"),
+        Err(e) => {
+            tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again")
+        }
     }
 }

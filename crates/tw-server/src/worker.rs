@@ -45,16 +45,16 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
             Ok(value) => normalize(&source, &value).map(|alert| {
                 severity = Some(alert.severity);
                 IngestRequest {
-                source: event.source.clone(),
-                alert,
-                raw: event.raw,
-                request_key: event.request_key,
-                received_at: event.received_at,
-                request_id: event.request_id,
-                auto_triage: source.settings.auto_triage,
-                playbook: source.settings.playbook.clone(),
-                triage_max_attempts: state.triage.max_attempts,
-            }
+                    source: event.source.clone(),
+                    alert,
+                    raw: event.raw,
+                    request_key: event.request_key,
+                    received_at: event.received_at,
+                    request_id: event.request_id,
+                    auto_triage: source.settings.auto_triage,
+                    playbook: source.settings.playbook.clone(),
+                    triage_max_attempts: state.triage.max_attempts,
+                }
             }),
         },
     };
@@ -68,14 +68,14 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
                 state.metrics.count("webhook_duplicates_total", &[("source", entry.source.as_str())], 1);
             }
             tracing::info!(
-            target: "webhook",
-            queue_id = %id,
-            source = %entry.source,
-            status = ?entry.status,
-            incident = %entry.incident_number.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            error = entry.error.as_deref().unwrap_or("-"),
-            "queued event processed"
-        )
+                target: "webhook",
+                queue_id = %id,
+                source = %entry.source,
+                status = ?entry.status,
+                incident = %entry.incident_number.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                error = entry.error.as_deref().unwrap_or("-"),
+                "queued event processed"
+            )
         }
         Err(e) => tracing::error!(target: "store", queue_id = %id, error = %e, "finishing a queued event failed; it will be retried"),
     }

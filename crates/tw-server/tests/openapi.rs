@@ -166,7 +166,9 @@ fn every_operation_documents_its_errors_with_the_error_schema() {
             assert_eq!(responses.contains_key("403"), roles.contains(&"admin"), "{where_}: 403 forbidden iff admin");
         }
         for (status, r) in responses {
-            if !(status.starts_with('4') || status.starts_with('5')) || OWN_ERROR_SHAPE.contains(&(method.as_str(), path.as_str(), status.as_str())) {
+            if !(status.starts_with('4') || status.starts_with('5'))
+                || OWN_ERROR_SHAPE.contains(&(method.as_str(), path.as_str(), status.as_str()))
+            {
                 continue;
             }
             let schema = &r["content"]["application/json"]["schema"]["$ref"];
@@ -197,8 +199,12 @@ fn every_operation_documents_its_errors_with_the_error_schema() {
         let d = intake[status]["description"].as_str().unwrap_or_default();
         assert!(d.contains(&format!("`{code}`")), "intake {status} does not name {code}");
     }
-    let params: Vec<&str> =
-        doc["paths"]["/api/webhooks/{source}"]["post"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let params: Vec<&str> = doc["paths"]["/api/webhooks/{source}"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert!(params.contains(&"X-Webhook-Signature") && params.contains(&"X-Webhook-Timestamp"), "{params:?}");
 }
 
@@ -462,7 +468,13 @@ async fn responses_match_their_documented_schemas() {
     let (server, _dir) = spawn().await;
     let k = tw_store::api_key::generate().unwrap();
     server.state.store.create_api_key("openapi-test", tw_store::Scope::Admin, k.hash, &k.prefix).await.unwrap();
-    let mut api = Api { doc: document(), base: format!("http://{}", server.addr), key: k.plaintext, client: reqwest::Client::new(), checked: BTreeSet::new() };
+    let mut api = Api {
+        doc: document(),
+        base: format!("http://{}", server.addr),
+        key: k.plaintext,
+        client: reqwest::Client::new(),
+        checked: BTreeSet::new(),
+    };
     let secret = "a-test-secret-of-some-length-0123";
 
     assert_eq!(api.call("GET", "/api/health", "/api/health", None, &[]).await.0, 200);

@@ -94,10 +94,8 @@ impl MasterKey {
             return Err(StoreError::Crypto);
         }
         let (nonce, ct) = blob[1..].split_at(NONCE_LEN);
-        let pt = self
-            .cipher()
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
-            .map_err(|_| StoreError::Crypto)?;
+        let pt =
+            self.cipher().decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() }).map_err(|_| StoreError::Crypto)?;
         let pt = Zeroizing::new(pt);
         let text = std::str::from_utf8(&pt).map_err(|_| StoreError::Crypto)?;
         Ok(Secret::new(text))
@@ -113,9 +111,7 @@ fn write_private(path: &Path, contents: &str) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
+    let mut f = opts.open(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
     f.write_all(contents.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))

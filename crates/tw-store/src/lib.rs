@@ -74,12 +74,7 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a source; false when it did not exist.
     async fn delete_source(&self, name: &SourceName) -> Result<bool, StoreError>;
     /// Replaces the secret; the old one keeps verifying until `grace_until`.
-    async fn rotate_secret(
-        &self,
-        name: &SourceName,
-        new_secret: Secret,
-        grace_until: DateTime<Utc>,
-    ) -> Result<SourceRecord, StoreError>;
+    async fn rotate_secret(&self, name: &SourceName, new_secret: Secret, grace_until: DateTime<Utc>) -> Result<SourceRecord, StoreError>;
     /// Counts a refused request against a source (best effort, not awaited by the caller).
     fn record_source_error(&self, name: &SourceName);
 

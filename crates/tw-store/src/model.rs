@@ -64,14 +64,30 @@ pub struct SourcePatch {
 impl SourcePatch {
     /// Applies the patch to settings.
     pub fn apply(&self, s: &mut SourceSettings) {
-        if let Some(v) = self.enabled { s.enabled = v }
-        if let Some(v) = self.auto_triage { s.auto_triage = v }
-        if let Some(v) = &self.playbook { s.playbook = v.clone() }
-        if let Some(v) = self.format { s.format = v }
-        if let Some(v) = self.mode { s.mode = v }
-        if let Some(v) = &self.severity_mapping { s.severity_mapping = v.clone() }
-        if let Some(v) = self.timestamp_tolerance_secs { s.timestamp_tolerance_secs = v }
-        if let Some(v) = self.max_body_bytes { s.max_body_bytes = v }
+        if let Some(v) = self.enabled {
+            s.enabled = v
+        }
+        if let Some(v) = self.auto_triage {
+            s.auto_triage = v
+        }
+        if let Some(v) = &self.playbook {
+            s.playbook = v.clone()
+        }
+        if let Some(v) = self.format {
+            s.format = v
+        }
+        if let Some(v) = self.mode {
+            s.mode = v
+        }
+        if let Some(v) = &self.severity_mapping {
+            s.severity_mapping = v.clone()
+        }
+        if let Some(v) = self.timestamp_tolerance_secs {
+            s.timestamp_tolerance_secs = v
+        }
+        if let Some(v) = self.max_body_bytes {
+            s.max_body_bytes = v
+        }
     }
 }
 
@@ -146,7 +162,10 @@ pub struct IncidentRef {
 pub enum IngestOutcome {
     Created(IncidentRef),
     /// Already known: the delivery was counted on the existing incident.
-    Duplicate { incident: IncidentRef, delivery_count: u64 },
+    Duplicate {
+        incident: IncidentRef,
+        delivery_count: u64,
+    },
 }
 
 impl IngestOutcome {

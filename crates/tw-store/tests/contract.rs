@@ -216,7 +216,12 @@ fn outcome(score: u8) -> tw_core::triage::TriageOutcome {
         playbook_version: "1".into(),
         verdict: tw_core::triage::Verdict::Malicious,
         score,
-        findings: vec![tw_core::triage::Finding { rule: "intel_bad_hash".into(), detail: "known bad".into(), weight: 60, indicator: Some("abc".into()) }],
+        findings: vec![tw_core::triage::Finding {
+            rule: "intel_bad_hash".into(),
+            detail: "known bad".into(),
+            weight: 60,
+            indicator: Some("abc".into()),
+        }],
         recommended_actions: vec![],
         severity: Some(Severity::Critical),
         trace: vec![],

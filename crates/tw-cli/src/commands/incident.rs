@@ -96,8 +96,10 @@ fn print_summary(v: &Value) {
     let entities = v["entities"].as_array().cloned().unwrap_or_default();
     if !entities.is_empty() {
         println!("\nentities:");
-        let rows: Vec<Vec<String>> =
-            entities.iter().map(|e| vec![format!("  {}", cell(&e["kind"])), cell(&e["value"]), e.get("role").map(cell).unwrap_or_else(|| "-".into())]).collect();
+        let rows: Vec<Vec<String>> = entities
+            .iter()
+            .map(|e| vec![format!("  {}", cell(&e["kind"])), cell(&e["value"]), e.get("role").map(cell).unwrap_or_else(|| "-".into())])
+            .collect();
         output::table(&["  KIND", "VALUE", "ROLE"], &rows);
     }
 }

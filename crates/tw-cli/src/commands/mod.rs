@@ -49,7 +49,9 @@ pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::S
     let key = tw_store::api_key::generate()?;
     let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
     match ctx.output {
-        Output::Json => output::json(&json!({"key": key.plaintext, "id": record.id, "name": record.name, "scope": record.scope, "created_at": record.created_at})),
+        Output::Json => output::json(
+            &json!({"key": key.plaintext, "id": record.id, "name": record.name, "scope": record.scope, "created_at": record.created_at}),
+        ),
         Output::Table => {
             eprintln!("Created {} API key '{}'. Store it now: it is not shown again.", scope.as_str(), record.name);
             println!("{}", key.plaintext);

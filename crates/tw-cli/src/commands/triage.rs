@@ -85,7 +85,9 @@ pub async fn run_triage(ctx: &Ctx, cmd: TriageCommand) -> Result<ExitCode> {
     if !wait {
         match ctx.output {
             Output::Json => output::json(&job),
-            Output::Table => println!("Queued triage {job_id} of {} with playbook {}.", cell(&job["incident_number"]), cell(&job["playbook"])),
+            Output::Table => {
+                println!("Queued triage {job_id} of {} with playbook {}.", cell(&job["incident_number"]), cell(&job["playbook"]))
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -122,7 +124,13 @@ pub fn print_triage(t: &Value) {
         }
         return;
     }
-    println!("verdict: {}   score: {}/100   playbook: {} {}", cell(&t["verdict"]).to_uppercase(), cell(&t["score"]), cell(&t["playbook"]), cell(&t["playbook_version"]));
+    println!(
+        "verdict: {}   score: {}/100   playbook: {} {}",
+        cell(&t["verdict"]).to_uppercase(),
+        cell(&t["score"]),
+        cell(&t["playbook"]),
+        cell(&t["playbook_version"])
+    );
     if let Some(sev) = t.get("severity").filter(|s| !s.is_null()) {
         println!("severity set to: {}", cell(sev));
     }
@@ -200,7 +208,8 @@ pub async fn run_playbook(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
                         ("variables", cell(&v["variables"])),
                     ]);
                     println!();
-                    let rows = super::rows_of(&v["steps"], |s| vec![cell(&s["name"]), cell(&s["action"]), cell(&s["output"]), cell(&s["when"])]);
+                    let rows =
+                        super::rows_of(&v["steps"], |s| vec![cell(&s["name"]), cell(&s["action"]), cell(&s["output"]), cell(&s["when"])]);
                     output::table(&["STEP", "ACTION", "OUTPUT", "WHEN"], &rows);
                 }
             }
@@ -295,7 +304,9 @@ pub async fn run_intel(ctx: &Ctx, cmd: IntelCommand) -> Result<ExitCode> {
             let (_, v) = client.call(Method::POST, &format!("/api/intel/{}", seg(&list)), Some(&json!({"indicators": indicators}))).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
-                Output::Table => println!("Added {} new indicator(s) to {list} ({} in the list now).", cell(&v["added"]), cell(&v["counts"][&list])),
+                Output::Table => {
+                    println!("Added {} new indicator(s) to {list} ({} in the list now).", cell(&v["added"]), cell(&v["counts"][&list]))
+                }
             }
         }
     }

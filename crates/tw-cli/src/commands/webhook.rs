@@ -124,7 +124,8 @@ impl SettingArgs {
         if !self.severity_map.is_empty() {
             let mut m = Map::new();
             for pair in &self.severity_map {
-                let (k, v) = pair.split_once('=').with_context(|| format!("--severity-map '{pair}': expected VENDOR=OURS, e.g. 4=critical"))?;
+                let (k, v) =
+                    pair.split_once('=').with_context(|| format!("--severity-map '{pair}': expected VENDOR=OURS, e.g. 4=critical"))?;
                 m.insert(k.trim().to_string(), v.trim().into());
             }
             body.insert("severity_mapping".into(), Value::Object(m));
@@ -184,7 +185,8 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             if body.is_empty() {
                 bail!("nothing to change: give at least one setting (see --help)");
             }
-            let (_, v) = ctx.client()?.call(Method::PATCH, &format!("/api/webhooks/{}", seg(&a.source)), Some(&Value::Object(body))).await?;
+            let (_, v) =
+                ctx.client()?.call(Method::PATCH, &format!("/api/webhooks/{}", seg(&a.source)), Some(&Value::Object(body))).await?;
             print_source(ctx, &v, &format!("Updated source '{}'.", a.source));
         }
         WebhookCommand::List => {
@@ -252,8 +254,10 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                         ("body_bytes", cell(&v["body_len"])),
                         ("latency_ms", format!("{:.2}", v["latency_ms"].as_f64().unwrap_or(0.0))),
                     ]);
-                    println!("
-payload:");
+                    println!(
+                        "
+payload:"
+                    );
                     let raw = v["raw_payload"].as_str().unwrap_or("-");
                     match serde_json::from_str::<Value>(raw) {
                         Ok(j) => println!("{}", serde_json::to_string_pretty(&j).unwrap_or_else(|_| raw.to_string())),
@@ -273,7 +277,13 @@ payload:");
                 Output::Json => output::json(&v),
                 Output::Table => {
                     let rows = super::rows_of(&v["data"], |d| {
-                        vec![cell(&d["received_at"]), cell(&d["status"]), cell(&d["code"]), cell(&d["incident_number"]), cell(&d["request_id"])]
+                        vec![
+                            cell(&d["received_at"]),
+                            cell(&d["status"]),
+                            cell(&d["code"]),
+                            cell(&d["incident_number"]),
+                            cell(&d["request_id"]),
+                        ]
                     });
                     output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID"], &rows);
                 }

@@ -119,7 +119,8 @@ async fn missing_variable_stops_start_up_naming_variable_and_source() {
     let var = "TWTEST_API_CFG_MISSING_NEVER_SET_SECRET";
     // SAFETY: a name unique to this test.
     unsafe { std::env::remove_var(var) };
-    let yaml = spec_yaml("TWTEST_API_CFG_MISSING_OTHER_SECRET", var).replace("TWTEST_API_CFG_MISSING_OTHER_SECRET}", "TWTEST_API_CFG_MISSING_OTHER_SECRET:-ok-secret-1234}");
+    let yaml = spec_yaml("TWTEST_API_CFG_MISSING_OTHER_SECRET", var)
+        .replace("TWTEST_API_CFG_MISSING_OTHER_SECRET}", "TWTEST_API_CFG_MISSING_OTHER_SECRET:-ok-secret-1234}");
     let cfg_dir = tempfile::tempdir().unwrap();
     let path = write(cfg_dir.path(), &yaml);
     let data = tempfile::tempdir().unwrap();

@@ -90,7 +90,8 @@ async fn splunk_payload_is_normalized() {
 #[tokio::test]
 async fn raw_payload_is_kept_byte_for_byte() {
     let app = app_with_source("odd").await;
-    let body = "  {\"event_type\" :\t\"security_alert\" ,\r\n \"data\":{ \"alert_id\":\"raw-1\",\"note\":\"caf\u{e9} \\u00e9 \\/\"  }}\n\n\t ";
+    let body =
+        "  {\"event_type\" :\t\"security_alert\" ,\r\n \"data\":{ \"alert_id\":\"raw-1\",\"note\":\"caf\u{e9} \\u00e9 \\/\"  }}\n\n\t ";
     let (status, v) = app.deliver("odd", SECRET, body).await;
     let (id, number) = assert_accepted(status, &v);
     assert_eq!(raw_bytes(&app, &id).await, body.as_bytes());
@@ -146,8 +147,13 @@ async fn missing_or_bad_headers_are_401() {
 
     for bad_ts in ["abc", "1705320000.5", "-5", "2024-01-15T10:00:00Z"] {
         let sig = signature(SECRET, ts, body);
-        let (status, v) =
-            post_intake(&app, "edr", &[ct.clone(), ("x-webhook-timestamp", bad_ts.to_string()), ("x-webhook-signature", sig)], body.to_vec()).await;
+        let (status, v) = post_intake(
+            &app,
+            "edr",
+            &[ct.clone(), ("x-webhook-timestamp", bad_ts.to_string()), ("x-webhook-signature", sig)],
+            body.to_vec(),
+        )
+        .await;
         assert_error(status, &v, 401, "timestamp_invalid");
         assert!(!v.to_string().contains(SECRET), "an error leaked the secret: {v}");
     }
@@ -265,7 +271,8 @@ async fn openssl_recipe_header_and_multiple_signatures_are_accepted() {
     // Two values, neither right.
     let body = generic_with_id("multi-bad");
     let header = format!("{},{}", signature("wrong-one-11111", ts, body.as_bytes()), signature("wrong-two-22222", ts, body.as_bytes()));
-    let (status, v) = post_intake(&app, "email-gateway", &[("x-webhook-timestamp", ts.to_string()), ("x-webhook-signature", header)], body).await;
+    let (status, v) =
+        post_intake(&app, "email-gateway", &[("x-webhook-timestamp", ts.to_string()), ("x-webhook-signature", header)], body).await;
     assert_error(status, &v, 401, "invalid_signature");
     assert!(!v.to_string().contains(SECRET), "an error leaked the secret: {v}");
 }
@@ -318,7 +325,7 @@ async fn invalid_json_is_400_only_after_a_valid_signature() {
         let (status, v) = post_intake(&app, "edr", &signed_headers(SECRET, ts, body.as_bytes()), body.to_string()).await;
         assert_error(status, &v, 400, "invalid_payload");
         assert!(!v.to_string().contains(SECRET), "an error leaked the secret: {v}");
-        }
+    }
     let list = get_ok(&app, "/api/incidents").await;
     assert_eq!(list["meta"]["total"], 0, "{list}");
 }

@@ -229,9 +229,7 @@ async fn patch_severity_mapping_changes_next_delivery() {
     assert_eq!(inc["vendor_severity"], "4");
 
     // Other settings via PATCH: mode and playbook.
-    let (status, v) = app
-        .admin(Method::PATCH, "/api/webhooks/edr", Some(json!({"auto_triage": true, "playbook": "malware_triage"})))
-        .await;
+    let (status, v) = app.admin(Method::PATCH, "/api/webhooks/edr", Some(json!({"auto_triage": true, "playbook": "malware_triage"}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["auto_triage"], true);
     assert_eq!(v["playbook"], "malware_triage");
@@ -292,9 +290,7 @@ async fn rotate_secret_with_grace_then_without() {
 
     // Rotate again to a given secret with no grace: only the newest verifies.
     let c = "third-secret-CCCCCCCC";
-    let (status, v) = app
-        .admin(Method::POST, "/api/webhooks/edr/rotate-secret", Some(json!({"secret": c, "grace_period_secs": 0})))
-        .await;
+    let (status, v) = app.admin(Method::POST, "/api/webhooks/edr/rotate-secret", Some(json!({"secret": c, "grace_period_secs": 0}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["secret"], c);
     let (s, d) = app.deliver("edr", &b, &generic_with_id("b-after-no-grace")).await;
@@ -321,7 +317,8 @@ async fn secrets_are_not_stored_in_clear() {
         let app = TestApp::spawn().await;
         add(&app, "edr", secret, json!({})).await;
         generated = app.add_source(json!({"source": "gen"})).await["secret"].as_str().unwrap().to_string();
-        let (status, v) = app.admin(Method::POST, "/api/webhooks/edr/rotate-secret", Some(json!({"secret": "RotatedQuartzNebula-9913-x"}))).await;
+        let (status, v) =
+            app.admin(Method::POST, "/api/webhooks/edr/rotate-secret", Some(json!({"secret": "RotatedQuartzNebula-9913-x"}))).await;
         assert_eq!(status, 200, "{v}");
         let (s, d) = app.deliver("edr", secret, &generic_with_id("x")).await;
         assert_accepted(s, &d);

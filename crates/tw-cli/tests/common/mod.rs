@@ -256,7 +256,8 @@ pub fn tw() -> Command {
 
 /// A new API key of `scope` for the store in `data`, made with `tw-cli api-key create`.
 pub fn new_key(data: &Path, scope: &str) -> String {
-    let o = tw().args(["api-key", "create", "--name", "ci", "--scope", scope, "--data-dir"]).arg(data).output().expect("run api-key create");
+    let o =
+        tw().args(["api-key", "create", "--name", "ci", "--scope", scope, "--data-dir"]).arg(data).output().expect("run api-key create");
     assert!(o.status.success(), "api-key create failed: {}", show(&o));
     let key = stdout(&o).trim().to_string();
     assert!(key.starts_with("tw_"), "{key}");

@@ -51,14 +51,11 @@ pub fn normalize(obj: &Object) -> Alert {
         .unwrap_or(DEFAULT_SEVERITY);
     let vendor_severity = numeric.or(name);
 
-    let event_time = meta
-        .and_then(|m| m.get("eventCreationTime"))
-        .and_then(entities::time_epoch_millis)
-        .or_else(|| {
-            ["ProcessStartTime", "Timestamp"]
-                .iter()
-                .find_map(|k| ev.get(*k).filter(|v| v.as_f64() != Some(0.0)).and_then(entities::time_epoch_secs))
-        });
+    let event_time = meta.and_then(|m| m.get("eventCreationTime")).and_then(entities::time_epoch_millis).or_else(|| {
+        ["ProcessStartTime", "Timestamp"]
+            .iter()
+            .find_map(|k| ev.get(*k).filter(|v| v.as_f64() != Some(0.0)).and_then(entities::time_epoch_secs))
+    });
 
     let external_id = first_text(ev, &["DetectId", "CompositeId", "AggregateId"]);
 
@@ -173,12 +170,7 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
 }
 
 fn array_objects<'a>(obj: &'a Object, key: &str) -> impl Iterator<Item = &'a Object> {
-    obj.get(key)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .take(entities::MAX_ENTITIES)
-        .filter_map(Value::as_object)
+    obj.get(key).and_then(Value::as_array).into_iter().flatten().take(entities::MAX_ENTITIES).filter_map(Value::as_object)
 }
 
 #[cfg(test)]
@@ -228,7 +220,9 @@ mod tests {
 
     #[test]
     fn odd_types_do_not_panic() {
-        let a = norm(json!({"metadata": [], "event": {"NetworkAccesses": {"RemoteAddress": "1.2.3.4"}, "ExecutablesWritten": [1, null, "x"], "CommandLine": 5}}));
+        let a = norm(
+            json!({"metadata": [], "event": {"NetworkAccesses": {"RemoteAddress": "1.2.3.4"}, "ExecutablesWritten": [1, null, "x"], "CommandLine": 5}}),
+        );
         assert_eq!(a.title, "CrowdStrike detection");
         assert_eq!(a.severity, Severity::Medium);
     }

@@ -257,7 +257,9 @@ mod tests {
 
     #[test]
     fn mgmt_activity_with_bad_data_string() {
-        let a = norm(json!({"RecordType": "40", "AlertId": "x", "Data": "{not json", "Severity": "Low", "CreationTime": "2024-06-10T16:20:03"}));
+        let a = norm(
+            json!({"RecordType": "40", "AlertId": "x", "Data": "{not json", "Severity": "Low", "CreationTime": "2024-06-10T16:20:03"}),
+        );
         assert_eq!(a.external_id.as_deref(), Some("x"));
         assert_eq!(a.severity, Severity::Low);
         assert_eq!(a.event_time.unwrap().to_rfc3339(), "2024-06-10T16:20:03+00:00");

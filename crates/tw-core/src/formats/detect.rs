@@ -33,10 +33,7 @@ fn has_any(obj: &Object, keys: &[&str]) -> bool {
 
 fn is_crowdstrike(obj: &Object) -> bool {
     let event = obj.get("event").and_then(Value::as_object);
-    let meta_type = obj
-        .get("metadata")
-        .and_then(Value::as_object)
-        .is_some_and(|m| m.get("eventType").is_some_and(Value::is_string));
+    let meta_type = obj.get("metadata").and_then(Value::as_object).is_some_and(|m| m.get("eventType").is_some_and(Value::is_string));
     const DETECT_KEYS: &[&str] = &["DetectId", "CompositeId", "DetectName"];
     (meta_type && event.is_some())
         || event.is_some_and(|e| has_any(e, DETECT_KEYS))
@@ -62,10 +59,7 @@ fn is_defender(obj: &Object) -> bool {
     };
     let spec = text_at(obj, "eventType").is_some()
         && (obj.contains_key("entityType")
-            || obj
-                .get("data")
-                .and_then(Value::as_object)
-                .is_some_and(|d| has_any(d, &["sender", "recipients", "subject"])));
+            || obj.get("data").and_then(Value::as_object).is_some_and(|d| has_any(d, &["sender", "recipients", "subject"])));
     graph_alert || incident || mgmt || spec
 }
 
@@ -80,9 +74,24 @@ mod tests {
 
     #[test]
     fn spec_examples_are_detected() {
-        assert_eq!(d(json!({"event_type":"security_alert","timestamp":"2024-01-15T10:00:00Z","source":"email-gateway","data":{"alert_id":"alert-123","severity":"high","details":{}}})), Format::Generic);
-        assert_eq!(d(json!({"eventType":"PhishingEmail","id":"AAMkAGI2...","creationTime":"2024-01-15T10:00:00Z","severity":"high","category":"Phish","entityType":"Email","data":{"sender":"phisher@malicious.com","subject":"Urgent Action Required","recipients":["user@company.com"]}})), Format::Defender);
-        assert_eq!(d(json!({"metadata":{"eventType":"DetectionSummaryEvent","eventCreationTime":1705320000000u64},"event":{"DetectId":"ldt:abc123","Severity":4,"HostnameField":"WORKSTATION-01","DetectName":"Malicious File Detected"}})), Format::Crowdstrike);
+        assert_eq!(
+            d(
+                json!({"event_type":"security_alert","timestamp":"2024-01-15T10:00:00Z","source":"email-gateway","data":{"alert_id":"alert-123","severity":"high","details":{}}})
+            ),
+            Format::Generic
+        );
+        assert_eq!(
+            d(
+                json!({"eventType":"PhishingEmail","id":"AAMkAGI2...","creationTime":"2024-01-15T10:00:00Z","severity":"high","category":"Phish","entityType":"Email","data":{"sender":"phisher@malicious.com","subject":"Urgent Action Required","recipients":["user@company.com"]}})
+            ),
+            Format::Defender
+        );
+        assert_eq!(
+            d(
+                json!({"metadata":{"eventType":"DetectionSummaryEvent","eventCreationTime":1705320000000u64},"event":{"DetectId":"ldt:abc123","Severity":4,"HostnameField":"WORKSTATION-01","DetectName":"Malicious File Detected"}})
+            ),
+            Format::Crowdstrike
+        );
         assert_eq!(d(json!({"result":{"host":"server-01"},"search_name":"Failed Login Alert","trigger_time":1705320000})), Format::Splunk);
     }
 

@@ -286,9 +286,8 @@ pub fn as_email(s: &str) -> Option<String> {
     let t = s.trim();
     let t = t.strip_prefix("mailto:").unwrap_or(t);
     let (local, domain) = t.split_once('@')?;
-    let ok_local = !local.is_empty()
-        && local.len() <= 64
-        && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let ok_local =
+        !local.is_empty() && local.len() <= 64 && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
     if ok_local && as_domain(domain).is_some() { Some(t.to_ascii_lowercase()) } else { None }
 }
 
@@ -309,8 +308,7 @@ pub fn as_hostname(s: &str) -> Option<String> {
 pub fn as_domain(s: &str) -> Option<String> {
     let h = as_hostname(s)?;
     let tld = h.rsplit('.').next()?;
-    (h.contains('.') && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
-        .then(|| h.to_ascii_lowercase())
+    (h.contains('.') && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())).then(|| h.to_ascii_lowercase())
 }
 
 /// An absolute `http(s)`/`ftp` URL with a host and no whitespace.
@@ -335,11 +333,7 @@ pub fn url_host(url: &str) -> Option<String> {
     let after = url.split_once("://")?.1;
     let authority = after.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit('@').next()?;
-    let host = if let Some(rest) = hostport.strip_prefix('[') {
-        rest.split(']').next()?
-    } else {
-        hostport.split(':').next()?
-    };
+    let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
@@ -388,8 +382,7 @@ pub fn is_link_key(key: &str) -> bool {
         || k.contains("reference")
         || matches!(
             k.as_str(),
-            "resultslink" | "ruleurl" | "incidenturl" | "alerturl" | "consoleurl" | "portalurl" | "deeplink"
-                | "latestreport" | "etag"
+            "resultslink" | "ruleurl" | "incidenturl" | "alerturl" | "consoleurl" | "portalurl" | "deeplink" | "latestreport" | "etag"
         )
 }
 
@@ -442,17 +435,14 @@ impl EntitySet {
             EntityKind::Hostname => as_hostname(t),
             EntityKind::Domain => as_domain(t),
             EntityKind::Url => as_url(t).filter(|u| !is_console_link(u)),
-            EntityKind::User => (!t.chars().any(|c| c.is_whitespace() || c.is_control()) && t.len() <= 256)
-                .then(|| t.to_string()),
+            EntityKind::User => (!t.chars().any(|c| c.is_whitespace() || c.is_control()) && t.len() <= 256).then(|| t.to_string()),
             EntityKind::File | EntityKind::Process => {
                 (!t.chars().any(char::is_control) || kind == EntityKind::Process).then(|| t.to_string())
             }
         };
         let Some(value) = value else { return false };
         let key = match kind {
-            EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => {
-                value.to_ascii_lowercase()
-            }
+            EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => value.to_ascii_lowercase(),
             _ => value.clone(),
         };
         if !self.seen.insert((kind, key)) {
@@ -474,11 +464,8 @@ impl EntitySet {
     /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
     /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
     pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
-        let pairs: Vec<(String, &str)> = s
-            .split([',', ';', ' '])
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim()))
-            .collect();
+        let pairs: Vec<(String, &str)> =
+            s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim())).collect();
         for algo in ["SHA256", "SHA1", "MD5"] {
             for (k, v) in &pairs {
                 if k == algo {
@@ -502,9 +489,7 @@ impl EntitySet {
         while let Some(rel) = lower.get(from..).and_then(|x| x.find("http")) {
             let start = from + rel;
             let tail = s.get(start..).unwrap_or("");
-            let end = tail
-                .find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c))
-                .unwrap_or(tail.len());
+            let end = tail.find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c)).unwrap_or(tail.len());
             let candidate = tail.get(..end).unwrap_or("");
             if as_url(candidate).is_some() {
                 self.add(EntityKind::Url, candidate, role);
@@ -542,9 +527,8 @@ impl EntitySet {
 /// The entity type of an object that declares one (`Type`, `kind`, `entityType`,
 /// `@odata.type`), normalised (`#microsoft.graph.security.urlEvidence` -> `url`).
 pub fn declared_entity_type(obj: &Object) -> Option<String> {
-    let raw = ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"]
-        .iter()
-        .find_map(|k| obj.get(*k).and_then(Value::as_str))?;
+    let raw =
+        ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str))?;
     let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
     let mut t = norm_key(last);
     if let Some(stripped) = t.strip_suffix("evidence") {
@@ -552,10 +536,31 @@ pub fn declared_entity_type(obj: &Object) -> Option<String> {
     }
     let known = matches!(
         t.as_str(),
-        "account" | "user" | "host" | "device" | "ip" | "url" | "filehash" | "file" | "process"
-            | "mailbox" | "mailmessage" | "analyzedmessage" | "mailcluster" | "dns" | "registrykey"
-            | "registryvalue" | "cloudapplication" | "securitygroup" | "malware" | "azureresource"
-            | "blobcontainer" | "blob" | "iotdevice" | "submissionmail" | "oauthapplication"
+        "account"
+            | "user"
+            | "host"
+            | "device"
+            | "ip"
+            | "url"
+            | "filehash"
+            | "file"
+            | "process"
+            | "mailbox"
+            | "mailmessage"
+            | "analyzedmessage"
+            | "mailcluster"
+            | "dns"
+            | "registrykey"
+            | "registryvalue"
+            | "cloudapplication"
+            | "securitygroup"
+            | "malware"
+            | "azureresource"
+            | "blobcontainer"
+            | "blob"
+            | "iotdevice"
+            | "submissionmail"
+            | "oauthapplication"
     );
     known.then_some(t)
 }
@@ -681,11 +686,31 @@ enum Hint {
 fn is_skipped_key(k: &str) -> bool {
     matches!(
         k,
-        "raw" | "owner" | "assignedto" | "comments" | "comment" | "createdbydisplayname" | "query"
-            | "internetmessageid" | "imsgid" | "messageid" | "networkmessageid" | "tenantid"
-            | "organizationid" | "customeridstring" | "workspaceinfo" | "resourceidentifiers"
-            | "patterndispositionflags" | "threat" | "mitreattack" | "mitretechniques" | "tactics"
-            | "techniques" | "indicators" | "ancestors" | "falsepositives"
+        "raw"
+            | "owner"
+            | "assignedto"
+            | "comments"
+            | "comment"
+            | "createdbydisplayname"
+            | "query"
+            | "internetmessageid"
+            | "imsgid"
+            | "messageid"
+            | "networkmessageid"
+            | "tenantid"
+            | "organizationid"
+            | "customeridstring"
+            | "workspaceinfo"
+            | "resourceidentifiers"
+            | "patterndispositionflags"
+            | "threat"
+            | "mitreattack"
+            | "mitretechniques"
+            | "tactics"
+            | "techniques"
+            | "indicators"
+            | "ancestors"
+            | "falsepositives"
     ) || k.ends_with("version")
         || k.ends_with("revision")
         || is_link_key(k)
@@ -699,7 +724,11 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if k.contains("sha256") || k.contains("sha1") || k.contains("md5") || k.ends_with("hash") || k == "hashvalue"
+    if k.contains("sha256")
+        || k.contains("sha1")
+        || k.contains("md5")
+        || k.ends_with("hash")
+        || k == "hashvalue"
         || (parent == "hash" && !k.is_empty())
     {
         return Some(Hash);
@@ -717,34 +746,86 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
             _ => None,
         };
     }
-    if matches!(k, "commandline" | "processcommandline" | "cmdline" | "process" | "parentprocess" | "parentcommandline"
-        | "grandparentcommandline" | "maliciousprocessarguments" | "originatorprocess" | "processcmdline")
-    {
+    if matches!(
+        k,
+        "commandline"
+            | "processcommandline"
+            | "cmdline"
+            | "process"
+            | "parentprocess"
+            | "parentcommandline"
+            | "grandparentcommandline"
+            | "maliciousprocessarguments"
+            | "originatorprocess"
+            | "processcmdline"
+    ) {
         return Some(Process);
     }
-    if matches!(k, "hostname" | "host" | "hosts" | "computername" | "agentcomputername" | "devicename" | "devicednsname"
-        | "workstationname" | "dest" | "dvc" | "desthost" | "srchost" | "desthostname" | "srchostname" | "dnshostname"
-        | "fqdn" | "machinename" | "netbiosname" | "compromisedentity")
-    {
+    if matches!(
+        k,
+        "hostname"
+            | "host"
+            | "hosts"
+            | "computername"
+            | "agentcomputername"
+            | "devicename"
+            | "devicednsname"
+            | "workstationname"
+            | "dest"
+            | "dvc"
+            | "desthost"
+            | "srchost"
+            | "desthostname"
+            | "srchostname"
+            | "dnshostname"
+            | "fqdn"
+            | "machinename"
+            | "netbiosname"
+            | "compromisedentity"
+    ) {
         return Some(Host);
     }
-    if matches!(k, "user" | "users" | "username" | "srcuser" | "destuser" | "accountname" | "processuser"
-        | "agentlastloggedinusername" | "samaccountname" | "initiatingusername" | "loginname" | "targetusername"
-        | "subjectusername" | "lastloggedinusername")
-    {
+    if matches!(
+        k,
+        "user"
+            | "users"
+            | "username"
+            | "srcuser"
+            | "destuser"
+            | "accountname"
+            | "processuser"
+            | "agentlastloggedinusername"
+            | "samaccountname"
+            | "initiatingusername"
+            | "loginname"
+            | "targetusername"
+            | "subjectusername"
+            | "lastloggedinusername"
+    ) {
         return Some(User);
     }
     if matches!(k, "domainname" | "dnsdomain" | "urldomain" | "destinationdomain" | "senderdomain" | "queryname") {
         return Some(Domain);
     }
-    if matches!(k, "filename" | "filenames" | "filepath" | "targetfilename" | "associatedfile" | "imagefilename"
-        | "parentimagefilename" | "grandparentimagefilename" | "parentimagefilepath" | "grandparentimagefilepath"
-        | "attachment" | "attachments" | "attachmentname")
-    {
+    if matches!(
+        k,
+        "filename"
+            | "filenames"
+            | "filepath"
+            | "targetfilename"
+            | "associatedfile"
+            | "imagefilename"
+            | "parentimagefilename"
+            | "grandparentimagefilename"
+            | "parentimagefilepath"
+            | "grandparentimagefilepath"
+            | "attachment"
+            | "attachments"
+            | "attachmentname"
+    ) {
         return Some(File);
     }
-    if matches!(k, "sender" | "recipient" | "recipients" | "from" | "to" | "cc" | "email" | "emails" | "mail" | "tsd" | "trc")
-    {
+    if matches!(k, "sender" | "recipient" | "recipients" | "from" | "to" | "cc" | "email" | "emails" | "mail" | "tsd" | "trc") {
         return Some(Email);
     }
     if k.ends_with("ip") || k.ends_with("ipv4") || k.ends_with("ipv6") || k.ends_with("address") || k == "inet" || k == "inet6" {
@@ -768,7 +849,14 @@ fn role_for(k: &str, parent: &str, hint: Option<Hint>) -> Option<&'static str> {
     if hint == Some(Hint::Process) {
         return Some("process");
     }
-    if k.starts_with("sender") || k == "tsd" || k == "sip" || k == "from" || parent == "from" || parent == "sender" || k == "srcuser" && hint == Some(Hint::Email) {
+    if k.starts_with("sender")
+        || k == "tsd"
+        || k == "sip"
+        || k == "from"
+        || parent == "from"
+        || parent == "sender"
+        || k == "srcuser" && hint == Some(Hint::Email)
+    {
         return Some("sender");
     }
     if k.starts_with("recipient") || k == "trc" || k == "to" || parent == "to" || k == "cc" || parent == "cc" {
@@ -908,13 +996,7 @@ pub fn find_key_shallow<T>(obj: &Object, keys: &[&str], max_depth: usize, accept
     find_key_by(obj, keys, max_depth, true, accept)
 }
 
-fn find_key_by<T>(
-    obj: &Object,
-    keys: &[&str],
-    max_depth: usize,
-    shallow_first: bool,
-    accept: impl Fn(&Value) -> Option<T>,
-) -> Option<T> {
+fn find_key_by<T>(obj: &Object, keys: &[&str], max_depth: usize, shallow_first: bool, accept: impl Fn(&Value) -> Option<T>) -> Option<T> {
     let wanted: Vec<String> = keys.iter().map(|k| norm_key(k)).collect();
     // Collect (priority, depth) of the best match in one pass.
     let mut best: Option<(usize, usize, T)> = None;
@@ -935,9 +1017,7 @@ fn find_key_by<T>(
                 continue;
             }
             if let Some(prio) = wanted.iter().position(|w| *w == nk) {
-                let better = best
-                    .as_ref()
-                    .is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
+                let better = best.as_ref().is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
                 if better && let Some(found) = accept(v) {
                     best = Some((prio, depth, found));
                 }

@@ -46,17 +46,8 @@ const TITLE_KEYS: &[&str] = &[
     "subject",
 ];
 const DESCRIPTION_KEYS: &[&str] = &["description", "reason", "summary", "message", "details"];
-const SEVERITY_KEYS: &[&str] = &[
-    "severity",
-    "SeverityName",
-    "severity_name",
-    "level",
-    "urgency",
-    "priority",
-    "risk_level",
-    "confidenceLevel",
-    "risk_score",
-];
+const SEVERITY_KEYS: &[&str] =
+    &["severity", "SeverityName", "severity_name", "level", "urgency", "priority", "risk_level", "confidenceLevel", "risk_score"];
 const TIME_KEYS: &[&str] = &[
     "original_time",
     "event_time",
@@ -75,18 +66,8 @@ const TIME_KEYS: &[&str] = &[
     "_time",
     "eventCreationTime",
 ];
-const ID_KEYS: &[&str] = &[
-    "alert_id",
-    "alertId",
-    "incidentNumber",
-    "incidentId",
-    "SystemAlertId",
-    "threatId",
-    "uuid",
-    "eventUniqueId",
-    "event_id",
-    "id",
-];
+const ID_KEYS: &[&str] =
+    &["alert_id", "alertId", "incidentNumber", "incidentId", "SystemAlertId", "threatId", "uuid", "eventUniqueId", "event_id", "id"];
 const EVENT_TYPE_KEYS: &[&str] = &["event_type", "eventType", "objectSchemaType", "classification", "category"];
 
 /// How deep the well-known-key search looks.
@@ -123,14 +104,10 @@ pub fn normalize(obj: &Object) -> Alert {
         .or_else(|| find_key(obj, SEVERITY_KEYS, SEARCH_DEPTH, read_severity))
         .unwrap_or((DEFAULT_SEVERITY, None));
 
-    let event_time = obj
-        .get("timestamp")
-        .and_then(entities::time_any)
-        .or_else(|| find_key(obj, TIME_KEYS, SEARCH_DEPTH, entities::time_any));
+    let event_time =
+        obj.get("timestamp").and_then(entities::time_any).or_else(|| find_key(obj, TIME_KEYS, SEARCH_DEPTH, entities::time_any));
 
-    let external_id = data
-        .and_then(|d| text_at(d, "alert_id"))
-        .or_else(|| find_key(obj, ID_KEYS, SEARCH_DEPTH, text));
+    let external_id = data.and_then(|d| text_at(d, "alert_id")).or_else(|| find_key(obj, ID_KEYS, SEARCH_DEPTH, text));
 
     let mut set = EntitySet::new();
     entities::walk_object(obj, &mut set);

@@ -72,11 +72,7 @@ pub enum NormalizeError {
 /// Normalizes a parsed payload. `pinned` forces a format (a source's `format` setting); otherwise
 /// the format is detected. `severity_mapping` (the source's, keys compared case-insensitively with
 /// the vendor's own severity value) wins over the format's default mapping.
-pub fn normalize(
-    payload: &Value,
-    pinned: Option<Format>,
-    severity_mapping: &BTreeMap<String, Severity>,
-) -> Result<Alert, NormalizeError> {
+pub fn normalize(payload: &Value, pinned: Option<Format>, severity_mapping: &BTreeMap<String, Severity>) -> Result<Alert, NormalizeError> {
     let obj = payload.as_object().ok_or(NormalizeError::NotAnObject(json_type(payload)))?;
     let format = pinned.unwrap_or_else(|| detect(obj));
     let mut alert = match format {

@@ -50,14 +50,9 @@ pub fn normalize(obj: &Object) -> Alert {
         .or_else(|| obj.get("severity").and_then(read_severity))
         .unwrap_or((DEFAULT_SEVERITY, None));
 
-    let event_time = obj
-        .get("trigger_time")
-        .and_then(entities::time_epoch_secs)
-        .or_else(|| {
-            ["_time", "firstTime", "lastTime"]
-                .iter()
-                .find_map(|k| result.get(*k).and_then(first_of).and_then(entities::time_epoch_secs))
-        });
+    let event_time = obj.get("trigger_time").and_then(entities::time_epoch_secs).or_else(|| {
+        ["_time", "firstTime", "lastTime"].iter().find_map(|k| result.get(*k).and_then(first_of).and_then(entities::time_epoch_secs))
+    });
 
     let external_id = sid.clone().or_else(|| Some(stable_id(search_name.as_deref(), obj.get("trigger_time"), result)));
 

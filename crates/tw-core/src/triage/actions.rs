@@ -279,12 +279,7 @@ pub fn default_weight(rule: &str) -> i64 {
 
 /// A finding with its rule's default weight.
 pub fn finding(rule: &str, detail: impl Into<String>, indicator: Option<&str>) -> Finding {
-    Finding {
-        rule: rule.to_string(),
-        detail: detail.into(),
-        weight: default_weight(rule),
-        indicator: indicator.map(str::to_string),
-    }
+    Finding { rule: rule.to_string(), detail: detail.into(), weight: default_weight(rule), indicator: indicator.map(str::to_string) }
 }
 
 /// The sum of the findings' weights clamped to 0..=100.

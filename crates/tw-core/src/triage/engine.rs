@@ -202,9 +202,8 @@ pub fn run(
     for step in &playbook.steps {
         let started = Instant::now();
         let fail = |message: String| TriageError::Step { step: step.name.clone(), message };
-        let spec = actions::find(&step.action).ok_or_else(|| {
-            fail(format!("unknown action '{}' (built-in actions: {})", step.action, actions::action_names().join(", ")))
-        })?;
+        let spec = actions::find(&step.action)
+            .ok_or_else(|| fail(format!("unknown action '{}' (built-in actions: {})", step.action, actions::action_names().join(", "))))?;
         ctx["triage"] = state.as_json();
         if let Some(when) = &step.when {
             let cond = expr::parse_expr(condition_source(when)).map_err(|e| fail(format!("bad condition: {e}")))?;

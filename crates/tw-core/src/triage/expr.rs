@@ -651,9 +651,7 @@ pub fn resolve(v: &Value, ctx: &Value) -> Result<Value, ExprError> {
     Ok(match v {
         Value::String(s) if has_template(s) => parse_template(s)?.render(ctx),
         Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, ctx)).collect::<Result<_, _>>()?),
-        Value::Object(o) => {
-            Value::Object(o.iter().map(|(k, v)| Ok((k.clone(), resolve(v, ctx)?))).collect::<Result<_, ExprError>>()?)
-        }
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| Ok((k.clone(), resolve(v, ctx)?))).collect::<Result<_, ExprError>>()?),
         other => other.clone(),
     })
 }

@@ -45,10 +45,7 @@ pub const ASSETS_FILE: &str = "assets.yaml";
 impl Intel {
     /// Parses a list file: one indicator a line, `#` comments, blank lines ignored, lowercased.
     pub fn parse_list(text: &str) -> HashSet<String> {
-        text.lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim().to_ascii_lowercase())
-            .filter(|l| !l.is_empty())
-            .collect()
+        text.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect()
     }
 
     /// Parses `assets.yaml`: a mapping of host name to `{criticality, owner?, tags?}` (or just a
@@ -107,7 +104,10 @@ mod tests {
 
     #[test]
     fn assets_under_a_key_or_at_the_top() {
-        let a = Intel::parse_assets("assets:\n  WORKSTATION-01: {criticality: high, owner: finance}\n  dc01.corp.example: {criticality: Critical}\n").unwrap();
+        let a = Intel::parse_assets(
+            "assets:\n  WORKSTATION-01: {criticality: high, owner: finance}\n  dc01.corp.example: {criticality: Critical}\n",
+        )
+        .unwrap();
         assert_eq!(a.len(), 2);
         assert_eq!(a["workstation-01"].criticality, Criticality::High);
         assert_eq!(a["workstation-01"].owner.as_deref(), Some("finance"));

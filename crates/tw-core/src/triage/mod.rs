@@ -8,7 +8,7 @@ pub mod expr;
 pub mod intel;
 pub mod playbook;
 
-pub use engine::{Finding, Recommendation, TraceStep, TriageError, TriageIncident, TriageOutcome, Verdict, run};
 pub use actions::action_names;
+pub use engine::{Finding, Recommendation, TraceStep, TriageError, TriageIncident, TriageOutcome, Verdict, run};
 pub use intel::{Asset, Criticality, Intel};
 pub use playbook::{Playbook, PlaybookError, Step, builtin, builtin_names, builtin_yaml, parse_playbook};

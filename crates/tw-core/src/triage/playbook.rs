@@ -64,9 +64,8 @@ impl std::fmt::Display for PlaybookError {
 }
 
 /// The fields of a triage incident a template may read (`incident.<field>`).
-pub const INCIDENT_FIELDS: &[&str] = &[
-    "id", "incident_number", "title", "description", "severity", "source", "format", "event_type", "external_id", "entities", "raw",
-];
+pub const INCIDENT_FIELDS: &[&str] =
+    &["id", "incident_number", "title", "description", "severity", "source", "format", "event_type", "external_id", "entities", "raw"];
 /// The running triage state a template may read (`triage.<field>`).
 pub const TRIAGE_FIELDS: &[&str] = &["score", "verdict", "severity", "findings", "recommendations"];
 
@@ -212,7 +211,9 @@ impl Scope<'_> {
                 _ => Ok(()),
             },
             "triage" => match second {
-                Some(f) if !TRIAGE_FIELDS.contains(&f) => Err(format!("'{path}': triage has no field '{f}' (fields: {})", TRIAGE_FIELDS.join(", "))),
+                Some(f) if !TRIAGE_FIELDS.contains(&f) => {
+                    Err(format!("'{path}': triage has no field '{f}' (fields: {})", TRIAGE_FIELDS.join(", ")))
+                }
                 _ => Ok(()),
             },
             other => Err(format!("unknown reference '{other}' (use incident.*, variables.*, steps.<output>.* or triage.*)")),
@@ -353,7 +354,12 @@ fn validate(top: &Map<String, Value>, errs: &mut Errors) -> Playbook {
         };
         let spec = actions::find(&action);
         if spec.is_none() && !action.is_empty() {
-            errs.step(i, &step_name, "action", format!("unknown action '{action}' (built-in actions: {})", actions::action_names().join(", ")));
+            errs.step(
+                i,
+                &step_name,
+                "action",
+                format!("unknown action '{action}' (built-in actions: {})", actions::action_names().join(", ")),
+            );
         }
         let parameters: BTreeMap<String, Value> = match obj.get("parameters") {
             None | Some(Value::Null) => BTreeMap::new(),
@@ -515,21 +521,27 @@ steps:
         assert!(has(Some("#3"), "name", "required"));
         assert!(has(Some("#3"), "when", "unknown reference 'bogus'"));
         assert!(has(Some("last"), "parameters.urls", "incident has no field 'titel'"));
-        let line = |field: &str, step: Option<&str>| errs.iter().find(|e| e.field == field && e.step.as_deref() == step).and_then(|e| e.line);
+        let line =
+            |field: &str, step: Option<&str>| errs.iter().find(|e| e.field == field && e.step.as_deref() == step).and_then(|e| e.line);
         assert_eq!(line("name", None), Some(1));
         assert_eq!(line("color", None), None);
         assert_eq!(line("action", Some("first")), Some(7));
         assert_eq!(line("parameters.extra", Some("first")), Some(13));
         assert_eq!(line("when", Some("first")), Some(14));
         let shown = errs.iter().find(|e| e.field == "parameters.extra").unwrap().to_string();
-        assert_eq!(shown, "line 13: step 'first': parameters.extra: unknown parameter for action 'recommend' (expected: action, reason, target)");
+        assert_eq!(
+            shown,
+            "line 13: step 'first': parameters.extra: unknown parameter for action 'recommend' (expected: action, reason, target)"
+        );
     }
 
     #[test]
     fn references_must_be_declared_and_earlier() {
         let ok = "name: ok\nvariables: {w: {a: 1}}\nsteps:\n  - name: a\n    action: extract_indicators\n    output: ind\n  - name: b\n    action: check_urls\n    parameters: {urls: '{{ steps.ind.urls }}'}\n    when: \"{{ variables.w.a > 0 and triage.score == 0 }}\"\n";
         parse_playbook(ok).unwrap();
-        let errs = errors("name: x\nsteps:\n  - name: a\n    action: check_urls\n    parameters: {urls: '{{ steps.ind.urls }}'}\n  - name: b\n    action: extract_indicators\n    output: ind\n");
+        let errs = errors(
+            "name: x\nsteps:\n  - name: a\n    action: check_urls\n    parameters: {urls: '{{ steps.ind.urls }}'}\n  - name: b\n    action: extract_indicators\n    output: ind\n",
+        );
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert_eq!(errs[0].field, "parameters.urls");
     }

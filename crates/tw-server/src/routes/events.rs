@@ -1,12 +1,12 @@
 //! Deliveries: `GET /api/webhooks/:source/events` (recent deliveries of a source) and
 //! `GET /api/deliveries/:request_id` (one, with its body).
 
+use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::routes::schemas;
 use crate::state::AppState;
-use crate::ApiError;
-use axum::extract::{Path, Query, State};
 use axum::Json;
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tw_core::SourceName;
@@ -33,7 +33,12 @@ pub struct EventsParams {
         (status = 422, description = "`validation_error`: a bad `status` or `tail`", body = schemas::ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Path(source): Path<String>, Query(p): Query<EventsParams>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: ReadAccess,
+    Path(source): Path<String>,
+    Query(p): Query<EventsParams>,
+) -> Result<Json<Value>, ApiError> {
     let name = SourceName::parse(&source).map_err(|_| ApiError::UnknownSource(source.chars().take(64).collect()))?;
     state.store.get_source(&name).await?.ok_or_else(|| ApiError::UnknownSource(name.to_string()))?;
     let filter = match p.status.as_deref() {
@@ -44,7 +49,11 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Path(source)
     };
     let tail = match p.tail.as_deref().filter(|t| !t.is_empty()) {
         None => 50,
-        Some(t) => t.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::field("tail", "must be a whole number from 1 to 1000"))?,
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::field("tail", "must be a whole number from 1 to 1000"))?,
     };
     let items = state.store.list_deliveries(&name, filter, tail).await?;
     Ok(Json(json!({"data": items})))
@@ -65,10 +74,9 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Path(source)
     )
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let d = state
-        .store
-        .get_delivery(&request_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("No delivery with request id '{}'", request_id.chars().take(128).collect::<String>())))?;
+    let d =
+        state.store.get_delivery(&request_id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("No delivery with request id '{}'", request_id.chars().take(128).collect::<String>()))
+        })?;
     Ok(Json(serde_json::to_value(d).unwrap_or_default()))
 }

@@ -1,15 +1,15 @@
 //! `GET /api/incidents`, `GET /api/incidents/:id` (uuid or INC number), `.../raw`.
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
+use crate::routes::schemas;
 use crate::routes::{PageQuery, page_meta};
 use crate::state::AppState;
-use crate::ApiError;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tw_core::{Severity, SourceName};
@@ -48,12 +48,10 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         tw_store::Page { page: 1, per_page: 1 }
     });
     let nonempty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-    let source = nonempty(&q.source).and_then(|s| {
-        SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok()
-    });
-    let severity = nonempty(&q.severity).and_then(|s| {
-        s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok()
-    });
+    let source =
+        nonempty(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
+    let severity =
+        nonempty(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
     let status = nonempty(&q.status);
     if let Some(s) = &status {
         if !STATUSES.contains(&s.as_str()) {
@@ -68,9 +66,9 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
-    let key: IncidentKey = id
-        .parse()
-        .map_err(|_| ApiError::NotFound(format!("Incident '{}' not found (use its id or INC number)", id.chars().take(80).collect::<String>())))?;
+    let key: IncidentKey = id.parse().map_err(|_| {
+        ApiError::NotFound(format!("Incident '{}' not found (use its id or INC number)", id.chars().take(80).collect::<String>()))
+    })?;
     state.store.get_incident(&key).await?.ok_or_else(|| ApiError::NotFound(format!("Incident '{id}' not found")))
 }
 
@@ -90,7 +88,10 @@ async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let incident = load(&state, &id).await?;
-    let raw = incident.raw.as_deref().map(|b| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())));
+    let raw = incident
+        .raw
+        .as_deref()
+        .map(|b| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())));
     let mut v = serde_json::to_value(&incident).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         obj.insert("raw_payload".into(), raw.unwrap_or(Value::Null));

@@ -4,16 +4,16 @@
 //! source known and enabled, body size, signature and timestamp, HMAC, JSON, then either the
 //! incident is committed (sync) or the raw event is (async, or when the sync path is saturated).
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::metrics::UNREGISTERED;
 use crate::routes::request_id;
+use crate::routes::schemas;
 use crate::state::AppState;
-use crate::ApiError;
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
@@ -29,7 +29,6 @@ struct Delivered {
     /// The severity of a newly created incident.
     created: Option<tw_core::Severity>,
     duplicate: bool,
-    body_len: Option<u64>,
 }
 
 /// What the request revealed before it ended, for the delivery record.
@@ -73,76 +72,96 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 )]
 pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let received_at = state.clock.now();
     let rid = request_id(&headers);
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut seen = Seen::default();
-    let result = handle(&state, &source, &headers, body, &rid, &mut seen).await;
-    let registered = seen.source.clone();
-    let (mut resp, code, done) = match result {
+    let (mut resp, code, done) = match handle(&state, &source, &headers, body, &rid, &mut seen).await {
         Ok((resp, done)) => (resp, None, done),
         Err(e) => {
             let code = e.code();
             (e.into_response(), Some(code), Delivered::default())
         }
     };
-    let status = resp.status().as_u16();
-    // Metric labels and the log's source come only from registered names; anything else is
-    // attacker-chosen text: counted as _unregistered and logged escaped, apart.
-    let (logged_source, unregistered) = match &registered {
+    let body_len = seen.body.as_ref().map(|b| b.len() as u64).or(declared_len);
+    let request = Request { rid: &rid, requested: &source, received_at, started, status: resp.status().as_u16(), code, body_len };
+    report(&state, &request, &done, seen);
+    if let Ok(v) = header::HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// One finished intake request, as it is counted, recorded and logged.
+struct Request<'a> {
+    rid: &'a str,
+    /// The source name as the URL gave it (not trusted).
+    requested: &'a str,
+    received_at: chrono::DateTime<chrono::Utc>,
+    started: Instant,
+    status: u16,
+    code: Option<&'static str>,
+    body_len: Option<u64>,
+}
+
+/// Counts the request in the metrics, records the delivery (registered sources only), and writes
+/// its log line. Labels and the log's `source` come only from registered names; anything else is
+/// attacker-chosen text, counted as `_unregistered` and logged escaped, apart.
+fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
+    let latency = r.started.elapsed();
+    let (source, unregistered) = match &seen.source {
         Some(name) => (name.as_str(), None),
-        None => (UNREGISTERED, Some(truncate(&source, 64))),
+        None => (UNREGISTERED, Some(truncate(r.requested, 64))),
     };
     let m = &state.metrics;
-    m.count("webhook_received_total", &[("source", logged_source)], 1);
-    if let Some(code) = code {
-        m.count("webhook_errors_total", &[("source", logged_source), ("code", code)], 1);
+    m.count("webhook_received_total", &[("source", source)], 1);
+    if let Some(code) = r.code {
+        m.count("webhook_errors_total", &[("source", source), ("code", code)], 1);
     }
-    let status_text = status.to_string();
-    m.observe("webhook_request_duration_seconds", &[("source", logged_source), ("status", &status_text)], started.elapsed().as_secs_f64());
-    if let Some(len) = done.body_len.or(declared_len) {
-        m.observe("webhook_payload_bytes", &[("source", logged_source)], len as f64);
+    m.observe("webhook_request_duration_seconds", &[("source", source), ("status", &r.status.to_string())], latency.as_secs_f64());
+    if let Some(len) = r.body_len {
+        m.observe("webhook_payload_bytes", &[("source", source)], len as f64);
     }
     if let Some(sev) = done.created {
-        m.count("incidents_created_total", &[("source", logged_source), ("severity", sev.as_str())], 1);
+        m.count("incidents_created_total", &[("source", source), ("severity", sev.as_str())], 1);
     }
     if done.duplicate {
-        m.count("webhook_duplicates_total", &[("source", logged_source)], 1);
+        m.count("webhook_duplicates_total", &[("source", source)], 1);
     }
-    if let Some(name) = &registered {
+    if let Some(name) = &seen.source {
         let delivery = tw_store::Delivery {
-            request_id: rid.clone(),
+            request_id: r.rid.to_string(),
             source: name.clone(),
-            received_at: state.clock.now(),
-            status,
-            code: code.map(str::to_string),
+            received_at: r.received_at,
+            status: r.status,
+            code: r.code.map(str::to_string),
             incident_id: done.incident.map(|i| i.id),
             incident_number: done.incident.map(|i| i.number),
             queue_id: done.queue_id.clone(),
             duplicate: done.duplicate,
-            body_len: done.body_len.or(seen.body.as_ref().map(|b| b.len() as u64)).or(declared_len),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            body_len: r.body_len,
+            latency_ms: latency.as_secs_f64() * 1000.0,
             raw_payload: None,
         };
         // A refused delivery keeps its body for debugging; an accepted one points at its incident.
-        let body = if code.is_some() { seen.body.map(|b| b.to_vec()) } else { None };
+        let body = match (r.code, seen.body) {
+            (Some(_), Some(b)) => Some(b.slice(..b.len().min(tw_store::DELIVERY_BODY_LIMIT)).to_vec()),
+            _ => None,
+        };
         state.store.record_delivery(delivery, body);
     }
     let incident = done.incident.map(|i| i.number.to_string());
     tracing::info!(
         target: "webhook",
-        request_id = %rid,
-        source = logged_source,
+        request_id = %r.rid,
+        source,
         requested_source = unregistered.as_deref(),
-        status,
-        code = code.unwrap_or("-"),
+        status = r.status,
+        code = r.code.unwrap_or("-"),
         incident = incident.as_deref().unwrap_or("-"),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = latency.as_secs_f64() * 1000.0,
         "webhook delivery"
     );
-    if let Ok(v) = header::HeaderValue::from_str(&rid) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }
 
 async fn handle(
@@ -180,10 +199,8 @@ async fn verified_event(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
-    let body_len = Some(bytes.len() as u64);
+    let bytes =
+        axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
     seen.body = Some(bytes.clone());
 
     let now = state.clock.now();
@@ -215,7 +232,7 @@ async fn verified_event(
         let alert = normalize(source, &value).map_err(ApiError::InvalidPayload)?;
         let body = json!({"status": "ok", "test": true, "source": source.name, "format": alert.format, "title": alert.title,
                           "message": "Signature verified; test event not stored"});
-        return Ok(((StatusCode::OK, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
+        return Ok(((StatusCode::OK, Json(body)).into_response(), Delivered::default()));
     }
 
     let sync_permit = match source.settings.mode {
@@ -239,7 +256,7 @@ async fn verified_event(
         let queue_id = state.store.enqueue(event).await?;
         state.queue_wakeup.notify_one();
         let body = json!({"status": "queued", "queue_id": &queue_id, "message": "Event queued for processing"});
-        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, queue_id: Some(queue_id), ..Default::default() }));
+        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { queue_id: Some(queue_id), ..Default::default() }));
     };
 
     let alert = match normalize(source, &value) {
@@ -255,8 +272,9 @@ async fn verified_event(
                 queue_id: None,
             };
             let id = state.store.dead_letter(letter).await?;
-            let body = json!({"status": "dead_lettered", "dead_letter_id": id, "message": format!("Event stored but not normalized: {reason}")});
-            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { body_len, ..Default::default() }));
+            let body =
+                json!({"status": "dead_lettered", "dead_letter_id": id, "message": format!("Event stored but not normalized: {reason}")});
+            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered::default()));
         }
     };
     let severity = alert.severity;
@@ -279,7 +297,7 @@ async fn verified_event(
     let incident = Some(outcome.incident());
     let created = matches!(outcome, IngestOutcome::Created(_)).then_some(severity);
     let duplicate = matches!(outcome, IngestOutcome::Duplicate { .. });
-    Ok((resp, Delivered { incident, created, duplicate, body_len, queue_id: None }))
+    Ok((resp, Delivered { incident, created, duplicate, queue_id: None }))
 }
 
 /// The response for a created or recognised incident.

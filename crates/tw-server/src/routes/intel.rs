@@ -1,13 +1,13 @@
 //! Local intelligence: `GET /api/intel` (counts) and `POST /api/intel/:list` (add indicators).
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::intel::{counts, list_names};
+use crate::routes::schemas;
 use crate::state::AppState;
-use crate::ApiError;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::Json;
 use serde_json::{Value, json};
 
 /// Indicator counts per list, assets, and the directory they come from.
@@ -43,9 +43,18 @@ pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<V
         (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings", body = schemas::ErrorBody),
     )
 )]
-pub async fn add(State(state): State<AppState>, _auth: AdminAccess, Path(list): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn add(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    Path(list): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     if !list_names().contains(&list.as_str()) {
-        return Err(ApiError::NotFound(format!("Unknown intel list '{}' (known: {})", list.chars().take(40).collect::<String>(), list_names().join(", "))));
+        return Err(ApiError::NotFound(format!(
+            "Unknown intel list '{}' (known: {})",
+            list.chars().take(40).collect::<String>(),
+            list_names().join(", ")
+        )));
     }
     let indicators: Vec<String> = match serde_json::from_slice::<Value>(&body) {
         Ok(v) => match v.get("indicators").and_then(Value::as_array) {

@@ -1,15 +1,15 @@
 //! `GET /api/logs`: recent log records, filtered; `follow=true` streams new ones (server-sent
 //! events) after the tail.
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::AdminAccess;
 use crate::logs::{LogQuery, LogRecord, parse_since};
+use crate::routes::schemas;
 use crate::state::AppState;
-use crate::ApiError;
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -48,18 +48,27 @@ pub struct LogsParams {
     )
 )]
 pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Query<LogsParams>) -> Result<Response, ApiError> {
-    let buffer = state.logs.clone().ok_or_else(|| ApiError::NotFound("This server process does not keep logs (run it with `tw-cli serve`)".into()))?;
+    let buffer = state
+        .logs
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("This server process does not keep logs (run it with `tw-cli serve`)".into()))?;
     let min_level = match p.level.as_deref().filter(|l| !l.is_empty()) {
         None => None,
         Some(l) => Some(l.parse::<tracing::Level>().map_err(|_| ApiError::field("level", "must be trace, debug, info, warn or error"))?),
     };
     let since = match p.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(state.clock.now() - parse_since(s).ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h or 1d"))?),
+        Some(s) => {
+            Some(state.clock.now() - parse_since(s).ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h or 1d"))?)
+        }
     };
     let tail = match p.tail.as_deref().filter(|s| !s.is_empty()) {
         None => 100,
-        Some(t) => t.parse::<usize>().ok().filter(|n| (0..=MAX_TAIL).contains(n)).ok_or_else(|| ApiError::field("tail", format!("must be a whole number from 0 to {MAX_TAIL}")))?,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (0..=MAX_TAIL).contains(n))
+            .ok_or_else(|| ApiError::field("tail", format!("must be a whole number from 0 to {MAX_TAIL}")))?,
     };
     let follow = matches!(p.follow.as_deref(), Some("true" | "1" | "yes"));
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };

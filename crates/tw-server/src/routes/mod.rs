@@ -13,10 +13,10 @@ pub mod schemas;
 pub mod sources;
 pub mod triage;
 
-use crate::state::AppState;
 use crate::ApiError;
-use axum::http::HeaderMap;
+use crate::state::AppState;
 use axum::Router;
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,10 +30,7 @@ pub fn metrics_router(state: AppState) -> Router {
 /// Every route of the API; `/metrics` too unless it is served on its own address.
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let (router, _) = api_routes(with_metrics).split_for_parts();
-    router
-        .fallback(not_found)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+    router.fallback(not_found).layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response)).with_state(state)
 }
 
 /// Every route and its OpenAPI description, from one registration each.

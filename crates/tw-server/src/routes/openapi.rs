@@ -88,9 +88,7 @@ fn finish(doc: &mut utoipa::openapi::OpenApi) {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("tw_<key>")
-                .description(Some(
-                    "An API key from `tw-cli api-key create`. Requirements name the scope: `read` (any key) or `admin`.",
-                ))
+                .description(Some("An API key from `tw-cli api-key create`. Requirements name the scope: `read` (any key) or `admin`."))
                 .build(),
         ),
     );

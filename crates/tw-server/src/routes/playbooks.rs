@@ -4,16 +4,16 @@
 //! Bodies that create or replace a playbook are its YAML text (any Content-Type), or JSON
 //! `{"yaml": "..."}`.
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
+use crate::routes::schemas;
 use crate::state::AppState;
 use crate::triage::{RunError, run_playbook};
-use crate::ApiError;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tw_core::triage::{Playbook, PlaybookError, TriageIncident, builtin_yaml, parse_playbook};
@@ -63,7 +63,14 @@ fn parse_checked(yaml: &str) -> Result<Playbook, ApiError> {
 }
 
 async fn used_by(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> {
-    Ok(state.store.list_sources().await?.into_iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect())
+    Ok(state
+        .store
+        .list_sources()
+        .await?
+        .into_iter()
+        .filter(|s| s.settings.playbook.as_deref() == Some(name))
+        .map(|s| s.name.to_string())
+        .collect())
 }
 
 fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: &[String]) -> Value {
@@ -97,7 +104,9 @@ fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: 
 )]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
     let sources = state.store.list_sources().await?;
-    let users = |name: &str| -> Vec<String> { sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect() };
+    let users = |name: &str| -> Vec<String> {
+        sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect()
+    };
     let mut out = Vec::new();
     for name in tw_core::triage::builtin_names() {
         if let Some(r) = state.playbooks.get(name).await? {
@@ -193,7 +202,12 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
         (status = 422, description = "`validation_error`: the playbook is invalid, or its name is not the one in the path", body = schemas::ErrorBody),
     )
 )]
-pub async fn replace(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn replace(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     if state.playbooks.is_builtin(&name) {
         return Err(ApiError::BuiltinPlaybook(name));
     }
@@ -277,7 +291,12 @@ pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, Api
         (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed", body = schemas::ErrorBody),
     )
 )]
-pub async fn test(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn test(
+    State(state): State<AppState>,
+    _auth: ReadAccess,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => m,
         _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object with a 'payload'".into())),

@@ -1,12 +1,12 @@
 //! `GET /api/webhooks/queue/:queue_id` and `GET /api/dead-letters`.
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::ReadAccess;
+use crate::routes::schemas;
 use crate::routes::{PageQuery, page_meta};
 use crate::state::AppState;
-use crate::ApiError;
-use axum::extract::{Path, Query, State};
 use axum::Json;
+use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tw_core::SourceName;
@@ -55,7 +55,11 @@ pub struct DeadLetterQuery {
         (status = 422, description = "`validation_error`: a bad `source`, `page` or `per_page`", body = schemas::ErrorBody),
     )
 )]
-pub async fn dead_letters(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<DeadLetterQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    _auth: ReadAccess,
+    Query(q): Query<DeadLetterQuery>,
+) -> Result<Json<Value>, ApiError> {
     let page = q.page.parse().map_err(ApiError::fields)?;
     let source = match q.source.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(SourceName::parse(s).map_err(|e| ApiError::field("source", e.to_string()))?),

@@ -4,16 +4,16 @@
 //! Bodies are read as JSON whatever their Content-Type says: the spec's own curl example sends
 //! JSON labelled as a form.
 
-use crate::routes::schemas;
+use crate::ApiError;
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::routes::intake::{TEST_EVENT_TYPE, normalize};
+use crate::routes::schemas;
 use crate::state::AppState;
-use crate::ApiError;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tw_core::signature::{sign, verify_request};
@@ -277,7 +277,12 @@ fn refuse_managed(s: &SourceRecord) -> Result<(), ApiError> {
         (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
     )
 )]
-pub async fn update(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn update(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, false)?;
     let current = load(&state, &name).await?;
@@ -347,7 +352,12 @@ pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name
         (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
     )
 )]
-pub async fn rotate_secret(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, true)?;
     refuse_managed(&load(&state, &name).await?)?;

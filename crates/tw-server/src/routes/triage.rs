@@ -1,13 +1,13 @@
 //! `POST /api/incidents/:id/triage` (run a playbook on demand) and `GET /api/triage/jobs/:id`.
 
-use crate::routes::schemas;
-use crate::auth::{AdminAccess, ReadAccess};
-use crate::state::AppState;
 use crate::ApiError;
+use crate::auth::{AdminAccess, ReadAccess};
+use crate::routes::schemas;
+use crate::state::AppState;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde_json::{Map, Value, json};
 use tw_store::{IncidentKey, StoreError};
 
@@ -29,7 +29,12 @@ use tw_store::{IncidentKey, StoreError};
         (status = 422, description = "`validation_error`: an unknown field or playbook, or no playbook to run", body = schemas::ErrorBody),
     )
 )]
-pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Path<String>, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn run(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -43,12 +48,15 @@ pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Pa
             return Err(ApiError::field(k, format!("unknown field '{k}'")));
         }
     }
-    let key: IncidentKey = id.parse().map_err(|_| ApiError::NotFound(format!("Incident '{}' not found", id.chars().take(80).collect::<String>())))?;
+    let key: IncidentKey =
+        id.parse().map_err(|_| ApiError::NotFound(format!("Incident '{}' not found", id.chars().take(80).collect::<String>())))?;
     let incident = state.store.get_incident(&key).await?.ok_or_else(|| ApiError::NotFound(format!("Incident '{id}' not found")))?;
     let playbook = match body.get("playbook") {
         Some(Value::String(p)) => p.clone(),
         Some(_) => return Err(ApiError::field("playbook", "must be a playbook name")),
-        None => incident.playbook.clone().ok_or_else(|| ApiError::field("playbook", "is required: the incident's source has no playbook"))?,
+        None => {
+            incident.playbook.clone().ok_or_else(|| ApiError::field("playbook", "is required: the incident's source has no playbook"))?
+        }
     };
     if state.playbooks.get(&playbook).await?.is_none() {
         let known = state.playbooks.names().await?.join(", ");
@@ -59,19 +67,20 @@ pub async fn run(State(state): State<AppState>, _auth: AdminAccess, Path(id): Pa
         Some(Value::Object(m)) => m.clone(),
         Some(_) => return Err(ApiError::field("variables", "must be an object")),
     };
-    let job = state
-        .store
-        .enqueue_triage(&IncidentKey::Id(incident.id), &playbook, variables, state.triage.max_attempts)
-        .await
-        .map_err(|e| match e {
-            StoreError::IncidentNotFound(_) => ApiError::NotFound(format!("Incident '{id}' not found")),
-            other => other.into(),
+    let job =
+        state.store.enqueue_triage(&IncidentKey::Id(incident.id), &playbook, variables, state.triage.max_attempts).await.map_err(|e| {
+            match e {
+                StoreError::IncidentNotFound(_) => ApiError::NotFound(format!("Incident '{id}' not found")),
+                other => other.into(),
+            }
         })?;
     state.triage_wakeup.notify_one();
     tracing::info!(target: "triage", job_id = %job.job_id, incident = %incident.incident_number, playbook = %playbook, "triage requested");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"job_id": job.job_id, "status": job.status, "incident_id": incident.id, "incident_number": incident.incident_number, "playbook": playbook})),
+        Json(
+            json!({"job_id": job.job_id, "status": job.status, "incident_id": incident.id, "incident_number": incident.incident_number, "playbook": playbook}),
+        ),
     ))
 }
 

@@ -15,7 +15,8 @@ use tw_core::{Format, IncidentNumber, Secret, Severity, SourceMode, SourceName};
 use uuid::Uuid;
 pub use writer::Writer;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql")), (2, include_str!("schema_v2.sql")), (3, include_str!("schema_v3.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("schema_v1.sql")), (2, include_str!("schema_v2.sql")), (3, include_str!("schema_v3.sql"))];
 const KEY_CHECK_AAD: &str = "tw-key-check";
 const KEY_CHECK_TEXT: &str = "tw master key check";
 /// Read connections kept open for reuse.
@@ -75,11 +76,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         check_key(&conn, &key)?;
         let writer = Writer::spawn(conn, observer).map_err(|e| StoreError::Config(format!("cannot start writer: {e}")))?;
-        Ok(SqliteStore {
-            writer,
-            reads: Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }),
-            key: Arc::new(key),
-        })
+        Ok(SqliteStore { writer, reads: Arc::new(ReadPool { path: path.to_path_buf(), idle: Mutex::new(Vec::new()) }), key: Arc::new(key) })
     }
 
     /// Parses `sqlite://PATH` (also `sqlite:PATH`) into a path.
@@ -751,7 +748,13 @@ impl Store for SqliteStore {
                         conn.execute(
                             "UPDATE queue SET status = 'processed', incident_id = ?2, incident_number = ?3, duplicate = ?4, \
                              processed_at = ?5, lease_until = NULL WHERE id = ?1",
-                            params![id, inc.id.to_string(), inc.number.to_string(), matches!(outcome, IngestOutcome::Duplicate { .. }), now],
+                            params![
+                                id,
+                                inc.id.to_string(),
+                                inc.number.to_string(),
+                                matches!(outcome, IngestOutcome::Duplicate { .. }),
+                                now
+                            ],
                         )?;
                     }
                     Err(reason) => {
@@ -876,10 +879,12 @@ impl Store for SqliteStore {
         self.writer
             .write(move |conn| {
                 let id: Option<String> = match &key {
-                    IncidentKey::Id(id) => conn.query_row("SELECT id FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0)).optional()?,
-                    IncidentKey::Number(n) => {
-                        conn.query_row("SELECT id FROM incidents WHERE year = ?1 AND seq = ?2", params![n.year, n.seq], |r| r.get(0)).optional()?
+                    IncidentKey::Id(id) => {
+                        conn.query_row("SELECT id FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0)).optional()?
                     }
+                    IncidentKey::Number(n) => conn
+                        .query_row("SELECT id FROM incidents WHERE year = ?1 AND seq = ?2", params![n.year, n.seq], |r| r.get(0))
+                        .optional()?,
                 };
                 let id = id.ok_or_else(|| StoreError::IncidentNotFound(format!("{key:?}")))?;
                 let uuid = Uuid::parse_str(&id).map_err(corrupt("incident id"))?;
@@ -1006,7 +1011,10 @@ impl Store for SqliteStore {
         self.writer
             .write(|conn| {
                 let q = conn.execute("UPDATE queue SET status = 'pending', lease_until = NULL WHERE status = 'processing'", [])?;
-                let j = conn.execute("UPDATE triage_jobs SET lease_until = ?1 WHERE status = 'running'", [ts(Utc::now() - chrono::Duration::seconds(1))])?;
+                let j = conn.execute(
+                    "UPDATE triage_jobs SET lease_until = ?1 WHERE status = 'running'",
+                    [ts(Utc::now() - chrono::Duration::seconds(1))],
+                )?;
                 Ok((q as u64, j as u64))
             })
             .await
@@ -1033,10 +1041,19 @@ impl Store for SqliteStore {
         self.read(move |conn, _| {
             let row = conn
                 .query_row("SELECT name, yaml, origin, created_at, updated_at FROM playbooks WHERE name = ?1", [&name], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
                 })
                 .optional()?;
-            row.map(|(name, yaml, origin, c, u)| Ok(StoredPlaybook { name, yaml, origin, created_at: parse_ts(&c)?, updated_at: parse_ts(&u)? })).transpose()
+            row.map(|(name, yaml, origin, c, u)| {
+                Ok(StoredPlaybook { name, yaml, origin, created_at: parse_ts(&c)?, updated_at: parse_ts(&u)? })
+            })
+            .transpose()
         })
         .await
     }
@@ -1061,8 +1078,10 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.writer
             .write(move |conn| {
-                let users: Vec<String> =
-                    conn.prepare("SELECT name FROM sources WHERE playbook = ?1 ORDER BY name")?.query_map([&name], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let users: Vec<String> = conn
+                    .prepare("SELECT name FROM sources WHERE playbook = ?1 ORDER BY name")?
+                    .query_map([&name], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
                 if !users.is_empty() {
                     return Err(StoreError::PlaybookInUse { name, sources: users });
                 }
@@ -1072,7 +1091,13 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_key(&self, name: &str, scope: Scope, hash: [u8; 32], prefix: &str) -> Result<ApiKeyRecord, StoreError> {
-        let record = ApiKeyRecord { id: Uuid::now_v7().to_string(), name: name.to_string(), prefix: prefix.to_string(), scope, created_at: Utc::now() };
+        let record = ApiKeyRecord {
+            id: Uuid::now_v7().to_string(),
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+            scope,
+            created_at: Utc::now(),
+        };
         let r = record.clone();
         self.writer
             .write(move |conn| {
@@ -1089,11 +1114,15 @@ impl Store for SqliteStore {
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(move |conn, _| {
             let row = conn
-                .query_row(
-                    "SELECT id, name, prefix, scope, created_at FROM api_keys WHERE hash = ?1 AND revoked = 0",
-                    [&hash[..]],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?)),
-                )
+                .query_row("SELECT id, name, prefix, scope, created_at FROM api_keys WHERE hash = ?1 AND revoked = 0", [&hash[..]], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
                 .optional()?;
             row.map(|(id, name, prefix, scope, created_at)| {
                 Ok(ApiKeyRecord { id, name, prefix, scope: scope.parse().map_err(corrupt("scope"))?, created_at: parse_ts(&created_at)? })

@@ -3,8 +3,8 @@
 //! does not undo the others), commits, and only then answers each caller.
 
 use crate::{CommitObserver, StoreError};
-use std::sync::Arc;
 use rusqlite::{Connection, TransactionBehavior};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Called once the batch's commit has finished, with its result.

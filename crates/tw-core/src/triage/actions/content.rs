@@ -8,21 +8,66 @@ use serde_json::json;
 
 /// Known URL shorteners.
 pub const SHORTENERS: &[&str] = &[
-    "bit.ly", "tinyurl.com", "t.co", "goo.gl", "ow.ly", "is.gd", "buff.ly", "rebrand.ly", "cutt.ly", "t.ly", "tiny.cc",
-    "shorturl.at", "rb.gy", "bl.ink", "s.id", "v.gd", "soo.gd", "lnkd.in", "qrco.de", "shorte.st", "adf.ly",
+    "bit.ly",
+    "tinyurl.com",
+    "t.co",
+    "goo.gl",
+    "ow.ly",
+    "is.gd",
+    "buff.ly",
+    "rebrand.ly",
+    "cutt.ly",
+    "t.ly",
+    "tiny.cc",
+    "shorturl.at",
+    "rb.gy",
+    "bl.ink",
+    "s.id",
+    "v.gd",
+    "soo.gd",
+    "lnkd.in",
+    "qrco.de",
+    "shorte.st",
+    "adf.ly",
 ];
 
 /// Top-level domains abused far more than they are used.
 pub const SUSPICIOUS_TLDS: &[&str] = &[
-    "zip", "mov", "top", "xyz", "click", "country", "gq", "tk", "ml", "cf", "ga", "work", "support", "rest", "fit", "link",
-    "live", "cam", "icu", "buzz", "monster", "cyou", "sbs", "quest", "lol", "ru", "su",
+    "zip", "mov", "top", "xyz", "click", "country", "gq", "tk", "ml", "cf", "ga", "work", "support", "rest", "fit", "link", "live", "cam",
+    "icu", "buzz", "monster", "cyou", "sbs", "quest", "lol", "ru", "su",
 ];
 
 /// Words of credential-harvesting pages, looked for in URL paths and queries.
 pub const CREDENTIAL_KEYWORDS: &[&str] = &[
-    "login", "log-in", "logon", "signin", "sign-in", "verify", "verification", "account", "password", "passwd", "update",
-    "secure", "security", "webscr", "auth", "authenticate", "credential", "credentials", "wallet", "unlock", "confirm",
-    "validate", "session", "reset", "owa", "sso", "mfa", "2fa", "billing",
+    "login",
+    "log-in",
+    "logon",
+    "signin",
+    "sign-in",
+    "verify",
+    "verification",
+    "account",
+    "password",
+    "passwd",
+    "update",
+    "secure",
+    "security",
+    "webscr",
+    "auth",
+    "authenticate",
+    "credential",
+    "credentials",
+    "wallet",
+    "unlock",
+    "confirm",
+    "validate",
+    "session",
+    "reset",
+    "owa",
+    "sso",
+    "mfa",
+    "2fa",
+    "billing",
 ];
 
 /// Social-engineering cues by category: (finding rule, output key, phrases).
@@ -31,38 +76,109 @@ pub const TEXT_CUES: &[(&str, &str, &[&str])] = &[
         "text_urgency",
         "urgency",
         &[
-            "urgent", "urgently", "immediately", "immediate action", "within 24 hours", "within 48 hours", "action required",
-            "action needed", "suspended", "will be suspended", "final notice", "final warning", "expires today", "as soon as possible",
-            "asap", "last chance", "deactivated", "locked",
+            "urgent",
+            "urgently",
+            "immediately",
+            "immediate action",
+            "within 24 hours",
+            "within 48 hours",
+            "action required",
+            "action needed",
+            "suspended",
+            "will be suspended",
+            "final notice",
+            "final warning",
+            "expires today",
+            "as soon as possible",
+            "asap",
+            "last chance",
+            "deactivated",
+            "locked",
         ],
     ),
     (
         "text_payment",
         "payment",
         &[
-            "invoice", "overdue", "wire transfer", "payment", "gift card", "gift cards", "bank details", "bank account",
-            "remittance", "outstanding balance", "purchase order", "refund", "swift", "iban",
+            "invoice",
+            "overdue",
+            "wire transfer",
+            "payment",
+            "gift card",
+            "gift cards",
+            "bank details",
+            "bank account",
+            "remittance",
+            "outstanding balance",
+            "purchase order",
+            "refund",
+            "swift",
+            "iban",
         ],
     ),
     (
         "text_credentials",
         "credentials",
         &[
-            "password", "verify your account", "verify your identity", "confirm your account", "login", "log in", "sign in",
-            "credentials", "mfa", "one-time code", "2fa", "reset your password", "username", "security code",
+            "password",
+            "verify your account",
+            "verify your identity",
+            "confirm your account",
+            "login",
+            "log in",
+            "sign in",
+            "credentials",
+            "mfa",
+            "one-time code",
+            "2fa",
+            "reset your password",
+            "username",
+            "security code",
         ],
     ),
 ];
 
 /// Names that only malware and attack tools carry.
 pub const MALICIOUS_NAME_KEYWORDS: &[&str] = &[
-    "ransom", "mimikatz", "cobalt", "cobaltstrike", "beacon", "trojan", "credential dump", "credential theft", "lsass",
-    "meterpreter", "metasploit", "keylogger", "backdoor", "rootkit", "cryptolocker", "wannacry", "emotet", "qakbot",
-    "trickbot", "icedid", "lockbit", "ryuk", "blackcat", "shadow cop", "vssadmin delete", "procdump",
-    "sekurlsa", "rubeus", "bloodhound", "sharphound", "lazagne", "wiper", "infostealer", "stealer", "webshell",
+    "ransom",
+    "mimikatz",
+    "cobalt",
+    "cobaltstrike",
+    "beacon",
+    "trojan",
+    "credential dump",
+    "credential theft",
+    "lsass",
+    "meterpreter",
+    "metasploit",
+    "keylogger",
+    "backdoor",
+    "rootkit",
+    "cryptolocker",
+    "wannacry",
+    "emotet",
+    "qakbot",
+    "trickbot",
+    "icedid",
+    "lockbit",
+    "ryuk",
+    "blackcat",
+    "shadow cop",
+    "vssadmin delete",
+    "procdump",
+    "sekurlsa",
+    "rubeus",
+    "bloodhound",
+    "sharphound",
+    "lazagne",
+    "wiper",
+    "infostealer",
+    "stealer",
+    "webshell",
 ];
 
-const DOCUMENT_EXTS: &[&str] = &["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "txt", "rtf", "jpg", "jpeg", "png", "gif", "csv", "zip", "html", "htm"];
+const DOCUMENT_EXTS: &[&str] =
+    &["pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "txt", "rtf", "jpg", "jpeg", "png", "gif", "csv", "zip", "html", "htm"];
 const EXECUTABLE_EXTS: &[&str] =
     &["exe", "scr", "com", "pif", "bat", "cmd", "js", "jse", "vbs", "vbe", "wsf", "hta", "lnk", "ps1", "jar", "msi", "dll", "iso", "img"];
 const SUSPICIOUS_PATHS: &[&str] = &[
@@ -169,9 +285,7 @@ fn base_name(s: &str) -> &str {
 pub fn double_extension(name: &str) -> bool {
     let lower = name.to_lowercase();
     let parts: Vec<&str> = lower.split('.').collect();
-    parts.len() >= 3
-        && EXECUTABLE_EXTS.contains(&parts[parts.len() - 1].trim())
-        && DOCUMENT_EXTS.contains(&parts[parts.len() - 2].trim())
+    parts.len() >= 3 && EXECUTABLE_EXTS.contains(&parts[parts.len() - 1].trim()) && DOCUMENT_EXTS.contains(&parts[parts.len() - 2].trim())
 }
 
 /// `check_file`.
@@ -204,7 +318,11 @@ pub fn check_file(input: &ActionInput) -> ActionOutput {
         }
         let base = base_name(&shown);
         if double_extension(base) {
-            findings.push(finding("file_double_extension", format!("\"{base}\" hides an executable behind a document extension"), Some(base)));
+            findings.push(finding(
+                "file_double_extension",
+                format!("\"{base}\" hides an executable behind a document extension"),
+                Some(base),
+            ));
             doubles.push(base.to_string());
         }
         let is_exe = base.rsplit('.').next().is_some_and(|e| EXECUTABLE_EXTS.contains(&e.to_lowercase().as_str()));
@@ -285,10 +403,7 @@ mod tests {
             json!({"hashes": ["2FD727CC4F93D6122E0C77BBAA05FA82793404156ABA313D82BC39ADFB049D0F", "00"],
                    "names": ["invoice.pdf.exe", "C:\\Users\\Public\\svc.exe", "mimikatz.exe", "report.docx", "C:\\Windows\\System32\\cmd.exe"]}),
         );
-        assert_eq!(
-            rule_names(&out),
-            ["intel_bad_hash", "file_double_extension", "file_suspicious_path", "file_malicious_name"]
-        );
+        assert_eq!(rule_names(&out), ["intel_bad_hash", "file_double_extension", "file_suspicious_path", "file_malicious_name"]);
         assert_eq!(out.findings[1].indicator.as_deref(), Some("invoice.pdf.exe"));
         assert!(run_simple("check_file", json!({})).findings.is_empty());
         assert!(super::double_extension("Invoice.PDF.exe"));

@@ -2,8 +2,8 @@
 //! the decisions built on the findings.
 
 use super::{ActionInput, ActionOutput, boolean, finding, number, score_of, string, strings};
-use crate::triage::{Asset, Recommendation, Verdict};
 use crate::Severity;
+use crate::triage::{Asset, Recommendation, Verdict};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -45,7 +45,10 @@ pub fn asset_criticality(input: &ActionInput) -> ActionOutput {
         let owner = asset.owner.as_deref().map(|o| format!(", owner {o}")).unwrap_or_default();
         findings.push(finding(
             rule,
-            format!("host {host} is a {} asset{owner}", serde_json::to_value(asset.criticality).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            format!(
+                "host {host} is a {} asset{owner}",
+                serde_json::to_value(asset.criticality).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            ),
             Some(&host),
         ));
     }
@@ -167,7 +170,9 @@ mod tests {
     #[test]
     fn assets_by_name_short_name_and_fqdn() {
         let mut intel = intel();
-        intel.assets.insert("dc01.corp.example".into(), Asset { criticality: Criticality::Critical, owner: Some("it".into()), tags: vec![] });
+        intel
+            .assets
+            .insert("dc01.corp.example".into(), Asset { criticality: Criticality::Critical, owner: Some("it".into()), tags: vec![] });
         intel.assets.insert("ws-01".into(), Asset { criticality: Criticality::High, owner: None, tags: vec![] });
         intel.assets.insert("kiosk".into(), Asset { criticality: Criticality::Low, owner: None, tags: vec![] });
         let inc = incident(vec![], json!({}));
@@ -216,7 +221,10 @@ mod tests {
         assert_eq!(out.recommendations.len(), 2);
         assert_eq!(out.recommendations[1].target.as_deref(), Some("b@x.test"));
         let out = run_simple("recommend", json!({"action": "isolate_host", "target": "FS-02", "reason": "r"}));
-        assert_eq!(out.recommendations, [Recommendation { action: "isolate_host".into(), target: Some("FS-02".into()), reason: "r".into() }]);
+        assert_eq!(
+            out.recommendations,
+            [Recommendation { action: "isolate_host".into(), target: Some("FS-02".into()), reason: "r".into() }]
+        );
         let out = run_simple("recommend", json!({"action": "escalate", "target": null, "reason": "r"}));
         assert_eq!(out.recommendations[0].target, None);
         assert!(run_simple("recommend", json!({"reason": "no action"})).recommendations.is_empty());

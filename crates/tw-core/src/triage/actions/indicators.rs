@@ -1,8 +1,8 @@
 //! `extract_indicators` and `lookup_intel`.
 
 use super::{ActionInput, ActionOutput, OrderedSet, boolean, cap, finding, strings};
-use crate::formats::entities::{self, EntitySet, as_domain, as_email, as_ip, norm_key, url_host};
 use crate::EntityKind;
+use crate::formats::entities::{self, EntitySet, as_domain, as_email, as_ip, norm_key, url_host};
 use serde_json::{Map, Value, json};
 
 /// How many raw values the subject/body/display-name scan visits at most.

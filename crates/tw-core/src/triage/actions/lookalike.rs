@@ -79,8 +79,7 @@ pub fn brand_of(domain: &str) -> &str {
         1 => labels[0],
         n => {
             let sld = labels[n - 2];
-            if n >= 3 && labels[n - 1].len() == 2 && matches!(sld, "co" | "com" | "net" | "org" | "gov" | "ac" | "edu" | "ne" | "or")
-            {
+            if n >= 3 && labels[n - 1].len() == 2 && matches!(sld, "co" | "com" | "net" | "org" | "gov" | "ac" | "edu" | "ne" | "or") {
                 labels[n - 3]
             } else {
                 sld
@@ -97,7 +96,8 @@ pub fn normalize_domain(d: &str) -> String {
 /// Whether `host` is `protected` or one of its subdomains.
 pub fn is_within(host: &str, protected: &str) -> bool {
     !protected.is_empty()
-        && (host == protected || (host.len() > protected.len() && host.ends_with(protected) && host[..host.len() - protected.len()].ends_with('.')))
+        && (host == protected
+            || (host.len() > protected.len() && host.ends_with(protected) && host[..host.len() - protected.len()].ends_with('.')))
 }
 
 /// Whether `host` belongs to any protected domain.
@@ -192,7 +192,16 @@ mod tests {
     #[test]
     fn lookalikes_are_found() {
         let p = prot();
-        for host in ["examp1e.com", "rnicrosoft.com", "exarnple.com", "examp1e-login.top", "secure.example.net", "ехаmple.com", "micros0ft-support.xyz", "acme.com"] {
+        for host in [
+            "examp1e.com",
+            "rnicrosoft.com",
+            "exarnple.com",
+            "examp1e-login.top",
+            "secure.example.net",
+            "ехаmple.com",
+            "micros0ft-support.xyz",
+            "acme.com",
+        ] {
             assert!(lookalike(host, &p, 2).is_some(), "{host}");
         }
     }
@@ -200,7 +209,16 @@ mod tests {
     #[test]
     fn protected_and_unrelated_are_not() {
         let p = prot();
-        for host in ["example.com", "mail.example.com", "EXAMPLE.COM.", "login.microsoft.com", "contoso.com", "github.com", "amazon.com", "bank.example"] {
+        for host in [
+            "example.com",
+            "mail.example.com",
+            "EXAMPLE.COM.",
+            "login.microsoft.com",
+            "contoso.com",
+            "github.com",
+            "amazon.com",
+            "bank.example",
+        ] {
             assert!(lookalike(host, &p, 2).is_none(), "{host}");
         }
         assert!(lookalike("examp1e.com", &[], 2).is_none());

@@ -77,10 +77,7 @@ pub(crate) fn has_word(text: &str, word: &str) -> bool {
 
 /// Domains of e-mail addresses written inside a display name (`"ceo@example.com" <x@evil>`).
 fn emails_in(text: &str) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || "<>()\"',;[]".contains(c))
-        .filter(|t| t.contains('@'))
-        .filter_map(email_domain)
-        .collect()
+    text.split(|c: char| c.is_whitespace() || "<>()\"',;[]".contains(c)).filter(|t| t.contains('@')).filter_map(email_domain).collect()
 }
 
 /// `check_sender`.
@@ -120,11 +117,7 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
             internal_count += 1;
         }
         if let Some(l) = lookalike(&domain, &protected, max_distance) {
-            findings.push(finding(
-                "sender_lookalike_domain",
-                format!("sender {addr}: domain {domain} {}", l.reason),
-                Some(&domain),
-            ));
+            findings.push(finding("sender_lookalike_domain", format!("sender {addr}: domain {domain} {}", l.reason), Some(&domain)));
             lookalikes.push(json!({"domain": domain, "protected": l.protected, "reason": l.reason}));
         }
         if is_punycode(&domain) {
@@ -219,7 +212,12 @@ mod tests {
         assert_eq!(out.findings[0].rule, "sender_lookalike_domain");
         assert!(out.findings[0].detail.contains("microsoft.com"), "{}", out.findings[0].detail);
         // The distance threshold is a parameter.
-        assert!(check(json!({"senders": ["a@exannple.com"], "max_distance": 0})).findings.iter().all(|f| f.rule != "sender_lookalike_domain" || f.detail.contains("confusable")));
+        assert!(
+            check(json!({"senders": ["a@exannple.com"], "max_distance": 0}))
+                .findings
+                .iter()
+                .all(|f| f.rule != "sender_lookalike_domain" || f.detail.contains("confusable"))
+        );
     }
 
     #[test]
