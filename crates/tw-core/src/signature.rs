@@ -248,4 +248,28 @@ mod tests {
         assert_eq!(VerifyError::TimestampExpired(300).to_string(), "Webhook timestamp is too old (>5 minutes)");
         assert_eq!(VerifyError::InvalidSignature.to_string(), "Webhook signature verification failed");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_headers_never_panic(header in ".{0,300}", ts in ".{0,30}", body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse_signature_header(&header);
+            let _ = verify_request(&[&Secret::new("s3cret-key")], 300, NOW, Some(&ts), Some(&header), &body);
+        }
+
+        #[test]
+        fn any_signed_body_verifies_and_any_change_fails(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..2000),
+            secret in "[ -~]{8,64}",
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let s = Secret::new(secret);
+            let ts = NOW.to_string();
+            let header = format!("sha256={}", sign(&s, &ts, &body));
+            proptest::prop_assert_eq!(verify_request(&[&s], 300, NOW, Some(&ts), Some(&header), &body), Ok(NOW));
+            let mut changed = body.clone();
+            let i = flip % changed.len();
+            changed[i] ^= 1;
+            proptest::prop_assert_eq!(verify_request(&[&s], 300, NOW, Some(&ts), Some(&header), &changed), Err(VerifyError::InvalidSignature));
+        }
+    }
 }

@@ -416,7 +416,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     let body = serde_json::to_vec(&test_event(&name, now)).unwrap_or_default();
     let ts = now.timestamp().to_string();
     let signature = format!("sha256={}", sign(&source.secret, &ts, &body));
-    let mut checks = vec![json!({"check": "registered", "ok": true})];
+    let mut checks = vec![json!({"check": "registered", "ok": true, "detail": format!("source {name} exists")})];
     let mut ok = true;
     let mut push = |check: &str, result: Result<String, String>| {
         let passed = result.is_ok();
