@@ -555,3 +555,37 @@ fn sigkill_while_triaging_then_restart_finishes_every_job() {
     }
     assert_eq!(jobs.len(), N, "one job per incident");
 }
+
+#[test]
+fn intel_add_sets_asset_criticality_that_triage_uses() {
+    let (_tmp, data) = workdir();
+    std::fs::create_dir_all(data.join("intel")).unwrap();
+    std::fs::write(data.join("intel/assets.yaml"), "assets:\n  ws-7: {criticality: low, owner: finance}\n").unwrap();
+    let server = ServerProcess::start(&data, &[], &[]);
+    let admin = new_key(&data, "admin");
+    let run = |args: &[&str]| tw().env("TW_URL", &server.url).env("TW_API_KEY", &admin).args(args).output().unwrap();
+    let out = ok(run(&["intel", "add", "--list", "assets", "FS-02=critical", "ws-7=High"]));
+    assert!(out.contains("Added 2"), "{out}");
+    let v = ok_json(run(&["intel", "list", "-o", "json"]));
+    assert_eq!(v["counts"]["assets"], 2);
+    // The rewritten file parses, keeps the owner, and has the new values.
+    let text = std::fs::read_to_string(data.join("intel/assets.yaml")).unwrap();
+    let assets = tw_core::triage::Intel::parse_assets(&text).unwrap();
+    assert_eq!(assets["fs-02"].criticality, tw_core::triage::Criticality::Critical);
+    assert_eq!(assets["ws-7"].criticality, tw_core::triage::Criticality::High);
+    assert_eq!(assets["ws-7"].owner.as_deref(), Some("finance"));
+    // Setting the same value again changes nothing; bad entries are refused with the reason.
+    assert!(ok(run(&["intel", "add", "--list", "assets", "fs-02=critical"])).contains("Added 0"));
+    fails(run(&["intel", "add", "--list", "assets", "fs-02"]), &["validation_error", "HOST=CRITICALITY"]);
+    fails(run(&["intel", "add", "--list", "assets", "fs-02=urgent"]), &["validation_error", "criticality"]);
+    // A CrowdStrike detection on FS-02 now meets a critical asset.
+    let fixture = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json"),
+    )
+    .unwrap();
+    let payload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(payload.path(), fixture).unwrap();
+    let out = ok(run(&["playbook", "test", "malware_triage", "--data", payload.path().to_str().unwrap()]));
+    assert!(out.contains("asset_critical"), "{out}");
+}

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use tw_core::triage::Intel;
 use tw_core::triage::intel::{ASSETS_FILE, LIST_FILES};
+use tw_core::triage::{Asset, Criticality, Intel};
 
 /// How often the files are checked for changes.
 const POLL: Duration = Duration::from_secs(2);
@@ -93,6 +93,53 @@ impl IntelStore {
         }
         self.reload_if_changed();
         Ok(new.len())
+    }
+
+    /// Sets the criticality of hosts in `assets.yaml` (adding the ones not there yet) and reloads.
+    /// The file is rewritten whole, sorted by host, so comments in it are not kept; owners and tags
+    /// are. Returns how many entries changed. A file that does not parse is left alone (error).
+    pub fn set_assets(&self, entries: &[(String, Criticality)]) -> Result<usize, String> {
+        let path = self.dir.join(ASSETS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let mut assets = Intel::parse_assets(&text)?;
+        let mut changed = 0;
+        for (host, criticality) in entries {
+            let host = host.trim().to_lowercase();
+            match assets.get_mut(&host) {
+                Some(a) if a.criticality == *criticality => {}
+                Some(a) => {
+                    a.criticality = *criticality;
+                    changed += 1;
+                }
+                None => {
+                    assets.insert(host, Asset { criticality: *criticality, owner: None, tags: vec![] });
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            let mut hosts: Vec<(&String, &Asset)> = assets.iter().collect();
+            hosts.sort_by(|a, b| a.0.cmp(b.0));
+            let mut out = String::from(
+                "# Asset inventory: host -> criticality (low, medium, high, critical), optional owner and tags.\n\
+                 # Rewritten by `tw-cli intel add --list assets HOST=CRITICALITY`; edit freely (comments are not kept).\n\
+                 assets:\n",
+            );
+            for (host, asset) in hosts {
+                // JSON strings and objects are valid YAML flow scalars and mappings: no quoting rules to get wrong.
+                let value = serde_json::to_string(asset).map_err(|e| e.to_string())?;
+                let key = serde_json::to_string(host).map_err(|e| e.to_string())?;
+                out.push_str(&format!("  {key}: {value}\n"));
+            }
+            let tmp = self.dir.join(format!(".{ASSETS_FILE}.tmp"));
+            std::fs::write(&tmp, out).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        self.reload_if_changed();
+        Ok(changed)
     }
 
     /// Runs the change poller until the process ends.

@@ -63,7 +63,8 @@ pub enum PlaybookCommand {
 pub enum IntelCommand {
     /// Indicator counts per list.
     List,
-    /// Add indicators to a list: bad-domains, bad-ips, bad-hashes, bad-urls, protected-domains.
+    /// Add indicators to a list (bad-domains, bad-ips, bad-hashes, bad-urls, protected-domains), or
+    /// set hosts' criticality with `--list assets FS-02=critical WS-7=low`.
     Add {
         #[arg(long)]
         list: String,

@@ -32,15 +32,15 @@ pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<V
     path = "/api/intel/{list}",
     tag = "intel",
     operation_id = "add_intel",
-    summary = "Add indicators to a list (reloaded at once)",
+    summary = "Add indicators to a list, or set host criticality in the asset inventory (reloaded at once)",
     security(("api_key" = ["admin"])),
-    params(("list" = String, Path, description = "bad-domains, bad-ips, bad-hashes, bad-urls or protected-domains")),
+    params(("list" = String, Path, description = "bad-domains, bad-ips, bad-hashes, bad-urls, protected-domains, or assets (entries `HOST=CRITICALITY`)")),
     request_body = schemas::IntelAddRequest,
     responses(
         (status = 200, description = "Added", body = schemas::IntelAdded),
         (status = 400, description = "`invalid_payload`: the body is not JSON", body = schemas::ErrorBody),
         (status = 404, description = "`not_found`: no such list", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings, or an asset entry is not HOST=low|medium|high|critical", body = schemas::ErrorBody),
     )
 )]
 pub async fn add(
@@ -49,7 +49,7 @@ pub async fn add(
     Path(list): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if !list_names().contains(&list.as_str()) {
+    if !list_names().contains(&list.as_str()) && list != ASSETS {
         return Err(ApiError::NotFound(format!(
             "Unknown intel list '{}' (known: {})",
             list.chars().take(40).collect::<String>(),
@@ -68,13 +68,35 @@ pub async fn add(
     }
     let intel = state.intel.clone();
     let l = list.clone();
-    let added = tokio::task::spawn_blocking(move || intel.add(&l, &indicators))
-        .await
-        .map_err(|_| ApiError::Internal("intel".into()))?
-        .map_err(|e| {
-            tracing::error!(target: "triage", error = %e, "adding intel failed");
-            ApiError::Internal("intel".into())
-        })?;
+    let assets = if list == ASSETS { Some(parse_assets(&indicators)?) } else { None };
+    let added = tokio::task::spawn_blocking(move || match assets {
+        Some(entries) => intel.set_assets(&entries),
+        None => intel.add(&l, &indicators),
+    })
+    .await
+    .map_err(|_| ApiError::Internal("intel".into()))?
+    .map_err(|e| {
+        tracing::error!(target: "triage", error = %e, "adding intel failed");
+        ApiError::Internal("intel".into())
+    })?;
     tracing::info!(target: "api", list = %list, added, "intel indicators added");
     Ok(Json(json!({"list": list, "added": added, "counts": counts(&state.intel.current())})))
+}
+
+/// The pseudo-list that sets host criticality in `assets.yaml`.
+const ASSETS: &str = "assets";
+
+/// `HOST=CRITICALITY` entries for the asset inventory.
+fn parse_assets(entries: &[String]) -> Result<Vec<(String, tw_core::triage::Criticality)>, ApiError> {
+    entries
+        .iter()
+        .map(|e| {
+            let (host, c) = e.split_once('=').filter(|(h, _)| !h.trim().is_empty()).ok_or_else(|| {
+                ApiError::field("indicators", format!("'{e}': assets are given as HOST=CRITICALITY, e.g. fs-02=critical"))
+            })?;
+            let criticality = serde_json::from_value(Value::String(c.trim().to_ascii_lowercase()))
+                .map_err(|_| ApiError::field("indicators", format!("'{e}': criticality must be low, medium, high or critical")))?;
+            Ok((host.trim().to_string(), criticality))
+        })
+        .collect()
 }
