@@ -607,12 +607,13 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     let raw_payload: Value = serde_json::from_str(j["raw_payload"].as_str().unwrap_or_else(|| panic!("{j}"))).unwrap();
     assert_eq!(raw_payload, serde_json::from_str::<Value>(&good_body).unwrap(), "{j}");
 
-    // A refused delivery keeps its body.
+    // A delivery refused before its signature verified is listed, but its body is not stored:
+    // nothing an unauthenticated sender sends is kept.
     let refused = events_get(&e, "ev-bad-sig");
     assert_eq!(pair(&refused, "status"), "401", "{refused}");
     assert_eq!(pair(&refused, "code"), "invalid_signature", "{refused}");
     assert_eq!(pair(&refused, "incident"), "-", "{refused}");
-    assert!(refused.contains("t5-refused-body-marker"), "refused body missing:\n{refused}");
+    assert!(!refused.contains("t5-refused-body-marker"), "an unauthenticated body was stored:\n{refused}");
     // Not a secret nor a signature in it.
     assert!(!refused.contains(&bad.sig) && !refused.contains(WRONG_SECRET) && !refused.contains(SECRET), "{refused}");
 
@@ -687,6 +688,25 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     let raw = stdout(&o);
     assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
     assert!(raw.to_lowercase().contains("\nx-request-id: "), "unsigned delivery lacks X-Request-Id:\n{raw}");
+
+    // An unauthenticated sender reusing a real request id cannot shadow that delivery.
+    let forged = post(&url, "mail", WRONG_SECRET, now(), &alert("t5-forged"), Some("my-req-123"));
+    assert_eq!(forged.status, 401);
+    poll("the forged delivery to be recorded", || {
+        let out = ok(e.cli(&["webhook", "events", "mail", "--status", "failed", "--output", "json"]));
+        if out.matches("my-req-123").count() >= 1 { Ok(()) } else { Err(out) }
+    });
+    let one = events_get(&e, "my-req-123");
+    assert_eq!(pair(&one, "status"), "201", "the verified delivery must win:\n{one}");
+    assert!(one.contains("t5-good-payload-marker") && !one.contains("t5-forged"), "{one}");
+    // A delivery refused after its signature verified (not a JSON object) keeps its body.
+    let signed_bad = post(&url, "mail", SECRET, now(), r#"["t5-signed-array-marker"]"#, Some("ev-signed-bad"));
+    assert_eq!((signed_bad.status, signed_bad.code().as_str()), (400, "invalid_payload"), "{signed_bad:?}");
+    let kept = poll("the signed refused delivery", || {
+        let out = e.cli(&["webhook", "events", "get", "ev-signed-bad"]);
+        if out.status.success() { Ok(stdout(&out)) } else { Err(stderr(&out)) }
+    });
+    assert!(kept.contains("t5-signed-array-marker"), "{kept}");
 }
 
 // ---------------------------------------------------------------------------------------------

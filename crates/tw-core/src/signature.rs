@@ -65,15 +65,20 @@ pub fn parse_signature_header(header: &str) -> Result<Vec<[u8; 32]>, VerifyError
         return Err(VerifyError::MissingSignature);
     }
     let mut out = Vec::new();
-    let mut tokens = header.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|t| !t.is_empty());
+    let mut tokens = header.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|t| !t.is_empty()).peekable();
     while let Some(token) = tokens.next() {
         let Some(rest) = strip_prefix_ignore_case(token, "sha256=") else { continue };
         // openssl's "LABEL(stdin)= <hex>": the hex is either after the label in the same token
-        // (no space) or the next token.
+        // (no space) or the next token, unless that next token is itself a `sha256=` value (a
+        // bare label then has no hex, and the next signature is read on its own).
         let hex_part = match rest.find(")=") {
             Some(i) if rest.contains('(') => {
                 let after = &rest[i + 2..];
-                if after.is_empty() { tokens.next().unwrap_or("") } else { after }
+                if !after.is_empty() {
+                    after
+                } else {
+                    tokens.next_if(|next| strip_prefix_ignore_case(next, "sha256=").is_none()).unwrap_or("")
+                }
             }
             _ => rest,
         };
@@ -185,6 +190,25 @@ mod tests {
             let parsed = parse_signature_header(form).unwrap_or_else(|e| panic!("{form}: {e}"));
             assert!(verify(&[&Secret::new("s3cret-key")], "1", b"{}", &parsed), "{form}");
         }
+    }
+
+    #[test]
+    fn bare_openssl_label_does_not_swallow_the_next_signature() {
+        let secret = Secret::new("s3cret-key");
+        let hex = sig("s3cret-key", "1", "{}");
+        let parsed = parse_signature_header(&format!("sha256=(stdin)=, sha256={hex}")).expect("the second value is a digest");
+        assert_eq!(parsed.len(), 1);
+        assert!(verify(&[&secret], "1", b"{}", &parsed));
+        for form in [format!("sha256=(stdin)= sha256={hex}"), format!("sha256=SHA2-256(stdin)=, SHA256={hex}")] {
+            let parsed = parse_signature_header(&form).unwrap_or_else(|e| panic!("{form}: {e}"));
+            assert!(verify(&[&secret], "1", b"{}", &parsed), "{form}");
+        }
+        // The label followed by its hex in the next token still works.
+        let parsed = parse_signature_header(&format!("sha256=SHA2-256(stdin)= {hex}")).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert!(verify(&[&secret], "1", b"{}", &parsed));
+        // A bare label alone is still no digest.
+        assert_eq!(parse_signature_header("sha256=(stdin)="), Err(VerifyError::InvalidSignature));
     }
 
     #[test]

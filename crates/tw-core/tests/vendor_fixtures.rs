@@ -267,7 +267,7 @@ fn other_vendors_are_generic_incidents() {
     let a = norm("sentinel-incident.json");
     assert_eq!(a.title, "Multiple failed sign-ins followed by a success from a new country");
     assert_eq!(a.severity, Severity::Medium);
-    assert_eq!(a.external_id.as_deref(), Some("3187"));
+    assert_eq!(a.external_id, None, "incidentNumber is nested, not data.alert_id");
     assert!(a.event_time.is_some());
     assert!(has(&a, EntityKind::Ip, "203.0.113.45") && has(&a, EntityKind::User, "jdoe"));
 
@@ -282,14 +282,14 @@ fn other_vendors_are_generic_incidents() {
     let a = norm("sentinel-alert-trigger.json");
     assert_eq!(a.title, "Suspicious PowerShell command line");
     assert_eq!(a.severity, Severity::High);
-    assert_eq!(a.external_id.as_deref(), Some("9650f6ed-92b9-efdc-3ddd-0297f07e542d"));
+    assert_eq!(a.external_id, None, "SystemAlertId is not a generic-format id");
     assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
     assert!(has(&a, EntityKind::Ip, "203.0.113.66"));
 
     let a = norm("sentinelone-threat.json");
     assert_eq!(a.title, "zoom_update_5.17.exe");
     assert_eq!(a.severity, Severity::High, "confidenceLevel malicious");
-    assert_eq!(a.external_id.as_deref(), Some("1968443120875512321"));
+    assert_eq!(a.external_id, None, "a SentinelOne id is not a generic-format id");
     assert_eq!(time(&a), "2024-06-10T15:22:41.517302+00:00");
     assert!(has(&a, EntityKind::Hostname, "WS-SALES-0211"));
     assert!(has(&a, EntityKind::FileHash, "52e21c166c94691fcf6090aa4bd5e7ae11e3383d3a8a3fd40952aa5072dde9c0"));
@@ -304,7 +304,7 @@ fn other_vendors_are_generic_incidents() {
     assert_eq!(a.title, "Encoded PowerShell Launched by Office Application");
     assert_eq!(a.severity, Severity::High);
     assert_eq!(time(&a), "2024-06-10T15:01:31.442+00:00", "original_time");
-    assert_eq!(a.external_id.as_deref(), Some("7957ed1b-52bf-5f2c-4f9f-b66cf2da10ed"));
+    assert_eq!(a.external_id, None, "never a deep-searched uuid");
     assert!(has(&a, EntityKind::Hostname, "ws-0427") && has(&a, EntityKind::User, "jdoe"));
     let a = norm("elastic-security-alert-minimal.json");
     assert_eq!((a.title.as_str(), a.severity), ("Threshold - Excessive Failed SSH Logins", Severity::Low));
@@ -364,4 +364,53 @@ fn pinned_formats_are_honoured() {
         assert!(!a.title.is_empty());
     }
     assert!(normalize(&Value::from(3), None, &BTreeMap::new()).is_err());
+}
+
+/// `external_id` is the store's dedupe key: for the generic format it comes only from
+/// `data.alert_id` (or a top-level `alert_id` / `alertId`), never from a nested id that other
+/// alerts share (an actor's id, an Elastic rule id, a Sentinel incident number, ...).
+#[test]
+fn generic_external_id_is_never_deep_searched() {
+    let n = |v: Value| normalize(&v, None, &BTreeMap::new()).unwrap();
+    let a = n(serde_json::json!({"event_type": "login_failed", "actor": {"id": 42}}));
+    let b = n(serde_json::json!({"event_type": "malware_found", "actor": {"id": 42}, "details": {"file": "evil.exe"}}));
+    assert_eq!((a.format, b.format), (Format::Generic, Format::Generic));
+    assert_eq!((a.external_id, b.external_id), (None, None), "two alerts sharing actor.id are not one incident");
+
+    // Elastic webhook bodies: the rule's ids are the same for every execution of the rule.
+    for name in ["elastic-security-alert.json", "elastic-security-alert-minimal.json", "elastic-security-alert-many-entities.json"] {
+        let v = load(name);
+        let a = norm(name);
+        assert_eq!(a.format, Format::Generic, "{name}");
+        assert_eq!(a.external_id, None, "{name}");
+        // Another alert of the same rule (same rule ids, other content) gets no shared key either.
+        let mut other = v.clone();
+        other.as_object_mut().unwrap().insert("extra".into(), Value::from("second execution"));
+        assert_eq!(normalize(&other, None, &BTreeMap::new()).unwrap().external_id, None, "{name}");
+    }
+    for name in [
+        "sentinel-incident.json",
+        "sentinel-incident-minimal-nulls.json",
+        "sentinel-incident-many-entities.json",
+        "sentinel-alert-trigger.json",
+        "sentinelone-threat.json",
+        "sentinelone-threat-suspicious-nulls.json",
+        "sentinelone-threat-many-indicators.json",
+    ] {
+        let a = norm(name);
+        assert_eq!((a.format, a.external_id), (Format::Generic, None), "{name}");
+    }
+
+    // A payload with the spec's data.alert_id keeps it, whatever else it nests.
+    let mut v = load("elastic-security-alert.json");
+    v.as_object_mut().unwrap().insert("data".into(), serde_json::json!({"alert_id": "alert-777"}));
+    assert_eq!(normalize(&v, None, &BTreeMap::new()).unwrap().external_id.as_deref(), Some("alert-777"));
+    let a = n(serde_json::json!({"event_type": "login_failed", "actor": {"id": 42}, "data": {"alert_id": "alert-1"}}));
+    assert_eq!(a.external_id.as_deref(), Some("alert-1"));
+    assert_eq!(norm("generic-full.json").external_id.as_deref(), Some("alert-20240610-0002"));
+
+    // A payload pinned to Defender that is none of its shapes is read with the generic rules:
+    // no deep-searched id there either.
+    let a = normalize(&load("sentinel-incident.json"), Some(Format::Defender), &BTreeMap::new()).unwrap();
+    assert_eq!((a.format, a.external_id), (Format::Defender, None));
 }

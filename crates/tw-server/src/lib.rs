@@ -126,8 +126,12 @@ fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::Co
     Ok(Arc::new(SqliteStore::open_observed(&path, key, observer)?))
 }
 
+/// How long a stop waits for open requests to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running server.
 pub struct RunningServer {
+    stopping: tokio::sync::watch::Sender<bool>,
     pub addr: SocketAddr,
     /// Where `/metrics` is served when it has its own address.
     pub metrics_addr: Option<SocketAddr>,
@@ -139,9 +143,14 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, finishes in-flight requests, and returns.
     pub async fn shutdown(self) {
+        let _ = self.stopping.send(true);
         self.shutdown.notify_waiters();
         self.shutdown.notify_one();
-        let _ = self.handle.await;
+        let abort = self.handle.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.handle).await.is_err() {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still open after the grace period; closing them");
+            abort.abort();
+        }
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
@@ -172,6 +181,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             tracing::info!(target: "api", source = %name, file = %path.display(), "source loaded from config file");
         }
     }
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         sources: Arc::new(SourceCache::new(store.clone())),
         store,
@@ -184,6 +194,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
         logs: cfg.log_buffer.clone(),
+        stopping: stopping_rx,
         heartbeats: Arc::new(state::Heartbeats {
             queue_workers: cfg.queue_workers,
             triage_workers: cfg.triage_workers,
@@ -224,5 +235,5 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await });
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "tw webhook intake listening");
-    Ok(RunningServer { addr, metrics_addr, state, shutdown, handle })
+    Ok(RunningServer { addr, metrics_addr, state, shutdown, handle, stopping })
 }

@@ -31,17 +31,32 @@ pub struct LogRecord {
 
 impl LogRecord {
     /// The record as one human line: time, level, component, message, then `key=value` fields.
+    /// Control characters are escaped (`\n`, `\u{1b}`, ...): field values can carry text a sender
+    /// chose, and must not be able to forge a line.
     pub fn to_line(&self) -> String {
-        let mut s =
-            format!("{} {:>5} {}: {}", self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), self.level, self.target, self.message);
+        let mut s = format!(
+            "{} {:>5} {}: {}",
+            self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            self.level,
+            escape(&self.target),
+            escape(&self.message)
+        );
         for (k, v) in &self.fields {
             match v {
-                Value::String(t) => s.push_str(&format!(" {k}={t}")),
-                other => s.push_str(&format!(" {k}={other}")),
+                Value::String(t) => s.push_str(&format!(" {}={}", escape(k), escape(t))),
+                other => s.push_str(&format!(" {}={other}", escape(k))),
             }
         }
         s
     }
+}
+
+/// Escapes control characters, leaving everything else as it is.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect())
 }
 
 /// The components `--filter` recognises by name; any other filter is free text.
@@ -356,6 +371,15 @@ mod tests {
         let kept = again.tail(&LogQuery::default(), 1000);
         assert!(!kept.is_empty());
         assert_eq!(kept.last().unwrap().message, "message number 199");
+    }
+
+    #[test]
+    fn lines_cannot_be_forged_with_control_characters() {
+        let mut r = rec("webhook", "INFO", "webhook delivery", None);
+        r.fields.insert("requested_source".into(), "x\n2026-01-01T00:00:00Z ERROR auth: admin key leaked\u{1b}[2J".into());
+        let line = r.to_line();
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("\\n2026") && line.contains("\\u{1b}"), "{line}");
     }
 
     #[test]

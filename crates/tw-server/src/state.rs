@@ -44,6 +44,8 @@ pub struct AppState {
     pub logs: Option<Arc<crate::logs::LogBuffer>>,
     /// When each kind of worker last went round its loop.
     pub heartbeats: Arc<Heartbeats>,
+    /// Becomes true when the server stops, so long-lived responses (log streams) end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// This server's Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

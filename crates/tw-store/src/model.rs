@@ -415,6 +415,8 @@ pub struct Delivery {
     pub duplicate: bool,
     pub body_len: Option<u64>,
     pub latency_ms: f64,
+    /// True when the signature verified (an unverified delivery's request id is the sender's word).
+    pub verified: bool,
     /// The body: as kept for a refused delivery, or the incident's or queued event's raw payload.
     /// Only filled when one delivery is asked for.
     #[serde(skip_serializing_if = "Option::is_none")]

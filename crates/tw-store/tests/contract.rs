@@ -171,7 +171,7 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
         raw: br#"{"event_type":"x"}"#.to_vec(),
         request_key: k.into(),
         received_at: Utc::now(),
-        request_id: None,
+        request_id: Some(format!("rq-{k}")),
     };
     let q1 = store.enqueue(new("q1")).await.unwrap();
     let q2 = store.enqueue(new("q2")).await.unwrap();
@@ -201,13 +201,26 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
     assert_eq!(letters[0].raw_payload, r#"{"event_type":"x"}"#);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 
+    // The dead letter keeps the request id, for tracing the delivery end to end.
+    assert_eq!(letters[0].request_id.as_deref(), Some("rq-q2"));
+
     // An expired lease makes an event claimable again.
     let q3 = store.enqueue(new("q3")).await.unwrap();
     assert_eq!(store.claim_queued(10, -1).await.unwrap().len(), 1);
-    let reclaimed = store.claim_queued(10, 60).await.unwrap();
+    let reclaimed = store.claim_queued(10, -1).await.unwrap();
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].id, q3);
     assert_eq!(reclaimed[0].attempts, 2);
+
+    // An event that keeps being claimed without finishing is dead-lettered, not retried forever.
+    for _ in 0..3 {
+        assert_eq!(store.claim_queued(10, -1).await.unwrap().len(), 1);
+    }
+    assert!(store.claim_queued(10, -1).await.unwrap().is_empty(), "the sixth claim gives up");
+    let poisoned = store.queue_entry(&q3).await.unwrap().unwrap();
+    assert_eq!(poisoned.status, QueueStatus::Failed);
+    assert!(poisoned.error.as_deref().unwrap().contains("gave up after 5 attempts"), "{poisoned:?}");
+    assert_eq!(store.list_dead_letters(None, Page { page: 1, per_page: 10 }).await.unwrap().1, 2);
 }
 
 fn outcome(score: u8) -> tw_core::triage::TriageOutcome {
@@ -288,6 +301,29 @@ async fn triage_jobs_retry_then_fail(store: Arc<dyn Store>) {
     ));
 }
 
+async fn an_older_job_finishing_late_does_not_overwrite_a_newer_triage(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let inc = store.ingest(ingest_req("edr", Some("t-4"), "t4")).await.unwrap().incident();
+    let key = IncidentKey::Id(inc.id);
+    let old = store.enqueue_triage(&key, "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    let claimed_old = store.claim_triage_jobs(1, 600).await.unwrap();
+    assert_eq!(claimed_old[0].job.job_id, old.job_id);
+    let new = store.enqueue_triage(&key, "phishing_triage", serde_json::Map::new(), 3).await.unwrap();
+    let claimed_new = store.claim_triage_jobs(1, 600).await.unwrap();
+    assert_eq!(claimed_new[0].job.job_id, new.job_id);
+    let mut newer = outcome(30);
+    newer.playbook = "phishing_triage".into();
+    newer.severity = None;
+    assert!(store.complete_triage_job(&new.job_id, 1, TriageCompletion::Done(newer)).await.unwrap());
+    // The old run finishes afterwards: the job is completed, the incident keeps the newer triage.
+    assert!(store.complete_triage_job(&old.job_id, 1, TriageCompletion::Done(outcome(90))).await.unwrap());
+    assert_eq!(store.triage_job(&old.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);
+    let i = store.get_incident(&key).await.unwrap().unwrap();
+    let t = i.triage.unwrap();
+    assert_eq!((t["job_id"].as_str(), t["score"].as_u64()), (Some(new.job_id.as_str()), Some(30)));
+    assert_eq!(i.severity, Severity::High, "the old run's severity change is not applied");
+}
+
 async fn interrupted_work_is_recovered(store: Arc<dyn Store>) {
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     let inc = store.ingest(ingest_req("edr", Some("t-3"), "t3")).await.unwrap().incident();
@@ -349,6 +385,7 @@ sqlite_contract!(
     triage_jobs_finish_once,
     triage_jobs_retry_then_fail,
     interrupted_work_is_recovered,
+    an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
 );
 

@@ -11,7 +11,8 @@
 //!   numeric `Severity` verbatim (`"4"`, `"70"`), else `SeverityName`.
 //! * **event time**: `metadata.eventCreationTime` (epoch **ms**); else the event's
 //!   `ProcessStartTime` / `Timestamp` (epoch **s**).
-//! * **external id**: `DetectId` (legacy) or `CompositeId` (EPP), else `AggregateId`.
+//! * **external id**: `DetectId` (legacy) or `CompositeId` (EPP), at the event's top level; else
+//!   none. Never `AggregateId`: an aggregate groups several detections, so it would merge them.
 //! * **event type**: `metadata.eventType`.
 //! * **entities**, in this order: host (`ComputerName` / `Hostname` / `HostnameField`), its
 //!   `LocalIP`/`LocalIPv6`, user, the process (`CommandLine`, role `process`), its image file
@@ -57,7 +58,7 @@ pub fn normalize(obj: &Object) -> Alert {
             .find_map(|k| ev.get(*k).filter(|v| v.as_f64() != Some(0.0)).and_then(entities::time_epoch_secs))
     });
 
-    let external_id = first_text(ev, &["DetectId", "CompositeId", "AggregateId"]);
+    let external_id = first_text(ev, &["DetectId", "CompositeId"]);
 
     finish(Alert {
         format: Format::Crowdstrike,

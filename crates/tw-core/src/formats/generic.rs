@@ -17,8 +17,11 @@
 //! * **event time**: `timestamp`, else the first well-known time key (`original_time`, `createdDateTime`,
 //!   `createdTimeUtc`, `original_time`, `@timestamp`, `date`, `_time`, ...); ISO-8601 (zone-less =
 //!   UTC) or epoch numbers (above 10^11 = milliseconds, else seconds).
-//! * **external id**: `data.alert_id`, else `alert_id` / `alertId` / `incidentNumber` /
-//!   `incidentId` / `SystemAlertId` / `threatId` / `uuid` / `eventUniqueId` / `id` anywhere.
+//! * **external id** (the store's dedupe key): `data.alert_id` (the spec), else a top-level
+//!   `alert_id` / `alertId`; otherwise none. It is **never** searched for in nested objects:
+//!   ids found there (`actor.id`, Elastic `rule.id` / `rule.uuid`, Sentinel `incidentNumber`, ...)
+//!   are shared by different alerts, and two alerts with the same external id are one incident
+//!   (the second would be dropped as a duplicate).
 //! * **event type**: `event_type`, else `eventType` / `objectSchemaType` / `classification` /
 //!   `category`.
 //! * **entities**: the whole payload walked with [`entities::walk_object`].
@@ -66,8 +69,8 @@ const TIME_KEYS: &[&str] = &[
     "_time",
     "eventCreationTime",
 ];
-const ID_KEYS: &[&str] =
-    &["alert_id", "alertId", "incidentNumber", "incidentId", "SystemAlertId", "threatId", "uuid", "eventUniqueId", "event_id", "id"];
+/// Top-level keys that name this very alert (after `data.alert_id`). Exact keys, never searched.
+const TOP_LEVEL_ID_KEYS: &[&str] = &["alert_id", "alertId"];
 const EVENT_TYPE_KEYS: &[&str] = &["event_type", "eventType", "objectSchemaType", "classification", "category"];
 
 /// How deep the well-known-key search looks.
@@ -107,7 +110,7 @@ pub fn normalize(obj: &Object) -> Alert {
     let event_time =
         obj.get("timestamp").and_then(entities::time_any).or_else(|| find_key(obj, TIME_KEYS, SEARCH_DEPTH, entities::time_any));
 
-    let external_id = data.and_then(|d| text_at(d, "alert_id")).or_else(|| find_key(obj, ID_KEYS, SEARCH_DEPTH, text));
+    let external_id = own_alert_id(obj);
 
     let mut set = EntitySet::new();
     entities::walk_object(obj, &mut set);
@@ -123,6 +126,12 @@ pub fn normalize(obj: &Object) -> Alert {
         event_type,
         entities: set.into_vec(),
     })
+}
+
+/// The dedupe key: `data.alert_id`, else a top-level `alert_id` / `alertId`, else none. Only
+/// fields that name this alert; never a nested search (nested ids are shared between alerts).
+pub fn own_alert_id(obj: &Object) -> Option<String> {
+    obj_at(obj, "data").and_then(|d| text_at(d, "alert_id")).or_else(|| entities::first_text(obj, TOP_LEVEL_ID_KEYS))
 }
 
 /// The first well-known title anywhere in the payload, or a shallow `name`.
@@ -203,5 +212,34 @@ mod tests {
         assert_eq!(a.title, "x y");
         assert_eq!(a.severity, Severity::Critical);
         assert_eq!(a.event_time.unwrap().timestamp(), 1718035207);
+    }
+
+    #[test]
+    fn alerts_sharing_a_nested_id_get_no_external_id() {
+        let a = norm(json!({"event_type": "login_failed", "actor": {"id": 42}}));
+        let b = norm(json!({"event_type": "malware_found", "actor": {"id": 42}, "details": {"file": "evil.exe"}}));
+        assert_eq!(a.external_id, None);
+        assert_eq!(b.external_id, None);
+        // Other nested or non-spec ids are never the dedupe key either, at any depth.
+        for v in [
+            json!({"id": "x1"}),
+            json!({"uuid": "u-1", "event_id": 7, "incidentNumber": 3, "SystemAlertId": "s", "threatId": "t"}),
+            json!({"rule": {"id": "r-1", "uuid": "r-uuid"}, "kibana": {"alert": {"uuid": "k"}}}),
+            json!({"object": {"properties": {"alertId": "nested"}}}),
+            json!({"data": {"details": {"alert_id": "too-deep"}}}),
+        ] {
+            assert_eq!(norm(v.clone()).external_id, None, "{v}");
+        }
+    }
+
+    #[test]
+    fn external_id_comes_only_from_fields_that_name_this_alert() {
+        let a = norm(json!({"event_type": "x", "actor": {"id": 42}, "data": {"alert_id": "alert-9", "details": {"id": 1}}}));
+        assert_eq!(a.external_id.as_deref(), Some("alert-9"));
+        let a = norm(json!({"data": {"alert_id": 17}, "alert_id": "top"}));
+        assert_eq!(a.external_id.as_deref(), Some("17"), "data.alert_id (the spec) wins");
+        assert_eq!(norm(json!({"alert_id": "top", "actor": {"id": 1}})).external_id.as_deref(), Some("top"));
+        assert_eq!(norm(json!({"alertId": "camel", "id": "other"})).external_id.as_deref(), Some("camel"));
+        assert_eq!(norm(json!({"data": {"alert_id": ""}, "alertId": "camel"})).external_id.as_deref(), Some("camel"));
     }
 }

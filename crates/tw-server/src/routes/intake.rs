@@ -38,6 +38,8 @@ struct Seen {
     source: Option<SourceName>,
     /// The body, once it was read.
     body: Option<axum::body::Bytes>,
+    /// True once the signature verified: only then is anything of the request stored.
+    verified: bool,
 }
 
 /// The generic `event_type` of a signed test event: verified and normalized, never stored.
@@ -111,7 +113,8 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
     let latency = r.started.elapsed();
     let (source, unregistered) = match &seen.source {
         Some(name) => (name.as_str(), None),
-        None => (UNREGISTERED, Some(truncate(r.requested, 64))),
+        // Escaped: the text is the sender's, and a log line must not be forgeable.
+        None => (UNREGISTERED, Some(truncate(r.requested, 64).escape_default().to_string())),
     };
     let m = &state.metrics;
     m.count("webhook_received_total", &[("source", source)], 1);
@@ -142,10 +145,12 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
             body_len: r.body_len,
             latency_ms: latency.as_secs_f64() * 1000.0,
             raw_payload: None,
+            verified: seen.verified,
         };
-        // A refused delivery keeps its body for debugging; an accepted one points at its incident.
-        let body = match (r.code, seen.body) {
-            (Some(_), Some(b)) => Some(b.slice(..b.len().min(tw_store::DELIVERY_BODY_LIMIT)).to_vec()),
+        // A delivery refused after its signature verified keeps its body for debugging; an
+        // accepted one points at its incident; an unauthenticated body is never stored.
+        let body = match (r.code, seen.body, seen.verified) {
+            (Some(_), Some(b), true) => Some(b.slice(..b.len().min(tw_store::DELIVERY_BODY_LIMIT)).to_vec()),
             _ => None,
         };
         state.store.record_delivery(delivery, body);
@@ -214,6 +219,7 @@ async fn verified_event(
         header_str("x-webhook-signature"),
         &bytes,
     )?;
+    seen.verified = true;
 
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidPayload(format!("Body is not valid JSON: {e}")))?;
     if !value.is_object() {

@@ -88,6 +88,11 @@ pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Q
             }
         }
     });
-    let events = first.chain(live).map(|r: Arc<LogRecord>| Event::default().json_data(&*r));
+    // The stream ends when the server stops, so a follower cannot hold a shutdown open.
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let events = first.chain(live).take_until(stopped).map(|r: Arc<LogRecord>| Event::default().json_data(&*r));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }

@@ -798,6 +798,8 @@ pub struct Delivery {
     pub duplicate: bool,
     pub body_len: Option<u64>,
     pub latency_ms: f64,
+    /// True when the signature verified (otherwise the request id is the sender's unverified word).
+    pub verified: bool,
     /// The payload (only when one delivery is asked for): what a refused delivery sent (first
     /// 64 KiB), or the incident's or queued event's raw payload.
     #[schema(required = false)]

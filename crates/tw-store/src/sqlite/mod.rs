@@ -461,6 +461,18 @@ fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreE
     }
 }
 
+/// Writes a job's state on its incident, unless a newer job of that incident exists: an old run
+/// finishing late must not overwrite a newer triage. True when written.
+fn set_job_triage(conn: &Connection, incident_id: &str, job_id: &str, triage: &serde_json::Value) -> Result<bool, StoreError> {
+    let latest: Option<String> =
+        conn.prepare_cached("SELECT MAX(id) FROM triage_jobs WHERE incident_id = ?1")?.query_row([incident_id], |r| r.get(0))?;
+    if latest.as_deref() != Some(job_id) {
+        return Ok(false);
+    }
+    set_incident_triage(conn, incident_id, triage)?;
+    Ok(true)
+}
+
 fn set_incident_triage(conn: &Connection, incident_id: &str, triage: &serde_json::Value) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE incidents SET triage = ?2 WHERE id = ?1")?.execute(params![incident_id, triage.to_string()])?;
     Ok(())
@@ -488,8 +500,7 @@ fn insert_triage_job(
 
 // ---------------------------------------------------------------- deliveries
 
-const DELIVERY_COLUMNS: &str =
-    "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, body";
+const DELIVERY_COLUMNS: &str = "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, body, verified";
 
 fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreError> {
     let source: String = r.get(1)?;
@@ -507,12 +518,38 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
         duplicate: r.get(8)?,
         body_len: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as u64),
         latency_ms: r.get(10)?,
+        verified: r.get(12)?,
         raw_payload: None,
     };
     Ok((d, r.get(11)?))
 }
 
 // ---------------------------------------------------------------- queue
+
+/// How many times a queued event is claimed before it is dead-lettered as poison.
+pub const MAX_QUEUE_ATTEMPTS: i64 = 5;
+
+/// Dead-letters a queued event (with its request id) and marks it failed, in one transaction.
+fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(), StoreError> {
+    let (source, raw, received_at, request_id): (String, Vec<u8>, String, Option<String>) =
+        conn.query_row("SELECT source, raw_payload, received_at, request_id FROM queue WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let letter = NewDeadLetter {
+        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+        raw,
+        reason: reason.to_string(),
+        received_at: parse_ts(&received_at)?,
+        request_id,
+        queue_id: Some(id.to_string()),
+    };
+    insert_dead_letter(conn, &letter)?;
+    conn.execute(
+        "UPDATE queue SET status = 'failed', error = ?2, processed_at = ?3, lease_until = NULL WHERE id = ?1",
+        params![id, reason, now],
+    )?;
+    Ok(())
+}
 
 const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
 
@@ -711,8 +748,14 @@ impl Store for SqliteStore {
                     ))
                 })?;
                 let mut out = Vec::new();
+                let mut poisoned = Vec::new();
                 for row in rows {
                     let (id, source, raw, request_key, received_at, request_id, attempts) = row?;
+                    if attempts > MAX_QUEUE_ATTEMPTS {
+                        // Claimed this often without finishing: it crashes or stalls its worker.
+                        poisoned.push((id, attempts));
+                        continue;
+                    }
                     out.push(QueuedEvent {
                         id,
                         source: SourceName::parse(&source).map_err(corrupt("source"))?,
@@ -722,6 +765,11 @@ impl Store for SqliteStore {
                         request_id,
                         attempts: attempts.clamp(0, u32::MAX as i64) as u32,
                     });
+                }
+                drop(stmt);
+                for (id, attempts) in poisoned {
+                    let reason = format!("gave up after {} attempts: the event never finished processing", attempts - 1);
+                    fail_queued(conn, &id, &reason, &ts(now))?;
                 }
                 out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
                 Ok(out)
@@ -758,22 +806,7 @@ impl Store for SqliteStore {
                         )?;
                     }
                     Err(reason) => {
-                        let raw: Vec<u8> = conn.query_row("SELECT raw_payload FROM queue WHERE id = ?1", [&id], |r| r.get(0))?;
-                        insert_dead_letter(
-                            conn,
-                            &NewDeadLetter {
-                                source: entry.source.clone(),
-                                raw,
-                                reason: reason.clone(),
-                                received_at: entry.received_at,
-                                request_id: None,
-                                queue_id: Some(id.clone()),
-                            },
-                        )?;
-                        conn.execute(
-                            "UPDATE queue SET status = 'failed', error = ?2, processed_at = ?3, lease_until = NULL WHERE id = ?1",
-                            params![id, reason, now],
-                        )?;
+                        fail_queued(conn, &id, &reason, &now)?;
                     }
                 }
                 load_queue_entry(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("queue entry {id} vanished")))
@@ -918,13 +951,14 @@ impl Store for SqliteStore {
                             "UPDATE triage_jobs SET status = 'failed', error = ?2, completed_at = ?3, lease_until = NULL WHERE id = ?1",
                             params![id, error, ts(now)],
                         )?;
-                        set_incident_triage(conn, &incident_id, &serde_json::json!({"status": "failed", "job_id": id, "playbook": job.playbook, "error": error, "attempts": job.max_attempts}))?;
+                        set_job_triage(conn, &incident_id, &id, &serde_json::json!({"status": "failed", "job_id": id, "playbook": job.playbook, "error": error, "attempts": job.max_attempts}))?;
                         continue;
                     }
                     let Some(incident) = load_incident(conn, &incident_id)? else { continue };
-                    set_incident_triage(
+                    set_job_triage(
                         conn,
                         &incident_id,
+                        &id,
                         &serde_json::json!({"status": "running", "job_id": id, "playbook": job.playbook, "attempts": job.attempts, "started_at": job.started_at}),
                     )?;
                     out.push(ClaimedTriageJob { job, incident });
@@ -958,10 +992,12 @@ impl Store for SqliteStore {
                             obj.insert("started_at".into(), serde_json::to_value(job.started_at).unwrap_or_default());
                             obj.insert("completed_at".into(), serde_json::to_value(now).unwrap_or_default());
                         }
-                        set_incident_triage(conn, &incident_id, &triage)?;
-                        conn.execute("UPDATE incidents SET status = 'triaged' WHERE id = ?1 AND status = 'open'", [&incident_id])?;
-                        if let Some(sev) = outcome.severity {
-                            conn.execute("UPDATE incidents SET severity = ?2 WHERE id = ?1", params![incident_id, sev.as_str()])?;
+                        // Only the incident's latest job decides its triage, status and severity.
+                        if set_job_triage(conn, &incident_id, &job_id, &triage)? {
+                            conn.execute("UPDATE incidents SET status = 'triaged' WHERE id = ?1 AND status = 'open'", [&incident_id])?;
+                            if let Some(sev) = outcome.severity {
+                                conn.execute("UPDATE incidents SET severity = ?2 WHERE id = ?1", params![incident_id, sev.as_str()])?;
+                            }
                         }
                     }
                     TriageCompletion::Failed { error, retry_at } => match retry_at.filter(|_| job.attempts < job.max_attempts) {
@@ -970,9 +1006,10 @@ impl Store for SqliteStore {
                                 "UPDATE triage_jobs SET status = 'pending', error = ?2, run_after = ?3, lease_until = NULL WHERE id = ?1",
                                 params![job_id, error, ts(at)],
                             )?;
-                            set_incident_triage(
+                            set_job_triage(
                                 conn,
                                 &incident_id,
+                                &job_id,
                                 &serde_json::json!({"status": "pending", "job_id": job_id, "playbook": job.playbook, "attempts": job.attempts, "last_error": error, "retry_at": at}),
                             )?;
                         }
@@ -981,9 +1018,10 @@ impl Store for SqliteStore {
                                 "UPDATE triage_jobs SET status = 'failed', error = ?2, completed_at = ?3, lease_until = NULL WHERE id = ?1",
                                 params![job_id, error, ts(now)],
                             )?;
-                            set_incident_triage(
+                            set_job_triage(
                                 conn,
                                 &incident_id,
+                                &job_id,
                                 &serde_json::json!({"status": "failed", "job_id": job_id, "playbook": job.playbook, "attempts": job.attempts, "error": error, "started_at": job.started_at, "completed_at": now}),
                             )?;
                         }
@@ -1140,7 +1178,7 @@ impl Store for SqliteStore {
             });
             conn.prepare_cached(
                 "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, \
-                 duplicate, body, body_len, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 duplicate, body, body_len, latency_ms, verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 d.request_id,
@@ -1154,7 +1192,8 @@ impl Store for SqliteStore {
                 d.duplicate,
                 body,
                 d.body_len.map(|n| n as i64),
-                d.latency_ms
+                d.latency_ms,
+                d.verified
             ])?;
             let id = conn.last_insert_rowid();
             if id % 1000 == 0 {
@@ -1187,7 +1226,7 @@ impl Store for SqliteStore {
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError> {
         let id = request_id.to_string();
         self.read(move |conn, _| {
-            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE request_id = ?1 ORDER BY id DESC LIMIT 1");
+            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE request_id = ?1 ORDER BY verified DESC, id DESC LIMIT 1");
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query([&id])?;
             let Some(r) = rows.next()? else { return Ok(None) };

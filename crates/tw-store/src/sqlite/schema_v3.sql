@@ -12,7 +12,8 @@ CREATE TABLE deliveries (
     duplicate       INTEGER NOT NULL DEFAULT 0,
     body            BLOB,                  -- kept for refused deliveries (truncated)
     body_len        INTEGER,
-    latency_ms      REAL NOT NULL
+    latency_ms      REAL NOT NULL,
+    verified        INTEGER NOT NULL DEFAULT 0     -- the signature verified
 );
 CREATE INDEX deliveries_by_source ON deliveries (source, id);
 CREATE INDEX deliveries_by_request ON deliveries (request_id);

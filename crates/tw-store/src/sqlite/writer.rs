@@ -100,13 +100,20 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<d
             o.committed(size, elapsed);
         }
         let (result, completions) = completions;
-        for c in completions {
-            c(result.clone());
+        for (c, own) in completions {
+            // A write whose own savepoint failed was rolled back: its caller hears that, whatever
+            // the batch did.
+            c(match own {
+                Some(e) => Err(e),
+                None => result.clone(),
+            });
         }
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), String>, Vec<Completion>) {
+/// Runs a batch in one transaction. Each completion comes with its own failure, if it had one
+/// that the batch's result does not tell.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), String>, Vec<(Completion, Option<String>)>) {
     let mut completions = Vec::with_capacity(batch.len());
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -114,7 +121,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Stri
             // Answer every caller with the error; nothing was written.
             let msg = e.to_string();
             for job in batch.drain(..) {
-                completions.push(fail_job(job, &msg));
+                completions.push((fail_job(job, &msg), None));
             }
             return (Err(msg), completions);
         }
@@ -123,14 +130,16 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Stri
         match tx.savepoint() {
             Ok(sp) => {
                 let (ok, completion) = job(Ok(&sp));
+                let mut own = None;
                 if ok {
                     if let Err(e) = sp.commit() {
-                        tracing::error!(target: "store", error = %e, "savepoint release failed");
+                        tracing::error!(target: "store", error = %e, "savepoint release failed; that write is rolled back");
+                        own = Some(e.to_string());
                     }
                 } // else: dropping the savepoint rolls this one write back.
-                completions.push(completion);
+                completions.push((completion, own));
             }
-            Err(e) => completions.push(fail_job(job, &e.to_string())),
+            Err(e) => completions.push((fail_job(job, &e.to_string()), None)),
         }
     }
     let result = tx.commit().map_err(|e| e.to_string());
