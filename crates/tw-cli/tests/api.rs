@@ -232,3 +232,48 @@ pub async fn raw_bytes(app: &TestApp, id: &str) -> Vec<u8> {
 pub fn has_entity(incident: &Value, kind: &str, value: &str) -> bool {
     incident["entities"].as_array().is_some_and(|es| es.iter().any(|e| e["kind"] == kind && e["value"] == value))
 }
+
+/// Framework rejections (wrong method, a path that is not UTF-8, a malformed query string) answer
+/// in the spec's error shape too, and an undecodable source name is an unknown source.
+#[tokio::test]
+async fn every_error_has_the_spec_shape() {
+    let app = TestApp::spawn().await;
+    let resp = app.http.put(app.url("/api/webhooks")).bearer_auth(&app.admin_key).send().await.unwrap();
+    let allow = resp.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+    let (status, v) = into_json(resp).await;
+    assert_error(status, &v, 405, "method_not_allowed");
+    assert!(allow.is_some_and(|a| a.contains("POST") && a.contains("GET")), "Allow header kept");
+
+    let (status, v) = post_intake(&app, "%FF%FE", &[], "{}").await;
+    assert_error(status, &v, 404, "unknown_source");
+
+    let (status, v) = app.admin(Method::GET, "/api/logs?tail=%FF", None).await;
+    assert!(v.pointer("/error/code").and_then(Value::as_str).is_some(), "{status} {v}");
+    let (status, v) = app.admin(Method::GET, "/api/incidents?page=1&page=2", None).await;
+    assert!(status.is_client_error() && v.pointer("/error/code").and_then(Value::as_str).is_some(), "{status} {v}");
+
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"webhook_errors_total{source="_unregistered",code="unknown_source"} 1"#), "{text}");
+}
+
+/// The server-side test runs the real intake path: a disabled source fails it at "enabled", and
+/// the checks after the failing one are not reached.
+#[tokio::test]
+async fn server_side_test_uses_the_intake_path() {
+    let app = TestApp::spawn().await;
+    add(&app, "mail", "mail-secret-123", json!({})).await;
+    let (status, v) = app.admin(Method::POST, "/api/webhooks/mail/test", None).await;
+    assert_eq!((status.as_u16(), &v["ok"]), (200, &json!(true)), "{v}");
+    assert!(v["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{v}");
+    let (status, _) = app.admin(Method::PATCH, "/api/webhooks/mail", Some(json!({"enabled": false}))).await;
+    assert_eq!(status, 200);
+    let (status, v) = app.admin(Method::POST, "/api/webhooks/mail/test", None).await;
+    assert_eq!((status.as_u16(), &v["ok"]), (200, &json!(false)), "{v}");
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks[0]["ok"], true, "{v}");
+    assert_eq!((checks[1]["check"].as_str(), checks[1]["ok"].as_bool()), (Some("enabled"), Some(false)), "{v}");
+    assert!(checks[1]["error"].as_str().unwrap().starts_with("source_disabled"), "{v}");
+    assert_eq!(checks[2]["error"], "not reached", "{v}");
+    // Nothing was stored either way.
+    assert_eq!(get_ok(&app, "/api/incidents").await["meta"]["total"], 0);
+}

@@ -11,8 +11,8 @@ use crate::routes::schemas;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -72,8 +72,13 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = schemas::ErrorBody),
     )
 )]
-pub async fn receive(State(state): State<AppState>, Path(source): Path<String>, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    // The name is read from the raw path and decoded leniently (a path extractor would refuse
+    // invalid UTF-8 before this handler): such a name is simply not registered, and is answered
+    // and counted like any other unknown source.
+    let raw = uri.path().strip_prefix("/api/webhooks/").unwrap_or_default();
+    let source = percent_decode(raw.split('/').next().unwrap_or_default());
     let received_at = state.clock.now();
     let rid = request_id(&headers);
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -167,6 +172,12 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "webhook delivery"
     );
+}
+
+/// Runs a delivery through the intake's checks and normalization without storing anything when
+/// it is a signed test event (`webhook test`). Ok when it would be accepted.
+pub(crate) async fn check(state: &AppState, source: &str, headers: &HeaderMap, body: Body, rid: &str) -> Result<(), ApiError> {
+    handle(state, source, headers, body, rid, &mut Seen::default()).await.map(|_| ())
 }
 
 async fn handle(
@@ -335,6 +346,27 @@ pub fn normalize(source: &SourceRecord, value: &Value) -> Result<Alert, String> 
             Err("the payload could not be normalized (internal normalizer error)".into())
         }
     }
+}
+
+/// Decodes `%XX` escapes; invalid UTF-8 becomes U+FFFD.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -30,7 +30,46 @@ pub fn metrics_router(state: AppState) -> Router {
 /// Every route of the API; `/metrics` too unless it is served on its own address.
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let (router, _) = api_routes(with_metrics).split_for_parts();
-    router.fallback(not_found).layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response)).with_state(state)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(error_shape))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// Gives every error the spec's shape `{"error":{"code","message"}}`: the framework's own
+/// rejections (405, a malformed query string or path, a body over axum's limit) answer in plain
+/// text otherwise. Headers such as `Allow` are kept.
+async fn error_shape(resp: axum::response::Response) -> axum::response::Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "validation_error",
+        _ if status.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("Request failed").to_string() } else { text };
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// Every route and its OpenAPI description, from one registration each.
