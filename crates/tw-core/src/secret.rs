@@ -1,6 +1,5 @@
 //! A webhook secret that never prints itself and is wiped from memory when dropped.
 
-use sha2::{Digest, Sha256};
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -21,13 +20,6 @@ impl Secret {
     /// The secret itself, for signing and for showing once to its creator.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// A short, non-reversible label for recognising which secret is configured:
-    /// `sha256:` and the first 8 hex digits of the secret's SHA-256.
-    pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.0.as_bytes());
-        format!("sha256:{}", hex::encode(&digest[..4]))
     }
 
     /// Checks a user-supplied secret's length and characters; returns a reason when it is unfit.
@@ -59,7 +51,6 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = Secret::new("hunter2-hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
-        assert_eq!(s.fingerprint().len(), "sha256:".len() + 8);
     }
 
     #[test]

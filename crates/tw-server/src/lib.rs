@@ -114,7 +114,7 @@ pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
 }
 
 fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir)
+    tw_store::files::create_private_dir(&cfg.data_dir)
         .map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let path = match cfg.database_url.as_deref().filter(|u| !u.is_empty()) {
         None => cfg.data_dir.join(DB_FILE),

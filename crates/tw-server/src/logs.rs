@@ -143,7 +143,7 @@ impl LogBuffer {
 
     /// Also keeps records in `dir` (at most `max_bytes`), first loading what an earlier run left.
     pub fn persist_to(&self, dir: &Path, max_bytes: u64) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        tw_store::files::create_private_dir(dir)?;
         let current = dir.join(LOG_FILE);
         let previous = dir.join(format!("{LOG_FILE}.1"));
         {
@@ -162,7 +162,8 @@ impl LogBuffer {
             }
         }
         let (tx, rx) = mpsc::channel::<Arc<LogRecord>>();
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&current)?;
+        tw_store::files::create_private_file(&current)?;
+        let file = std::fs::OpenOptions::new().append(true).open(&current)?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
         let handle = std::thread::Builder::new()
             .name("tw-log-writer".into())
@@ -233,7 +234,9 @@ fn write_loop(
         if written + line.len() as u64 > max_file.max(4096) {
             let _ = out.flush();
             let _ = std::fs::rename(&current, &previous);
-            match std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&current) {
+            let reopened = tw_store::files::create_private_file(&current)
+                .and_then(|_| std::fs::OpenOptions::new().write(true).truncate(true).open(&current));
+            match reopened {
                 Ok(f) => {
                     out = std::io::BufWriter::new(f);
                     written = 0;

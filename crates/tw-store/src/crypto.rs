@@ -73,6 +73,17 @@ impl MasterKey {
         XChaCha20Poly1305::new((&*self.0).into())
     }
 
+    /// A short label that tells which secret is configured without helping anyone guess it:
+    /// `hmac:` and 8 hex digits of HMAC-SHA256 under a key derived from the master key (an
+    /// unkeyed hash would let anyone who sees it test guesses at a weak secret offline).
+    pub fn fingerprint(&self, secret: &Secret) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
+        mac.update(b"tw-secret-fingerprint\0");
+        mac.update(secret.expose().as_bytes());
+        format!("hmac:{}", hex::encode(&mac.finalize().into_bytes()[..4]))
+    }
+
     /// Encrypts a secret for `aad` (the source name).
     pub fn encrypt(&self, aad: &str, secret: &Secret) -> Result<Vec<u8>, StoreError> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -152,6 +163,17 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn fingerprint_is_keyed_and_stable() {
+        let a = MasterKey::generate().unwrap();
+        let b = MasterKey::generate().unwrap();
+        let s = Secret::new("a-weak-secret");
+        assert_eq!(a.fingerprint(&s), a.fingerprint(&s));
+        assert_ne!(a.fingerprint(&s), b.fingerprint(&s), "another key gives another fingerprint");
+        assert_ne!(a.fingerprint(&s), a.fingerprint(&Secret::new("another-secret")));
+        assert!(a.fingerprint(&s).starts_with("hmac:") && a.fingerprint(&s).len() == 5 + 8);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod api_key;
 pub mod crypto;
+pub mod files;
 pub mod model;
 pub mod sqlite;
 

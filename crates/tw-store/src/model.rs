@@ -96,6 +96,8 @@ impl SourcePatch {
 pub struct SourceRecord {
     pub name: SourceName,
     pub secret: Secret,
+    /// A keyed fingerprint of `secret` (see [`crate::MasterKey::fingerprint`]).
+    pub secret_fingerprint: String,
     /// The secret before the last rotation and until when it still verifies.
     pub previous_secret: Option<(Secret, DateTime<Utc>)>,
     pub settings: SourceSettings,

@@ -406,6 +406,12 @@ async fn secrets_are_encrypted_at_rest_and_need_the_right_key() {
         assert!(!bytes.windows(24).any(|w| w == b"distinctive-secret-XYZZY"), "secret in {}", path.display());
     }
     assert!(scanned >= 2, "the database and its WAL were scanned");
+    #[cfg(unix)]
+    for file in ["tw.db", "tw.db-wal"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{file} is readable by others: {mode:o}");
+    }
     drop(store);
     let wrong = MasterKey::generate().unwrap();
     let err = SqliteStore::open(&dir.path().join("tw.db"), wrong).err().expect("wrong key must be refused");

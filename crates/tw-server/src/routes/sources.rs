@@ -39,7 +39,7 @@ pub fn source_view(s: &SourceRecord) -> Value {
         "timestamp_tolerance_secs": st.timestamp_tolerance_secs,
         "max_body_bytes": st.max_body_bytes,
         "managed_by_config": s.managed_by_config,
-        "secret_fingerprint": s.secret.fingerprint(),
+        "secret_fingerprint": s.secret_fingerprint,
         "secret_rotated_at": s.secret_rotated_at,
         "previous_secret_expires_at": s.previous_secret.as_ref().map(|(_, until)| until),
         "created_at": s.created_at,
@@ -449,7 +449,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
             _ => json!({"check": check, "ok": false, "error": "not reached"}),
         })
         .collect();
-    Ok(Json(json!({"ok": result.is_ok(), "source": name, "checks": checks, "secret_fingerprint": source.secret.fingerprint()})))
+    Ok(Json(json!({"ok": result.is_ok(), "source": name, "checks": checks, "secret_fingerprint": source.secret_fingerprint})))
 }
 
 /// The event `webhook test` sends.

@@ -65,8 +65,10 @@ impl SqliteStore {
     /// Like [`SqliteStore::open`], telling `observer` about every committed batch.
     pub fn open_observed(path: &Path, key: MasterKey, observer: Option<Arc<dyn crate::CommitObserver>>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            crate::files::create_private_dir(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Created private before SQLite opens it: its -wal and -shm files take the same mode.
+        crate::files::create_private_file(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -228,6 +230,7 @@ impl SourceRow {
             max_body_bytes: self.max_body_bytes.max(0) as u64,
         };
         Ok(SourceRecord {
+            secret_fingerprint: key.fingerprint(&secret),
             name,
             secret,
             previous_secret,
