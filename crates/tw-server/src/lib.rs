@@ -173,13 +173,19 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let intel_dir = cfg.intel_dir.clone().unwrap_or_else(|| cfg.data_dir.join("intel"));
     let intel = Arc::new(intel::IntelStore::open(&intel_dir).map_err(StartError::Other)?);
     let playbooks = registry.names().await?;
+    let mut declared = Vec::new();
     if let Some(path) = &cfg.webhook_config {
         let sources = config::load(path, &playbooks, &|k| std::env::var(k).ok())?;
         for s in sources {
             let name = s.name.clone();
             store.upsert_config_source(s).await?;
             tracing::info!(target: "api", source = %name, file = %path.display(), "source loaded from config file");
+            declared.push(name);
         }
+    }
+    // A source taken out of the file (or a start without one) goes back to the API's hands.
+    for name in store.release_config_sources(&declared).await? {
+        tracing::warn!(target: "api", source = %name, "source is no longer in the config file; the API may now change or delete it");
     }
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {

@@ -66,6 +66,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_source(&self, new: NewSource) -> Result<SourceRecord, StoreError>;
     /// Creates or replaces a source declared in the config file (marks it managed by config).
     async fn upsert_config_source(&self, new: NewSource) -> Result<SourceRecord, StoreError>;
+    /// Hands sources that were managed by the config file but are no longer in it (`keep`) back to
+    /// the API; returns their names. Nothing is deleted.
+    async fn release_config_sources(&self, keep: &[SourceName]) -> Result<Vec<String>, StoreError>;
     /// One source, with its decrypted secrets.
     async fn get_source(&self, name: &SourceName) -> Result<Option<SourceRecord>, StoreError>;
     /// All sources, by name.

@@ -156,3 +156,27 @@ async fn invalid_config_file_stops_start_up_naming_file_line_and_key() {
     };
     assert!(err.contains("webhook_config.yaml:4") && err.contains("playbook"), "{err}");
 }
+
+/// A source taken out of the file is handed back to the API at the next start: it keeps working
+/// and can be changed or deleted; the ones still in the file stay managed.
+#[tokio::test]
+async fn a_source_removed_from_the_file_is_released() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let both = "sources:\n  keepme:\n    secret: keep-secret-123\n  dropme:\n    secret: drop-secret-123\n";
+    let path = write(cfg_dir.path(), both);
+    let app = TestApp::spawn_with(|cfg| cfg.webhook_config = Some(path.clone())).await;
+    let (s, v) = app.admin(Method::DELETE, "/api/webhooks/dropme", None).await;
+    assert_error(s, &v, 409, "managed_by_config");
+    let dir = app.stop().await;
+
+    write(cfg_dir.path(), "sources:\n  keepme:\n    secret: keep-secret-123\n");
+    let app = TestApp::spawn_in(dir, |cfg| cfg.webhook_config = Some(path.clone())).await;
+    assert_eq!(get_ok(&app, "/api/webhooks/dropme").await["managed_by_config"], false);
+    assert_eq!(get_ok(&app, "/api/webhooks/keepme").await["managed_by_config"], true);
+    let (s, v) = app.deliver("dropme", "drop-secret-123", SPLUNK).await;
+    assert_accepted(s, &v);
+    let (s, v) = app.admin(Method::DELETE, "/api/webhooks/keepme", None).await;
+    assert_error(s, &v, 409, "managed_by_config");
+    let (s, _) = app.admin(Method::DELETE, "/api/webhooks/dropme", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}

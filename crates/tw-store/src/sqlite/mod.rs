@@ -638,6 +638,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn release_config_sources(&self, keep: &[SourceName]) -> Result<Vec<String>, StoreError> {
+        let keep = serde_json::to_string(&keep.iter().map(SourceName::as_str).collect::<Vec<_>>()).map_err(corrupt("names"))?;
+        self.writer
+            .write(move |conn| {
+                let names = conn
+                    .prepare(
+                        "UPDATE sources SET managed_by_config = 0 WHERE managed_by_config = 1 \
+                         AND name NOT IN (SELECT value FROM json_each(?1)) RETURNING name",
+                    )?
+                    .query_map([keep], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(names)
+            })
+            .await
+    }
+
     async fn get_source(&self, name: &SourceName) -> Result<Option<SourceRecord>, StoreError> {
         let name = name.clone();
         self.read(move |conn, key| load_source(conn, key, name.as_str())).await
