@@ -788,3 +788,23 @@ fn log_format_json_writes_one_json_object_per_line_without_secrets() {
 fn admin_key_for(data: &Path) -> String {
     new_key(data, "admin")
 }
+
+/// Refused API keys leave an `auth` line (never the key), and API requests an `api` line.
+#[test]
+fn auth_refusals_and_api_requests_are_logged() {
+    let e = env_with(&[]);
+    let url = e.url();
+    let bad_key = "tw_0000000000000000000000000000000000000000000000000000000000000000";
+    let o = tw().env("TW_URL", &url).env("TW_API_KEY", bad_key).args(["webhook", "list"]).output().unwrap();
+    fails(o, &["unauthorized"]);
+    let out = poll("the auth line", || {
+        let out = ok(e.cli(&["logs", "--filter", "auth", "--tail", "10"]));
+        if out.contains("API key refused") { Ok(out) } else { Err(out) }
+    });
+    assert!(out.contains("path=/api/webhooks") && !out.contains(bad_key), "{out}");
+    let out = poll("the api line", || {
+        let out = ok(e.cli(&["logs", "--filter", "api", "--tail", "50"]));
+        if out.contains("route=/api/webhooks status=401") { Ok(out) } else { Err(out) }
+    });
+    assert!(out.contains("api request") && out.contains("method=GET"), "{out}");
+}

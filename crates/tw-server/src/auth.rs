@@ -12,7 +12,16 @@ pub struct ReadAccess(pub ApiKeyRecord);
 /// A caller with an admin key (routes that change things).
 pub struct AdminAccess(pub ApiKeyRecord);
 
+/// Checks the key, and logs a refusal under the `auth` component (never the key itself).
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
+    let result = check_key(parts, state).await;
+    if let Err(e @ ApiError::Unauthorized(_)) = &result {
+        tracing::warn!(target: "auth", method = %parts.method, path = %parts.uri.path(), reason = %e, "API key refused");
+    }
+    result
+}
+
+async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
     let header = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -41,6 +50,7 @@ impl FromRequestParts<AppState> for AdminAccess {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = authenticate(parts, state).await?;
         if key.scope != Scope::Admin {
+            tracing::warn!(target: "auth", method = %parts.method, path = %parts.uri.path(), key = %key.prefix, key_name = %key.name, "admin scope required");
             return Err(ApiError::Forbidden);
         }
         Ok(AdminAccess(key))

@@ -72,17 +72,24 @@ pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Q
     };
     let follow = matches!(p.follow.as_deref(), Some("true" | "1" | "yes"));
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };
+    // Subscribe before reading the tail, so no record logged in between is missed; the ones that
+    // are in both (the same Arcs) are skipped once.
+    let rx = follow.then(|| buffer.subscribe());
     let records = buffer.tail(&query, tail);
-    if !follow {
+    let Some(rx) = rx else {
         let data: Vec<&LogRecord> = records.iter().map(|r| &**r).collect();
         return Ok(Json(json!({"data": data})).into_response());
-    }
-    let rx = buffer.subscribe();
+    };
+    let shown: Vec<Arc<LogRecord>> = records.clone();
     let first = stream::iter(records);
-    let live = stream::unfold((rx, query), |(mut rx, query)| async move {
+    let live = stream::unfold((rx, query, shown), |(mut rx, query, mut shown)| async move {
         loop {
             match rx.recv().await {
-                Ok(r) if query.matches(&r) => return Some((r, (rx, query))),
+                Ok(r) if shown.iter().any(|s| Arc::ptr_eq(s, &r)) => continue,
+                Ok(r) if query.matches(&r) => {
+                    shown.clear();
+                    return Some((r, (rx, query, shown)));
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return None,
             }

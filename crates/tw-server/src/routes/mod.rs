@@ -33,8 +33,32 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
     router
         .fallback(not_found)
         .layer(axum::middleware::map_response(error_shape))
+        .layer(axum::middleware::from_fn(access_log))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// One `api` log line per request outside the intake (which writes its own, richer line).
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let intake = method == axum::http::Method::POST && route.as_deref() == Some("/api/webhooks/{source}");
+    let quiet = matches!(route.as_deref(), Some("/metrics" | "/api/health" | "/api/ready"));
+    if !intake {
+        let status = resp.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // The path is logged only when it matched a route (the template); anything else is
+        // sender-chosen text.
+        let route = route.unwrap_or_else(|| "-".into());
+        if quiet {
+            tracing::debug!(target: "api", %method, route, status, latency_ms, "api request");
+        } else {
+            tracing::info!(target: "api", %method, route, status, latency_ms, "api request");
+        }
+    }
+    resp
 }
 
 /// Gives every error the spec's shape `{"error":{"code","message"}}`: the framework's own
