@@ -277,3 +277,35 @@ async fn server_side_test_uses_the_intake_path() {
     // Nothing was stored either way.
     assert_eq!(get_ok(&app, "/api/incidents").await["meta"]["total"], 0);
 }
+
+/// A chunked body (no Content-Length) over the source's limit is refused 413 once the limit is
+/// passed: the length check does not rely on the declared size alone.
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_413() {
+    use std::io::{Read, Write};
+    let app = TestApp::spawn().await;
+    add(&app, "small", "small-secret-1", json!({"max_body_bytes": 1000})).await;
+    let addr = app.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /api/webhooks/small HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+             X-Webhook-Timestamp: {}\r\nX-Webhook-Signature: sha256={}\r\nConnection: close\r\n\r\n",
+            now(),
+            "0".repeat(64)
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let chunk = "a".repeat(600);
+        for _ in 0..3 {
+            let _ = stream.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes());
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+}

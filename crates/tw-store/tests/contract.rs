@@ -192,6 +192,33 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
     let inc = store.get_incident(&IncidentKey::Id(done.incident_id.unwrap())).await.unwrap().unwrap();
     assert_eq!(inc.delivery_count, 1);
 
+    // The delivery of a processed queued event still shows its payload (now the incident's).
+    let delivery = Delivery {
+        request_id: "rq-q1".into(),
+        source: name("mail"),
+        received_at: Utc::now(),
+        status: 202,
+        code: None,
+        incident_id: None,
+        incident_number: None,
+        queue_id: Some(q1.clone()),
+        duplicate: false,
+        body_len: Some(18),
+        latency_ms: 1.0,
+        verified: true,
+        raw_payload: None,
+    };
+    store.record_delivery(delivery, None);
+    let mut shown = None;
+    for _ in 0..200 {
+        if let Some(d) = store.get_delivery("rq-q1").await.unwrap() {
+            shown = d.raw_payload;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(shown.as_deref(), Some(r#"{"raw": true}"#), "the incident's payload, once processed");
+
     let failed = store.complete_queued(&q2, Err("not normalizable".into())).await.unwrap();
     assert_eq!(failed.status, QueueStatus::Failed);
     assert_eq!(failed.error.as_deref(), Some("not normalizable"));

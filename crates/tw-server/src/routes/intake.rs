@@ -215,8 +215,14 @@ async fn verified_event(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes =
-        axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
+            ApiError::InvalidPayload("The request body could not be read completely".into())
+        }
+    })?;
     seen.body = Some(bytes.clone());
 
     let now = state.clock.now();

@@ -548,7 +548,8 @@ fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(
     };
     insert_dead_letter(conn, &letter)?;
     conn.execute(
-        "UPDATE queue SET status = 'failed', error = ?2, processed_at = ?3, lease_until = NULL WHERE id = ?1",
+        // The payload now lives in the dead letter: the queue's copy goes.
+        "UPDATE queue SET status = 'failed', error = ?2, processed_at = ?3, lease_until = NULL, raw_payload = x'' WHERE id = ?1",
         params![id, reason, now],
     )?;
     Ok(())
@@ -813,8 +814,9 @@ impl Store for SqliteStore {
                         // ingest_in counted a delivery on the source; enqueue did not, so this is the one count.
                         let inc = outcome.incident();
                         conn.execute(
+                            // The payload now lives on the incident: the queue's copy goes.
                             "UPDATE queue SET status = 'processed', incident_id = ?2, incident_number = ?3, duplicate = ?4, \
-                             processed_at = ?5, lease_until = NULL WHERE id = ?1",
+                             processed_at = ?5, lease_until = NULL, raw_payload = x'' WHERE id = ?1",
                             params![
                                 id,
                                 inc.id.to_string(),
@@ -1255,7 +1257,17 @@ impl Store for SqliteStore {
                 (None, Some(inc), _) => {
                     conn.query_row("SELECT raw_payload FROM incidents WHERE id = ?1", [inc.to_string()], |r| r.get(0)).optional()?
                 }
-                (None, None, Some(q)) => conn.query_row("SELECT raw_payload FROM queue WHERE id = ?1", [q], |r| r.get(0)).optional()?,
+                // A queued delivery: its incident's payload once processed, the dead letter's once
+                // failed, the queue's while it waits.
+                (None, None, Some(q)) => conn
+                    .query_row(
+                        "SELECT COALESCE((SELECT i.raw_payload FROM incidents i WHERE i.id = q.incident_id), \
+                                         (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
+                         FROM queue q WHERE q.id = ?1",
+                        [q],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
                 _ => None,
             };
             d.raw_payload = raw.map(|b| String::from_utf8_lossy(&b).into_owned());
