@@ -5,7 +5,6 @@ use common::*;
 // subprocess on a free port with its own temp data dir, the CLI as another subprocess, and the
 // spec's shell recipes (bash + openssl + curl) run verbatim.
 
-use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -24,33 +23,6 @@ fn api_key_create(data: &Path, scope: &str, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .expect("run api-key create")
-}
-
-/// Posts `body` signed with `secret` now to the public intake with curl; (HTTP status, JSON body).
-fn deliver(url: &str, source: &str, secret: &str, body: &str) -> (u16, Value) {
-    let ts = now();
-    let sig = signature(secret, ts, body.as_bytes());
-    let o = Command::new("curl")
-        .args(["-sS", "-X", "POST"])
-        .arg(format!("{url}/api/webhooks/{source}"))
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", &format!("X-Webhook-Signature: {sig}")])
-        .args(["-H", &format!("X-Webhook-Timestamp: {ts}")])
-        .args(["--data-binary", body])
-        .args(["-w", "\n%{http_code}"])
-        .output()
-        .expect("run curl");
-    split_status(&stdout(&o))
-}
-
-/// Splits curl output whose last line is `%{http_code}` into the status and the JSON body.
-fn split_status(out: &str) -> (u16, Value) {
-    let out = out.trim_end();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out));
-    let code = code.trim().rsplit(':').next().unwrap().trim();
-    let status: u16 = code.parse().unwrap_or_else(|_| panic!("no status code in curl output: {out}"));
-    let v = serde_json::from_str(body.trim()).unwrap_or_else(|_| Value::String(body.to_string()));
-    (status, v)
 }
 
 /// Runs a shell script with bash; its Output.
@@ -299,7 +271,7 @@ fn add_settings_generated_secret_duplicate_rotate_remove() {
     fails_with(e.cli(&["webhook", "show", "x"]), &["unknown_source"]);
     let list = ok(e.cli(&["webhook", "list"]));
     assert!(!list.lines().any(|l| l.starts_with("x ")), "{list}");
-    let (status, v) = deliver(e.url(), "x", &generated, SPEC_BODY);
+    let (status, v) = curl_deliver(e.url(), "x", &generated, SPEC_BODY);
     assert_eq!(status, 404, "{v}");
     fails_with(e.cli(&["webhook", "remove", "x"]), &["unknown_source"]);
 }
@@ -544,7 +516,7 @@ fn incidents_and_sources_survive_sigkill_and_numbers_are_not_reused() {
     let mut numbers = Vec::new();
     for i in 1..=20 {
         let body = format!(r#"{{"event_type":"security_alert","data":{{"alert_id":"kill-{i}","severity":"medium"}}}}"#);
-        let (status, v) = deliver(&server.url, "email-gateway", SPEC_SECRET, &body);
+        let (status, v) = curl_deliver(&server.url, "email-gateway", SPEC_SECRET, &body);
         assert_eq!(status, 201, "delivery {i}: {v}");
         numbers.push(v["incident_number"].as_str().unwrap().to_string());
     }
@@ -567,7 +539,7 @@ fn incidents_and_sources_survive_sigkill_and_numbers_are_not_reused() {
     ok(cli(&url, Some(&admin), &["webhook", "test", "email-gateway"]));
     ok(cli(&url, Some(&admin), &["webhook", "test", "email-gateway", "--secret", SPEC_SECRET]));
     // The next number is 21.
-    let (status, v) = deliver(
+    let (status, v) = curl_deliver(
         &url,
         "email-gateway",
         SPEC_SECRET,
@@ -576,8 +548,12 @@ fn incidents_and_sources_survive_sigkill_and_numbers_are_not_reused() {
     assert_eq!(status, 201, "{v}");
     assert!(v["incident_number"].as_str().unwrap().ends_with("-0021"), "{v}");
     // A re-delivery of an old alert is a duplicate, not a new incident.
-    let (status, v) =
-        deliver(&url, "email-gateway", SPEC_SECRET, r#"{"event_type":"security_alert","data":{"alert_id":"kill-7","severity":"medium"}}"#);
+    let (status, v) = curl_deliver(
+        &url,
+        "email-gateway",
+        SPEC_SECRET,
+        r#"{"event_type":"security_alert","data":{"alert_id":"kill-7","severity":"medium"}}"#,
+    );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["incident_number"], numbers[6].as_str(), "{v}");
     assert_eq!(incident_total(&url, &admin, &[]), 21);
@@ -593,7 +569,7 @@ fn queued_events_survive_sigkill_and_are_processed_after_restart() {
     let mut queue_ids = Vec::new();
     for i in 1..=5 {
         let body = format!(r#"{{"event_type":"security_alert","data":{{"alert_id":"q-{i}","severity":"high"}}}}"#);
-        let (status, v) = deliver(&server.url, "edr", "edr-secret-123", &body);
+        let (status, v) = curl_deliver(&server.url, "edr", "edr-secret-123", &body);
         assert_eq!(status, 202, "delivery {i}: {v}");
         assert_eq!(v["status"], "queued", "{v}");
         assert_eq!(v["message"], "Event queued for processing", "{v}");
@@ -695,7 +671,7 @@ fn config_file_via_flag() {
     let admin = new_key(&data, "admin");
     let server = ServerProcess::start(&data, &["--config", file.to_str().unwrap()], CONFIG_ENV);
     check_config_sources(&server.url, &admin);
-    let (status, v) = deliver(&server.url, "edr", "edr-secret-from-env", SPEC_BODY);
+    let (status, v) = curl_deliver(&server.url, "edr", "edr-secret-from-env", SPEC_BODY);
     assert_eq!(status, 201, "{v}");
 }
 

@@ -21,43 +21,13 @@ const DEADLINE: Duration = Duration::from_secs(60);
 // payloads and intel (the cases tw-core/tests/triage_playbooks.rs proves)
 // ---------------------------------------------------------------------------------------------
 
-const PHISH_URL: &str = "http://examp1e-login.top/verify/account";
 const CS_SHA256: &str = "2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39adfb049d0f";
-
-/// A look-alike-domain phish (examp1e.com vs protected example.com) with a credential URL.
-fn phish(alert_id: &str) -> String {
-    json!({
-        "event_type": "email_threat",
-        "timestamp": "2024-06-10T15:01:12Z",
-        "source": "email-gateway",
-        "data": {
-            "alert_id": alert_id,
-            "severity": "medium",
-            "details": {
-                "title": "User-reported message",
-                "sender": "it-support@examp1e.com",
-                "recipients": ["jdoe@example.com"],
-                "subject": "Action required: verify your account within 24 hours",
-                "urls": [PHISH_URL],
-                "sender_ip": "198.51.100.77"
-            }
-        }
-    })
-    .to_string()
-}
 
 /// A small generic alert with a unique id.
 fn generic(alert_id: &str) -> String {
     json!({"event_type": "security_alert", "source": "it", "data": {"alert_id": alert_id, "severity": "low",
            "details": {"title": format!("alert {alert_id}"), "user": "alice@example.com"}}})
     .to_string()
-}
-
-/// The CrowdStrike detection fixture: FS-02, svc_backup, SHA256 [`CS_SHA256`].
-fn crowdstrike_fixture() -> String {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Intel files for both playbooks: example.com protected, FS-02 critical; `bad_hashes` as given.

@@ -12,7 +12,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "triage-cli-secret-0123456789";
-const PHISH_URL: &str = "http://examp1e-login.top/verify/account";
 const CS_SHA256: &str = "2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39adfb049d0f";
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -78,53 +77,9 @@ fn write_intel(dir: &Path, bad_hashes: &str) {
     }
 }
 
-/// The look-alike phish of tw-core's playbook tests (malicious with example.com protected).
-fn phish(alert_id: &str) -> String {
-    json!({
-        "event_type": "email_threat",
-        "timestamp": "2024-06-10T15:01:12Z",
-        "source": "email-gateway",
-        "data": {
-            "alert_id": alert_id,
-            "severity": "medium",
-            "details": {
-                "title": "User-reported message",
-                "sender": "it-support@examp1e.com",
-                "recipients": ["jdoe@example.com"],
-                "subject": "Action required: verify your account within 24 hours",
-                "urls": [PHISH_URL],
-                "sender_ip": "198.51.100.77"
-            }
-        }
-    })
-    .to_string()
-}
-
-fn crowdstrike_fixture() -> String {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Posts `body` signed now to the intake with curl; (HTTP status, JSON body).
+/// Posts `body` signed with the test secret now, with curl.
 fn deliver(url: &str, source: &str, body: &str) -> (u16, Value) {
-    let ts = now();
-    let sig = signature(SECRET, ts, body.as_bytes());
-    let o = Command::new("curl")
-        .args(["-sS", "-X", "POST"])
-        .arg(format!("{url}/api/webhooks/{source}"))
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", &format!("X-Webhook-Signature: {sig}")])
-        .args(["-H", &format!("X-Webhook-Timestamp: {ts}")])
-        .args(["--data-binary", body])
-        .args(["-w", "\n%{http_code}"])
-        .output()
-        .expect("run curl");
-    let out = stdout(&o);
-    let out = out.trim_end();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out));
-    let status: u16 = code.trim().parse().unwrap_or_else(|_| panic!("no status code in curl output: {out}"));
-    (status, serde_json::from_str(body.trim()).unwrap_or_else(|_| Value::String(body.to_string())))
+    curl_deliver(url, source, SECRET, body)
 }
 
 /// Delivers and expects 201; the incident number.

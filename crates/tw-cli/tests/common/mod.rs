@@ -336,3 +336,66 @@ pub fn assert_aligned(header: &str, row: &str) {
         assert!(rb[c - 1] == b' ' && rb[c] != b' ', "row not aligned at column {c}:\n{header}\n{row}");
     }
 }
+
+// ---- shared payloads and deliveries ----
+
+/// The credential-harvesting URL of [`phish`].
+pub const PHISH_URL: &str = "http://examp1e-login.top/verify/account";
+
+/// A look-alike-domain phish (examp1e.com vs a protected example.com) with a credential URL: the
+/// payload tw-core's playbook tests prove malicious.
+pub fn phish(alert_id: &str) -> String {
+    serde_json::json!({
+        "event_type": "email_threat",
+        "timestamp": "2024-06-10T15:01:12Z",
+        "source": "email-gateway",
+        "data": {
+            "alert_id": alert_id,
+            "severity": "medium",
+            "details": {
+                "title": "User-reported message",
+                "sender": "it-support@examp1e.com",
+                "recipients": ["jdoe@example.com"],
+                "subject": "Action required: verify your account within 24 hours",
+                "urls": [PHISH_URL],
+                "sender_ip": "198.51.100.77"
+            }
+        }
+    })
+    .to_string()
+}
+
+/// The shared CrowdStrike fixture with a critical detection on FS-02.
+pub fn crowdstrike_fixture() -> String {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Posts `body` signed with `secret` now to the public intake with curl, as a sender would;
+/// (HTTP status, JSON body).
+pub fn curl_deliver(url: &str, source: &str, secret: &str, body: &str) -> (u16, Value) {
+    let ts = now();
+    let sig = signature(secret, ts, body.as_bytes());
+    let o = Command::new("curl")
+        .args(["-sS", "-X", "POST"])
+        .arg(format!("{url}/api/webhooks/{source}"))
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", &format!("X-Webhook-Signature: {sig}")])
+        .args(["-H", &format!("X-Webhook-Timestamp: {ts}")])
+        .args(["--data-binary", body])
+        .args(["-w", "\n%{http_code}"])
+        .output()
+        .expect("run curl");
+    split_status(&stdout(&o))
+}
+
+/// Splits curl output ending in `-w "\n%{http_code}"` into (status, JSON body).
+pub fn split_status(out: &str) -> (u16, Value) {
+    let out = out.trim_end();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", out));
+    let code = code.trim().rsplit(':').next().unwrap_or_default().trim();
+    let status: u16 = code.parse().unwrap_or_else(|_| panic!("no status code in curl output: {out}"));
+    let v = serde_json::from_str(body.trim()).unwrap_or_else(|_| Value::String(body.to_string()));
+    (status, v)
+}
