@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub triage_workers: usize,
     /// Attempts per triage job before it is marked failed.
     pub triage_max_attempts: u32,
+    /// The time the intake checks timestamps against (the system clock; tests set their own).
+    pub clock: Arc<dyn state::Clock>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -90,6 +92,7 @@ impl ServerConfig {
             intel_dir: None,
             triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -191,7 +194,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let state = AppState {
         sources: Arc::new(SourceCache::new(store.clone())),
         store,
-        clock: Arc::new(SystemClock),
+        clock: cfg.clock.clone(),
         sync_permits: Arc::new(Semaphore::new(cfg.max_inflight)),
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,

@@ -22,6 +22,28 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that stands still until told to move (tests set window edges exactly with it).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `unix_secs`.
+    pub fn at(unix_secs: i64) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicI64::new(unix_secs))
+    }
+
+    /// Moves the clock to `unix_secs`.
+    pub fn set(&self, unix_secs: i64) {
+        self.0.store(unix_secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp(self.0.load(std::sync::atomic::Ordering::SeqCst), 0).unwrap_or_default()
+    }
+}
+
 /// Everything a handler needs. Cloning is cheap.
 #[derive(Clone)]
 pub struct AppState {
