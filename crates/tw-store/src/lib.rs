@@ -79,9 +79,6 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_source(&self, name: &SourceName) -> Result<bool, StoreError>;
     /// Replaces the secret; the old one keeps verifying until `grace_until`.
     async fn rotate_secret(&self, name: &SourceName, new_secret: Secret, grace_until: DateTime<Utc>) -> Result<SourceRecord, StoreError>;
-    /// Counts a refused request against a source (best effort, not awaited by the caller).
-    fn record_source_error(&self, name: &SourceName);
-
     // ---- intake ----
     /// Creates the incident for an alert, or recognises a second delivery of it. Durable on `Ok`.
     async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError>;
@@ -146,7 +143,8 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- deliveries ----
     /// Records a delivery (best effort, not awaited; the body is truncated to
-    /// [`DELIVERY_BODY_LIMIT`]). Old records are pruned.
+    /// [`DELIVERY_BODY_LIMIT`]) and, when it was refused, counts it in the source's error count,
+    /// in the same write. Old records are pruned.
     fn record_delivery(&self, d: Delivery, body: Option<Vec<u8>>);
     /// The newest `limit` deliveries of a source, newest first.
     async fn list_deliveries(&self, source: &SourceName, filter: DeliveryFilter, limit: u32) -> Result<Vec<Delivery>, StoreError>;

@@ -192,11 +192,8 @@ async fn handle(
     let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
     let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
     seen.source = Some(name.clone());
-    let result = verified_event(state, &source, headers, body, rid, seen).await;
-    if result.is_err() {
-        state.store.record_source_error(&name);
-    }
-    result
+    // A refusal is counted against the source with its delivery record (see `report`).
+    verified_event(state, &source, headers, body, rid, seen).await
 }
 
 async fn verified_event(

@@ -88,11 +88,6 @@ impl SqliteStore {
         (!rest.is_empty()).then(|| PathBuf::from(rest))
     }
 
-    /// How many writes wait for the writer (a saturation signal for the intake).
-    pub fn pending_writes(&self) -> usize {
-        self.writer.pending()
-    }
-
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -715,14 +710,6 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn record_source_error(&self, name: &SourceName) {
-        let name = name.clone();
-        self.writer.fire(move |conn| {
-            conn.execute("UPDATE sources SET error_count = error_count + 1 WHERE name = ?1", [name.as_str()])?;
-            Ok(())
-        });
-    }
-
     async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError> {
         self.writer.write(move |conn| ingest_in(conn, &req)).await
     }
@@ -1217,6 +1204,9 @@ impl Store for SqliteStore {
                 d.verified
             ])?;
             let id = conn.last_insert_rowid();
+            if !(200..300).contains(&d.status) {
+                conn.prepare_cached("UPDATE sources SET error_count = error_count + 1 WHERE name = ?1")?.execute([d.source.as_str()])?;
+            }
             if id % 1000 == 0 {
                 conn.execute("DELETE FROM deliveries WHERE id <= ?1", [id - DELIVERIES_KEPT])?;
             }

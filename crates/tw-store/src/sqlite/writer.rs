@@ -74,11 +74,6 @@ impl Writer {
         });
         let _ = self.tx.try_send(job);
     }
-
-    /// How many writes are waiting for the writer right now.
-    pub fn pending(&self) -> usize {
-        CHANNEL_CAPACITY - self.tx.capacity()
-    }
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<dyn CommitObserver>>) {
