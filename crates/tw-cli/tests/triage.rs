@@ -180,21 +180,6 @@ fn has_finding(t: &Value, rule: &str, indicator: &str) -> bool {
     finding_keys(t).contains(&(rule.to_string(), Some(indicator.to_string())))
 }
 
-/// `Authorization`-signed delivery with a plain client (for concurrent senders).
-async fn deliver_with(http: &reqwest::Client, base: &str, source: &str, body: String) -> (StatusCode, Value) {
-    let ts = now();
-    let resp = http
-        .post(format!("{base}/api/webhooks/{source}"))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(SECRET, ts, body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    into_json(resp).await
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. auto-triage results
 // ---------------------------------------------------------------------------------------------
@@ -350,7 +335,7 @@ async fn a_thousand_queued_jobs_drain_with_none_lost_or_run_twice() {
         let permit = permits.clone().acquire_owned().await.unwrap();
         let (http, base) = (app.http.clone(), app.base.clone());
         tasks.spawn(async move {
-            let r = deliver_with(&http, &base, "email-gateway", generic(&format!("drain-{i:04}"))).await;
+            let r = post_signed(&http, &base, "email-gateway", SECRET, now(), generic(&format!("drain-{i:04}"))).await;
             drop(permit);
             r
         });

@@ -455,20 +455,7 @@ fn sigkill_while_triaging_then_restart_finishes_every_job() {
         for chunk in (0..N).collect::<Vec<_>>().chunks(25) {
             for &i in chunk {
                 let (http, url) = (http.clone(), url.clone());
-                tasks.spawn(async move {
-                    let body = phish(&format!("kill-{i}"));
-                    let ts = now();
-                    let resp = http
-                        .post(format!("{url}/api/webhooks/mail"))
-                        .header("content-type", "application/json")
-                        .header("x-webhook-timestamp", ts.to_string())
-                        .header("x-webhook-signature", signature(SECRET, ts, body.as_bytes()))
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("request");
-                    into_json(resp).await
-                });
+                tasks.spawn(async move { post_signed(&http, &url, "mail", SECRET, now(), phish(&format!("kill-{i}"))).await });
             }
             while let Some(r) = tasks.join_next().await {
                 let (status, v) = r.unwrap();

@@ -16,21 +16,11 @@ async fn deliver_all(app: &TestApp, source: &str, bodies: Vec<String>) -> Vec<(S
     let mut set = JoinSet::new();
     for (i, body) in bodies.into_iter().enumerate() {
         let http = app.http.clone();
-        let url = app.url(&format!("/api/webhooks/{source}"));
+        let (base, source) = (app.base.clone(), source.to_string());
         let gate = gate.clone();
         set.spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            let ts = now();
-            let resp = http
-                .post(url)
-                .header("content-type", "application/json")
-                .header("x-webhook-timestamp", ts.to_string())
-                .header("x-webhook-signature", signature(SECRET, ts, body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .expect("request");
-            (i, into_json(resp).await)
+            (i, post_signed(&http, &base, &source, SECRET, now(), body).await)
         });
     }
     let mut out: Vec<Option<(StatusCode, Value)>> = Vec::new();

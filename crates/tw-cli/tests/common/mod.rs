@@ -119,18 +119,23 @@ impl TestApp {
 
     /// Posts a body signed with `secret` at timestamp `ts`.
     pub async fn deliver_at(&self, source: &str, secret: &str, body: &str, ts: i64) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(self.url(&format!("/api/webhooks/{source}")))
-            .header("content-type", "application/json")
-            .header("x-webhook-timestamp", ts.to_string())
-            .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("request");
-        into_json(resp).await
+        post_signed(&self.http, &self.base, source, secret, ts, body.to_string()).await
     }
+}
+
+/// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
+/// (tasks sending concurrently share one).
+pub async fn post_signed(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: String) -> (StatusCode, Value) {
+    let resp = http
+        .post(format!("{base}/api/webhooks/{source}"))
+        .header("content-type", "application/json")
+        .header("x-webhook-timestamp", ts.to_string())
+        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    into_json(resp).await
 }
 
 /// Status and JSON body of a response (`Null` when empty).
