@@ -113,6 +113,27 @@ impl MasterKey {
     }
 }
 
+const KEY_CHECK_AAD: &str = "tw-key-check";
+const KEY_CHECK_TEXT: &str = "tw master key check";
+
+/// A known text encrypted with `key`, stored once per database: every process that opens the
+/// database later must hold the same key.
+pub(crate) fn key_check(key: &MasterKey) -> Result<Vec<u8>, StoreError> {
+    key.encrypt(KEY_CHECK_AAD, &Secret::new(KEY_CHECK_TEXT))
+}
+
+/// Refuses `key` unless it decrypts the database's stored [`key_check`].
+pub(crate) fn verify_key_check(key: &MasterKey, blob: &[u8]) -> Result<(), StoreError> {
+    match key.decrypt(KEY_CHECK_AAD, blob) {
+        Ok(s) if s.expose() == KEY_CHECK_TEXT => Ok(()),
+        _ => Err(StoreError::Config(
+            "the master key does not match this database: every instance on one database must use the key it was created with \
+             (set TW_MASTER_KEY to it, or restore the data dir's master.key)"
+                .into(),
+        )),
+    }
+}
+
 fn write_private(path: &Path, contents: &str) -> Result<(), StoreError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();

@@ -1,55 +1,99 @@
 //! Persistence for the webhook intake.
 //!
-//! [`Store`] is the one interface the server uses; [`sqlite::SqliteStore`] is the embedded
-//! implementation. Every write goes through a single writer that commits many requests in one
-//! transaction (group commit) and answers each caller only after the commit: a caller that got
-//! `Ok` has its data on disk.
+//! [`Store`] is the one interface the server uses. It is the sum of one trait per concern
+//! ([`SourceStore`], [`IngestStore`], [`QueueStore`], ...), and each engine implements each concern
+//! in a file of the same name: `sqlite/ingest.rs` and `postgres/ingest.rs` both answer "how is a
+//! duplicate detected". [`sqlite::SqliteStore`] is the embedded default; [`postgres::PgStore`]
+//! lets several server processes share one PostgreSQL database. [`open`] picks one from a URL.
 //!
-//! Errors: [`StoreError`] for everything here; the server maps it to HTTP.
+//! Every intake write goes through a group-commit writer that commits many requests in one
+//! transaction and answers each caller only after the commit: a caller that got `Ok` has its data
+//! on disk.
+//!
+//! The rules the engines persist (which triage job may write an incident's triage, what the stored
+//! triage looks like, incident status) live in [`model`] and [`triage`], not in SQL.
+//!
+//! Errors: [`StoreError`] for everything here, engine-neutral; the server maps it to HTTP.
 
 pub mod api_key;
 pub mod crypto;
 pub mod files;
 pub mod model;
+pub mod postgres;
+mod rows;
+pub mod testing;
 pub mod sqlite;
+pub mod triage;
 
 pub use api_key::{ApiKeyRecord, Scope};
 pub use crypto::MasterKey;
 pub use model::*;
+pub use triage::{IncidentTriageUpdate, JobTransition, TriageState};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use tw_core::{Secret, SourceName};
 
-/// Errors from the store.
+/// The engine's own error, kept as the cause of a [`StoreError`].
+pub type DbError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors from the store. Callers act on the variant; the engine's error is the `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("source '{0}' already exists")]
     SourceExists(String),
     #[error("source '{0}' not found")]
     SourceNotFound(String),
+    #[error("incident '{0}' not found")]
+    IncidentNotFound(String),
+    #[error("playbook '{name}' is used by source(s) {}", sources.join(", "))]
+    PlaybookInUse { name: String, sources: Vec<String> },
     #[error("a stored secret could not be decrypted (wrong master key?)")]
     Crypto,
     #[error("{0}")]
     Config(String),
-    /// The cause is in the message and not a `source`, so a chain printer shows it once.
-    #[error("database error: {0}")]
-    Database(rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("playbook '{name}' is used by source(s) {}", sources.join(", "))]
-    PlaybookInUse { name: String, sources: Vec<String> },
-    #[error("incident '{0}' not found")]
-    IncidentNotFound(String),
-    #[error("commit failed: {0}")]
-    Commit(String),
+    /// A unique constraint refused the write.
+    #[error("a unique constraint refused the write")]
+    UniqueViolation(#[source] DbError),
+    /// A concurrent change got there first (serialization failure, deadlock); the write may be
+    /// retried.
+    #[error("a concurrent change conflicted with the write")]
+    Conflict(#[source] DbError),
+    /// The database cannot be reached or cannot write now (down, pool exhausted, timed out, disk
+    /// full). Nothing was written; retry later.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbError),
+    /// Any other database failure.
+    #[error("database error")]
+    Database(#[source] DbError),
+    /// The database was migrated by a newer build.
+    #[error("the database schema is at version {found}, newer than this build supports ({supported}); upgrade tw-cli")]
+    SchemaTooNew { found: i64, supported: i64 },
     #[error("the store is shutting down")]
     Closed,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e)
+impl StoreError {
+    /// The message with every cause, for logs: `database unavailable: connection refused`.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    /// True when the operation may succeed if retried later (the database is down or busy).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
     }
 }
 
@@ -58,10 +102,9 @@ pub trait CommitObserver: Send + Sync + 'static {
     fn committed(&self, batch: usize, elapsed: std::time::Duration);
 }
 
-/// The persistence interface of the intake. Implementations are cheap to share (`Arc<dyn Store>`).
+/// Sources and their secrets (`sqlite/sources.rs`, `postgres/sources.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // ---- sources ----
+pub trait SourceStore: Send + Sync {
     /// Registers a source. [`StoreError::SourceExists`] when the name is taken.
     async fn create_source(&self, new: NewSource) -> Result<SourceRecord, StoreError>;
     /// Creates or replaces a source declared in the config file (marks it managed by config).
@@ -79,16 +122,27 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_source(&self, name: &SourceName) -> Result<bool, StoreError>;
     /// Replaces the secret; the old one keeps verifying until `grace_until`.
     async fn rotate_secret(&self, name: &SourceName, new_secret: Secret, grace_until: DateTime<Utc>) -> Result<SourceRecord, StoreError>;
-    // ---- intake ----
+    /// A number that changes whenever any source is created, changed, rotated or deleted, by any
+    /// process: caches compare it to know when to forget what they hold.
+    async fn sources_version(&self) -> Result<i64, StoreError>;
+}
+
+/// The intake's writes (`*/ingest.rs`): incidents and duplicates, the queue, dead letters.
+#[async_trait]
+pub trait IngestStore: Send + Sync {
     /// Creates the incident for an alert, or recognises a second delivery of it. Durable on `Ok`.
     async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError>;
     /// Stores a verified raw event for a background worker. Durable on `Ok`; returns the queue id.
     async fn enqueue(&self, event: NewQueuedEvent) -> Result<String, StoreError>;
     /// Keeps an accepted event that could not be normalized, with the reason. Durable on `Ok`.
     async fn dead_letter(&self, letter: NewDeadLetter) -> Result<String, StoreError>;
+}
 
-    // ---- queue ----
-    /// Claims up to `limit` pending queued events (or ones whose lease ran out) for `lease_secs`.
+/// The async queue's workers (`*/queue.rs`).
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Claims up to `limit` pending queued events, or ones whose lease ran out (claimed by a
+    /// process that died), for `lease_secs`. Events claimed too often are dead-lettered.
     async fn claim_queued(&self, limit: usize, lease_secs: i64) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Finishes a claimed event: creates its incident, or dead-letters it with the reason.
     async fn complete_queued(&self, id: &str, result: Result<IngestRequest, String>) -> Result<QueueEntry, StoreError>;
@@ -96,16 +150,22 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>, StoreError>;
     /// How many queued events wait for a worker.
     async fn queue_depth(&self) -> Result<u64, StoreError>;
+}
 
-    // ---- incidents ----
+/// Reading incidents and dead letters (`*/incidents.rs`).
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
     /// One incident by id or number, with its raw payload.
     async fn get_incident(&self, key: &IncidentKey) -> Result<Option<Incident>, StoreError>;
     /// A page of incidents, newest first, and the total that match.
     async fn list_incidents(&self, filter: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError>;
     /// A page of dead letters, newest first, and the total.
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError>;
+}
 
-    // ---- triage ----
+/// Triage jobs (`*/triage.rs`); the rules are [`triage::TriageState`]'s.
+#[async_trait]
+pub trait TriageStore: Send + Sync {
     /// Queues a triage job for an incident (on demand). The incident shows it as pending.
     async fn enqueue_triage(
         &self,
@@ -114,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
         variables: serde_json::Map<String, serde_json::Value>,
         max_attempts: u32,
     ) -> Result<TriageJob, StoreError>;
-    /// Claims up to `limit` due jobs (pending and due, or running with an expired lease).
+    /// Claims up to `limit` due jobs (pending and due, or running with an expired lease) for
+    /// `lease_secs`. Only expired leases are taken over, so a live process keeps its jobs.
     async fn claim_triage_jobs(&self, limit: usize, lease_secs: i64) -> Result<Vec<ClaimedTriageJob>, StoreError>;
     /// Finishes a claimed job. `attempt` is the job's attempt number when claimed: a job that was
     /// meanwhile re-claimed or finished is left alone (false), so every job finishes once.
@@ -123,25 +184,31 @@ pub trait Store: Send + Sync + 'static {
     async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError>;
     /// Jobs waiting or running.
     async fn triage_depth(&self) -> Result<u64, StoreError>;
-    /// Makes work that a crashed process had claimed claimable at once. Only for a process that
-    /// is the only worker on its database (the embedded store); leases cover the rest.
-    async fn recover_abandoned_work(&self) -> Result<(u64, u64), StoreError>;
+}
 
-    // ---- playbooks ----
+/// User playbooks (`*/playbooks.rs`).
+#[async_trait]
+pub trait PlaybookStore: Send + Sync {
     /// Creates or replaces a user playbook; true when it was created.
     async fn put_playbook(&self, name: &str, yaml: &str, origin: &str) -> Result<bool, StoreError>;
     async fn get_playbook(&self, name: &str) -> Result<Option<StoredPlaybook>, StoreError>;
     async fn list_playbooks(&self) -> Result<Vec<StoredPlaybook>, StoreError>;
     /// Deletes a user playbook unless a source names it ([`StoreError::PlaybookInUse`]).
     async fn delete_playbook(&self, name: &str) -> Result<bool, StoreError>;
+}
 
-    // ---- API keys ----
+/// API keys (`*/api_keys.rs`).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
     /// Stores a new API key's hash.
     async fn create_api_key(&self, name: &str, scope: Scope, hash: [u8; 32], prefix: &str) -> Result<ApiKeyRecord, StoreError>;
     /// The key with this hash, if it exists and is not revoked.
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
+}
 
-    // ---- deliveries ----
+/// Delivery records (`*/deliveries.rs`).
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
     /// Records a delivery (best effort, not awaited; the body is truncated to
     /// [`DELIVERY_BODY_LIMIT`]) and, when it was refused, counts it in the source's error count,
     /// in the same write. Old records are pruned.
@@ -150,10 +217,156 @@ pub trait Store: Send + Sync + 'static {
     async fn list_deliveries(&self, source: &SourceName, filter: DeliveryFilter, limit: u32) -> Result<Vec<Delivery>, StoreError>;
     /// The newest delivery with this request id, with its body.
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError>;
+}
 
-    // ---- health ----
+/// Schema and health (`*/migrations.rs`).
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
     /// The schema version the database is at, and the one this build expects.
     async fn schema_version(&self) -> Result<(i64, i64), StoreError>;
     /// A cheap round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The persistence interface of the intake: every concern. Implementations are cheap to share
+/// (`Arc<dyn Store>`). Bring the concern traits into scope with `use tw_store::prelude::*`.
+pub trait Store:
+    SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + DeliveryStore + HealthStore + 'static
+{
+}
+
+impl<T> Store for T where
+    T: SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + DeliveryStore + HealthStore + 'static
+{
+}
+
+/// The store traits, to call their methods on an `Arc<dyn Store>`.
+pub mod prelude {
+    pub use crate::{ApiKeyStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, SourceStore, Store};
+}
+
+/// Where the data lives, parsed from `--database-url`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// The embedded store: one SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`postgres://user:pass@host:port/db?...`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    /// The URL with any password replaced, safe for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(url) => f.write_str(&postgres::redact_url(url)),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// `sqlite://PATH` (or `sqlite:PATH`), `postgres://...` or `postgresql://...`.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_string()));
+        }
+        if let Some(path) = sqlite::SqliteStore::path_from_url(url) {
+            return Ok(DatabaseUrl::Sqlite(path));
+        }
+        Err(StoreError::Config(format!(
+            "unsupported database URL '{}': expected sqlite://PATH or postgres://USER@HOST:PORT/DB",
+            postgres::redact_url(url)
+        )))
+    }
+}
+
+/// Engine settings that are not in the URL.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// PostgreSQL connections kept by this process.
+    pub pool_size: usize,
+    /// How long to wait for a PostgreSQL connection before answering "unavailable".
+    pub connect_timeout: Duration,
+    /// PostgreSQL cancels a statement that runs longer than this.
+    pub statement_timeout: Duration,
+    /// Told about every committed batch.
+    pub observer: Option<Arc<dyn CommitObserver>>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { pool_size: 16, connect_timeout: Duration::from_secs(5), statement_timeout: Duration::from_secs(10), observer: None }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// Opens the store at `url`: migrates it to this build's schema (refusing a newer one), checks
+/// that `key` is the master key its secrets were encrypted with, and starts its writer.
+pub async fn open(url: &DatabaseUrl, key: MasterKey, opts: StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.clone();
+            let observer = opts.observer.clone();
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open_observed(&path, key, observer))
+                .await
+                .map_err(|_| StoreError::Closed)??;
+            Arc::new(store)
+        }
+        DatabaseUrl::Postgres(conn) => Arc::new(postgres::PgStore::open(conn, key, opts).await?),
+    })
+}
+
+/// The migrations a database has and the ones this build has, for `tw-cli db status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Versions applied, with when.
+    pub applied: Vec<(i64, DateTime<Utc>)>,
+    /// The newest version this build knows.
+    pub latest: i64,
+}
+
+impl MigrationStatus {
+    /// The version the database is at (0 for an empty one).
+    pub fn current(&self) -> i64 {
+        self.applied.iter().map(|a| a.0).max().unwrap_or(0)
+    }
+}
+
+/// Reads the migration state without changing anything.
+pub async fn migration_status(url: &DatabaseUrl, opts: &StoreOptions) -> Result<MigrationStatus, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::migration_status(&path)).await.map_err(|_| StoreError::Closed)?
+        }
+        DatabaseUrl::Postgres(conn) => postgres::migration_status(conn, opts).await,
+    }
+}
+
+/// Applies pending migrations; returns the versions applied now.
+pub async fn migrate(url: &DatabaseUrl, opts: &StoreOptions) -> Result<Vec<i64>, StoreError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::migrate_file(&path)).await.map_err(|_| StoreError::Closed)?
+        }
+        DatabaseUrl::Postgres(conn) => postgres::migrate_only(conn, opts).await,
+    }
 }

@@ -266,7 +266,7 @@ pub struct Incident {
     pub description: Option<String>,
     pub severity: Severity,
     pub vendor_severity: Option<String>,
-    pub status: String,
+    pub status: IncidentStatus,
     pub event_type: Option<String>,
     pub event_time: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
@@ -282,6 +282,40 @@ pub struct Incident {
     /// The body exactly as received; only filled by `get_incident`.
     #[serde(skip)]
     pub raw: Option<Vec<u8>>,
+}
+
+/// Where an incident stands in the analysts' workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentStatus {
+    /// New; not triaged yet.
+    Open,
+    /// A playbook has judged it.
+    Triaged,
+    /// An analyst closed it.
+    Closed,
+}
+
+impl IncidentStatus {
+    /// Every status, in workflow order.
+    pub const ALL: [IncidentStatus; 3] = [IncidentStatus::Open, IncidentStatus::Triaged, IncidentStatus::Closed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Triaged => "triaged",
+            IncidentStatus::Closed => "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for IncidentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IncidentStatus::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+            format!("must be one of {}", IncidentStatus::ALL.map(IncidentStatus::as_str).join(", "))
+        })
+    }
 }
 
 /// How an incident is named in a request: its uuid or its number.
@@ -319,7 +353,7 @@ impl Page {
 pub struct IncidentFilter {
     pub source: Option<SourceName>,
     pub severity: Option<Severity>,
-    pub status: Option<String>,
+    pub status: Option<IncidentStatus>,
     pub page: Page,
 }
 

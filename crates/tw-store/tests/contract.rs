@@ -1,12 +1,14 @@
 //! Store contract tests: behaviour every `Store` implementation must have. Each check is a
-//! function over `Arc<dyn Store>` so the PostgreSQL store can run the same ones; here they run on
-//! a real SQLite file.
+//! function over `Arc<dyn Store>`, run on a real SQLite file and on a fresh PostgreSQL database
+//! (skipped, with a visible line, where no PostgreSQL server answers; see `tw_store::testing`).
 
 use chrono::{TimeZone, Utc};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tw_core::{Alert, Format, Secret, Severity, SourceName};
 use tw_store::sqlite::SqliteStore;
+use tw_store::prelude::*;
+use tw_store::testing::TestDatabase;
 use tw_store::*;
 
 fn name(s: &str) -> SourceName {
@@ -298,7 +300,7 @@ async fn triage_jobs_finish_once(store: Arc<dyn Store>) {
     let t = done.triage.unwrap();
     assert_eq!((t["status"].as_str(), t["score"].as_u64(), t["verdict"].as_str()), (Some("completed"), Some(80), Some("malicious")));
     assert_eq!(t["findings"].as_array().unwrap().len(), 1);
-    assert_eq!(done.status, "triaged");
+    assert_eq!(done.status, IncidentStatus::Triaged);
     assert_eq!(done.severity, Severity::Critical);
     assert_eq!(store.triage_job(&job.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);
     assert_eq!(store.triage_depth().await.unwrap(), 0);
@@ -351,17 +353,75 @@ async fn an_older_job_finishing_late_does_not_overwrite_a_newer_triage(store: Ar
     assert_eq!(i.severity, Severity::High, "the old run's severity change is not applied");
 }
 
-async fn interrupted_work_is_recovered(store: Arc<dyn Store>) {
+async fn only_expired_leases_are_taken_over(store: Arc<dyn Store>) {
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     let inc = store.ingest(ingest_req("edr", Some("t-3"), "t3")).await.unwrap().incident();
     store.enqueue_triage(&IncidentKey::Id(inc.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    // A live claim (long lease) is nobody else's to take.
     assert_eq!(store.claim_triage_jobs(1, 600).await.unwrap().len(), 1);
-    assert!(store.claim_triage_jobs(1, 600).await.unwrap().is_empty());
-    let (_, jobs) = store.recover_abandoned_work().await.unwrap();
-    assert_eq!(jobs, 1);
-    let again = store.claim_triage_jobs(1, 600).await.unwrap();
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].job.attempts, 2);
+    assert!(store.claim_triage_jobs(1, 600).await.unwrap().is_empty(), "a live lease is not taken over");
+
+    let inc2 = store.ingest(ingest_req("edr", Some("t-4"), "t4")).await.unwrap().incident();
+    store.enqueue_triage(&IncidentKey::Id(inc2.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    // A claimer that dies: its lease (1 s) runs out, and any instance may take the job over.
+    let first = store.claim_triage_jobs(1, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.claim_triage_jobs(1, 1).await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let again = store.claim_triage_jobs(5, 600).await.unwrap();
+    assert_eq!(again.len(), 1, "only the expired claim is taken over");
+    assert_eq!((again[0].job.job_id.as_str(), again[0].job.attempts), (first[0].job.job_id.as_str(), 2));
+    // The first claimer's late completion no longer counts.
+    let outcome = TriageCompletion::Failed { error: "late".into(), retry_at: None };
+    assert!(!store.complete_triage_job(&first[0].job.job_id, 1, outcome).await.unwrap());
+
+    // The same for queued events.
+    store
+        .enqueue(NewQueuedEvent {
+            source: name("edr"),
+            raw: br#"{"q": 1}"#.to_vec(),
+            request_key: "q1".into(),
+            received_at: Utc::now(),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.claim_queued(5, 1).await.unwrap().len(), 1);
+    assert!(store.claim_queued(5, 1).await.unwrap().is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let q = store.claim_queued(5, 600).await.unwrap();
+    assert_eq!((q.len(), q[0].attempts), (1, 2));
+}
+
+async fn sources_version_moves_with_every_change(store: Arc<dyn Store>) {
+    let v0 = store.sources_version().await.unwrap();
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let v1 = store.sources_version().await.unwrap();
+    assert!(v1 > v0);
+    store.rotate_secret(&name("edr"), Secret::new("edr-secret-2"), Utc::now()).await.unwrap();
+    let v2 = store.sources_version().await.unwrap();
+    assert!(v2 > v1);
+    store.update_source(&name("edr"), SourcePatch { enabled: Some(false), ..Default::default() }).await.unwrap();
+    let v3 = store.sources_version().await.unwrap();
+    assert!(v3 > v2);
+    store.delete_source(&name("edr")).await.unwrap();
+    assert!(store.sources_version().await.unwrap() > v3);
+    // Reads and deliveries do not move it.
+    let v4 = store.sources_version().await.unwrap();
+    store.list_sources().await.unwrap();
+    assert_eq!(store.sources_version().await.unwrap(), v4);
+}
+
+async fn odd_text_is_stored(store: Arc<dyn Store>) {
+    // NUL characters are valid JSON string content; PostgreSQL text cannot hold them.
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let mut req = ingest_req("edr", Some("nul\u{0}id"), "n1");
+    req.alert.title = "bad\u{0}title".into();
+    req.alert.entities = vec![tw_core::Entity::new(tw_core::EntityKind::User, "a\u{0}b")];
+    let out = store.ingest(req).await.unwrap();
+    let i = store.get_incident(&IncidentKey::Id(out.incident().id)).await.unwrap().unwrap();
+    assert!(i.title.starts_with("bad") && i.title.ends_with("title"));
+    assert_eq!(i.entities.len(), 1);
 }
 
 async fn playbooks_in_use_are_kept(store: Arc<dyn Store>) {
@@ -388,7 +448,16 @@ async fn api_keys(store: Arc<dyn Store>) {
     assert!(store.find_api_key(api_key::hash("tw_nope")).await.unwrap().is_none());
 }
 
-macro_rules! sqlite_contract {
+/// A store on a fresh PostgreSQL database, or `None` when no server answers.
+async fn open_pg(dir: &std::path::Path) -> Option<(Arc<dyn Store>, TestDatabase)> {
+    let db = TestDatabase::create().await?;
+    let key = MasterKey::load_or_create(None, dir).unwrap();
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let store = tw_store::open(&url, key, StoreOptions::default()).await.unwrap();
+    Some((store, db))
+}
+
+macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
@@ -399,10 +468,20 @@ macro_rules! sqlite_contract {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let Some((store, _db)) = super::open_pg(dir.path()).await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
     };
 }
 
-sqlite_contract!(
+contract!(
     sources_round_trip,
     numbering_and_dedupe,
     concurrent_ingests_get_distinct_gapless_numbers,
@@ -411,7 +490,9 @@ sqlite_contract!(
     api_keys,
     triage_jobs_finish_once,
     triage_jobs_retry_then_fail,
-    interrupted_work_is_recovered,
+    only_expired_leases_are_taken_over,
+    sources_version_moves_with_every_change,
+    odd_text_is_stored,
     an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
 );
@@ -446,4 +527,58 @@ async fn secrets_are_encrypted_at_rest_and_need_the_right_key() {
     // The right key still opens it, and the secret is intact.
     let store = open(dir.path());
     assert_eq!(store.get_source(&name("edr")).await.unwrap().unwrap().secret.expose(), "distinctive-secret-XYZZY");
+}
+
+#[tokio::test]
+async fn postgres_instances_must_share_the_master_key_and_a_known_schema() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((store, db)) = open_pg(a.path()).await else { return };
+    store.create_source(source("edr", "distinctive-secret-XYZZY")).await.unwrap();
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    // A second instance with its own (different) key is refused, saying why.
+    let other = MasterKey::load_or_create(None, b.path()).unwrap();
+    let err = tw_store::open(&url, other, StoreOptions::default()).await.err().expect("another key must be refused");
+    assert!(err.to_string().contains("every instance on one database must use the key"), "{err}");
+    // The same key opens it.
+    let same = MasterKey::load_or_create(None, a.path()).unwrap();
+    let second = tw_store::open(&url, same, StoreOptions::default()).await.unwrap();
+    assert_eq!(second.get_source(&name("edr")).await.unwrap().unwrap().secret.expose(), "distinctive-secret-XYZZY");
+    // The secret is not stored in clear.
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = client.query_one("SELECT secret_enc FROM sources WHERE name = 'edr'", &[]).await.unwrap();
+    let enc: Vec<u8> = row.get(0);
+    assert!(!enc.windows(24).any(|w| w == b"distinctive-secret-XYZZY"));
+
+    // Status and migrate report the schema; a database from a newer build is refused.
+    let status = tw_store::migration_status(&url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(status.current(), status.latest);
+    assert!(tw_store::migrate(&url, &StoreOptions::default()).await.unwrap().is_empty(), "nothing left to apply");
+    client.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (999, now())", &[]).await.unwrap();
+    let key = MasterKey::load_or_create(None, a.path()).unwrap();
+    let err = tw_store::open(&url, key, StoreOptions::default()).await.err().expect("a newer schema must be refused");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join("tw.db")).unwrap();
+    conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (999, '2030-01-01T00:00:00.000000Z')", []).unwrap();
+    drop(conn);
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    let err = SqliteStore::open(&dir.path().join("tw.db"), key).err().expect("a newer schema must be refused");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_unavailable_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    // Nothing listens on port 1.
+    let url = DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/none").unwrap();
+    let opts = StoreOptions { connect_timeout: std::time::Duration::from_secs(1), ..Default::default() };
+    let err = tw_store::open(&url, key, opts).await.err().expect("nothing listens there");
+    assert!(err.is_unavailable(), "{}", err.chain());
 }

@@ -4,14 +4,32 @@
 
 use crate::{CommitObserver, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
+
+/// Why a write or its batch failed, kept so that every caller of the batch can be told.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// The database could not write (busy, disk full, I/O): try again later.
+    unavailable: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &rusqlite::Error) -> Failure {
+        Failure { unavailable: super::is_unavailable(e), message: e.to_string() }
+    }
+
+    fn into_error(self) -> StoreError {
+        if self.unavailable { StoreError::Unavailable(self.message.into()) } else { StoreError::Database(self.message.into()) }
+    }
+}
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Called once the batch's commit has finished, with its result.
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 /// One write: runs inside the batch transaction (or is told why it cannot run); says whether it
 /// succeeded and how to answer once the commit is done.
-type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, &Failure>) -> (bool, Completion) + Send>;
 
 /// How many writes one transaction takes at most.
 pub const MAX_BATCH: usize = 1024;
@@ -42,13 +60,13 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Ok(conn) => f(conn),
-                Err(msg) => Err(StoreError::Commit(msg.to_string())),
+                Err(failure) => Err(failure.clone().into_error()),
             };
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |commit| {
                 let _ = reply.send(match commit {
                     Ok(()) => result,
-                    Err(e) => Err(StoreError::Commit(e)),
+                    Err(e) => Err(e.into_error()),
                 });
             });
             (ok, completion)
@@ -63,10 +81,10 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
     {
         let job: Job = Box::new(move |conn| {
-            let ok = match conn.map_err(|m| StoreError::Commit(m.to_string())).and_then(f) {
+            let ok = match conn.map_err(|f| f.clone().into_error()).and_then(f) {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(target: "store", error = %e, "background write failed");
+                    tracing::warn!(target: "store", error = %e.chain(), "background write failed");
                     false
                 }
             };
@@ -108,17 +126,17 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<d
 
 /// Runs a batch in one transaction. Each completion comes with its own failure, if it had one
 /// that the batch's result does not tell.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), String>, Vec<(Completion, Option<String>)>) {
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Failure>, Vec<(Completion, Option<Failure>)>) {
     let mut completions = Vec::with_capacity(batch.len());
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             // Answer every caller with the error; nothing was written.
-            let msg = e.to_string();
+            let failure = Failure::of(&e);
             for job in batch.drain(..) {
-                completions.push((fail_job(job, &msg), None));
+                completions.push((fail_job(job, &failure), None));
             }
-            return (Err(msg), completions);
+            return (Err(failure), completions);
         }
     };
     for job in batch.drain(..) {
@@ -129,22 +147,22 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Stri
                 if ok {
                     if let Err(e) = sp.commit() {
                         tracing::error!(target: "store", error = %e, "savepoint release failed; that write is rolled back");
-                        own = Some(e.to_string());
+                        own = Some(Failure::of(&e));
                     }
                 } // else: dropping the savepoint rolls this one write back.
                 completions.push((completion, own));
             }
-            Err(e) => completions.push((fail_job(job, &e.to_string()), None)),
+            Err(e) => completions.push((fail_job(job, &Failure::of(&e)), None)),
         }
     }
-    let result = tx.commit().map_err(|e| e.to_string());
+    let result = tx.commit().map_err(|e| Failure::of(&e));
     if let Err(e) = &result {
-        tracing::error!(target: "store", error = %e, "batch commit failed");
+        tracing::error!(target: "store", error = %e.message, "batch commit failed");
     }
     (result, completions)
 }
 
 /// A job that could not run: it is told why, and answers its caller with that.
-fn fail_job(job: Job, msg: &str) -> Completion {
-    job(Err(msg)).1
+fn fail_job(job: Job, failure: &Failure) -> Completion {
+    job(Err(failure)).1
 }

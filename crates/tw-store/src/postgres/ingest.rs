@@ -1,0 +1,330 @@
+//! The intake's writes: an incident or a duplicate, a queued event, a dead letter.
+//!
+//! How a duplicate is detected, across processes: every batch takes the same transaction-scoped
+//! advisory lock first, so batches of all processes run one after another. Inside, the alerts
+//! already known (`(source, dedupe_key)`, the unique constraint) count a delivery; the others get
+//! the next numbers of their year's counter row and are inserted, all with multi-row statements.
+//! Numbers are therefore gap-free: no batch can lose an insert to a concurrent one after taking
+//! its numbers.
+
+use super::{PgStore, execute, pg_opt_text, pg_text, query, query_one};
+use crate::model::*;
+use crate::triage::TriageState;
+use crate::StoreError;
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Utc};
+use deadpool_postgres::GenericClient;
+use std::collections::{BTreeMap, HashMap};
+use tw_core::IncidentNumber;
+use uuid::Uuid;
+
+/// The advisory lock every ingest transaction holds ("tw-ingst").
+const INGEST_LOCK: i64 = 0x7477_2d69_6e67_7374;
+
+/// Deliveries of one alert within a batch: the requests' indexes, in arrival order.
+struct Group {
+    source: String,
+    dedupe_key: String,
+    items: Vec<usize>,
+}
+
+/// Creates incidents for `reqs` or counts them on existing ones, in the caller's transaction.
+/// Returns one outcome per request, in order.
+pub(super) async fn ingest_in(tx: &impl GenericClient, reqs: &[&IngestRequest]) -> Result<Vec<IngestOutcome>, StoreError> {
+    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&INGEST_LOCK]).await?;
+    let mut groups: Vec<Group> = Vec::new();
+    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    for (i, req) in reqs.iter().enumerate() {
+        let k = (pg_text(req.source.as_str()), pg_text(&req.dedupe_key()));
+        match by_key.get(&k) {
+            Some(&g) => groups[g].items.push(i),
+            None => {
+                by_key.insert(k.clone(), groups.len());
+                groups.push(Group { source: k.0, dedupe_key: k.1, items: vec![i] });
+            }
+        }
+    }
+    let last_at = |g: &Group| g.items.iter().map(|&i| reqs[i].received_at).max().unwrap_or_else(Utc::now);
+    let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; reqs.len()];
+
+    // Alerts already known: count every delivery of the batch on them.
+    let sources: Vec<&str> = groups.iter().map(|g| g.source.as_str()).collect();
+    let keys: Vec<&str> = groups.iter().map(|g| g.dedupe_key.as_str()).collect();
+    let counts: Vec<i64> = groups.iter().map(|g| g.items.len() as i64).collect();
+    let ats: Vec<DateTime<Utc>> = groups.iter().map(last_at).collect();
+    let known = query(
+        tx,
+        "UPDATE incidents i SET delivery_count = i.delivery_count + d.n, last_delivery_at = GREATEST(i.last_delivery_at, d.at) \
+         FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[]) AS d(source, dedupe_key, n, at) \
+         WHERE i.source = d.source AND i.dedupe_key = d.dedupe_key \
+         RETURNING i.source, i.dedupe_key, i.id, i.year, i.seq, i.delivery_count",
+        &[&sources, &keys, &counts, &ats],
+    )
+    .await?;
+    let mut is_known = vec![false; groups.len()];
+    for row in known {
+        let k: (String, String) = (row.get(0), row.get(1));
+        let Some(&g) = by_key.get(&k) else { continue };
+        is_known[g] = true;
+        let incident = IncidentRef { id: row.get(2), number: IncidentNumber::new(row.get(3), row.get(4)) };
+        let total: i64 = row.get(5);
+        let n = groups[g].items.len() as i64;
+        for (k, &i) in groups[g].items.iter().enumerate() {
+            let delivery_count = (total - (n - 1 - k as i64)).max(1) as u64;
+            outcomes[i] = Some(IngestOutcome::Duplicate { incident, delivery_count });
+        }
+    }
+
+    // New alerts: numbers for the whole batch from each year's counter row, in arrival order.
+    let new: Vec<usize> = (0..groups.len()).filter(|&g| !is_known[g]).collect();
+    let mut per_year: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for &g in &new {
+        per_year.entry(reqs[groups[g].items[0]].received_at.year()).or_default().push(g);
+    }
+    let mut numbers: HashMap<usize, IncidentNumber> = HashMap::new();
+    for (year, gs) in &per_year {
+        let n = gs.len() as i64;
+        let last: i64 = query_one(
+            tx,
+            "INSERT INTO incident_counters (year, last_seq) VALUES ($1, $2) \
+             ON CONFLICT (year) DO UPDATE SET last_seq = incident_counters.last_seq + EXCLUDED.last_seq RETURNING last_seq",
+            &[year, &n],
+        )
+        .await?
+        .get(0);
+        for (k, &g) in gs.iter().enumerate() {
+            numbers.insert(g, IncidentNumber::new(*year, last - n + 1 + k as i64));
+        }
+    }
+
+    let mut rows = IncidentRows::default();
+    let mut jobs = JobRows::default();
+    for &g in &new {
+        let group = &groups[g];
+        let req = reqs[group.items[0]];
+        let a = &req.alert;
+        let id = Uuid::now_v7();
+        let number = numbers[&g];
+        let job = match (req.auto_triage, &req.playbook) {
+            // Same transaction: no incident from an auto-triage source without its job.
+            (true, Some(playbook)) => {
+                let job_id = format!("job-{}", Uuid::now_v7().simple());
+                jobs.push(&job_id, id, playbook, req.triage_max_attempts, req.received_at);
+                Some((TriageState::queued(&job_id, playbook).to_json().to_string(), job_id))
+            }
+            _ => None,
+        };
+        rows.ids.push(id);
+        rows.years.push(number.year);
+        rows.seqs.push(number.seq);
+        rows.sources.push(group.source.clone());
+        rows.formats.push(a.format.as_str());
+        rows.titles.push(pg_text(&a.title));
+        rows.descriptions.push(pg_opt_text(&a.description));
+        rows.severities.push(a.severity.as_str());
+        rows.vendor_severities.push(pg_opt_text(&a.vendor_severity));
+        rows.event_types.push(pg_opt_text(&a.event_type));
+        rows.event_times.push(a.event_time);
+        rows.received.push(req.received_at);
+        rows.external_ids.push(pg_opt_text(&a.external_id));
+        rows.dedupe_keys.push(group.dedupe_key.clone());
+        rows.entities.push(pg_text(&serde_json::to_string(&a.entities).map_err(super::corrupt("entities"))?));
+        rows.raws.push(&req.raw);
+        rows.delivery_counts.push(group.items.len() as i64);
+        rows.last_delivery.push(last_at(group));
+        rows.auto_triage.push(req.auto_triage);
+        rows.playbooks.push(pg_opt_text(&req.playbook));
+        rows.request_ids.push(pg_opt_text(&req.request_id));
+        let (triage, job_id) = job.map_or((None, None), |(t, j)| (Some(t), Some(j)));
+        rows.triage.push(triage);
+        rows.triage_job_ids.push(job_id);
+        let incident = IncidentRef { id, number };
+        for (k, &i) in group.items.iter().enumerate() {
+            outcomes[i] = Some(if k == 0 {
+                IngestOutcome::Created(incident)
+            } else {
+                IngestOutcome::Duplicate { incident, delivery_count: k as u64 + 1 }
+            });
+        }
+    }
+    if !rows.ids.is_empty() {
+        rows.insert(tx).await?;
+    }
+    if !jobs.ids.is_empty() {
+        jobs.insert(tx).await?;
+    }
+
+    // The sources' delivery counters, once per source.
+    let mut per_source: BTreeMap<&str, (i64, DateTime<Utc>)> = BTreeMap::new();
+    for req in reqs {
+        let e = per_source.entry(req.source.as_str()).or_insert((0, req.received_at));
+        e.0 += 1;
+        e.1 = e.1.max(req.received_at);
+    }
+    let names: Vec<&str> = per_source.keys().copied().collect();
+    let ns: Vec<i64> = per_source.values().map(|v| v.0).collect();
+    let ats: Vec<DateTime<Utc>> = per_source.values().map(|v| v.1).collect();
+    execute(
+        tx,
+        "UPDATE sources s SET delivery_count = s.delivery_count + d.n, last_delivery_at = GREATEST(s.last_delivery_at, d.at) \
+         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS d(name, n, at) WHERE s.name = d.name",
+        &[&names, &ns, &ats],
+    )
+    .await?;
+    outcomes.into_iter().map(|o| o.ok_or_else(|| StoreError::Corrupt("an ingest had no outcome".into()))).collect()
+}
+
+/// New incidents as columns, for one multi-row insert.
+#[derive(Default)]
+struct IncidentRows<'a> {
+    ids: Vec<Uuid>,
+    years: Vec<i32>,
+    seqs: Vec<i64>,
+    sources: Vec<String>,
+    formats: Vec<&'static str>,
+    titles: Vec<String>,
+    descriptions: Vec<Option<String>>,
+    severities: Vec<&'static str>,
+    vendor_severities: Vec<Option<String>>,
+    event_types: Vec<Option<String>>,
+    event_times: Vec<Option<DateTime<Utc>>>,
+    received: Vec<DateTime<Utc>>,
+    external_ids: Vec<Option<String>>,
+    dedupe_keys: Vec<String>,
+    entities: Vec<String>,
+    raws: Vec<&'a [u8]>,
+    delivery_counts: Vec<i64>,
+    last_delivery: Vec<DateTime<Utc>>,
+    auto_triage: Vec<bool>,
+    playbooks: Vec<Option<String>>,
+    request_ids: Vec<Option<String>>,
+    triage: Vec<Option<String>>,
+    triage_job_ids: Vec<Option<String>>,
+}
+
+impl IncidentRows<'_> {
+    async fn insert(&self, tx: &impl GenericClient) -> Result<(), StoreError> {
+        let inserted = execute(
+            tx,
+            "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
+             event_time, received_at, external_id, dedupe_key, entities, raw_payload, delivery_count, last_delivery_at, \
+             auto_triage, playbook, request_id, triage, triage_job_id) \
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+             $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::bytea[], \
+             $17::int8[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[])",
+            &[
+                &self.ids,
+                &self.years,
+                &self.seqs,
+                &self.sources,
+                &self.formats,
+                &self.titles,
+                &self.descriptions,
+                &self.severities,
+                &self.vendor_severities,
+                &self.event_types,
+                &self.event_times,
+                &self.received,
+                &self.external_ids,
+                &self.dedupe_keys,
+                &self.entities,
+                &self.raws,
+                &self.delivery_counts,
+                &self.last_delivery,
+                &self.auto_triage,
+                &self.playbooks,
+                &self.request_ids,
+                &self.triage,
+                &self.triage_job_ids,
+            ],
+        )
+        .await?;
+        if inserted != self.ids.len() as u64 {
+            return Err(StoreError::Corrupt(format!("inserted {inserted} of {} incidents", self.ids.len())));
+        }
+        Ok(())
+    }
+}
+
+/// New auto-triage jobs as columns.
+#[derive(Default)]
+struct JobRows {
+    ids: Vec<String>,
+    incidents: Vec<Uuid>,
+    playbooks: Vec<String>,
+    max_attempts: Vec<i64>,
+    run_after: Vec<DateTime<Utc>>,
+}
+
+impl JobRows {
+    fn push(&mut self, id: &str, incident: Uuid, playbook: &str, max_attempts: u32, at: DateTime<Utc>) {
+        self.ids.push(id.to_string());
+        self.incidents.push(incident);
+        self.playbooks.push(pg_text(playbook));
+        self.max_attempts.push(i64::from(max_attempts.max(1)));
+        self.run_after.push(at);
+    }
+
+    async fn insert(&self, tx: &impl GenericClient) -> Result<(), StoreError> {
+        execute(
+            tx,
+            "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
+             SELECT id, incident_id, playbook, '{}', 'pending', max_attempts, run_after, 'auto', run_after \
+             FROM unnest($1::text[], $2::uuid[], $3::text[], $4::int8[], $5::timestamptz[]) \
+                  AS j(id, incident_id, playbook, max_attempts, run_after)",
+            &[&self.ids, &self.incidents, &self.playbooks, &self.max_attempts, &self.run_after],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Stores queued events in one statement; returns their ids in order.
+pub(super) async fn enqueue_in(tx: &impl GenericClient, events: &[&NewQueuedEvent]) -> Result<Vec<String>, StoreError> {
+    let ids: Vec<String> = events.iter().map(|_| format!("queue-{}", Uuid::now_v7().simple())).collect();
+    let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
+    let raws: Vec<&[u8]> = events.iter().map(|e| e.raw.as_slice()).collect();
+    let keys: Vec<String> = events.iter().map(|e| pg_text(&e.request_key)).collect();
+    let received: Vec<DateTime<Utc>> = events.iter().map(|e| e.received_at).collect();
+    let request_ids: Vec<Option<String>> = events.iter().map(|e| pg_opt_text(&e.request_id)).collect();
+    execute(
+        tx,
+        "INSERT INTO queue (id, source, raw_payload, request_key, received_at, request_id, status) \
+         SELECT id, source, raw, key, at, rid, 'pending' \
+         FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::text[]) AS q(id, source, raw, key, at, rid)",
+        &[&ids, &sources, &raws, &keys, &received, &request_ids],
+    )
+    .await?;
+    Ok(ids)
+}
+
+/// Keeps an event that could not be normalized, in the caller's transaction.
+pub(super) async fn insert_dead_letter(tx: &impl GenericClient, l: &NewDeadLetter) -> Result<String, StoreError> {
+    let id = format!("dl-{}", Uuid::now_v7().simple());
+    execute(
+        tx,
+        "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&id, &l.source.as_str(), &pg_text(&l.reason), &l.raw, &l.received_at, &pg_opt_text(&l.request_id), &l.queue_id],
+    )
+    .await?;
+    Ok(id)
+}
+
+#[async_trait]
+impl crate::IngestStore for PgStore {
+    async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError> {
+        self.writer.ingest(req).await
+    }
+
+    async fn enqueue(&self, event: NewQueuedEvent) -> Result<String, StoreError> {
+        self.writer.enqueue(event).await
+    }
+
+    async fn dead_letter(&self, letter: NewDeadLetter) -> Result<String, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = insert_dead_letter(&tx, &letter).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}

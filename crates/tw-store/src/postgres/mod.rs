@@ -1,0 +1,199 @@
+//! The PostgreSQL store: several `tw-cli serve` processes on one database behave as one system.
+//!
+//! - Intake writes (incidents, duplicates, queued events, delivery records) go through one
+//!   group-commit [`writer::Writer`] per process: one transaction and a handful of multi-row
+//!   statements per batch, never one transaction per request.
+//! - Incident numbers come from a counter row per year, allocated for a whole batch in the batch's
+//!   transaction; batches of all processes are serialized by a transaction-scoped advisory lock,
+//!   so numbers are unique and gap-free across processes and duplicates are decided by the
+//!   `(source, dedupe_key)` unique constraint, never by a read-then-write race.
+//! - Workers claim queued events and triage jobs with `FOR UPDATE SKIP LOCKED` and a lease; only
+//!   expired leases are taken over.
+//! - Durability: a 2xx is sent after `COMMIT` returned with `synchronous_commit` at the server's
+//!   setting (on by default: the commit is flushed to the WAL on disk). Do not turn it off.
+//!
+//! One file per concern, as in `sqlite/`.
+
+mod api_keys;
+mod deliveries;
+mod incidents;
+mod ingest;
+mod migrations;
+mod playbooks;
+mod queue;
+mod sources;
+mod triage;
+mod writer;
+
+use crate::{MasterKey, StoreError, StoreOptions};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+pub use migrations::{migrate_only, migration_status};
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`.
+pub struct PgStore {
+    pool: Pool,
+    key: Arc<MasterKey>,
+    writer: writer::Writer,
+}
+
+impl PgStore {
+    /// Connects, migrates the schema (refusing a newer one), checks the master key against the
+    /// database's and starts the writer.
+    pub async fn open(url: &str, key: MasterKey, opts: StoreOptions) -> Result<PgStore, StoreError> {
+        let pool = pool(url, &opts)?;
+        migrations::migrate(&pool).await?;
+        migrations::check_key(&pool, &key).await?;
+        let writer = writer::Writer::spawn(pool.clone(), opts.observer.clone());
+        Ok(PgStore { pool, key: Arc::new(key), writer })
+    }
+
+    /// A pooled connection, or [`StoreError::Unavailable`] when none can be had in time.
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// A pool for `url` with the options' size and timeouts.
+fn pool(url: &str, opts: &StoreOptions) -> Result<Pool, StoreError> {
+    let mut cfg: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL '{}': {e}", redact_url(url))))?;
+    cfg.connect_timeout(opts.connect_timeout);
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("tw-cli");
+    }
+    // The statement timeout travels with the connection, after any options the URL sets.
+    let timeout = format!("-c statement_timeout={}", opts.statement_timeout.as_millis().max(1));
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {timeout}"),
+        _ => timeout,
+    };
+    cfg.options(&options);
+    let manager = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Pool::builder(manager)
+        .max_size(opts.pool_size.max(2))
+        .wait_timeout(Some(opts.connect_timeout))
+        .create_timeout(Some(opts.connect_timeout))
+        .recycle_timeout(Some(opts.connect_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
+/// `url` with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/... : the password sits between the first ':' after the
+    // scheme and the last '@' before the path.
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let mut out = url.to_string();
+    if let Some(at) = authority.rfind('@') {
+        if let Some(colon) = authority[..at].find(':') {
+            out.replace_range(scheme_end + colon + 1..scheme_end + at, "***");
+        }
+    }
+    // A password may also come as a query parameter.
+    if let Some(q) = out.find("password=") {
+        let end = out[q..].find('&').map_or(out.len(), |e| q + e);
+        out.replace_range(q + "password=".len()..end, "***");
+    }
+    out
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let code = e.code().cloned();
+        match code {
+            Some(c) if c == SqlState::UNIQUE_VIOLATION => StoreError::UniqueViolation(Box::new(e)),
+            Some(c) if c == SqlState::T_R_SERIALIZATION_FAILURE || c == SqlState::T_R_DEADLOCK_DETECTED => {
+                StoreError::Conflict(Box::new(e))
+            }
+            Some(c) if is_unavailable_code(&c) => StoreError::Unavailable(Box::new(e)),
+            Some(_) => StoreError::Database(Box::new(e)),
+            // No SQL state: the connection broke or could not be made.
+            None => StoreError::Unavailable(Box::new(e)),
+        }
+    }
+}
+
+/// SQL states that mean "the server cannot do it now", not "this request is wrong".
+fn is_unavailable_code(c: &SqlState) -> bool {
+    let class = &c.code()[..2];
+    // 08: connection exception; 53: insufficient resources (disk full, too many connections);
+    // 57: operator intervention (shutdown, statement timeout); 58: system error (I/O).
+    matches!(class, "08" | "53" | "57" | "58") || *c == SqlState::READ_ONLY_SQL_TRANSACTION
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// PostgreSQL text cannot hold NUL characters; a sender's text may. They become U+FFFD, so one
+/// odd alert cannot fail the batch it shares with others.
+fn pg_text(s: &str) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s.to_string() }
+}
+
+fn pg_opt_text(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(pg_text)
+}
+
+/// Runs a statement through the connection's statement cache.
+async fn query(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query(&st, params).await?)
+}
+
+async fn query_opt(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query_opt(&st, params).await?)
+}
+
+async fn query_one(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.query_one(&st, params).await?)
+}
+
+async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    let st = c.prepare_cached(sql).await?;
+    Ok(c.execute(&st, params).await?)
+}
+
+/// An `i64` column as a count.
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact_url("postgres://tw:s3cret@db:5432/tw"), "postgres://tw:***@db:5432/tw");
+        assert_eq!(redact_url("postgres://tw@db/tw"), "postgres://tw@db/tw");
+        assert_eq!(redact_url("postgresql://u:p%40ss@h/d?password=x&sslmode=disable"), "postgresql://u:***@h/d?password=***&sslmode=disable");
+        assert_eq!(redact_url("postgres://h/d?password=abc"), "postgres://h/d?password=***");
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
+        assert_eq!(pg_text("plain"), "plain");
+    }
+}

@@ -1,0 +1,159 @@
+//! The group-commit writer: one task per process takes every pending intake write off its
+//! channel (incidents, queued events, delivery records), commits them in one transaction with a
+//! few multi-row statements, and only then answers each caller.
+//!
+//! When a batch fails for a reason other than the database being unavailable, its writes are
+//! tried again one by one, so one bad write fails only itself (what SQLite's savepoints do).
+
+use super::{deliveries, ingest};
+use crate::model::{Delivery, IngestOutcome, IngestRequest, NewQueuedEvent};
+use crate::{CommitObserver, StoreError};
+use deadpool_postgres::Pool;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// How many writes one transaction takes at most.
+pub const MAX_BATCH: usize = 1024;
+/// How many writes may wait for the writer before callers wait to enqueue.
+pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Ingest(IngestRequest, Reply<IngestOutcome>),
+    Enqueue(NewQueuedEvent, Reply<String>),
+    Delivery(Delivery, Option<Vec<u8>>),
+}
+
+/// A handle to the writer task.
+#[derive(Clone)]
+pub(super) struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    pub fn spawn(pool: Pool, observer: Option<Arc<dyn CommitObserver>>) -> Writer {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        tokio::spawn(run(pool, rx, observer));
+        Writer { tx }
+    }
+
+    pub async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Op::Ingest(req, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn enqueue(&self, event: NewQueuedEvent) -> Result<String, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Op::Enqueue(event, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a delivery record without waiting; dropped when the writer is saturated.
+    pub fn record(&self, d: Delivery, body: Option<Vec<u8>>) {
+        let _ = self.tx.try_send(Op::Delivery(d, body));
+    }
+}
+
+async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, observer: Option<Arc<dyn CommitObserver>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let started = std::time::Instant::now();
+        commit(&pool, std::mem::take(&mut batch)).await;
+        let elapsed = started.elapsed();
+        tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
+        if let Some(o) = &observer {
+            o.committed(size, elapsed);
+        }
+    }
+}
+
+/// The writes of one batch, split by kind.
+#[derive(Default)]
+struct Batch {
+    ingests: Vec<(IngestRequest, Reply<IngestOutcome>)>,
+    enqueues: Vec<(NewQueuedEvent, Reply<String>)>,
+    deliveries: Vec<(Delivery, Option<Vec<u8>>)>,
+}
+
+async fn commit(pool: &Pool, ops: Vec<Op>) {
+    let mut b = Batch::default();
+    for op in ops {
+        match op {
+            Op::Ingest(r, reply) => b.ingests.push((r, reply)),
+            Op::Enqueue(e, reply) => b.enqueues.push((e, reply)),
+            Op::Delivery(d, body) => b.deliveries.push((d, body)),
+        }
+    }
+    let reqs: Vec<&IngestRequest> = b.ingests.iter().map(|(r, _)| r).collect();
+    let events: Vec<&NewQueuedEvent> = b.enqueues.iter().map(|(e, _)| e).collect();
+    let deliveries: Vec<&(Delivery, Option<Vec<u8>>)> = b.deliveries.iter().collect();
+    let mut result = run_batch(pool, &reqs, &events, &deliveries).await;
+    if matches!(result, Err(StoreError::Conflict(_))) {
+        // A deadlock or serialization failure with another process: the retry usually passes.
+        result = run_batch(pool, &reqs, &events, &deliveries).await;
+    }
+    match result {
+        Ok((outcomes, ids)) => {
+            for ((_, reply), o) in b.ingests.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(o));
+            }
+            for ((_, reply), id) in b.enqueues.into_iter().zip(ids) {
+                let _ = reply.send(Ok(id));
+            }
+        }
+        Err(e) if e.is_unavailable() || reqs.len() + events.len() <= 1 => {
+            let message = e.chain();
+            tracing::error!(target: "store", error = %message, "batch commit failed");
+            let unavailable = e.is_unavailable();
+            let err = || if unavailable { StoreError::Unavailable(message.clone().into()) } else { StoreError::Database(message.clone().into()) };
+            for (_, reply) in b.ingests {
+                let _ = reply.send(Err(err()));
+            }
+            for (_, reply) in b.enqueues {
+                let _ = reply.send(Err(err()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(target: "store", error = %e.chain(), writes = reqs.len() + events.len(), "batch failed; retrying its writes one by one");
+            for (req, reply) in b.ingests {
+                let r = run_batch(pool, &[&req], &[], &[]).await.map(|(mut o, _)| o.remove(0));
+                let _ = reply.send(r);
+            }
+            for (event, reply) in b.enqueues {
+                let r = run_batch(pool, &[], &[&event], &[]).await.map(|(_, mut ids)| ids.remove(0));
+                let _ = reply.send(r);
+            }
+            if let Err(e) = run_batch(pool, &[], &[], &deliveries).await {
+                tracing::warn!(target: "store", error = %e.chain(), "delivery records dropped");
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch.
+async fn run_batch(
+    pool: &Pool,
+    reqs: &[&IngestRequest],
+    events: &[&NewQueuedEvent],
+    deliveries: &[&(Delivery, Option<Vec<u8>>)],
+) -> Result<(Vec<IngestOutcome>, Vec<String>), StoreError> {
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    let outcomes = if reqs.is_empty() { Vec::new() } else { ingest::ingest_in(&tx, reqs).await? };
+    let ids = if events.is_empty() { Vec::new() } else { ingest::enqueue_in(&tx, events).await? };
+    if !deliveries.is_empty() {
+        deliveries::record_in(&tx, deliveries).await?;
+    }
+    tx.commit().await?;
+    Ok((outcomes, ids))
+}

@@ -1,0 +1,130 @@
+//! Reading incidents and dead letters.
+
+use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts};
+use crate::model::*;
+use crate::StoreError;
+use async_trait::async_trait;
+use rusqlite::{Connection, Row, params};
+use tw_core::{IncidentNumber, Severity, SourceName};
+use uuid::Uuid;
+
+pub(super) const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
+    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
+
+pub(super) fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident, StoreError> {
+    let id: String = r.get(0)?;
+    let source: String = r.get(3)?;
+    let format: String = r.get(4)?;
+    let severity: String = r.get(7)?;
+    let entities: String = r.get(14)?;
+    Ok(Incident {
+        id: Uuid::parse_str(&id).map_err(corrupt("incident id"))?,
+        incident_number: IncidentNumber::new(r.get(1)?, r.get(2)?),
+        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+        format: format.parse().map_err(corrupt("format"))?,
+        title: r.get(5)?,
+        description: r.get(6)?,
+        severity: severity.parse::<Severity>().map_err(corrupt("severity"))?,
+        vendor_severity: r.get(8)?,
+        status: r.get::<_, String>(9)?.parse::<IncidentStatus>().map_err(corrupt("status"))?,
+        event_type: r.get(10)?,
+        event_time: parse_opt_ts(r.get(11)?)?,
+        received_at: parse_ts(&r.get::<_, String>(12)?)?,
+        external_id: r.get(13)?,
+        entities: serde_json::from_str(&entities).map_err(corrupt("entities"))?,
+        delivery_count: r.get::<_, i64>(15)?.max(0) as u64,
+        last_delivery_at: parse_ts(&r.get::<_, String>(16)?)?,
+        auto_triage: r.get(17)?,
+        playbook: r.get(18)?,
+        request_id: r.get(19)?,
+        triage: r.get::<_, Option<String>>(20)?.map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt("triage"))?,
+        raw: if with_raw { Some(r.get(21)?) } else { None },
+    })
+}
+
+pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => incident_from_row(r, true).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes a job's state on its incident, unless a newer job of that incident exists: an old run
+
+#[async_trait]
+impl crate::IncidentStore for SqliteStore {
+    async fn get_incident(&self, key: &IncidentKey) -> Result<Option<Incident>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn, _| {
+            let (cond, a, b): (&str, String, i64) = match &key {
+                IncidentKey::Id(id) => ("id = ?1 AND ?2 = 0", id.to_string(), 0),
+                IncidentKey::Number(n) => ("year = ?1 AND seq = ?2", n.year.to_string(), n.seq),
+            };
+            let sql = format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE {cond}");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![a, b])?;
+            match rows.next()? {
+                Some(r) => incident_from_row(r, true).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_incidents(&self, f: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError> {
+        let f = f.clone();
+        self.read(move |conn, _| {
+            let cond = "(?1 IS NULL OR source = ?1) AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR status = ?3)";
+            let args = params![f.source.as_ref().map(SourceName::as_str), f.severity.map(Severity::as_str), f.status.map(IncidentStatus::as_str)];
+            let total: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM incidents WHERE {cond}"), args, |r| r.get(0))?;
+            let sql = format!(
+                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {cond} ORDER BY received_at DESC, year DESC, seq DESC LIMIT ?4 OFFSET ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![
+                f.source.as_ref().map(SourceName::as_str),
+                f.severity.map(Severity::as_str),
+                f.status.map(IncidentStatus::as_str),
+                f.page.per_page,
+                f.page.offset() as i64
+            ])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(incident_from_row(r, false)?);
+            }
+            Ok((out, total.max(0) as u64))
+        })
+        .await
+    }
+
+    async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError> {
+        let source = source.cloned();
+        self.read(move |conn, _| {
+            let s = source.as_ref().map(SourceName::as_str);
+            let total: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters WHERE (?1 IS NULL OR source = ?1)", [s], |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, source, reason, received_at, request_id, queue_id, raw_payload FROM dead_letters \
+                 WHERE (?1 IS NULL OR source = ?1) ORDER BY received_at DESC, id DESC LIMIT ?2 OFFSET ?3",
+            )?;
+            let mut rows = stmt.query(params![s, page.per_page, page.offset() as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let source: String = r.get(1)?;
+                let raw: Vec<u8> = r.get(6)?;
+                out.push(DeadLetter {
+                    id: r.get(0)?,
+                    source: SourceName::parse(&source).map_err(corrupt("source"))?,
+                    reason: r.get(2)?,
+                    received_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    request_id: r.get(4)?,
+                    queue_id: r.get(5)?,
+                    raw_payload: String::from_utf8_lossy(&raw).into_owned(),
+                });
+            }
+            Ok((out, total.max(0) as u64))
+        })
+        .await
+    }
+}

@@ -1,0 +1,178 @@
+//! The async queue: claims with leases, completion, poison events.
+
+use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts, ts};
+use super::ingest::{ingest_in, insert_dead_letter};
+use crate::model::*;
+use crate::StoreError;
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{Connection, Row, params};
+use tw_core::SourceName;
+use uuid::Uuid;
+
+
+/// How many times a queued event is claimed before it is dead-lettered as poison.
+pub const MAX_QUEUE_ATTEMPTS: i64 = 5;
+
+/// Dead-letters a queued event (with its request id) and marks it failed, in one transaction.
+fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(), StoreError> {
+    let (source, raw, received_at, request_id): (String, Vec<u8>, String, Option<String>) =
+        conn.query_row("SELECT source, raw_payload, received_at, request_id FROM queue WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let letter = NewDeadLetter {
+        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+        raw,
+        reason: reason.to_string(),
+        received_at: parse_ts(&received_at)?,
+        request_id,
+        queue_id: Some(id.to_string()),
+    };
+    insert_dead_letter(conn, &letter)?;
+    conn.execute(
+        // The payload now lives in the dead letter: the queue's copy goes.
+        "UPDATE queue SET status = 'failed', error = ?2, processed_at = ?3, lease_until = NULL, raw_payload = x'' WHERE id = ?1",
+        params![id, reason, now],
+    )?;
+    Ok(())
+}
+
+const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
+
+fn queue_entry_from_row(r: &Row<'_>) -> Result<QueueEntry, StoreError> {
+    let status: String = r.get(1)?;
+    let source: String = r.get(2)?;
+    let incident_id: Option<String> = r.get(5)?;
+    let number: Option<String> = r.get(6)?;
+    Ok(QueueEntry {
+        queue_id: r.get(0)?,
+        status: match status.as_str() {
+            "processed" => QueueStatus::Processed,
+            "failed" => QueueStatus::Failed,
+            _ => QueueStatus::Pending,
+        },
+        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+        received_at: parse_ts(&r.get::<_, String>(3)?)?,
+        attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+        incident_id: incident_id.as_deref().map(Uuid::parse_str).transpose().map_err(corrupt("incident id"))?,
+        incident_number: number.as_deref().map(str::parse).transpose().map_err(corrupt("incident number"))?,
+        duplicate: r.get(7)?,
+        error: r.get(8)?,
+        processed_at: parse_opt_ts(r.get(9)?)?,
+    })
+}
+
+fn load_queue_entry(conn: &Connection, id: &str) -> Result<Option<QueueEntry>, StoreError> {
+    let sql = format!("SELECT {QUEUE_COLUMNS} FROM queue WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => queue_entry_from_row(r).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl crate::QueueStore for SqliteStore {
+    async fn claim_queued(&self, limit: usize, lease_secs: i64) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let now = Utc::now();
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE queue SET status = 'processing', attempts = attempts + 1, lease_until = ?1 \
+                     WHERE id IN (SELECT id FROM queue WHERE status = 'pending' \
+                                  OR (status = 'processing' AND lease_until < ?2) ORDER BY received_at LIMIT ?3) \
+                     RETURNING id, source, raw_payload, request_key, received_at, request_id, attempts",
+                )?;
+                let rows = stmt.query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                let mut poisoned = Vec::new();
+                for row in rows {
+                    let (id, source, raw, request_key, received_at, request_id, attempts) = row?;
+                    if attempts > MAX_QUEUE_ATTEMPTS {
+                        // Claimed this often without finishing: it crashes or stalls its worker.
+                        poisoned.push((id, attempts));
+                        continue;
+                    }
+                    out.push(QueuedEvent {
+                        id,
+                        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+                        raw,
+                        request_key,
+                        received_at: parse_ts(&received_at)?,
+                        request_id,
+                        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                    });
+                }
+                drop(stmt);
+                for (id, attempts) in poisoned {
+                    let reason = format!("gave up after {} attempts: the event never finished processing", attempts - 1);
+                    fail_queued(conn, &id, &reason, &ts(now))?;
+                }
+                out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn complete_queued(&self, id: &str, result: Result<IngestRequest, String>) -> Result<QueueEntry, StoreError> {
+        let id = id.to_string();
+        self.writer
+            .write(move |conn| {
+                let entry = load_queue_entry(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("queue entry {id} vanished")))?;
+                if entry.status != QueueStatus::Pending {
+                    // Already finished by another worker after a lease ran out: finishing twice
+                    // must not count the delivery twice.
+                    return Ok(entry);
+                }
+                let now = ts(Utc::now());
+                match result {
+                    Ok(req) => {
+                        let outcome = ingest_in(conn, &req)?;
+                        // ingest_in counted a delivery on the source; enqueue did not, so this is the one count.
+                        let inc = outcome.incident();
+                        conn.execute(
+                            // The payload now lives on the incident: the queue's copy goes.
+                            "UPDATE queue SET status = 'processed', incident_id = ?2, incident_number = ?3, duplicate = ?4, \
+                             processed_at = ?5, lease_until = NULL, raw_payload = x'' WHERE id = ?1",
+                            params![
+                                id,
+                                inc.id.to_string(),
+                                inc.number.to_string(),
+                                matches!(outcome, IngestOutcome::Duplicate { .. }),
+                                now
+                            ],
+                        )?;
+                    }
+                    Err(reason) => {
+                        fail_queued(conn, &id, &reason, &now)?;
+                    }
+                }
+                load_queue_entry(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("queue entry {id} vanished")))
+            })
+            .await
+    }
+
+    async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>, StoreError> {
+        let id = id.to_string();
+        self.read(move |conn, _| load_queue_entry(conn, &id)).await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.read(|conn, _| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM queue WHERE status IN ('pending', 'processing')", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,187 @@
+//! Triage jobs. The rules are [`crate::triage`]'s; this file only persists what they decide.
+
+use super::incidents::load_incident;
+use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts, ts};
+use crate::model::*;
+use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
+use crate::StoreError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+const JOB_COLUMNS: &str = "id, incident_id, playbook, variables, status, attempts, max_attempts, run_after, error, requested_by, \
+    created_at, started_at, completed_at";
+
+fn job_from_row(r: &Row<'_>) -> Result<TriageJob, StoreError> {
+    let incident_id: String = r.get(1)?;
+    let variables: String = r.get(3)?;
+    let status: String = r.get(4)?;
+    Ok(TriageJob {
+        job_id: r.get(0)?,
+        incident_id: Uuid::parse_str(&incident_id).map_err(corrupt("incident id"))?,
+        playbook: r.get(2)?,
+        variables: serde_json::from_str(&variables).map_err(corrupt("variables"))?,
+        status: TriageJobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status '{status}'")))?,
+        attempts: r.get::<_, i64>(5)?.clamp(0, u32::MAX as i64) as u32,
+        max_attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+        run_after: parse_ts(&r.get::<_, String>(7)?)?,
+        error: r.get(8)?,
+        requested_by: r.get(9)?,
+        created_at: parse_ts(&r.get::<_, String>(10)?)?,
+        started_at: parse_opt_ts(r.get(11)?)?,
+        completed_at: parse_opt_ts(r.get(12)?)?,
+    })
+}
+
+fn load_job(conn: &Connection, id: &str) -> Result<Option<TriageJob>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM triage_jobs WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(r) => job_from_row(r).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Writes the incident's side of a transition, only while `job_id` is the incident's latest job.
+/// True when written.
+fn write_incident_triage(conn: &Connection, incident_id: &str, job_id: &str, u: &IncidentTriageUpdate) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE incidents SET triage = ?3, \
+             status = CASE WHEN status = 'open' AND ?4 IS NOT NULL THEN ?4 ELSE status END, \
+             severity = COALESCE(?5, severity) \
+             WHERE id = ?1 AND triage_job_id = ?2",
+        )?
+        .execute(params![
+            incident_id,
+            job_id,
+            u.triage.to_json().to_string(),
+            u.status_from_open.map(IncidentStatus::as_str),
+            u.severity.map(tw_core::Severity::as_str)
+        ])?;
+    Ok(n > 0)
+}
+
+/// Persists a job's transition and its incident's side.
+fn apply(conn: &Connection, job: &TriageJob, t: &JobTransition) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE triage_jobs SET status = ?2, error = ?3, run_after = COALESCE(?4, run_after), completed_at = ?5, lease_until = NULL \
+         WHERE id = ?1",
+    )?
+    .execute(params![job.job_id, t.status.as_str(), t.error, t.run_after.map(ts), t.completed_at.map(ts)])?;
+    write_incident_triage(conn, &job.incident_id.to_string(), &job.job_id, &t.incident)?;
+    Ok(())
+}
+
+/// Queues a job and makes it the incident's latest, in the caller's transaction.
+pub(super) fn insert_triage_job(
+    conn: &Connection,
+    incident_id: Uuid,
+    playbook: &str,
+    variables: &serde_json::Map<String, serde_json::Value>,
+    max_attempts: u32,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<TriageJob, StoreError> {
+    let id = format!("job-{}", Uuid::now_v7().simple());
+    let vars = serde_json::Value::Object(variables.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?6)",
+    )?
+    .execute(params![id, incident_id.to_string(), playbook, vars, max_attempts.max(1), ts(now), requested_by])?;
+    conn.prepare_cached("UPDATE incidents SET triage = ?2, triage_job_id = ?3 WHERE id = ?1")?.execute(params![
+        incident_id.to_string(),
+        TriageState::queued(&id, playbook).to_json().to_string(),
+        id
+    ])?;
+    load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
+}
+
+#[async_trait]
+impl crate::TriageStore for SqliteStore {
+    async fn enqueue_triage(
+        &self,
+        incident: &IncidentKey,
+        playbook: &str,
+        variables: serde_json::Map<String, serde_json::Value>,
+        max_attempts: u32,
+    ) -> Result<TriageJob, StoreError> {
+        let key = incident.clone();
+        let playbook = playbook.to_string();
+        self.writer
+            .write(move |conn| {
+                let id: Option<String> = match &key {
+                    IncidentKey::Id(id) => {
+                        conn.query_row("SELECT id FROM incidents WHERE id = ?1", [id.to_string()], |r| r.get(0)).optional()?
+                    }
+                    IncidentKey::Number(n) => conn
+                        .query_row("SELECT id FROM incidents WHERE year = ?1 AND seq = ?2", params![n.year, n.seq], |r| r.get(0))
+                        .optional()?,
+                };
+                let id = id.ok_or_else(|| StoreError::IncidentNotFound(format!("{key:?}")))?;
+                let uuid = Uuid::parse_str(&id).map_err(corrupt("incident id"))?;
+                insert_triage_job(conn, uuid, &playbook, &variables, max_attempts, "api", Utc::now())
+            })
+            .await
+    }
+
+    async fn claim_triage_jobs(&self, limit: usize, lease_secs: i64) -> Result<Vec<ClaimedTriageJob>, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let now = Utc::now();
+                let ids: Vec<String> = conn
+                    .prepare_cached(
+                        "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = ?1, \
+                         started_at = COALESCE(started_at, ?2) \
+                         WHERE id IN (SELECT id FROM triage_jobs WHERE (status = 'pending' AND run_after <= ?2) \
+                                      OR (status = 'running' AND lease_until < ?2) ORDER BY run_after, id LIMIT ?3) \
+                         RETURNING id",
+                    )?
+                    .query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let job = load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))?;
+                    let incident_id = job.incident_id.to_string();
+                    match on_claim(&job, now) {
+                        ClaimDecision::Abandon(t) => apply(conn, &job, &t)?,
+                        ClaimDecision::Run(running) => {
+                            let Some(incident) = load_incident(conn, &incident_id)? else { continue };
+                            let update = IncidentTriageUpdate { triage: running, status_from_open: None, severity: None };
+                            write_incident_triage(conn, &incident_id, &id, &update)?;
+                            out.push(ClaimedTriageJob { job, incident });
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn complete_triage_job(&self, job_id: &str, attempt: u32, completion: TriageCompletion) -> Result<bool, StoreError> {
+        let job_id = job_id.to_string();
+        self.writer
+            .write(move |conn| {
+                let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
+                let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
+                apply(conn, &job, &t)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError> {
+        let id = job_id.to_string();
+        self.read(move |conn, _| load_job(conn, &id)).await
+    }
+
+    async fn triage_depth(&self) -> Result<u64, StoreError> {
+        self.read(|conn, _| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running')", [], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,113 @@
+//! Throwaway PostgreSQL databases for this workspace's tests: each test gets its own database,
+//! dropped when the test ends, so runs never collide.
+//!
+//! The server is `TW_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! set it to `off` to skip. When no server answers, [`TestDatabase::create`] returns `None` and
+//! says once, on the test process's stderr (past the test harness's capture), that the
+//! PostgreSQL tests were skipped.
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The default test server: the local PostgreSQL of the development machines and CI.
+pub const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database created for one test; dropped (with its connections) when this is dropped.
+pub struct TestDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+fn admin_url() -> Option<String> {
+    match std::env::var("TW_TEST_POSTGRES_URL") {
+        Ok(v) if v == "off" || v.is_empty() => None,
+        Ok(v) => Some(v),
+        Err(_) => Some(DEFAULT_TEST_URL.to_string()),
+    }
+}
+
+fn say_skipped(why: &str) {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| {
+        // Written to the stderr handle itself, not with eprintln!, so the test harness shows it.
+        let _ = writeln!(std::io::stderr(), "\nPostgreSQL tests skipped: {why}\n");
+    });
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("bad TW_TEST_POSTGRES_URL: {e}"))?;
+    cfg.connect_timeout(Duration::from_secs(3));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+impl TestDatabase {
+    /// A fresh empty database, or `None` (said once) when no PostgreSQL test server is reachable.
+    pub async fn create() -> Option<TestDatabase> {
+        let Some(admin_url) = admin_url() else {
+            say_skipped("TW_TEST_POSTGRES_URL=off");
+            return None;
+        };
+        let client = match connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                say_skipped(&e);
+                return None;
+            }
+        };
+        let name = format!("tw_test_{}", uuid::Uuid::new_v4().simple());
+        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+            say_skipped(&format!("cannot create a test database: {e}"));
+            return None;
+        }
+        Some(TestDatabase { url: with_database(&admin_url, &name), admin_url, name })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside or outside a runtime: a thread of its own with its own runtime works in both.
+        let done = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(c) = connect(&admin).await {
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_are_swapped_in_urls() {
+        assert_eq!(super::with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+        assert_eq!(super::with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(super::with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
