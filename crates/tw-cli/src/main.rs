@@ -48,6 +48,9 @@ enum Command {
     /// Manage local threat intelligence lists.
     #[command(subcommand)]
     Intel(commands::triage::IntelCommand),
+    /// Migrate the database or show its schema version (opens the store directly).
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
     /// Show the server's recent log lines (admin key).
     Logs(commands::logs::LogsArgs),
     /// Show the state of a queued (async) event.
@@ -94,6 +97,7 @@ async fn main() -> std::process::ExitCode {
         Command::Playbook(cmd) => commands::triage::run_playbook(&ctx, cmd).await,
         Command::Intel(cmd) => commands::triage::run_intel(&ctx, cmd).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Db(cmd) => commands::db::run(&ctx, cmd).await,
         Command::Queue { queue_id } => commands::queue_get(&ctx, &queue_id).await,
         Command::DeadLetters { source } => commands::dead_letters(&ctx, source.as_deref()).await,
     };

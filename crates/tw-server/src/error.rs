@@ -124,10 +124,13 @@ impl ApiError {
             StoreError::SourceNotFound(n) => ApiError::UnknownSource(n),
             StoreError::PlaybookInUse { name, sources } => ApiError::PlaybookInUse { name, sources },
             StoreError::IncidentNotFound(n) => ApiError::NotFound(format!("Incident {n} not found")),
-            StoreError::Closed => ApiError::Unavailable,
+            e if e.is_unavailable() => {
+                tracing::warn!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
+                ApiError::Unavailable
+            }
             other => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
-                tracing::error!(target: "store", error_id = %id, error = %other, "store operation failed");
+                tracing::error!(target: "store", error_id = %id, error = %other.chain(), "store operation failed");
                 ApiError::Internal(id)
             }
         }
@@ -139,6 +142,9 @@ impl From<StoreError> for ApiError {
         ApiError::from_store(e)
     }
 }
+
+/// What a 503 tells the sender: try again in this many seconds.
+pub const RETRY_AFTER_SECS: &str = "5";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -161,6 +167,9 @@ impl IntoResponse for ApiError {
         };
         let body = Body { error: Inner { code: self.code(), message: self.to_string(), details } };
         let mut resp = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::Unavailable) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
         resp.extensions_mut().insert(ErrorCode(self.code()));
         resp
     }

@@ -21,16 +21,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
-use tw_store::sqlite::{DB_FILE, SqliteStore};
-use tw_store::{MasterKey, Store};
+use tw_store::sqlite::DB_FILE;
+use tw_store::{DatabaseUrl, MasterKey, Store, StoreOptions};
 
 /// Everything `tw-cli serve` is told.
 #[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`; defaults to `<data_dir>/tw.db`.
+    /// `sqlite://PATH` or `postgres://...`; defaults to `<data_dir>/tw.db`.
     pub database_url: Option<String>,
+    /// PostgreSQL connections kept by this process.
+    pub db_pool_size: usize,
+    /// How long to wait for a PostgreSQL connection (then: 503 unavailable).
+    pub db_connect_timeout: std::time::Duration,
+    /// PostgreSQL cancels a statement that runs longer (then: 503 unavailable).
+    pub db_statement_timeout: std::time::Duration,
+    /// How long a claimed queued event or triage job stays with one process before another may
+    /// take it over (the claimer died).
+    pub claim_lease_secs: i64,
     /// The webhook_config.yaml to load at start.
     pub webhook_config: Option<PathBuf>,
     /// TW_MASTER_KEY, when set.
@@ -61,7 +70,11 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url)
+            .field("database_url", &self.database_url.as_deref().map(tw_store::postgres::redact_url))
+            .field("db_pool_size", &self.db_pool_size)
+            .field("db_connect_timeout", &self.db_connect_timeout)
+            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("claim_lease_secs", &self.claim_lease_secs)
             .field("webhook_config", &self.webhook_config)
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("queue_workers", &self.queue_workers)
@@ -82,6 +95,10 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir,
             database_url: None,
+            db_pool_size: StoreOptions::default().pool_size,
+            db_connect_timeout: StoreOptions::default().connect_timeout,
+            db_statement_timeout: StoreOptions::default().statement_timeout,
+            claim_lease_secs: DEFAULT_CLAIM_LEASE_SECS,
             webhook_config: None,
             master_key: None,
             queue_workers: 2,
@@ -111,22 +128,44 @@ pub enum StartError {
     Other(String),
 }
 
-/// Opens the store named by the config (creating the data dir and master key as needed).
-pub fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
-    open_store_observed(cfg, None)
+/// How long a claim lasts by default: far longer than a triage run or an event takes.
+pub const DEFAULT_CLAIM_LEASE_SECS: i64 = 60;
+
+impl ServerConfig {
+    /// Where the data lives: `--database-url`, or the SQLite file in the data dir.
+    pub fn database(&self) -> Result<DatabaseUrl, StartError> {
+        match self.database_url.as_deref().filter(|u| !u.is_empty()) {
+            None => Ok(DatabaseUrl::Sqlite(self.data_dir.join(DB_FILE))),
+            Some(url) => Ok(DatabaseUrl::parse(url)?),
+        }
+    }
+
+    /// The engine settings.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            pool_size: self.db_pool_size,
+            connect_timeout: self.db_connect_timeout,
+            statement_timeout: self.db_statement_timeout,
+            observer: None,
+        }
+    }
 }
 
-fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
+/// Opens the store named by the config (creating the data dir and master key as needed).
+pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError> {
+    open_store_observed(cfg, None).await
+}
+
+async fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
     tw_store::files::create_private_dir(&cfg.data_dir)
         .map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
-    let path = match cfg.database_url.as_deref().filter(|u| !u.is_empty()) {
-        None => cfg.data_dir.join(DB_FILE),
-        Some(url) => SqliteStore::path_from_url(url).ok_or_else(|| {
-            StartError::Other(format!("unsupported --database-url '{url}': expected sqlite://PATH (PostgreSQL support is not built yet)"))
-        })?,
-    };
+    let url = cfg.database()?;
     let key = MasterKey::load_or_create(cfg.master_key.as_deref(), &cfg.data_dir)?;
-    Ok(Arc::new(SqliteStore::open_observed(&path, key, observer)?))
+    let mut opts = cfg.store_options();
+    opts.observer = observer;
+    let store = tw_store::open(&url, key, opts).await?;
+    tracing::debug!(target: "store", engine = store.engine(), database = %url, "store opened");
+    Ok(store)
 }
 
 /// How long a stop waits for open requests to finish.
@@ -167,7 +206,7 @@ impl RunningServer {
 /// Opens the store, loads the config file, binds, and starts serving and the workers.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let store = open_store_observed(&cfg, Some(metrics.clone()))?;
+    let store = open_store_observed(&cfg, Some(metrics.clone())).await?;
     let registry = Arc::new(playbooks::PlaybookRegistry::new(store.clone()));
     if let Some(dir) = &cfg.playbooks_dir {
         let loaded = registry.load_dir(dir).await.map_err(StartError::Other)?;
@@ -199,7 +238,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
+        triage: triage::TriageSettings {
+            workers: cfg.triage_workers,
+            max_attempts: cfg.triage_max_attempts.max(1),
+            lease_secs: cfg.claim_lease_secs.max(1),
+        },
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
         logs: cfg.log_buffer.clone(),
@@ -210,14 +253,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             ..Default::default()
         }),
     };
-    // This process is the only worker on an embedded database: what a crashed run had claimed
-    // can be taken up again at once instead of after its lease.
-    if cfg.queue_workers > 0 || cfg.triage_workers > 0 {
-        let (queued, jobs) = state.store.recover_abandoned_work().await?;
-        if queued + jobs > 0 {
-            tracing::warn!(queued, triage_jobs = jobs, "resuming work interrupted by the last stop");
-        }
-    }
+    // Work a stopped process had claimed is taken over when its lease runs out (never before:
+    // another process on the same database may still be running it).
+    tokio::spawn(state.sources.clone().watch(state.stopping.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     for _ in 0..cfg.queue_workers {
@@ -243,6 +281,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     };
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await });
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "tw webhook intake listening");
+    let database = cfg.database().map(|u| u.to_string()).unwrap_or_default();
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), %database, "tw webhook intake listening");
     Ok(RunningServer { addr, metrics_addr, state, shutdown, handle, stopping })
 }

@@ -88,9 +88,12 @@ impl Heartbeats {
     }
 }
 
-/// How long a cached source (or the knowledge that a name is unknown) is trusted. Short, so that
-/// several processes on one database see each other's changes quickly.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a cached source (or the knowledge that a name is unknown) is trusted at most. Changes
+/// by any process are noticed sooner, through the store's sources version ([`SourceCache::watch`]).
+const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How often the sources version is read: a change made through another process is honoured
+/// here within this (plus one read).
+pub const SOURCES_POLL: Duration = Duration::from_millis(500);
 /// Bound on cached names, so a sender spraying random names cannot grow memory.
 const CACHE_MAX: usize = 10_000;
 
@@ -103,6 +106,30 @@ pub struct SourceCache {
 impl SourceCache {
     pub fn new(store: Arc<dyn Store>) -> SourceCache {
         SourceCache { store, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// Forgets everything whenever the store's sources version moves (a source was registered,
+    /// changed, disabled, rotated or deleted by any process), until `stopping` turns true.
+    pub async fn watch(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        let mut seen = self.store.sources_version().await.ok();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SOURCES_POLL) => {}
+                _ = stopping.changed() => return,
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            match self.store.sources_version().await {
+                Ok(v) if Some(v) != seen => {
+                    self.entries.write().unwrap_or_else(|p| p.into_inner()).clear();
+                    seen = Some(v);
+                }
+                Ok(_) => {}
+                // The database is away: entries expire by age meanwhile.
+                Err(e) => tracing::debug!(target: "store", error = %e.chain(), "reading the sources version failed"),
+            }
+        }
     }
 
     /// The source named `name`, from cache when fresh.

@@ -7,8 +7,6 @@ use std::time::Duration;
 use tw_core::triage::{TriageIncident, TriageOutcome};
 use tw_store::{ClaimedTriageJob, Incident, TriageCompletion};
 
-/// How long a claimed job stays with one worker before another may take it.
-pub const LEASE_SECS: i64 = 60;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_SECS: i64 = 300;
 
@@ -17,6 +15,9 @@ const MAX_BACKOFF_SECS: i64 = 300;
 pub struct TriageSettings {
     pub workers: usize,
     pub max_attempts: u32,
+    /// How long a claim (of a triage job or a queued event) lasts before another process may
+    /// take it over.
+    pub lease_secs: i64,
 }
 
 /// The engine's view of a stored incident.
@@ -72,7 +73,7 @@ pub enum RunError {
 pub async fn run_worker(state: AppState) {
     loop {
         crate::state::Heartbeats::beat(&state.heartbeats.triage);
-        match state.store.claim_triage_jobs(8, LEASE_SECS).await {
+        match state.store.claim_triage_jobs(8, state.triage.lease_secs).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {
                     process(&state, job).await;

@@ -5,8 +5,6 @@ use crate::state::AppState;
 use std::time::Duration;
 use tw_store::IngestRequest;
 
-/// How long a claimed event stays with one worker before another may take it.
-pub const LEASE_SECS: i64 = 60;
 const BATCH: usize = 64;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
@@ -14,7 +12,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 pub async fn run(state: AppState) {
     loop {
         crate::state::Heartbeats::beat(&state.heartbeats.queue);
-        match state.store.claim_queued(BATCH, LEASE_SECS).await {
+        match state.store.claim_queued(BATCH, state.triage.lease_secs).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {
                     process(&state, event).await;

@@ -1,6 +1,7 @@
 //! The commands. Each talks to the API through [`crate::client::Client`], except `serve` and
-//! `api-key create`, which work on the store directly.
+//! `api-key create` and `db`, which work on the store directly.
 
+pub mod db;
 pub mod incident;
 pub mod logs;
 pub mod serve;
@@ -45,7 +46,7 @@ pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::S
     let name = name.trim();
     anyhow::ensure!(!name.is_empty() && name.len() <= 100, "--name must be 1 to 100 characters");
     let scope: tw_store::Scope = scope.parse().map_err(anyhow::Error::msg)?;
-    let store = tw_server::open_store(&store.server_config())?;
+    let store = tw_server::open_store(&store.server_config()).await?;
     let key = tw_store::api_key::generate()?;
     let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
     match ctx.output {

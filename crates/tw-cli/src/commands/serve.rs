@@ -13,9 +13,19 @@ pub struct StoreArgs {
     /// Directory for the database and the master key file; created if missing.
     #[arg(long, env = "TW_DATA_DIR", default_value = "./tw-data")]
     pub data_dir: PathBuf,
-    /// Database URL: sqlite://PATH (default: tw.db in the data dir).
-    #[arg(long, env = "TW_DATABASE_URL")]
+    /// Database URL: sqlite://PATH (default: tw.db in the data dir) or
+    /// postgres://USER[:PASSWORD]@HOST:PORT/DB for several instances on one PostgreSQL.
+    #[arg(long, env = "TW_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL connections this process keeps.
+    #[arg(long, env = "TW_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=1000))]
+    pub db_pool_size: u16,
+    /// Seconds to wait for a PostgreSQL connection before answering 503 unavailable.
+    #[arg(long, env = "TW_DB_CONNECT_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub db_connect_timeout_secs: u64,
+    /// Seconds PostgreSQL lets one statement run before cancelling it (503 unavailable).
+    #[arg(long, env = "TW_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub db_statement_timeout_secs: u64,
 }
 
 impl StoreArgs {
@@ -23,6 +33,9 @@ impl StoreArgs {
         let mut cfg = ServerConfig::new(self.data_dir.clone());
         cfg.database_url = self.database_url.clone();
         cfg.master_key = std::env::var("TW_MASTER_KEY").ok();
+        cfg.db_pool_size = usize::from(self.db_pool_size);
+        cfg.db_connect_timeout = std::time::Duration::from_secs(self.db_connect_timeout_secs);
+        cfg.db_statement_timeout = std::time::Duration::from_secs(self.db_statement_timeout_secs);
         cfg
     }
 }
@@ -59,6 +72,10 @@ pub struct ServeArgs {
     /// Triage workers (default: one per core); 0 runs no triage in this process.
     #[arg(long, env = "TW_TRIAGE_WORKERS")]
     triage_workers: Option<usize>,
+    /// Seconds a claimed queued event or triage job stays with this process; when it dies, any
+    /// instance takes the work over after this.
+    #[arg(long, env = "TW_CLAIM_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=86400))]
+    claim_lease_secs: i64,
     /// Attempts per triage job before it is marked failed.
     #[arg(long, env = "TW_TRIAGE_MAX_ATTEMPTS", default_value_t = 3)]
     triage_max_attempts: u32,
@@ -103,6 +120,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         cfg.triage_workers = n;
     }
     cfg.triage_max_attempts = args.triage_max_attempts;
+    cfg.claim_lease_secs = args.claim_lease_secs;
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await;

@@ -13,10 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tw_core::{Severity, SourceName};
-use tw_store::{Incident, IncidentFilter, IncidentKey};
+use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentStatus};
 
-/// Statuses an incident can have.
-pub const STATUSES: &[&str] = &["open", "triaged", "closed"];
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -52,12 +50,8 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         nonempty(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
     let severity =
         nonempty(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
-    let status = nonempty(&q.status);
-    if let Some(s) = &status {
-        if !STATUSES.contains(&s.as_str()) {
-            errors.push(FieldError::new("status", format!("must be one of {}", STATUSES.join(", "))));
-        }
-    }
+    let status = nonempty(&q.status)
+        .and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
