@@ -25,6 +25,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
+#[test]
+fn the_http_suite_passes_on_postgres() {
+    rerun_on_postgres("the_http_suite_passes_on_postgres");
+}
+
 #[tokio::test]
 async fn health_answers() {
     let app = TestApp::spawn().await;

@@ -6,6 +6,12 @@
 mod common;
 use common::*;
 
+/// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
+#[test]
+fn these_tests_pass_on_postgres() {
+    rerun_on_postgres("these_tests_pass_on_postgres");
+}
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};

@@ -77,13 +77,45 @@ impl TestDatabase {
                 return None;
             }
         };
-        let name = format!("tw_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("tw_test_{}{}", run_prefix(), uuid::Uuid::new_v4().simple());
         if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
             say_skipped(&format!("cannot create a test database: {e}"));
             return None;
         }
         Some(TestDatabase { url: with_database(&admin_url, &name), admin_url, name })
     }
+}
+
+/// `TW_TEST_DB_RUN` (letters and digits) and `_`: a test process that cannot drop its databases
+/// itself names them so that its parent can ([`drop_run_databases`]).
+fn run_prefix() -> String {
+    match std::env::var("TW_TEST_DB_RUN") {
+        Ok(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric()) => format!("{}_", r.to_ascii_lowercase()),
+        _ => String::new(),
+    }
+}
+
+/// Drops every test database a run named `run` left behind; returns how many.
+pub async fn drop_run_databases(run: &str) -> usize {
+    let Some(admin) = admin_url() else { return 0 };
+    let Ok(client) = connect(&admin).await else { return 0 };
+    let pattern = format!("tw_test_{}\\_%", run.to_ascii_lowercase());
+    let Ok(rows) = client.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern]).await else { return 0 };
+    let mut dropped = 0;
+    for r in rows {
+        let name: String = r.get(0);
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.is_ok()
+        {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// Whether the HTTP tests' servers should run on PostgreSQL (`TW_TEST_ENGINE=postgres`).
+pub fn engine_is_postgres() -> bool {
+    std::env::var("TW_TEST_ENGINE").is_ok_and(|e| e == "postgres")
 }
 
 impl Drop for TestDatabase {

@@ -323,10 +323,38 @@ async fn secrets_are_not_stored_in_clear() {
         let (s, d) = app.deliver("edr", secret, &generic_with_id("x")).await;
         assert_accepted(s, &d);
         assert_no_secret_in(app.dir.path(), &[secret, "RotatedQuartzNebula-9913-x", &generated]);
+        if let Some(url) = app.database_url.clone() {
+            // PostgreSQL: every row of every table, as text.
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let tables: Vec<String> = client
+                .query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert!(tables.len() > 5, "{tables:?}");
+            for t in tables {
+                let dump: Option<String> =
+                    client.query_one(&format!("SELECT string_agg(t::text, ' ') FROM {t} t"), &[]).await.unwrap().get(0);
+                let dump = dump.unwrap_or_default();
+                for s in [secret, "RotatedQuartzNebula-9913-x", generated.as_str()] {
+                    assert!(!dump.contains(s), "secret in clear in table {t}");
+                    assert!(!dump.contains(&hex_of(s)), "secret in clear (bytea) in table {t}");
+                }
+            }
+        }
         dir = app.stop().await;
     }
-    assert!(dir.path().join("tw.db").exists());
+    if !tw_store::testing::engine_is_postgres() {
+        assert!(dir.path().join("tw.db").exists());
+    }
     assert_no_secret_in(dir.path(), &[secret, "RotatedQuartzNebula-9913-x", &generated]);
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn assert_no_secret_in(dir: &std::path::Path, secrets: &[&str]) {

@@ -35,6 +35,8 @@ pub struct TestApp {
     /// A read-only API key.
     pub read_key: String,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database's URL when the tests run on PostgreSQL.
+    pub database_url: Option<String>,
     server: Option<tw_server::RunningServer>,
 }
 
@@ -50,11 +52,16 @@ impl TestApp {
         Self::spawn_in(dir, tweak).await
     }
 
-    /// A server on an existing data dir (to test restarts).
+    /// A server on an existing data dir (to test restarts). With `TW_TEST_ENGINE=postgres` its
+    /// store is a PostgreSQL database of its own, the same one again for the same data dir.
     pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
         let mut cfg = tw_server::ServerConfig::new(dir.path().to_path_buf());
         cfg.listen = "127.0.0.1:0".parse().unwrap();
+        if tw_store::testing::engine_is_postgres() {
+            cfg.database_url = Some(postgres_for(dir.path()).await);
+        }
         tweak(&mut cfg);
+        let database_url = cfg.database_url.clone().filter(|u| u.starts_with("postgres"));
         let server = tw_server::start(cfg).await.expect("server starts");
         let store = server.state.store.clone();
         let mut keys = Vec::new();
@@ -71,6 +78,7 @@ impl TestApp {
             read_key: keys.pop().unwrap(),
             admin_key: keys.pop().unwrap(),
             dir,
+            database_url,
             server: Some(server),
         }
     }
@@ -121,6 +129,50 @@ impl TestApp {
     pub async fn deliver_at(&self, source: &str, secret: &str, body: &str, ts: i64) -> (StatusCode, Value) {
         post_signed(&self.http, &self.base, source, secret, ts, body.to_string()).await
     }
+}
+
+/// The PostgreSQL database of a test's data dir, created on first use. Kept for the whole test
+/// process (a restarted server finds its data again); the parent process of a
+/// `TW_TEST_ENGINE=postgres` run drops them all at its end.
+async fn postgres_for(dir: &Path) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static DBS: OnceLock<Mutex<HashMap<PathBuf, Arc<tw_store::testing::TestDatabase>>>> = OnceLock::new();
+    let dbs = DBS.get_or_init(Default::default);
+    if let Some(db) = dbs.lock().unwrap().get(dir) {
+        return db.url.clone();
+    }
+    let db = tw_store::testing::TestDatabase::create().await.expect("TW_TEST_ENGINE=postgres needs a reachable PostgreSQL");
+    let url = db.url.clone();
+    dbs.lock().unwrap().insert(dir.to_path_buf(), Arc::new(db));
+    url
+}
+
+/// Runs this test binary again with every test but `this_test` on PostgreSQL
+/// (`TW_TEST_ENGINE=postgres`), and drops the databases it made. Skipped (with a visible line)
+/// when no PostgreSQL answers, and inside that second run.
+pub fn rerun_on_postgres(this_test: &str) {
+    if tw_store::testing::engine_is_postgres() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if rt.block_on(tw_store::testing::TestDatabase::create()).is_none() {
+        return;
+    }
+    let run = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("TW_TEST_ENGINE", "postgres")
+        .env("TW_TEST_DB_RUN", &run)
+        .args(["--skip", this_test, "--test-threads", "2"])
+        .output()
+        .expect("run the tests again");
+    let dropped = rt.block_on(tw_store::testing::drop_run_databases(&run));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().filter(|l| l.starts_with("test result:")).collect::<Vec<_>>().join("; ");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\nthe same tests on PostgreSQL: {summary} ({dropped} test databases dropped)");
+    assert!(out.status.success(), "on PostgreSQL:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(summary.contains(" passed"), "no test ran on PostgreSQL: {stdout}");
 }
 
 /// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
