@@ -435,7 +435,8 @@ fn intel_add_and_list() {
 
 /// SIGKILL while the workers are busy, restart: every incident ends triaged once in effect (its
 /// job completed, within its attempt limit, findings not duplicated). Whether a job was mid-run
-/// at the kill depends on timing; the assertions hold either way.
+/// at the kill depends on timing; the assertions hold either way. Jobs the killed process had
+/// claimed are taken over when their lease (3 s here) runs out.
 #[test]
 fn sigkill_while_triaging_then_restart_finishes_every_job() {
     const N: usize = 150;
@@ -444,7 +445,7 @@ fn sigkill_while_triaging_then_restart_finishes_every_job() {
     let intel = tmp.path().join("intel");
     write_intel(&intel, "");
     let admin = new_key(&data, "admin");
-    let args = ["--intel-dir", intel.to_str().unwrap(), "--triage-workers", "2"];
+    let args = ["--intel-dir", intel.to_str().unwrap(), "--triage-workers", "2", "--claim-lease-secs", "3"];
     let mut server = ServerProcess::start(&data, &args, &[]);
     ok(cli(&server.url, Some(&admin), &["webhook", "add", "mail", "--secret", SECRET, "--auto-triage", "--playbook", "phishing_triage"]));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
