@@ -12,6 +12,8 @@ mod async_queue;
 mod concurrency;
 #[path = "api/config_file.rs"]
 mod config_file;
+#[path = "api/database_down.rs"]
+mod database_down;
 #[path = "api/incidents.rs"]
 mod incidents;
 #[path = "api/intake.rs"]
