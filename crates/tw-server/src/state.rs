@@ -101,11 +101,19 @@ const CACHE_MAX: usize = 10_000;
 pub struct SourceCache {
     store: Arc<dyn Store>,
     entries: RwLock<HashMap<SourceName, (Instant, Option<Arc<SourceRecord>>)>>,
+    /// Moves at every clear: a load that started before a clear must not put back what it read.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SourceCache {
     pub fn new(store: Arc<dyn Store>) -> SourceCache {
-        SourceCache { store, entries: RwLock::new(HashMap::new()) }
+        SourceCache { store, entries: RwLock::new(HashMap::new()), generation: Default::default() }
+    }
+
+    fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.clear();
     }
 
     /// Forgets everything whenever the store's sources version moves (a source was registered,
@@ -122,7 +130,7 @@ impl SourceCache {
             }
             match self.store.sources_version().await {
                 Ok(v) if Some(v) != seen => {
-                    self.entries.write().unwrap_or_else(|p| p.into_inner()).clear();
+                    self.clear();
                     seen = Some(v);
                 }
                 Ok(_) => {}
@@ -139,8 +147,14 @@ impl SourceCache {
                 return Ok(v.clone());
             }
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let loaded = self.store.get_source(name).await?.map(Arc::new);
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        // Cleared while this was loading (a change elsewhere): what was read may be stale, so it
+        // answers this request but is not kept.
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return Ok(loaded);
+        }
         if entries.len() >= CACHE_MAX {
             entries.clear();
         }

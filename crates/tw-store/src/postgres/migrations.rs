@@ -21,9 +21,15 @@ pub fn latest() -> i64 {
 /// Applies pending migrations; returns the versions applied now. Refuses a newer database.
 pub(super) async fn migrate(pool: &Pool) -> Result<Vec<i64>, StoreError> {
     let mut client = pool.get().await?;
-    client.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await?;
+    // The lock first: two `CREATE TABLE IF NOT EXISTS` at once can still collide in PostgreSQL.
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
-    let result = apply_pending(&mut client).await;
+    let result = match client
+        .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+        .await
+    {
+        Ok(()) => apply_pending(&mut client).await,
+        Err(e) => Err(e.into()),
+    };
     // Released on every path; a lost connection releases it too.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
     result

@@ -162,7 +162,9 @@ impl crate::SourceStore for PgStore {
             &[&keep],
         )
         .await?;
-        bump_sources_version(&tx).await?;
+        if !rows.is_empty() {
+            bump_sources_version(&tx).await?;
+        }
         tx.commit().await?;
         let mut names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         names.sort();

@@ -149,7 +149,6 @@ impl crate::SourceStore for SqliteStore {
         let keep = serde_json::to_string(&keep.iter().map(SourceName::as_str).collect::<Vec<_>>()).map_err(corrupt("names"))?;
         self.writer
             .write(move |conn| {
-                bump_sources_version(conn)?;
                 let names = conn
                     .prepare(
                         "UPDATE sources SET managed_by_config = 0 WHERE managed_by_config = 1 \
@@ -157,6 +156,9 @@ impl crate::SourceStore for SqliteStore {
                     )?
                     .query_map([keep], |r| r.get(0))?
                     .collect::<Result<Vec<String>, _>>()?;
+                if !names.is_empty() {
+                    bump_sources_version(conn)?;
+                }
                 Ok(names)
             })
             .await
