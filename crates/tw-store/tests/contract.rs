@@ -582,3 +582,35 @@ async fn an_unreachable_postgres_is_unavailable_not_a_hang() {
     let err = tw_store::open(&url, key, opts).await.err().expect("nothing listens there");
     assert!(err.is_unavailable(), "{}", err.chain());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_starting_together_migrate_in_turn() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let url = DatabaseUrl::parse(&db.url).unwrap();
+    let opts = StoreOptions::default();
+    // Several migrators on an empty database at the same moment, as instances started together.
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, opts) = (url.clone(), opts.clone());
+            async move { tw_store::migrate(&url, &opts).await }
+        })
+        .collect();
+    let results = futures_join(runs).await;
+    let mut applied = Vec::new();
+    for r in results {
+        applied.extend(r.expect("every concurrent migration succeeds"));
+    }
+    assert_eq!(applied, [1], "each migration applied exactly once");
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
