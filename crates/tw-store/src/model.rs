@@ -188,6 +188,15 @@ pub struct NewQueuedEvent {
     pub request_id: Option<String>,
 }
 
+/// How many times a queued event is claimed before it is dead-lettered as poison.
+pub const MAX_QUEUE_ATTEMPTS: i64 = 5;
+
+/// Why a queued event being claimed for the `attempts`-th time is given up instead, if it is:
+/// claimed this often without finishing, it crashes or stalls its worker.
+pub fn queue_poison_reason(attempts: i64) -> Option<String> {
+    (attempts > MAX_QUEUE_ATTEMPTS).then(|| format!("gave up after {} attempts: the event never finished processing", attempts - 1))
+}
+
 /// A claimed queued event.
 #[derive(Debug, Clone)]
 pub struct QueuedEvent {

@@ -1,10 +1,11 @@
 //! Rows as both engines read them, before decoding: one decoder per record, whichever engine
 //! read it.
 
-use crate::model::{SourceRecord, SourceSettings};
+use crate::model::{Incident, IncidentStatus, QueueEntry, QueueStatus, SourceRecord, SourceSettings, TriageJob, TriageJobStatus};
 use crate::{MasterKey, StoreError};
 use chrono::{DateTime, Utc};
-use tw_core::{Format, SourceMode, SourceName};
+use tw_core::{Format, IncidentNumber, Severity, SourceMode, SourceName};
+use uuid::Uuid;
 
 /// The `sources` columns, in the order [`SourceRow`] is read.
 pub(crate) const SOURCE_COLUMNS: &str = "name, secret_enc, previous_secret_enc, previous_secret_expires_at, enabled, auto_triage, \
@@ -68,13 +69,192 @@ impl SourceRow {
             updated_at: self.updated_at,
             secret_rotated_at: self.secret_rotated_at,
             last_delivery_at: self.last_delivery_at,
-            delivery_count: self.delivery_count.max(0) as u64,
-            error_count: self.error_count.max(0) as u64,
+            delivery_count: count(self.delivery_count),
+            error_count: count(self.error_count),
         })
     }
 }
 
-/// How a source's severity mapping is stored.
-pub(crate) fn mapping_json(s: &SourceSettings) -> String {
-    serde_json::to_string(&s.severity_mapping).unwrap_or_else(|_| "{}".into())
+/// The `sources` columns that hold [`SourceSettings`], in the order of [`SettingsValues`].
+pub(crate) const SETTINGS_COLUMNS: &str =
+    "enabled, auto_triage, playbook, format, mode, severity_mapping, timestamp_tolerance_secs, max_body_bytes";
+
+/// [`SourceSettings`] as the values of [`SETTINGS_COLUMNS`], for inserts and updates alike.
+pub(crate) struct SettingsValues {
+    pub enabled: bool,
+    pub auto_triage: bool,
+    pub playbook: Option<String>,
+    pub format: Option<&'static str>,
+    pub mode: &'static str,
+    pub severity_mapping: String,
+    pub timestamp_tolerance_secs: i64,
+    pub max_body_bytes: i64,
+}
+
+impl From<&SourceSettings> for SettingsValues {
+    fn from(s: &SourceSettings) -> Self {
+        SettingsValues {
+            enabled: s.enabled,
+            auto_triage: s.auto_triage,
+            playbook: s.playbook.clone(),
+            format: s.format.map(Format::as_str),
+            mode: s.mode.as_str(),
+            severity_mapping: serde_json::to_string(&s.severity_mapping).unwrap_or_else(|_| "{}".into()),
+            timestamp_tolerance_secs: s.timestamp_tolerance_secs,
+            max_body_bytes: i64::try_from(s.max_body_bytes).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// The `incidents` columns [`IncidentRow`] is read from, in order (then `raw_payload` when asked).
+pub(crate) const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
+    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
+
+/// An `incidents` row before its text columns are parsed.
+pub(crate) struct IncidentRow {
+    pub id: Uuid,
+    pub year: i32,
+    pub seq: i64,
+    pub source: String,
+    pub format: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub severity: String,
+    pub vendor_severity: Option<String>,
+    pub status: String,
+    pub event_type: Option<String>,
+    pub event_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub external_id: Option<String>,
+    pub entities: String,
+    pub delivery_count: i64,
+    pub last_delivery_at: DateTime<Utc>,
+    pub auto_triage: bool,
+    pub playbook: Option<String>,
+    pub request_id: Option<String>,
+    pub triage: Option<String>,
+    pub raw: Option<Vec<u8>>,
+}
+
+impl IncidentRow {
+    pub fn decode(self) -> Result<Incident, StoreError> {
+        Ok(Incident {
+            id: self.id,
+            incident_number: IncidentNumber::new(self.year, self.seq),
+            source: SourceName::parse(&self.source).map_err(corrupt("source"))?,
+            format: self.format.parse().map_err(corrupt("format"))?,
+            title: self.title,
+            description: self.description,
+            severity: self.severity.parse::<Severity>().map_err(corrupt("severity"))?,
+            vendor_severity: self.vendor_severity,
+            status: self.status.parse::<IncidentStatus>().map_err(corrupt("status"))?,
+            event_type: self.event_type,
+            event_time: self.event_time,
+            received_at: self.received_at,
+            external_id: self.external_id,
+            entities: serde_json::from_str(&self.entities).map_err(corrupt("entities"))?,
+            delivery_count: count(self.delivery_count),
+            last_delivery_at: self.last_delivery_at,
+            auto_triage: self.auto_triage,
+            playbook: self.playbook,
+            request_id: self.request_id,
+            triage: self.triage.map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt("triage"))?,
+            raw: self.raw,
+        })
+    }
+}
+
+/// The `triage_jobs` columns [`JobRow`] is read from, in order.
+pub(crate) const JOB_COLUMNS: &str = "id, incident_id, playbook, variables, status, attempts, max_attempts, run_after, error, requested_by, \
+    created_at, started_at, completed_at";
+
+/// A `triage_jobs` row before its text columns are parsed.
+pub(crate) struct JobRow {
+    pub id: String,
+    pub incident_id: Uuid,
+    pub playbook: String,
+    pub variables: String,
+    pub status: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_after: DateTime<Utc>,
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl JobRow {
+    pub fn decode(self) -> Result<TriageJob, StoreError> {
+        Ok(TriageJob {
+            job_id: self.id,
+            incident_id: self.incident_id,
+            playbook: self.playbook,
+            variables: serde_json::from_str(&self.variables).map_err(corrupt("variables"))?,
+            status: TriageJobStatus::parse(&self.status).ok_or_else(|| StoreError::Corrupt(format!("job status '{}'", self.status)))?,
+            attempts: attempts(self.attempts),
+            max_attempts: attempts(self.max_attempts),
+            run_after: self.run_after,
+            error: self.error,
+            requested_by: self.requested_by,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+        })
+    }
+}
+
+/// The `queue` columns [`QueueRow`] is read from, in order.
+pub(crate) const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
+
+/// A `queue` row (without its payload) before its text columns are parsed.
+pub(crate) struct QueueRow {
+    pub id: String,
+    pub status: String,
+    pub source: String,
+    pub received_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub incident_id: Option<Uuid>,
+    pub incident_number: Option<String>,
+    pub duplicate: Option<bool>,
+    pub error: Option<String>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+impl QueueRow {
+    pub fn decode(self) -> Result<QueueEntry, StoreError> {
+        Ok(QueueEntry {
+            queue_id: self.id,
+            // `processing` is still pending to whoever asks: a worker holds it for now.
+            status: match self.status.as_str() {
+                "processed" => QueueStatus::Processed,
+                "failed" => QueueStatus::Failed,
+                _ => QueueStatus::Pending,
+            },
+            source: SourceName::parse(&self.source).map_err(corrupt("source"))?,
+            received_at: self.received_at,
+            attempts: attempts(self.attempts),
+            incident_id: self.incident_id,
+            incident_number: incident_number(self.incident_number.as_deref())?,
+            duplicate: self.duplicate,
+            error: self.error,
+            processed_at: self.processed_at,
+        })
+    }
+}
+
+/// A stored count (never negative).
+pub(crate) fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}
+
+/// A stored attempt counter.
+pub(crate) fn attempts(n: i64) -> u32 {
+    n.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+/// A stored `INC-YYYY-NNNN`.
+pub(crate) fn incident_number(s: Option<&str>) -> Result<Option<IncidentNumber>, StoreError> {
+    s.map(str::parse).transpose().map_err(corrupt("incident number"))
 }

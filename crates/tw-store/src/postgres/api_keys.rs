@@ -26,7 +26,7 @@ impl crate::ApiKeyStore for PgStore {
         let row = query_opt(&c, "SELECT id, name, prefix, scope, created_at FROM api_keys WHERE hash = $1 AND NOT revoked", &[&&hash[..]]).await?;
         row.map(|r| {
             let scope: String = r.get(3);
-            Ok(ApiKeyRecord { id: r.get(0), name: r.get(1), prefix: r.get(2), scope: scope.parse().map_err(super::corrupt("scope"))?, created_at: r.get(4) })
+            Ok(ApiKeyRecord { id: r.get(0), name: r.get(1), prefix: r.get(2), scope: scope.parse().map_err(crate::rows::corrupt("scope"))?, created_at: r.get(4) })
         })
         .transpose()
     }

@@ -1,7 +1,8 @@
 //! Delivery records for `tw-cli webhook events`: written in the writer's batches, pruned to the
 //! newest [`DELIVERIES_KEPT`].
 
-use super::{PgStore, count, execute, pg_opt_text, pg_text, query, query_opt};
+use super::{PgStore, execute, pg_opt_text, pg_text, query, query_opt};
+use crate::rows::{count, incident_number};
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
@@ -20,12 +21,12 @@ fn delivery_from_row(r: &Row) -> Result<(Delivery, Option<Vec<u8>>), StoreError>
     let number: Option<String> = r.get(6);
     let d = Delivery {
         request_id: r.get(0),
-        source: SourceName::parse(&source).map_err(super::corrupt("source"))?,
+        source: SourceName::parse(&source).map_err(crate::rows::corrupt("source"))?,
         received_at: r.get(2),
         status: r.get::<_, i32>(3).clamp(0, 999) as u16,
         code: r.get(4),
         incident_id: r.get(5),
-        incident_number: number.as_deref().map(str::parse).transpose().map_err(super::corrupt("incident number"))?,
+        incident_number: incident_number(number.as_deref())?,
         queue_id: r.get(7),
         duplicate: r.get(8),
         body_len: r.get::<_, Option<i64>>(9).map(count),
@@ -47,7 +48,8 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
     let numbers: Vec<Option<String>> = ds.iter().map(|(d, _)| d.incident_number.map(|n| n.to_string())).collect();
     let queue_ids: Vec<Option<String>> = ds.iter().map(|(d, _)| d.queue_id.clone()).collect();
     let duplicates: Vec<bool> = ds.iter().map(|(d, _)| d.duplicate).collect();
-    let bodies: Vec<Option<&[u8]>> = ds.iter().map(|(_, b)| b.as_deref().map(|b| &b[..b.len().min(DELIVERY_BODY_LIMIT)])).collect();
+    // Truncated to DELIVERY_BODY_LIMIT when queued (`Writer::record`).
+    let bodies: Vec<Option<&[u8]>> = ds.iter().map(|(_, b)| b.as_deref()).collect();
     let body_lens: Vec<Option<i64>> = ds.iter().map(|(d, _)| d.body_len.map(|n| n as i64)).collect();
     let latencies: Vec<f64> = ds.iter().map(|(d, _)| d.latency_ms).collect();
     let verified: Vec<bool> = ds.iter().map(|(d, _)| d.verified).collect();

@@ -1,46 +1,42 @@
 //! Reading incidents and dead letters.
 
-use super::{PgStore, corrupt, count, query, query_one, query_opt};
+use super::{PgStore, query, query_one, query_opt};
+use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt, count};
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
-use tw_core::{IncidentNumber, Severity, SourceName};
+use tw_core::{Severity, SourceName};
 use uuid::Uuid;
 
-pub(super) const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
-    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
-
+/// An incident from a row of [`INCIDENT_COLUMNS`] (and `raw_payload` after them when `with_raw`).
 pub(super) fn incident_from_row(r: &Row, with_raw: bool) -> Result<Incident, StoreError> {
-    let source: String = r.get(3);
-    let format: String = r.get(4);
-    let severity: String = r.get(7);
-    let status: String = r.get(9);
-    let entities: String = r.get(14);
-    Ok(Incident {
+    IncidentRow {
         id: r.get(0),
-        incident_number: IncidentNumber::new(r.get(1), r.get(2)),
-        source: SourceName::parse(&source).map_err(corrupt("source"))?,
-        format: format.parse().map_err(corrupt("format"))?,
+        year: r.get(1),
+        seq: r.get(2),
+        source: r.get(3),
+        format: r.get(4),
         title: r.get(5),
         description: r.get(6),
-        severity: severity.parse::<Severity>().map_err(corrupt("severity"))?,
+        severity: r.get(7),
         vendor_severity: r.get(8),
-        status: status.parse::<IncidentStatus>().map_err(corrupt("status"))?,
+        status: r.get(9),
         event_type: r.get(10),
         event_time: r.get(11),
         received_at: r.get(12),
         external_id: r.get(13),
-        entities: serde_json::from_str(&entities).map_err(corrupt("entities"))?,
-        delivery_count: count(r.get(15)),
+        entities: r.get(14),
+        delivery_count: r.get(15),
         last_delivery_at: r.get(16),
         auto_triage: r.get(17),
         playbook: r.get(18),
         request_id: r.get(19),
-        triage: r.get::<_, Option<String>>(20).map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt("triage"))?,
+        triage: r.get(20),
         raw: if with_raw { Some(r.get(21)) } else { None },
-    })
+    }
+    .decode()
 }
 
 /// One incident with its raw payload.

@@ -128,7 +128,8 @@ pub(super) async fn ingest_in(tx: &impl GenericClient, reqs: &[&IngestRequest]) 
         rows.received.push(req.received_at);
         rows.external_ids.push(pg_opt_text(&a.external_id));
         rows.dedupe_keys.push(group.dedupe_key.clone());
-        rows.entities.push(pg_text(&serde_json::to_string(&a.entities).map_err(super::corrupt("entities"))?));
+        // JSON text never holds a raw NUL: serde_json escapes control characters.
+        rows.entities.push(serde_json::to_string(&a.entities).map_err(crate::rows::corrupt("entities"))?);
         rows.raws.push(&req.raw);
         rows.delivery_counts.push(group.items.len() as i64);
         rows.last_delivery.push(last_at(group));

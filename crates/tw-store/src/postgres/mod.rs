@@ -139,10 +139,6 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
-fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
-}
-
 /// PostgreSQL text cannot hold NUL characters; a sender's text may. They become U+FFFD, so one
 /// odd alert cannot fail the batch it shares with others.
 fn pg_text(s: &str) -> String {
@@ -172,11 +168,6 @@ async fn query_one(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sy
 async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
     let st = c.prepare_cached(sql).await?;
     Ok(c.execute(&st, params).await?)
-}
-
-/// An `i64` column as a count.
-fn count(n: i64) -> u64 {
-    n.max(0) as u64
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! taken over), completion once, poison events dead-lettered.
 
 use super::ingest::{ingest_in, insert_dead_letter};
-use super::{PgStore, corrupt, count, execute, query, query_one, query_opt};
+use super::{PgStore, execute, query, query_one, query_opt};
+use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt, count};
 use crate::model::*;
-use crate::sqlite::MAX_QUEUE_ATTEMPTS;
 use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,28 +12,20 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tw_core::SourceName;
 
-const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
-
 fn queue_entry_from_row(r: &Row) -> Result<QueueEntry, StoreError> {
-    let status: String = r.get(1);
-    let source: String = r.get(2);
-    let number: Option<String> = r.get(6);
-    Ok(QueueEntry {
-        queue_id: r.get(0),
-        status: match status.as_str() {
-            "processed" => QueueStatus::Processed,
-            "failed" => QueueStatus::Failed,
-            _ => QueueStatus::Pending,
-        },
-        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+    QueueRow {
+        id: r.get(0),
+        status: r.get(1),
+        source: r.get(2),
         received_at: r.get(3),
-        attempts: r.get::<_, i64>(4).clamp(0, u32::MAX as i64) as u32,
+        attempts: r.get(4),
         incident_id: r.get(5),
-        incident_number: number.as_deref().map(str::parse).transpose().map_err(corrupt("incident number"))?,
+        incident_number: r.get(6),
         duplicate: r.get(7),
         error: r.get(8),
         processed_at: r.get(9),
-    })
+    }
+    .decode()
 }
 
 async fn load_queue_entry(c: &impl GenericClient, id: &str) -> Result<Option<QueueEntry>, StoreError> {
@@ -84,9 +76,7 @@ impl crate::QueueStore for PgStore {
         for r in rows {
             let id: String = r.get(0);
             let attempts: i64 = r.get(6);
-            if attempts > MAX_QUEUE_ATTEMPTS {
-                // Claimed this often without finishing: it crashes or stalls its worker.
-                let reason = format!("gave up after {} attempts: the event never finished processing", attempts - 1);
+            if let Some(reason) = queue_poison_reason(attempts) {
                 fail_queued(&tx, &id, &reason, now).await?;
                 continue;
             }
@@ -98,7 +88,7 @@ impl crate::QueueStore for PgStore {
                 request_key: r.get(3),
                 received_at: r.get(4),
                 request_id: r.get(5),
-                attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                attempts: crate::rows::attempts(attempts),
             });
         }
         tx.commit().await?;

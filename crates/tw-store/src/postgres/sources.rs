@@ -3,13 +3,14 @@
 
 use super::{PgStore, execute, query, query_one, query_opt};
 use crate::model::*;
-use crate::rows::{SOURCE_COLUMNS, SourceRow, mapping_json};
+use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
+use tokio_postgres::types::ToSql;
 use crate::{MasterKey, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
-use tw_core::{Format, Secret, SourceName};
+use tw_core::{Secret, SourceName};
 
 fn source_row(r: &Row) -> SourceRow {
     SourceRow {
@@ -49,52 +50,39 @@ async fn lock_source(c: &impl GenericClient, key: &MasterKey, name: &str) -> Res
     }
 }
 
+impl SettingsValues {
+    fn pg_params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.enabled,
+            &self.auto_triage,
+            &self.playbook,
+            &self.format,
+            &self.mode,
+            &self.severity_mapping,
+            &self.timestamp_tolerance_secs,
+            &self.max_body_bytes,
+        ]
+    }
+}
+
 async fn write_settings(c: &impl GenericClient, name: &str, s: &SourceSettings, now: DateTime<Utc>) -> Result<(), StoreError> {
-    execute(
-        c,
-        "UPDATE sources SET enabled = $2, auto_triage = $3, playbook = $4, format = $5, mode = $6, severity_mapping = $7, \
-         timestamp_tolerance_secs = $8, max_body_bytes = $9, updated_at = $10 WHERE name = $1",
-        &[
-            &name,
-            &s.enabled,
-            &s.auto_triage,
-            &s.playbook,
-            &s.format.map(Format::as_str),
-            &s.mode.as_str(),
-            &mapping_json(s),
-            &s.timestamp_tolerance_secs,
-            &(s.max_body_bytes as i64),
-            &now,
-        ],
-    )
-    .await?;
+    let v = SettingsValues::from(s);
+    let sql = format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE name = $10");
+    let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&now as &(dyn ToSql + Sync), &name]).collect();
+    execute(c, &sql, &params).await?;
     Ok(())
 }
 
 async fn insert_source(c: &impl GenericClient, key: &MasterKey, new: &NewSource, managed: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
     let enc = key.encrypt(new.name.as_str(), &new.secret)?;
-    let s = &new.settings;
-    execute(
-        c,
-        "INSERT INTO sources (name, secret_enc, enabled, auto_triage, playbook, format, mode, severity_mapping, \
-         timestamp_tolerance_secs, max_body_bytes, managed_by_config, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-        &[
-            &new.name.as_str(),
-            &enc,
-            &s.enabled,
-            &s.auto_triage,
-            &s.playbook,
-            &s.format.map(Format::as_str),
-            &s.mode.as_str(),
-            &mapping_json(s),
-            &s.timestamp_tolerance_secs,
-            &(s.max_body_bytes as i64),
-            &managed,
-            &now,
-        ],
-    )
-    .await?;
+    let v = SettingsValues::from(&new.settings);
+    let sql = format!(
+        "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
+    );
+    let name = new.name.as_str();
+    let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&name as &(dyn ToSql + Sync), &enc, &managed, &now]).collect();
+    execute(c, &sql, &params).await?;
     Ok(())
 }
 

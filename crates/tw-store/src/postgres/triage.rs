@@ -2,7 +2,8 @@
 //! Claims use `FOR UPDATE SKIP LOCKED` and a lease: only expired leases are taken over.
 
 use super::incidents::load_incident;
-use super::{PgStore, corrupt, count, execute, query, query_one, query_opt};
+use super::{PgStore, execute, query, query_one, query_opt};
+use crate::rows::{JOB_COLUMNS, JobRow, count};
 use crate::model::*;
 use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use crate::StoreError;
@@ -12,27 +13,23 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-const JOB_COLUMNS: &str = "id, incident_id, playbook, variables, status, attempts, max_attempts, run_after, error, requested_by, \
-    created_at, started_at, completed_at";
-
 fn job_from_row(r: &Row) -> Result<TriageJob, StoreError> {
-    let variables: String = r.get(3);
-    let status: String = r.get(4);
-    Ok(TriageJob {
-        job_id: r.get(0),
+    JobRow {
+        id: r.get(0),
         incident_id: r.get(1),
         playbook: r.get(2),
-        variables: serde_json::from_str(&variables).map_err(corrupt("variables"))?,
-        status: TriageJobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status '{status}'")))?,
-        attempts: r.get::<_, i64>(5).clamp(0, u32::MAX as i64) as u32,
-        max_attempts: r.get::<_, i64>(6).clamp(0, u32::MAX as i64) as u32,
+        variables: r.get(3),
+        status: r.get(4),
+        attempts: r.get(5),
+        max_attempts: r.get(6),
         run_after: r.get(7),
         error: r.get(8),
         requested_by: r.get(9),
         created_at: r.get(10),
         started_at: r.get(11),
         completed_at: r.get(12),
-    })
+    }
+    .decode()
 }
 
 async fn load_job(c: &impl GenericClient, id: &str) -> Result<Option<TriageJob>, StoreError> {
@@ -50,7 +47,7 @@ async fn write_incident_triage(c: &impl GenericClient, incident: Uuid, job_id: &
         &[
             &incident,
             &job_id,
-            &super::pg_text(&u.triage.to_json().to_string()),
+            &u.triage.to_json().to_string(),
             &u.status_from_open.map(IncidentStatus::as_str),
             &u.severity.map(tw_core::Severity::as_str),
         ],
@@ -82,7 +79,7 @@ async fn insert_triage_job(
     now: DateTime<Utc>,
 ) -> Result<TriageJob, StoreError> {
     let id = format!("job-{}", Uuid::now_v7().simple());
-    let vars = super::pg_text(&serde_json::Value::Object(variables.clone()).to_string());
+    let vars = serde_json::Value::Object(variables.clone()).to_string();
     execute(
         c,
         "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \

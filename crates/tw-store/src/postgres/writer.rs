@@ -14,6 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How many writes one transaction takes at most.
 pub const MAX_BATCH: usize = 1024;
+/// How many payload bytes one transaction takes at most: a batch is sent as a few statements
+/// whose parameters hold every payload, so its size must be bounded whatever the senders send
+/// (1,024 bodies of 1 MiB would otherwise make one 1 GiB message). A single larger write still
+/// goes, alone.
+pub const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// How many writes may wait for the writer before callers wait to enqueue.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 
@@ -23,6 +28,17 @@ enum Op {
     Ingest(IngestRequest, Reply<IngestOutcome>),
     Enqueue(NewQueuedEvent, Reply<String>),
     Delivery(Delivery, Option<Vec<u8>>),
+}
+
+impl Op {
+    /// The payload bytes this write sends.
+    fn bytes(&self) -> usize {
+        match self {
+            Op::Ingest(r, _) => r.raw.len(),
+            Op::Enqueue(e, _) => e.raw.len(),
+            Op::Delivery(_, body) => body.as_ref().map_or(0, Vec::len),
+        }
+    }
 }
 
 /// A handle to the writer task.
@@ -51,7 +67,11 @@ impl Writer {
     }
 
     /// Queues a delivery record without waiting; dropped when the writer is saturated.
-    pub fn record(&self, d: Delivery, body: Option<Vec<u8>>) {
+    pub fn record(&self, d: Delivery, mut body: Option<Vec<u8>>) {
+        // Only this much is kept: the rest need not wait in the channel.
+        if let Some(b) = &mut body {
+            b.truncate(crate::DELIVERY_BODY_LIMIT);
+        }
         let _ = self.tx.try_send(Op::Delivery(d, body));
     }
 }
@@ -59,10 +79,14 @@ impl Writer {
 async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, observer: Option<Arc<dyn CommitObserver>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
+        let mut bytes = first.bytes();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(op) => {
+                    bytes += op.bytes();
+                    batch.push(op);
+                }
                 Err(_) => break,
             }
         }

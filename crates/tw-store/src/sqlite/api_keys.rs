@@ -1,6 +1,7 @@
 //! API keys (hashes only).
 
-use super::{SqliteStore, corrupt, parse_ts, ts};
+use super::{SqliteStore, parse_ts, ts};
+use crate::rows::corrupt;
 use crate::StoreError;
 use async_trait::async_trait;
 use chrono::Utc;

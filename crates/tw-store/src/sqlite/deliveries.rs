@@ -1,6 +1,7 @@
 //! Delivery records for `tw-cli webhook events`.
 
-use super::{SqliteStore, corrupt, parse_ts, ts};
+use super::{SqliteStore, parse_ts, ts};
+use crate::rows::corrupt;
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
@@ -21,10 +22,10 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
         status: r.get::<_, i64>(3)?.clamp(0, 999) as u16,
         code: r.get(4)?,
         incident_id: incident_id.as_deref().map(Uuid::parse_str).transpose().map_err(corrupt("incident id"))?,
-        incident_number: number.as_deref().map(str::parse).transpose().map_err(corrupt("incident number"))?,
+        incident_number: crate::rows::incident_number(number.as_deref())?,
         queue_id: r.get(7)?,
         duplicate: r.get(8)?,
-        body_len: r.get::<_, Option<i64>>(9)?.map(|n| n.max(0) as u64),
+        body_len: r.get::<_, Option<i64>>(9)?.map(crate::rows::count),
         latency_ms: r.get(10)?,
         verified: r.get(12)?,
         raw_payload: None,
@@ -34,12 +35,12 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
 
 #[async_trait]
 impl crate::DeliveryStore for SqliteStore {
-    fn record_delivery(&self, d: Delivery, body: Option<Vec<u8>>) {
+    fn record_delivery(&self, d: Delivery, mut body: Option<Vec<u8>>) {
+        // Only this much is kept: the rest need not wait in the writer's queue.
+        if let Some(b) = &mut body {
+            b.truncate(DELIVERY_BODY_LIMIT);
+        }
         self.writer.fire(move |conn| {
-            let body = body.map(|mut b| {
-                b.truncate(DELIVERY_BODY_LIMIT);
-                b
-            });
             conn.prepare_cached(
                 "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, \
                  duplicate, body, body_len, latency_ms, verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",

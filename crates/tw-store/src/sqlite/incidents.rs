@@ -1,45 +1,42 @@
 //! Reading incidents and dead letters.
 
-use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts};
+use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt};
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
 use rusqlite::{Connection, Row, params};
-use tw_core::{IncidentNumber, Severity, SourceName};
+use tw_core::{Severity, SourceName};
 use uuid::Uuid;
 
-pub(super) const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
-    event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
-
+/// An incident from a row of [`INCIDENT_COLUMNS`] (and `raw_payload` after them when `with_raw`).
 pub(super) fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident, StoreError> {
     let id: String = r.get(0)?;
-    let source: String = r.get(3)?;
-    let format: String = r.get(4)?;
-    let severity: String = r.get(7)?;
-    let entities: String = r.get(14)?;
-    Ok(Incident {
+    IncidentRow {
         id: Uuid::parse_str(&id).map_err(corrupt("incident id"))?,
-        incident_number: IncidentNumber::new(r.get(1)?, r.get(2)?),
-        source: SourceName::parse(&source).map_err(corrupt("source"))?,
-        format: format.parse().map_err(corrupt("format"))?,
+        year: r.get(1)?,
+        seq: r.get(2)?,
+        source: r.get(3)?,
+        format: r.get(4)?,
         title: r.get(5)?,
         description: r.get(6)?,
-        severity: severity.parse::<Severity>().map_err(corrupt("severity"))?,
+        severity: r.get(7)?,
         vendor_severity: r.get(8)?,
-        status: r.get::<_, String>(9)?.parse::<IncidentStatus>().map_err(corrupt("status"))?,
+        status: r.get(9)?,
         event_type: r.get(10)?,
         event_time: parse_opt_ts(r.get(11)?)?,
         received_at: parse_ts(&r.get::<_, String>(12)?)?,
         external_id: r.get(13)?,
-        entities: serde_json::from_str(&entities).map_err(corrupt("entities"))?,
-        delivery_count: r.get::<_, i64>(15)?.max(0) as u64,
+        entities: r.get(14)?,
+        delivery_count: r.get(15)?,
         last_delivery_at: parse_ts(&r.get::<_, String>(16)?)?,
         auto_triage: r.get(17)?,
         playbook: r.get(18)?,
         request_id: r.get(19)?,
-        triage: r.get::<_, Option<String>>(20)?.map(|t| serde_json::from_str(&t)).transpose().map_err(corrupt("triage"))?,
+        triage: r.get(20)?,
         raw: if with_raw { Some(r.get(21)?) } else { None },
-    })
+    }
+    .decode()
 }
 
 pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
@@ -50,8 +47,6 @@ pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incide
         None => Ok(None),
     }
 }
-
-/// Writes a job's state on its incident, unless a newer job of that incident exists: an old run
 
 #[async_trait]
 impl crate::IncidentStore for SqliteStore {

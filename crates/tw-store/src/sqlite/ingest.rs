@@ -1,6 +1,7 @@
 //! The intake's writes: an incident or a duplicate, a queued event, a dead letter.
 
-use super::{SqliteStore, corrupt, ts};
+use super::{SqliteStore, ts};
+use crate::rows::corrupt;
 use super::triage::insert_triage_job;
 use crate::model::*;
 use crate::StoreError;

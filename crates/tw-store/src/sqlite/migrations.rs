@@ -44,14 +44,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
 
 /// Migrates the database file at `path` without starting a store (`tw-cli db migrate`).
 pub fn migrate_file(path: &Path) -> Result<Vec<i64>, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::files::create_private_dir(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    crate::files::create_private_file(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    migrate(&mut conn)
+    migrate(&mut super::open_write_connection(path)?)
 }
 
 /// The migrations applied to the database at `path` (none when it does not exist yet).

@@ -21,7 +21,6 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 pub use migrations::{migrate_file, migration_status};
-pub use queue::MAX_QUEUE_ATTEMPTS;
 pub use writer::Writer;
 
 /// Read connections kept open for reuse.
@@ -69,17 +68,7 @@ impl SqliteStore {
 
     /// Like [`SqliteStore::open`], telling `observer` about every committed batch.
     pub fn open_observed(path: &Path, key: MasterKey, observer: Option<Arc<dyn crate::CommitObserver>>) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::files::create_private_dir(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        // Created private before SQLite opens it: its -wal and -shm files take the same mode.
-        crate::files::create_private_file(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk when it returns, so an acknowledged event survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut conn = open_write_connection(path)?;
         migrations::migrate(&mut conn)?;
         migrations::check_key(&conn, &key)?;
         let writer = Writer::spawn(conn, observer).map_err(|e| StoreError::Config(format!("cannot start writer: {e}")))?;
@@ -111,6 +100,23 @@ impl SqliteStore {
     }
 }
 
+/// The one write connection to the file at `path` (created private, with its dir, if missing), in
+/// WAL mode with `synchronous=FULL`.
+fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::files::create_private_dir(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    // Created private before SQLite opens it: its -wal and -shm files take the same mode.
+    crate::files::create_private_file(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is on disk when it returns, so an acknowledged event survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -122,10 +128,6 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
 
 fn parse_opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     s.as_deref().map(parse_ts).transpose()
-}
-
-fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

@@ -1,6 +1,7 @@
 //! The async queue: claims with leases, completion, poison events.
 
-use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts, ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
+use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt};
 use super::ingest::{ingest_in, insert_dead_letter};
 use crate::model::*;
 use crate::StoreError;
@@ -9,10 +10,6 @@ use chrono::Utc;
 use rusqlite::{Connection, Row, params};
 use tw_core::SourceName;
 use uuid::Uuid;
-
-
-/// How many times a queued event is claimed before it is dead-lettered as poison.
-pub const MAX_QUEUE_ATTEMPTS: i64 = 5;
 
 /// Dead-letters a queued event (with its request id) and marks it failed, in one transaction.
 fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(), StoreError> {
@@ -37,29 +34,21 @@ fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(
     Ok(())
 }
 
-const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
-
 fn queue_entry_from_row(r: &Row<'_>) -> Result<QueueEntry, StoreError> {
-    let status: String = r.get(1)?;
-    let source: String = r.get(2)?;
     let incident_id: Option<String> = r.get(5)?;
-    let number: Option<String> = r.get(6)?;
-    Ok(QueueEntry {
-        queue_id: r.get(0)?,
-        status: match status.as_str() {
-            "processed" => QueueStatus::Processed,
-            "failed" => QueueStatus::Failed,
-            _ => QueueStatus::Pending,
-        },
-        source: SourceName::parse(&source).map_err(corrupt("source"))?,
+    QueueRow {
+        id: r.get(0)?,
+        status: r.get(1)?,
+        source: r.get(2)?,
         received_at: parse_ts(&r.get::<_, String>(3)?)?,
-        attempts: r.get::<_, i64>(4)?.clamp(0, u32::MAX as i64) as u32,
+        attempts: r.get(4)?,
         incident_id: incident_id.as_deref().map(Uuid::parse_str).transpose().map_err(corrupt("incident id"))?,
-        incident_number: number.as_deref().map(str::parse).transpose().map_err(corrupt("incident number"))?,
+        incident_number: r.get(6)?,
         duplicate: r.get(7)?,
         error: r.get(8)?,
         processed_at: parse_opt_ts(r.get(9)?)?,
-    })
+    }
+    .decode()
 }
 
 fn load_queue_entry(conn: &Connection, id: &str) -> Result<Option<QueueEntry>, StoreError> {
@@ -99,9 +88,8 @@ impl crate::QueueStore for SqliteStore {
                 let mut poisoned = Vec::new();
                 for row in rows {
                     let (id, source, raw, request_key, received_at, request_id, attempts) = row?;
-                    if attempts > MAX_QUEUE_ATTEMPTS {
-                        // Claimed this often without finishing: it crashes or stalls its worker.
-                        poisoned.push((id, attempts));
+                    if let Some(reason) = queue_poison_reason(attempts) {
+                        poisoned.push((id, reason));
                         continue;
                     }
                     out.push(QueuedEvent {
@@ -111,12 +99,11 @@ impl crate::QueueStore for SqliteStore {
                         request_key,
                         received_at: parse_ts(&received_at)?,
                         request_id,
-                        attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                        attempts: crate::rows::attempts(attempts),
                     });
                 }
                 drop(stmt);
-                for (id, attempts) in poisoned {
-                    let reason = format!("gave up after {} attempts: the event never finished processing", attempts - 1);
+                for (id, reason) in poisoned {
                     fail_queued(conn, &id, &reason, &ts(now))?;
                 }
                 out.sort_by(|a, b| a.received_at.cmp(&b.received_at));

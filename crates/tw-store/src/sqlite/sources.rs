@@ -1,14 +1,15 @@
 //! Sources: settings, secrets encrypted with the master key, rotation, the config file's sources.
 
-use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts, ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
+use crate::rows::corrupt;
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
-use tw_core::{Format, Secret, SourceName};
+use tw_core::{Secret, SourceName};
 use crate::MasterKey;
-use crate::rows::{SOURCE_COLUMNS, SourceRow, mapping_json};
+use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
 
 fn source_row(r: &Row<'_>) -> Result<SourceRow, StoreError> {
     Ok(SourceRow {
@@ -44,51 +45,40 @@ pub(super) fn load_source(conn: &Connection, key: &MasterKey, name: &str) -> Res
     }
 }
 
+impl SettingsValues {
+    fn sqlite_params(&self) -> [&dyn rusqlite::ToSql; 8] {
+        [
+            &self.enabled,
+            &self.auto_triage,
+            &self.playbook,
+            &self.format,
+            &self.mode,
+            &self.severity_mapping,
+            &self.timestamp_tolerance_secs,
+            &self.max_body_bytes,
+        ]
+    }
+}
+
 fn write_settings(conn: &Connection, name: &str, s: &SourceSettings, now: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sources SET enabled = ?2, auto_triage = ?3, playbook = ?4, format = ?5, mode = ?6, severity_mapping = ?7, \
-         timestamp_tolerance_secs = ?8, max_body_bytes = ?9, updated_at = ?10 WHERE name = ?1",
-        params![
-            name,
-            s.enabled,
-            s.auto_triage,
-            s.playbook,
-            s.format.map(Format::as_str),
-            s.mode.as_str(),
-            mapping_json(s),
-            s.timestamp_tolerance_secs,
-            s.max_body_bytes as i64,
-            now
-        ],
-    )?;
+    let v = SettingsValues::from(s);
+    let sql = format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) WHERE name = ?10");
+    let rest: [&dyn rusqlite::ToSql; 2] = [&now, &name];
+    conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
     Ok(())
 }
 
 fn insert_source(conn: &Connection, key: &MasterKey, new: &NewSource, managed: bool, now: &str) -> Result<(), StoreError> {
     let enc = key.encrypt(new.name.as_str(), &new.secret)?;
-    let s = &new.settings;
-    conn.execute(
-        "INSERT INTO sources (name, secret_enc, enabled, auto_triage, playbook, format, mode, severity_mapping, \
-         timestamp_tolerance_secs, max_body_bytes, managed_by_config, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
-        params![
-            new.name.as_str(),
-            enc,
-            s.enabled,
-            s.auto_triage,
-            s.playbook,
-            s.format.map(Format::as_str),
-            s.mode.as_str(),
-            mapping_json(s),
-            s.timestamp_tolerance_secs,
-            s.max_body_bytes as i64,
-            managed,
-            now
-        ],
-    )?;
+    let v = SettingsValues::from(&new.settings);
+    let sql = format!(
+        "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
+    );
+    let rest: [&dyn rusqlite::ToSql; 4] = [&new.name.as_str(), &enc, &managed, &now];
+    conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
     Ok(())
 }
-
 
 /// Tells every process's source cache that sources changed (same transaction as the change).
 fn bump_sources_version(conn: &Connection) -> Result<(), StoreError> {

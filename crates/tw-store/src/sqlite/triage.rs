@@ -1,7 +1,8 @@
 //! Triage jobs. The rules are [`crate::triage`]'s; this file only persists what they decide.
 
 use super::incidents::load_incident;
-use super::{SqliteStore, corrupt, parse_opt_ts, parse_ts, ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
+use crate::rows::{JOB_COLUMNS, JobRow, corrupt};
 use crate::model::*;
 use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use crate::StoreError;
@@ -10,28 +11,24 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
-const JOB_COLUMNS: &str = "id, incident_id, playbook, variables, status, attempts, max_attempts, run_after, error, requested_by, \
-    created_at, started_at, completed_at";
-
 fn job_from_row(r: &Row<'_>) -> Result<TriageJob, StoreError> {
     let incident_id: String = r.get(1)?;
-    let variables: String = r.get(3)?;
-    let status: String = r.get(4)?;
-    Ok(TriageJob {
-        job_id: r.get(0)?,
+    JobRow {
+        id: r.get(0)?,
         incident_id: Uuid::parse_str(&incident_id).map_err(corrupt("incident id"))?,
         playbook: r.get(2)?,
-        variables: serde_json::from_str(&variables).map_err(corrupt("variables"))?,
-        status: TriageJobStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("job status '{status}'")))?,
-        attempts: r.get::<_, i64>(5)?.clamp(0, u32::MAX as i64) as u32,
-        max_attempts: r.get::<_, i64>(6)?.clamp(0, u32::MAX as i64) as u32,
+        variables: r.get(3)?,
+        status: r.get(4)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
         run_after: parse_ts(&r.get::<_, String>(7)?)?,
         error: r.get(8)?,
         requested_by: r.get(9)?,
         created_at: parse_ts(&r.get::<_, String>(10)?)?,
         started_at: parse_opt_ts(r.get(11)?)?,
         completed_at: parse_opt_ts(r.get(12)?)?,
-    })
+    }
+    .decode()
 }
 
 fn load_job(conn: &Connection, id: &str) -> Result<Option<TriageJob>, StoreError> {
