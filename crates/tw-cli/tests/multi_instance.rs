@@ -22,7 +22,8 @@ use common::*;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,22 +57,38 @@ fn serve(data: &Path, url: &str, extra: &[&str]) -> ServerProcess {
     ServerProcess::start(data, &args, &[("TW_MASTER_KEY", key.as_str()), ("RUST_LOG", "info")])
 }
 
-/// An admin API key in the shared database, made with `tw-cli api-key create` as an operator would.
-fn admin_key(data: &Path, url: &str) -> String {
-    let o = tw()
-        .args(["api-key", "create", "--name", "multi", "--scope", "admin", "--database-url", url, "--data-dir"])
-        .arg(data)
-        .env("TW_MASTER_KEY", master_key())
-        .output()
-        .expect("run api-key create");
-    assert!(o.status.success(), "api-key create failed: {}", show(&o));
-    let key = stdout(&o).trim().to_string();
-    assert!(key.starts_with("tw_"), "{key}");
-    key
+/// What every test here starts from: the turn (the lock), a fresh database, a temp dir with the
+/// two instances' data dirs, an admin key and a connection of the test's own. A test declares its
+/// servers after its `Cluster`, so they are dropped (killed) before the database is.
+struct Cluster {
+    /// The test's own connection to the shared database.
+    db: tokio_postgres::Client,
+    http: reqwest::Client,
+    /// An admin API key in the shared database.
+    key: String,
+    data_a: PathBuf,
+    data_b: PathBuf,
+    _tmp: tempfile::TempDir,
+    url: String,
+    _database: TestDatabase,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+/// Waits for this test's turn and sets up a [`Cluster`], or `None` without PostgreSQL (the
+/// test then returns at once). The admin key is made with `tw-cli api-key create`, as an
+/// operator would, in data dir `first` ("a" or "b"), the one of the instance started first.
+async fn cluster(first: &str) -> Option<Cluster> {
+    assert!(first == "a" || first == "b", "data dir {first}");
+    let serial = SERIAL.lock().await;
+    let database = TestDatabase::create().await?;
+    let url = database.url.clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let master = master_key();
+    let key = new_key_with(&tmp.path().join(first), "admin", &["--database-url", &url], &[("TW_MASTER_KEY", &master)]);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let db = pg(&url).await;
+    Some(Cluster { db, http, key, data_a, data_b, _tmp: tmp, url, _database: database, _serial: serial })
 }
 
 /// The last `n` lines of each server's log, for failure messages.
@@ -127,21 +144,39 @@ fn is_2xx(a: &Answer) -> bool {
     matches!(a, Ok((s, _)) if (200..300).contains(s))
 }
 
-/// Posts `body` signed with `secret` now; a transport failure is an `Err`, never a panic.
+/// Posts `body` to `base`'s intake for the source, signed with `secret` now; a request that got
+/// no answer is an `Err`, never a panic.
 async fn deliver(http: &reqwest::Client, base: &str, secret: &str, body: &str) -> Answer {
-    let ts = now();
-    let resp = http
-        .post(format!("{base}/api/webhooks/{SOURCE}"))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-        .body(body.to_string())
-        .send()
+    try_post_signed(http, base, SOURCE, secret, now(), body.to_string())
         .await
-        .map_err(|e| format!("{e:?}"))?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| format!("{e:?}"))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        .map(|(status, v)| (status.as_u16(), v))
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Runs `send(item)` for every item, `IN_FLIGHT` at a time, each in a task of its own; their
+/// results in the order they finished.
+async fn send_all<I, F, Fut>(items: I, mut send: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut set = JoinSet::new();
+    for item in items {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let sending = send(item);
+        set.spawn(async move {
+            let _permit = permit;
+            sending.await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("sender task"));
+    }
+    out
 }
 
 /// A connection of the test's own to the shared database.
@@ -190,6 +225,46 @@ async fn wait_all_triaged(db: &tokio_postgres::Client, expected: i64, within: Du
     }
 }
 
+/// Triage jobs not claimed exactly once: how many, and the first 10 (most attempts first).
+async fn reruns(db: &tokio_postgres::Client) -> (i64, Vec<String>) {
+    let first = db
+        .query("SELECT id, attempts FROM triage_jobs WHERE attempts <> 1 ORDER BY attempts DESC LIMIT 10", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} attempts={}", r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    (scalar(db, "SELECT COUNT(*) FROM triage_jobs WHERE attempts <> 1").await, first)
+}
+
+/// Ids of the triage jobs running now.
+async fn running_jobs(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query("SELECT id FROM triage_jobs WHERE status = 'running'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// Waits until every transaction open in the database now (but the caller's) has ended: then
+/// whatever a process killed just before committed is visible, and what it had not is gone.
+async fn wait_open_transactions_end(db: &tokio_postgres::Client, within: Duration) {
+    let cutoff: f64 = db.query_one("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8", &[]).await.unwrap().get(0);
+    let start = Instant::now();
+    loop {
+        let open: i64 = db
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND xact_start < to_timestamp($1::float8)",
+                &[&cutoff],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 {
+            return;
+        }
+        assert!(start.elapsed() < within, "{open} transaction(s) still open {within:?} after the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `INC-<year>-<seq>` as (year, seq).
 fn parse_number(v: &Value) -> (i32, i64) {
     let s = v.as_str().unwrap_or_else(|| panic!("not an incident number: {v}"));
@@ -235,32 +310,22 @@ fn alert_id(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_behave_as_one() {
-    let _serial = SERIAL.lock().await;
-    let Some(database) = TestDatabase::create().await else { return };
-    let url = database.url.clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let key = admin_key(&data_a, &url);
+    let Some(c) = cluster("a").await else { return };
+    let (db, http, key) = (&c.db, &c.http, c.key.as_str());
     let workers = ["--triage-workers", "2", "--queue-workers", "1"];
-    let a = serve(&data_a, &url, &workers);
-    let b = serve(&data_b, &url, &workers);
+    let a = serve(&c.data_a, &c.url, &workers);
+    let b = serve(&c.data_b, &c.url, &workers);
     let servers = [("A", &a), ("B", &b)];
-    let http = http();
-    let db = pg(&url).await;
-    add_source(&http, &key, &a.url).await;
+    add_source(http, key, &a.url).await;
 
     // 1,800 originals alternately on A and B, 32 in flight; 100 duplicates sent to the other
     // instance at the same moment as their original.
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut set = JoinSet::new();
-    for i in 0..ALERTS {
-        let permit = gate.clone().acquire_owned().await.unwrap();
+    let mut sent: Vec<Sent> = send_all(0..ALERTS, |i| {
         let ((to, base), (other, other_base)) =
             if i % 2 == 0 { (("A", a.url.clone()), ("B", b.url.clone())) } else { (("B", b.url.clone()), ("A", a.url.clone())) };
         let http = http.clone();
-        set.spawn(async move {
-            let _permit = permit;
+        async move {
             let id = alert_id(i);
             let body = alert(&id, &format!("Malware detected #{i}"));
             if sent_together(i) {
@@ -270,26 +335,23 @@ async fn two_instances_behave_as_one() {
             } else {
                 vec![Sent { alert: i, duplicate: false, to, answer: deliver(&http, &base, SECRET, &body).await }]
             }
-        });
-    }
-    let mut sent: Vec<Sent> = Vec::new();
-    while let Some(r) = set.join_next().await {
-        sent.extend(r.expect("sender task"));
-    }
+        }
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     // 100 more duplicates, later, each to the instance its original did not go to.
-    for i in (0..ALERTS).filter(|&i| sent_later(i)) {
-        let permit = gate.clone().acquire_owned().await.unwrap();
+    let later = send_all((0..ALERTS).filter(|&i| sent_later(i)), |i| {
         let (to, base) = if i % 2 == 0 { ("B", b.url.clone()) } else { ("A", a.url.clone()) };
         let http = http.clone();
-        set.spawn(async move {
-            let _permit = permit;
+        async move {
             let body = alert(&alert_id(i), &format!("Malware detected #{i} (sent later)"));
-            vec![Sent { alert: i, duplicate: true, to, answer: deliver(&http, &base, SECRET, &body).await }]
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        sent.extend(r.expect("sender task"));
-    }
+            Sent { alert: i, duplicate: true, to, answer: deliver(&http, &base, SECRET, &body).await }
+        }
+    })
+    .await;
+    sent.extend(later);
     let load_took = started.elapsed();
     assert_eq!(sent.len(), 2000, "2,000 deliveries");
 
@@ -348,7 +410,7 @@ async fn two_instances_behave_as_one() {
     let year = *years.iter().next().unwrap();
     let seqs: Vec<i64> = rows.iter().map(|r| r.get(2)).collect();
     assert_eq!(seqs, (1..=1800).collect::<Vec<i64>>(), "incident numbers 1..=1800, no gap, none twice");
-    let counter = scalar(&db, &format!("SELECT last_seq FROM incident_counters WHERE year = {year}")).await;
+    let counter = scalar(db, &format!("SELECT last_seq FROM incident_counters WHERE year = {year}")).await;
     assert_eq!(counter, 1800, "the year's counter");
     for r in &rows {
         let (id, seq, external, count): (String, i64, Option<String>, i64) = (r.get(0), r.get(2), r.get(3), r.get(4));
@@ -360,30 +422,23 @@ async fn two_instances_behave_as_one() {
     }
     // Both instances list the same 1,800.
     for (name, s) in servers {
-        let (status, v) = admin(&http, &key, reqwest::Method::GET, format!("{}/api/incidents?per_page=1", s.url), None).await;
+        let (status, v) = admin(http, key, reqwest::Method::GET, format!("{}/api/incidents?per_page=1", s.url), None).await;
         assert_eq!(status, 200, "{name}: {v}");
         assert_eq!(v["meta"]["total"], 1800, "{name} lists: {v}");
     }
     let (status, one) =
-        admin(&http, &key, reqwest::Method::GET, format!("{}/api/incidents/{}", b.url, rows[0].get::<_, String>(0)), None).await;
+        admin(http, key, reqwest::Method::GET, format!("{}/api/incidents/{}", b.url, rows[0].get::<_, String>(0)), None).await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["incident_number"], format!("INC-{year}-0001"), "{one}");
 
     // Every triage job ran exactly once: 1,800 jobs, one per incident, all completed at attempt 1.
-    wait_all_triaged(&db, 1800, Duration::from_secs(40), &servers).await;
+    wait_all_triaged(db, 1800, Duration::from_secs(40), &servers).await;
     let triage_took = started.elapsed();
-    assert_eq!(scalar(&db, "SELECT COUNT(DISTINCT incident_id) FROM triage_jobs").await, 1800, "one job per incident");
-    let reruns = db
-        .query("SELECT id, attempts FROM triage_jobs WHERE attempts <> 1 ORDER BY attempts DESC LIMIT 10", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| format!("{} attempts={}", r.get::<_, String>(0), r.get::<_, i64>(1)))
-        .collect::<Vec<_>>();
-    let rerun_count = scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE attempts <> 1").await;
+    assert_eq!(scalar(db, "SELECT COUNT(DISTINCT incident_id) FROM triage_jobs").await, 1800, "one job per incident");
+    let (rerun_count, reruns) = reruns(db).await;
     assert!(reruns.is_empty(), "{rerun_count} triage job(s) were claimed more than once (first 10: {reruns:?}){}", logs(&servers));
     let shown = scalar(
-        &db,
+        db,
         "SELECT COUNT(*) FROM incidents i JOIN triage_jobs j ON j.id = i.triage_job_id \
          WHERE j.status = 'completed' AND (i.triage::json ->> 'status') = 'completed'",
     )
@@ -410,9 +465,13 @@ async fn two_instances_behave_as_one() {
         fin_b.len()
     );
 
-    // A secret rotated on A is honoured by B within 2 s (B has the source cached).
+    // A secret rotated on A is honoured by B within 2 s. Just before the rotation B verifies a
+    // delivery signed with the old secret: B has the source cached (the entry it keeps for 30 s
+    // at most), so a pass below is not B merely loading the source for the first time.
+    let warm = deliver(http, &b.url, SECRET, &alert("edr-alert-before-rotation", "Before the rotation")).await;
+    assert!(matches!(warm, Ok((201, _))), "B refused the old secret before the rotation: {warm:?}{}", logs(&servers));
     let (status, rotated) =
-        admin(&http, &key, reqwest::Method::POST, format!("{}/api/webhooks/{SOURCE}/rotate-secret", a.url), Some(json!({}))).await;
+        admin(http, key, reqwest::Method::POST, format!("{}/api/webhooks/{SOURCE}/rotate-secret", a.url), Some(json!({}))).await;
     assert_eq!(status, 200, "rotate-secret: {rotated}");
     let new_secret = rotated["secret"].as_str().unwrap_or_else(|| panic!("no new secret: {rotated}")).to_string();
     assert_ne!(new_secret, SECRET);
@@ -420,7 +479,7 @@ async fn two_instances_behave_as_one() {
     let body = alert("edr-alert-after-rotation", "After the rotation");
     let mut refusals = Vec::new();
     let accepted = loop {
-        let answer = deliver(&http, &b.url, &new_secret, &body).await;
+        let answer = deliver(http, &b.url, &new_secret, &body).await;
         if is_2xx(&answer) {
             break answer;
         }
@@ -442,7 +501,7 @@ async fn two_instances_behave_as_one() {
     // The old secret still verifies on both during its grace period.
     let old = alert("edr-alert-old-secret", "Signed with the old secret");
     for (name, s) in servers {
-        let answer = deliver(&http, &s.url, SECRET, &old).await;
+        let answer = deliver(http, &s.url, SECRET, &old).await;
         assert!(is_2xx(&answer), "{name} refused the old secret within its grace period: {answer:?}");
     }
     eprintln!(
@@ -464,19 +523,13 @@ struct Attempt {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_nothing_acknowledged() {
-    let _serial = SERIAL.lock().await;
-    let Some(database) = TestDatabase::create().await else { return };
-    let url = database.url.clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let key = admin_key(&data_a, &url);
+    let Some(c) = cluster("a").await else { return };
+    let (db, http) = (&c.db, &c.http);
     // B's one triage worker holds at most one claim of 8 jobs: more running jobs than that means A
     // holds some, which is when A is killed.
-    let mut a = serve(&data_a, &url, &["--triage-workers", "3", "--queue-workers", "1"]);
-    let b = serve(&data_b, &url, &["--triage-workers", "1", "--queue-workers", "1"]);
-    let http = http();
-    let db = pg(&url).await;
-    add_source(&http, &key, &a.url).await;
+    let mut a = serve(&c.data_a, &c.url, &["--triage-workers", "3", "--queue-workers", "1"]);
+    let b = serve(&c.data_b, &c.url, &["--triage-workers", "1", "--queue-workers", "1"]);
+    add_source(http, &c.key, &a.url).await;
 
     // Senders alternate between A and B; a delivery A does not answer with a 2xx is sent again
     // to B, as a sender (or a load balancer) retries.
@@ -524,7 +577,7 @@ async fn sigkill_mid_load_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let live_claims = "SELECT COUNT(*) FROM triage_jobs WHERE status = 'running' AND lease_until > now()";
-    while scalar(&db, live_claims).await <= 8 {
+    while scalar(db, live_claims).await <= 8 {
         assert!(
             next.load(Ordering::SeqCst) < TOTAL,
             "the load ended before A was seen holding triage claims (more than 8 running){}",
@@ -535,10 +588,16 @@ async fn sigkill_mid_load_loses_nothing_acknowledged() {
     a.kill();
     let killed_at = Instant::now();
     let sent_at_kill = next.load(Ordering::SeqCst);
-    // The jobs claimed at that moment (A's among them; a claim A sent its COMMIT for just before
-    // dying may show only later): they must end completed too.
-    let claimed_at_kill: Vec<String> =
-        db.query("SELECT id FROM triage_jobs WHERE status = 'running'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    // The jobs claimed at that moment, A's among them: they must end completed too. A claim A
+    // sent its COMMIT for just before dying shows only once that transaction has ended, so they
+    // are read again then (B's claims made meanwhile come in too; B runs those at attempt 1).
+    let mut claimed_at_kill = running_jobs(db).await;
+    wait_open_transactions_end(db, Duration::from_secs(10)).await;
+    for id in running_jobs(db).await {
+        if !claimed_at_kill.contains(&id) {
+            claimed_at_kill.push(id);
+        }
+    }
 
     let mut attempts: Vec<Attempt> = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -588,8 +647,8 @@ async fn sigkill_mid_load_loses_nothing_acknowledged() {
     assert_eq!(externals.len(), TOTAL, "no alert stored twice");
 
     // B finishes every triage job, those A had claimed included (after their 3 s lease).
-    wait_all_triaged(&db, TOTAL as i64, Duration::from_secs(30), &servers).await;
-    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE attempts < 1").await, 0, "a completed job was never claimed");
+    wait_all_triaged(db, TOTAL as i64, Duration::from_secs(30), &servers).await;
+    assert_eq!(scalar(db, "SELECT COUNT(*) FROM triage_jobs WHERE attempts < 1").await, 0, "a completed job was never claimed");
     let mut unfinished = Vec::new();
     for id in &claimed_at_kill {
         let status: String = db.query_one("SELECT status FROM triage_jobs WHERE id = $1", &[id]).await.unwrap().get(0);
@@ -598,9 +657,23 @@ async fn sigkill_mid_load_loses_nothing_acknowledged() {
         }
     }
     assert!(unfinished.is_empty(), "jobs claimed at the kill not completed: {unfinished:?}");
-    // B never stops, so a job claimed twice is one A held when it died, taken over after its lease.
-    let retaken = scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE attempts > 1").await;
+    // B never stops, so a job claimed twice must be one A held when it died, taken over after its
+    // lease; a job run again after an error does not count.
+    let claimed: HashSet<&String> = claimed_at_kill.iter().collect();
+    let rows = db.query("SELECT id, attempts, error FROM triage_jobs WHERE attempts > 1 ORDER BY id", &[]).await.unwrap();
+    let retaken = rows.len();
     assert!(retaken >= 1, "no job A had claimed was taken over: {} running at the kill{}", claimed_at_kill.len(), logs(&servers));
+    let strays: Vec<String> = rows
+        .iter()
+        .filter(|r| !claimed.contains(&r.get::<_, String>(0)))
+        .map(|r| format!("{} attempts={} error={:?}", r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, Option<String>>(2)))
+        .collect();
+    assert!(
+        strays.is_empty(),
+        "{} job(s) ran more than once though not claimed at the kill (of {retaken} run more than once): {strays:?}{}",
+        strays.len(),
+        logs(&servers)
+    );
     // A retry B answers as a duplicate: A had committed the delivery but died before answering.
     let committed_unanswered = attempts.iter().filter(|t| t.to == "B" && t.alert % 2 == 0 && matches!(t.answer, Ok((200, _)))).count();
     eprintln!(
@@ -618,64 +691,56 @@ async fn sigkill_mid_load_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_one_instance_does_not_disturb_the_other() {
-    let _serial = SERIAL.lock().await;
-    let Some(database) = TestDatabase::create().await else { return };
-    let url = database.url.clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let (data_a, data_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let key = admin_key(&data_b, &url);
-    let http = http();
-    let db = pg(&url).await;
+    let Some(c) = cluster("b").await else { return };
+    let (db, http) = (&c.db, &c.http);
 
     // B runs no triage: every job below is A's to claim, and only B's restarts could disturb them.
     let b_args = ["--triage-workers", "0", "--queue-workers", "1"];
-    let mut b = serve(&data_b, &url, &b_args);
-    add_source(&http, &key, &b.url).await;
+    let mut b = serve(&c.data_b, &c.url, &b_args);
+    add_source(http, &c.key, &b.url).await;
     // A backlog of jobs, queued through B before A starts.
     const BACKLOG: usize = 1200;
-    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
-    let mut set = JoinSet::new();
-    for i in 0..BACKLOG {
-        let permit = gate.clone().acquire_owned().await.unwrap();
+    let backlog = send_all(0..BACKLOG, |i| {
         let (http, base) = (http.clone(), b.url.clone());
-        set.spawn(async move {
-            let _permit = permit;
-            (i, deliver(&http, &base, SECRET, &alert(&format!("backlog-{i:05}"), "Malware detected")).await)
-        });
-    }
-    while let Some(r) = set.join_next().await {
-        let (i, answer) = r.unwrap();
+        async move { (i, deliver(&http, &base, SECRET, &alert(&format!("backlog-{i:05}"), "Malware detected")).await) }
+    })
+    .await;
+    for (i, answer) in backlog {
         assert!(matches!(answer, Ok((201, _))), "backlog delivery {i}: {answer:?}{}", logs(&[("B", &b)]));
     }
-    assert_eq!(job_states(&db).await, BTreeMap::from([("pending".to_string(), BACKLOG as i64)]), "B claimed nothing");
+    assert_eq!(job_states(db).await, BTreeMap::from([("pending".to_string(), BACKLOG as i64)]), "B claimed nothing");
 
     // A works through the backlog with one worker (one claim of 8 at a time) while B is killed and
     // started again, again and again; both keep taking deliveries.
-    let a = serve(&data_a, &url, &["--triage-workers", "1", "--queue-workers", "1"]);
+    let a = serve(&c.data_a, &c.url, &["--triage-workers", "1", "--queue-workers", "1"]);
     let started = Instant::now();
     let mut restarts = 0;
     let mut restarts_while_a_held_claims = 0;
     let mut extra = 0;
+    // The log of every B process that has ended (each start writes a log of its own, named by its
+    // port), read once it is complete and before a new start on the same port could overwrite it.
+    let mut b_logs: Vec<(PathBuf, String)> = Vec::new();
     loop {
-        let held_before = scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE status = 'running'").await;
+        let held_before = scalar(db, "SELECT COUNT(*) FROM triage_jobs WHERE status = 'running'").await;
         b.kill();
+        b_logs.push((b.log.clone(), b.log()));
         b = tokio::task::spawn_blocking({
-            let (data_b, url) = (data_b.clone(), url.clone());
+            let (data_b, url) = (c.data_b.clone(), c.url.clone());
             move || serve(&data_b, &url, &b_args)
         })
         .await
         .unwrap();
-        let held_after = scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE status = 'running'").await;
+        let held_after = scalar(db, "SELECT COUNT(*) FROM triage_jobs WHERE status = 'running'").await;
         restarts += 1;
         if held_before > 0 || held_after > 0 {
             restarts_while_a_held_claims += 1;
         }
         for (name, s) in [("B", &b), ("A", &a)] {
-            let answer = deliver(&http, &s.url, SECRET, &alert(&format!("during-restarts-{extra}"), "Malware detected")).await;
+            let answer = deliver(http, &s.url, SECRET, &alert(&format!("during-restarts-{extra}"), "Malware detected")).await;
             assert!(matches!(answer, Ok((201, _))), "{name} after B's restart {restarts}: {answer:?}{}", logs(&[("A", &a), ("B", &b)]));
             extra += 1;
         }
-        let open = scalar(&db, "SELECT COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running')").await;
+        let open = scalar(db, "SELECT COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running')").await;
         if (open == 0 && restarts >= 3) || restarts >= 12 {
             break;
         }
@@ -691,16 +756,21 @@ async fn restarting_one_instance_does_not_disturb_the_other() {
         "A never held a claimed job while B restarted ({restarts} restarts): the test proved nothing; make the backlog bigger"
     );
 
-    wait_all_triaged(&db, (BACKLOG + extra) as i64, Duration::from_secs(40), &servers).await;
-    let reruns: Vec<String> = db
-        .query("SELECT id, attempts FROM triage_jobs WHERE attempts <> 1 ORDER BY attempts DESC LIMIT 10", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| format!("{} attempts={}", r.get::<_, String>(0), r.get::<_, i64>(1)))
-        .collect();
-    assert!(reruns.is_empty(), "B's restarts took jobs from A, which ran them again: {reruns:?}{}", logs(&servers));
-    assert!(finished_jobs(&b.log()).is_empty(), "B ran triage with --triage-workers 0");
+    wait_all_triaged(db, (BACKLOG + extra) as i64, Duration::from_secs(40), &servers).await;
+    let (rerun_count, reruns) = reruns(db).await;
+    assert!(
+        reruns.is_empty(),
+        "B's restarts took jobs from A, which ran them again: {rerun_count} job(s), first 10: {reruns:?}{}",
+        logs(&servers)
+    );
+    // No B process ran triage, the ones killed included.
+    b_logs.push((b.log.clone(), b.log()));
+    assert_eq!(b_logs.len(), restarts + 1, "one log per B process");
+    for (path, log) in &b_logs {
+        assert!(!log.is_empty(), "B's log {} is empty", path.display());
+        let ran = finished_jobs(log);
+        assert!(ran.is_empty(), "B ran triage with --triage-workers 0: {} job(s) in {}: {ran:?}", ran.len(), path.display());
+    }
     eprintln!(
         "restarting_one_instance: B restarted {restarts} times ({restarts_while_a_held_claims} while A held claims); \
          all {} jobs ran once, in {:.1?}",

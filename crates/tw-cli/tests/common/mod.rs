@@ -178,16 +178,7 @@ pub fn rerun_on_postgres(this_test: &str) {
 /// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
 /// (tasks sending concurrently share one).
 pub async fn post_signed(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: String) -> (StatusCode, Value) {
-    let resp = http
-        .post(format!("{base}/api/webhooks/{source}"))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    into_json(resp).await
+    try_post_signed(http, base, source, secret, ts, body).await.expect("request")
 }
 
 /// Status and JSON body of a response (`Null` when empty).
@@ -313,12 +304,7 @@ pub fn tw() -> Command {
 
 /// A new API key of `scope` for the store in `data`, made with `tw-cli api-key create`.
 pub fn new_key(data: &Path, scope: &str) -> String {
-    let o =
-        tw().args(["api-key", "create", "--name", "ci", "--scope", scope, "--data-dir"]).arg(data).output().expect("run api-key create");
-    assert!(o.status.success(), "api-key create failed: {}", show(&o));
-    let key = stdout(&o).trim().to_string();
-    assert!(key.starts_with("tw_"), "{key}");
-    key
+    new_key_with(data, scope, &[], &[])
 }
 
 /// Status, stdout and stderr of a run, for assertion messages.
@@ -455,4 +441,40 @@ pub fn split_status(out: &str) -> (u16, Value) {
     let status: u16 = code.parse().unwrap_or_else(|_| panic!("no status code in curl output: {out}"));
     let v = serde_json::from_str(body.trim()).unwrap_or_else(|_| Value::String(body.to_string()));
     (status, v)
+}
+
+/// Like [`post_signed`], but a request that gets no answer (connection refused or cut, timeout)
+/// is an `Err` instead of a panic: for tests whose servers may die mid-request.
+pub async fn try_post_signed(
+    http: &reqwest::Client,
+    base: &str,
+    source: &str,
+    secret: &str,
+    ts: i64,
+    body: String,
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    let resp = http
+        .post(format!("{base}/api/webhooks/{source}"))
+        .header("content-type", "application/json")
+        .header("x-webhook-timestamp", ts.to_string())
+        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
+        .body(body)
+        .send()
+        .await?;
+    Ok(into_json(resp).await)
+}
+
+/// Like [`new_key`], with `extra_args` for `tw-cli api-key create` (e.g. `--database-url`) and
+/// `env` for its environment (e.g. `TW_MASTER_KEY`).
+pub fn new_key_with(data: &Path, scope: &str, extra_args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = tw();
+    cmd.args(["api-key", "create", "--name", "ci", "--scope", scope]).args(extra_args).arg("--data-dir").arg(data);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run api-key create");
+    assert!(o.status.success(), "api-key create failed: {}", show(&o));
+    let key = stdout(&o).trim().to_string();
+    assert!(key.starts_with("tw_"), "{key}");
+    key
 }
