@@ -31,12 +31,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://...`; defaults to `<data_dir>/tw.db`.
     pub database_url: Option<String>,
-    /// PostgreSQL connections kept by this process.
-    pub db_pool_size: usize,
-    /// How long to wait for a PostgreSQL connection (then: 503 unavailable).
-    pub db_connect_timeout: std::time::Duration,
-    /// PostgreSQL cancels a statement that runs longer (then: 503 unavailable).
-    pub db_statement_timeout: std::time::Duration,
+    /// Engine settings: PostgreSQL pool size, connect and statement timeouts (a timeout answers
+    /// 503 unavailable). Its `observer` is set by [`start`].
+    pub db: StoreOptions,
     /// How long a claimed queued event or triage job stays with one process before another may
     /// take it over (the claimer died).
     pub claim_lease_secs: i64,
@@ -71,9 +68,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_deref().map(tw_store::postgres::redact_url))
-            .field("db_pool_size", &self.db_pool_size)
-            .field("db_connect_timeout", &self.db_connect_timeout)
-            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("db", &self.db)
             .field("claim_lease_secs", &self.claim_lease_secs)
             .field("webhook_config", &self.webhook_config)
             .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
@@ -95,9 +90,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir,
             database_url: None,
-            db_pool_size: StoreOptions::default().pool_size,
-            db_connect_timeout: StoreOptions::default().connect_timeout,
-            db_statement_timeout: StoreOptions::default().statement_timeout,
+            db: StoreOptions::default(),
             claim_lease_secs: DEFAULT_CLAIM_LEASE_SECS,
             webhook_config: None,
             master_key: None,
@@ -139,16 +132,6 @@ impl ServerConfig {
             Some(url) => Ok(DatabaseUrl::parse(url)?),
         }
     }
-
-    /// The engine settings.
-    pub fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            pool_size: self.db_pool_size,
-            connect_timeout: self.db_connect_timeout,
-            statement_timeout: self.db_statement_timeout,
-            observer: None,
-        }
-    }
 }
 
 /// Opens the store named by the config (creating the data dir and master key as needed).
@@ -161,7 +144,7 @@ async fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_sto
         .map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let url = cfg.database()?;
     let key = MasterKey::load_or_create(cfg.master_key.as_deref(), &cfg.data_dir)?;
-    let mut opts = cfg.store_options();
+    let mut opts = cfg.db.clone();
     opts.observer = observer;
     let store = tw_store::open(&url, key, opts).await?;
     tracing::debug!(target: "store", engine = store.engine(), database = %url, "store opened");
@@ -238,11 +221,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: triage::TriageSettings {
-            workers: cfg.triage_workers,
-            max_attempts: cfg.triage_max_attempts.max(1),
-            lease_secs: cfg.claim_lease_secs.max(1),
-        },
+        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
+        claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
         logs: cfg.log_buffer.clone(),
@@ -253,8 +233,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             ..Default::default()
         }),
     };
-    // Work a stopped process had claimed is taken over when its lease runs out (never before:
-    // another process on the same database may still be running it).
+    // Changes made through other processes reach this one's source cache.
     tokio::spawn(state.sources.clone().watch(state.stopping.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;

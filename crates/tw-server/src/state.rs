@@ -60,6 +60,9 @@ pub struct AppState {
     pub intel: Arc<crate::intel::IntelStore>,
     /// Triage workers and retry limits.
     pub triage: crate::triage::TriageSettings,
+    /// How long a claim of a queued event or a triage job lasts: when this process dies, another
+    /// takes its claimed work over after this (never sooner, so live work is never taken).
+    pub claim_lease_secs: i64,
     /// Wakes the triage workers when a job is queued.
     pub triage_wakeup: Arc<Notify>,
     /// Retained logs, when this process keeps them (`tw-cli serve` does).

@@ -15,9 +15,6 @@ const MAX_BACKOFF_SECS: i64 = 300;
 pub struct TriageSettings {
     pub workers: usize,
     pub max_attempts: u32,
-    /// How long a claim (of a triage job or a queued event) lasts before another process may
-    /// take it over.
-    pub lease_secs: i64,
 }
 
 /// The engine's view of a stored incident.
@@ -73,7 +70,7 @@ pub enum RunError {
 pub async fn run_worker(state: AppState) {
     loop {
         crate::state::Heartbeats::beat(&state.heartbeats.triage);
-        match state.store.claim_triage_jobs(8, state.triage.lease_secs).await {
+        match state.store.claim_triage_jobs(8, state.claim_lease_secs).await {
             Ok(jobs) if !jobs.is_empty() => {
                 for job in jobs {
                     process(&state, job).await;

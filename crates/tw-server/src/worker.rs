@@ -12,7 +12,7 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 pub async fn run(state: AppState) {
     loop {
         crate::state::Heartbeats::beat(&state.heartbeats.queue);
-        match state.store.claim_queued(BATCH, state.triage.lease_secs).await {
+        match state.store.claim_queued(BATCH, state.claim_lease_secs).await {
             Ok(events) if !events.is_empty() => {
                 for event in events {
                     process(&state, event).await;

@@ -28,8 +28,8 @@ pub async fn run(ctx: &Ctx, cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::Migrate { store } => {
             let cfg = store.server_config();
             let url = cfg.database()?;
-            let applied = tw_store::migrate(&url, &cfg.store_options()).await?;
-            let status = tw_store::migration_status(&url, &cfg.store_options()).await?;
+            let applied = tw_store::migrate(&url, &cfg.db).await?;
+            let status = tw_store::migration_status(&url, &cfg.db).await?;
             match ctx.output {
                 Output::Json => output::json(&json!({"database": url.to_string(), "applied": applied, "version": status.current()})),
                 Output::Table if applied.is_empty() => println!("{url}: already at schema version {}", status.current()),
@@ -45,7 +45,7 @@ pub async fn run(ctx: &Ctx, cmd: DbCommand) -> Result<ExitCode> {
         DbCommand::Status { store } => {
             let cfg = store.server_config();
             let url = cfg.database()?;
-            let status = tw_store::migration_status(&url, &cfg.store_options()).await?;
+            let status = tw_store::migration_status(&url, &cfg.db).await?;
             let state = match status.current().cmp(&status.latest) {
                 std::cmp::Ordering::Equal => "up to date",
                 std::cmp::Ordering::Less => "behind: run `tw-cli db migrate` (or start the server)",

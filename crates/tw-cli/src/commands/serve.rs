@@ -33,9 +33,9 @@ impl StoreArgs {
         let mut cfg = ServerConfig::new(self.data_dir.clone());
         cfg.database_url = self.database_url.clone();
         cfg.master_key = std::env::var("TW_MASTER_KEY").ok();
-        cfg.db_pool_size = usize::from(self.db_pool_size);
-        cfg.db_connect_timeout = std::time::Duration::from_secs(self.db_connect_timeout_secs);
-        cfg.db_statement_timeout = std::time::Duration::from_secs(self.db_statement_timeout_secs);
+        cfg.db.pool_size = usize::from(self.db_pool_size);
+        cfg.db.connect_timeout = std::time::Duration::from_secs(self.db_connect_timeout_secs);
+        cfg.db.statement_timeout = std::time::Duration::from_secs(self.db_statement_timeout_secs);
         cfg
     }
 }

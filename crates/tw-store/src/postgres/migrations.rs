@@ -30,8 +30,11 @@ pub(super) async fn migrate(pool: &Pool) -> Result<Vec<i64>, StoreError> {
         Ok(()) => apply_pending(&mut client).await,
         Err(e) => Err(e.into()),
     };
-    // Released on every path; a lost connection releases it too.
-    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    // Released on every path. If the unlock itself fails, the connection must not go back to the
+    // pool still holding the lock: closing it releases the lock.
+    if client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.is_err() {
+        drop(deadpool_postgres::Object::take(client));
+    }
     result
 }
 

@@ -66,8 +66,10 @@ fn pool(url: &str, opts: &StoreOptions) -> Result<Pool, StoreError> {
     if cfg.get_application_name().is_none() {
         cfg.application_name("tw-cli");
     }
-    // The statement timeout travels with the connection, after any options the URL sets.
-    let timeout = format!("-c statement_timeout={}", opts.statement_timeout.as_millis().max(1));
+    // The statement timeout and durability travel with the connection, after any options the URL
+    // sets: a 2xx is sent after a COMMIT flushed to PostgreSQL's WAL, whatever the server's
+    // default for synchronous_commit.
+    let timeout = format!("-c statement_timeout={} -c synchronous_commit=on", opts.statement_timeout.as_millis().max(1));
     let options = match cfg.get_options() {
         Some(o) if !o.is_empty() => format!("{o} {timeout}"),
         _ => timeout,

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 pub use migrations::{migrate_file, migration_status};
-pub use writer::Writer;
+use writer::Writer;
 
 /// Read connections kept open for reuse.
 const READ_POOL_SIZE: usize = 8;
