@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 /// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
 #[test]
-fn the_http_suite_passes_on_postgres() {
-    rerun_on_postgres("the_http_suite_passes_on_postgres");
+fn these_tests_pass_on_postgres() {
+    rerun_on_postgres();
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use common::*;
 /// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
 #[test]
 fn these_tests_pass_on_postgres() {
-    rerun_on_postgres("these_tests_pass_on_postgres");
+    rerun_on_postgres();
 }
 
 use reqwest::{Method, StatusCode};

@@ -4,7 +4,8 @@
 //! The server is `TW_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! set it to `off` to skip. When no server answers, [`TestDatabase::create`] returns `None` and
 //! says once, on the test process's stderr (past the test harness's capture), that the
-//! PostgreSQL tests were skipped.
+//! PostgreSQL tests were skipped; with `TW_TEST_REQUIRE_POSTGRES=1` (as CI runs) it fails the
+//! test instead, so a broken PostgreSQL set-up cannot pass as a skip.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -30,6 +31,9 @@ fn admin_url() -> Option<String> {
 }
 
 fn say_skipped(why: &str) {
+    if std::env::var("TW_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("PostgreSQL is required (TW_TEST_REQUIRE_POSTGRES=1) but {why}");
+    }
     static SAID: OnceLock<()> = OnceLock::new();
     SAID.get_or_init(|| {
         // Written to the stderr handle itself, not with eprintln!, so the test harness shows it.
@@ -37,7 +41,8 @@ fn say_skipped(why: &str) {
     });
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+/// A plain connection to `url` (its driver task spawned), for tests that look inside the database.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("bad TW_TEST_POSTGRES_URL: {e}"))?;
     cfg.connect_timeout(Duration::from_secs(3));
     let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;

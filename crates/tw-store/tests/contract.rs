@@ -407,8 +407,10 @@ async fn sources_version_moves_with_every_change(store: Arc<dyn Store>) {
     store.delete_source(&name("edr")).await.unwrap();
     assert!(store.sources_version().await.unwrap() > v3);
     // Reads and deliveries do not move it.
+    store.create_source(source("av", "av-secret-1")).await.unwrap();
     let v4 = store.sources_version().await.unwrap();
     store.list_sources().await.unwrap();
+    store.ingest(ingest_req("av", Some("v-1"), "v1")).await.unwrap();
     assert_eq!(store.sources_version().await.unwrap(), v4);
 }
 
@@ -418,10 +420,20 @@ async fn odd_text_is_stored(store: Arc<dyn Store>) {
     let mut req = ingest_req("edr", Some("nul\u{0}id"), "n1");
     req.alert.title = "bad\u{0}title".into();
     req.alert.entities = vec![tw_core::Entity::new(tw_core::EntityKind::User, "a\u{0}b")];
-    let out = store.ingest(req).await.unwrap();
+    let out = store.ingest(req.clone()).await.unwrap();
+    assert!(matches!(out, IngestOutcome::Created(_)));
     let i = store.get_incident(&IncidentKey::Id(out.incident().id)).await.unwrap().unwrap();
-    assert!(i.title.starts_with("bad") && i.title.ends_with("title"));
+    // SQLite keeps the NUL; PostgreSQL stores U+FFFD in its place. Nothing else changes.
+    assert!(["bad\u{0}title", "bad\u{FFFD}title"].contains(&i.title.as_str()), "{:?}", i.title);
     assert_eq!(i.entities.len(), 1);
+    assert!(["a\u{0}b", "a\u{FFFD}b"].contains(&i.entities[0].value.as_str()), "{:?}", i.entities);
+    // The same alert again is recognised by its (odd) id.
+    let mut again = req;
+    again.request_key = "n2".into();
+    match store.ingest(again).await.unwrap() {
+        IngestOutcome::Duplicate { incident, delivery_count } => assert_eq!((incident, delivery_count), (out.incident(), 2)),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
 }
 
 async fn playbooks_in_use_are_kept(store: Arc<dyn Store>) {
@@ -544,8 +556,7 @@ async fn postgres_instances_must_share_the_master_key_and_a_known_schema() {
     let second = tw_store::open(&url, same, StoreOptions::default()).await.unwrap();
     assert_eq!(second.get_source(&name("edr")).await.unwrap().unwrap().secret.expose(), "distinctive-secret-XYZZY");
     // The secret is not stored in clear.
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = tw_store::testing::connect(&db.url).await.unwrap();
     let row = client.query_one("SELECT secret_enc FROM sources WHERE name = 'edr'", &[]).await.unwrap();
     let enc: Vec<u8> = row.get(0);
     assert!(!enc.windows(24).any(|w| w == b"distinctive-secret-XYZZY"));
@@ -575,32 +586,41 @@ async fn sqlite_refuses_a_newer_schema() {
 #[tokio::test]
 async fn an_unreachable_postgres_is_unavailable_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
-    // Nothing listens on port 1.
-    let url = DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/none").unwrap();
     let opts = StoreOptions { connect_timeout: std::time::Duration::from_secs(1), ..Default::default() };
-    let err = tw_store::open(&url, key, opts).await.err().expect("nothing listens there");
+    // A port nothing listens on refuses at once.
+    let refused = DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/none").unwrap();
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    let err = tw_store::open(&refused, key, opts.clone()).await.err().expect("nothing listens there");
+    assert!(err.is_unavailable(), "{}", err.chain());
+    // A server that accepts and never answers is given up on after the connect timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = DatabaseUrl::parse(&format!("postgres://postgres@{}/none", silent.local_addr().unwrap())).unwrap();
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    let opened = tokio::time::timeout(std::time::Duration::from_secs(30), tw_store::open(&url, key, opts)).await;
+    let err = opened.expect("bounded by the connect timeout, not hung").err().expect("it never answers");
     assert!(err.is_unavailable(), "{}", err.chain());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_instances_starting_together_migrate_in_turn() {
-    let Some(db) = TestDatabase::create().await else { return };
-    let url = DatabaseUrl::parse(&db.url).unwrap();
-    let opts = StoreOptions::default();
-    // Several migrators on an empty database at the same moment, as instances started together.
-    let runs: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, opts) = (url.clone(), opts.clone());
-            async move { tw_store::migrate(&url, &opts).await }
-        })
-        .collect();
-    let results = futures_join(runs).await;
-    let mut applied = Vec::new();
-    for r in results {
-        applied.extend(r.expect("every concurrent migration succeeds"));
+    // A collision is a race: several rounds of eight migrators each make it near certain to show.
+    for _ in 0..5 {
+        let Some(db) = TestDatabase::create().await else { return };
+        let url = DatabaseUrl::parse(&db.url).unwrap();
+        let opts = StoreOptions::default();
+        // Several migrators on an empty database at the same moment, as instances started together.
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, opts) = (url.clone(), opts.clone());
+                async move { tw_store::migrate(&url, &opts).await }
+            })
+            .collect();
+        let mut applied = Vec::new();
+        for r in futures_join(runs).await {
+            applied.extend(r.expect("every concurrent migration succeeds"));
+        }
+        assert_eq!(applied, [1], "each migration applied exactly once");
     }
-    assert_eq!(applied, [1], "each migration applied exactly once");
 }
 
 async fn futures_join<F: std::future::Future + Send + 'static>(fs: Vec<F>) -> Vec<F::Output>

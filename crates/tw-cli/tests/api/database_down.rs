@@ -50,13 +50,28 @@ impl Relay {
     }
 }
 
+/// `url` with its `host:port` replaced by the relay's.
+fn relay_url(url: &str, port: u16) -> String {
+    let scheme_end = url.find("://").unwrap() + 3;
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    format!("{}{userinfo}127.0.0.1:{port}{}", &url[..scheme_end], &url[authority_end..])
+}
+
+#[test]
+fn relay_urls_keep_credentials_and_options() {
+    assert_eq!(relay_url("postgres://u:p@h:5432/db?x=1", 9), "postgres://u:p@127.0.0.1:9/db?x=1");
+    assert_eq!(relay_url("postgres://h/db", 9), "postgres://127.0.0.1:9/db");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_goes_away_gives_503_and_the_server_recovers() {
     if tw_store::testing::engine_is_postgres() {
         return; // this test makes its own PostgreSQL arrangement; once is enough
     }
     let Some(db) = tw_store::testing::TestDatabase::create().await else { return };
-    let mut url: tokio_postgres::Config = db.url.parse().unwrap();
+    let url: tokio_postgres::Config = db.url.parse().unwrap();
     let host = match url.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "127.0.0.1".into(),
@@ -64,14 +79,12 @@ async fn a_database_that_goes_away_gives_503_and_the_server_recovers() {
     let upstream_port = url.get_ports().first().copied().unwrap_or(5432);
     let upstream = tokio::net::lookup_host((host.as_str(), upstream_port)).await.unwrap().next().unwrap();
     let relay = Relay::start(upstream).await;
-    url.host("127.0.0.1").port(relay.port);
-    let dbname = url.get_dbname().unwrap().to_string();
-    let user = url.get_user().unwrap_or("postgres").to_string();
-    let relayed = format!("postgres://{user}@127.0.0.1:{}/{dbname}", relay.port);
+    // The same URL (user, password, database, options) with the relay as the server.
+    let relayed = relay_url(&db.url, relay.port);
     let app = TestApp::spawn_with(|cfg| {
         cfg.database_url = Some(relayed.clone());
-        cfg.db_connect_timeout = Duration::from_secs(2);
-        cfg.db_statement_timeout = Duration::from_secs(5);
+        cfg.db.connect_timeout = Duration::from_secs(2);
+        cfg.db.statement_timeout = Duration::from_secs(5);
     })
     .await;
     add(&app, "edr", "edr-secret-123", json!({})).await;
@@ -102,13 +115,14 @@ async fn a_database_that_goes_away_gives_503_and_the_server_recovers() {
     }
     let (status, v) = into_json(http.get(app.url("/api/ready")).send().await.unwrap()).await;
     assert_eq!(status, 503, "{v}");
-    assert!(v.to_string().contains("store"), "names the failing check: {v}");
+    assert_eq!(v["checks"]["store"]["ok"], false, "names the failing check: {v}");
 
     relay.set_up(true);
     // It recovers by itself: no restart.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, v) = app.deliver("edr", "edr-secret-123", &generic_with_id("after")).await;
+        // With the bounded client: a hang fails the test instead of stalling it.
+        let (s, v) = post_signed(&http, &app.base, "edr", "edr-secret-123", now(), generic_with_id("after")).await;
         if s == 201 {
             break;
         }
@@ -118,6 +132,7 @@ async fn a_database_that_goes_away_gives_503_and_the_server_recovers() {
     }
     let (status, v) = into_json(http.get(app.url("/api/ready")).send().await.unwrap()).await;
     assert_eq!(status, 200, "{v}");
+    assert_eq!(v["checks"]["store"]["ok"], true, "{v}");
     // Nothing refused was stored; both acknowledged ones were.
     let (_, list) = app.admin(Method::GET, "/api/incidents?per_page=100", None).await;
     assert_eq!(list["meta"]["total"], 2, "{list}");

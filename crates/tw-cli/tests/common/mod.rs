@@ -148,10 +148,17 @@ async fn postgres_for(dir: &Path) -> String {
     url
 }
 
-/// Runs this test binary again with every test but `this_test` on PostgreSQL
+/// The name of the test, in each in-process test binary, that runs the binary's other tests again
+/// on PostgreSQL ([`rerun_on_postgres`]).
+pub const RERUN_TEST: &str = "these_tests_pass_on_postgres";
+
+/// How long the second run may take before it is killed and the test fails.
+const RERUN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Runs this test binary again with every test but [`RERUN_TEST`] on PostgreSQL
 /// (`TW_TEST_ENGINE=postgres`), and drops the databases it made. Skipped (with a visible line)
 /// when no PostgreSQL answers, and inside that second run.
-pub fn rerun_on_postgres(this_test: &str) {
+pub fn rerun_on_postgres() {
     if tw_store::testing::engine_is_postgres() {
         return;
     }
@@ -160,19 +167,43 @@ pub fn rerun_on_postgres(this_test: &str) {
         return;
     }
     let run = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let out = Command::new(std::env::current_exe().unwrap())
+    let outdir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (outdir.path().join("stdout"), outdir.path().join("stderr"));
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .env("TW_TEST_ENGINE", "postgres")
         .env("TW_TEST_DB_RUN", &run)
-        .args(["--skip", this_test, "--test-threads", "2"])
-        .output()
+        .args(["--skip", RERUN_TEST, "--test-threads", "2"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("run the tests again");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > RERUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let dropped = rt.block_on(tw_store::testing::drop_run_databases(&run));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
     let summary = stdout.lines().filter(|l| l.starts_with("test result:")).collect::<Vec<_>>().join("; ");
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "\nthe same tests on PostgreSQL: {summary} ({dropped} test databases dropped)");
-    assert!(out.status.success(), "on PostgreSQL:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(summary.contains(" passed"), "no test ran on PostgreSQL: {stdout}");
+    let status = status.unwrap_or_else(|| panic!("the PostgreSQL run took over {RERUN_DEADLINE:?}:\n{stdout}\n{stderr}"));
+    assert!(status.success(), "on PostgreSQL:\n{stdout}\n{stderr}");
+    let passed: u32 = summary
+        .split_once(" passed")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed > 0, "no test ran on PostgreSQL: {stdout}");
 }
 
 /// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
