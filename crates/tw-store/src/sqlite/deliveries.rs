@@ -40,7 +40,7 @@ impl crate::DeliveryStore for SqliteStore {
         if let Some(b) = &mut body {
             b.truncate(DELIVERY_BODY_LIMIT);
         }
-        self.writer.fire(move |conn| {
+        self.writer.fire(move |conn, counters| {
             conn.prepare_cached(
                 "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, \
                  duplicate, body, body_len, latency_ms, verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -62,7 +62,7 @@ impl crate::DeliveryStore for SqliteStore {
             ])?;
             let id = conn.last_insert_rowid();
             if !(200..300).contains(&d.status) {
-                conn.prepare_cached("UPDATE sources SET error_count = error_count + 1 WHERE name = ?1")?.execute([d.source.as_str()])?;
+                counters.error(d.source.as_str());
             }
             if id % 1000 == 0 {
                 conn.execute("DELETE FROM deliveries WHERE id <= ?1", [id - DELIVERIES_KEPT])?;

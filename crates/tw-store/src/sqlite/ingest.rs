@@ -2,7 +2,9 @@
 
 use super::{SqliteStore, ts};
 use crate::rows::corrupt;
-use super::triage::insert_triage_job;
+use super::triage::{insert_job_row, new_job_id};
+use crate::triage::TriageState;
+use super::writer::SourceCounters;
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
@@ -10,89 +12,92 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tw_core::IncidentNumber;
 use uuid::Uuid;
 
-/// Creates the incident or counts the delivery on the existing one, in the caller's transaction.
-pub(super) fn ingest_in(conn: &Connection, req: &IngestRequest) -> Result<IngestOutcome, StoreError> {
+/// Creates the incident or counts the delivery on the existing one, in the caller's transaction;
+/// the delivery is counted on its source in `counters`. Every statement is cached: this runs once
+/// per accepted delivery.
+pub(super) fn ingest_in(conn: &Connection, counters: &mut SourceCounters, req: &IngestRequest) -> Result<IngestOutcome, StoreError> {
     let dedupe_key = req.dedupe_key();
     let now = ts(req.received_at);
     let existing: Option<(String, i32, i64, i64)> = conn
-        .query_row(
+        .prepare_cached(
             "UPDATE incidents SET delivery_count = delivery_count + 1, last_delivery_at = ?3 \
              WHERE source = ?1 AND dedupe_key = ?2 RETURNING id, year, seq, delivery_count",
-            params![req.source.as_str(), dedupe_key, now],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row(params![req.source.as_str(), dedupe_key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    bump_source_delivery(conn, req.source.as_str(), &now)?;
+    counters.delivery(req.source.as_str(), now.clone());
     if let Some((id, year, seq, count)) = existing {
         let incident = IncidentRef { id: Uuid::parse_str(&id).map_err(corrupt("incident id"))?, number: IncidentNumber::new(year, seq) };
         return Ok(IngestOutcome::Duplicate { incident, delivery_count: count.max(0) as u64 });
     }
     let year = chrono::Datelike::year(&req.received_at);
-    let seq: i64 = conn.query_row(
-        "INSERT INTO incident_counters (year, last_seq) VALUES (?1, 1) \
-         ON CONFLICT (year) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-        [year],
-        |r| r.get(0),
-    )?;
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO incident_counters (year, last_seq) VALUES (?1, 1) \
+             ON CONFLICT (year) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+        )?
+        .query_row([year], |r| r.get(0))?;
     let id = Uuid::now_v7();
     let a = &req.alert;
     let entities = serde_json::to_string(&a.entities).map_err(corrupt("entities"))?;
-    conn.execute(
+    // Same transaction: no incident from an auto-triage source without its job. The incident is
+    // written once, with its triage state, and the job after it (it refers to the incident).
+    let job = match (req.auto_triage, &req.playbook) {
+        (true, Some(playbook)) => {
+            let job_id = new_job_id();
+            let state = TriageState::queued(&job_id, playbook).to_json().to_string();
+            Some((job_id, playbook, state))
+        }
+        _ => None,
+    };
+    conn.prepare_cached(
         "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
-         event_time, received_at, external_id, dedupe_key, entities, raw_payload, last_delivery_at, auto_triage, playbook, request_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?12, ?17, ?18, ?19)",
-        params![
-            id.to_string(),
-            year,
-            seq,
-            req.source.as_str(),
-            a.format.as_str(),
-            a.title,
-            a.description,
-            a.severity.as_str(),
-            a.vendor_severity,
-            a.event_type,
-            a.event_time.map(ts),
-            now,
-            a.external_id,
-            dedupe_key,
-            entities,
-            req.raw,
-            req.auto_triage,
-            req.playbook,
-            req.request_id,
-        ],
-    )?;
-    if let (true, Some(playbook)) = (req.auto_triage, &req.playbook) {
-        // Same transaction: no incident from an auto-triage source without its job.
-        insert_triage_job(conn, id, playbook, &serde_json::Map::new(), req.triage_max_attempts, "auto", req.received_at)?;
+         event_time, received_at, external_id, dedupe_key, entities, raw_payload, last_delivery_at, auto_triage, playbook, request_id, \
+         triage, triage_job_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?12, ?17, ?18, ?19, ?20, ?21)",
+    )?
+    .execute(params![
+        id.to_string(),
+        year,
+        seq,
+        req.source.as_str(),
+        a.format.as_str(),
+        a.title,
+        a.description,
+        a.severity.as_str(),
+        a.vendor_severity,
+        a.event_type,
+        a.event_time.map(ts),
+        now,
+        a.external_id,
+        dedupe_key,
+        entities,
+        req.raw,
+        req.auto_triage,
+        req.playbook,
+        req.request_id,
+        job.as_ref().map(|j| j.2.as_str()),
+        job.as_ref().map(|j| j.0.as_str()),
+    ])?;
+    if let Some((job_id, playbook, _)) = &job {
+        insert_job_row(conn, job_id, id, playbook, &serde_json::Map::new(), req.triage_max_attempts, "auto", req.received_at)?;
     }
     Ok(IngestOutcome::Created(IncidentRef { id, number: IncidentNumber::new(year, seq) }))
 }
 
-fn bump_source_delivery(conn: &Connection, source: &str, now: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sources SET delivery_count = delivery_count + 1, \
-         last_delivery_at = CASE WHEN last_delivery_at IS NULL OR last_delivery_at < ?2 THEN ?2 ELSE last_delivery_at END \
-         WHERE name = ?1",
-        params![source, now],
-    )?;
-    Ok(())
-}
-
 pub(super) fn insert_dead_letter(conn: &Connection, l: &NewDeadLetter) -> Result<String, StoreError> {
     let id = format!("dl-{}", Uuid::now_v7().simple());
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![id, l.source.as_str(), l.reason, l.raw, ts(l.received_at), l.request_id, l.queue_id],
-    )?;
+    )?
+    .execute(params![id, l.source.as_str(), l.reason, l.raw, ts(l.received_at), l.request_id, l.queue_id])?;
     Ok(id)
 }
 
 #[async_trait]
 impl crate::IngestStore for SqliteStore {
     async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError> {
-        self.writer.write(move |conn| ingest_in(conn, &req)).await
+        self.writer.write_counted(move |conn, counters| ingest_in(conn, counters, &req)).await
     }
 
     async fn enqueue(&self, e: NewQueuedEvent) -> Result<String, StoreError> {

@@ -115,7 +115,7 @@ impl crate::QueueStore for SqliteStore {
     async fn complete_queued(&self, id: &str, result: Result<IngestRequest, String>) -> Result<QueueEntry, StoreError> {
         let id = id.to_string();
         self.writer
-            .write(move |conn| {
+            .write_counted(move |conn, counters| {
                 let entry = load_queue_entry(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("queue entry {id} vanished")))?;
                 if entry.status != QueueStatus::Pending {
                     // Already finished by another worker after a lease ran out: finishing twice
@@ -125,7 +125,7 @@ impl crate::QueueStore for SqliteStore {
                 let now = ts(Utc::now());
                 match result {
                     Ok(req) => {
-                        let outcome = ingest_in(conn, &req)?;
+                        let outcome = ingest_in(conn, counters, &req)?;
                         // ingest_in counted a delivery on the source; enqueue did not, so this is the one count.
                         let inc = outcome.incident();
                         conn.execute(

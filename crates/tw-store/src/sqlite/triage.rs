@@ -72,6 +72,32 @@ fn apply(conn: &Connection, job: &TriageJob, t: &JobTransition) -> Result<(), St
 }
 
 /// Queues a job and makes it the incident's latest, in the caller's transaction.
+/// A new triage job's id.
+pub(super) fn new_job_id() -> String {
+    format!("job-{}", Uuid::now_v7().simple())
+}
+
+/// Inserts a pending job; the incident's triage columns are the caller's to set.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_job_row(
+    conn: &Connection,
+    id: &str,
+    incident_id: Uuid,
+    playbook: &str,
+    variables: &serde_json::Map<String, serde_json::Value>,
+    max_attempts: u32,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let vars = serde_json::Value::Object(variables.clone()).to_string();
+    conn.prepare_cached(
+        "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?6)",
+    )?
+    .execute(params![id, incident_id.to_string(), playbook, vars, max_attempts.max(1), ts(now), requested_by])?;
+    Ok(())
+}
+
 pub(super) fn insert_triage_job(
     conn: &Connection,
     incident_id: Uuid,
@@ -81,13 +107,8 @@ pub(super) fn insert_triage_job(
     requested_by: &str,
     now: DateTime<Utc>,
 ) -> Result<TriageJob, StoreError> {
-    let id = format!("job-{}", Uuid::now_v7().simple());
-    let vars = serde_json::Value::Object(variables.clone()).to_string();
-    conn.prepare_cached(
-        "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?6)",
-    )?
-    .execute(params![id, incident_id.to_string(), playbook, vars, max_attempts.max(1), ts(now), requested_by])?;
+    let id = new_job_id();
+    insert_job_row(conn, &id, incident_id, playbook, variables, max_attempts, requested_by, now)?;
     conn.prepare_cached("UPDATE incidents SET triage = ?2, triage_job_id = ?3 WHERE id = ?1")?.execute(params![
         incident_id.to_string(),
         TriageState::queued(&id, playbook).to_json().to_string(),
