@@ -97,12 +97,12 @@ pub(super) fn insert_dead_letter(conn: &Connection, l: &NewDeadLetter) -> Result
 #[async_trait]
 impl crate::IngestStore for SqliteStore {
     async fn ingest(&self, req: IngestRequest) -> Result<IngestOutcome, StoreError> {
-        self.writer.write_counted(move |conn, counters| ingest_in(conn, counters, &req)).await
+        self.writer.write_replayable(move |conn, counters| ingest_in(conn, counters, &req)).await
     }
 
     async fn enqueue(&self, e: NewQueuedEvent) -> Result<String, StoreError> {
         self.writer
-            .write(move |conn| {
+            .write_replayable(move |conn, _| {
                 let id = format!("queue-{}", Uuid::now_v7().simple());
                 let now = ts(e.received_at);
                 conn.prepare_cached(
@@ -116,6 +116,6 @@ impl crate::IngestStore for SqliteStore {
     }
 
     async fn dead_letter(&self, letter: NewDeadLetter) -> Result<String, StoreError> {
-        self.writer.write(move |conn| insert_dead_letter(conn, &letter)).await
+        self.writer.write_replayable(move |conn, _| insert_dead_letter(conn, &letter)).await
     }
 }

@@ -2,9 +2,13 @@
 //! off its channel, runs them in one transaction (each in its own savepoint, so one failing write
 //! does not undo the others), commits, and only then answers each caller.
 //!
-//! Cheap per write: the savepoint statements are prepared once and cached (parsing `SAVEPOINT`
-//! text for every write cost about a tenth of the intake's CPU), and the per-source counters that
-//! every delivery moves are summed in memory and written once per batch ([`SourceCounters`]).
+//! Cheap per write: the intake's writes are *replayable* (they can run again after a rollback), so
+//! consecutive replayable writes share one savepoint; only when one of them fails is the group
+//! rolled back and replayed write by write, each in its own savepoint, so that only the failing
+//! one is lost. One-shot writes always get their own savepoint. Savepoint statements are prepared
+//! once (parsing `SAVEPOINT` text for every write cost about a tenth of the intake's CPU), and the
+//! per-source counters every delivery moves are summed in memory and written once per batch
+//! ([`SourceCounters`]).
 
 use crate::{CommitObserver, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
@@ -30,11 +34,91 @@ impl Failure {
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Called once the batch's commit has finished, with its result.
-type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
-/// One write: runs inside the batch transaction (or is told why it cannot run); says whether it
-/// succeeded and how to answer once the commit is done.
-type Job = Box<dyn FnOnce(Result<(&Connection, &mut SourceCounters), &Failure>) -> (bool, Completion) + Send>;
+/// One write in a batch.
+trait Job: Send {
+    /// Runs the write in the batch's transaction; true when it succeeded.
+    fn run(&mut self, conn: &Connection, counters: &mut SourceCounters) -> bool;
+    /// Whether [`Job::run`] may be called again after its writes were rolled back.
+    fn replayable(&self) -> bool;
+    /// Tells the job it could not run (or that its writes were rolled back) and why.
+    fn fail(&mut self, failure: &Failure);
+    /// Answers the caller once the batch is over, with the commit's result.
+    fn finish(self: Box<Self>, commit: Result<(), Failure>);
+}
+
+/// A write with its caller's answer (or none, for [`Writer::fire`]).
+struct Call<T, F> {
+    f: Option<F>,
+    replayable: bool,
+    result: Option<Result<T, StoreError>>,
+    reply: Option<oneshot::Sender<Result<T, StoreError>>>,
+}
+
+/// How a [`Call`] runs its closure: once (`FnOnce`) or again and again (`FnMut`).
+trait Runner<T>: Send {
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError>
+    where
+        Self: Sized;
+}
+
+/// A one-shot closure.
+struct Once<F>(F);
+/// A replayable closure.
+struct Replay<F>(F);
+
+impl<T, F: FnOnce(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send> Runner<T> for Once<F> {
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError> {
+        match f.take() {
+            Some(Once(f)) => f(conn, counters),
+            None => Err(StoreError::Database("a one-shot write was run twice".into())),
+        }
+    }
+}
+
+impl<T, F: FnMut(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send> Runner<T> for Replay<F> {
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError> {
+        match f {
+            Some(Replay(f)) => f(conn, counters),
+            None => Err(StoreError::Database("write missing".into())),
+        }
+    }
+}
+
+impl<T: Send, F: Runner<T>> Job for Call<T, F> {
+    fn run(&mut self, conn: &Connection, counters: &mut SourceCounters) -> bool {
+        let result = F::call(&mut self.f, conn, counters);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
+    }
+
+    fn fail(&mut self, failure: &Failure) {
+        self.result = Some(Err(failure.clone().into_error()));
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), Failure>) {
+        let result = match (self.result, commit) {
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Ok(_)), Err(e)) => Err(e.into_error()),
+            (Some(Err(e)), _) => Err(e),
+            (None, _) => Err(StoreError::Database("write never ran".into())),
+        };
+        match self.reply {
+            Some(reply) => {
+                let _ = reply.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::warn!(target: "store", error = %e.chain(), "background write failed");
+                }
+            }
+        }
+    }
+}
 
 /// What deliveries add to their source's counters (`delivery_count`, `error_count`,
 /// `last_delivery_at`), summed over a batch and written with it: one `UPDATE` per source and
@@ -109,7 +193,7 @@ pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 /// A handle to the writer thread. Cloning shares the same writer.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
@@ -135,46 +219,40 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(Once(f), false).await
+    }
+
+    /// Like [`Writer::write_counted`], for a write that may run again after a rollback (it takes
+    /// its inputs by reference): it can then share a savepoint with its neighbours. The intake's
+    /// writes are of this kind.
+    pub async fn write_replayable<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(Replay(f), true).await
+    }
+
+    async fn submit<T: Send + 'static, R: Runner<T> + 'static>(&self, f: R, replayable: bool) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Ok((conn, counters)) => f(conn, counters),
-                Err(failure) => Err(failure.clone().into_error()),
-            };
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |commit| {
-                let _ = reply.send(match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(e.into_error()),
-                });
-            });
-            (ok, completion)
-        });
+        let job: Box<dyn Job> = Box::new(Call { f: Some(f), replayable, result: None, reply: Some(reply) });
         self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues `f` without waiting for it (statistics); dropped when the writer is saturated.
+    /// Queues a replayable `f` without waiting for it (statistics); dropped when the writer is
+    /// saturated; a failure is logged.
     pub fn fire<F>(&self, f: F)
     where
-        F: FnOnce(&Connection, &mut SourceCounters) -> Result<(), StoreError> + Send + 'static,
+        F: FnMut(&Connection, &mut SourceCounters) -> Result<(), StoreError> + Send + 'static,
     {
-        let job: Job = Box::new(move |conn| {
-            let ok = match conn.map_err(|f| f.clone().into_error()).and_then(|(conn, counters)| f(conn, counters)) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(target: "store", error = %e.chain(), "background write failed");
-                    false
-                }
-            };
-            (ok, Box::new(|_| {}))
-        });
+        let job: Box<dyn Job> = Box::new(Call { f: Some(Replay(f)), replayable: true, result: None, reply: None });
         let _ = self.tx.try_send(job);
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<dyn CommitObserver>>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, observer: Option<Arc<dyn CommitObserver>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -191,11 +269,10 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<d
         if let Some(o) = &observer {
             o.committed(size, elapsed);
         }
-        let (result, completions) = completions;
-        for (c, own) in completions {
-            // A write whose own savepoint failed was rolled back: its caller hears that, whatever
-            // the batch did.
-            c(match own {
+        let (result, done) = completions;
+        for (job, own) in done {
+            // A write that was rolled back on its own: its caller hears that, whatever the batch did.
+            job.finish(match own {
                 Some(e) => Err(e),
                 None => result.clone(),
             });
@@ -203,60 +280,46 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, observer: Option<Arc<d
     }
 }
 
-/// Runs a batch in one transaction. Each completion comes with its own failure, if it had one
-/// that the batch's result does not tell.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Failure>, Vec<(Completion, Option<Failure>)>) {
-    let mut completions = Vec::with_capacity(batch.len());
+/// A job that ran, with its own failure when it was rolled back alone.
+type Done = (Box<dyn Job>, Option<Failure>);
+
+/// Runs a batch in one transaction. Each job comes back with its own failure, if it had one that
+/// the batch's result does not tell.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result<(), Failure>, Vec<Done>) {
+    let mut done: Vec<Done> = Vec::with_capacity(batch.len());
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             // Answer every caller with the error; nothing was written.
             let failure = Failure::of(&e);
-            for job in batch.drain(..) {
-                completions.push((fail_job(job, &failure), None));
+            for mut job in batch.drain(..) {
+                job.fail(&failure);
+                done.push((job, None));
             }
-            return (Err(failure), completions);
+            return (Err(failure), done);
         }
     };
-    let mut counters = SourceCounters::default();
-    let mut own_counters = SourceCounters::default();
-    // Set when a failed write could not be undone: then the whole batch is rolled back.
-    let mut undo_failed: Option<Failure> = None;
+    let mut b = Batch { tx: &tx, counters: SourceCounters::default(), group: Vec::new(), group_counters: SourceCounters::default(), undo_failed: None, done };
     for job in batch.drain(..) {
-        if let Err(e) = savepoint(&tx, "SAVEPOINT tw_write") {
-            completions.push((fail_job(job, &Failure::of(&e)), None));
-            continue;
-        }
-        let (ok, completion) = job(Ok((&tx, &mut own_counters)));
-        let mut own = None;
-        if ok {
-            match savepoint(&tx, "RELEASE tw_write") {
-                Ok(()) => counters.absorb(&mut own_counters),
-                Err(e) => {
-                    tracing::error!(target: "store", error = %e, "savepoint release failed; that write is rolled back");
-                    own = Some(Failure::of(&e));
-                    undo_failed = undo_failed.or(rollback_savepoint(&tx).err());
-                }
-            }
+        if job.replayable() {
+            b.grouped(job);
         } else {
-            undo_failed = undo_failed.or(rollback_savepoint(&tx).err());
+            b.close_group();
+            b.alone(job);
         }
-        own_counters.by_source.clear();
-        completions.push((completion, own));
     }
+    b.close_group();
+    let Batch { mut counters, undo_failed, done, .. } = b;
     // The counters are statistics: failing to move them must not undo the batch's writes.
     if !counters.by_source.is_empty() {
         let flushed = savepoint(&tx, "SAVEPOINT tw_counters").and_then(|()| counters.flush(&tx));
-        match flushed.and_then(|()| savepoint(&tx, "RELEASE tw_counters")) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(target: "store", error = %e, "source counters not updated for this batch");
-                let _ = savepoint(&tx, "ROLLBACK TO tw_counters").and_then(|()| savepoint(&tx, "RELEASE tw_counters"));
-            }
+        if let Err(e) = flushed.and_then(|()| savepoint(&tx, "RELEASE tw_counters")) {
+            tracing::warn!(target: "store", error = %e, "source counters not updated for this batch");
+            let _ = savepoint(&tx, "ROLLBACK TO tw_counters").and_then(|()| savepoint(&tx, "RELEASE tw_counters"));
         }
     }
     let result = match undo_failed {
-        // Dropping the transaction rolls everything back: no caller was told of a write that a
+        // Dropping the transaction rolls everything back: no caller is told of a write that a
         // failed write's leftovers could share the commit with.
         Some(failure) => {
             drop(tx);
@@ -267,7 +330,103 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) -> (Result<(), Fail
     if let Err(e) = &result {
         tracing::error!(target: "store", error = %e.message, "batch commit failed");
     }
-    (result, completions)
+    (result, done)
+}
+
+/// One batch's transaction while its jobs run.
+struct Batch<'a> {
+    tx: &'a Connection,
+    /// What the jobs kept so far added to the source counters.
+    counters: SourceCounters,
+    /// Replayable jobs run since the group's savepoint, all successful.
+    group: Vec<Box<dyn Job>>,
+    group_counters: SourceCounters,
+    /// Set when a failed write could not be undone: then the whole batch is rolled back.
+    undo_failed: Option<Failure>,
+    done: Vec<Done>,
+}
+
+impl Batch<'_> {
+    /// Runs a replayable job in the open group (opening one if needed). When it fails, the group
+    /// is rolled back and replayed write by write, so only the failing write is lost.
+    fn grouped(&mut self, mut job: Box<dyn Job>) {
+        if self.group.is_empty() {
+            if let Err(e) = savepoint(self.tx, "SAVEPOINT tw_group") {
+                job.fail(&Failure::of(&e));
+                self.done.push((job, None));
+                return;
+            }
+        }
+        if job.run(self.tx, &mut self.group_counters) {
+            self.group.push(job);
+            return;
+        }
+        // Undo the group (the failing write's partial changes with it), then replay it alone.
+        self.group_counters.by_source.clear();
+        if let Err(e) = savepoint(self.tx, "ROLLBACK TO tw_group") {
+            tracing::error!(target: "store", error = %e, "group rollback failed; the batch is rolled back");
+            self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
+        }
+        let replay: Vec<Box<dyn Job>> = self.group.drain(..).chain(std::iter::once(job)).collect();
+        for job in replay {
+            self.alone(job);
+        }
+        if let Err(e) = savepoint(self.tx, "RELEASE tw_group") {
+            self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
+        }
+    }
+
+    /// Ends the open group: its writes stay, its counters count.
+    fn close_group(&mut self) {
+        if self.group.is_empty() {
+            return;
+        }
+        let own = match savepoint(self.tx, "RELEASE tw_group") {
+            Ok(()) => {
+                self.counters.absorb(&mut self.group_counters);
+                None
+            }
+            Err(e) => {
+                tracing::error!(target: "store", error = %e, "savepoint release failed; those writes are rolled back");
+                self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
+                Some(Failure::of(&e))
+            }
+        };
+        self.group_counters.by_source.clear();
+        for job in self.group.drain(..) {
+            self.done.push((job, own.clone()));
+        }
+    }
+
+    /// Runs a job in its own savepoint.
+    fn alone(&mut self, mut job: Box<dyn Job>) {
+        if let Err(e) = savepoint(self.tx, "SAVEPOINT tw_write") {
+            job.fail(&Failure::of(&e));
+            self.done.push((job, None));
+            return;
+        }
+        let mut own_counters = SourceCounters::default();
+        let mut own = None;
+        if job.run(self.tx, &mut own_counters) {
+            match savepoint(self.tx, "RELEASE tw_write") {
+                Ok(()) => self.counters.absorb(&mut own_counters),
+                Err(e) => {
+                    tracing::error!(target: "store", error = %e, "savepoint release failed; that write is rolled back");
+                    own = Some(Failure::of(&e));
+                    self.undo();
+                }
+            }
+        } else {
+            self.undo();
+        }
+        self.done.push((job, own));
+    }
+
+    fn undo(&mut self) {
+        if let Err(e) = rollback_savepoint(self.tx) {
+            self.undo_failed = self.undo_failed.take().or(Some(e));
+        }
+    }
 }
 
 /// Runs one of the savepoint statements, prepared once per connection.
@@ -283,7 +442,122 @@ fn rollback_savepoint(conn: &Connection) -> Result<(), Failure> {
     })
 }
 
-/// A job that could not run: it is told why, and answers its caller with that.
-fn fail_job(job: Job, failure: &Failure) -> Completion {
-    job(Err(failure)).1
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer on a fresh file with a table whose `UNIQUE` column lets a write fail on purpose.
+    fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER UNIQUE, note TEXT); \
+             CREATE TABLE sources (name TEXT PRIMARY KEY, delivery_count INTEGER NOT NULL DEFAULT 0, \
+             error_count INTEGER NOT NULL DEFAULT 0, last_delivery_at TEXT); INSERT INTO sources (name) VALUES ('s');",
+        )
+        .unwrap();
+        (dir, Writer::spawn(conn, None).unwrap(), path)
+    }
+
+    fn rows(path: &std::path::Path, sql: &str) -> Vec<(i64, String)> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// Holds the writer inside a one-shot write until the returned sender is dropped or used, so
+    /// that everything submitted meanwhile lands in the next batch together.
+    fn hold(w: &Writer) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let w = w.clone();
+        let held = tokio::spawn(async move {
+            w.write(move |_| {
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+            .unwrap()
+        });
+        (gate, held)
+    }
+
+    /// Two writes inserting a row, a counter and a second row: a failure in the middle must undo
+    /// that write's first row and counter, and nothing of its neighbours.
+    fn insert(x: i64, note: &'static str) -> impl FnMut(&Connection, &mut SourceCounters) -> Result<i64, StoreError> + Send + 'static {
+        move |conn, counters| {
+            conn.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![1000 + x, note])?;
+            counters.delivery("s", format!("2026-01-01T00:00:{x:02}Z"));
+            conn.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![x, note])?;
+            Ok(x)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_in_a_group_loses_only_itself() {
+        let (_dir, w, path) = writer();
+        let (gate, held) = hold(&w);
+        tokio::task::yield_now().await;
+        let mut calls = Vec::new();
+        for (x, note) in [(1, "a"), (2, "b"), (1, "dup"), (3, "c")] {
+            let w = w.clone();
+            calls.push(tokio::spawn(async move { w.write_replayable(insert(x, note)).await }));
+        }
+        // A one-shot write between replayable ones closes the group before it.
+        let w2 = w.clone();
+        let once = tokio::spawn(async move {
+            w2.write_counted(|conn, counters| {
+                counters.error("s");
+                conn.execute("INSERT INTO t (x, note) VALUES (50, 'once')", [])?;
+                Ok(())
+            })
+            .await
+        });
+        for x in [4, 5] {
+            let w = w.clone();
+            calls.push(tokio::spawn(async move { w.write_replayable(insert(x, "late")).await }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        gate.send(()).unwrap();
+        held.await.unwrap();
+        let results: Vec<_> = futures_join(calls).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1, "{results:?}");
+        assert!(matches!(results[2], Err(StoreError::UniqueViolation(_))), "{:?}", results[2]);
+        once.await.unwrap().unwrap();
+        let kept = rows(&path, "SELECT x, note FROM t WHERE x < 1000 ORDER BY x");
+        let expect: Vec<(i64, String)> =
+            [(1, "a"), (2, "b"), (3, "c"), (4, "late"), (5, "late"), (50, "once")].iter().map(|(x, n)| (*x, n.to_string())).collect();
+        assert_eq!(kept, expect);
+        // The failed write's first insert was undone with it.
+        assert_eq!(rows(&path, "SELECT x, note FROM t WHERE x >= 1000 AND note = 'dup'"), vec![]);
+        let counts = rows(&path, "SELECT delivery_count, last_delivery_at || '/' || error_count FROM sources");
+        assert_eq!(counts, vec![(5, "2026-01-01T00:00:05Z/1".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn fired_writes_are_kept_and_a_failing_one_is_dropped_alone() {
+        let (_dir, w, path) = writer();
+        let (gate, held) = hold(&w);
+        tokio::task::yield_now().await;
+        for (x, note) in [(7, "f"), (7, "f-dup"), (8, "g")] {
+            let mut f = insert(x, note);
+            w.fire(move |conn, counters| f(conn, counters).map(|_| ()));
+        }
+        // A write after them answers only once their batch is committed.
+        let w2 = w.clone();
+        let after = tokio::spawn(async move { w2.write_replayable(insert(9, "h")).await });
+        gate.send(()).unwrap();
+        held.await.unwrap();
+        assert_eq!(after.await.unwrap().unwrap(), 9);
+        let kept = rows(&path, "SELECT x, note FROM t WHERE x < 1000 ORDER BY x");
+        assert_eq!(kept, vec![(7, "f".into()), (8, "g".into()), (9, "h".into())]);
+    }
+
+    async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
 }
