@@ -4,7 +4,7 @@ use super::{SqliteStore, ts};
 use crate::rows::corrupt;
 use super::triage::{insert_job_row, new_job_id};
 use crate::triage::TriageState;
-use super::writer::SourceCounters;
+use super::writer::Tallies;
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// Creates the incident or counts the delivery on the existing one, in the caller's transaction;
 /// the delivery is counted on its source in `counters`. Every statement is cached: this runs once
 /// per accepted delivery.
-pub(super) fn ingest_in(conn: &Connection, counters: &mut SourceCounters, req: &IngestRequest) -> Result<IngestOutcome, StoreError> {
+pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestRequest) -> Result<IngestOutcome, StoreError> {
     let dedupe_key = req.dedupe_key();
     let now = ts(req.received_at);
     let existing: Option<(String, i32, i64, i64)> = conn
@@ -31,12 +31,15 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut SourceCounters, req: &
         return Ok(IngestOutcome::Duplicate { incident, delivery_count: count.max(0) as u64 });
     }
     let year = chrono::Datelike::year(&req.received_at);
+    // The next number: above both the counter (numbers are never reused) and the incidents of
+    // this transaction (the counter is written once per batch, see `Tallies`). Two index reads.
     let seq: i64 = conn
         .prepare_cached(
-            "INSERT INTO incident_counters (year, last_seq) VALUES (?1, 1) \
-             ON CONFLICT (year) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            "SELECT MAX(COALESCE((SELECT last_seq FROM incident_counters WHERE year = ?1), 0), \
+                        COALESCE((SELECT MAX(seq) FROM incidents WHERE year = ?1), 0)) + 1",
         )?
         .query_row([year], |r| r.get(0))?;
+    counters.incident_number(year, seq);
     let id = Uuid::now_v7();
     let a = &req.alert;
     let entities = serde_json::to_string(&a.entities).map_err(corrupt("entities"))?;

@@ -8,7 +8,7 @@
 //! one is lost. One-shot writes always get their own savepoint. Savepoint statements are prepared
 //! once (parsing `SAVEPOINT` text for every write cost about a tenth of the intake's CPU), and the
 //! per-source counters every delivery moves are summed in memory and written once per batch
-//! ([`SourceCounters`]).
+//! ([`Tallies`]).
 
 use crate::{CommitObserver, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 /// One write in a batch.
 trait Job: Send {
     /// Runs the write in the batch's transaction; true when it succeeded.
-    fn run(&mut self, conn: &Connection, counters: &mut SourceCounters) -> bool;
+    fn run(&mut self, conn: &Connection, counters: &mut Tallies) -> bool;
     /// Whether [`Job::run`] may be called again after its writes were rolled back.
     fn replayable(&self) -> bool;
     /// Tells the job it could not run (or that its writes were rolled back) and why.
@@ -56,7 +56,7 @@ struct Call<T, F> {
 
 /// How a [`Call`] runs its closure: once (`FnOnce`) or again and again (`FnMut`).
 trait Runner<T>: Send {
-    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError>
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut Tallies) -> Result<T, StoreError>
     where
         Self: Sized;
 }
@@ -66,8 +66,8 @@ struct Once<F>(F);
 /// A replayable closure.
 struct Replay<F>(F);
 
-impl<T, F: FnOnce(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send> Runner<T> for Once<F> {
-    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError> {
+impl<T, F: FnOnce(&Connection, &mut Tallies) -> Result<T, StoreError> + Send> Runner<T> for Once<F> {
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut Tallies) -> Result<T, StoreError> {
         match f.take() {
             Some(Once(f)) => f(conn, counters),
             None => Err(StoreError::Database("a one-shot write was run twice".into())),
@@ -75,8 +75,8 @@ impl<T, F: FnOnce(&Connection, &mut SourceCounters) -> Result<T, StoreError> + S
     }
 }
 
-impl<T, F: FnMut(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send> Runner<T> for Replay<F> {
-    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut SourceCounters) -> Result<T, StoreError> {
+impl<T, F: FnMut(&Connection, &mut Tallies) -> Result<T, StoreError> + Send> Runner<T> for Replay<F> {
+    fn call(f: &mut Option<Self>, conn: &Connection, counters: &mut Tallies) -> Result<T, StoreError> {
         match f {
             Some(Replay(f)) => f(conn, counters),
             None => Err(StoreError::Database("write missing".into())),
@@ -85,7 +85,7 @@ impl<T, F: FnMut(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Se
 }
 
 impl<T: Send, F: Runner<T>> Job for Call<T, F> {
-    fn run(&mut self, conn: &Connection, counters: &mut SourceCounters) -> bool {
+    fn run(&mut self, conn: &Connection, counters: &mut Tallies) -> bool {
         let result = F::call(&mut self.f, conn, counters);
         let ok = result.is_ok();
         self.result = Some(result);
@@ -120,12 +120,16 @@ impl<T: Send, F: Runner<T>> Job for Call<T, F> {
     }
 }
 
-/// What deliveries add to their source's counters (`delivery_count`, `error_count`,
-/// `last_delivery_at`), summed over a batch and written with it: one `UPDATE` per source and
-/// batch instead of one or two per delivery. A write that is rolled back adds nothing.
+/// What writes add to the batch's running totals, written once at the end of the batch instead
+/// of by every write: the sources' counters (`delivery_count`, `error_count`, `last_delivery_at`),
+/// and the highest incident number used per year (`incident_counters`, which the intake reads but
+/// no longer updates per incident: that one-row upsert, journaled for every statement, cost more
+/// than the incident's own insert). A write that is rolled back adds nothing.
 #[derive(Debug, Default)]
-pub(crate) struct SourceCounters {
+pub(crate) struct Tallies {
     by_source: HashMap<String, SourceDelta>,
+    /// Year -> the highest incident number handed out in this batch.
+    last_seq: HashMap<i32, i64>,
 }
 
 #[derive(Debug, Default)]
@@ -136,7 +140,7 @@ struct SourceDelta {
     last_delivery_at: Option<String>,
 }
 
-impl SourceCounters {
+impl Tallies {
     /// Counts one delivery accepted for `source` at `at`.
     pub(crate) fn delivery(&mut self, source: &str, at: String) {
         let d = self.entry(source);
@@ -151,6 +155,21 @@ impl SourceCounters {
         self.entry(source).errors += 1;
     }
 
+    /// Records that incident number `seq` of `year` was used.
+    pub(crate) fn incident_number(&mut self, year: i32, seq: i64) {
+        let last = self.last_seq.entry(year).or_insert(seq);
+        *last = (*last).max(seq);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_source.is_empty() && self.last_seq.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.by_source.clear();
+        self.last_seq.clear();
+    }
+
     fn entry(&mut self, source: &str) -> &mut SourceDelta {
         if !self.by_source.contains_key(source) {
             self.by_source.insert(source.to_string(), SourceDelta::default());
@@ -158,7 +177,10 @@ impl SourceCounters {
         self.by_source.get_mut(source).expect("just inserted")
     }
 
-    fn absorb(&mut self, other: &mut SourceCounters) {
+    fn absorb(&mut self, other: &mut Tallies) {
+        for (year, seq) in other.last_seq.drain() {
+            self.incident_number(year, seq);
+        }
         for (name, d) in other.by_source.drain() {
             let mine = self.entry(&name);
             mine.deliveries += d.deliveries;
@@ -173,6 +195,23 @@ impl SourceCounters {
 
     /// Writes the sums; the caller's transaction commits them with the batch.
     fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if !self.by_source.is_empty() {
+            self.flush_sources(conn)?;
+        }
+        if self.last_seq.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO incident_counters (year, last_seq) VALUES (?1, ?2) \
+             ON CONFLICT (year) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+        )?;
+        for (year, seq) in self.last_seq.drain() {
+            stmt.execute(rusqlite::params![year, seq])?;
+        }
+        Ok(())
+    }
+
+    fn flush_sources(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let mut stmt = conn.prepare_cached(
             "UPDATE sources SET delivery_count = delivery_count + ?2, error_count = error_count + ?3, \
              last_delivery_at = CASE WHEN ?4 IS NOT NULL AND (last_delivery_at IS NULL OR last_delivery_at < ?4) THEN ?4 ELSE last_delivery_at END \
@@ -217,7 +256,7 @@ impl Writer {
     pub async fn write_counted<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &mut Tallies) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(Once(f), false).await
     }
@@ -228,7 +267,7 @@ impl Writer {
     pub async fn write_replayable<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnMut(&Connection, &mut SourceCounters) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Connection, &mut Tallies) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(Replay(f), true).await
     }
@@ -244,7 +283,7 @@ impl Writer {
     /// saturated; a failure is logged.
     pub fn fire<F>(&self, f: F)
     where
-        F: FnMut(&Connection, &mut SourceCounters) -> Result<(), StoreError> + Send + 'static,
+        F: FnMut(&Connection, &mut Tallies) -> Result<(), StoreError> + Send + 'static,
     {
         let job: Box<dyn Job> = Box::new(Call { f: Some(Replay(f)), replayable: true, result: None, reply: None });
         let _ = self.tx.try_send(job);
@@ -299,7 +338,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
             return (Err(failure), done);
         }
     };
-    let mut b = Batch { tx: &tx, counters: SourceCounters::default(), group: Vec::new(), group_counters: SourceCounters::default(), undo_failed: None, done };
+    let mut b = Batch { tx: &tx, counters: Tallies::default(), group: Vec::new(), group_counters: Tallies::default(), undo_failed: None, done };
     for job in batch.drain(..) {
         if job.replayable() {
             b.grouped(job);
@@ -310,12 +349,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
     }
     b.close_group();
     let Batch { mut counters, undo_failed, done, .. } = b;
-    // The counters are statistics: failing to move them must not undo the batch's writes.
-    if !counters.by_source.is_empty() {
-        let flushed = savepoint(&tx, "SAVEPOINT tw_counters").and_then(|()| counters.flush(&tx));
-        if let Err(e) = flushed.and_then(|()| savepoint(&tx, "RELEASE tw_counters")) {
-            tracing::warn!(target: "store", error = %e, "source counters not updated for this batch");
-            let _ = savepoint(&tx, "ROLLBACK TO tw_counters").and_then(|()| savepoint(&tx, "RELEASE tw_counters"));
+    // Part of the batch: incident numbers must be recorded with the incidents that use them.
+    let mut undo_failed = undo_failed;
+    if !counters.is_empty() {
+        if let Err(e) = counters.flush(&tx) {
+            tracing::error!(target: "store", error = %e, "batch totals not written; the batch is rolled back");
+            undo_failed = undo_failed.or(Some(Failure::of(&e)));
         }
     }
     let result = match undo_failed {
@@ -337,10 +376,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
 struct Batch<'a> {
     tx: &'a Connection,
     /// What the jobs kept so far added to the source counters.
-    counters: SourceCounters,
+    counters: Tallies,
     /// Replayable jobs run since the group's savepoint, all successful.
     group: Vec<Box<dyn Job>>,
-    group_counters: SourceCounters,
+    group_counters: Tallies,
     /// Set when a failed write could not be undone: then the whole batch is rolled back.
     undo_failed: Option<Failure>,
     done: Vec<Done>,
@@ -362,7 +401,7 @@ impl Batch<'_> {
             return;
         }
         // Undo the group (the failing write's partial changes with it), then replay it alone.
-        self.group_counters.by_source.clear();
+        self.group_counters.clear();
         if let Err(e) = savepoint(self.tx, "ROLLBACK TO tw_group") {
             tracing::error!(target: "store", error = %e, "group rollback failed; the batch is rolled back");
             self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
@@ -392,7 +431,7 @@ impl Batch<'_> {
                 Some(Failure::of(&e))
             }
         };
-        self.group_counters.by_source.clear();
+        self.group_counters.clear();
         for job in self.group.drain(..) {
             self.done.push((job, own.clone()));
         }
@@ -405,7 +444,7 @@ impl Batch<'_> {
             self.done.push((job, None));
             return;
         }
-        let mut own_counters = SourceCounters::default();
+        let mut own_counters = Tallies::default();
         let mut own = None;
         if job.run(self.tx, &mut own_counters) {
             match savepoint(self.tx, "RELEASE tw_write") {
@@ -484,7 +523,7 @@ mod tests {
 
     /// Two writes inserting a row, a counter and a second row: a failure in the middle must undo
     /// that write's first row and counter, and nothing of its neighbours.
-    fn insert(x: i64, note: &'static str) -> impl FnMut(&Connection, &mut SourceCounters) -> Result<i64, StoreError> + Send + 'static {
+    fn insert(x: i64, note: &'static str) -> impl FnMut(&Connection, &mut Tallies) -> Result<i64, StoreError> + Send + 'static {
         move |conn, counters| {
             conn.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![1000 + x, note])?;
             counters.delivery("s", format!("2026-01-01T00:00:{x:02}Z"));
