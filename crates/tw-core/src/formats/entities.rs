@@ -81,16 +81,16 @@ pub fn path<'a>(obj: &'a Object, keys: &[&str]) -> Option<&'a Value> {
 /// The value of the first key that matches one of `names` case-insensitively (ignoring `_`).
 pub fn get_ci<'a>(obj: &'a Object, names: &[&str]) -> Option<&'a Value> {
     names.iter().find_map(|n| {
-        let want = norm_key(n);
-        obj.iter().find(|(k, v)| !v.is_null() && norm_key(k) == want).map(|(_, v)| v)
+        let want = NormKey::new(n);
+        obj.iter().find(|(k, v)| !v.is_null() && norm_eq(k, want.as_str())).map(|(_, v)| v)
     })
 }
 
 /// `text` of [`get_ci`], skipping keys whose value is not usable text.
 pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| {
-        let want = norm_key(n);
-        obj.iter().filter(|(k, _)| norm_key(k) == want).find_map(|(_, v)| text(v))
+        let want = NormKey::new(n);
+        obj.iter().filter(|(k, _)| norm_eq(k, want.as_str())).find_map(|(_, v)| text(v))
     })
 }
 
@@ -105,6 +105,54 @@ pub fn texts(v: &Value) -> Vec<String> {
 /// A key lowercased with `_`, `-`, `.`, `@`, `$` and spaces removed (`src_ip` -> `srcip`).
 pub fn norm_key(k: &str) -> String {
     k.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// A key normalised as by [`norm_key`], kept on the stack when it is at most
+/// [`NormKey::INLINE`] bytes (every real key): the walker and the key searches normalise every
+/// key they visit, and an allocation per key was a third of their time.
+pub(crate) struct NormKey {
+    buf: [u8; NormKey::INLINE],
+    len: usize,
+    long: Option<String>,
+}
+
+impl NormKey {
+    const INLINE: usize = 64;
+
+    pub(crate) fn new(key: &str) -> Self {
+        let mut buf = [0; Self::INLINE];
+        let mut len = 0;
+        for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+            if len == Self::INLINE {
+                return NormKey { buf, len: 0, long: Some(norm_key(key)) };
+            }
+            buf[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        NormKey { buf, len, long: None }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.long {
+            Some(long) => long,
+            // Only ASCII letters and digits are ever copied in, so this is always valid UTF-8.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether `key` normalises (as by [`norm_key`]) to `want`, which is already normalised; no
+/// allocation. Non-ASCII characters never survive normalisation, so comparing bytes is exact.
+fn norm_eq(key: &str, want: &str) -> bool {
+    let mut want = want.bytes();
+    key.bytes().filter(u8::is_ascii_alphanumeric).all(|b| want.next() == Some(b.to_ascii_lowercase())) && want.next().is_none()
+}
+
+/// `needle` occurs in `haystack`. For the short keys compared here a plain scan beats
+/// `str::contains`, which sets up a substring searcher on every call.
+fn has(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w == n)
 }
 
 /// Values that mean "nothing" even though they are non-empty text.
@@ -373,15 +421,19 @@ pub fn is_console_link(url: &str) -> bool {
 /// Keys whose values are console links, references or our own metadata, never indicators; the
 /// walker neither extracts from nor descends into them.
 pub fn is_link_key(key: &str) -> bool {
-    let k = norm_key(key);
+    is_link_norm_key(NormKey::new(key).as_str())
+}
+
+/// [`is_link_key`] of a key already normalised.
+fn is_link_norm_key(k: &str) -> bool {
     k.ends_with("weburl")
         || k.ends_with("hostlink")
         || k.ends_with("link")
         || k.ends_with("links")
         || k.ends_with("href")
-        || k.contains("reference")
+        || has(k, "reference")
         || matches!(
-            k.as_str(),
+            k,
             "resultslink" | "ruleurl" | "incidenturl" | "alerturl" | "consoleurl" | "portalurl" | "deeplink" | "latestreport" | "etag"
         )
 }
@@ -524,54 +576,60 @@ impl EntitySet {
 // Typed entity objects (Sentinel, Microsoft Graph evidence, M365 Defender incident entities)
 // ---------------------------------------------------------------------------------------------
 
+/// Entity types an object may declare, normalised (`#microsoft.graph.security.urlEvidence`
+/// -> `url`).
+const ENTITY_TYPES: &[&str] = &[
+    "account",
+    "user",
+    "host",
+    "device",
+    "ip",
+    "url",
+    "filehash",
+    "file",
+    "process",
+    "mailbox",
+    "mailmessage",
+    "analyzedmessage",
+    "mailcluster",
+    "dns",
+    "registrykey",
+    "registryvalue",
+    "cloudapplication",
+    "securitygroup",
+    "malware",
+    "azureresource",
+    "blobcontainer",
+    "blob",
+    "iotdevice",
+    "submissionmail",
+    "oauthapplication",
+];
+
 /// The entity type of an object that declares one (`Type`, `kind`, `entityType`,
 /// `@odata.type`), normalised (`#microsoft.graph.security.urlEvidence` -> `url`).
 pub fn declared_entity_type(obj: &Object) -> Option<String> {
+    declared_type(obj).map(str::to_string)
+}
+
+/// [`declared_entity_type`] without allocating: the walker asks it of every object.
+fn declared_type(obj: &Object) -> Option<&'static str> {
     let raw =
         ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str))?;
     let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
-    let mut t = norm_key(last);
-    if let Some(stripped) = t.strip_suffix("evidence") {
-        t = stripped.to_string();
-    }
-    let known = matches!(
-        t.as_str(),
-        "account"
-            | "user"
-            | "host"
-            | "device"
-            | "ip"
-            | "url"
-            | "filehash"
-            | "file"
-            | "process"
-            | "mailbox"
-            | "mailmessage"
-            | "analyzedmessage"
-            | "mailcluster"
-            | "dns"
-            | "registrykey"
-            | "registryvalue"
-            | "cloudapplication"
-            | "securitygroup"
-            | "malware"
-            | "azureresource"
-            | "blobcontainer"
-            | "blob"
-            | "iotdevice"
-            | "submissionmail"
-            | "oauthapplication"
-    );
-    known.then_some(t)
+    let key = NormKey::new(last);
+    let t = key.as_str();
+    let t = t.strip_suffix("evidence").unwrap_or(t);
+    ENTITY_TYPES.iter().copied().find(|known| *known == t)
 }
 
 /// Adds the entities of an object that declares its entity type. Returns `false` (and adds
 /// nothing) when the object declares no known type.
 pub fn add_typed_entity(obj: &Object, set: &mut EntitySet) -> bool {
-    let Some(kind) = declared_entity_type(obj) else { return false };
+    let Some(kind) = declared_type(obj) else { return false };
     // Sentinel incident entities keep their fields under `properties`.
     let p = obj_at(obj, "properties").unwrap_or(obj);
-    match kind.as_str() {
+    match kind {
         "account" | "user" => add_account(p, set),
         "host" | "device" => {
             let host = text_ci(p, &["hostName", "deviceDnsName", "dnsName", "netBiosName", "deviceName"]);
@@ -713,7 +771,7 @@ fn is_skipped_key(k: &str) -> bool {
             | "falsepositives"
     ) || k.ends_with("version")
         || k.ends_with("revision")
-        || is_link_key(k)
+        || is_link_norm_key(k)
 }
 
 fn hint_for(k: &str, parent: &str) -> Option<Hint> {
@@ -724,9 +782,9 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if k.contains("sha256")
-        || k.contains("sha1")
-        || k.contains("md5")
+    if has(k, "sha256")
+        || has(k, "sha1")
+        || has(k, "md5")
         || k.ends_with("hash")
         || k == "hashvalue"
         || (parent == "hash" && !k.is_empty())
@@ -839,11 +897,11 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
 
 /// A role from the key (and its parent key), when the key says what part the value plays.
 fn role_for(k: &str, parent: &str, hint: Option<Hint>) -> Option<&'static str> {
-    let both = format!("{parent}.{k}");
-    if both.contains("grandparent") {
+    // Either key naming a (grand)parent; neither needle holds the `.` that would join the two.
+    if has(parent, "grandparent") || has(k, "grandparent") {
         return Some("grandparent_process");
     }
-    if both.contains("parent") {
+    if has(parent, "parent") || has(k, "parent") {
         return Some("parent_process");
     }
     if hint == Some(Hint::Process) {
@@ -895,11 +953,12 @@ fn walk_obj_inner(obj: &Object, parent: &str, depth: usize, budget: &mut usize, 
         if *budget == 0 || set.is_full() {
             return;
         }
-        let k = norm_key(key);
-        if is_skipped_key(&k) {
+        let k = NormKey::new(key);
+        let k = k.as_str();
+        if is_skipped_key(k) {
             continue;
         }
-        walk_inner(child, &k, parent, depth + 1, budget, set);
+        walk_inner(child, k, parent, depth + 1, budget, set);
     }
 }
 
@@ -1012,11 +1071,12 @@ fn find_key_by<T>(obj: &Object, keys: &[&str], max_depth: usize, shallow_first: 
                 return best.map(|b| b.2);
             }
             budget -= 1;
-            let nk = norm_key(k);
-            if is_skipped_key(&nk) && !wanted.contains(&nk) {
+            let nk = NormKey::new(k);
+            let nk = nk.as_str();
+            if is_skipped_key(nk) && !wanted.iter().any(|w| w == nk) {
                 continue;
             }
-            if let Some(prio) = wanted.iter().position(|w| *w == nk) {
+            if let Some(prio) = wanted.iter().position(|w| w == nk) {
                 let better = best.as_ref().is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
                 if better && let Some(found) = accept(v) {
                     best = Some((prio, depth, found));
