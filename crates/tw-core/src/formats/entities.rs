@@ -1056,48 +1056,164 @@ pub fn find_key_shallow<T>(obj: &Object, keys: &[&str], max_depth: usize, accept
 }
 
 fn find_key_by<T>(obj: &Object, keys: &[&str], max_depth: usize, shallow_first: bool, accept: impl Fn(&Value) -> Option<T>) -> Option<T> {
-    let wanted: Vec<String> = keys.iter().map(|k| norm_key(k)).collect();
-    // Collect (priority, depth) of the best match in one pass.
-    let mut best: Option<(usize, usize, T)> = None;
-    let mut queue: std::collections::VecDeque<(&Object, usize)> = std::collections::VecDeque::new();
-    queue.push_back((obj, 0));
-    let mut budget = MAX_NODES;
-    while let Some((o, depth)) = queue.pop_front() {
-        if shallow_first && best.as_ref().is_some_and(|(_, bd, _)| depth > *bd) {
+    let keys = KeyList::new(keys);
+    let mut found = None;
+    find_keys(obj, [Some(KeySearch { keys: &keys, max_depth, shallow_first })], |_, v| keep(&mut found, accept(v)));
+    found
+}
+
+/// Stores `value` in `slot` when there is one; says whether there was (for [`find_keys`]).
+pub(crate) fn keep<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
+    let took = value.is_some();
+    if took {
+        *slot = value;
+    }
+    took
+}
+
+/// The keys one search of [`find_keys`] looks for, normalised once (as by [`norm_key`]), in
+/// order of preference.
+pub(crate) struct KeyList {
+    keys: Vec<String>,
+    /// Bit `n` set when some key is `n` bytes long (bit 63: 63 or more), so that most keys
+    /// visited are rejected by one test.
+    lengths: u64,
+}
+
+impl KeyList {
+    pub(crate) fn new(keys: &[&str]) -> Self {
+        let mut list = KeyList { keys: Vec::with_capacity(keys.len()), lengths: 0 };
+        for k in keys {
+            let k = norm_key(k);
+            // A repeated key keeps the rank of its first occurrence.
+            if !list.keys.contains(&k) {
+                list.lengths |= Self::length_bit(&k);
+                list.keys.push(k);
+            }
+        }
+        list
+    }
+
+    fn length_bit(k: &str) -> u64 {
+        1 << k.len().min(63)
+    }
+
+    /// The rank of a normalised key, 0 for the preferred one.
+    fn rank(&self, k: &str) -> Option<usize> {
+        if self.lengths & Self::length_bit(k) == 0 {
+            return None;
+        }
+        self.keys.iter().position(|w| w == k)
+    }
+}
+
+/// One search of [`find_keys`]: which keys, how deep, and whether a shallower match wins over
+/// a preferred key (see [`find_key_shallow`]) or not (see [`find_key`]).
+pub(crate) struct KeySearch<'a> {
+    pub keys: &'a KeyList,
+    pub max_depth: usize,
+    pub shallow_first: bool,
+}
+
+/// Runs several key searches (`None`: not wanted) in one breadth-first pass over `obj`, each
+/// with exactly the result it would have alone: what [`find_key`] or [`find_key_shallow`]
+/// would find. A normalizer that looks for a title, a severity and a time this way visits
+/// and normalises each key once instead of once per search.
+///
+/// For search `i`, `accept(i, value)` is offered every value that would beat its best match so
+/// far; it keeps what it accepts and says whether it did.
+///
+/// Each object in the queue carries the set of searches that would have visited it alone
+/// (within their depth, not under one of their skipped keys), and each search counts its own
+/// node budget, so depth limits, skipped keys and budgets apply per search as before.
+pub(crate) fn find_keys<const N: usize>(obj: &Object, searches: [Option<KeySearch>; N], mut accept: impl FnMut(usize, &Value) -> bool) {
+    const { assert!(N <= 32, "a search set is a u32") };
+    let mut best: [Option<(usize, usize)>; N] = [None; N];
+    let mut budget = [MAX_NODES; N];
+    let mut active: u32 = 0;
+    for (i, s) in searches.iter().enumerate() {
+        if s.is_some() {
+            active |= 1 << i;
+        }
+    }
+    let mut queue: std::collections::VecDeque<(&Object, usize, u32)> = std::collections::VecDeque::new();
+    queue.push_back((obj, 0, active));
+    while let Some((o, depth, visible)) = queue.pop_front() {
+        if active == 0 {
             break;
         }
-        for (k, v) in o {
-            if budget == 0 {
-                return best.map(|b| b.2);
+        for i in bits(visible & active) {
+            let shallow_first = searches[i].as_ref().is_some_and(|s| s.shallow_first);
+            // Searched breadth-first: a shallower match exists, nothing deeper can win.
+            if shallow_first && best[i].is_some_and(|(_, bd)| depth > bd) {
+                active &= !(1 << i);
             }
-            budget -= 1;
+        }
+        for (k, v) in o {
+            let mut here = visible & active;
+            if here == 0 {
+                break;
+            }
+            for i in bits(here) {
+                if budget[i] == 0 {
+                    active &= !(1 << i);
+                    here &= !(1 << i);
+                } else {
+                    budget[i] -= 1;
+                }
+            }
             let nk = NormKey::new(k);
             let nk = nk.as_str();
-            if is_skipped_key(nk) && !wanted.iter().any(|w| w == nk) {
-                continue;
-            }
-            if let Some(prio) = wanted.iter().position(|w| w == nk) {
-                let better = best.as_ref().is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
-                if better && let Some(found) = accept(v) {
-                    best = Some((prio, depth, found));
+            let skipped = is_skipped_key(nk);
+            let mut below = 0;
+            for i in bits(here) {
+                let Some(s) = &searches[i] else { continue };
+                let rank = s.keys.rank(nk);
+                if skipped && rank.is_none() {
+                    continue;
                 }
-            }
-            if depth < max_depth {
-                match v {
-                    Value::Object(child) => queue.push_back((child, depth + 1)),
-                    Value::Array(items) => {
-                        for item in items.iter().take(64) {
-                            if let Value::Object(child) = item {
-                                queue.push_back((child, depth + 1));
-                            }
+                if let Some(rank) = rank {
+                    let better = best[i].is_none_or(|(br, bd)| if s.shallow_first { depth == bd && rank < br } else { rank < br });
+                    if better && accept(i, v) {
+                        best[i] = Some((rank, depth));
+                        // The preferred key: nothing later can beat it.
+                        if rank == 0 {
+                            active &= !(1 << i);
                         }
                     }
-                    _ => {}
                 }
+                if depth < s.max_depth {
+                    below |= 1 << i;
+                }
+            }
+            below &= active;
+            if below == 0 {
+                continue;
+            }
+            match v {
+                Value::Object(child) => queue.push_back((child, depth + 1, below)),
+                Value::Array(items) => {
+                    for item in items.iter().take(64) {
+                        if let Value::Object(child) = item {
+                            queue.push_back((child, depth + 1, below));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
-    best.map(|b| b.2)
+}
+
+/// The indexes of the bits set in `set`, lowest first.
+fn bits(mut set: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (set != 0).then(|| {
+            let i = set.trailing_zeros() as usize;
+            set &= set - 1;
+            i
+        })
+    })
 }
 
 #[cfg(test)]
@@ -1217,5 +1333,39 @@ mod tests {
         let o = json!({"object": {"name": "guid", "properties": {"title": "Real title"}}, "x": {"title": ""}});
         let got = find_key(o.as_object().unwrap(), &["title", "name"], 4, text);
         assert_eq!(got.as_deref(), Some("Real title"));
+    }
+
+    /// Searches run together find what each finds alone, though one of them wants a key the
+    /// others skip (`results_link`) and their depths differ.
+    #[test]
+    fn searches_run_together_find_what_each_finds_alone() {
+        let o = json!({
+            "results_link": {"severity": "under a link key", "title": "linked title"},
+            "x": {"y": {"severity": "low", "name": "deep name"}, "title": ["not text"], "level": 3},
+            "z": [{"title": "array title"}, {"severity": {"nested": 1}}],
+            "name": "top name"
+        });
+        let o = o.as_object().unwrap();
+        let lists = [
+            (KeyList::new(&["results_link", "severity"]), 3, false),
+            (KeyList::new(&["severity", "level"]), 3, false),
+            (KeyList::new(&["Title"]), 4, true),
+            (KeyList::new(&["name"]), 0, false),
+            (KeyList::new(&["severity"]), 1, false),
+        ];
+        let alone: Vec<Option<String>> = lists
+            .iter()
+            .map(|(keys, depth, shallow)| {
+                let names: Vec<&str> = keys.keys.iter().map(String::as_str).collect();
+                if *shallow { find_key_shallow(o, &names, *depth, text) } else { find_key(o, &names, *depth, text) }
+            })
+            .collect();
+        let want = [Some("under a link key"), Some("low"), Some("array title"), Some("top name"), None];
+        assert_eq!(alone, want.map(|s| s.map(String::from)));
+        let mut together = vec![None; lists.len()];
+        let searches: [Option<KeySearch>; 5] =
+            std::array::from_fn(|i| Some(KeySearch { keys: &lists[i].0, max_depth: lists[i].1, shallow_first: lists[i].2 }));
+        find_keys(o, searches, |i, v| keep(&mut together[i], text(v)));
+        assert_eq!(together, alone);
     }
 }
