@@ -82,7 +82,8 @@ pub fn path<'a>(obj: &'a Object, keys: &[&str]) -> Option<&'a Value> {
 pub fn get_ci<'a>(obj: &'a Object, names: &[&str]) -> Option<&'a Value> {
     names.iter().find_map(|n| {
         let want = NormKey::new(n);
-        obj.iter().find(|(k, v)| !v.is_null() && norm_eq(k, want.as_str())).map(|(_, v)| v)
+        let want = want.as_str();
+        obj.iter().find(|(k, v)| !v.is_null() && norm_eq(k, want)).map(|(_, v)| v)
     })
 }
 
@@ -90,7 +91,8 @@ pub fn get_ci<'a>(obj: &'a Object, names: &[&str]) -> Option<&'a Value> {
 pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| {
         let want = NormKey::new(n);
-        obj.iter().filter(|(k, _)| norm_eq(k, want.as_str())).find_map(|(_, v)| text(v))
+        let want = want.as_str();
+        obj.iter().filter(|(k, _)| norm_eq(k, want)).find_map(|(_, v)| text(v))
     })
 }
 
@@ -155,12 +157,41 @@ fn has(haystack: &str, needle: &str) -> bool {
     h.len() >= n.len() && h.windows(n.len()).any(|w| w == n)
 }
 
+/// `needle` (lowercase ASCII) occurs in `haystack` ignoring ASCII case: what
+/// `haystack.to_ascii_lowercase().contains(needle)` says, without the copy.
+fn has_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The first position from `from` where `needle` (lowercase ASCII) starts in `haystack`,
+/// ignoring ASCII case: `haystack.to_ascii_lowercase()[from..].find(needle)`, without the copy.
+fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes().get(from..)?, needle.as_bytes());
+    if h.len() < n.len() {
+        return None;
+    }
+    h.windows(n.len()).position(|w| w.eq_ignore_ascii_case(n)).map(|i| from + i)
+}
+
+/// `s` starts with `prefix` (lowercase ASCII) ignoring ASCII case.
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// `s` ends with `suffix` (lowercase ASCII) ignoring ASCII case.
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Values that mean "nothing" even though they are non-empty text (compared ignoring ASCII case).
+const PLACEHOLDERS: &[&str] = &["-", "--", "null", "none", "nil", "n/a", "na", "undefined", "unknown", "(null)", "{}", "[]"];
+
 /// Values that mean "nothing" even though they are non-empty text.
 pub fn is_placeholder(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "-" | "--" | "null" | "none" | "nil" | "n/a" | "na" | "undefined" | "unknown" | "(null)" | "{}" | "[]"
-    )
+    // Asked of every string the walker sees: no lowercased copy, and anything longer than
+    // `undefined` is rejected by its length.
+    s.len() <= 9 && PLACEHOLDERS.iter().any(|p| s.eq_ignore_ascii_case(p))
 }
 
 /// Trims and caps a text to `max` characters, cutting on a character boundary.
@@ -309,12 +340,19 @@ pub fn severity_from_value(v: &Value) -> Option<Severity> {
 
 /// An IPv4 or IPv6 address (brackets around IPv6 allowed), in its canonical form.
 pub fn as_ip(s: &str) -> Option<String> {
+    parse_ip(s).map(|ip| ip.to_string())
+}
+
+/// The address [`as_ip`] reads, before it is written out.
+fn parse_ip(s: &str) -> Option<IpAddr> {
     let t = s.trim();
     let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
-    if t.len() > 64 {
+    // The standard parser accepts only hex digits, `.` and `:` (no zone, no brackets, no
+    // sign): anything else is rejected here without running it.
+    if t.len() > 64 || !t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') {
         return None;
     }
-    t.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+    t.parse::<IpAddr>().ok()
 }
 
 /// A hex hash of MD5/SHA-1/SHA-256 length (32/40/64), lowercased; never all zeros.
@@ -331,58 +369,90 @@ pub fn as_hash(s: &str) -> Option<String> {
 
 /// An e-mail address (`local@domain.tld`), lowercased; `mailto:` stripped.
 pub fn as_email(s: &str) -> Option<String> {
+    email_str(s).map(str::to_ascii_lowercase)
+}
+
+/// The address [`as_email`] accepts (trimmed, `mailto:` stripped), before it is lowercased.
+fn email_str(s: &str) -> Option<&str> {
     let t = s.trim();
     let t = t.strip_prefix("mailto:").unwrap_or(t);
     let (local, domain) = t.split_once('@')?;
-    let ok_local =
-        !local.is_empty() && local.len() <= 64 && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
-    if ok_local && as_domain(domain).is_some() { Some(t.to_ascii_lowercase()) } else { None }
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| {
+            c.is_alphanumeric()
+                || matches!(c, '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-')
+        });
+    (ok_local && domain_str(domain).is_some()).then_some(t)
 }
 
 /// A host name: letters, digits, `-`, `_` and dots, not an IP, not all digits, <= 253 chars.
 pub fn as_hostname(s: &str) -> Option<String> {
+    hostname_str(s).map(str::to_string)
+}
+
+/// The host name [`as_hostname`] accepts (trimmed, trailing dots removed).
+fn hostname_str(s: &str) -> Option<&str> {
     let t = s.trim().trim_end_matches('.');
-    if t.is_empty() || t.len() > 253 || as_ip(t).is_some() || is_placeholder(t) {
+    if t.is_empty() || t.len() > 253 || is_placeholder(t) {
         return None;
     }
-    let ok = t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && t.chars().any(|c| c.is_ascii_alphabetic())
+    let ok = t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && t.bytes().any(|b| b.is_ascii_alphabetic())
         && !t.starts_with('-')
         && !t.contains("..");
-    ok.then(|| t.to_string())
+    (ok && parse_ip(t).is_none()).then_some(t)
 }
 
 /// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
 pub fn as_domain(s: &str) -> Option<String> {
-    let h = as_hostname(s)?;
+    domain_str(s).map(str::to_ascii_lowercase)
+}
+
+/// The domain [`as_domain`] accepts, before it is lowercased.
+fn domain_str(s: &str) -> Option<&str> {
+    let h = hostname_str(s)?;
     let tld = h.rsplit('.').next()?;
-    (h.contains('.') && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())).then(|| h.to_ascii_lowercase())
+    (h.contains('.') && tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic())).then_some(h)
 }
 
 /// An absolute `http(s)`/`ftp` URL with a host and no whitespace.
 pub fn as_url(s: &str) -> Option<String> {
+    url_str(s).map(str::to_string)
+}
+
+/// The URL [`as_url`] accepts (trimmed).
+fn url_str(s: &str) -> Option<&str> {
     let t = s.trim();
-    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
-    let rest = if lower.starts_with("https://") {
-        t.get(8..)?
-    } else if lower.starts_with("http://") || lower.starts_with("ftp://") {
-        t.get(lower.find("://")? + 3..)?
+    let scheme_len = if starts_with_ignore_case(t, "https://") {
+        8
+    } else if starts_with_ignore_case(t, "http://") {
+        7
+    } else if starts_with_ignore_case(t, "ftp://") {
+        6
     } else {
         return None;
     };
-    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host(t).is_none() {
+    // The scheme is ASCII, so `scheme_len` is a character boundary.
+    let rest = &t[scheme_len..];
+    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host_str(t).is_none() {
         return None;
     }
-    Some(t.to_string())
+    Some(t)
 }
 
 /// The host of a URL, lowercased, without port or credentials.
 pub fn url_host(url: &str) -> Option<String> {
+    url_host_str(url).map(str::to_ascii_lowercase)
+}
+
+/// The host [`url_host`] finds, before it is lowercased.
+fn url_host_str(url: &str) -> Option<&str> {
     let after = url.split_once("://")?.1;
     let authority = after.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit('@').next()?;
     let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    (!host.is_empty()).then_some(host)
 }
 
 /// Hosts that only ever serve vendor consoles or reference pages, never an IOC.
@@ -403,19 +473,22 @@ const CONSOLE_HOSTS: &[&str] = &[
 
 /// Whether a URL is a vendor console / results / reference link rather than an indicator.
 pub fn is_console_link(url: &str) -> bool {
-    let Some(host) = url_host(url) else { return false };
-    if CONSOLE_HOSTS.iter().any(|h| host == *h || host.ends_with(&format!(".{h}"))) {
+    // Hosts and paths are compared ignoring ASCII case, without lowercased copies.
+    let Some(host) = url_host_str(url) else { return false };
+    let is_host_or_subdomain = |h: &str| {
+        host.eq_ignore_ascii_case(h) || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
+    };
+    if CONSOLE_HOSTS.iter().any(|h| is_host_or_subdomain(h)) {
         return true;
     }
-    if host.ends_with(".crowdstrike.com") && host.starts_with("falcon") {
+    if ends_with_ignore_case(host, ".crowdstrike.com") && starts_with_ignore_case(host, "falcon") {
         return true;
     }
-    let lower = url.to_ascii_lowercase();
     // Splunk search results (`/app/<app>/@go?sid=`, `/app/<app>/search?sid=`) and Kibana pages.
-    lower.contains("/@go?sid=")
-        || (lower.contains("/app/") && lower.contains("sid=scheduler__"))
-        || lower.contains("/app/security/")
-        || lower.contains("/app/kibana")
+    has_ignore_case(url, "/@go?sid=")
+        || (has_ignore_case(url, "/app/") && has_ignore_case(url, "sid=scheduler__"))
+        || has_ignore_case(url, "/app/security/")
+        || has_ignore_case(url, "/app/kibana")
 }
 
 /// Keys whose values are console links, references or our own metadata, never indicators; the
@@ -493,6 +566,15 @@ impl EntitySet {
             }
         };
         let Some(value) = value else { return false };
+        self.insert(kind, value, role)
+    }
+
+    /// Adds a value already validated as `kind` (what [`add`](Self::add) would make of it);
+    /// returns whether it was new.
+    fn insert(&mut self, kind: EntityKind, value: String, role: Option<&str>) -> bool {
+        if self.is_full() {
+            return false;
+        }
         let key = match kind {
             EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => value.to_ascii_lowercase(),
             _ => value.clone(),
@@ -516,16 +598,15 @@ impl EntitySet {
     /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
     /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
     pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
-        let pairs: Vec<(String, &str)> =
-            s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim())).collect();
+        let pairs = || s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()));
         for algo in ["SHA256", "SHA1", "MD5"] {
-            for (k, v) in &pairs {
-                if k == algo {
+            for (k, v) in pairs() {
+                if k.eq_ignore_ascii_case(algo) {
                     self.add(EntityKind::FileHash, v, role);
                 }
             }
         }
-        if pairs.is_empty() {
+        if pairs().next().is_none() {
             self.add(EntityKind::FileHash, s, role);
         }
     }
@@ -536,10 +617,8 @@ impl EntitySet {
         if s.len() > MAX_STR_LEN * 4 {
             return;
         }
-        let lower = s.to_ascii_lowercase();
         let mut from = 0;
-        while let Some(rel) = lower.get(from..).and_then(|x| x.find("http")) {
-            let start = from + rel;
+        while let Some(start) = find_ignore_case(s, from, "http") {
             let tail = s.get(start..).unwrap_or("");
             let end = tail.find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c)).unwrap_or(tail.len());
             let candidate = tail.get(..end).unwrap_or("");
@@ -559,7 +638,7 @@ impl EntitySet {
         let dir = dir.map(str::trim).filter(|d| !d.is_empty());
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         let full = match (dir, name) {
-            (Some(d), Some(n)) if d.to_ascii_lowercase().ends_with(&n.to_ascii_lowercase()) => d.to_string(),
+            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => d.to_string(),
             (Some(d), Some(n)) => {
                 let sep = if d.contains('\\') { '\\' } else { '/' };
                 format!("{}{}{}", d.trim_end_matches(['\\', '/']), sep, n)
@@ -990,26 +1069,30 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
         return;
     }
     let hint = hint_for(key, parent);
-    let role = role_for(key, parent, hint);
-    // Shapes first: they are unambiguous whatever the key.
-    if as_ip(t).is_some() {
-        set.add(EntityKind::Ip, t, role);
+    // Computed only for a value that is kept, most strings are not.
+    let role = || role_for(key, parent, hint);
+    // Shapes first: they are unambiguous whatever the key. Each shape is validated once and
+    // inserted as validated, not validated again by `add`.
+    if let Some(ip) = parse_ip(t) {
+        set.insert(EntityKind::Ip, ip.to_string(), role());
         return;
     }
-    if as_email(t).is_some() {
+    if let Some(address) = email_str(t) {
         let role = match key {
             "srcuser" => Some("sender"),
             "destuser" => Some("recipient"),
-            _ => role.filter(|r| matches!(*r, "sender" | "recipient" | "src" | "dest")),
+            _ => role().filter(|r| matches!(*r, "sender" | "recipient" | "src" | "dest")),
         };
-        set.add(EntityKind::Email, t, role);
+        set.insert(EntityKind::Email, address.to_ascii_lowercase(), role);
         return;
     }
-    if as_url(t).is_some() {
+    if let Some(url) = url_str(t) {
         if !is_link_key(key) && !matches!(hint, Some(Hint::Process)) {
-            set.add(EntityKind::Url, t, None);
+            if !is_console_link(url) {
+                set.insert(EntityKind::Url, url.to_string(), None);
+            }
         } else if hint == Some(Hint::Process) {
-            set.add(EntityKind::Process, t, role);
+            set.add(EntityKind::Process, t, role());
         }
         return;
     }
@@ -1019,19 +1102,19 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
         }
         Some(Hint::SysmonHashes) => set.add_sysmon_hashes(t, None),
         Some(Hint::Host) => {
-            set.add(EntityKind::Hostname, t, role);
+            set.add(EntityKind::Hostname, t, role());
         }
         Some(Hint::User) => {
-            set.add(EntityKind::User, t, role.filter(|r| matches!(*r, "src" | "dest")));
+            set.add(EntityKind::User, t, role().filter(|r| matches!(*r, "src" | "dest")));
         }
         Some(Hint::Domain) => {
             set.add(EntityKind::Domain, t, None);
         }
         Some(Hint::File) => {
-            set.add(EntityKind::File, t, role.filter(|r| r.ends_with("process")));
+            set.add(EntityKind::File, t, role().filter(|r| r.ends_with("process")));
         }
         Some(Hint::Process) => {
-            set.add(EntityKind::Process, t, role);
+            set.add(EntityKind::Process, t, role());
             set.add_urls_in_text(t, None);
         }
         Some(Hint::Email | Hint::Ip | Hint::Url) | None => {}
