@@ -9,7 +9,7 @@ mod client;
 mod commands;
 mod output;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use output::Output;
 use std::path::PathBuf;
 
@@ -69,6 +69,9 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Measure the intake: a real server under signed load, checked for lost incidents, next to
+    /// a minimal HMAC + JSON responder on the same machine (the floor).
+    Bench(commands::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,22 +92,17 @@ struct ApiKeyCreate {
     store: commands::serve::StoreArgs,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    let matches = Cli::command().get_matches();
+    // `bench` targets a running server only when --url is typed, not when TW_URL or the default
+    // supplies it.
+    let url_given = matches.value_source("url") == Some(clap::parser::ValueSource::CommandLine);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let ctx = commands::Ctx { url: cli.url.clone(), api_key: cli.api_key.clone(), output: cli.output };
     let result = match cli.command {
-        Command::Serve(args) => commands::serve::run(args).await,
-        Command::ApiKey(ApiKeyCommand::Create(a)) => commands::api_key_create(&ctx, &a.name, &a.scope, &a.store).await,
-        Command::Webhook(cmd) => commands::webhook::run(&ctx, cmd).await,
-        Command::Incident(cmd) => commands::incident::run(&ctx, cmd).await,
-        Command::Triage(cmd) => commands::triage::run_triage(&ctx, cmd).await,
-        Command::Playbook(cmd) => commands::triage::run_playbook(&ctx, cmd).await,
-        Command::Intel(cmd) => commands::triage::run_intel(&ctx, cmd).await,
-        Command::Logs(args) => commands::logs::run(&ctx, args).await,
-        Command::Db(cmd) => commands::db::run(&ctx, cmd).await,
-        Command::Queue { queue_id } => commands::queue_get(&ctx, &queue_id).await,
-        Command::DeadLetters { source } => commands::dead_letters(&ctx, source.as_deref()).await,
+        // Builds its own runtime: `--pin` must pin the process before any runtime thread exists.
+        Command::Bench(args) => commands::bench::run(&ctx, url_given, args),
+        command => runtime().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(dispatch(&ctx, command))),
     };
     match result {
         Ok(code) => code,
@@ -112,6 +110,29 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime every command runs on, `serve` included: tokio's multi-threaded one with a worker
+/// per core (what `#[tokio::main]` builds).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Serve(args) => commands::serve::run(args).await,
+        Command::ApiKey(ApiKeyCommand::Create(a)) => commands::api_key_create(ctx, &a.name, &a.scope, &a.store).await,
+        Command::Webhook(cmd) => commands::webhook::run(ctx, cmd).await,
+        Command::Incident(cmd) => commands::incident::run(ctx, cmd).await,
+        Command::Triage(cmd) => commands::triage::run_triage(ctx, cmd).await,
+        Command::Playbook(cmd) => commands::triage::run_playbook(ctx, cmd).await,
+        Command::Intel(cmd) => commands::triage::run_intel(ctx, cmd).await,
+        Command::Logs(args) => commands::logs::run(ctx, args).await,
+        Command::Db(cmd) => commands::db::run(ctx, cmd).await,
+        Command::Queue { queue_id } => commands::queue_get(ctx, &queue_id).await,
+        Command::DeadLetters { source } => commands::dead_letters(ctx, source.as_deref()).await,
+        Command::Bench(_) => unreachable!("bench runs outside the shared runtime"),
     }
 }
 

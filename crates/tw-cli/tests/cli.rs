@@ -783,3 +783,72 @@ fn help_lists_commands_and_flags() {
     assert!(!o.status.success());
     assert_no_panic(&o);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. the benchmark (behaviour only: nothing here depends on how fast the machine is)
+// ---------------------------------------------------------------------------------------------
+
+/// `tw-cli bench ARGS -o json`: exits 0; its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    ok_json(tw().arg("bench").args(args).args(["-o", "json"]).output().expect("run tw-cli bench"))
+}
+
+/// A load run in the report: every one of `requests` answered `status`, percentiles in order.
+fn assert_bench_run(run: &serde_json::Value, requests: u64, status: &str) {
+    assert_eq!(run["requests"], requests, "{run}");
+    assert_eq!(run["ok_2xx"], requests, "{run}");
+    assert_eq!(run["failed"], 0, "{run}");
+    assert_eq!(run["statuses"][status], requests, "{run}");
+    assert_eq!(run["transport_errors"], serde_json::json!({}), "{run}");
+    let ms = |q: &str| run["latency_ms"][q].as_f64().unwrap_or_else(|| panic!("no latency {q}: {run}"));
+    assert!(ms("p50") > 0.0, "{run}");
+    assert!(ms("p50") <= ms("p90") && ms("p90") <= ms("p99") && ms("p99") <= ms("p99_9") && ms("p99_9") <= ms("max"), "{run}");
+    assert!(run["throughput_rps"].as_f64().unwrap_or(0.0) > 0.0, "{run}");
+}
+
+#[test]
+fn bench_loads_the_real_server_and_the_floor_and_counts_every_incident() {
+    let r = bench_json(&["--requests", "300", "--concurrency", "8"]);
+    assert_bench_run(&r["product"], 300, "201");
+    assert_eq!(r["incidents"], serde_json::json!({"ok": true, "acknowledged": 300, "stored": 300}));
+    assert_bench_run(&r["floor"], 300, "201");
+    assert!(r["ratio"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    for run in ["product", "floor"] {
+        assert!(r[run]["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "{run} has no peak RSS: {r}");
+    }
+    assert_eq!(r["settings"]["engine"], "sqlite");
+    assert_eq!((r["ok"].clone(), r["failures"].clone()), (serde_json::json!(true), serde_json::json!([])));
+}
+
+#[test]
+fn bench_async_mixed_formats_and_large_bodies_wait_for_the_queue() {
+    let r = bench_json(&["--format", "mixed", "--payload-bytes", "4096", "--mode", "async", "--no-floor", "--requests", "200"]);
+    assert_bench_run(&r["product"], 200, "202");
+    // Each 202 is only queued: the check counts after the queue has drained.
+    assert_eq!(r["incidents"], serde_json::json!({"ok": true, "acknowledged": 200, "stored": 200}));
+    assert!(r["floor"].is_null() && r["ratio"].is_null(), "{r}");
+    let min = r["settings"]["body_bytes"]["min"].as_u64().unwrap_or(0);
+    assert!((4000..=4200).contains(&min), "{r}");
+}
+
+#[test]
+fn bench_loads_a_running_server_through_url_source_and_secret() {
+    let e = env_with(&[], &[]);
+    ok(e.cli(&["webhook", "add", "edr", "--secret", "edr-secret-0123456789"]));
+    let o = tw()
+        .args(["bench", "--no-floor", "--requests", "50", "--concurrency", "4", "--format", "crowdstrike", "-o", "json"])
+        .args(["--url", e.url(), "--source", "edr", "--secret", "edr-secret-0123456789", "--api-key", &e.admin])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+    assert_bench_run(&r["product"], 50, "201");
+    assert_eq!(r["incidents"], serde_json::json!({"ok": true, "acknowledged": 50, "stored": 50}));
+    assert!(r["product"]["peak_rss_bytes"].is_null(), "not our child: {r}");
+    assert_eq!(incident_total(e.url(), &e.admin, &["--source", "edr"]), 50);
+
+    // A wrong secret is refused before any load, in the server's words.
+    let o = tw().args(["bench", "--url", e.url(), "--source", "edr", "--secret", "wrong"]).output().unwrap();
+    fails_with(o, &["invalid_signature"]);
+    // --url alone cannot say which source to load.
+    fails_with(tw().args(["bench", "--url", e.url()]).output().unwrap(), &["--source", "--secret"]);
+}

@@ -1,6 +1,8 @@
 //! The commands. Each talks to the API through [`crate::client::Client`], except `serve` and
-//! `api-key create` and `db`, which work on the store directly.
+//! `api-key create` and `db`, which work on the store directly, and `bench`, which starts servers
+//! of its own and loads them.
 
+pub mod bench;
 pub mod db;
 pub mod incident;
 pub mod logs;
@@ -43,12 +45,8 @@ pub fn seg(s: &str) -> String {
 
 /// `tw-cli api-key create`.
 pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::StoreArgs) -> Result<ExitCode> {
-    let name = name.trim();
-    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "--name must be 1 to 100 characters");
-    let scope: tw_store::Scope = scope.parse().map_err(anyhow::Error::msg)?;
-    let store = tw_server::open_store(&store.server_config()).await?;
-    let key = tw_store::api_key::generate()?;
-    let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
+    let (key, record) = new_api_key(name, scope, store).await?;
+    let scope = record.scope;
     match ctx.output {
         Output::Json => output::json(
             &json!({"key": key.plaintext, "id": record.id, "name": record.name, "scope": record.scope, "created_at": record.created_at}),
@@ -59,6 +57,23 @@ pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::S
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates an API key in the store that `store` names, opening it directly (no server needed);
+/// the key's plaintext is in the returned [`tw_store::api_key::NewApiKey`], the only place it
+/// exists.
+pub async fn new_api_key(
+    name: &str,
+    scope: &str,
+    store: &serve::StoreArgs,
+) -> Result<(tw_store::api_key::NewApiKey, tw_store::ApiKeyRecord)> {
+    let name = name.trim();
+    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "--name must be 1 to 100 characters");
+    let scope: tw_store::Scope = scope.parse().map_err(anyhow::Error::msg)?;
+    let store = tw_server::open_store(&store.server_config()).await?;
+    let key = tw_store::api_key::generate()?;
+    let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
+    Ok((key, record))
 }
 
 /// `tw-cli queue <queue_id>`.

@@ -341,6 +341,17 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
         }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     };
+    let v = signed_test(&client, source, &secret).await?;
+    match ctx.output {
+        Output::Json => output::json(&v),
+        Output::Table => println!("ok: the server verified a test event signed with this secret for '{source}' (nothing stored)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Posts a test event signed with `secret` to `source`'s public intake, as its sender would: the
+/// server verifies it and stores nothing. Its answer, or why it was refused.
+pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &str) -> Result<Value> {
     let now = chrono::Utc::now();
     let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
     let body = serde_json::to_vec(&tw_server::routes::sources::test_event(&name, now))?;
@@ -348,13 +359,7 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
     let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, &body));
     let headers = vec![("x-webhook-timestamp".to_string(), ts), ("x-webhook-signature".to_string(), signature)];
     match client.post_raw(&format!("/api/webhooks/{}", seg(source)), body, headers).await {
-        Ok((_, v)) => {
-            match ctx.output {
-                Output::Json => output::json(&v),
-                Output::Table => println!("ok: the server verified a test event signed with this secret for '{source}' (nothing stored)"),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok((_, v)) => Ok(v),
         Err(e) => Err(e.context(format!("test delivery to '{source}' was refused"))),
     }
 }

@@ -81,16 +81,18 @@ pub fn path<'a>(obj: &'a Object, keys: &[&str]) -> Option<&'a Value> {
 /// The value of the first key that matches one of `names` case-insensitively (ignoring `_`).
 pub fn get_ci<'a>(obj: &'a Object, names: &[&str]) -> Option<&'a Value> {
     names.iter().find_map(|n| {
-        let want = norm_key(n);
-        obj.iter().find(|(k, v)| !v.is_null() && norm_key(k) == want).map(|(_, v)| v)
+        let want = NormKey::new(n);
+        let want = want.as_str();
+        obj.iter().find(|(k, v)| !v.is_null() && norm_eq(k, want)).map(|(_, v)| v)
     })
 }
 
 /// `text` of [`get_ci`], skipping keys whose value is not usable text.
 pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| {
-        let want = norm_key(n);
-        obj.iter().filter(|(k, _)| norm_key(k) == want).find_map(|(_, v)| text(v))
+        let want = NormKey::new(n);
+        let want = want.as_str();
+        obj.iter().filter(|(k, _)| norm_eq(k, want)).find_map(|(_, v)| text(v))
     })
 }
 
@@ -107,12 +109,89 @@ pub fn norm_key(k: &str) -> String {
     k.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
+/// A key normalised as by [`norm_key`], kept on the stack when it is at most
+/// [`NormKey::INLINE`] bytes (every real key): the walker and the key searches normalise every
+/// key they visit, and an allocation per key was a third of their time.
+pub(crate) struct NormKey {
+    buf: [u8; NormKey::INLINE],
+    len: usize,
+    long: Option<String>,
+}
+
+impl NormKey {
+    const INLINE: usize = 64;
+
+    pub(crate) fn new(key: &str) -> Self {
+        let mut buf = [0; Self::INLINE];
+        let mut len = 0;
+        for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
+            if len == Self::INLINE {
+                return NormKey { buf, len: 0, long: Some(norm_key(key)) };
+            }
+            buf[len] = b.to_ascii_lowercase();
+            len += 1;
+        }
+        NormKey { buf, len, long: None }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.long {
+            Some(long) => long,
+            // Only ASCII letters and digits are ever copied in, so this is always valid UTF-8.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether `key` normalises (as by [`norm_key`]) to `want`, which is already normalised; no
+/// allocation. Non-ASCII characters never survive normalisation, so comparing bytes is exact.
+fn norm_eq(key: &str, want: &str) -> bool {
+    let mut want = want.bytes();
+    key.bytes().filter(u8::is_ascii_alphanumeric).all(|b| want.next() == Some(b.to_ascii_lowercase())) && want.next().is_none()
+}
+
+/// `needle` occurs in `haystack`. For the short keys compared here a plain scan beats
+/// `str::contains`, which sets up a substring searcher on every call.
+fn has(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w == n)
+}
+
+/// `needle` (lowercase ASCII) occurs in `haystack` ignoring ASCII case: what
+/// `haystack.to_ascii_lowercase().contains(needle)` says, without the copy.
+fn has_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// The first position from `from` where `needle` (lowercase ASCII) starts in `haystack`,
+/// ignoring ASCII case: `haystack.to_ascii_lowercase()[from..].find(needle)`, without the copy.
+fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes().get(from..)?, needle.as_bytes());
+    if h.len() < n.len() {
+        return None;
+    }
+    h.windows(n.len()).position(|w| w.eq_ignore_ascii_case(n)).map(|i| from + i)
+}
+
+/// `s` starts with `prefix` (lowercase ASCII) ignoring ASCII case.
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// `s` ends with `suffix` (lowercase ASCII) ignoring ASCII case.
+fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// Values that mean "nothing" even though they are non-empty text (compared ignoring ASCII case).
+const PLACEHOLDERS: &[&str] = &["-", "--", "null", "none", "nil", "n/a", "na", "undefined", "unknown", "(null)", "{}", "[]"];
+
 /// Values that mean "nothing" even though they are non-empty text.
 pub fn is_placeholder(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "-" | "--" | "null" | "none" | "nil" | "n/a" | "na" | "undefined" | "unknown" | "(null)" | "{}" | "[]"
-    )
+    // Asked of every string the walker sees: no lowercased copy, and anything longer than
+    // `undefined` is rejected by its length.
+    s.len() <= 9 && PLACEHOLDERS.iter().any(|p| s.eq_ignore_ascii_case(p))
 }
 
 /// Trims and caps a text to `max` characters, cutting on a character boundary.
@@ -261,12 +340,19 @@ pub fn severity_from_value(v: &Value) -> Option<Severity> {
 
 /// An IPv4 or IPv6 address (brackets around IPv6 allowed), in its canonical form.
 pub fn as_ip(s: &str) -> Option<String> {
+    parse_ip(s).map(|ip| ip.to_string())
+}
+
+/// The address [`as_ip`] reads, before it is written out.
+fn parse_ip(s: &str) -> Option<IpAddr> {
     let t = s.trim();
     let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
-    if t.len() > 64 {
+    // The standard parser accepts only hex digits, `.` and `:` (no zone, no brackets, no
+    // sign): anything else is rejected here without running it.
+    if t.len() > 64 || !t.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') {
         return None;
     }
-    t.parse::<IpAddr>().ok().map(|ip| ip.to_string())
+    t.parse::<IpAddr>().ok()
 }
 
 /// A hex hash of MD5/SHA-1/SHA-256 length (32/40/64), lowercased; never all zeros.
@@ -283,58 +369,90 @@ pub fn as_hash(s: &str) -> Option<String> {
 
 /// An e-mail address (`local@domain.tld`), lowercased; `mailto:` stripped.
 pub fn as_email(s: &str) -> Option<String> {
+    email_str(s).map(str::to_ascii_lowercase)
+}
+
+/// The address [`as_email`] accepts (trimmed, `mailto:` stripped), before it is lowercased.
+fn email_str(s: &str) -> Option<&str> {
     let t = s.trim();
     let t = t.strip_prefix("mailto:").unwrap_or(t);
     let (local, domain) = t.split_once('@')?;
-    let ok_local =
-        !local.is_empty() && local.len() <= 64 && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
-    if ok_local && as_domain(domain).is_some() { Some(t.to_ascii_lowercase()) } else { None }
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && local.chars().all(|c| {
+            c.is_alphanumeric()
+                || matches!(c, '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-')
+        });
+    (ok_local && domain_str(domain).is_some()).then_some(t)
 }
 
 /// A host name: letters, digits, `-`, `_` and dots, not an IP, not all digits, <= 253 chars.
 pub fn as_hostname(s: &str) -> Option<String> {
+    hostname_str(s).map(str::to_string)
+}
+
+/// The host name [`as_hostname`] accepts (trimmed, trailing dots removed).
+fn hostname_str(s: &str) -> Option<&str> {
     let t = s.trim().trim_end_matches('.');
-    if t.is_empty() || t.len() > 253 || as_ip(t).is_some() || is_placeholder(t) {
+    if t.is_empty() || t.len() > 253 || is_placeholder(t) {
         return None;
     }
-    let ok = t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && t.chars().any(|c| c.is_ascii_alphabetic())
+    let ok = t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && t.bytes().any(|b| b.is_ascii_alphabetic())
         && !t.starts_with('-')
         && !t.contains("..");
-    ok.then(|| t.to_string())
+    (ok && parse_ip(t).is_none()).then_some(t)
 }
 
 /// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
 pub fn as_domain(s: &str) -> Option<String> {
-    let h = as_hostname(s)?;
+    domain_str(s).map(str::to_ascii_lowercase)
+}
+
+/// The domain [`as_domain`] accepts, before it is lowercased.
+fn domain_str(s: &str) -> Option<&str> {
+    let h = hostname_str(s)?;
     let tld = h.rsplit('.').next()?;
-    (h.contains('.') && tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic())).then(|| h.to_ascii_lowercase())
+    (h.contains('.') && tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic())).then_some(h)
 }
 
 /// An absolute `http(s)`/`ftp` URL with a host and no whitespace.
 pub fn as_url(s: &str) -> Option<String> {
+    url_str(s).map(str::to_string)
+}
+
+/// The URL [`as_url`] accepts (trimmed).
+fn url_str(s: &str) -> Option<&str> {
     let t = s.trim();
-    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
-    let rest = if lower.starts_with("https://") {
-        t.get(8..)?
-    } else if lower.starts_with("http://") || lower.starts_with("ftp://") {
-        t.get(lower.find("://")? + 3..)?
+    let scheme_len = if starts_with_ignore_case(t, "https://") {
+        8
+    } else if starts_with_ignore_case(t, "http://") {
+        7
+    } else if starts_with_ignore_case(t, "ftp://") {
+        6
     } else {
         return None;
     };
-    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host(t).is_none() {
+    // The scheme is ASCII, so `scheme_len` is a character boundary.
+    let rest = &t[scheme_len..];
+    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host_str(t).is_none() {
         return None;
     }
-    Some(t.to_string())
+    Some(t)
 }
 
 /// The host of a URL, lowercased, without port or credentials.
 pub fn url_host(url: &str) -> Option<String> {
+    url_host_str(url).map(str::to_ascii_lowercase)
+}
+
+/// The host [`url_host`] finds, before it is lowercased.
+fn url_host_str(url: &str) -> Option<&str> {
     let after = url.split_once("://")?.1;
     let authority = after.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit('@').next()?;
     let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+    (!host.is_empty()).then_some(host)
 }
 
 /// Hosts that only ever serve vendor consoles or reference pages, never an IOC.
@@ -355,33 +473,40 @@ const CONSOLE_HOSTS: &[&str] = &[
 
 /// Whether a URL is a vendor console / results / reference link rather than an indicator.
 pub fn is_console_link(url: &str) -> bool {
-    let Some(host) = url_host(url) else { return false };
-    if CONSOLE_HOSTS.iter().any(|h| host == *h || host.ends_with(&format!(".{h}"))) {
+    // Hosts and paths are compared ignoring ASCII case, without lowercased copies.
+    let Some(host) = url_host_str(url) else { return false };
+    let is_host_or_subdomain = |h: &str| {
+        host.eq_ignore_ascii_case(h) || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
+    };
+    if CONSOLE_HOSTS.iter().any(|h| is_host_or_subdomain(h)) {
         return true;
     }
-    if host.ends_with(".crowdstrike.com") && host.starts_with("falcon") {
+    if ends_with_ignore_case(host, ".crowdstrike.com") && starts_with_ignore_case(host, "falcon") {
         return true;
     }
-    let lower = url.to_ascii_lowercase();
     // Splunk search results (`/app/<app>/@go?sid=`, `/app/<app>/search?sid=`) and Kibana pages.
-    lower.contains("/@go?sid=")
-        || (lower.contains("/app/") && lower.contains("sid=scheduler__"))
-        || lower.contains("/app/security/")
-        || lower.contains("/app/kibana")
+    has_ignore_case(url, "/@go?sid=")
+        || (has_ignore_case(url, "/app/") && has_ignore_case(url, "sid=scheduler__"))
+        || has_ignore_case(url, "/app/security/")
+        || has_ignore_case(url, "/app/kibana")
 }
 
 /// Keys whose values are console links, references or our own metadata, never indicators; the
 /// walker neither extracts from nor descends into them.
 pub fn is_link_key(key: &str) -> bool {
-    let k = norm_key(key);
+    is_link_norm_key(NormKey::new(key).as_str())
+}
+
+/// [`is_link_key`] of a key already normalised.
+fn is_link_norm_key(k: &str) -> bool {
     k.ends_with("weburl")
         || k.ends_with("hostlink")
         || k.ends_with("link")
         || k.ends_with("links")
         || k.ends_with("href")
-        || k.contains("reference")
+        || has(k, "reference")
         || matches!(
-            k.as_str(),
+            k,
             "resultslink" | "ruleurl" | "incidenturl" | "alerturl" | "consoleurl" | "portalurl" | "deeplink" | "latestreport" | "etag"
         )
 }
@@ -441,6 +566,15 @@ impl EntitySet {
             }
         };
         let Some(value) = value else { return false };
+        self.insert(kind, value, role)
+    }
+
+    /// Adds a value already validated as `kind` (what [`add`](Self::add) would make of it);
+    /// returns whether it was new.
+    fn insert(&mut self, kind: EntityKind, value: String, role: Option<&str>) -> bool {
+        if self.is_full() {
+            return false;
+        }
         let key = match kind {
             EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => value.to_ascii_lowercase(),
             _ => value.clone(),
@@ -464,16 +598,15 @@ impl EntitySet {
     /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
     /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
     pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
-        let pairs: Vec<(String, &str)> =
-            s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim())).collect();
+        let pairs = || s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()));
         for algo in ["SHA256", "SHA1", "MD5"] {
-            for (k, v) in &pairs {
-                if k == algo {
+            for (k, v) in pairs() {
+                if k.eq_ignore_ascii_case(algo) {
                     self.add(EntityKind::FileHash, v, role);
                 }
             }
         }
-        if pairs.is_empty() {
+        if pairs().next().is_none() {
             self.add(EntityKind::FileHash, s, role);
         }
     }
@@ -484,10 +617,8 @@ impl EntitySet {
         if s.len() > MAX_STR_LEN * 4 {
             return;
         }
-        let lower = s.to_ascii_lowercase();
         let mut from = 0;
-        while let Some(rel) = lower.get(from..).and_then(|x| x.find("http")) {
-            let start = from + rel;
+        while let Some(start) = find_ignore_case(s, from, "http") {
             let tail = s.get(start..).unwrap_or("");
             let end = tail.find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c)).unwrap_or(tail.len());
             let candidate = tail.get(..end).unwrap_or("");
@@ -507,7 +638,7 @@ impl EntitySet {
         let dir = dir.map(str::trim).filter(|d| !d.is_empty());
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         let full = match (dir, name) {
-            (Some(d), Some(n)) if d.to_ascii_lowercase().ends_with(&n.to_ascii_lowercase()) => d.to_string(),
+            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => d.to_string(),
             (Some(d), Some(n)) => {
                 let sep = if d.contains('\\') { '\\' } else { '/' };
                 format!("{}{}{}", d.trim_end_matches(['\\', '/']), sep, n)
@@ -524,54 +655,60 @@ impl EntitySet {
 // Typed entity objects (Sentinel, Microsoft Graph evidence, M365 Defender incident entities)
 // ---------------------------------------------------------------------------------------------
 
+/// Entity types an object may declare, normalised (`#microsoft.graph.security.urlEvidence`
+/// -> `url`).
+const ENTITY_TYPES: &[&str] = &[
+    "account",
+    "user",
+    "host",
+    "device",
+    "ip",
+    "url",
+    "filehash",
+    "file",
+    "process",
+    "mailbox",
+    "mailmessage",
+    "analyzedmessage",
+    "mailcluster",
+    "dns",
+    "registrykey",
+    "registryvalue",
+    "cloudapplication",
+    "securitygroup",
+    "malware",
+    "azureresource",
+    "blobcontainer",
+    "blob",
+    "iotdevice",
+    "submissionmail",
+    "oauthapplication",
+];
+
 /// The entity type of an object that declares one (`Type`, `kind`, `entityType`,
 /// `@odata.type`), normalised (`#microsoft.graph.security.urlEvidence` -> `url`).
 pub fn declared_entity_type(obj: &Object) -> Option<String> {
+    declared_type(obj).map(str::to_string)
+}
+
+/// [`declared_entity_type`] without allocating: the walker asks it of every object.
+fn declared_type(obj: &Object) -> Option<&'static str> {
     let raw =
         ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str))?;
     let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
-    let mut t = norm_key(last);
-    if let Some(stripped) = t.strip_suffix("evidence") {
-        t = stripped.to_string();
-    }
-    let known = matches!(
-        t.as_str(),
-        "account"
-            | "user"
-            | "host"
-            | "device"
-            | "ip"
-            | "url"
-            | "filehash"
-            | "file"
-            | "process"
-            | "mailbox"
-            | "mailmessage"
-            | "analyzedmessage"
-            | "mailcluster"
-            | "dns"
-            | "registrykey"
-            | "registryvalue"
-            | "cloudapplication"
-            | "securitygroup"
-            | "malware"
-            | "azureresource"
-            | "blobcontainer"
-            | "blob"
-            | "iotdevice"
-            | "submissionmail"
-            | "oauthapplication"
-    );
-    known.then_some(t)
+    let key = NormKey::new(last);
+    let t = key.as_str();
+    let t = t.strip_suffix("evidence").unwrap_or(t);
+    ENTITY_TYPES.iter().copied().find(|known| *known == t)
 }
 
 /// Adds the entities of an object that declares its entity type. Returns `false` (and adds
 /// nothing) when the object declares no known type.
 pub fn add_typed_entity(obj: &Object, set: &mut EntitySet) -> bool {
-    let Some(kind) = declared_entity_type(obj) else { return false };
+    let Some(kind) = declared_type(obj) else { return false };
     // Sentinel incident entities keep their fields under `properties`.
     let p = obj_at(obj, "properties").unwrap_or(obj);
-    match kind.as_str() {
+    match kind {
         "account" | "user" => add_account(p, set),
         "host" | "device" => {
             let host = text_ci(p, &["hostName", "deviceDnsName", "dnsName", "netBiosName", "deviceName"]);
@@ -713,7 +850,7 @@ fn is_skipped_key(k: &str) -> bool {
             | "falsepositives"
     ) || k.ends_with("version")
         || k.ends_with("revision")
-        || is_link_key(k)
+        || is_link_norm_key(k)
 }
 
 fn hint_for(k: &str, parent: &str) -> Option<Hint> {
@@ -724,9 +861,9 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if k.contains("sha256")
-        || k.contains("sha1")
-        || k.contains("md5")
+    if has(k, "sha256")
+        || has(k, "sha1")
+        || has(k, "md5")
         || k.ends_with("hash")
         || k == "hashvalue"
         || (parent == "hash" && !k.is_empty())
@@ -839,11 +976,11 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
 
 /// A role from the key (and its parent key), when the key says what part the value plays.
 fn role_for(k: &str, parent: &str, hint: Option<Hint>) -> Option<&'static str> {
-    let both = format!("{parent}.{k}");
-    if both.contains("grandparent") {
+    // Either key naming a (grand)parent; neither needle holds the `.` that would join the two.
+    if has(parent, "grandparent") || has(k, "grandparent") {
         return Some("grandparent_process");
     }
-    if both.contains("parent") {
+    if has(parent, "parent") || has(k, "parent") {
         return Some("parent_process");
     }
     if hint == Some(Hint::Process) {
@@ -895,11 +1032,12 @@ fn walk_obj_inner(obj: &Object, parent: &str, depth: usize, budget: &mut usize, 
         if *budget == 0 || set.is_full() {
             return;
         }
-        let k = norm_key(key);
-        if is_skipped_key(&k) {
+        let k = NormKey::new(key);
+        let k = k.as_str();
+        if is_skipped_key(k) {
             continue;
         }
-        walk_inner(child, &k, parent, depth + 1, budget, set);
+        walk_inner(child, k, parent, depth + 1, budget, set);
     }
 }
 
@@ -931,26 +1069,30 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
         return;
     }
     let hint = hint_for(key, parent);
-    let role = role_for(key, parent, hint);
-    // Shapes first: they are unambiguous whatever the key.
-    if as_ip(t).is_some() {
-        set.add(EntityKind::Ip, t, role);
+    // Computed only for a value that is kept, most strings are not.
+    let role = || role_for(key, parent, hint);
+    // Shapes first: they are unambiguous whatever the key. Each shape is validated once and
+    // inserted as validated, not validated again by `add`.
+    if let Some(ip) = parse_ip(t) {
+        set.insert(EntityKind::Ip, ip.to_string(), role());
         return;
     }
-    if as_email(t).is_some() {
+    if let Some(address) = email_str(t) {
         let role = match key {
             "srcuser" => Some("sender"),
             "destuser" => Some("recipient"),
-            _ => role.filter(|r| matches!(*r, "sender" | "recipient" | "src" | "dest")),
+            _ => role().filter(|r| matches!(*r, "sender" | "recipient" | "src" | "dest")),
         };
-        set.add(EntityKind::Email, t, role);
+        set.insert(EntityKind::Email, address.to_ascii_lowercase(), role);
         return;
     }
-    if as_url(t).is_some() {
+    if let Some(url) = url_str(t) {
         if !is_link_key(key) && !matches!(hint, Some(Hint::Process)) {
-            set.add(EntityKind::Url, t, None);
+            if !is_console_link(url) {
+                set.insert(EntityKind::Url, url.to_string(), None);
+            }
         } else if hint == Some(Hint::Process) {
-            set.add(EntityKind::Process, t, role);
+            set.add(EntityKind::Process, t, role());
         }
         return;
     }
@@ -960,19 +1102,19 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
         }
         Some(Hint::SysmonHashes) => set.add_sysmon_hashes(t, None),
         Some(Hint::Host) => {
-            set.add(EntityKind::Hostname, t, role);
+            set.add(EntityKind::Hostname, t, role());
         }
         Some(Hint::User) => {
-            set.add(EntityKind::User, t, role.filter(|r| matches!(*r, "src" | "dest")));
+            set.add(EntityKind::User, t, role().filter(|r| matches!(*r, "src" | "dest")));
         }
         Some(Hint::Domain) => {
             set.add(EntityKind::Domain, t, None);
         }
         Some(Hint::File) => {
-            set.add(EntityKind::File, t, role.filter(|r| r.ends_with("process")));
+            set.add(EntityKind::File, t, role().filter(|r| r.ends_with("process")));
         }
         Some(Hint::Process) => {
-            set.add(EntityKind::Process, t, role);
+            set.add(EntityKind::Process, t, role());
             set.add_urls_in_text(t, None);
         }
         Some(Hint::Email | Hint::Ip | Hint::Url) | None => {}
@@ -997,47 +1139,164 @@ pub fn find_key_shallow<T>(obj: &Object, keys: &[&str], max_depth: usize, accept
 }
 
 fn find_key_by<T>(obj: &Object, keys: &[&str], max_depth: usize, shallow_first: bool, accept: impl Fn(&Value) -> Option<T>) -> Option<T> {
-    let wanted: Vec<String> = keys.iter().map(|k| norm_key(k)).collect();
-    // Collect (priority, depth) of the best match in one pass.
-    let mut best: Option<(usize, usize, T)> = None;
-    let mut queue: std::collections::VecDeque<(&Object, usize)> = std::collections::VecDeque::new();
-    queue.push_back((obj, 0));
-    let mut budget = MAX_NODES;
-    while let Some((o, depth)) = queue.pop_front() {
-        if shallow_first && best.as_ref().is_some_and(|(_, bd, _)| depth > *bd) {
+    let keys = KeyList::new(keys);
+    let mut found = None;
+    find_keys(obj, [Some(KeySearch { keys: &keys, max_depth, shallow_first })], |_, v| keep(&mut found, accept(v)));
+    found
+}
+
+/// Stores `value` in `slot` when there is one; says whether there was (for [`find_keys`]).
+pub(crate) fn keep<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
+    let took = value.is_some();
+    if took {
+        *slot = value;
+    }
+    took
+}
+
+/// The keys one search of [`find_keys`] looks for, normalised once (as by [`norm_key`]), in
+/// order of preference.
+pub(crate) struct KeyList {
+    keys: Vec<String>,
+    /// Bit `n` set when some key is `n` bytes long (bit 63: 63 or more), so that most keys
+    /// visited are rejected by one test.
+    lengths: u64,
+}
+
+impl KeyList {
+    pub(crate) fn new(keys: &[&str]) -> Self {
+        let mut list = KeyList { keys: Vec::with_capacity(keys.len()), lengths: 0 };
+        for k in keys {
+            let k = norm_key(k);
+            // A repeated key keeps the rank of its first occurrence.
+            if !list.keys.contains(&k) {
+                list.lengths |= Self::length_bit(&k);
+                list.keys.push(k);
+            }
+        }
+        list
+    }
+
+    fn length_bit(k: &str) -> u64 {
+        1 << k.len().min(63)
+    }
+
+    /// The rank of a normalised key, 0 for the preferred one.
+    fn rank(&self, k: &str) -> Option<usize> {
+        if self.lengths & Self::length_bit(k) == 0 {
+            return None;
+        }
+        self.keys.iter().position(|w| w == k)
+    }
+}
+
+/// One search of [`find_keys`]: which keys, how deep, and whether a shallower match wins over
+/// a preferred key (see [`find_key_shallow`]) or not (see [`find_key`]).
+pub(crate) struct KeySearch<'a> {
+    pub keys: &'a KeyList,
+    pub max_depth: usize,
+    pub shallow_first: bool,
+}
+
+/// Runs several key searches (`None`: not wanted) in one breadth-first pass over `obj`, each
+/// with exactly the result it would have alone: what [`find_key`] or [`find_key_shallow`]
+/// would find. A normalizer that looks for a title, a severity and a time this way visits
+/// and normalises each key once instead of once per search.
+///
+/// For search `i`, `accept(i, value)` is offered every value that would beat its best match so
+/// far; it keeps what it accepts and says whether it did.
+///
+/// Each object in the queue carries the set of searches that would have visited it alone
+/// (within their depth, not under one of their skipped keys), and each search counts its own
+/// node budget, so depth limits, skipped keys and budgets apply per search as before.
+pub(crate) fn find_keys<const N: usize>(obj: &Object, searches: [Option<KeySearch>; N], mut accept: impl FnMut(usize, &Value) -> bool) {
+    const { assert!(N <= 32, "a search set is a u32") };
+    let mut best: [Option<(usize, usize)>; N] = [None; N];
+    let mut budget = [MAX_NODES; N];
+    let mut active: u32 = 0;
+    for (i, s) in searches.iter().enumerate() {
+        if s.is_some() {
+            active |= 1 << i;
+        }
+    }
+    let mut queue: std::collections::VecDeque<(&Object, usize, u32)> = std::collections::VecDeque::new();
+    queue.push_back((obj, 0, active));
+    while let Some((o, depth, visible)) = queue.pop_front() {
+        if active == 0 {
             break;
         }
+        for i in bits(visible & active) {
+            let shallow_first = searches[i].as_ref().is_some_and(|s| s.shallow_first);
+            // Searched breadth-first: a shallower match exists, nothing deeper can win.
+            if shallow_first && best[i].is_some_and(|(_, bd)| depth > bd) {
+                active &= !(1 << i);
+            }
+        }
         for (k, v) in o {
-            if budget == 0 {
-                return best.map(|b| b.2);
+            let mut here = visible & active;
+            if here == 0 {
+                break;
             }
-            budget -= 1;
-            let nk = norm_key(k);
-            if is_skipped_key(&nk) && !wanted.contains(&nk) {
-                continue;
-            }
-            if let Some(prio) = wanted.iter().position(|w| *w == nk) {
-                let better = best.as_ref().is_none_or(|(bp, bd, _)| if shallow_first { depth == *bd && prio < *bp } else { prio < *bp });
-                if better && let Some(found) = accept(v) {
-                    best = Some((prio, depth, found));
+            for i in bits(here) {
+                if budget[i] == 0 {
+                    active &= !(1 << i);
+                    here &= !(1 << i);
+                } else {
+                    budget[i] -= 1;
                 }
             }
-            if depth < max_depth {
-                match v {
-                    Value::Object(child) => queue.push_back((child, depth + 1)),
-                    Value::Array(items) => {
-                        for item in items.iter().take(64) {
-                            if let Value::Object(child) = item {
-                                queue.push_back((child, depth + 1));
-                            }
+            let nk = NormKey::new(k);
+            let nk = nk.as_str();
+            let skipped = is_skipped_key(nk);
+            let mut below = 0;
+            for i in bits(here) {
+                let Some(s) = &searches[i] else { continue };
+                let rank = s.keys.rank(nk);
+                if skipped && rank.is_none() {
+                    continue;
+                }
+                if let Some(rank) = rank {
+                    let better = best[i].is_none_or(|(br, bd)| if s.shallow_first { depth == bd && rank < br } else { rank < br });
+                    if better && accept(i, v) {
+                        best[i] = Some((rank, depth));
+                        // The preferred key: nothing later can beat it.
+                        if rank == 0 {
+                            active &= !(1 << i);
                         }
                     }
-                    _ => {}
                 }
+                if depth < s.max_depth {
+                    below |= 1 << i;
+                }
+            }
+            below &= active;
+            if below == 0 {
+                continue;
+            }
+            match v {
+                Value::Object(child) => queue.push_back((child, depth + 1, below)),
+                Value::Array(items) => {
+                    for item in items.iter().take(64) {
+                        if let Value::Object(child) = item {
+                            queue.push_back((child, depth + 1, below));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
-    best.map(|b| b.2)
+}
+
+/// The indexes of the bits set in `set`, lowest first.
+fn bits(mut set: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (set != 0).then(|| {
+            let i = set.trailing_zeros() as usize;
+            set &= set - 1;
+            i
+        })
+    })
 }
 
 #[cfg(test)]
@@ -1157,5 +1416,39 @@ mod tests {
         let o = json!({"object": {"name": "guid", "properties": {"title": "Real title"}}, "x": {"title": ""}});
         let got = find_key(o.as_object().unwrap(), &["title", "name"], 4, text);
         assert_eq!(got.as_deref(), Some("Real title"));
+    }
+
+    /// Searches run together find what each finds alone, though one of them wants a key the
+    /// others skip (`results_link`) and their depths differ.
+    #[test]
+    fn searches_run_together_find_what_each_finds_alone() {
+        let o = json!({
+            "results_link": {"severity": "under a link key", "title": "linked title"},
+            "x": {"y": {"severity": "low", "name": "deep name"}, "title": ["not text"], "level": 3},
+            "z": [{"title": "array title"}, {"severity": {"nested": 1}}],
+            "name": "top name"
+        });
+        let o = o.as_object().unwrap();
+        let lists = [
+            (KeyList::new(&["results_link", "severity"]), 3, false),
+            (KeyList::new(&["severity", "level"]), 3, false),
+            (KeyList::new(&["Title"]), 4, true),
+            (KeyList::new(&["name"]), 0, false),
+            (KeyList::new(&["severity"]), 1, false),
+        ];
+        let alone: Vec<Option<String>> = lists
+            .iter()
+            .map(|(keys, depth, shallow)| {
+                let names: Vec<&str> = keys.keys.iter().map(String::as_str).collect();
+                if *shallow { find_key_shallow(o, &names, *depth, text) } else { find_key(o, &names, *depth, text) }
+            })
+            .collect();
+        let want = [Some("under a link key"), Some("low"), Some("array title"), Some("top name"), None];
+        assert_eq!(alone, want.map(|s| s.map(String::from)));
+        let mut together = vec![None; lists.len()];
+        let searches: [Option<KeySearch>; 5] =
+            std::array::from_fn(|i| Some(KeySearch { keys: &lists[i].0, max_depth: lists[i].1, shallow_first: lists[i].2 }));
+        find_keys(o, searches, |i, v| keep(&mut together[i], text(v)));
+        assert_eq!(together, alone);
     }
 }

@@ -25,10 +25,12 @@
 //! * **event type**: `event_type`, else `eventType` / `objectSchemaType` / `classification` /
 //!   `category`.
 //! * **entities**: the whole payload walked with [`entities::walk_object`].
-use super::entities::{self, EntitySet, find_key, find_key_shallow, obj_at, text, text_at};
+use super::entities::{self, EntitySet, KeyList, KeySearch, find_keys, keep, obj_at, text, text_at};
 use super::{Format, Object};
 use crate::{Alert, Severity};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::sync::LazyLock;
 
 /// The severity used when a payload has none (or none we understand).
 pub const DEFAULT_SEVERITY: Severity = Severity::Medium;
@@ -76,19 +78,102 @@ const EVENT_TYPE_KEYS: &[&str] = &["event_type", "eventType", "objectSchemaType"
 /// How deep the well-known-key search looks.
 const SEARCH_DEPTH: usize = 6;
 
+/// The key lists above, normalised once for [`find_keys`].
+static TITLE_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(TITLE_KEYS));
+static NAME_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(&["name", "Name"]));
+static DESCRIPTION_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(DESCRIPTION_KEYS));
+static SEVERITY_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(SEVERITY_KEYS));
+static TIME_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(TIME_KEYS));
+static EVENT_TYPE_LIST: LazyLock<KeyList> = LazyLock::new(|| KeyList::new(EVENT_TYPE_KEYS));
+
+/// Which well-known keys to look for anywhere in the payload (those the spec's own fields did
+/// not already give).
+#[derive(Default)]
+struct Wanted {
+    event_type: bool,
+    title: bool,
+    description: bool,
+    severity: bool,
+    time: bool,
+}
+
+/// What the search for well-known keys found.
+#[derive(Default)]
+struct Found {
+    event_type: Option<String>,
+    title: Option<String>,
+    /// A shallow `name`, the title when no title key is found.
+    name: Option<String>,
+    description: Option<String>,
+    severity: Option<(Severity, Option<String>)>,
+    time: Option<DateTime<Utc>>,
+}
+
+/// Looks for every wanted well-known key in one pass over the payload; each result is what a
+/// search for that key list alone would find ([`entities::find_key`] and
+/// [`entities::find_key_shallow`] rules).
+fn find_well_known(obj: &Object, wanted: Wanted) -> Found {
+    const EVENT_TYPE: usize = 0;
+    const TITLE: usize = 1;
+    const NAME: usize = 2;
+    const DESCRIPTION: usize = 3;
+    const SEVERITY: usize = 4;
+    const TIME: usize = 5;
+    let search = |want: bool, keys: &'static KeyList, max_depth: usize, shallow_first: bool| {
+        want.then_some(KeySearch { keys, max_depth, shallow_first })
+    };
+    let searches = [
+        search(wanted.event_type, &EVENT_TYPE_LIST, 2, false),
+        search(wanted.title, &TITLE_LIST, SEARCH_DEPTH, true),
+        search(wanted.title, &NAME_LIST, 1, false),
+        search(wanted.description, &DESCRIPTION_LIST, SEARCH_DEPTH, false),
+        search(wanted.severity, &SEVERITY_LIST, SEARCH_DEPTH, false),
+        search(wanted.time, &TIME_LIST, SEARCH_DEPTH, false),
+    ];
+    let mut found = Found::default();
+    find_keys(obj, searches, |i, v| match i {
+        EVENT_TYPE => keep(&mut found.event_type, text(v)),
+        TITLE => keep(&mut found.title, text(v)),
+        NAME => keep(&mut found.name, text(v)),
+        DESCRIPTION => keep(&mut found.description, text(v)),
+        SEVERITY => keep(&mut found.severity, read_severity(v)),
+        TIME => keep(&mut found.time, entities::time_any(v)),
+        _ => false,
+    });
+    found
+}
+
 /// Normalizes the generic format (never fails, whatever the object holds).
 pub fn normalize(obj: &Object) -> Alert {
     let data = obj_at(obj, "data");
     let details = data.and_then(|d| d.get("details"));
     let details_obj = details.and_then(Value::as_object);
 
-    let event_type = text_at(obj, "event_type").or_else(|| find_key(obj, EVENT_TYPE_KEYS, 2, text));
-    let detail = details_obj
-        .and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]))
-        .or_else(|| discover_title(obj));
+    // The spec's own fields first; the payload is searched (once) only for what they lack.
+    let spec_event_type = text_at(obj, "event_type");
+    let spec_detail = details_obj.and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]));
+    let spec_description = details_obj
+        .and_then(|d| entities::first_text(d, &["description", "summary", "message"]))
+        .or_else(|| details.and_then(Value::as_str).map(str::to_string));
+    let spec_severity = data.and_then(|d| d.get("severity")).and_then(read_severity);
+    let spec_time = obj.get("timestamp").and_then(entities::time_any);
+    let found = find_well_known(
+        obj,
+        Wanted {
+            event_type: spec_event_type.is_none(),
+            title: spec_detail.is_none(),
+            description: spec_description.is_none(),
+            severity: spec_severity.is_none(),
+            time: spec_time.is_none(),
+        },
+    );
+
+    let has_spec_event_type = spec_event_type.is_some();
+    let event_type = spec_event_type.or(found.event_type);
+    let detail = spec_detail.or(found.title).or(found.name);
     let source = text_at(obj, "source");
     let title = match (&event_type, detail, source) {
-        (Some(et), Some(d), _) if text_at(obj, "event_type").is_some() => format!("{et}: {d}"),
+        (Some(et), Some(d), _) if has_spec_event_type => format!("{et}: {d}"),
         (_, Some(d), _) => d,
         (Some(et), None, Some(src)) => format!("{et} from {src}"),
         (Some(et), None, None) => et.clone(),
@@ -96,19 +181,9 @@ pub fn normalize(obj: &Object) -> Alert {
         (None, None, None) => String::new(),
     };
 
-    let description = details_obj
-        .and_then(|d| entities::first_text(d, &["description", "summary", "message"]))
-        .or_else(|| details.and_then(Value::as_str).map(str::to_string))
-        .or_else(|| find_key(obj, DESCRIPTION_KEYS, SEARCH_DEPTH, text));
-
-    let (severity, vendor_severity) = data
-        .and_then(|d| d.get("severity"))
-        .and_then(read_severity)
-        .or_else(|| find_key(obj, SEVERITY_KEYS, SEARCH_DEPTH, read_severity))
-        .unwrap_or((DEFAULT_SEVERITY, None));
-
-    let event_time =
-        obj.get("timestamp").and_then(entities::time_any).or_else(|| find_key(obj, TIME_KEYS, SEARCH_DEPTH, entities::time_any));
+    let description = spec_description.or(found.description);
+    let (severity, vendor_severity) = spec_severity.or(found.severity).unwrap_or((DEFAULT_SEVERITY, None));
+    let event_time = spec_time.or(found.time);
 
     let external_id = own_alert_id(obj);
 
@@ -136,7 +211,8 @@ pub fn own_alert_id(obj: &Object) -> Option<String> {
 
 /// The first well-known title anywhere in the payload, or a shallow `name`.
 pub fn discover_title(obj: &Object) -> Option<String> {
-    find_key_shallow(obj, TITLE_KEYS, SEARCH_DEPTH, text).or_else(|| find_key(obj, &["name", "Name"], 1, text))
+    let found = find_well_known(obj, Wanted { title: true, ..Wanted::default() });
+    found.title.or(found.name)
 }
 
 /// Reads a severity value: `Some((ours, verbatim))` when it is non-empty text or a number.
