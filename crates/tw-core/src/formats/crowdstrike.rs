@@ -21,7 +21,7 @@
 //!   `grandparent_process`), `NetworkAccesses[].RemoteAddress` (role `remote`),
 //!   `ExecutablesWritten[]`, `DocumentsAccessed[]`, `AssociatedFile`. `FalconHostLink` is a
 //!   console link and is never extracted; empty strings (`""` means absent) are skipped.
-use super::entities::{self, EntitySet, first_text, obj_at, path, text, text_at};
+use super::entities::{self, EntitySet, first_text, obj_at, path, text, text_at, text_ref_at};
 use super::generic::finish;
 use super::{Format, Object};
 use crate::{Alert, EntityKind, Severity};
@@ -105,19 +105,19 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
     set.add_value(EntityKind::Ip, ev.get("ExternalIP"), Some("host"));
     set.add_value(EntityKind::User, ev.get("UserName"), None);
 
-    let cmd = text_at(ev, "CommandLine");
+    let cmd = text_ref_at(ev, "CommandLine");
     if let Some(c) = &cmd {
         set.add(EntityKind::Process, c, Some("process"));
     }
-    let file_path = text_at(ev, "FilePath");
-    let file_name = text_at(ev, "FileName");
+    let file_path = text_ref_at(ev, "FilePath");
+    let file_name = text_ref_at(ev, "FileName");
     set.add_file(file_path.as_deref(), file_name.as_deref(), Some("process"));
 
     for k in ["SHA256String", "SHA1String", "MD5String"] {
         set.add_value(EntityKind::FileHash, ev.get(k), Some("process"));
     }
     let ioc_type = text_at(ev, "IOCType").unwrap_or_default().to_ascii_lowercase();
-    if let Some(ioc) = text_at(ev, "IOCValue") {
+    if let Some(ioc) = text_ref_at(ev, "IOCValue") {
         let kind = if ioc_type.contains("hash") || ioc_type.contains("sha") || ioc_type.contains("md5") {
             Some(EntityKind::FileHash)
         } else if ioc_type.contains("domain") {
@@ -135,13 +135,20 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
         set.add_urls_in_text(c, None);
     }
 
-    for (prefix, role) in [("Parent", "parent_process"), ("Grandparent", "grandparent_process"), ("GrandParent", "grandparent_process")] {
-        let cmdline = text_at(ev, &format!("{prefix}CommandLine"));
+    // (command line, image file name, image file path, role) of the parent and grandparent (legacy
+    // and EPP spellings).
+    const ANCESTORS: [(&str, &str, &str, &str); 3] = [
+        ("ParentCommandLine", "ParentImageFileName", "ParentImageFilePath", "parent_process"),
+        ("GrandparentCommandLine", "GrandparentImageFileName", "GrandparentImageFilePath", "grandparent_process"),
+        ("GrandParentCommandLine", "GrandParentImageFileName", "GrandParentImageFilePath", "grandparent_process"),
+    ];
+    for (cmdline_key, image_key, image_path_key, role) in ANCESTORS {
+        let cmdline = text_ref_at(ev, cmdline_key);
         if let Some(c) = &cmdline {
             set.add(EntityKind::Process, c, Some(role));
         }
-        let image = text_at(ev, &format!("{prefix}ImageFileName"));
-        let image_path = text_at(ev, &format!("{prefix}ImageFilePath"));
+        let image = text_ref_at(ev, image_key);
+        let image_path = text_ref_at(ev, image_path_key);
         set.add_file(image_path.as_deref(), image.as_deref(), Some(role));
         if let Some(c) = &cmdline {
             set.add_urls_in_text(c, None);
@@ -156,8 +163,8 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
     }
     for (key, role) in [("ExecutablesWritten", "executable_written"), ("DocumentsAccessed", "document_accessed")] {
         for f in array_objects(ev, key) {
-            let dir = text_at(f, "FilePath");
-            let name = text_at(f, "FileName");
+            let dir = text_ref_at(f, "FilePath");
+            let name = text_ref_at(f, "FileName");
             set.add_file(dir.as_deref(), name.as_deref(), Some(role));
         }
     }

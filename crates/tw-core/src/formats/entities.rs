@@ -20,6 +20,7 @@ use super::Object;
 use crate::{Entity, EntityKind, Severity};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -43,12 +44,17 @@ pub const MAX_DESCRIPTION_CHARS: usize = 8192;
 /// A value as trimmed, non-empty text: strings as they are, numbers in their JSON form, booleans
 /// and everything else `None`. Placeholders (`-`, `null`, `N/A`) count as absent.
 pub fn text(v: &Value) -> Option<String> {
+    text_ref(v).map(Cow::into_owned)
+}
+
+/// [`text`] without copying a string value (a number is still written out).
+pub(crate) fn text_ref(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::String(s) => {
             let t = s.trim();
-            if t.is_empty() || is_placeholder(t) { None } else { Some(t.to_string()) }
+            if t.is_empty() || is_placeholder(t) { None } else { Some(Cow::Borrowed(t)) }
         }
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
@@ -56,6 +62,11 @@ pub fn text(v: &Value) -> Option<String> {
 /// `text` of `obj[key]`.
 pub fn text_at(obj: &Object, key: &str) -> Option<String> {
     obj.get(key).and_then(text)
+}
+
+/// [`text_at`] without copying a string value.
+pub(crate) fn text_ref_at<'a>(obj: &'a Object, key: &str) -> Option<Cow<'a, str>> {
+    obj.get(key).and_then(text_ref)
 }
 
 /// The first of `keys` that has a text value.
@@ -98,10 +109,16 @@ pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
 
 /// Strings (or numbers) of a value that may be one value or an array of them.
 pub fn texts(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(items) => items.iter().take(MAX_ENTITIES).filter_map(text).collect(),
-        other => text(other).into_iter().collect(),
-    }
+    texts_ref(v).map(Cow::into_owned).collect()
+}
+
+/// [`texts`] without copying string values.
+fn texts_ref(v: &Value) -> impl Iterator<Item = Cow<'_, str>> {
+    let (items, single) = match v {
+        Value::Array(items) => (items.as_slice(), None),
+        other => (&[][..], text_ref(other)),
+    };
+    items.iter().take(MAX_ENTITIES).filter_map(text_ref).chain(single)
 }
 
 /// A key lowercased with `_`, `-`, `.`, `@`, `$` and spaces removed (`src_ip` -> `srcip`).
@@ -196,22 +213,46 @@ pub fn is_placeholder(s: &str) -> bool {
 
 /// Trims and caps a text to `max` characters, cutting on a character boundary.
 pub fn cap_chars(s: &str, max: usize) -> String {
+    capped(s, max).to_string()
+}
+
+/// The part of `s` that [`cap_chars`] keeps.
+fn capped(s: &str, max: usize) -> &str {
     let t = s.trim();
-    match t.char_indices().nth(max) {
-        Some((idx, _)) => t[..idx].trim_end().to_string(),
-        None => t.to_string(),
+    // No more bytes than `max` is no more characters: nothing to count.
+    if t.len() <= max {
+        return t;
     }
+    match t.char_indices().nth(max) {
+        Some((idx, _)) => t[..idx].trim_end(),
+        None => t,
+    }
+}
+
+/// [`cap_chars`] of an owned text, which is kept as it is (no copy) when nothing is cut.
+pub(crate) fn cap_owned(s: String, max: usize) -> String {
+    let kept = capped(&s, max);
+    if kept.len() == s.len() { s } else { kept.to_string() }
 }
 
 /// A title: control characters become spaces, trimmed, capped to [`MAX_TITLE_CHARS`].
 pub fn title(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    cap_chars(&clean, MAX_TITLE_CHARS)
+    title_owned(s.to_string())
+}
+
+/// [`title`] of an owned text, which is kept as it is (no copy) when nothing changes.
+pub(crate) fn title_owned(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        cap_owned(clean, MAX_TITLE_CHARS)
+    } else {
+        cap_owned(s, MAX_TITLE_CHARS)
+    }
 }
 
 /// A description: trimmed, capped to [`MAX_DESCRIPTION_CHARS`]; `None` when empty.
 pub fn description(s: Option<String>) -> Option<String> {
-    s.map(|d| cap_chars(&d, MAX_DESCRIPTION_CHARS)).filter(|d| !d.is_empty())
+    s.map(|d| cap_owned(d, MAX_DESCRIPTION_CHARS)).filter(|d| !d.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,7 +381,27 @@ pub fn severity_from_value(v: &Value) -> Option<Severity> {
 
 /// An IPv4 or IPv6 address (brackets around IPv6 allowed), in its canonical form.
 pub fn as_ip(s: &str) -> Option<String> {
-    parse_ip(s).map(|ip| ip.to_string())
+    parse_ip(s).map(ip_text)
+}
+
+/// An address in its canonical form: `IpAddr`'s `Display`, with IPv4 (most addresses) written
+/// directly rather than through the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// The address [`as_ip`] reads, before it is written out.
@@ -394,14 +455,21 @@ pub fn as_hostname(s: &str) -> Option<String> {
 /// The host name [`as_hostname`] accepts (trimmed, trailing dots removed).
 fn hostname_str(s: &str) -> Option<&str> {
     let t = s.trim().trim_end_matches('.');
-    if t.is_empty() || t.len() > 253 || is_placeholder(t) {
+    if t.is_empty() || t.len() > 253 || is_placeholder(t) || t.starts_with('-') {
         return None;
     }
-    let ok = t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && t.bytes().any(|b| b.is_ascii_alphabetic())
-        && !t.starts_with('-')
-        && !t.contains("..");
-    (ok && parse_ip(t).is_none()).then_some(t)
+    // One pass: only letters, digits, `-`, `_` and `.`, at least one letter, no `..`.
+    let (mut letter, mut after_dot) = (false, false);
+    for b in t.bytes() {
+        match b {
+            b'.' if after_dot => return None,
+            b'.' => after_dot = true,
+            b'a'..=b'z' | b'A'..=b'Z' => (letter, after_dot) = (true, false),
+            b'0'..=b'9' | b'-' | b'_' => after_dot = false,
+            _ => return None,
+        }
+    }
+    (letter && parse_ip(t).is_none()).then_some(t)
 }
 
 /// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
@@ -435,10 +503,20 @@ fn url_str(s: &str) -> Option<&str> {
     };
     // The scheme is ASCII, so `scheme_len` is a character boundary.
     let rest = &t[scheme_len..];
-    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host_str(t).is_none() {
+    if rest.is_empty() || has_whitespace(t) || url_host_str(t).is_none() {
         return None;
     }
     Some(t)
+}
+
+/// `s.chars().any(char::is_whitespace)`, on bytes when `s` is ASCII (the usual case).
+fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        // The ASCII characters `char::is_whitespace` accepts: tab to carriage return, and space.
+        s.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' '))
+    } else {
+        s.chars().any(char::is_whitespace)
+    }
 }
 
 /// The host of a URL, lowercased, without port or credentials.
@@ -448,7 +526,9 @@ pub fn url_host(url: &str) -> Option<String> {
 
 /// The host [`url_host`] finds, before it is lowercased.
 fn url_host_str(url: &str) -> Option<&str> {
-    let after = url.split_once("://")?.1;
+    // `split_once("://")` without setting up a substring searcher.
+    let scheme_end = url.as_bytes().windows(3).position(|w| w == b"://")?;
+    let after = &url[scheme_end + 3..];
     let authority = after.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit('@').next()?;
     let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
@@ -485,10 +565,16 @@ pub fn is_console_link(url: &str) -> bool {
         return true;
     }
     // Splunk search results (`/app/<app>/@go?sid=`, `/app/<app>/search?sid=`) and Kibana pages.
-    has_ignore_case(url, "/@go?sid=")
-        || (has_ignore_case(url, "/app/") && has_ignore_case(url, "sid=scheduler__"))
-        || has_ignore_case(url, "/app/security/")
-        || has_ignore_case(url, "/app/kibana")
+    // Each path pattern starts with `/`: one pass looks only at the slashes.
+    let mut app = false;
+    for (i, _) in url.bytes().enumerate().filter(|(_, b)| *b == b'/') {
+        let rest = &url[i..];
+        if starts_with_ignore_case(rest, "/@go?sid=") || starts_with_ignore_case(rest, "/app/security/") || starts_with_ignore_case(rest, "/app/kibana") {
+            return true;
+        }
+        app |= starts_with_ignore_case(rest, "/app/");
+    }
+    app && has_ignore_case(url, "sid=scheduler__")
 }
 
 /// Keys whose values are console links, references or our own metadata, never indicators; the
@@ -525,7 +611,9 @@ pub struct EntitySet {
 
 impl EntitySet {
     pub fn new() -> Self {
-        Self::default()
+        // Room for a typical alert's entities, so that the first ones do not grow (and rehash)
+        // both collections several times.
+        EntitySet { items: Vec::with_capacity(16), seen: HashSet::with_capacity(16) }
     }
 
     pub fn len(&self) -> usize {
@@ -588,10 +676,8 @@ impl EntitySet {
 
     /// [`add`](Self::add) for every text in a value that may be a string or an array.
     pub fn add_value(&mut self, kind: EntityKind, v: Option<&Value>, role: Option<&str>) {
-        if let Some(v) = v {
-            for s in texts(v) {
-                self.add(kind, &s, role);
-            }
+        for s in v.into_iter().flat_map(texts_ref) {
+            self.add(kind, &s, role);
         }
     }
 
@@ -638,13 +724,18 @@ impl EntitySet {
         let dir = dir.map(str::trim).filter(|d| !d.is_empty());
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         let full = match (dir, name) {
-            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => d.to_string(),
+            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => Cow::Borrowed(d),
             (Some(d), Some(n)) => {
                 let sep = if d.contains('\\') { '\\' } else { '/' };
-                format!("{}{}{}", d.trim_end_matches(['\\', '/']), sep, n)
+                let d = d.trim_end_matches(['\\', '/']);
+                let mut full = String::with_capacity(d.len() + 1 + n.len());
+                full.push_str(d);
+                full.push(sep);
+                full.push_str(n);
+                Cow::Owned(full)
             }
-            (Some(d), None) => d.to_string(),
-            (None, Some(n)) => n.to_string(),
+            (Some(d), None) => Cow::Borrowed(d),
+            (None, Some(n)) => Cow::Borrowed(n),
             (None, None) => return,
         };
         self.add(EntityKind::File, &full, role);
@@ -853,6 +944,15 @@ fn is_skipped_key(k: &str) -> bool {
         || is_link_norm_key(k)
 }
 
+/// The key contains `sha256`, `sha1` or `md5` (one pass).
+fn names_hash_algorithm(k: &str) -> bool {
+    let k = k.as_bytes();
+    (0..k.len()).any(|i| {
+        let rest = &k[i..];
+        rest.starts_with(b"sha1") || rest.starts_with(b"sha256") || rest.starts_with(b"md5")
+    })
+}
+
 fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     use Hint::*;
     if k == "hashes" {
@@ -861,9 +961,7 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if has(k, "sha256")
-        || has(k, "sha1")
-        || has(k, "md5")
+    if names_hash_algorithm(k)
         || k.ends_with("hash")
         || k == "hashvalue"
         || (parent == "hash" && !k.is_empty())
@@ -1074,7 +1172,7 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
     // Shapes first: they are unambiguous whatever the key. Each shape is validated once and
     // inserted as validated, not validated again by `add`.
     if let Some(ip) = parse_ip(t) {
-        set.insert(EntityKind::Ip, ip.to_string(), role());
+        set.insert(EntityKind::Ip, ip_text(ip), role());
         return;
     }
     if let Some(address) = email_str(t) {

@@ -224,16 +224,17 @@ pub fn read_severity(v: &Value) -> Option<(Severity, Option<String>)> {
 
 /// Final clean-up shared by every format: title trimmed, capped, never empty.
 pub fn finish(mut alert: Alert) -> Alert {
-    alert.title = entities::title(&alert.title);
+    // The `_owned` forms keep a string that needs no change instead of copying it.
+    alert.title = entities::title_owned(std::mem::take(&mut alert.title));
     if alert.title.is_empty() {
         alert.title = match &alert.external_id {
             Some(id) => entities::title(&format!("Untitled alert {id}")),
             None => "Untitled alert".to_string(),
         };
     }
-    alert.vendor_severity = alert.vendor_severity.map(|s| entities::cap_chars(&s, 128));
-    alert.external_id = alert.external_id.map(|s| entities::cap_chars(&s, 512)).filter(|s| !s.is_empty());
-    alert.event_type = alert.event_type.map(|s| entities::cap_chars(&s, 256)).filter(|s| !s.is_empty());
+    alert.vendor_severity = alert.vendor_severity.map(|s| entities::cap_owned(s, 128));
+    alert.external_id = alert.external_id.map(|s| entities::cap_owned(s, 512)).filter(|s| !s.is_empty());
+    alert.event_type = alert.event_type.map(|s| entities::cap_owned(s, 256)).filter(|s| !s.is_empty());
     alert
 }
 
