@@ -21,7 +21,8 @@ use crate::{Entity, EntityKind, Severity};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 
 /// How deep the generic walker descends.
@@ -51,7 +52,7 @@ pub fn text(v: &Value) -> Option<String> {
 pub(crate) fn text_ref(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::String(s) => {
-            let t = s.trim();
+            let t = trim(s);
             if t.is_empty() || is_placeholder(t) { None } else { Some(Cow::Borrowed(t)) }
         }
         Value::Number(n) => Some(Cow::Owned(n.to_string())),
@@ -201,6 +202,16 @@ fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
     s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
+/// `s.trim()`, skipping the search for Unicode whitespace when `s` starts and ends with an
+/// ASCII character that is not whitespace (strings are trimmed once, then checked again by
+/// each shape test).
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// Values that mean "nothing" even though they are non-empty text (compared ignoring ASCII case).
 const PLACEHOLDERS: &[&str] = &["-", "--", "null", "none", "nil", "n/a", "na", "undefined", "unknown", "(null)", "{}", "[]"];
 
@@ -218,7 +229,7 @@ pub fn cap_chars(s: &str, max: usize) -> String {
 
 /// The part of `s` that [`cap_chars`] keeps.
 fn capped(s: &str, max: usize) -> &str {
-    let t = s.trim();
+    let t = trim(s);
     // No more bytes than `max` is no more characters: nothing to count.
     if t.len() <= max {
         return t;
@@ -406,7 +417,7 @@ fn ip_text(ip: IpAddr) -> String {
 
 /// The address [`as_ip`] reads, before it is written out.
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    let t = s.trim();
+    let t = trim(s);
     let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
     // The standard parser accepts only hex digits, `.` and `:` (no zone, no brackets, no
     // sign): anything else is rejected here without running it.
@@ -418,7 +429,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 
 /// A hex hash of MD5/SHA-1/SHA-256 length (32/40/64), lowercased; never all zeros.
 pub fn as_hash(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     if !matches!(t.len(), 32 | 40 | 64) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -435,7 +446,7 @@ pub fn as_email(s: &str) -> Option<String> {
 
 /// The address [`as_email`] accepts (trimmed, `mailto:` stripped), before it is lowercased.
 fn email_str(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     let t = t.strip_prefix("mailto:").unwrap_or(t);
     let (local, domain) = t.split_once('@')?;
     let ok_local = !local.is_empty()
@@ -454,7 +465,7 @@ pub fn as_hostname(s: &str) -> Option<String> {
 
 /// The host name [`as_hostname`] accepts (trimmed, trailing dots removed).
 fn hostname_str(s: &str) -> Option<&str> {
-    let t = s.trim().trim_end_matches('.');
+    let t = trim(s).trim_end_matches('.');
     if t.is_empty() || t.len() > 253 || is_placeholder(t) || t.starts_with('-') {
         return None;
     }
@@ -491,7 +502,7 @@ pub fn as_url(s: &str) -> Option<String> {
 
 /// The URL [`as_url`] accepts (trimmed).
 fn url_str(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     let scheme_len = if starts_with_ignore_case(t, "https://") {
         8
     } else if starts_with_ignore_case(t, "http://") {
@@ -606,14 +617,66 @@ fn is_link_norm_key(k: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct EntitySet {
     items: Vec<Entity>,
-    seen: HashSet<(EntityKind, String)>,
+    /// Where each entity is in `items`, by a keyed hash of its dedup key (kind, and value
+    /// case-folded for the kinds compared case-insensitively): no copy of the key is kept, and
+    /// a match is confirmed against the entity itself, so two keys that share a hash stay two
+    /// entities.
+    seen: HashMap<u64, usize, BuildHasherDefault<KeyHashHasher>>,
+    /// The (random) key of those hashes, so that payloads cannot be built to collide.
+    keys: RandomState,
+}
+
+/// The hasher of [`EntitySet`]'s map, whose keys are already keyed SipHash values: it passes
+/// them through instead of hashing them a second time.
+#[derive(Debug, Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed (`write_u64`); this is here because the trait requires it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Kinds deduplicated ignoring ASCII case.
+fn folds_case(kind: EntityKind) -> bool {
+    matches!(kind, EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash)
 }
 
 impl EntitySet {
     pub fn new() -> Self {
         // Room for a typical alert's entities, so that the first ones do not grow (and rehash)
         // both collections several times.
-        EntitySet { items: Vec::with_capacity(16), seen: HashSet::with_capacity(16) }
+        EntitySet { items: Vec::with_capacity(16), seen: HashMap::with_capacity_and_hasher(16, Default::default()), keys: RandomState::new() }
+    }
+
+    /// The keyed hash of an entity's dedup key.
+    fn key_hash(&self, kind: EntityKind, value: &str) -> u64 {
+        let mut h = self.keys.build_hasher();
+        h.write_u8(kind as u8);
+        if folds_case(kind) {
+            // Lowercased through a small buffer rather than into a new string.
+            let mut buf = [0u8; 64];
+            for chunk in value.as_bytes().chunks(buf.len()) {
+                let folded = &mut buf[..chunk.len()];
+                folded.copy_from_slice(chunk);
+                folded.make_ascii_lowercase();
+                h.write(folded);
+            }
+        } else {
+            h.write(value.as_bytes());
+        }
+        h.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -637,7 +700,7 @@ impl EntitySet {
         if self.is_full() || raw.len() > MAX_STR_LEN {
             return false;
         }
-        let t = raw.trim();
+        let t = trim(raw);
         if t.is_empty() || is_placeholder(t) {
             return false;
         }
@@ -663,12 +726,16 @@ impl EntitySet {
         if self.is_full() {
             return false;
         }
-        let key = match kind {
-            EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => value.to_ascii_lowercase(),
-            _ => value.clone(),
-        };
-        if !self.seen.insert((kind, key)) {
-            return false;
+        let hash = self.key_hash(kind, &value);
+        let same = |e: &Entity| e.kind == kind && if folds_case(kind) { e.value.eq_ignore_ascii_case(&value) } else { e.value == value };
+        match self.seen.get(&hash) {
+            Some(&i) if same(&self.items[i]) => return false,
+            // Another key with the same hash (astronomically rare): compare with every entity.
+            Some(_) if self.items.iter().any(same) => return false,
+            Some(_) => {}
+            None => {
+                self.seen.insert(hash, self.items.len());
+            }
         }
         self.items.push(Entity { kind, value, role: role.map(str::to_string) });
         true
@@ -684,15 +751,22 @@ impl EntitySet {
     /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
     /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
     pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
-        let pairs = || s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()));
-        for algo in ["SHA256", "SHA1", "MD5"] {
-            for (k, v) in pairs() {
-                if k.eq_ignore_ascii_case(algo) {
-                    self.add(EntityKind::FileHash, v, role);
-                }
+        const ALGORITHMS: [&str; 3] = ["SHA256", "SHA1", "MD5"];
+        // One pass over the pairs; then the hashes by algorithm (a stable sort keeps the
+        // order of several hashes of one algorithm).
+        let mut hashes: Vec<(usize, &str)> = Vec::new();
+        let mut any_pair = false;
+        for (k, v) in s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')) {
+            any_pair = true;
+            if let Some(rank) = ALGORITHMS.iter().position(|a| k.trim().eq_ignore_ascii_case(a)) {
+                hashes.push((rank, v.trim()));
             }
         }
-        if pairs().next().is_none() {
+        hashes.sort_by_key(|(rank, _)| *rank);
+        for (_, v) in hashes {
+            self.add(EntityKind::FileHash, v, role);
+        }
+        if !any_pair {
             self.add(EntityKind::FileHash, s, role);
         }
     }
@@ -784,8 +858,19 @@ pub fn declared_entity_type(obj: &Object) -> Option<String> {
 
 /// [`declared_entity_type`] without allocating: the walker asks it of every object.
 fn declared_type(obj: &Object) -> Option<&'static str> {
-    let raw =
-        ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str))?;
+    // The first of these keys (in this order) with a string value. One pass over the object's
+    // keys costs less than six map lookups, and most objects have few keys.
+    const TYPE_KEYS: [&str; 6] = ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"];
+    let mut declared: Option<(usize, &str)> = None;
+    for (k, v) in obj {
+        if let Value::String(raw) = v
+            && let Some(rank) = TYPE_KEYS.iter().position(|t| t == k)
+            && declared.is_none_or(|(best, _)| rank < best)
+        {
+            declared = Some((rank, raw));
+        }
+    }
+    let (_, raw) = declared?;
     let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
     let key = NormKey::new(last);
     let t = key.as_str();
@@ -1162,7 +1247,7 @@ fn walk_inner(v: &Value, key: &str, parent: &str, depth: usize, budget: &mut usi
 
 /// Adds one string found under `key` (normalised) inside an object found under `parent`.
 pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() || t.len() > MAX_STR_LEN || is_placeholder(t) {
         return;
     }
@@ -1470,6 +1555,22 @@ mod tests {
             s.add(EntityKind::Ip, &format!("10.0.{}.{}", i / 256, i % 256), None);
         }
         assert_eq!(s.len(), MAX_ENTITIES);
+    }
+
+    /// Two dedup keys with the same hash are still two entities, and each is still deduplicated.
+    #[test]
+    fn set_survives_a_hash_collision() {
+        let mut s = EntitySet::new();
+        assert!(s.add(EntityKind::Hostname, "WS-1", None));
+        // Pretend `ws-2` hashes like `ws-1`: its hash now points at WS-1.
+        let collide = s.key_hash(EntityKind::Hostname, "ws-2");
+        s.seen.insert(collide, 0);
+        assert!(s.add(EntityKind::Hostname, "ws-2", None));
+        assert!(!s.add(EntityKind::Hostname, "WS-2", None));
+        assert!(!s.add(EntityKind::Hostname, "ws-1", None));
+        assert!(s.add(EntityKind::User, "ws-1", None), "another kind");
+        let v: Vec<_> = s.into_vec().into_iter().map(|e| e.value).collect();
+        assert_eq!(v, ["WS-1", "ws-2", "ws-1"]);
     }
 
     #[test]
