@@ -21,7 +21,7 @@
 //!   `grandparent_process`), `NetworkAccesses[].RemoteAddress` (role `remote`),
 //!   `ExecutablesWritten[]`, `DocumentsAccessed[]`, `AssociatedFile`. `FalconHostLink` is a
 //!   console link and is never extracted; empty strings (`""` means absent) are skipped.
-use super::entities::{self, EntitySet, first_text, obj_at, path, text, text_at, text_ref_at};
+use super::entities::{self, EntitySet, first_text, has_ignore_case, obj_at, path, starts_with_ignore_case, text, text_at, text_ref_at};
 use super::generic::finish;
 use super::{Format, Object};
 use crate::{Alert, EntityKind, Severity};
@@ -35,7 +35,7 @@ pub fn normalize(obj: &Object) -> Alert {
     let meta = obj_at(obj, "metadata");
     let ev = obj_at(obj, "event").unwrap_or(obj);
     let event_type = meta.and_then(|m| text_at(m, "eventType")).or_else(|| text_at(obj, "eventType"));
-    let is_epp = event_type.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("epp"))
+    let is_epp = event_type.as_deref().is_some_and(|t| starts_with_ignore_case(t, "epp"))
         || (ev.contains_key("CompositeId") && !ev.contains_key("DetectId"));
 
     let title = first_text(ev, &["DetectName", "Name"])
@@ -116,13 +116,14 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
     for k in ["SHA256String", "SHA1String", "MD5String"] {
         set.add_value(EntityKind::FileHash, ev.get(k), Some("process"));
     }
-    let ioc_type = text_at(ev, "IOCType").unwrap_or_default().to_ascii_lowercase();
+    let ioc_type = text_ref_at(ev, "IOCType").unwrap_or_default();
     if let Some(ioc) = text_ref_at(ev, "IOCValue") {
-        let kind = if ioc_type.contains("hash") || ioc_type.contains("sha") || ioc_type.contains("md5") {
+        let names = |word| has_ignore_case(&ioc_type, word);
+        let kind = if names("hash") || names("sha") || names("md5") {
             Some(EntityKind::FileHash)
-        } else if ioc_type.contains("domain") {
+        } else if names("domain") {
             Some(EntityKind::Domain)
-        } else if ioc_type.contains("ip") {
+        } else if names("ip") {
             Some(EntityKind::Ip)
         } else {
             None

@@ -172,20 +172,23 @@ fn norm_eq(key: &str, want: &str) -> bool {
 /// `str::contains`, which sets up a substring searcher on every call.
 fn has(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w == n)
+    n.is_empty() || (h.len() >= n.len() && h.windows(n.len()).any(|w| w == n))
 }
 
 /// `needle` (lowercase ASCII) occurs in `haystack` ignoring ASCII case: what
 /// `haystack.to_ascii_lowercase().contains(needle)` says, without the copy.
-fn has_ignore_case(haystack: &str, needle: &str) -> bool {
+pub(crate) fn has_ignore_case(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    n.is_empty() || (h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
 }
 
 /// The first position from `from` where `needle` (lowercase ASCII) starts in `haystack`,
 /// ignoring ASCII case: `haystack.to_ascii_lowercase()[from..].find(needle)`, without the copy.
 fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> {
     let (h, n) = (haystack.as_bytes().get(from..)?, needle.as_bytes());
+    if n.is_empty() {
+        return Some(from);
+    }
     if h.len() < n.len() {
         return None;
     }
@@ -193,7 +196,7 @@ fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> 
 }
 
 /// `s` starts with `prefix` (lowercase ASCII) ignoring ASCII case.
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+pub(crate) fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
