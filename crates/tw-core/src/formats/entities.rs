@@ -127,36 +127,41 @@ pub fn norm_key(k: &str) -> String {
     k.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
-/// A key normalised as by [`norm_key`], kept on the stack when it is at most
-/// [`NormKey::INLINE`] bytes (every real key): the walker and the key searches normalise every
-/// key they visit, and an allocation per key was a third of their time.
-pub(crate) struct NormKey {
-    buf: [u8; NormKey::INLINE],
-    len: usize,
-    long: Option<String>,
+/// A key normalised as by [`norm_key`] without allocating: borrowed when it is already
+/// normalised (most keys), else kept on the stack when it is at most [`NormKey::INLINE`] bytes
+/// (every real key). The walker and the key searches normalise every key they visit, and an
+/// allocation per key was a third of their time.
+pub(crate) enum NormKey<'a> {
+    Same(&'a str),
+    Inline([u8; NormKey::INLINE], usize),
+    Long(String),
 }
 
-impl NormKey {
+impl<'a> NormKey<'a> {
     const INLINE: usize = 64;
 
-    pub(crate) fn new(key: &str) -> Self {
+    pub(crate) fn new(key: &'a str) -> Self {
+        if key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return NormKey::Same(key);
+        }
         let mut buf = [0; Self::INLINE];
         let mut len = 0;
         for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
             if len == Self::INLINE {
-                return NormKey { buf, len: 0, long: Some(norm_key(key)) };
+                return NormKey::Long(norm_key(key));
             }
             buf[len] = b.to_ascii_lowercase();
             len += 1;
         }
-        NormKey { buf, len, long: None }
+        NormKey::Inline(buf, len)
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        match &self.long {
-            Some(long) => long,
+        match self {
+            NormKey::Same(key) => key,
             // Only ASCII letters and digits are ever copied in, so this is always valid UTF-8.
-            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+            NormKey::Inline(buf, len) => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
+            NormKey::Long(key) => key,
         }
     }
 }
