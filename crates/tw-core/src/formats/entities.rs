@@ -132,8 +132,11 @@ pub fn norm_key(k: &str) -> String {
 /// (every real key). The walker and the key searches normalise every key they visit, and an
 /// allocation per key was a third of their time.
 pub(crate) enum NormKey<'a> {
+    /// The key itself: it has only lowercase ASCII letters and digits.
     Same(&'a str),
+    /// The normalised bytes and their length.
     Inline([u8; NormKey::INLINE], usize),
+    /// A key whose normalised form is longer than the buffer.
     Long(String),
 }
 
@@ -461,7 +464,10 @@ fn email_str(s: &str) -> Option<&str> {
         && local.len() <= 64
         && local.chars().all(|c| {
             c.is_alphanumeric()
-                || matches!(c, '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-')
+                || matches!(
+                    c,
+                    '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-'
+                )
         });
     (ok_local && domain_str(domain).is_some()).then_some(t)
 }
@@ -575,7 +581,8 @@ pub fn is_console_link(url: &str) -> bool {
     // Hosts and paths are compared ignoring ASCII case, without lowercased copies.
     let Some(host) = url_host_str(url) else { return false };
     let is_host_or_subdomain = |h: &str| {
-        host.eq_ignore_ascii_case(h) || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
+        host.eq_ignore_ascii_case(h)
+            || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
     };
     if CONSOLE_HOSTS.iter().any(|h| is_host_or_subdomain(h)) {
         return true;
@@ -588,7 +595,10 @@ pub fn is_console_link(url: &str) -> bool {
     let mut app = false;
     for (i, _) in url.bytes().enumerate().filter(|(_, b)| *b == b'/') {
         let rest = &url[i..];
-        if starts_with_ignore_case(rest, "/@go?sid=") || starts_with_ignore_case(rest, "/app/security/") || starts_with_ignore_case(rest, "/app/kibana") {
+        if starts_with_ignore_case(rest, "/@go?sid=")
+            || starts_with_ignore_case(rest, "/app/security/")
+            || starts_with_ignore_case(rest, "/app/kibana")
+        {
             return true;
         }
         app |= starts_with_ignore_case(rest, "/app/");
@@ -665,7 +675,11 @@ impl EntitySet {
     pub fn new() -> Self {
         // Room for a typical alert's entities, so that the first ones do not grow (and rehash)
         // both collections several times.
-        EntitySet { items: Vec::with_capacity(16), seen: HashMap::with_capacity_and_hasher(16, Default::default()), keys: RandomState::new() }
+        EntitySet {
+            items: Vec::with_capacity(16),
+            seen: HashMap::with_capacity_and_hasher(16, Default::default()),
+            keys: RandomState::new(),
+        }
     }
 
     /// The keyed hash of an entity's dedup key.
@@ -806,7 +820,9 @@ impl EntitySet {
         let dir = dir.map(str::trim).filter(|d| !d.is_empty());
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         let full = match (dir, name) {
-            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => Cow::Borrowed(d),
+            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => {
+                Cow::Borrowed(d)
+            }
             (Some(d), Some(n)) => {
                 let sep = if d.contains('\\') { '\\' } else { '/' };
                 let d = d.trim_end_matches(['\\', '/']);
@@ -1054,11 +1070,7 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if names_hash_algorithm(k)
-        || k.ends_with("hash")
-        || k == "hashvalue"
-        || (parent == "hash" && !k.is_empty())
-    {
+    if names_hash_algorithm(k) || k.ends_with("hash") || k == "hashvalue" || (parent == "hash" && !k.is_empty()) {
         return Some(Hash);
     }
     let named = matches!(k, "name" | "names" | "full" | "address" | "addresses" | "ip" | "domain" | "path");
@@ -1384,8 +1396,11 @@ impl KeyList {
 /// One search of [`find_keys`]: which keys, how deep, and whether a shallower match wins over
 /// a preferred key (see [`find_key_shallow`]) or not (see [`find_key`]).
 pub(crate) struct KeySearch<'a> {
+    /// The keys, preferred first.
     pub keys: &'a KeyList,
+    /// How many levels below the top object it looks (0: the top object's own keys).
     pub max_depth: usize,
+    /// Whether a shallower match beats a preferred key found deeper.
     pub shallow_first: bool,
 }
 

@@ -151,7 +151,8 @@ pub fn normalize(obj: &Object) -> Alert {
 
     // The spec's own fields first; the payload is searched (once) only for what they lack.
     let spec_event_type = text_at(obj, "event_type");
-    let spec_detail = details_obj.and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]));
+    let spec_detail =
+        details_obj.and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]));
     let spec_description = details_obj
         .and_then(|d| entities::first_text(d, &["description", "summary", "message"]))
         .or_else(|| details.and_then(Value::as_str).map(str::to_string));
