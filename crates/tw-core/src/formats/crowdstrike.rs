@@ -21,7 +21,7 @@
 //!   `grandparent_process`), `NetworkAccesses[].RemoteAddress` (role `remote`),
 //!   `ExecutablesWritten[]`, `DocumentsAccessed[]`, `AssociatedFile`. `FalconHostLink` is a
 //!   console link and is never extracted; empty strings (`""` means absent) are skipped.
-use super::entities::{self, EntitySet, first_text, obj_at, path, text, text_at};
+use super::entities::{self, EntitySet, first_text, has_ignore_case, obj_at, path, starts_with_ignore_case, text, text_at, text_ref_at};
 use super::generic::finish;
 use super::{Format, Object};
 use crate::{Alert, EntityKind, Severity};
@@ -35,7 +35,7 @@ pub fn normalize(obj: &Object) -> Alert {
     let meta = obj_at(obj, "metadata");
     let ev = obj_at(obj, "event").unwrap_or(obj);
     let event_type = meta.and_then(|m| text_at(m, "eventType")).or_else(|| text_at(obj, "eventType"));
-    let is_epp = event_type.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("epp"))
+    let is_epp = event_type.as_deref().is_some_and(|t| starts_with_ignore_case(t, "epp"))
         || (ev.contains_key("CompositeId") && !ev.contains_key("DetectId"));
 
     let title = first_text(ev, &["DetectName", "Name"])
@@ -105,24 +105,25 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
     set.add_value(EntityKind::Ip, ev.get("ExternalIP"), Some("host"));
     set.add_value(EntityKind::User, ev.get("UserName"), None);
 
-    let cmd = text_at(ev, "CommandLine");
+    let cmd = text_ref_at(ev, "CommandLine");
     if let Some(c) = &cmd {
         set.add(EntityKind::Process, c, Some("process"));
     }
-    let file_path = text_at(ev, "FilePath");
-    let file_name = text_at(ev, "FileName");
+    let file_path = text_ref_at(ev, "FilePath");
+    let file_name = text_ref_at(ev, "FileName");
     set.add_file(file_path.as_deref(), file_name.as_deref(), Some("process"));
 
     for k in ["SHA256String", "SHA1String", "MD5String"] {
         set.add_value(EntityKind::FileHash, ev.get(k), Some("process"));
     }
-    let ioc_type = text_at(ev, "IOCType").unwrap_or_default().to_ascii_lowercase();
-    if let Some(ioc) = text_at(ev, "IOCValue") {
-        let kind = if ioc_type.contains("hash") || ioc_type.contains("sha") || ioc_type.contains("md5") {
+    let ioc_type = text_ref_at(ev, "IOCType").unwrap_or_default();
+    if let Some(ioc) = text_ref_at(ev, "IOCValue") {
+        let names = |word| has_ignore_case(&ioc_type, word);
+        let kind = if names("hash") || names("sha") || names("md5") {
             Some(EntityKind::FileHash)
-        } else if ioc_type.contains("domain") {
+        } else if names("domain") {
             Some(EntityKind::Domain)
-        } else if ioc_type.contains("ip") {
+        } else if names("ip") {
             Some(EntityKind::Ip)
         } else {
             None
@@ -135,13 +136,20 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
         set.add_urls_in_text(c, None);
     }
 
-    for (prefix, role) in [("Parent", "parent_process"), ("Grandparent", "grandparent_process"), ("GrandParent", "grandparent_process")] {
-        let cmdline = text_at(ev, &format!("{prefix}CommandLine"));
+    // (command line, image file name, image file path, role) of the parent and grandparent (legacy
+    // and EPP spellings).
+    const ANCESTORS: [(&str, &str, &str, &str); 3] = [
+        ("ParentCommandLine", "ParentImageFileName", "ParentImageFilePath", "parent_process"),
+        ("GrandparentCommandLine", "GrandparentImageFileName", "GrandparentImageFilePath", "grandparent_process"),
+        ("GrandParentCommandLine", "GrandParentImageFileName", "GrandParentImageFilePath", "grandparent_process"),
+    ];
+    for (cmdline_key, image_key, image_path_key, role) in ANCESTORS {
+        let cmdline = text_ref_at(ev, cmdline_key);
         if let Some(c) = &cmdline {
             set.add(EntityKind::Process, c, Some(role));
         }
-        let image = text_at(ev, &format!("{prefix}ImageFileName"));
-        let image_path = text_at(ev, &format!("{prefix}ImageFilePath"));
+        let image = text_ref_at(ev, image_key);
+        let image_path = text_ref_at(ev, image_path_key);
         set.add_file(image_path.as_deref(), image.as_deref(), Some(role));
         if let Some(c) = &cmdline {
             set.add_urls_in_text(c, None);
@@ -156,8 +164,8 @@ fn extract_entities(ev: &Object) -> Vec<crate::Entity> {
     }
     for (key, role) in [("ExecutablesWritten", "executable_written"), ("DocumentsAccessed", "document_accessed")] {
         for f in array_objects(ev, key) {
-            let dir = text_at(f, "FilePath");
-            let name = text_at(f, "FileName");
+            let dir = text_ref_at(f, "FilePath");
+            let name = text_ref_at(f, "FileName");
             set.add_file(dir.as_deref(), name.as_deref(), Some(role));
         }
     }

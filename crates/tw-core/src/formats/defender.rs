@@ -26,7 +26,7 @@
 //! `unknown` -> info); **default when absent or not understood: medium**; `vendor_severity` is
 //! the vendor's word verbatim. Anything that is none of these shapes is read with the generic
 //! rules (see [`super::generic`]).
-use super::entities::{self, EntitySet, add_typed_entity, first_text, obj_at, text, text_at};
+use super::entities::{self, EntitySet, add_typed_entity, first_text, has_ignore_case, obj_at, text, text_at};
 use super::generic::{self, finish, read_severity};
 use super::{Format, Object};
 use crate::{Alert, EntityKind, Severity};
@@ -41,7 +41,7 @@ const MAX_DATA_STRING: usize = 64 * 1024;
 /// Normalizes any of the Defender shapes.
 pub fn normalize(obj: &Object) -> Alert {
     let alert = if obj.get("evidence").is_some_and(Value::is_array)
-        || obj.get("@odata.type").and_then(Value::as_str).is_some_and(|t| t.to_ascii_lowercase().contains("security.alert"))
+        || obj.get("@odata.type").and_then(Value::as_str).is_some_and(|t| has_ignore_case(t, "security.alert"))
     {
         graph_alert(obj)
     } else if obj.contains_key("incidentId") && obj.get("alerts").is_some_and(Value::is_array) {

@@ -10,7 +10,7 @@
 //!    and `incidentName` or `redirectIncidentId`); a Management Activity record (`RecordType` 40 or
 //!    `"40"` or `"SecurityComplianceAlerts"`); or the spec's shape (`eventType` with `entityType`,
 //!    or with a `data` object holding `sender`/`recipients`).
-use super::entities::text_at;
+use super::entities::{has_ignore_case, text_at};
 use super::{Format, Object};
 use serde_json::Value;
 
@@ -47,7 +47,7 @@ fn is_splunk(obj: &Object) -> bool {
 
 fn is_defender(obj: &Object) -> bool {
     let odata = obj.get("@odata.type").and_then(Value::as_str).unwrap_or("");
-    let graph_alert = odata.to_ascii_lowercase().contains("microsoft.graph.security.alert")
+    let graph_alert = has_ignore_case(odata, "microsoft.graph.security.alert")
         || (obj.get("evidence").is_some_and(Value::is_array) && has_any(obj, &["serviceSource", "detectionSource"]));
     let incident = obj.contains_key("incidentId")
         && obj.get("alerts").is_some_and(Value::is_array)

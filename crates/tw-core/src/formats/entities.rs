@@ -20,7 +20,9 @@ use super::Object;
 use crate::{Entity, EntityKind, Severity};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 
 /// How deep the generic walker descends.
@@ -43,12 +45,17 @@ pub const MAX_DESCRIPTION_CHARS: usize = 8192;
 /// A value as trimmed, non-empty text: strings as they are, numbers in their JSON form, booleans
 /// and everything else `None`. Placeholders (`-`, `null`, `N/A`) count as absent.
 pub fn text(v: &Value) -> Option<String> {
+    text_ref(v).map(Cow::into_owned)
+}
+
+/// [`text`] without copying a string value (a number is still written out).
+pub(crate) fn text_ref(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::String(s) => {
-            let t = s.trim();
-            if t.is_empty() || is_placeholder(t) { None } else { Some(t.to_string()) }
+            let t = trim(s);
+            if t.is_empty() || is_placeholder(t) { None } else { Some(Cow::Borrowed(t)) }
         }
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
@@ -56,6 +63,11 @@ pub fn text(v: &Value) -> Option<String> {
 /// `text` of `obj[key]`.
 pub fn text_at(obj: &Object, key: &str) -> Option<String> {
     obj.get(key).and_then(text)
+}
+
+/// [`text_at`] without copying a string value.
+pub(crate) fn text_ref_at<'a>(obj: &'a Object, key: &str) -> Option<Cow<'a, str>> {
+    obj.get(key).and_then(text_ref)
 }
 
 /// The first of `keys` that has a text value.
@@ -98,10 +110,16 @@ pub fn text_ci(obj: &Object, names: &[&str]) -> Option<String> {
 
 /// Strings (or numbers) of a value that may be one value or an array of them.
 pub fn texts(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(items) => items.iter().take(MAX_ENTITIES).filter_map(text).collect(),
-        other => text(other).into_iter().collect(),
-    }
+    texts_ref(v).map(Cow::into_owned).collect()
+}
+
+/// [`texts`] without copying string values.
+fn texts_ref(v: &Value) -> impl Iterator<Item = Cow<'_, str>> {
+    let (items, single) = match v {
+        Value::Array(items) => (items.as_slice(), None),
+        other => (&[][..], text_ref(other)),
+    };
+    items.iter().take(MAX_ENTITIES).filter_map(text_ref).chain(single)
 }
 
 /// A key lowercased with `_`, `-`, `.`, `@`, `$` and spaces removed (`src_ip` -> `srcip`).
@@ -109,36 +127,44 @@ pub fn norm_key(k: &str) -> String {
     k.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
-/// A key normalised as by [`norm_key`], kept on the stack when it is at most
-/// [`NormKey::INLINE`] bytes (every real key): the walker and the key searches normalise every
-/// key they visit, and an allocation per key was a third of their time.
-pub(crate) struct NormKey {
-    buf: [u8; NormKey::INLINE],
-    len: usize,
-    long: Option<String>,
+/// A key normalised as by [`norm_key`] without allocating: borrowed when it is already
+/// normalised (most keys), else kept on the stack when it is at most [`NormKey::INLINE`] bytes
+/// (every real key). The walker and the key searches normalise every key they visit, and an
+/// allocation per key was a third of their time.
+pub(crate) enum NormKey<'a> {
+    /// The key itself: it has only lowercase ASCII letters and digits.
+    Same(&'a str),
+    /// The normalised bytes and their length.
+    Inline([u8; NormKey::INLINE], usize),
+    /// A key whose normalised form is longer than the buffer.
+    Long(String),
 }
 
-impl NormKey {
+impl<'a> NormKey<'a> {
     const INLINE: usize = 64;
 
-    pub(crate) fn new(key: &str) -> Self {
+    pub(crate) fn new(key: &'a str) -> Self {
+        if key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return NormKey::Same(key);
+        }
         let mut buf = [0; Self::INLINE];
         let mut len = 0;
         for b in key.bytes().filter(u8::is_ascii_alphanumeric) {
             if len == Self::INLINE {
-                return NormKey { buf, len: 0, long: Some(norm_key(key)) };
+                return NormKey::Long(norm_key(key));
             }
             buf[len] = b.to_ascii_lowercase();
             len += 1;
         }
-        NormKey { buf, len, long: None }
+        NormKey::Inline(buf, len)
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        match &self.long {
-            Some(long) => long,
+        match self {
+            NormKey::Same(key) => key,
             // Only ASCII letters and digits are ever copied in, so this is always valid UTF-8.
-            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default(),
+            NormKey::Inline(buf, len) => std::str::from_utf8(&buf[..*len]).unwrap_or_default(),
+            NormKey::Long(key) => key,
         }
     }
 }
@@ -154,20 +180,23 @@ fn norm_eq(key: &str, want: &str) -> bool {
 /// `str::contains`, which sets up a substring searcher on every call.
 fn has(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w == n)
+    n.is_empty() || (h.len() >= n.len() && h.windows(n.len()).any(|w| w == n))
 }
 
 /// `needle` (lowercase ASCII) occurs in `haystack` ignoring ASCII case: what
 /// `haystack.to_ascii_lowercase().contains(needle)` says, without the copy.
-fn has_ignore_case(haystack: &str, needle: &str) -> bool {
+pub(crate) fn has_ignore_case(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    n.is_empty() || (h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
 }
 
 /// The first position from `from` where `needle` (lowercase ASCII) starts in `haystack`,
 /// ignoring ASCII case: `haystack.to_ascii_lowercase()[from..].find(needle)`, without the copy.
 fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> {
     let (h, n) = (haystack.as_bytes().get(from..)?, needle.as_bytes());
+    if n.is_empty() {
+        return Some(from);
+    }
     if h.len() < n.len() {
         return None;
     }
@@ -175,13 +204,23 @@ fn find_ignore_case(haystack: &str, from: usize, needle: &str) -> Option<usize> 
 }
 
 /// `s` starts with `prefix` (lowercase ASCII) ignoring ASCII case.
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+pub(crate) fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// `s` ends with `suffix` (lowercase ASCII) ignoring ASCII case.
 fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
     s.len() >= suffix.len() && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
+/// `s.trim()`, skipping the search for Unicode whitespace when `s` starts and ends with an
+/// ASCII character that is not whitespace (strings are trimmed once, then checked again by
+/// each shape test).
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
 }
 
 /// Values that mean "nothing" even though they are non-empty text (compared ignoring ASCII case).
@@ -196,22 +235,46 @@ pub fn is_placeholder(s: &str) -> bool {
 
 /// Trims and caps a text to `max` characters, cutting on a character boundary.
 pub fn cap_chars(s: &str, max: usize) -> String {
-    let t = s.trim();
-    match t.char_indices().nth(max) {
-        Some((idx, _)) => t[..idx].trim_end().to_string(),
-        None => t.to_string(),
+    capped(s, max).to_string()
+}
+
+/// The part of `s` that [`cap_chars`] keeps.
+fn capped(s: &str, max: usize) -> &str {
+    let t = trim(s);
+    // No more bytes than `max` is no more characters: nothing to count.
+    if t.len() <= max {
+        return t;
     }
+    match t.char_indices().nth(max) {
+        Some((idx, _)) => t[..idx].trim_end(),
+        None => t,
+    }
+}
+
+/// [`cap_chars`] of an owned text, which is kept as it is (no copy) when nothing is cut.
+pub(crate) fn cap_owned(s: String, max: usize) -> String {
+    let kept = capped(&s, max);
+    if kept.len() == s.len() { s } else { kept.to_string() }
 }
 
 /// A title: control characters become spaces, trimmed, capped to [`MAX_TITLE_CHARS`].
 pub fn title(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    cap_chars(&clean, MAX_TITLE_CHARS)
+    title_owned(s.to_string())
+}
+
+/// [`title`] of an owned text, which is kept as it is (no copy) when nothing changes.
+pub(crate) fn title_owned(s: String) -> String {
+    if s.chars().any(char::is_control) {
+        let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        cap_owned(clean, MAX_TITLE_CHARS)
+    } else {
+        cap_owned(s, MAX_TITLE_CHARS)
+    }
 }
 
 /// A description: trimmed, capped to [`MAX_DESCRIPTION_CHARS`]; `None` when empty.
 pub fn description(s: Option<String>) -> Option<String> {
-    s.map(|d| cap_chars(&d, MAX_DESCRIPTION_CHARS)).filter(|d| !d.is_empty())
+    s.map(|d| cap_owned(d, MAX_DESCRIPTION_CHARS)).filter(|d| !d.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -340,12 +403,32 @@ pub fn severity_from_value(v: &Value) -> Option<Severity> {
 
 /// An IPv4 or IPv6 address (brackets around IPv6 allowed), in its canonical form.
 pub fn as_ip(s: &str) -> Option<String> {
-    parse_ip(s).map(|ip| ip.to_string())
+    parse_ip(s).map(ip_text)
+}
+
+/// An address in its canonical form: `IpAddr`'s `Display`, with IPv4 (most addresses) written
+/// directly rather than through the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// The address [`as_ip`] reads, before it is written out.
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    let t = s.trim();
+    let t = trim(s);
     let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
     // The standard parser accepts only hex digits, `.` and `:` (no zone, no brackets, no
     // sign): anything else is rejected here without running it.
@@ -357,7 +440,7 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 
 /// A hex hash of MD5/SHA-1/SHA-256 length (32/40/64), lowercased; never all zeros.
 pub fn as_hash(s: &str) -> Option<String> {
-    let t = s.trim();
+    let t = trim(s);
     if !matches!(t.len(), 32 | 40 | 64) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -374,14 +457,17 @@ pub fn as_email(s: &str) -> Option<String> {
 
 /// The address [`as_email`] accepts (trimmed, `mailto:` stripped), before it is lowercased.
 fn email_str(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     let t = t.strip_prefix("mailto:").unwrap_or(t);
     let (local, domain) = t.split_once('@')?;
     let ok_local = !local.is_empty()
         && local.len() <= 64
         && local.chars().all(|c| {
             c.is_alphanumeric()
-                || matches!(c, '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-')
+                || matches!(
+                    c,
+                    '!' | '#' | '$' | '%' | '&' | '\'' | '*' | '+' | '/' | '=' | '?' | '^' | '_' | '`' | '{' | '|' | '}' | '~' | '.' | '-'
+                )
         });
     (ok_local && domain_str(domain).is_some()).then_some(t)
 }
@@ -393,15 +479,22 @@ pub fn as_hostname(s: &str) -> Option<String> {
 
 /// The host name [`as_hostname`] accepts (trimmed, trailing dots removed).
 fn hostname_str(s: &str) -> Option<&str> {
-    let t = s.trim().trim_end_matches('.');
-    if t.is_empty() || t.len() > 253 || is_placeholder(t) {
+    let t = trim(s).trim_end_matches('.');
+    if t.is_empty() || t.len() > 253 || is_placeholder(t) || t.starts_with('-') {
         return None;
     }
-    let ok = t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && t.bytes().any(|b| b.is_ascii_alphabetic())
-        && !t.starts_with('-')
-        && !t.contains("..");
-    (ok && parse_ip(t).is_none()).then_some(t)
+    // One pass: only letters, digits, `-`, `_` and `.`, at least one letter, no `..`.
+    let (mut letter, mut after_dot) = (false, false);
+    for b in t.bytes() {
+        match b {
+            b'.' if after_dot => return None,
+            b'.' => after_dot = true,
+            b'a'..=b'z' | b'A'..=b'Z' => (letter, after_dot) = (true, false),
+            b'0'..=b'9' | b'-' | b'_' => after_dot = false,
+            _ => return None,
+        }
+    }
+    (letter && parse_ip(t).is_none()).then_some(t)
 }
 
 /// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
@@ -423,7 +516,7 @@ pub fn as_url(s: &str) -> Option<String> {
 
 /// The URL [`as_url`] accepts (trimmed).
 fn url_str(s: &str) -> Option<&str> {
-    let t = s.trim();
+    let t = trim(s);
     let scheme_len = if starts_with_ignore_case(t, "https://") {
         8
     } else if starts_with_ignore_case(t, "http://") {
@@ -435,10 +528,20 @@ fn url_str(s: &str) -> Option<&str> {
     };
     // The scheme is ASCII, so `scheme_len` is a character boundary.
     let rest = &t[scheme_len..];
-    if rest.is_empty() || t.chars().any(char::is_whitespace) || url_host_str(t).is_none() {
+    if rest.is_empty() || has_whitespace(t) || url_host_str(t).is_none() {
         return None;
     }
     Some(t)
+}
+
+/// `s.chars().any(char::is_whitespace)`, on bytes when `s` is ASCII (the usual case).
+fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        // The ASCII characters `char::is_whitespace` accepts: tab to carriage return, and space.
+        s.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' '))
+    } else {
+        s.chars().any(char::is_whitespace)
+    }
 }
 
 /// The host of a URL, lowercased, without port or credentials.
@@ -448,7 +551,9 @@ pub fn url_host(url: &str) -> Option<String> {
 
 /// The host [`url_host`] finds, before it is lowercased.
 fn url_host_str(url: &str) -> Option<&str> {
-    let after = url.split_once("://")?.1;
+    // `split_once("://")` without setting up a substring searcher.
+    let scheme_end = url.as_bytes().windows(3).position(|w| w == b"://")?;
+    let after = &url[scheme_end + 3..];
     let authority = after.split(['/', '?', '#']).next()?;
     let hostport = authority.rsplit('@').next()?;
     let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
@@ -476,7 +581,8 @@ pub fn is_console_link(url: &str) -> bool {
     // Hosts and paths are compared ignoring ASCII case, without lowercased copies.
     let Some(host) = url_host_str(url) else { return false };
     let is_host_or_subdomain = |h: &str| {
-        host.eq_ignore_ascii_case(h) || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
+        host.eq_ignore_ascii_case(h)
+            || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
     };
     if CONSOLE_HOSTS.iter().any(|h| is_host_or_subdomain(h)) {
         return true;
@@ -485,10 +591,19 @@ pub fn is_console_link(url: &str) -> bool {
         return true;
     }
     // Splunk search results (`/app/<app>/@go?sid=`, `/app/<app>/search?sid=`) and Kibana pages.
-    has_ignore_case(url, "/@go?sid=")
-        || (has_ignore_case(url, "/app/") && has_ignore_case(url, "sid=scheduler__"))
-        || has_ignore_case(url, "/app/security/")
-        || has_ignore_case(url, "/app/kibana")
+    // Each path pattern starts with `/`: one pass looks only at the slashes.
+    let mut app = false;
+    for (i, _) in url.bytes().enumerate().filter(|(_, b)| *b == b'/') {
+        let rest = &url[i..];
+        if starts_with_ignore_case(rest, "/@go?sid=")
+            || starts_with_ignore_case(rest, "/app/security/")
+            || starts_with_ignore_case(rest, "/app/kibana")
+        {
+            return true;
+        }
+        app |= starts_with_ignore_case(rest, "/app/");
+    }
+    app && has_ignore_case(url, "sid=scheduler__")
 }
 
 /// Keys whose values are console links, references or our own metadata, never indicators; the
@@ -520,12 +635,70 @@ fn is_link_norm_key(k: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct EntitySet {
     items: Vec<Entity>,
-    seen: HashSet<(EntityKind, String)>,
+    /// Where each entity is in `items`, by a keyed hash of its dedup key (kind, and value
+    /// case-folded for the kinds compared case-insensitively): no copy of the key is kept, and
+    /// a match is confirmed against the entity itself, so two keys that share a hash stay two
+    /// entities.
+    seen: HashMap<u64, usize, BuildHasherDefault<KeyHashHasher>>,
+    /// The (random) key of those hashes, so that payloads cannot be built to collide.
+    keys: RandomState,
+}
+
+/// The hasher of [`EntitySet`]'s map, whose keys are already keyed SipHash values: it passes
+/// them through instead of hashing them a second time.
+#[derive(Debug, Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed (`write_u64`); this is here because the trait requires it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Kinds deduplicated ignoring ASCII case.
+fn folds_case(kind: EntityKind) -> bool {
+    matches!(kind, EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash)
 }
 
 impl EntitySet {
     pub fn new() -> Self {
-        Self::default()
+        // Room for a typical alert's entities, so that the first ones do not grow (and rehash)
+        // both collections several times.
+        EntitySet {
+            items: Vec::with_capacity(16),
+            seen: HashMap::with_capacity_and_hasher(16, Default::default()),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// The keyed hash of an entity's dedup key.
+    fn key_hash(&self, kind: EntityKind, value: &str) -> u64 {
+        let mut h = self.keys.build_hasher();
+        h.write_u8(kind as u8);
+        if folds_case(kind) {
+            // Lowercased through a small buffer rather than into a new string.
+            let mut buf = [0u8; 64];
+            for chunk in value.as_bytes().chunks(buf.len()) {
+                let folded = &mut buf[..chunk.len()];
+                folded.copy_from_slice(chunk);
+                folded.make_ascii_lowercase();
+                h.write(folded);
+            }
+        } else {
+            h.write(value.as_bytes());
+        }
+        h.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -549,7 +722,7 @@ impl EntitySet {
         if self.is_full() || raw.len() > MAX_STR_LEN {
             return false;
         }
-        let t = raw.trim();
+        let t = trim(raw);
         if t.is_empty() || is_placeholder(t) {
             return false;
         }
@@ -575,12 +748,16 @@ impl EntitySet {
         if self.is_full() {
             return false;
         }
-        let key = match kind {
-            EntityKind::Email | EntityKind::Hostname | EntityKind::Domain | EntityKind::FileHash => value.to_ascii_lowercase(),
-            _ => value.clone(),
-        };
-        if !self.seen.insert((kind, key)) {
-            return false;
+        let hash = self.key_hash(kind, &value);
+        let same = |e: &Entity| e.kind == kind && if folds_case(kind) { e.value.eq_ignore_ascii_case(&value) } else { e.value == value };
+        match self.seen.get(&hash) {
+            Some(&i) if same(&self.items[i]) => return false,
+            // Another key with the same hash (astronomically rare): compare with every entity.
+            Some(_) if self.items.iter().any(same) => return false,
+            Some(_) => {}
+            None => {
+                self.seen.insert(hash, self.items.len());
+            }
         }
         self.items.push(Entity { kind, value, role: role.map(str::to_string) });
         true
@@ -588,25 +765,30 @@ impl EntitySet {
 
     /// [`add`](Self::add) for every text in a value that may be a string or an array.
     pub fn add_value(&mut self, kind: EntityKind, v: Option<&Value>, role: Option<&str>) {
-        if let Some(v) = v {
-            for s in texts(v) {
-                self.add(kind, &s, role);
-            }
+        for s in v.into_iter().flat_map(texts_ref) {
+            self.add(kind, &s, role);
         }
     }
 
     /// Adds a hash found in Sysmon's `Hashes` form (`SHA1=..,MD5=..,SHA256=..,IMPHASH=..`);
     /// SHA256 first, then SHA1, then MD5; IMPHASH is not a file hash and is skipped.
     pub fn add_sysmon_hashes(&mut self, s: &str, role: Option<&str>) {
-        let pairs = || s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')).map(|(k, v)| (k.trim(), v.trim()));
-        for algo in ["SHA256", "SHA1", "MD5"] {
-            for (k, v) in pairs() {
-                if k.eq_ignore_ascii_case(algo) {
-                    self.add(EntityKind::FileHash, v, role);
-                }
+        const ALGORITHMS: [&str; 3] = ["SHA256", "SHA1", "MD5"];
+        // One pass over the pairs; then the hashes by algorithm (a stable sort keeps the
+        // order of several hashes of one algorithm).
+        let mut hashes: Vec<(usize, &str)> = Vec::new();
+        let mut any_pair = false;
+        for (k, v) in s.split([',', ';', ' ']).filter_map(|p| p.split_once('=')) {
+            any_pair = true;
+            if let Some(rank) = ALGORITHMS.iter().position(|a| k.trim().eq_ignore_ascii_case(a)) {
+                hashes.push((rank, v.trim()));
             }
         }
-        if pairs().next().is_none() {
+        hashes.sort_by_key(|(rank, _)| *rank);
+        for (_, v) in hashes {
+            self.add(EntityKind::FileHash, v, role);
+        }
+        if !any_pair {
             self.add(EntityKind::FileHash, s, role);
         }
     }
@@ -638,13 +820,20 @@ impl EntitySet {
         let dir = dir.map(str::trim).filter(|d| !d.is_empty());
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         let full = match (dir, name) {
-            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => d.to_string(),
+            (Some(d), Some(n)) if d.len() >= n.len() && d.as_bytes()[d.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes()) => {
+                Cow::Borrowed(d)
+            }
             (Some(d), Some(n)) => {
                 let sep = if d.contains('\\') { '\\' } else { '/' };
-                format!("{}{}{}", d.trim_end_matches(['\\', '/']), sep, n)
+                let d = d.trim_end_matches(['\\', '/']);
+                let mut full = String::with_capacity(d.len() + 1 + n.len());
+                full.push_str(d);
+                full.push(sep);
+                full.push_str(n);
+                Cow::Owned(full)
             }
-            (Some(d), None) => d.to_string(),
-            (None, Some(n)) => n.to_string(),
+            (Some(d), None) => Cow::Borrowed(d),
+            (None, Some(n)) => Cow::Borrowed(n),
             (None, None) => return,
         };
         self.add(EntityKind::File, &full, role);
@@ -693,8 +882,19 @@ pub fn declared_entity_type(obj: &Object) -> Option<String> {
 
 /// [`declared_entity_type`] without allocating: the walker asks it of every object.
 fn declared_type(obj: &Object) -> Option<&'static str> {
-    let raw =
-        ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"].iter().find_map(|k| obj.get(*k).and_then(Value::as_str))?;
+    // The first of these keys (in this order) with a string value. One pass over the object's
+    // keys costs less than six map lookups, and most objects have few keys.
+    const TYPE_KEYS: [&str; 6] = ["entityType", "EntityType", "@odata.type", "kind", "Type", "type"];
+    let mut declared: Option<(usize, &str)> = None;
+    for (k, v) in obj {
+        if let Value::String(raw) = v
+            && let Some(rank) = TYPE_KEYS.iter().position(|t| t == k)
+            && declared.is_none_or(|(best, _)| rank < best)
+        {
+            declared = Some((rank, raw));
+        }
+    }
+    let (_, raw) = declared?;
     let last = raw.rsplit(['.', '/', '#']).next().unwrap_or(raw);
     let key = NormKey::new(last);
     let t = key.as_str();
@@ -853,6 +1053,15 @@ fn is_skipped_key(k: &str) -> bool {
         || is_link_norm_key(k)
 }
 
+/// The key contains `sha256`, `sha1` or `md5` (one pass).
+fn names_hash_algorithm(k: &str) -> bool {
+    let k = k.as_bytes();
+    (0..k.len()).any(|i| {
+        let rest = &k[i..];
+        rest.starts_with(b"sha1") || rest.starts_with(b"sha256") || rest.starts_with(b"md5")
+    })
+}
+
 fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     use Hint::*;
     if k == "hashes" {
@@ -861,13 +1070,7 @@ fn hint_for(k: &str, parent: &str) -> Option<Hint> {
     if k == "imphash" || k.ends_with("imphash") || k == "hashalgorithm" || k == "algorithm" {
         return None;
     }
-    if has(k, "sha256")
-        || has(k, "sha1")
-        || has(k, "md5")
-        || k.ends_with("hash")
-        || k == "hashvalue"
-        || (parent == "hash" && !k.is_empty())
-    {
+    if names_hash_algorithm(k) || k.ends_with("hash") || k == "hashvalue" || (parent == "hash" && !k.is_empty()) {
         return Some(Hash);
     }
     let named = matches!(k, "name" | "names" | "full" | "address" | "addresses" | "ip" | "domain" | "path");
@@ -1064,7 +1267,7 @@ fn walk_inner(v: &Value, key: &str, parent: &str, depth: usize, budget: &mut usi
 
 /// Adds one string found under `key` (normalised) inside an object found under `parent`.
 pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
-    let t = s.trim();
+    let t = trim(s);
     if t.is_empty() || t.len() > MAX_STR_LEN || is_placeholder(t) {
         return;
     }
@@ -1074,7 +1277,7 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
     // Shapes first: they are unambiguous whatever the key. Each shape is validated once and
     // inserted as validated, not validated again by `add`.
     if let Some(ip) = parse_ip(t) {
-        set.insert(EntityKind::Ip, ip.to_string(), role());
+        set.insert(EntityKind::Ip, ip_text(ip), role());
         return;
     }
     if let Some(address) = email_str(t) {
@@ -1193,8 +1396,11 @@ impl KeyList {
 /// One search of [`find_keys`]: which keys, how deep, and whether a shallower match wins over
 /// a preferred key (see [`find_key_shallow`]) or not (see [`find_key`]).
 pub(crate) struct KeySearch<'a> {
+    /// The keys, preferred first.
     pub keys: &'a KeyList,
+    /// How many levels below the top object it looks (0: the top object's own keys).
     pub max_depth: usize,
+    /// Whether a shallower match beats a preferred key found deeper.
     pub shallow_first: bool,
 }
 
@@ -1372,6 +1578,22 @@ mod tests {
             s.add(EntityKind::Ip, &format!("10.0.{}.{}", i / 256, i % 256), None);
         }
         assert_eq!(s.len(), MAX_ENTITIES);
+    }
+
+    /// Two dedup keys with the same hash are still two entities, and each is still deduplicated.
+    #[test]
+    fn set_survives_a_hash_collision() {
+        let mut s = EntitySet::new();
+        assert!(s.add(EntityKind::Hostname, "WS-1", None));
+        // Pretend `ws-2` hashes like `ws-1`: its hash now points at WS-1.
+        let collide = s.key_hash(EntityKind::Hostname, "ws-2");
+        s.seen.insert(collide, 0);
+        assert!(s.add(EntityKind::Hostname, "ws-2", None));
+        assert!(!s.add(EntityKind::Hostname, "WS-2", None));
+        assert!(!s.add(EntityKind::Hostname, "ws-1", None));
+        assert!(s.add(EntityKind::User, "ws-1", None), "another kind");
+        let v: Vec<_> = s.into_vec().into_iter().map(|e| e.value).collect();
+        assert_eq!(v, ["WS-1", "ws-2", "ws-1"]);
     }
 
     #[test]

@@ -151,7 +151,8 @@ pub fn normalize(obj: &Object) -> Alert {
 
     // The spec's own fields first; the payload is searched (once) only for what they lack.
     let spec_event_type = text_at(obj, "event_type");
-    let spec_detail = details_obj.and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]));
+    let spec_detail =
+        details_obj.and_then(|d| entities::first_text(d, &["title", "name", "rule_name", "subject", "summary", "description"]));
     let spec_description = details_obj
         .and_then(|d| entities::first_text(d, &["description", "summary", "message"]))
         .or_else(|| details.and_then(Value::as_str).map(str::to_string));
@@ -224,16 +225,17 @@ pub fn read_severity(v: &Value) -> Option<(Severity, Option<String>)> {
 
 /// Final clean-up shared by every format: title trimmed, capped, never empty.
 pub fn finish(mut alert: Alert) -> Alert {
-    alert.title = entities::title(&alert.title);
+    // The `_owned` forms keep a string that needs no change instead of copying it.
+    alert.title = entities::title_owned(std::mem::take(&mut alert.title));
     if alert.title.is_empty() {
         alert.title = match &alert.external_id {
             Some(id) => entities::title(&format!("Untitled alert {id}")),
             None => "Untitled alert".to_string(),
         };
     }
-    alert.vendor_severity = alert.vendor_severity.map(|s| entities::cap_chars(&s, 128));
-    alert.external_id = alert.external_id.map(|s| entities::cap_chars(&s, 512)).filter(|s| !s.is_empty());
-    alert.event_type = alert.event_type.map(|s| entities::cap_chars(&s, 256)).filter(|s| !s.is_empty());
+    alert.vendor_severity = alert.vendor_severity.map(|s| entities::cap_owned(s, 128));
+    alert.external_id = alert.external_id.map(|s| entities::cap_owned(s, 512)).filter(|s| !s.is_empty());
+    alert.event_type = alert.event_type.map(|s| entities::cap_owned(s, 256)).filter(|s| !s.is_empty());
     alert
 }
 
