@@ -80,6 +80,10 @@ impl crate::IncidentStore for SqliteStore {
             conn.execute_batch("BEGIN")?;
             let read = || -> Result<(Vec<Incident>, i64), StoreError> {
                 let total: i64 = conn.prepare_cached(&total.sql)?.query_row(params_from_iter(&total.args), |r| r.get(0))?;
+                if total <= 0 {
+                    // Nothing matches: no index walk looking for rows that are not there.
+                    return Ok((Vec::new(), 0));
+                }
                 let mut stmt = conn.prepare_cached(&page.sql)?;
                 let mut rows = stmt.query(params_from_iter(&page.args))?;
                 let mut items = Vec::with_capacity(f.per_page as usize + 1);
