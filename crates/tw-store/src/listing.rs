@@ -66,11 +66,11 @@ pub(crate) fn page(f: &IncidentFilter, ph: Placeholder) -> Statement<'_> {
     args.push(Arg::Int(i64::from(f.per_page) + 1));
     let mut sql =
         format!("SELECT {INCIDENT_COLUMNS} FROM incidents{} ORDER BY year DESC, seq DESC LIMIT {}", where_clause(&conds), ph(args.len()));
-    if let PageStart::Offset(skip) = f.start {
-        if skip > 0 {
-            args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
-            sql.push_str(&format!(" OFFSET {}", ph(args.len())));
-        }
+    if let PageStart::Offset(skip) = f.start
+        && skip > 0
+    {
+        args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" OFFSET {}", ph(args.len())));
     }
     Statement { sql, args }
 }

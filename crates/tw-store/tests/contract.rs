@@ -91,7 +91,7 @@ async fn walk(store: &Arc<dyn Store>, f: &IncidentFilter) -> (Vec<IncidentNumber
 
 /// The numbers newest first: year, then sequence, descending.
 fn newest_first(mut numbers: Vec<IncidentNumber>) -> Vec<IncidentNumber> {
-    numbers.sort_by(|a, b| (b.year, b.seq).cmp(&(a.year, a.seq)));
+    numbers.sort_by_key(|n| std::cmp::Reverse((n.year, n.seq)));
     numbers
 }
 
@@ -596,7 +596,9 @@ async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     store.create_source(source("siem", "siem-secret")).await.unwrap();
     // Every total checked twice: against what the test expects and against the listing itself.
-    async fn totals(store: &Arc<dyn Store>, expected: &[(Option<&str>, Option<Severity>, Option<IncidentStatus>, u64)]) {
+    /// (source, severity, status) and the total expected.
+    type Expected<'a> = (Option<&'a str>, Option<Severity>, Option<IncidentStatus>, u64);
+    async fn totals(store: &Arc<dyn Store>, expected: &[Expected<'_>]) {
         for &(src, sev, st, n) in expected {
             let f = filter(src, sev, st, 7);
             let (seen, total) = walk(store, &f).await;
