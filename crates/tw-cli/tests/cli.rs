@@ -207,6 +207,57 @@ fn spec_cli_line_list_and_show() {
 }
 
 #[test]
+fn incident_list_pages_with_the_cursor_it_prints() {
+    let e = env_with(&[], &[]);
+    ok(e.cli(&["webhook", "add", "email-gateway", "--secret", SPEC_SECRET]));
+    ok(e.cli(&["webhook", "add", "edr", "--secret", SPEC_SECRET]));
+    let mut delivered = Vec::new();
+    for i in 1..=5 {
+        let src = if i == 3 { "edr" } else { "email-gateway" };
+        let body = format!(r#"{{"event_type":"security_alert","data":{{"alert_id":"page-{i}","severity":"medium"}}}}"#);
+        let (status, v) = curl_deliver(e.url(), src, SPEC_SECRET, &body);
+        assert_eq!(status, 201, "{v}");
+        delivered.push((src, v["incident_number"].as_str().unwrap().to_string()));
+    }
+
+    // The table ends with the command for the next page: run it as printed until there is none.
+    let mut args: Vec<String> = ["incident", "list", "--source", "email-gateway", "--per-page", "2"].map(String::from).to_vec();
+    let mut seen = Vec::new();
+    for pages in 1.. {
+        let out = ok(e.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        seen.extend(out.lines().filter(|l| l.starts_with("INC-")).map(|l| l.split_whitespace().next().unwrap().to_string()));
+        let last = out.lines().last().unwrap_or_default();
+        match last.strip_prefix("next page: tw-cli ") {
+            Some(next) => {
+                assert!(next.starts_with("incident list --source email-gateway --per-page 2 --cursor "), "{out}");
+                args = next.split_whitespace().map(String::from).collect();
+            }
+            None => {
+                assert_eq!(last, "4 incidents", "a page asked for by cursor has no number:\n{out}");
+                break;
+            }
+        }
+        assert!(pages < 10, "the cursor never ends:\n{out}");
+    }
+    let expected: Vec<String> = delivered.iter().rev().filter(|(s, _)| *s == "email-gateway").map(|(_, n)| n.clone()).collect();
+    assert_eq!(seen, expected, "every incident of the source once, newest first");
+
+    // JSON: the cursor is in the meta.
+    let v = ok_json(e.cli(&["incident", "list", "--per-page", "3", "-o", "json"]));
+    assert_eq!((v["meta"]["page"].as_u64(), v["meta"]["total"].as_u64()), (Some(1), Some(5)), "{v}");
+    let cursor = v["meta"]["next_cursor"].as_str().unwrap_or_else(|| panic!("no next_cursor: {v}")).to_string();
+    let rest = ok_json(e.cli(&["incident", "list", "--per-page", "3", "--cursor", &cursor, "-o", "json"]));
+    let numbers: Vec<&str> = rest["data"].as_array().unwrap().iter().map(|i| i["incident_number"].as_str().unwrap()).collect();
+    let oldest: Vec<&str> = delivered[..2].iter().rev().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(numbers, oldest, "{rest}");
+    assert!(rest["meta"]["next_cursor"].is_null() && rest["meta"].get("page").is_none(), "{rest}");
+
+    // A cursor that is not one, or with --page, is refused.
+    fails_with(e.cli(&["incident", "list", "--cursor", "bogus"]), &["cursor"]);
+    fails(e.cli(&["incident", "list", "--cursor", &cursor, "--page", "2"]), &["--page", "--cursor"]);
+}
+
+#[test]
 fn add_settings_generated_secret_duplicate_rotate_remove() {
     let e = env_with(&[], &[]);
 

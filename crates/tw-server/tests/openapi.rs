@@ -515,6 +515,17 @@ async fn responses_match_their_documented_schemas() {
     let number = created["incident_number"].as_str().unwrap().to_string();
     assert_eq!(api.call("GET", "/api/incidents", "/api/incidents", None, &[]).await.0, 200);
     assert_eq!(api.call("GET", "/api/incidents", "/api/incidents?per_page=0", None, &[]).await.0, 422);
+    // Paging by cursor: the meta has no page number then, and a cursor on every page but the last.
+    let second = r#"{"event_type":"malware","data":{"alert_id":"a-2","severity":"low","details":{"title":"y"}}}"#;
+    assert_eq!(api.deliver("s1", secret, second).await.0, 201);
+    let (status, first_page) = api.call("GET", "/api/incidents", "/api/incidents?source=s1&per_page=1", None, &[]).await;
+    assert_eq!(status, 200);
+    let cursor = first_page["meta"]["next_cursor"].as_str().expect("a second page").to_string();
+    let next_path = format!("/api/incidents?source=s1&per_page=1&cursor={cursor}");
+    let (status, next_page) = api.call("GET", "/api/incidents", &next_path, None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(next_page["meta"].get("page").is_none() && next_page["meta"]["next_cursor"].is_null(), "{next_page}");
+    assert_eq!(api.call("GET", "/api/incidents", "/api/incidents?cursor=bogus", None, &[]).await.0, 422);
     assert_eq!(api.call("GET", "/api/incidents/{id}", &format!("/api/incidents/{number}"), None, &[]).await.0, 200);
     assert_eq!(api.call("GET", "/api/incidents/{id}", "/api/incidents/INC-1999-0001", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/incidents/{id}/raw", &format!("/api/incidents/{number}/raw"), None, &[]).await.0, 200);

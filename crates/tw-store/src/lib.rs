@@ -18,6 +18,7 @@
 pub mod api_key;
 pub mod crypto;
 pub mod files;
+mod listing;
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -157,8 +158,9 @@ pub trait QueueStore: Send + Sync {
 pub trait IncidentStore: Send + Sync {
     /// One incident by id or number, with its raw payload.
     async fn get_incident(&self, key: &IncidentKey) -> Result<Option<Incident>, StoreError>;
-    /// A page of incidents, newest first, and the total that match.
-    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError>;
+    /// A page of incidents, newest first by number, the total that match (kept in a counts
+    /// table, never counted row by row) and where the next page starts.
+    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<IncidentPage, StoreError>;
     /// A page of dead letters, newest first, and the total.
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError>;
 }

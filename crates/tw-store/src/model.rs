@@ -357,13 +357,37 @@ impl Page {
     }
 }
 
-/// Filters for listing incidents.
+/// Which incidents to list (newest first by number) and which page of them.
 #[derive(Debug, Clone)]
 pub struct IncidentFilter {
     pub source: Option<SourceName>,
     pub severity: Option<Severity>,
     pub status: Option<IncidentStatus>,
-    pub page: Page,
+    /// Incidents per page.
+    pub per_page: u32,
+    /// Where the page starts.
+    pub start: PageStart,
+}
+
+/// Where a page of incidents starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    /// After skipping this many matching incidents: the database walks past every one of them,
+    /// so a deep page costs in proportion to its depth. `Offset(0)` is the first page.
+    Offset(u64),
+    /// Right after (older than) this incident: an index seek, the same cost at any depth.
+    After(IncidentNumber),
+}
+
+/// A page of incidents, newest first.
+#[derive(Debug, Clone)]
+pub struct IncidentPage {
+    pub items: Vec<Incident>,
+    /// How many incidents match the filter, in all pages.
+    pub total: u64,
+    /// Where the next page starts ([`PageStart::After`]): the last item's number, when more
+    /// incidents follow it; `None` on the last page.
+    pub next: Option<IncidentNumber>,
 }
 
 /// How many times a triage job is tried before it is marked failed.

@@ -5,7 +5,7 @@
 use chrono::{TimeZone, Utc};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tw_core::{Alert, Format, Secret, Severity, SourceName};
+use tw_core::{Alert, Format, IncidentNumber, Secret, Severity, SourceName};
 use tw_store::sqlite::SqliteStore;
 use tw_store::prelude::*;
 use tw_store::testing::TestDatabase;
@@ -50,6 +50,49 @@ fn ingest_req(src: &str, id: Option<&str>, request_key: &str) -> IngestRequest {
         playbook: None,
         triage_max_attempts: 3,
     }
+}
+
+/// A listing of the first `per_page` incidents that match.
+fn filter(source: Option<&str>, severity: Option<Severity>, status: Option<IncidentStatus>, per_page: u32) -> IncidentFilter {
+    IncidentFilter { source: source.map(name), severity, status, per_page, start: PageStart::Offset(0) }
+}
+
+/// Every incident `f` matches, following the cursors from its first page to the one whose
+/// `next` is `None`; checks every page on the way. Returns the numbers in listing order and the
+/// total the pages reported.
+async fn walk(store: &Arc<dyn Store>, f: &IncidentFilter) -> (Vec<IncidentNumber>, u64) {
+    let mut f = f.clone();
+    f.start = PageStart::Offset(0);
+    let mut seen = Vec::new();
+    let mut total = None;
+    loop {
+        let page = store.list_incidents(&f).await.unwrap();
+        assert!(page.items.len() <= f.per_page as usize, "{f:?}: {} items", page.items.len());
+        assert_eq!(*total.get_or_insert(page.total), page.total, "{f:?}: the total changed between pages");
+        for i in &page.items {
+            assert!(f.source.as_ref().is_none_or(|s| *s == i.source), "{f:?}: {i:?}");
+            assert!(f.severity.is_none_or(|s| s == i.severity), "{f:?}: {i:?}");
+            assert!(f.status.is_none_or(|s| s == i.status), "{f:?}: {i:?}");
+            assert!(i.raw.is_none(), "listings do not read payloads");
+        }
+        seen.extend(page.items.iter().map(|i| i.incident_number));
+        match page.next {
+            Some(next) => {
+                assert_eq!(page.items.len(), f.per_page as usize, "{f:?}: only a full page has a next");
+                assert_eq!(Some(next), page.items.last().map(|i| i.incident_number), "{f:?}: next is the page's last item");
+                f.start = PageStart::After(next);
+            }
+            None => break,
+        }
+        assert!(seen.len() <= 10_000, "{f:?}: the cursor never ends");
+    }
+    (seen, total.unwrap())
+}
+
+/// The numbers newest first: year, then sequence, descending.
+fn newest_first(mut numbers: Vec<IncidentNumber>) -> Vec<IncidentNumber> {
+    numbers.sort_by_key(|n| std::cmp::Reverse((n.year, n.seq)));
+    numbers
 }
 
 async fn sources_round_trip(store: Arc<dyn Store>) {
@@ -159,11 +202,7 @@ async fn a_failing_write_does_not_undo_its_batch(store: Arc<dyn Store>) {
         }
     }
     assert_eq!((created, refused), (199, 1));
-    let (_, total) = store
-        .list_incidents(&IncidentFilter { source: None, severity: None, status: None, page: Page { page: 1, per_page: 10 } })
-        .await
-        .unwrap();
-    assert_eq!(total, 199);
+    assert_eq!(store.list_incidents(&filter(None, None, None, 10)).await.unwrap().total, 199);
 }
 
 async fn queue_lifecycle(store: Arc<dyn Store>) {
@@ -460,6 +499,179 @@ async fn api_keys(store: Arc<dyn Store>) {
     assert!(store.find_api_key(api_key::hash("tw_nope")).await.unwrap().is_none());
 }
 
+/// Completes the incident's pending triage job with `severity` (a playbook verdict moves an open
+/// incident to triaged and may change its severity).
+async fn triage_to(store: &Arc<dyn Store>, incident: &IncidentRef, severity: Option<Severity>) {
+    store.enqueue_triage(&IncidentKey::Id(incident.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    let claimed = store.claim_triage_jobs(1, 600).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].incident.id, incident.id);
+    let mut done = outcome(70);
+    done.severity = severity;
+    assert!(store.complete_triage_job(&claimed[0].job.job_id, claimed[0].job.attempts, TriageCompletion::Done(done)).await.unwrap());
+}
+
+async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    store.create_source(source("siem", "siem-secret")).await.unwrap();
+    let severities = [Severity::High, Severity::Low, Severity::Critical, Severity::Medium, Severity::Info];
+    let mut created = Vec::new();
+    for i in 0..23 {
+        let src = if i % 3 == 0 { "siem" } else { "edr" };
+        let mut req = ingest_req(src, Some(&format!("k-{i}")), &format!("r{i}"));
+        req.alert.severity = severities[i % severities.len()];
+        // Two years, interleaved: the listing's order is the number's, not the arrival's.
+        if i % 2 == 0 {
+            req.received_at = Utc.with_ymd_and_hms(2025, 2, 1, 0, 0, 0).unwrap();
+        }
+        created.push(store.ingest(req).await.unwrap().incident());
+    }
+    // Some are triaged, one of them with a new severity.
+    triage_to(&store, &created[4], None).await;
+    triage_to(&store, &created[9], Some(Severity::Critical)).await;
+    triage_to(&store, &created[12], None).await;
+    // The truth, one incident at a time.
+    let mut truth = Vec::new();
+    for r in &created {
+        truth.push(store.get_incident(&IncidentKey::Id(r.id)).await.unwrap().unwrap());
+    }
+    let expect = |f: &IncidentFilter| {
+        newest_first(
+            truth
+                .iter()
+                .filter(|i| f.source.as_ref().is_none_or(|s| *s == i.source))
+                .filter(|i| f.severity.is_none_or(|s| s == i.severity))
+                .filter(|i| f.status.is_none_or(|s| s == i.status))
+                .map(|i| i.incident_number)
+                .collect(),
+        )
+    };
+    let mut filters = vec![filter(None, None, None, 1)];
+    for src in ["edr", "siem", "nobody"] {
+        filters.push(filter(Some(src), None, None, 1));
+    }
+    for sev in severities {
+        filters.push(filter(None, Some(sev), None, 1));
+    }
+    for st in IncidentStatus::ALL {
+        filters.push(filter(None, None, Some(st), 1));
+        filters.push(filter(Some("edr"), None, Some(st), 1));
+    }
+    filters.push(filter(Some("edr"), Some(Severity::Critical), Some(IncidentStatus::Triaged), 1));
+    filters.push(filter(Some("siem"), Some(Severity::High), None, 1));
+    for base in filters {
+        let expected = expect(&base);
+        let n = expected.len() as u32;
+        // One per page, a few per page, exactly all in one page, all but one in the first.
+        for per_page in [1, 4, n.max(1), n.saturating_sub(1).max(1), 200] {
+            let f = IncidentFilter { per_page, ..base.clone() };
+            let (seen, total) = walk(&store, &f).await;
+            assert_eq!(seen, expected, "{f:?}: every incident once, newest number first");
+            assert_eq!(total, expected.len() as u64, "{f:?}: the total is the number of incidents listed");
+            // The same pages by offset.
+            for (k, chunk) in expected.chunks(per_page as usize).enumerate() {
+                let at = IncidentFilter { start: PageStart::Offset(k as u64 * u64::from(per_page)), ..f.clone() };
+                let page = store.list_incidents(&at).await.unwrap();
+                assert_eq!(page.items.iter().map(|i| i.incident_number).collect::<Vec<_>>(), chunk, "{at:?}");
+                let last = (k + 1) * per_page as usize >= expected.len();
+                assert_eq!(page.next, if last { None } else { chunk.last().copied() }, "{at:?}");
+            }
+        }
+    }
+    // Past the end, and after a number the filter never listed: the older ones that match.
+    let oldest = *expect(&filter(None, None, None, 1)).last().unwrap();
+    let past = IncidentFilter { start: PageStart::After(oldest), ..filter(None, None, None, 10) };
+    let page = store.list_incidents(&past).await.unwrap();
+    assert!(page.items.is_empty() && page.next.is_none(), "{page:?}");
+    assert_eq!(page.total, 23);
+    let siem = expect(&filter(Some("siem"), None, None, 1));
+    let edr_newest = expect(&filter(Some("edr"), None, None, 1))[0];
+    let from_edr = IncidentFilter { start: PageStart::After(edr_newest), ..filter(Some("siem"), None, None, 100) };
+    let listed: Vec<_> = store.list_incidents(&from_edr).await.unwrap().items.iter().map(|i| i.incident_number).collect();
+    let older: Vec<_> = siem.into_iter().filter(|n| (n.year, n.seq) < (edr_newest.year, edr_newest.seq)).collect();
+    assert_eq!(listed, older);
+}
+
+async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    store.create_source(source("siem", "siem-secret")).await.unwrap();
+    // Every total checked twice: against what the test expects and against the listing itself.
+    /// (source, severity, status) and the total expected.
+    type Expected<'a> = (Option<&'a str>, Option<Severity>, Option<IncidentStatus>, u64);
+    async fn totals(store: &Arc<dyn Store>, expected: &[Expected<'_>]) {
+        for &(src, sev, st, n) in expected {
+            let f = filter(src, sev, st, 7);
+            let (seen, total) = walk(store, &f).await;
+            assert_eq!((total, seen.len() as u64), (n, n), "{f:?}");
+        }
+    }
+    use IncidentStatus::{Open, Triaged};
+    use Severity::{Critical, High, Low};
+    totals(&store, &[(None, None, None, 0), (Some("edr"), None, None, 0), (None, Some(High), Some(Open), 0)]).await;
+    let mut edr = Vec::new();
+    for i in 0..10 {
+        edr.push(store.ingest(ingest_req("edr", Some(&format!("e-{i}")), &format!("e{i}"))).await.unwrap().incident());
+    }
+    for i in 0..5 {
+        let mut req = ingest_req("siem", Some(&format!("s-{i}")), &format!("s{i}"));
+        req.alert.severity = Low;
+        store.ingest(req).await.unwrap();
+    }
+    // A duplicate delivery is not an incident.
+    store.ingest(ingest_req("edr", Some("e-0"), "again")).await.unwrap();
+    totals(
+        &store,
+        &[
+            (None, None, None, 15),
+            (Some("edr"), None, None, 10),
+            (Some("siem"), None, None, 5),
+            (None, Some(High), None, 10),
+            (None, Some(Low), None, 5),
+            (None, None, Some(Open), 15),
+            (None, None, Some(Triaged), 0),
+            (Some("siem"), Some(High), None, 0),
+        ],
+    )
+    .await;
+    // Triage completing moves open -> triaged; with a new severity it moves that count too.
+    triage_to(&store, &edr[0], None).await;
+    triage_to(&store, &edr[1], Some(Critical)).await;
+    totals(
+        &store,
+        &[
+            (None, None, None, 15),
+            (None, None, Some(Open), 13),
+            (None, None, Some(Triaged), 2),
+            (Some("edr"), None, Some(Open), 8),
+            (Some("edr"), Some(High), Some(Triaged), 1),
+            (None, Some(Critical), None, 1),
+            (None, Some(High), None, 9),
+            (Some("edr"), Some(Critical), Some(Triaged), 1),
+        ],
+    )
+    .await;
+    // Triaged again: the status stays, the severity moves (critical -> low).
+    triage_to(&store, &edr[1], Some(Low)).await;
+    // A run that fails changes neither.
+    store.enqueue_triage(&IncidentKey::Id(edr[2].id), "malware_triage", serde_json::Map::new(), 1).await.unwrap();
+    let c = store.claim_triage_jobs(1, 600).await.unwrap();
+    let failed = TriageCompletion::Failed { error: "boom".into(), retry_at: None };
+    assert!(store.complete_triage_job(&c[0].job.job_id, c[0].job.attempts, failed).await.unwrap());
+    totals(
+        &store,
+        &[
+            (None, None, None, 15),
+            (None, None, Some(Open), 13),
+            (None, None, Some(Triaged), 2),
+            (None, Some(Critical), None, 0),
+            (None, Some(Low), None, 6),
+            (Some("edr"), Some(Low), Some(Triaged), 1),
+            (Some("siem"), Some(Low), Some(Open), 5),
+        ],
+    )
+    .await;
+}
+
 /// A store on a fresh PostgreSQL database, or `None` when no server answers.
 async fn open_pg(dir: &std::path::Path) -> Option<(Arc<dyn Store>, TestDatabase)> {
     let db = TestDatabase::create().await?;
@@ -467,6 +679,12 @@ async fn open_pg(dir: &std::path::Path) -> Option<(Arc<dyn Store>, TestDatabase)
     let url = DatabaseUrl::parse(&db.url).unwrap();
     let store = tw_store::open(&url, key, StoreOptions::default()).await.unwrap();
     Some((store, db))
+}
+
+/// A second instance on the database of `db` (the key file in `dir` must be the first's).
+async fn open_pg_existing(db: &TestDatabase, dir: &std::path::Path) -> Arc<dyn Store> {
+    let key = MasterKey::load_or_create(None, dir).unwrap();
+    tw_store::open(&DatabaseUrl::parse(&db.url).unwrap(), key, StoreOptions::default()).await.unwrap()
 }
 
 macro_rules! contract {
@@ -507,6 +725,8 @@ contract!(
     odd_text_is_stored,
     an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
+    keyset_pages_cover_every_incident_once_in_number_order,
+    totals_follow_inserts_status_and_severity_changes,
 );
 
 #[tokio::test]
@@ -571,6 +791,240 @@ async fn postgres_instances_must_share_the_master_key_and_a_known_schema() {
     assert!(matches!(err, StoreError::SchemaTooNew { found: 999, .. }), "{err}");
 }
 
+/// Incidents as a database of the previous schema holds them: (source, status, severity, payload).
+fn old_incidents() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+    let mut v = Vec::new();
+    for i in 0..40u32 {
+        let source = ["edr", "siem", "mail"][i as usize % 3];
+        let status = if i % 4 == 0 { "triaged" } else { "open" };
+        let severity = ["high", "low", "critical", "medium", "info"][i as usize % 5];
+        v.push((source, status, severity, format!(r#"{{"n": {i}, "pad": "{}"}}"#, "x".repeat(i as usize * 50)).into_bytes()));
+    }
+    v
+}
+
+/// Checks a store migrated from the previous schema: every payload moved, every total counted,
+/// and new incidents counted on top.
+async fn check_migrated(store: &Arc<dyn Store>, old: &[(&str, &str, &str, Vec<u8>)]) {
+    for (k, (_, _, _, raw)) in old.iter().enumerate() {
+        let n = IncidentNumber::new(2024, k as i64 + 1);
+        let i = store.get_incident(&IncidentKey::Number(n)).await.unwrap().unwrap();
+        assert_eq!(i.raw.as_deref(), Some(raw.as_slice()), "{n}");
+    }
+    let count = |src: Option<&str>, st: Option<&str>, sev: Option<&str>| {
+        old.iter().filter(|o| src.is_none_or(|s| s == o.0) && st.is_none_or(|s| s == o.1) && sev.is_none_or(|s| s == o.2)).count() as u64
+    };
+    for src in [None, Some("edr"), Some("siem"), Some("mail")] {
+        for st in [None, Some(IncidentStatus::Open), Some(IncidentStatus::Triaged)] {
+            for sev in [None, Some(Severity::High), Some(Severity::Critical)] {
+                let f = filter(src, sev, st, 9);
+                let (seen, total) = walk(store, &f).await;
+                let expected = count(src, st.map(IncidentStatus::as_str), sev.map(Severity::as_str));
+                assert_eq!((total, seen.len() as u64), (expected, expected), "{f:?}");
+            }
+        }
+    }
+    let created = store.ingest(ingest_req("edr", Some("after-migration"), "am")).await.unwrap().incident();
+    assert_eq!(created.number, IncidentNumber::new(2024, old.len() as i64 + 1));
+    assert_eq!(store.list_incidents(&filter(None, None, None, 1)).await.unwrap().total, old.len() as u64 + 1);
+    let (first, _) = walk(store, &filter(Some("edr"), Some(Severity::High), Some(IncidentStatus::Open), 100)).await;
+    assert_eq!(first[0], created.number);
+    assert_eq!(store.get_incident(&IncidentKey::Id(created.id)).await.unwrap().unwrap().raw.as_deref(), Some(&br#"{"raw": true}"#[..]));
+}
+
+#[tokio::test]
+async fn sqlite_v5_moves_payloads_out_of_incidents_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tw.db");
+    let old = old_incidents();
+    {
+        // A database as the previous build left it: schema v4, incidents with their payloads.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").unwrap();
+        for (v, sql) in [
+            (1, include_str!("../src/sqlite/schema_v1.sql")),
+            (2, include_str!("../src/sqlite/schema_v2.sql")),
+            (3, include_str!("../src/sqlite/schema_v3.sql")),
+            (4, include_str!("../src/sqlite/schema_v4.sql")),
+        ] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, '2025-01-01T00:00:00.000000Z')", [v]).unwrap();
+        }
+        for (k, (source, status, severity, raw)) in old.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO incidents (id, year, seq, source, format, title, severity, status, received_at, dedupe_key, entities, \
+                 raw_payload, last_delivery_at, auto_triage) \
+                 VALUES (?1, 2024, ?2, ?3, 'generic', 't', ?4, ?5, '2024-01-15T10:00:00.000000Z', ?6, '[]', ?7, \
+                 '2024-01-15T10:00:00.000000Z', 0)",
+                rusqlite::params![uuid::Uuid::now_v7().to_string(), k as i64 + 1, source, severity, status, format!("id:old-{k}"), raw],
+            )
+            .unwrap();
+        }
+        conn.execute("INSERT INTO incident_counters (year, last_seq) VALUES (2024, ?1)", [old.len() as i64]).unwrap();
+    }
+    let store = open(dir.path());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 5);
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('incidents')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!columns.iter().any(|c| c == "raw_payload"), "{columns:?}");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'incidents' AND sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(indexes, ["incidents_by_source", "incidents_by_status"]);
+    check_migrated(&store, &old).await;
+    // The counts table agrees with a count of the rows.
+    let mismatched: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT source, status, severity, COUNT(*) AS n FROM incidents GROUP BY 1, 2, 3) AS c \
+             FULL JOIN (SELECT * FROM incident_counts WHERE n <> 0) AS k USING (source, status, severity) WHERE c.n IS NOT k.n",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mismatched, 0);
+}
+
+#[tokio::test]
+async fn postgres_v2_moves_payloads_out_of_incidents_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = TestDatabase::create().await else { return };
+    let old = old_incidents();
+    let client = tw_store::testing::connect(&db.url).await.unwrap();
+    // A database as the previous build left it: schema v1, incidents with their payloads.
+    client.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await.unwrap();
+    client.batch_execute(include_str!("../src/postgres/schema_v1.sql")).await.unwrap();
+    client.batch_execute("INSERT INTO schema_migrations (version, applied_at) VALUES (1, now())").await.unwrap();
+    for (k, (source, status, severity, raw)) in old.iter().enumerate() {
+        client
+            .execute(
+                "INSERT INTO incidents (id, year, seq, source, format, title, severity, status, received_at, dedupe_key, entities, \
+                 raw_payload, last_delivery_at, auto_triage) \
+                 VALUES ($1, 2024, $2, $3, 'generic', 't', $4, $5, now(), $6, '[]', $7, now(), false)",
+                &[&uuid::Uuid::now_v7(), &(k as i64 + 1), source, severity, status, &format!("id:old-{k}"), raw],
+            )
+            .await
+            .unwrap();
+    }
+    client.execute("INSERT INTO incident_counters (year, last_seq) VALUES (2024, $1)", &[&(old.len() as i64)]).await.unwrap();
+
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    let store = tw_store::open(&DatabaseUrl::parse(&db.url).unwrap(), key, StoreOptions::default()).await.unwrap();
+    let version: i64 = client.query_one("SELECT MAX(version) FROM schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(version, 2);
+    let raw_column: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'incidents' AND column_name = 'raw_payload')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!raw_column);
+    let indexes: Vec<String> = client
+        .query("SELECT indexname FROM pg_indexes WHERE tablename = 'incidents' AND indexname LIKE 'incidents_by_%' ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(indexes, ["incidents_by_source", "incidents_by_status"]);
+    check_migrated(&store, &old).await;
+    assert_eq!(pg_count_mismatches(&client).await, 0);
+}
+
+/// Rows where `incident_counts` disagrees with a `COUNT(*)` of the incidents.
+async fn pg_count_mismatches(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT source, status, severity, COUNT(*) AS n FROM incidents GROUP BY 1, 2, 3) AS c \
+             FULL JOIN (SELECT * FROM incident_counts WHERE n <> 0) AS k USING (source, status, severity) \
+             WHERE c.n IS DISTINCT FROM k.n",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_counts_stay_exact_with_instances_writing_at_once() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((first, db)) = open_pg(a.path()).await else { return };
+    std::fs::copy(a.path().join("master.key"), b.path().join("master.key")).unwrap();
+    let second = open_pg_existing(&db, b.path()).await;
+    let mut auto = source("edr", "edr-secret-1");
+    auto.settings.auto_triage = true;
+    auto.settings.playbook = Some("malware_triage".into());
+    first.create_source(auto).await.unwrap();
+    first.create_source(source("siem", "siem-secret")).await.unwrap();
+    let severities = [Severity::High, Severity::Low, Severity::Critical];
+    // Two instances take deliveries (some of them twice, at both) while both finish triage jobs
+    // that move incidents from open to triaged and change their severity.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400usize {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        tasks.spawn(async move {
+            let src = if i % 5 == 0 { "siem" } else { "edr" };
+            let mut req = ingest_req(src, Some(&format!("c-{}", i % 350)), &format!("c{i}"));
+            req.alert.severity = severities[i % 3];
+            req.auto_triage = src == "edr";
+            req.playbook = req.auto_triage.then(|| "malware_triage".to_string());
+            store.ingest(req).await.unwrap();
+        });
+    }
+    let delivered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for store in [first.clone(), second.clone()] {
+        let delivered = delivered.clone();
+        workers.spawn(async move {
+            for round in 0.. {
+                let claimed = store.claim_triage_jobs(8, 600).await.unwrap();
+                if claimed.is_empty() {
+                    if delivered.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                for c in claimed {
+                    let mut done = outcome(60);
+                    done.severity = Some(severities[round % 3]);
+                    store.complete_triage_job(&c.job.job_id, c.job.attempts, TriageCompletion::Done(done)).await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    delivered.store(true, std::sync::atomic::Ordering::SeqCst);
+    while let Some(r) = workers.join_next().await {
+        r.unwrap();
+    }
+    let client = tw_store::testing::connect(&db.url).await.unwrap();
+    let (incidents, triaged): (i64, i64) = {
+        let r = client.query_one("SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 'triaged') FROM incidents", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((incidents, triaged), (350, 280), "every edr incident was triaged");
+    assert_eq!(pg_count_mismatches(&client).await, 0);
+    for store in [&first, &second] {
+        assert_eq!(store.list_incidents(&filter(None, None, None, 1)).await.unwrap().total, 350);
+        let (seen, total) = walk(store, &filter(None, None, Some(IncidentStatus::Triaged), 50)).await;
+        assert_eq!((total, seen.len() as u64), (triaged as u64, triaged as u64));
+    }
+}
+
 #[tokio::test]
 async fn sqlite_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,7 +1073,9 @@ async fn postgres_instances_starting_together_migrate_in_turn() {
         for r in futures_join(runs).await {
             applied.extend(r.expect("every concurrent migration succeeds"));
         }
-        assert_eq!(applied, [1], "each migration applied exactly once");
+        applied.sort();
+        let latest = tw_store::migration_status(&url, &opts).await.unwrap().latest;
+        assert_eq!(applied, (1..=latest).collect::<Vec<_>>(), "each migration applied exactly once");
     }
 }
 

@@ -10,7 +10,10 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
-    /// List incidents, newest first.
+    /// List incidents, newest first by number.
+    ///
+    /// The table ends with the command for the next page (`--cursor`); `-o json` has it in
+    /// `meta.next_cursor`.
     List {
         #[arg(long)]
         source: Option<String>,
@@ -20,10 +23,14 @@ pub enum IncidentCommand {
         /// open, triaged or closed.
         #[arg(long)]
         status: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        page: u32,
+        /// Page number (default 1). Deep pages cost the server more; --cursor does not.
+        #[arg(long, conflicts_with = "cursor")]
+        page: Option<u32>,
         #[arg(long, default_value_t = 50)]
         per_page: u32,
+        /// Start right after the page that printed this cursor (use the same filters).
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show one incident by id or number (INC-2024-0001).
     Get { id: String },
@@ -32,12 +39,19 @@ pub enum IncidentCommand {
 pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
-        IncidentCommand::List { source, severity, status, page, per_page } => {
-            let mut q = vec![format!("page={page}"), format!("per_page={per_page}")];
-            for (k, v) in [("source", source), ("severity", severity), ("status", status)] {
+        IncidentCommand::List { source, severity, status, page, per_page, cursor } => {
+            let filters = [("source", source), ("severity", severity), ("status", status)];
+            let mut q = vec![format!("per_page={per_page}")];
+            for (k, v) in &filters {
                 if let Some(v) = v {
-                    q.push(format!("{k}={}", seg(&v)));
+                    q.push(format!("{k}={}", seg(v)));
                 }
+            }
+            if let Some(page) = page {
+                q.push(format!("page={page}"));
+            }
+            if let Some(cursor) = &cursor {
+                q.push(format!("cursor={}", seg(cursor)));
             }
             let (_, v) = client.call(Method::GET, &format!("/api/incidents?{}", q.join("&")), None).await?;
             match ctx.output {
@@ -55,7 +69,14 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
                     });
                     output::table(&["NUMBER", "SEVERITY", "STATUS", "SOURCE", "RECEIVED", "TITLE"], &rows);
                     let m = &v["meta"];
-                    println!("page {} of {} ({} incidents)", cell(&m["page"]), cell(&m["total_pages"]), cell(&m["total"]));
+                    if m["page"].is_null() {
+                        println!("{} incidents", cell(&m["total"]));
+                    } else {
+                        println!("page {} of {} ({} incidents)", cell(&m["page"]), cell(&m["total_pages"]), cell(&m["total"]));
+                    }
+                    if let Some(next) = m["next_cursor"].as_str() {
+                        println!("next page: {}", next_page_command(&filters, per_page, next));
+                    }
                 }
             }
         }
@@ -68,6 +89,30 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command that lists the page after this one: the same filters, with the cursor.
+fn next_page_command(filters: &[(&str, Option<String>)], per_page: u32, cursor: &str) -> String {
+    let mut cmd = vec!["tw-cli incident list".to_string()];
+    for (k, v) in filters {
+        if let Some(v) = v {
+            cmd.push(format!("--{k} {}", shell_word(v)));
+        }
+    }
+    if per_page != 50 {
+        cmd.push(format!("--per-page {per_page}"));
+    }
+    cmd.push(format!("--cursor {}", shell_word(cursor)));
+    cmd.join(" ")
+}
+
+/// `s` as one shell word: as is when it is plain, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/=".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 fn print_incident(v: &Value) {
@@ -101,5 +146,21 @@ fn print_summary(v: &Value) {
             .map(|e| vec![format!("  {}", cell(&e["kind"])), cell(&e["value"]), e.get("role").map(cell).unwrap_or_else(|| "-".into())])
             .collect();
         output::table(&["  KIND", "VALUE", "ROLE"], &rows);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_command_keeps_the_filters() {
+        let filters = [("source", Some("edr".to_string())), ("severity", None), ("status", Some("open".to_string()))];
+        assert_eq!(
+            next_page_command(&filters, 20, "aTE6MjAyNjo0Mg"),
+            "tw-cli incident list --source edr --status open --per-page 20 --cursor aTE6MjAyNjo0Mg"
+        );
+        assert_eq!(next_page_command(&[("source", None)], 50, "abc"), "tw-cli incident list --cursor abc");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
     }
 }

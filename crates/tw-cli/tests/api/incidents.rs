@@ -1,28 +1,69 @@
-//! `GET /api/incidents` and `GET /api/incidents/:id`: filters, pagination, auth, not found.
+//! `GET /api/incidents` and `GET /api/incidents/:id`: filters, pages by number and by cursor,
+//! auth, not found, the raw payload.
 
 use super::*;
 
 const SECRET: &str = "incidents-secret-0123";
 
 /// Two sources; five incidents: edr gets 3 (high, high, medium), siem gets 2 (medium, low).
+/// Bodies in delivery order are [`seed_bodies`].
 async fn seeded() -> TestApp {
     let app = TestApp::spawn().await;
     add(&app, "edr", SECRET, json!({})).await;
     add(&app, "siem", SECRET, json!({})).await;
+    for (src, body) in seed_bodies() {
+        let (s, v) = app.deliver(src, SECRET, &body).await;
+        assert_accepted(s, &v);
+    }
+    app
+}
+
+/// The deliveries of [`seeded`], in order: (source, body).
+fn seed_bodies() -> [(&'static str, String); 5] {
     let sev = |id: &str, s: &str| {
         json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": s, "details": {"title": id}}}).to_string()
     };
-    for (src, body) in [
+    [
         ("edr", CROWDSTRIKE.to_string()),
         ("edr", sev("e2", "high")),
         ("edr", sev("e3", "medium")),
         ("siem", SPLUNK.to_string()),
         ("siem", sev("s2", "low")),
-    ] {
-        let (s, v) = app.deliver(src, SECRET, &body).await;
-        assert_accepted(s, &v);
+    ]
+}
+
+/// Every page of `query` (which must not name a page), following `meta.next_cursor` from the
+/// first page; checks each page's meta. Returns the incident numbers in order.
+async fn walk(app: &TestApp, query: &str, per_page: u32) -> Vec<String> {
+    let mut path = format!("/api/incidents?{query}&per_page={per_page}");
+    let mut seen = Vec::new();
+    let mut total = None;
+    for pages in 1.. {
+        let v = get_ok(app, &path).await;
+        let m = &v["meta"];
+        assert_eq!(m["per_page"], per_page, "{path}: {v}");
+        assert_eq!(*total.get_or_insert(m["total"].clone()), m["total"], "{path}: the total changed");
+        assert_eq!(m.get("page").is_some(), pages == 1, "only the first page, asked for without a cursor, has a number: {v}");
+        let n = numbers(&v);
+        assert!(n.len() <= per_page as usize, "{v}");
+        seen.extend(n);
+        match m["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/incidents?{query}&per_page={per_page}&cursor={c}"),
+            None => {
+                assert!(m["next_cursor"].is_null(), "{v}");
+                break;
+            }
+        }
+        assert!(pages < 100, "the cursor never ends: {v}");
     }
-    app
+    assert_eq!(total.and_then(|t| t.as_u64()), Some(seen.len() as u64), "{query}: the total is what the pages hold");
+    seen
+}
+
+/// Incident numbers newest first (year, then sequence).
+fn newest_first(mut numbers: Vec<String>) -> Vec<String> {
+    numbers.sort_by_key(|n| std::cmp::Reverse(parse_number(&json!(n))));
+    numbers
 }
 
 fn numbers(list: &Value) -> Vec<String> {
@@ -33,13 +74,12 @@ fn numbers(list: &Value) -> Vec<String> {
 async fn list_with_meta_filters_and_pages() {
     let app = seeded().await;
     let all = get_ok(&app, "/api/incidents").await;
-    assert_eq!(all["meta"], json!({"page": 1, "per_page": 50, "total": 5, "total_pages": 1}), "{all}");
+    assert_eq!(all["meta"], json!({"page": 1, "per_page": 50, "total": 5, "total_pages": 1, "next_cursor": null}), "{all}");
     assert_eq!(all["data"].as_array().unwrap().len(), 5);
     let all_numbers = numbers(&all);
-    let mut sorted = all_numbers.clone();
-    sorted.sort();
+    let mut sorted = newest_first(all_numbers.clone());
     sorted.dedup();
-    assert_eq!(sorted.len(), 5);
+    assert_eq!(sorted, all_numbers, "newest number first, each once");
 
     let edr = get_ok(&app, "/api/incidents?source=edr").await;
     assert_eq!(edr["meta"]["total"], 3, "{edr}");
@@ -63,13 +103,105 @@ async fn list_with_meta_filters_and_pages() {
     assert_eq!(closed["meta"]["total"], 0);
 
     let p2 = get_ok(&app, "/api/incidents?per_page=2&page=2").await;
-    assert_eq!(p2["meta"], json!({"page": 2, "per_page": 2, "total": 5, "total_pages": 3}), "{p2}");
+    let cursor = p2["meta"]["next_cursor"].as_str().unwrap_or_else(|| panic!("page 2 of 3 has a next: {p2}")).to_string();
+    assert_eq!(p2["meta"], json!({"page": 2, "per_page": 2, "total": 5, "total_pages": 3, "next_cursor": cursor}), "{p2}");
     assert_eq!(numbers(&p2), all_numbers[2..4].to_vec(), "page 2 holds items 3 and 4 of the full list");
     let p3 = get_ok(&app, "/api/incidents?per_page=2&page=3").await;
     assert_eq!(numbers(&p3), all_numbers[4..5].to_vec());
+    assert_eq!(p3["meta"]["next_cursor"], Value::Null);
+    // A page's cursor leads to the page after it, by number or not.
+    let after_p2 = get_ok(&app, &format!("/api/incidents?per_page=2&cursor={cursor}")).await;
+    assert_eq!(numbers(&after_p2), numbers(&p3));
+    assert_eq!(after_p2["meta"], json!({"per_page": 2, "total": 5, "total_pages": 3, "next_cursor": null}), "{after_p2}");
     let p9 = get_ok(&app, "/api/incidents?per_page=2&page=9").await;
     assert_eq!(p9["data"], json!([]));
     assert_eq!(p9["meta"]["total"], 5);
+    assert_eq!(p9["meta"]["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn cursors_walk_every_incident_once_with_and_without_filters() {
+    let app = seeded().await;
+    let all = numbers(&get_ok(&app, "/api/incidents").await);
+    for per_page in [1, 2, 4, 5, 6] {
+        assert_eq!(walk(&app, "", per_page).await, all, "per_page={per_page}");
+    }
+    let one_page = get_ok(&app, "/api/incidents?per_page=200").await;
+    let filtered = |f: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        newest_first(
+            one_page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| f(i))
+                .map(|i| i["incident_number"].as_str().unwrap().to_string())
+                .collect(),
+        )
+    };
+    for (query, expected) in [
+        ("source=edr", filtered(&|i| i["source"] == "edr")),
+        ("source=siem", filtered(&|i| i["source"] == "siem")),
+        ("severity=high", filtered(&|i| i["severity"] == "high")),
+        ("severity=medium&source=siem", filtered(&|i| i["severity"] == "medium" && i["source"] == "siem")),
+        ("status=open", all.clone()),
+        ("status=triaged", vec![]),
+        ("source=nobody", vec![]),
+    ] {
+        for per_page in [1, 2] {
+            assert_eq!(walk(&app, query, per_page).await, expected, "{query} per_page={per_page}");
+        }
+    }
+    // Incidents that arrive while a client pages do not shift the pages it has yet to read.
+    let first = get_ok(&app, "/api/incidents?per_page=2").await;
+    let cursor = first["meta"]["next_cursor"].as_str().unwrap().to_string();
+    let (s, v) = app.deliver("edr", SECRET, &generic_with_id("late-1")).await;
+    let (_, late) = assert_accepted(s, &v);
+    let rest = get_ok(&app, &format!("/api/incidents?per_page=10&cursor={cursor}")).await;
+    assert_eq!(numbers(&rest), all[2..].to_vec(), "{rest}");
+    assert_eq!(rest["meta"]["total"], 6);
+    assert_eq!(numbers(&get_ok(&app, "/api/incidents?per_page=1").await), [late], "the newest comes first");
+}
+
+#[tokio::test]
+async fn a_bad_cursor_is_422() {
+    let app = seeded().await;
+    let cursor = get_ok(&app, "/api/incidents?per_page=1").await["meta"]["next_cursor"].as_str().unwrap().to_string();
+    for (q, fields) in [
+        ("cursor=bogus".to_string(), vec!["cursor"]),
+        ("cursor=INC-2026-0001".to_string(), vec!["cursor"]),
+        (format!("cursor={cursor}&page=2"), vec!["page"]),
+        (format!("cursor={cursor}&per_page=0"), vec!["per_page"]),
+        ("cursor=bogus&severity=nope".to_string(), vec!["severity", "cursor"]),
+    ] {
+        let (s, v) = app.admin(Method::GET, &format!("/api/incidents?{q}"), None).await;
+        assert_error(s, &v, 422, "validation_error");
+        assert_eq!(detail_fields(&v), fields, "{q} -> {v}");
+    }
+    // An empty cursor is no cursor, like the other parameters.
+    assert_eq!(get_ok(&app, "/api/incidents?cursor=").await["meta"]["total"], 5);
+}
+
+#[tokio::test]
+async fn the_raw_route_and_the_detail_still_have_the_payload() {
+    let app = seeded().await;
+    let listed = get_ok(&app, "/api/incidents?per_page=10").await;
+    for item in listed["data"].as_array().unwrap() {
+        assert!(item.get("raw_payload").is_none(), "listings carry no payload: {item}");
+    }
+    // Oldest first, as delivered.
+    let mut ids: Vec<(String, String)> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_string(), i["incident_number"].as_str().unwrap().to_string()))
+        .collect();
+    ids.reverse();
+    for ((id, number), (_, body)) in ids.iter().zip(seed_bodies()) {
+        assert_eq!(raw_bytes(&app, id).await, body.as_bytes(), "{number}");
+        assert_eq!(raw_bytes(&app, number).await, body.as_bytes(), "{number}");
+        let detail = get_ok(&app, &format!("/api/incidents/{number}")).await;
+        assert_eq!(detail["raw_payload"], serde_json::from_str::<Value>(&body).unwrap(), "{number}");
+    }
 }
 
 #[tokio::test]

@@ -3,29 +3,66 @@
 use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
+use crate::routes::PageQuery;
 use crate::routes::schemas;
-use crate::routes::{PageQuery, page_meta};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tw_core::{Severity, SourceName};
-use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentStatus};
-
+use tw_core::{IncidentNumber, Severity, SourceName};
+use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentStatus, PageStart};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     source: Option<String>,
     severity: Option<String>,
     status: Option<String>,
+    cursor: Option<String>,
     #[serde(flatten)]
     page: PageQuery,
 }
 
-/// A page of incidents, newest first, with a `meta` block.
+/// Where the next page of a listing starts: right after (older than) an incident number. Opaque
+/// to clients (base64url of `i1:<year>:<seq>`), so that its form may change without breaking
+/// them. A cursor names a position, not the filters: the client sends the same filters with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub IncidentNumber);
+
+/// What a cursor's text starts with, before base64: the form of this version.
+const CURSOR_TAG: &str = "i1:";
+
+impl Cursor {
+    /// The text clients send back as `?cursor=`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{CURSOR_TAG}{}:{}", self.0.year, self.0.seq))
+    }
+
+    /// A cursor this API issued, or `None`.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('=')).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let (year, seq) = text.strip_prefix(CURSOR_TAG)?.split_once(':')?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year) || !digits(seq) {
+            return None;
+        }
+        let (year, seq) = (year.parse::<i32>().ok()?, seq.parse::<i64>().ok()?);
+        ((1..=9999).contains(&year) && seq >= 1).then_some(Cursor(IncidentNumber::new(year, seq)))
+    }
+}
+
+/// A page of incidents, newest first by number, with a `meta` block.
+///
+/// Follow `meta.next_cursor` with `?cursor=` (and the same filters) for the next page: each page
+/// costs the same however deep it is, and incidents arriving meanwhile never shift the pages. It
+/// is `null` on the last page. `?page=N` still works but the server walks past every incident
+/// before the page, so deep pages cost more; `page` and `cursor` together are refused (422).
+/// `meta.total` is exact for any filter and costs the same at any size.
 #[utoipa::path(
     get,
     path = "/api/incidents",
@@ -36,7 +73,7 @@ pub struct ListQuery {
     params(schemas::IncidentListParams, schemas::PageParams),
     responses(
         (status = 200, description = "A page of incidents", body = schemas::IncidentList),
-        (status = 422, description = "`validation_error`: a bad filter, `page` or `per_page` (see `details`)", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a bad filter, `cursor`, `page` or `per_page`, or `page` with `cursor` (see `details`)", body = schemas::ErrorBody),
     )
 )]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
@@ -52,11 +89,35 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         nonempty(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
     let status = nonempty(&q.status)
         .and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
+    let cursor_text = nonempty(&q.cursor);
+    let cursor = cursor_text.as_deref().and_then(|c| {
+        let parsed = Cursor::parse(c);
+        if parsed.is_none() {
+            errors.push(FieldError::new("cursor", "is not a cursor from this API: send meta.next_cursor back exactly as received"));
+        }
+        parsed
+    });
+    if cursor_text.is_some() && nonempty(&q.page.page).is_some() {
+        errors.push(FieldError::new("page", "cannot be combined with cursor: the cursor already says where the page starts"));
+    }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
-    let (items, total) = state.store.list_incidents(&IncidentFilter { source, severity, status, page }).await?;
-    Ok(Json(json!({"data": items, "meta": page_meta(page, total)})))
+    let start = match cursor {
+        Some(c) => PageStart::After(c.0),
+        None => PageStart::Offset(page.offset()),
+    };
+    let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start }).await?;
+    let mut meta = json!({
+        "per_page": page.per_page,
+        "total": found.total,
+        "total_pages": found.total.div_ceil(u64::from(page.per_page.max(1))),
+        "next_cursor": found.next.map(|n| Cursor(n).encode()),
+    });
+    if cursor.is_none() {
+        meta["page"] = json!(page.page);
+    }
+    Ok(Json(json!({"data": found.items, "meta": meta})))
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
@@ -110,4 +171,35 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Pat
 pub async fn raw(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Response, ApiError> {
     let incident = load(&state, &id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], incident.raw.unwrap_or_default()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_refused() {
+        for n in [IncidentNumber::new(2026, 1), IncidentNumber::new(2024, 1_000_000), IncidentNumber::new(9999, i64::MAX)] {
+            let text = Cursor(n).encode();
+            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text} is URL- and shell-safe");
+            assert_eq!(Cursor::parse(&text), Some(Cursor(n)));
+        }
+        let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        for bad in [
+            String::new(),
+            "not base64!".into(),
+            "INC-2026-0001".into(),
+            b64("i1:2026"),
+            b64("i1:2026:"),
+            b64("i1:2026:0"),
+            b64("i1:0:5"),
+            b64("i1:2026:-5"),
+            b64("i1:2026:5:6"),
+            b64("i2:2026:5"),
+            b64("i1:2026:99999999999999999999"),
+            URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
+        ] {
+            assert_eq!(Cursor::parse(&bad), None, "{bad}");
+        }
+    }
 }

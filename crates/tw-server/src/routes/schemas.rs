@@ -116,7 +116,8 @@ pub struct PageMeta {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// 1-based page number (default 1).
+    /// 1-based page number (default 1). The server skips every item before the page, so deep
+    /// pages cost more; where a list offers a `cursor`, that is the fast way through it.
     #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<u32>,
     /// Items per page (default 50, at most 200).
@@ -430,10 +431,27 @@ pub struct IncidentDetail {
 #[derive(Serialize, ToSchema)]
 pub struct IncidentList {
     pub data: Vec<Incident>,
-    pub meta: PageMeta,
+    pub meta: IncidentListMeta,
 }
 
-/// Filters of `GET /api/incidents`.
+/// The `meta` block of `GET /api/incidents`.
+#[derive(Serialize, ToSchema)]
+pub struct IncidentListMeta {
+    /// The page number, when the page was asked for by `page` (or is the first); absent when it
+    /// was asked for by `cursor`.
+    #[schema(required = false)]
+    pub page: u32,
+    pub per_page: u32,
+    /// How many incidents match the filters, in all pages (exact).
+    pub total: u64,
+    pub total_pages: u64,
+    /// Send it back as `?cursor=` (with the same filters) for the next page; `null` on the last
+    /// page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /api/incidents`, and where the page starts.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IncidentListParams {
@@ -441,6 +459,9 @@ pub struct IncidentListParams {
     pub source: Option<String>,
     pub severity: Option<Severity>,
     pub status: Option<IncidentStatus>,
+    /// The `meta.next_cursor` of the previous page: the page starts right after it. The same cost
+    /// at any depth, unlike `page`; cannot be combined with `page`.
+    pub cursor: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

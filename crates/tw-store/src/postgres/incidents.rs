@@ -1,16 +1,18 @@
 //! Reading incidents and dead letters.
 
 use super::{PgStore, query, query_one, query_opt};
-use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt, count};
+use crate::listing::{self, Arg};
+use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
-use tw_core::{Severity, SourceName};
+use tokio_postgres::types::ToSql;
+use tw_core::SourceName;
 use uuid::Uuid;
 
-/// An incident from a row of [`INCIDENT_COLUMNS`] (and `raw_payload` after them when `with_raw`).
+/// An incident from a row of [`INCIDENT_COLUMNS`] (and [`INCIDENT_RAW`] after them when `with_raw`).
 pub(super) fn incident_from_row(r: &Row, with_raw: bool) -> Result<Incident, StoreError> {
     IncidentRow {
         id: r.get(0),
@@ -34,14 +36,14 @@ pub(super) fn incident_from_row(r: &Row, with_raw: bool) -> Result<Incident, Sto
         playbook: r.get(18),
         request_id: r.get(19),
         triage: r.get(20),
-        raw: if with_raw { Some(r.get(21)) } else { None },
+        raw: if with_raw { r.get(21) } else { None },
     }
     .decode()
 }
 
 /// One incident with its raw payload.
 pub(super) async fn load_incident(c: &impl GenericClient, id: Uuid) -> Result<Option<Incident>, StoreError> {
-    let sql = format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE id = $1");
+    let sql = format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE id = $1");
     query_opt(c, &sql, &[&id]).await?.map(|r| incident_from_row(&r, true)).transpose()
 }
 
@@ -52,25 +54,24 @@ impl crate::IncidentStore for PgStore {
         match key {
             IncidentKey::Id(id) => load_incident(&c, *id).await,
             IncidentKey::Number(n) => {
-                let sql = format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE year = $1 AND seq = $2");
+                let sql = format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE year = $1 AND seq = $2");
                 query_opt(&c, &sql, &[&n.year, &n.seq]).await?.map(|r| incident_from_row(&r, true)).transpose()
             }
         }
     }
 
-    async fn list_incidents(&self, f: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError> {
+    async fn list_incidents(&self, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {
         let c = self.client().await?;
-        let cond = "($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR severity = $2) AND ($3::text IS NULL OR status = $3)";
-        let source = f.source.as_ref().map(SourceName::as_str);
-        let severity = f.severity.map(Severity::as_str);
-        let status = f.status.map(IncidentStatus::as_str);
-        let total: i64 = query_one(&c, &format!("SELECT COUNT(*) FROM incidents WHERE {cond}"), &[&source, &severity, &status]).await?.get(0);
-        let sql = format!(
-            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {cond} ORDER BY received_at DESC, year DESC, seq DESC LIMIT $4 OFFSET $5"
-        );
-        let rows = query(&c, &sql, &[&source, &severity, &status, &i64::from(f.page.per_page), &(f.page.offset() as i64)]).await?;
+        let total = listing::total(f, dollar);
+        let total: i64 = query_one(&c, &total.sql, &values(&total.args)).await?.get(0);
+        if total <= 0 {
+            // Nothing matches: no index walk looking for rows that are not there.
+            return Ok(listing::finish(Vec::new(), f.per_page, 0));
+        }
+        let page = listing::page(f, dollar);
+        let rows = query(&c, &page.sql, &values(&page.args)).await?;
         let items = rows.iter().map(|r| incident_from_row(r, false)).collect::<Result<_, _>>()?;
-        Ok((items, count(total)))
+        Ok(listing::finish(items, f.per_page, total))
     }
 
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError> {
@@ -100,4 +101,20 @@ impl crate::IncidentStore for PgStore {
         }
         Ok((out, count(total)))
     }
+}
+
+/// PostgreSQL's numbered placeholders.
+fn dollar(n: usize) -> String {
+    format!("${n}")
+}
+
+/// A listing's values as the driver takes them.
+fn values<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Text(s) => s as &(dyn ToSql + Sync),
+            Arg::Year(y) => y as &(dyn ToSql + Sync),
+            Arg::Int(i) => i as &(dyn ToSql + Sync),
+        })
+        .collect()
 }

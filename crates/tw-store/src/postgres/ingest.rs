@@ -208,11 +208,11 @@ impl IncidentRows<'_> {
         let inserted = execute(
             tx,
             "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
-             event_time, received_at, external_id, dedupe_key, entities, raw_payload, delivery_count, last_delivery_at, \
+             event_time, received_at, external_id, dedupe_key, entities, delivery_count, last_delivery_at, \
              auto_triage, playbook, request_id, triage, triage_job_id) \
              SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-             $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::bytea[], \
-             $17::int8[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[])",
+             $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], \
+             $16::int8[], $17::timestamptz[], $18::bool[], $19::text[], $20::text[], $21::text[], $22::text[])",
             &[
                 &self.ids,
                 &self.years,
@@ -229,7 +229,6 @@ impl IncidentRows<'_> {
                 &self.external_ids,
                 &self.dedupe_keys,
                 &self.entities,
-                &self.raws,
                 &self.delivery_counts,
                 &self.last_delivery,
                 &self.auto_triage,
@@ -243,6 +242,13 @@ impl IncidentRows<'_> {
         if inserted != self.ids.len() as u64 {
             return Err(StoreError::Corrupt(format!("inserted {inserted} of {} incidents", self.ids.len())));
         }
+        // The payloads in their own table, so that listings read narrow rows.
+        execute(
+            tx,
+            "INSERT INTO incident_payloads (incident_id, raw_payload) SELECT * FROM unnest($1::uuid[], $2::bytea[])",
+            &[&self.ids, &self.raws],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -102,13 +102,13 @@ impl crate::DeliveryStore for SqliteStore {
             let raw: Option<Vec<u8>> = match (body, &d.incident_id, &d.queue_id) {
                 (Some(b), _, _) => Some(b),
                 (None, Some(inc), _) => {
-                    conn.query_row("SELECT raw_payload FROM incidents WHERE id = ?1", [inc.to_string()], |r| r.get(0)).optional()?
+                    conn.query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0)).optional()?
                 }
                 // A queued delivery: its incident's payload once processed, the dead letter's once
                 // failed, the queue's while it waits.
                 (None, None, Some(q)) => conn
                     .query_row(
-                        "SELECT COALESCE((SELECT i.raw_payload FROM incidents i WHERE i.id = q.incident_id), \
+                        "SELECT COALESCE((SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = q.incident_id), \
                                          (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
                          FROM queue q WHERE q.id = ?1",
                         [q],

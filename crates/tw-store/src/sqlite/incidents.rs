@@ -1,15 +1,17 @@
 //! Reading incidents and dead letters.
 
 use super::{SqliteStore, parse_opt_ts, parse_ts};
-use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt};
+use crate::listing::{self, Arg};
+use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt};
 use crate::model::*;
 use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, params};
-use tw_core::{Severity, SourceName};
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Connection, Row, params, params_from_iter};
+use tw_core::SourceName;
 use uuid::Uuid;
 
-/// An incident from a row of [`INCIDENT_COLUMNS`] (and `raw_payload` after them when `with_raw`).
+/// An incident from a row of [`INCIDENT_COLUMNS`] (and [`INCIDENT_RAW`] after them when `with_raw`).
 pub(super) fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident, StoreError> {
     let id: String = r.get(0)?;
     IncidentRow {
@@ -34,13 +36,14 @@ pub(super) fn incident_from_row(r: &Row<'_>, with_raw: bool) -> Result<Incident,
         playbook: r.get(18)?,
         request_id: r.get(19)?,
         triage: r.get(20)?,
-        raw: if with_raw { Some(r.get(21)?) } else { None },
+        raw: if with_raw { r.get(21)? } else { None },
     }
     .decode()
 }
 
+/// One incident with its raw payload.
 pub(super) fn load_incident(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE id = ?1"))?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
         Some(r) => incident_from_row(r, true).map(Some),
@@ -57,7 +60,7 @@ impl crate::IncidentStore for SqliteStore {
                 IncidentKey::Id(id) => ("id = ?1 AND ?2 = 0", id.to_string(), 0),
                 IncidentKey::Number(n) => ("year = ?1 AND seq = ?2", n.year.to_string(), n.seq),
             };
-            let sql = format!("SELECT {INCIDENT_COLUMNS}, raw_payload FROM incidents WHERE {cond}");
+            let sql = format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE {cond}");
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params![a, b])?;
             match rows.next()? {
@@ -68,28 +71,31 @@ impl crate::IncidentStore for SqliteStore {
         .await
     }
 
-    async fn list_incidents(&self, f: &IncidentFilter) -> Result<(Vec<Incident>, u64), StoreError> {
+    async fn list_incidents(&self, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {
         let f = f.clone();
         self.read(move |conn, _| {
-            let cond = "(?1 IS NULL OR source = ?1) AND (?2 IS NULL OR severity = ?2) AND (?3 IS NULL OR status = ?3)";
-            let args = params![f.source.as_ref().map(SourceName::as_str), f.severity.map(Severity::as_str), f.status.map(IncidentStatus::as_str)];
-            let total: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM incidents WHERE {cond}"), args, |r| r.get(0))?;
-            let sql = format!(
-                "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {cond} ORDER BY received_at DESC, year DESC, seq DESC LIMIT ?4 OFFSET ?5"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![
-                f.source.as_ref().map(SourceName::as_str),
-                f.severity.map(Severity::as_str),
-                f.status.map(IncidentStatus::as_str),
-                f.page.per_page,
-                f.page.offset() as i64
-            ])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(incident_from_row(r, false)?);
-            }
-            Ok((out, total.max(0) as u64))
+            let page = listing::page(&f, question);
+            let total = listing::total(&f, question);
+            // One read transaction: the page and the total see the same snapshot.
+            conn.execute_batch("BEGIN")?;
+            let read = || -> Result<(Vec<Incident>, i64), StoreError> {
+                let total: i64 = conn.prepare_cached(&total.sql)?.query_row(params_from_iter(&total.args), |r| r.get(0))?;
+                if total <= 0 {
+                    // Nothing matches: no index walk looking for rows that are not there.
+                    return Ok((Vec::new(), 0));
+                }
+                let mut stmt = conn.prepare_cached(&page.sql)?;
+                let mut rows = stmt.query(params_from_iter(&page.args))?;
+                let mut items = Vec::with_capacity(f.per_page as usize + 1);
+                while let Some(r) = rows.next()? {
+                    items.push(incident_from_row(r, false)?);
+                }
+                Ok((items, total))
+            };
+            let result = read();
+            conn.execute_batch("COMMIT")?;
+            let (items, total) = result?;
+            Ok(listing::finish(items, f.per_page, total))
         })
         .await
     }
@@ -121,5 +127,20 @@ impl crate::IncidentStore for SqliteStore {
             Ok((out, total.max(0) as u64))
         })
         .await
+    }
+}
+
+/// SQLite's numbered placeholders.
+fn question(n: usize) -> String {
+    format!("?{n}")
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Arg::Text(s) => ToSqlOutput::from(s),
+            Arg::Year(y) => ToSqlOutput::from(y),
+            Arg::Int(i) => ToSqlOutput::from(i),
+        })
     }
 }

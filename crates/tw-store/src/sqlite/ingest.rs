@@ -53,14 +53,15 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
         }
         _ => None,
     };
+    let id_text = id.to_string();
     conn.prepare_cached(
         "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
-         event_time, received_at, external_id, dedupe_key, entities, raw_payload, last_delivery_at, auto_triage, playbook, request_id, \
+         event_time, received_at, external_id, dedupe_key, entities, last_delivery_at, auto_triage, playbook, request_id, \
          triage, triage_job_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?12, ?17, ?18, ?19, ?20, ?21)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?12, ?16, ?17, ?18, ?19, ?20)",
     )?
     .execute(params![
-        id.to_string(),
+        id_text,
         year,
         seq,
         req.source.as_str(),
@@ -75,13 +76,14 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
         a.external_id,
         dedupe_key,
         entities,
-        req.raw,
         req.auto_triage,
         req.playbook,
         req.request_id,
         job.as_ref().map(|j| j.2.as_str()),
         job.as_ref().map(|j| j.0.as_str()),
     ])?;
+    // The payload in its own table, so that listings read narrow rows.
+    conn.prepare_cached("INSERT INTO incident_payloads (incident_id, raw_payload) VALUES (?1, ?2)")?.execute(params![id_text, req.raw])?;
     if let Some((job_id, playbook, _)) = &job {
         insert_job_row(conn, job_id, id, playbook, &serde_json::Map::new(), req.triage_max_attempts, "auto", req.received_at)?;
     }

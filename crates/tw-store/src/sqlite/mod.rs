@@ -25,6 +25,8 @@ use writer::Writer;
 
 /// Read connections kept open for reuse.
 const READ_POOL_SIZE: usize = 8;
+/// Prepared statements kept per read connection (rusqlite keeps 16 by default).
+const READ_STATEMENT_CACHE: usize = 128;
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
@@ -45,10 +47,16 @@ impl ReadPool {
         }
         let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         c.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every filter combination of a listing is a statement of its own: keep them all prepared.
+        c.set_prepared_statement_cache_capacity(READ_STATEMENT_CACHE);
         Ok(c)
     }
 
     fn give_back(&self, c: Connection) {
+        // A connection left inside a transaction (a failed COMMIT) would pin an old snapshot.
+        if !c.is_autocommit() {
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < READ_POOL_SIZE {
             idle.push(c);
