@@ -82,6 +82,7 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
         job.as_ref().map(|j| j.2.as_str()),
         job.as_ref().map(|j| j.0.as_str()),
     ])?;
+    counters.incident_created(req.source.as_str(), a.severity.as_str());
     // The payload in its own table, so that listings read narrow rows.
     conn.prepare_cached("INSERT INTO incident_payloads (incident_id, raw_payload) VALUES (?1, ?2)")?.execute(params![id_text, req.raw])?;
     if let Some((job_id, playbook, _)) = &job {

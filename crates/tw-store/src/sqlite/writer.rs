@@ -130,6 +130,8 @@ pub(crate) struct Tallies {
     by_source: HashMap<String, SourceDelta>,
     /// Year -> the highest incident number handed out in this batch.
     last_seq: HashMap<i32, i64>,
+    /// (source, severity) -> incidents created (as `open`), for `incident_counts`.
+    created: HashMap<(String, &'static str), i64>,
 }
 
 #[derive(Debug, Default)]
@@ -161,13 +163,19 @@ impl Tallies {
         *last = (*last).max(seq);
     }
 
+    /// Records that an incident of `source` was created, `open`, with `severity`.
+    pub(crate) fn incident_created(&mut self, source: &str, severity: &'static str) {
+        *self.created.entry((source.to_string(), severity)).or_default() += 1;
+    }
+
     fn is_empty(&self) -> bool {
-        self.by_source.is_empty() && self.last_seq.is_empty()
+        self.by_source.is_empty() && self.last_seq.is_empty() && self.created.is_empty()
     }
 
     fn clear(&mut self) {
         self.by_source.clear();
         self.last_seq.clear();
+        self.created.clear();
     }
 
     fn entry(&mut self, source: &str) -> &mut SourceDelta {
@@ -180,6 +188,9 @@ impl Tallies {
     fn absorb(&mut self, other: &mut Tallies) {
         for (year, seq) in other.last_seq.drain() {
             self.incident_number(year, seq);
+        }
+        for (key, n) in other.created.drain() {
+            *self.created.entry(key).or_default() += n;
         }
         for (name, d) in other.by_source.drain() {
             let mine = self.entry(&name);
@@ -197,6 +208,15 @@ impl Tallies {
     fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         if !self.by_source.is_empty() {
             self.flush_sources(conn)?;
+        }
+        if !self.created.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO incident_counts (source, status, severity, n) VALUES (?1, 'open', ?2, ?3) \
+                 ON CONFLICT (source, status, severity) DO UPDATE SET n = n + excluded.n",
+            )?;
+            for ((source, severity), n) in self.created.drain() {
+                stmt.execute(rusqlite::params![source, severity, n])?;
+            }
         }
         if self.last_seq.is_empty() {
             return Ok(());
