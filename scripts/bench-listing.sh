@@ -13,7 +13,9 @@
 #
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli),
 # BENCH_DIR (default /tmp/tw-bench-<engine>), BENCH_PG (default postgres://postgres@127.0.0.1:5432),
-# BENCH_PORT (default 18080), RUNS (default 15), FILL=0 to time an already filled store.
+# BENCH_PORT (default 18080), RUNS (default 15), FILL=0 to time an already filled store,
+# INTAKE=N to also send N signed deliveries to the filled store with `tw-cli bench --url` (the
+# server pinned to CPU 0 and the load to CPU 1, as `tw-cli bench --pin` does).
 set -euo pipefail
 
 engine=${1:?usage: bench-listing.sh sqlite|postgres N}
@@ -35,7 +37,7 @@ esac
 
 server_pid=
 start_server() {
-    "$bin" serve "${db_args[@]}" --listen "127.0.0.1:$port" --log-format json >"$dir/serve.log" 2>&1 &
+    ${INTAKE:+taskset -c 0} "$bin" serve "${db_args[@]}" --listen "127.0.0.1:$port" --log-format json >"$dir/serve.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 200); do
         curl -fsS "$url/api/health" >/dev/null 2>&1 && return 0
@@ -179,3 +181,12 @@ time_get "/api/incidents/INC-$year-$((n / 2))"
 time_get "/api/incidents/INC-$year-$((n / 2))/raw"
 id=$(curl -fsS -H "Authorization: Bearer $key" "$url/api/incidents?per_page=1&cursor=$(cursor_after $year 17)" | sed -E 's/.*"id":"([0-9a-f-]{36})".*/\1/')
 time_get "/api/incidents/$id"
+
+if [ -n "${INTAKE:-}" ]; then
+    admin=$("$bin" api-key create --name "bench-admin-$RANDOM" --scope admin "${db_args[@]}")
+    secret=bench-listing-secret-0123456789abcdef
+    source=intake-$RANDOM
+    "$bin" --url "$url" --api-key "$admin" webhook add "$source" --secret "$secret" >/dev/null
+    echo "intake into the filled store ($INTAKE deliveries, 64 connections):"
+    taskset -c 1 "$bin" bench --url "$url" --source "$source" --secret "$secret" --api-key "$admin" --requests "$INTAKE" --concurrency 64 --no-floor
+fi

@@ -50,11 +50,53 @@ pub async fn run_playbook(
     let intel = state.intel.current();
     let pb = resolved.playbook;
     let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tw_core::triage::run(&pb, &incident, &intel, &variables)));
-    match tokio::task::spawn_blocking(run).await {
+    match background(run).await {
         Ok(Ok(Ok(outcome))) => Ok(outcome),
         Ok(Ok(Err(e))) => Err(RunError::Transient(e.to_string())),
         Ok(Err(_)) | Err(_) => Err(RunError::Transient("the playbook engine failed unexpectedly (see the server log)".into())),
     }
+}
+
+/// Runs `f` on one of the playbook threads, which run at a lower CPU priority (nice 10) than the
+/// intake: on a busy machine, acknowledging deliveries goes first and triage drains behind. With
+/// playbooks on tokio's blocking threads, auto-triage took a quarter of the intake's throughput
+/// on a shared core (`tw-cli bench --auto-triage`, BENCHMARKS.md).
+async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ()> {
+    static POOL: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("tw-playbook-{i}")).spawn(move || {
+                // SAFETY: setpriority on this thread's own id; a failure only leaves the priority as it was.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
+                loop {
+                    let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    job();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(target: "triage", error = %e, "cannot start a playbook thread");
+            }
+        }
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        // A panic stays in this job: the thread goes on, the caller hears of a failure.
+        if let Ok(v) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            let _ = reply.send(v);
+        }
+    });
+    pool.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| ())?;
+    answer.await.map_err(|_| ())
 }
 
 /// Why a run did not produce an outcome.
