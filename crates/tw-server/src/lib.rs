@@ -244,6 +244,22 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         tokio::spawn(triage::run_worker(state.clone()));
     }
     tokio::spawn(intel.watch());
+    // The Prometheus recorder keeps every histogram sample until upkeep folds it into the
+    // buckets: without a scraper, memory grew by ~0.4 MB/s under load (a 5-minute
+    // `tw-cli bench --duration 300s` went from 57 to 140 MB). Folded every second instead.
+    {
+        let metrics = state.metrics.clone();
+        let mut stopping = state.stopping.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => metrics.upkeep(),
+                    _ = stopping.changed() => return,
+                }
+            }
+        });
+    }
     let shutdown = Arc::new(Notify::new());
     let app = routes::router(state.clone(), cfg.metrics_listen.is_none());
     let metrics_addr = match cfg.metrics_listen {
