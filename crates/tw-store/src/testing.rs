@@ -52,22 +52,6 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
-/// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 impl TestDatabase {
     /// A fresh empty database, or `None` (said once) when no PostgreSQL test server is reachable.
     pub async fn create() -> Option<TestDatabase> {
@@ -87,7 +71,7 @@ impl TestDatabase {
             say_skipped(&format!("cannot create a test database: {e}"));
             return None;
         }
-        Some(TestDatabase { url: with_database(&admin_url, &name), admin_url, name })
+        Some(TestDatabase { url: crate::postgres::with_database(&admin_url, &name), admin_url, name })
     }
 }
 
@@ -143,8 +127,9 @@ impl Drop for TestDatabase {
 mod tests {
     #[test]
     fn database_names_are_swapped_in_urls() {
-        assert_eq!(super::with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(super::with_database("postgres://u@h", "x"), "postgres://u@h/x");
+        assert_eq!(crate::postgres::with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
+        assert_eq!(crate::postgres::with_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(crate::postgres::with_database("postgresql://u:p@h/tw?sslmode=disable", "x"), "postgresql://u:p@h/x?sslmode=disable");
+        assert_eq!(crate::postgres::with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }

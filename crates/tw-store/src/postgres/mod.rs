@@ -86,6 +86,22 @@ fn pool(url: &str, opts: &StoreOptions) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))
 }
 
+/// `url` with its database name replaced by `db` (query parameters kept).
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
 /// `url` with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     // postgres://user:password@host/... : the password sits between the first ':' after the

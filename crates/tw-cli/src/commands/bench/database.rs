@@ -24,7 +24,7 @@ impl BenchDatabase {
             }
             bail!("cannot create the bench database {name}: {e}");
         }
-        Ok(BenchDatabase { url: with_database(admin_url, &name), admin_url: admin_url.to_string(), name })
+        Ok(BenchDatabase { url: tw_store::postgres::with_database(admin_url, &name), admin_url: admin_url.to_string(), name })
     }
 
     /// Drops the database, closing any connection left to it.
@@ -46,30 +46,4 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
         let _ = conn.await;
     });
     Ok(client)
-}
-
-/// `url` with its database name replaced by `db` (query parameters kept).
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_database_name_is_swapped() {
-        assert_eq!(super::with_database("postgres://u@h:5432/tw", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::with_database("postgresql://u:p@h/tw?sslmode=disable", "x"), "postgresql://u:p@h/x?sslmode=disable");
-        assert_eq!(super::with_database("postgres://u@h", "x"), "postgres://u@h/x");
-    }
 }
