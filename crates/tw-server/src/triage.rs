@@ -62,7 +62,8 @@ pub async fn run_playbook(
 /// playbooks on tokio's blocking threads, auto-triage took a quarter of the intake's throughput
 /// on a shared core (`tw-cli bench --auto-triage`, BENCHMARKS.md).
 async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ()> {
-    static POOL: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>> = std::sync::OnceLock::new();
+    type Jobs = std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>;
+    static POOL: std::sync::OnceLock<std::sync::Mutex<Jobs>> = std::sync::OnceLock::new();
     let pool = POOL.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));

@@ -196,10 +196,10 @@ impl Tallies {
             let mine = self.entry(&name);
             mine.deliveries += d.deliveries;
             mine.errors += d.errors;
-            if let Some(at) = d.last_delivery_at {
-                if mine.last_delivery_at.as_ref().is_none_or(|l| *l < at) {
-                    mine.last_delivery_at = Some(at);
-                }
+            if let Some(at) = d.last_delivery_at
+                && mine.last_delivery_at.as_ref().is_none_or(|l| *l < at)
+            {
+                mine.last_delivery_at = Some(at);
             }
         }
     }
@@ -371,11 +371,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
     let Batch { mut counters, undo_failed, done, .. } = b;
     // Part of the batch: incident numbers must be recorded with the incidents that use them.
     let mut undo_failed = undo_failed;
-    if !counters.is_empty() {
-        if let Err(e) = counters.flush(&tx) {
-            tracing::error!(target: "store", error = %e, "batch totals not written; the batch is rolled back");
-            undo_failed = undo_failed.or(Some(Failure::of(&e)));
-        }
+    if !counters.is_empty()
+        && let Err(e) = counters.flush(&tx)
+    {
+        tracing::error!(target: "store", error = %e, "batch totals not written; the batch is rolled back");
+        undo_failed = undo_failed.or(Some(Failure::of(&e)));
     }
     let result = match undo_failed {
         // Dropping the transaction rolls everything back: no caller is told of a write that a
@@ -409,12 +409,12 @@ impl Batch<'_> {
     /// Runs a replayable job in the open group (opening one if needed). When it fails, the group
     /// is rolled back and replayed write by write, so only the failing write is lost.
     fn grouped(&mut self, mut job: Box<dyn Job>) {
-        if self.group.is_empty() {
-            if let Err(e) = savepoint(self.tx, "SAVEPOINT tw_group") {
-                job.fail(&Failure::of(&e));
-                self.done.push((job, None));
-                return;
-            }
+        if self.group.is_empty()
+            && let Err(e) = savepoint(self.tx, "SAVEPOINT tw_group")
+        {
+            job.fail(&Failure::of(&e));
+            self.done.push((job, None));
+            return;
         }
         if job.run(self.tx, &mut self.group_counters) {
             self.group.push(job);
