@@ -181,11 +181,7 @@ where
 
 /// A connection of the test's own to the shared database.
 async fn pg(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect to the test database");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    tw_store::testing::connect(url).await.expect("connect to the test database")
 }
 
 async fn scalar(db: &tokio_postgres::Client, sql: &str) -> i64 {
@@ -466,7 +462,7 @@ async fn two_instances_behave_as_one() {
     );
 
     // A secret rotated on A is honoured by B within 2 s. Just before the rotation B verifies a
-    // delivery signed with the old secret: B has the source cached (the entry it keeps for 30 s
+    // delivery signed with the old secret: B has the source cached (its table of sources, kept 30 s
     // at most), so a pass below is not B merely loading the source for the first time.
     let warm = deliver(http, &b.url, SECRET, &alert("edr-alert-before-rotation", "Before the rotation")).await;
     assert!(matches!(warm, Ok((201, _))), "B refused the old secret before the rotation: {warm:?}{}", logs(&servers));

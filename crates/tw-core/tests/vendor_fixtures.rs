@@ -54,6 +54,22 @@ fn snapshot_every_fixture() {
     }
 }
 
+/// What every fixture normalizes to with each other format pinned (a source configured with a
+/// fixed `format`): the normalizers' output on shapes that are not theirs is pinned too.
+#[test]
+fn snapshot_every_fixture_with_each_other_format_pinned() {
+    for name in all_fixture_names() {
+        let payload = load(&name);
+        let detected = norm(&name).format;
+        let pinned: BTreeMap<&str, Alert> = Format::ALL
+            .into_iter()
+            .filter(|f| *f != detected)
+            .map(|f| (f.as_str(), normalize(&payload, Some(f), &BTreeMap::new()).expect("fixtures are objects")))
+            .collect();
+        insta::assert_json_snapshot!(format!("{}-pinned", name.trim_end_matches(".json")), pinned);
+    }
+}
+
 #[test]
 fn spec_vendors_are_detected() {
     for name in all_fixture_names() {

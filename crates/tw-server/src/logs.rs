@@ -139,16 +139,15 @@ struct DiskQueue {
 struct DiskState {
     /// None until [`LogBuffer::persist_to`]: records are then kept in memory only.
     pending: Option<Vec<Arc<LogRecord>>>,
-    /// Records not written because the writer fell behind by more than [`DISK_PENDING_MAX`].
+    /// Records not written because the writer fell behind by more than the buffer's capacity.
     dropped: u64,
     closed: bool,
 }
 
-/// How often the file writer takes the pending records.
+/// How often the file writer takes the pending records. Pending records beyond the buffer's
+/// capacity are dropped (and counted in the file): the disk may be slow, the memory stays bounded,
+/// and the pending ones are the records the in-memory buffer holds anyway (shared, not copied).
 const DISK_FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Pending records beyond this are dropped (and counted in the file): the disk may be slow, the
-/// memory stays bounded.
-const DISK_PENDING_MAX: usize = 65_536;
 
 /// The file records are appended to, in `<data_dir>/logs/`.
 pub const LOG_FILE: &str = "tw.log";
@@ -224,7 +223,7 @@ impl LogBuffer {
         }
         {
             let mut st = self.disk.state.lock().unwrap_or_else(|e| e.into_inner());
-            let full = st.pending.as_ref().map(|p| p.len() >= DISK_PENDING_MAX);
+            let full = st.pending.as_ref().map(|p| p.len() >= self.capacity);
             match full {
                 Some(false) => st.pending.as_mut().expect("checked").push(r.clone()),
                 Some(true) => st.dropped += 1,

@@ -91,32 +91,47 @@ impl Heartbeats {
     }
 }
 
-/// How long a cached source (or the knowledge that a name is unknown) is trusted at most. Changes
-/// by any process are noticed sooner, through the store's sources version ([`SourceCache::watch`]).
+/// How long the table of sources is trusted at most. Changes by any process are noticed sooner,
+/// through the store's sources version ([`SourceCache::watch`]).
 const CACHE_TTL: Duration = Duration::from_secs(30);
 /// How often the sources version is read: a change made through another process is honoured
 /// here within this (plus one read).
 pub const SOURCES_POLL: Duration = Duration::from_millis(500);
-/// Bound on cached names, so a sender spraying random names cannot grow memory.
-const CACHE_MAX: usize = 10_000;
 
-/// Per-process cache of sources for the intake's hot path.
+/// Every registered source by name.
+type SourceTable = Arc<HashMap<SourceName, Arc<SourceRecord>>>;
+
+/// Every registered source, held in memory for the intake's hot path: a delivery, whatever name
+/// it carries, is answered from here, so a sender spraying unregistered names costs no database
+/// read, and memory is bounded by the sources an admin registered. Reloaded as a whole when the
+/// store's sources version moves, when this process changed a source, or after [`CACHE_TTL`].
 pub struct SourceCache {
     store: Arc<dyn Store>,
-    entries: RwLock<HashMap<SourceName, (Instant, Option<Arc<SourceRecord>>)>>,
-    /// Moves at every clear: a load that started before a clear must not put back what it read.
+    /// The table and when it was read; `None` when it must be read again.
+    table: RwLock<Option<(Instant, SourceTable)>>,
+    /// Moves at every change: a load that started before one must not keep what it read.
     generation: std::sync::atomic::AtomicU64,
+    /// One load at a time: the requests that find the table stale wait for that one load.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl SourceCache {
     pub fn new(store: Arc<dyn Store>) -> SourceCache {
-        SourceCache { store, entries: RwLock::new(HashMap::new()), generation: Default::default() }
+        SourceCache { store, table: RwLock::new(None), generation: Default::default(), loading: tokio::sync::Mutex::new(()) }
     }
 
+    /// Forgets the table (it is read again on the next lookup).
     fn clear(&self) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        entries.clear();
+        *table = None;
+    }
+
+    fn fresh(&self) -> Option<SourceTable> {
+        match &*self.table.read().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, t)) if at.elapsed() < CACHE_TTL => Some(t.clone()),
+            _ => None,
+        }
     }
 
     /// Forgets everything whenever the store's sources version moves (a source was registered,
@@ -137,36 +152,35 @@ impl SourceCache {
                     seen = Some(v);
                 }
                 Ok(_) => {}
-                // The database is away: entries expire by age meanwhile.
+                // The database is away: the table expires by age meanwhile.
                 Err(e) => tracing::debug!(target: "store", error = %e.chain(), "reading the sources version failed"),
             }
         }
     }
 
-    /// The source named `name`, from cache when fresh.
+    /// The source named `name` (`None`: not registered), from the table in memory.
     pub async fn get(&self, name: &SourceName) -> Result<Option<Arc<SourceRecord>>, StoreError> {
-        if let Some((at, v)) = self.entries.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(v.clone());
-            }
+        if let Some(t) = self.fresh() {
+            return Ok(t.get(name).cloned());
+        }
+        let _one = self.loading.lock().await;
+        // Loaded by the request this one waited for.
+        if let Some(t) = self.fresh() {
+            return Ok(t.get(name).cloned());
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let loaded = self.store.get_source(name).await?.map(Arc::new);
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        // Cleared while this was loading (a change elsewhere): what was read may be stale, so it
+        let loaded: SourceTable = Arc::new(self.store.list_sources().await?.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect());
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        // Changed while this was loading (here or elsewhere): what was read may be stale, so it
         // answers this request but is not kept.
-        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
-            return Ok(loaded);
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            *table = Some((Instant::now(), loaded.clone()));
         }
-        if entries.len() >= CACHE_MAX {
-            entries.clear();
-        }
-        entries.insert(name.clone(), (Instant::now(), loaded.clone()));
-        Ok(loaded)
+        Ok(loaded.get(name).cloned())
     }
 
-    /// Forgets a source after this process changed it.
-    pub fn invalidate(&self, name: &SourceName) {
-        self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+    /// Forgets the table after this process changed `name`.
+    pub fn invalidate(&self, _name: &SourceName) {
+        self.clear();
     }
 }

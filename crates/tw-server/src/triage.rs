@@ -34,12 +34,15 @@ pub fn triage_incident(i: &Incident) -> TriageIncident {
     }
 }
 
-/// Runs a playbook by name over an incident on a blocking thread, containing panics.
+/// Runs a playbook by name over an incident on a playbook thread, containing panics. `wait`:
+/// whether to wait for a free place in the playbook queue (triage workers) or to give up at once
+/// with [`RunError::Busy`] (requests, which a client can send faster than playbooks run).
 pub async fn run_playbook(
     state: &AppState,
     playbook: &str,
     incident: TriageIncident,
     variables: BTreeMap<String, serde_json::Value>,
+    wait: bool,
 ) -> Result<TriageOutcome, RunError> {
     let resolved = state
         .playbooks
@@ -49,37 +52,44 @@ pub async fn run_playbook(
         .ok_or_else(|| RunError::Permanent(format!("playbook '{playbook}' does not exist")))?;
     let intel = state.intel.current();
     let pb = resolved.playbook;
-    let run = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tw_core::triage::run(&pb, &incident, &intel, &variables)));
-    match background(run).await {
-        Ok(Ok(Ok(outcome))) => Ok(outcome),
-        Ok(Ok(Err(e))) => Err(RunError::Transient(e.to_string())),
-        Ok(Err(_)) | Err(_) => Err(RunError::Transient("the playbook engine failed unexpectedly (see the server log)".into())),
+    match background(move || tw_core::triage::run(&pb, &incident, &intel, &variables), wait).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) => Err(RunError::Transient(e.to_string())),
+        Err(Background::Busy) => Err(RunError::Busy),
+        Err(Background::Failed) => Err(RunError::Transient("the playbook engine failed unexpectedly (see the server log)".into())),
     }
+}
+
+/// Why [`background`] gave no result.
+enum Background {
+    /// Every place in the queue is taken.
+    Busy,
+    /// The run panicked (or the pool is gone).
+    Failed,
+}
+
+/// The playbook threads and the places in their queue: runs waiting or running at once, at most.
+struct PlaybookPool {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    places: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Runs `f` on one of the playbook threads, which run at a lower CPU priority (nice 10) than the
 /// intake: on a busy machine, acknowledging deliveries goes first and triage drains behind. With
 /// playbooks on tokio's blocking threads, auto-triage took a quarter of the intake's throughput
-/// on a shared core (`tw-cli bench --auto-triage`, BENCHMARKS.md).
-async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ()> {
-    type Jobs = std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>;
-    static POOL: std::sync::OnceLock<std::sync::Mutex<Jobs>> = std::sync::OnceLock::new();
+/// on a shared core (`tw-cli bench --auto-triage`, BENCHMARKS.md). The queue is bounded (four
+/// places a thread); a run whose caller has gone is skipped.
+async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static, wait: bool) -> Result<T, Background> {
+    static POOL: std::sync::OnceLock<PlaybookPool> = std::sync::OnceLock::new();
     let pool = POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         for i in 0..threads {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("tw-playbook-{i}")).spawn(move || {
-                // SAFETY: setpriority on this thread's own id; a failure only leaves the priority as it was.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-                }
-                loop {
-                    let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    };
+                lower_priority();
+                while let Ok(job) = rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
                     job();
                 }
             });
@@ -87,17 +97,35 @@ async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
                 tracing::error!(target: "triage", error = %e, "cannot start a playbook thread");
             }
         }
-        std::sync::Mutex::new(tx)
+        PlaybookPool { jobs, places: std::sync::Arc::new(tokio::sync::Semaphore::new(threads * 4)) }
     });
+    let place = if wait {
+        pool.places.clone().acquire_owned().await.map_err(|_| Background::Failed)?
+    } else {
+        pool.places.clone().try_acquire_owned().map_err(|_| Background::Busy)?
+    };
     let (reply, answer) = tokio::sync::oneshot::channel();
     let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _place = place;
+        if reply.is_closed() {
+            return;
+        }
         // A panic stays in this job: the thread goes on, the caller hears of a failure.
         if let Ok(v) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
             let _ = reply.send(v);
         }
     });
-    pool.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| ())?;
-    answer.await.map_err(|_| ())
+    pool.jobs.send(job).map_err(|_| Background::Failed)?;
+    answer.await.map_err(|_| Background::Failed)
+}
+
+/// Lowers the calling thread's CPU priority to nice 10 (Linux; elsewhere it stays as it is).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id; a failure only leaves the priority as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
 }
 
 /// Why a run did not produce an outcome.
@@ -107,6 +135,18 @@ pub enum RunError {
     Transient(String),
     /// Retrying cannot help (the playbook is gone).
     Permanent(String),
+    /// Every place in the playbook queue is taken: try again later.
+    Busy,
+}
+
+impl RunError {
+    /// What went wrong, for the job's record and the log.
+    pub fn message(self) -> String {
+        match self {
+            RunError::Transient(m) | RunError::Permanent(m) => m,
+            RunError::Busy => "the playbook queue is full".into(),
+        }
+    }
 }
 
 /// Runs one worker until the process ends.
@@ -134,7 +174,7 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
     let job = &claimed.job;
     let started = std::time::Instant::now();
     let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
-    let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables).await;
+    let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables, true).await;
     state.metrics.observe("triage_duration_seconds", &[("playbook", &job.playbook)], started.elapsed().as_secs_f64());
     let (completion, summary, verdict, status) = match result {
         Ok(outcome) => {
@@ -145,7 +185,10 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
         Err(RunError::Permanent(error)) => {
             (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed")
         }
-        Err(RunError::Transient(error)) => {
+        // Workers wait for a place in the playbook queue, so `Busy` does not come back here; were
+        // it to, it would be retried like any transient failure.
+        Err(e @ (RunError::Transient(_) | RunError::Busy)) => {
+            let error = e.message();
             let backoff = 2i64.saturating_pow(job.attempts).min(MAX_BACKOFF_SECS);
             let retry_at = state.clock.now() + chrono::Duration::seconds(backoff);
             let status = if job.attempts < job.max_attempts { "retried" } else { "failed" };

@@ -4,10 +4,9 @@
 //! Each filter that is set becomes `column = <value>` and a filter that is not set is left out,
 //! so each combination is a statement of its own (prepared once per connection) and the planner
 //! sees an equality it can serve with the index of that column. The order is the incident number,
-//! newest first: `(year, seq)` is unique and its index, or `(source | status, year, seq, ...)`,
-//! delivers the rows in that order, so a page reads about `per_page` matching rows wherever it
-//! starts (the other filters are checked on the index entries first). Severity alone has no index
-//! of its own: the walk in number order reads rows until a page of that severity is found.
+//! newest first: `(year, seq)` is unique and its index, or `(source | status | severity, year,
+//! seq, ...)`, delivers the rows in that order, so a page reads about `per_page` matching rows
+//! wherever it starts (the other filters are checked on the index entries first).
 
 use crate::model::{Incident, IncidentFilter, IncidentPage, IncidentStatus, PageStart};
 use crate::rows::INCIDENT_COLUMNS;

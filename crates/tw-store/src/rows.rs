@@ -210,7 +210,8 @@ impl JobRow {
 }
 
 /// The `queue` columns [`QueueRow`] is read from, in order.
-pub(crate) const QUEUE_COLUMNS: &str = "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
+pub(crate) const QUEUE_COLUMNS: &str =
+    "id, status, source, received_at, attempts, incident_id, incident_number, duplicate, error, processed_at";
 
 /// A `queue` row (without its payload) before its text columns are parsed.
 pub(crate) struct QueueRow {
@@ -249,6 +250,21 @@ impl QueueRow {
 }
 
 /// A stored count (never negative).
+/// The `deliveries` columns both engines read a delivery from, in order, with `body` standing in
+/// for the stored body: `"body"` for one delivery's detail, a typed NULL for listings (which
+/// show no body: up to 1,000 rows of 64 KiB each need not be read).
+pub(crate) fn delivery_columns(body: &str) -> String {
+    format!(
+        "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, {body}, verified"
+    )
+}
+
+/// A new record id: the kind (`job`, `queue`, `dl`) and a time-ordered UUID, as both engines
+/// store them.
+pub(crate) fn new_id(kind: &str) -> String {
+    format!("{kind}-{}", Uuid::now_v7().simple())
+}
+
 pub(crate) fn count(n: i64) -> u64 {
     n.max(0) as u64
 }

@@ -43,13 +43,7 @@ fn say_skipped(why: &str) {
 
 /// A plain connection to `url` (its driver task spawned), for tests that look inside the database.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("bad TW_TEST_POSTGRES_URL: {e}"))?;
-    cfg.connect_timeout(Duration::from_secs(3));
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    crate::postgres::connect_admin(url, Duration::from_secs(3)).await.map_err(|e| format!("cannot connect to {url}: {e}"))
 }
 
 impl TestDatabase {
@@ -67,7 +61,7 @@ impl TestDatabase {
             }
         };
         let name = format!("tw_test_{}{}", run_prefix(), uuid::Uuid::new_v4().simple());
-        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        if let Err(e) = crate::postgres::create_database(&client, &name).await {
             say_skipped(&format!("cannot create a test database: {e}"));
             return None;
         }
@@ -93,9 +87,7 @@ pub async fn drop_run_databases(run: &str) -> usize {
     let mut dropped = 0;
     for r in rows {
         let name: String = r.get(0);
-        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.is_ok()
-        {
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && crate::postgres::drop_database(&client, &name).await.is_ok() {
             dropped += 1;
         }
     }
@@ -115,7 +107,7 @@ impl Drop for TestDatabase {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async {
                 if let Ok(c) = connect(&admin).await {
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    let _ = crate::postgres::drop_database(&c, &name).await;
                 }
             });
         });

@@ -6,8 +6,8 @@ use chrono::{TimeZone, Utc};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tw_core::{Alert, Format, IncidentNumber, Secret, Severity, SourceName};
-use tw_store::sqlite::SqliteStore;
 use tw_store::prelude::*;
+use tw_store::sqlite::SqliteStore;
 use tw_store::testing::TestDatabase;
 use tw_store::*;
 
@@ -881,7 +881,7 @@ async fn sqlite_v5_moves_payloads_out_of_incidents_and_counts_them() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(indexes, ["incidents_by_source", "incidents_by_status"]);
+    assert_eq!(indexes, ["incidents_by_severity", "incidents_by_source", "incidents_by_status"]);
     check_migrated(&store, &old).await;
     // The counts table agrees with a count of the rows.
     let mismatched: i64 = conn
@@ -938,7 +938,7 @@ async fn postgres_v2_moves_payloads_out_of_incidents_and_counts_them() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(indexes, ["incidents_by_source", "incidents_by_status"]);
+    assert_eq!(indexes, ["incidents_by_severity", "incidents_by_source", "incidents_by_status"]);
     check_migrated(&store, &old).await;
     assert_eq!(pg_count_mismatches(&client).await, 0);
 }

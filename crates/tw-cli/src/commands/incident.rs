@@ -8,6 +8,9 @@ use reqwest::Method;
 use serde_json::Value;
 use std::process::ExitCode;
 
+/// `--per-page` when not given (the API's default too).
+const DEFAULT_PER_PAGE: u32 = 50;
+
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
     /// List incidents, newest first by number.
@@ -26,7 +29,7 @@ pub enum IncidentCommand {
         /// Page number (default 1). Deep pages cost the server more; --cursor does not.
         #[arg(long, conflicts_with = "cursor")]
         page: Option<u32>,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = DEFAULT_PER_PAGE)]
         per_page: u32,
         /// Start right after the page that printed this cursor (use the same filters).
         #[arg(long)]
@@ -99,7 +102,7 @@ fn next_page_command(filters: &[(&str, Option<String>)], per_page: u32, cursor: 
             cmd.push(format!("--{k} {}", shell_word(v)));
         }
     }
-    if per_page != 50 {
+    if per_page != DEFAULT_PER_PAGE {
         cmd.push(format!("--per-page {per_page}"));
     }
     cmd.push(format!("--cursor {}", shell_word(cursor)));

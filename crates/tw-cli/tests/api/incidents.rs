@@ -2,6 +2,8 @@
 //! auth, not found, the raw payload.
 
 use super::*;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 const SECRET: &str = "incidents-secret-0123";
 
@@ -172,6 +174,8 @@ async fn a_bad_cursor_is_422() {
         (format!("cursor={cursor}&page=2"), vec!["page"]),
         (format!("cursor={cursor}&per_page=0"), vec!["per_page"]),
         ("cursor=bogus&severity=nope".to_string(), vec!["severity", "cursor"]),
+        // Well formed but long (`i1:2026:000...0001`): nothing over 64 characters is decoded.
+        (format!("cursor={}", URL_SAFE_NO_PAD.encode(format!("i1:2026:{}1", "0".repeat(100)))), vec!["cursor"]),
     ] {
         let (s, v) = app.admin(Method::GET, &format!("/api/incidents?{q}"), None).await;
         assert_error(s, &v, 422, "validation_error");
@@ -213,6 +217,9 @@ async fn bad_list_parameters_are_422() {
         ("per_page=1000", "per_page"),
         ("page=0", "page"),
         ("page=abc", "page"),
+        // Deep offsets are the cursor's: their cost grows with the depth.
+        ("page=52&per_page=200", "page"),
+        ("page=10002&per_page=1", "page"),
         ("status=nope", "status"),
         ("source=Bad%20Name", "source"),
     ] {

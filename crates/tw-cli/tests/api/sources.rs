@@ -340,7 +340,7 @@ async fn secrets_are_not_stored_in_clear() {
                 let dump = dump.unwrap_or_default();
                 for s in [secret, "RotatedQuartzNebula-9913-x", generated.as_str()] {
                     assert!(!dump.contains(s), "secret in clear in table {t}");
-                    assert!(!dump.contains(&hex_of(s)), "secret in clear (bytea) in table {t}");
+                    assert!(!dump.contains(&hex::encode(s)), "secret in clear (bytea) in table {t}");
                 }
             }
         }
@@ -349,10 +349,6 @@ async fn secrets_are_not_stored_in_clear() {
     // On PostgreSQL nothing of the store is in the data dir.
     assert_eq!(dir.path().join("tw.db").exists(), !tw_store::testing::engine_is_postgres());
     assert_no_secret_in(dir.path(), &[secret, "RotatedQuartzNebula-9913-x", &generated]);
-}
-
-fn hex_of(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn assert_no_secret_in(dir: &std::path::Path, secrets: &[&str]) {

@@ -198,11 +198,7 @@ pub fn rerun_on_postgres() {
     let _ = writeln!(std::io::stderr(), "\nthe same tests on PostgreSQL: {summary} ({dropped} test databases dropped)");
     let status = status.unwrap_or_else(|| panic!("the PostgreSQL run took over {RERUN_DEADLINE:?}:\n{stdout}\n{stderr}"));
     assert!(status.success(), "on PostgreSQL:\n{stdout}\n{stderr}");
-    let passed: u32 = summary
-        .split_once(" passed")
-        .and_then(|(head, _)| head.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let passed: u32 = summary.split_once(" passed").and_then(|(head, _)| head.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(passed > 0, "no test ran on PostgreSQL: {stdout}");
 }
 

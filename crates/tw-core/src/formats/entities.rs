@@ -284,6 +284,12 @@ pub fn description(s: Option<String>) -> Option<String> {
 /// Parses an ISO-8601 / RFC 3339 time, with or without zone (zone-less is UTC), with any number
 /// of fractional digits (Microsoft's 7), with `T` or a space; also `YYYY-MM-DD`.
 pub fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    // Years 1..=9999 only, as for epoch values: every store can keep those (PostgreSQL's
+    // timestamptz refuses year -10000, which chrono's `%Y` reads), and nothing real is outside.
+    parse_iso_any_year(s).filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
+}
+
+fn parse_iso_any_year(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.len() < 10 || s.len() > 64 {
         return None;
@@ -1522,6 +1528,11 @@ mod tests {
         assert_eq!(t(json!("1718031540")).as_deref(), Some("2024-06-10T14:59:00+00:00"));
         assert_eq!(t(json!("2024-06-10T15:01:44+02:00")).as_deref(), Some("2024-06-10T13:01:44+00:00"));
         assert_eq!(t(json!(1e300)), None);
+        // Years no store can keep are no time at all (PostgreSQL refused the whole batch).
+        assert!(NaiveDateTime::parse_from_str("-10000-01-01T00:00:00", "%Y-%m-%dT%H:%M:%S").is_ok(), "chrono reads it");
+        assert_eq!(t(json!("-10000-01-01T00:00:00")), None);
+        assert_eq!(t(json!("0000-01-01T00:00:00Z")), None);
+        assert_eq!(t(json!("9999-12-31T23:59:59Z")).as_deref(), Some("9999-12-31T23:59:59+00:00"));
         assert_eq!(t(json!(-5)), None);
         assert_eq!(t(json!("yesterday")), None);
         assert_eq!(t(json!(null)), None);

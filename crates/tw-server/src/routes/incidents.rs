@@ -3,8 +3,8 @@
 use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
-use crate::routes::PageQuery;
 use crate::routes::schemas;
+use crate::routes::{PageQuery, page_meta};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -35,6 +35,11 @@ pub struct Cursor(pub IncidentNumber);
 
 /// What a cursor's text starts with, before base64: the form of this version.
 const CURSOR_TAG: &str = "i1:";
+/// The longest text taken as a cursor.
+const MAX_CURSOR_LEN: usize = 64;
+/// How far `?page=` may reach (incidents skipped before the page): an offset walks past every
+/// incident before it, so deeper pages are reached with the cursor, whose cost does not grow.
+pub const MAX_PAGE_OFFSET: u64 = 10_000;
 
 impl Cursor {
     /// The text clients send back as `?cursor=`.
@@ -44,6 +49,10 @@ impl Cursor {
 
     /// A cursor this API issued, or `None`.
     pub fn parse(text: &str) -> Option<Cursor> {
+        // Ours are about 20 characters: nothing longer is decoded.
+        if text.len() > MAX_CURSOR_LEN {
+            return None;
+        }
         let bytes = URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('=')).ok()?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let (year, seq) = text.strip_prefix(CURSOR_TAG)?.split_once(':')?;
@@ -87,8 +96,7 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         nonempty(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
     let severity =
         nonempty(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
-    let status = nonempty(&q.status)
-        .and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
+    let status = nonempty(&q.status).and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
     let cursor_text = nonempty(&q.cursor);
     let cursor = cursor_text.as_deref().and_then(|c| {
         let parsed = Cursor::parse(c);
@@ -99,6 +107,11 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
     });
     if cursor_text.is_some() && nonempty(&q.page.page).is_some() {
         errors.push(FieldError::new("page", "cannot be combined with cursor: the cursor already says where the page starts"));
+    } else if page.offset() > MAX_PAGE_OFFSET {
+        errors.push(FieldError::new(
+            "page",
+            format!("reaches past the first {MAX_PAGE_OFFSET} incidents: page on with cursor (meta.next_cursor) instead"),
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -108,14 +121,12 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         None => PageStart::Offset(page.offset()),
     };
     let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start }).await?;
-    let mut meta = json!({
-        "per_page": page.per_page,
-        "total": found.total,
-        "total_pages": found.total.div_ceil(u64::from(page.per_page.max(1))),
-        "next_cursor": found.next.map(|n| Cursor(n).encode()),
-    });
-    if cursor.is_none() {
-        meta["page"] = json!(page.page);
+    let mut meta = page_meta(page, found.total);
+    meta["next_cursor"] = json!(found.next.map(|n| Cursor(n).encode()));
+    if cursor.is_some()
+        && let Some(m) = meta.as_object_mut()
+    {
+        m.remove("page");
     }
     Ok(Json(json!({"data": found.items, "meta": meta})))
 }

@@ -331,9 +331,10 @@ pub async fn test(
         entities: alert.entities.clone(),
         raw: payload.clone(),
     };
-    match run_playbook(&state, &name, incident, variables).await {
+    match run_playbook(&state, &name, incident, variables, false).await {
         Ok(outcome) => Ok(Json(json!({"playbook": name, "alert": alert, "triage": outcome}))),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
+        Err(RunError::Busy) => Err(ApiError::Unavailable),
         Err(RunError::Transient(m)) => Err(ApiError::field("playbook", m)),
     }
 }

@@ -2,9 +2,9 @@
 //! newest [`DELIVERIES_KEPT`].
 
 use super::{PgStore, execute, pg_opt_text, pg_text, query, query_opt};
-use crate::rows::{count, incident_number};
-use crate::model::*;
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::{count, incident_number};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -12,9 +12,6 @@ use std::collections::BTreeMap;
 use tokio_postgres::Row;
 use tw_core::SourceName;
 use uuid::Uuid;
-
-const DELIVERY_COLUMNS: &str =
-    "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, body, verified";
 
 fn delivery_from_row(r: &Row) -> Result<(Delivery, Option<Vec<u8>>), StoreError> {
     let source: String = r.get(1);
@@ -111,19 +108,27 @@ impl crate::DeliveryStore for PgStore {
             DeliveryFilter::Ok => "AND status BETWEEN 200 AND 299",
             DeliveryFilter::Failed => "AND status NOT BETWEEN 200 AND 299",
         };
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE source = $1 {cond} ORDER BY id DESC LIMIT $2");
+        let sql = format!(
+            "SELECT {} FROM deliveries WHERE source = $1 {cond} ORDER BY id DESC LIMIT $2",
+            crate::rows::delivery_columns("NULL::bytea")
+        );
         let c = self.client().await?;
         query(&c, &sql, &[&source.as_str(), &i64::from(limit)]).await?.iter().map(|r| delivery_from_row(r).map(|d| d.0)).collect()
     }
 
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError> {
         let c = self.client().await?;
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE request_id = $1 ORDER BY verified DESC, id DESC LIMIT 1");
+        let sql = format!(
+            "SELECT {} FROM deliveries WHERE request_id = $1 ORDER BY verified DESC, id DESC LIMIT 1",
+            crate::rows::delivery_columns("body")
+        );
         let Some(row) = query_opt(&c, &sql, &[&request_id]).await? else { return Ok(None) };
         let (mut d, body) = delivery_from_row(&row)?;
         let raw: Option<Vec<u8>> = match (body, &d.incident_id, &d.queue_id) {
             (Some(b), _, _) => Some(b),
-            (None, Some(inc), _) => query_opt(&c, "SELECT raw_payload FROM incident_payloads WHERE incident_id = $1", &[inc]).await?.map(|r| r.get(0)),
+            (None, Some(inc), _) => {
+                query_opt(&c, "SELECT raw_payload FROM incident_payloads WHERE incident_id = $1", &[inc]).await?.map(|r| r.get(0))
+            }
             // A queued delivery: its incident's payload once processed, the dead letter's once
             // failed, the queue's while it waits.
             (None, None, Some(q)) => query_opt(

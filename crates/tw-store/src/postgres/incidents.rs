@@ -1,10 +1,10 @@
 //! Reading incidents and dead letters.
 
 use super::{PgStore, query, query_one, query_opt};
-use crate::listing::{self, Arg};
-use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
-use crate::model::*;
 use crate::StoreError;
+use crate::listing::{self, Arg};
+use crate::model::*;
+use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;

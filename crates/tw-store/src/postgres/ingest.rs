@@ -8,9 +8,9 @@
 //! its numbers.
 
 use super::{PgStore, execute, pg_opt_text, pg_text, query, query_one};
+use crate::StoreError;
 use crate::model::*;
 use crate::triage::TriageState;
-use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use deadpool_postgres::GenericClient;
@@ -108,7 +108,7 @@ pub(super) async fn ingest_in(tx: &impl GenericClient, reqs: &[&IngestRequest]) 
         let job = match (req.auto_triage, &req.playbook) {
             // Same transaction: no incident from an auto-triage source without its job.
             (true, Some(playbook)) => {
-                let job_id = format!("job-{}", Uuid::now_v7().simple());
+                let job_id = crate::rows::new_id("job");
                 jobs.push(&job_id, id, playbook, req.triage_max_attempts, req.received_at);
                 Some((TriageState::queued(&job_id, playbook).to_json().to_string(), job_id))
             }
@@ -288,7 +288,7 @@ impl JobRows {
 
 /// Stores queued events in one statement; returns their ids in order.
 pub(super) async fn enqueue_in(tx: &impl GenericClient, events: &[&NewQueuedEvent]) -> Result<Vec<String>, StoreError> {
-    let ids: Vec<String> = events.iter().map(|_| format!("queue-{}", Uuid::now_v7().simple())).collect();
+    let ids: Vec<String> = events.iter().map(|_| crate::rows::new_id("queue")).collect();
     let sources: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
     let raws: Vec<&[u8]> = events.iter().map(|e| e.raw.as_slice()).collect();
     let keys: Vec<String> = events.iter().map(|e| pg_text(&e.request_key)).collect();
@@ -307,7 +307,7 @@ pub(super) async fn enqueue_in(tx: &impl GenericClient, events: &[&NewQueuedEven
 
 /// Keeps an event that could not be normalized, in the caller's transaction.
 pub(super) async fn insert_dead_letter(tx: &impl GenericClient, l: &NewDeadLetter) -> Result<String, StoreError> {
-    let id = format!("dl-{}", Uuid::now_v7().simple());
+    let id = crate::rows::new_id("dl");
     execute(
         tx,
         "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -21,8 +21,19 @@ pub fn latest() -> i64 {
 /// Applies pending migrations; returns the versions applied now. Refuses a newer database.
 pub(super) async fn migrate(pool: &Pool) -> Result<Vec<i64>, StoreError> {
     let mut client = pool.get().await?;
+    // Migrations copy and index whole tables, and another instance may hold the lock while it
+    // does: the pool's statement timeout (meant for requests) does not apply to this session.
     // The lock first: two `CREATE TABLE IF NOT EXISTS` at once can still collide in PostgreSQL.
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    // A connection that failed half-way never goes back to the pool with these settings.
+    let locked = client.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0").await;
+    let locked = match locked {
+        Ok(()) => client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = locked {
+        drop(deadpool_postgres::Object::take(client));
+        return Err(e.into());
+    }
     let result = match client
         .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
         .await
@@ -32,7 +43,8 @@ pub(super) async fn migrate(pool: &Pool) -> Result<Vec<i64>, StoreError> {
     };
     // Released on every path. If the unlock itself fails, the connection must not go back to the
     // pool still holding the lock: closing it releases the lock.
-    if client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.is_err() {
+    let restored = client.batch_execute("RESET statement_timeout; RESET idle_in_transaction_session_timeout").await;
+    if client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.is_err() || restored.is_err() {
         drop(deadpool_postgres::Object::take(client));
     }
     result

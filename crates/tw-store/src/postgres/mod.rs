@@ -68,8 +68,16 @@ fn pool(url: &str, opts: &StoreOptions) -> Result<Pool, StoreError> {
     }
     // The statement timeout and durability travel with the connection, after any options the URL
     // sets: a 2xx is sent after a COMMIT flushed to PostgreSQL's WAL, whatever the server's
-    // default for synchronous_commit.
-    let timeout = format!("-c statement_timeout={} -c synchronous_commit=on", opts.statement_timeout.as_millis().max(1));
+    // default for synchronous_commit. A session that stalls inside a transaction (a process
+    // frozen or cut off while it holds the intake lock) is ended by the server after twice the
+    // statement timeout, and TCP keepalives notice a vanished peer within about a minute, so the
+    // other instances are not held for the kernel's two hours.
+    let ms = opts.statement_timeout.as_millis().max(1);
+    let timeout = format!("-c statement_timeout={ms} -c idle_in_transaction_session_timeout={} -c synchronous_commit=on", ms * 2);
+    cfg.keepalives(true);
+    cfg.keepalives_idle(std::time::Duration::from_secs(30));
+    cfg.keepalives_interval(std::time::Duration::from_secs(10));
+    cfg.keepalives_retries(3);
     let options = match cfg.get_options() {
         Some(o) if !o.is_empty() => format!("{o} {timeout}"),
         _ => timeout,
@@ -84,6 +92,30 @@ fn pool(url: &str, opts: &StoreOptions) -> Result<Pool, StoreError> {
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))
+}
+
+/// A plain connection to `url`, its driver task spawned: for administration (creating and
+/// dropping the databases of tests and benchmarks), not for the store, which has its pool.
+pub async fn connect_admin(url: &str, timeout: std::time::Duration) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg: tokio_postgres::Config = url.parse()?;
+    cfg.connect_timeout(timeout);
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Creates the database `name` (letters, digits and `_` only: it is not quoted).
+pub async fn create_database(client: &tokio_postgres::Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await
+}
+
+/// Drops the database `name` if it exists, closing the connections left to it.
+pub async fn drop_database(client: &tokio_postgres::Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    debug_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await
 }
 
 /// `url` with its database name replaced by `db` (query parameters kept).
@@ -196,7 +228,10 @@ mod tests {
     fn passwords_never_reach_messages() {
         assert_eq!(redact_url("postgres://tw:s3cret@db:5432/tw"), "postgres://tw:***@db:5432/tw");
         assert_eq!(redact_url("postgres://tw@db/tw"), "postgres://tw@db/tw");
-        assert_eq!(redact_url("postgresql://u:p%40ss@h/d?password=x&sslmode=disable"), "postgresql://u:***@h/d?password=***&sslmode=disable");
+        assert_eq!(
+            redact_url("postgresql://u:p%40ss@h/d?password=x&sslmode=disable"),
+            "postgresql://u:***@h/d?password=***&sslmode=disable"
+        );
         assert_eq!(redact_url("postgres://h/d?password=abc"), "postgres://h/d?password=***");
     }
 

@@ -1,8 +1,8 @@
 //! User playbooks.
 
 use super::{PgStore, execute, query, query_opt};
-use crate::model::*;
 use crate::StoreError;
+use crate::model::*;
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
@@ -34,15 +34,22 @@ impl crate::PlaybookStore for PgStore {
 
     async fn list_playbooks(&self) -> Result<Vec<StoredPlaybook>, StoreError> {
         let c = self.client().await?;
-        Ok(query(&c, "SELECT name, yaml, origin, created_at, updated_at FROM playbooks ORDER BY name", &[]).await?.iter().map(playbook_from_row).collect())
+        Ok(query(&c, "SELECT name, yaml, origin, created_at, updated_at FROM playbooks ORDER BY name", &[])
+            .await?
+            .iter()
+            .map(playbook_from_row)
+            .collect())
     }
 
     async fn delete_playbook(&self, name: &str) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Locks the sources naming it, so none starts using it while it goes.
-        let users: Vec<String> =
-            query(&tx, "SELECT name FROM sources WHERE playbook = $1 ORDER BY name FOR SHARE", &[&name]).await?.iter().map(|r| r.get(0)).collect();
+        let users: Vec<String> = query(&tx, "SELECT name FROM sources WHERE playbook = $1 ORDER BY name FOR SHARE", &[&name])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         if !users.is_empty() {
             return Err(StoreError::PlaybookInUse { name: name.to_string(), sources: users });
         }

@@ -3,9 +3,9 @@
 
 use super::ingest::{ingest_in, insert_dead_letter};
 use super::{PgStore, execute, query, query_one, query_opt};
-use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt, count};
-use crate::model::*;
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt, count};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;

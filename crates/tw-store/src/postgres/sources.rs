@@ -4,12 +4,12 @@
 use super::{PgStore, execute, query, query_one, query_opt};
 use crate::model::*;
 use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
-use tokio_postgres::types::ToSql;
 use crate::{MasterKey, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tw_core::{Secret, SourceName};
 
 fn source_row(r: &Row) -> SourceRow {
@@ -73,7 +73,13 @@ async fn write_settings(c: &impl GenericClient, name: &str, s: &SourceSettings, 
     Ok(())
 }
 
-async fn insert_source(c: &impl GenericClient, key: &MasterKey, new: &NewSource, managed: bool, now: DateTime<Utc>) -> Result<(), StoreError> {
+async fn insert_source(
+    c: &impl GenericClient,
+    key: &MasterKey,
+    new: &NewSource,
+    managed: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let enc = key.encrypt(new.name.as_str(), &new.secret)?;
     let v = SettingsValues::from(&new.settings);
     let sql = format!(

@@ -3,10 +3,10 @@
 
 use super::incidents::load_incident;
 use super::{PgStore, execute, query, query_one, query_opt};
-use crate::rows::{JOB_COLUMNS, JobRow, count};
-use crate::model::*;
-use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::{JOB_COLUMNS, JobRow, count};
+use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -78,7 +78,7 @@ async fn insert_triage_job(
     requested_by: &str,
     now: DateTime<Utc>,
 ) -> Result<TriageJob, StoreError> {
-    let id = format!("job-{}", Uuid::now_v7().simple());
+    let id = crate::rows::new_id("job");
     let vars = serde_json::Value::Object(variables.clone()).to_string();
     execute(
         c,
@@ -110,7 +110,9 @@ impl crate::TriageStore for PgStore {
         // Locks the incident: two requests for it at once queue their jobs one after the other.
         let row = match incident {
             IncidentKey::Id(id) => query_opt(&tx, "SELECT id FROM incidents WHERE id = $1 FOR UPDATE", &[id]).await?,
-            IncidentKey::Number(n) => query_opt(&tx, "SELECT id FROM incidents WHERE year = $1 AND seq = $2 FOR UPDATE", &[&n.year, &n.seq]).await?,
+            IncidentKey::Number(n) => {
+                query_opt(&tx, "SELECT id FROM incidents WHERE year = $1 AND seq = $2 FOR UPDATE", &[&n.year, &n.seq]).await?
+            }
         };
         let id: Uuid = row.map(|r| r.get(0)).ok_or_else(|| StoreError::IncidentNotFound(format!("{incident:?}")))?;
         let job = insert_triage_job(&tx, id, &super::pg_text(playbook), &variables, max_attempts, "api", Utc::now()).await?;

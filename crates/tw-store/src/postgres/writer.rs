@@ -135,11 +135,13 @@ async fn commit(pool: &Pool, ops: Vec<Op>) {
                 let _ = reply.send(Ok(id));
             }
         }
-        Err(e) if e.is_unavailable() || reqs.len() + events.len() <= 1 => {
+        // Nothing to single out: one write and no delivery records that could be the cause.
+        Err(e) if e.is_unavailable() || (reqs.len() + events.len() <= 1 && deliveries.is_empty()) => {
             let message = e.chain();
             tracing::error!(target: "store", error = %message, "batch commit failed");
             let unavailable = e.is_unavailable();
-            let err = || if unavailable { StoreError::Unavailable(message.clone().into()) } else { StoreError::Database(message.clone().into()) };
+            let err =
+                || if unavailable { StoreError::Unavailable(message.clone().into()) } else { StoreError::Database(message.clone().into()) };
             for (_, reply) in b.ingests {
                 let _ = reply.send(Err(err()));
             }
@@ -149,19 +151,38 @@ async fn commit(pool: &Pool, ops: Vec<Op>) {
         }
         Err(e) => {
             tracing::warn!(target: "store", error = %e.chain(), writes = reqs.len() + events.len(), "batch failed; retrying its writes one by one");
+            // Once the database is unavailable, the writes still waiting are answered at once
+            // (503) rather than each waiting its turn for a connection.
+            let mut down: Option<String> = None;
             for (req, reply) in b.ingests {
-                let r = run_batch(pool, &[&req], &[], &[]).await.map(|(mut o, _)| o.remove(0));
-                let _ = reply.send(r);
+                let r = retry_one(&mut down, run_batch(pool, &[&req], &[], &[])).await;
+                let _ = reply.send(r.map(|(mut o, _)| o.remove(0)));
             }
             for (event, reply) in b.enqueues {
-                let r = run_batch(pool, &[], &[&event], &[]).await.map(|(_, mut ids)| ids.remove(0));
-                let _ = reply.send(r);
+                let r = retry_one(&mut down, run_batch(pool, &[], &[&event], &[])).await;
+                let _ = reply.send(r.map(|(_, mut ids)| ids.remove(0)));
             }
-            if let Err(e) = run_batch(pool, &[], &[], &deliveries).await {
-                tracing::warn!(target: "store", error = %e.chain(), "delivery records dropped");
+            let records = retry_one(&mut down, run_batch(pool, &[], &[], &deliveries)).await;
+            if let Err(e) = records {
+                tracing::warn!(target: "store", error = %e.chain(), records = deliveries.len(), "delivery records dropped");
             }
         }
     }
+}
+
+/// Runs `write` (a retry of one write) unless the database is already known to be unavailable;
+/// notes it when this one finds it so.
+async fn retry_one<T>(down: &mut Option<String>, write: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    if let Some(why) = down {
+        return Err(StoreError::Unavailable(why.clone().into()));
+    }
+    let r = write.await;
+    if let Err(e) = &r
+        && e.is_unavailable()
+    {
+        *down = Some(e.chain());
+    }
+    r
 }
 
 /// One transaction for the whole batch.

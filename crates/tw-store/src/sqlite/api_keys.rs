@@ -1,13 +1,13 @@
 //! API keys (hashes only).
 
 use super::{SqliteStore, parse_ts, ts};
-use crate::rows::corrupt;
 use crate::StoreError;
+use crate::api_key::{ApiKeyRecord, Scope};
+use crate::rows::corrupt;
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
-use crate::api_key::{ApiKeyRecord, Scope};
 
 #[async_trait]
 impl crate::ApiKeyStore for SqliteStore {

@@ -1,15 +1,13 @@
 //! Delivery records for `tw-cli webhook events`.
 
 use super::{SqliteStore, parse_ts, ts};
-use crate::rows::corrupt;
-use crate::model::*;
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::corrupt;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 use tw_core::SourceName;
 use uuid::Uuid;
-
-const DELIVERY_COLUMNS: &str = "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, body, verified";
 
 fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreError> {
     let source: String = r.get(1)?;
@@ -79,7 +77,10 @@ impl crate::DeliveryStore for SqliteStore {
                 DeliveryFilter::Ok => "AND status BETWEEN 200 AND 299",
                 DeliveryFilter::Failed => "AND status NOT BETWEEN 200 AND 299",
             };
-            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE source = ?1 {cond} ORDER BY id DESC LIMIT ?2");
+            let sql = format!(
+                "SELECT {} FROM deliveries WHERE source = ?1 {cond} ORDER BY id DESC LIMIT ?2",
+                crate::rows::delivery_columns("NULL")
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params![source.as_str(), limit])?;
             let mut out = Vec::new();
@@ -94,16 +95,19 @@ impl crate::DeliveryStore for SqliteStore {
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError> {
         let id = request_id.to_string();
         self.read(move |conn, _| {
-            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE request_id = ?1 ORDER BY verified DESC, id DESC LIMIT 1");
+            let sql = format!(
+                "SELECT {} FROM deliveries WHERE request_id = ?1 ORDER BY verified DESC, id DESC LIMIT 1",
+                crate::rows::delivery_columns("body")
+            );
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query([&id])?;
             let Some(r) = rows.next()? else { return Ok(None) };
             let (mut d, body) = delivery_from_row(r)?;
             let raw: Option<Vec<u8>> = match (body, &d.incident_id, &d.queue_id) {
                 (Some(b), _, _) => Some(b),
-                (None, Some(inc), _) => {
-                    conn.query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0)).optional()?
-                }
+                (None, Some(inc), _) => conn
+                    .query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0))
+                    .optional()?,
                 // A queued delivery: its incident's payload once processed, the dead letter's once
                 // failed, the queue's while it waits.
                 (None, None, Some(q)) => conn

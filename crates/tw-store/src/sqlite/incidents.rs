@@ -1,10 +1,10 @@
 //! Reading incidents and dead letters.
 
 use super::{SqliteStore, parse_opt_ts, parse_ts};
-use crate::listing::{self, Arg};
-use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt};
-use crate::model::*;
 use crate::StoreError;
+use crate::listing::{self, Arg};
+use crate::model::*;
+use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt};
 use async_trait::async_trait;
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, Row, params, params_from_iter};

@@ -1,12 +1,12 @@
 //! The intake's writes: an incident or a duplicate, a queued event, a dead letter.
 
-use super::{SqliteStore, ts};
-use crate::rows::corrupt;
-use super::triage::{insert_job_row, new_job_id};
-use crate::triage::TriageState;
+use super::triage::{NewJob, insert_job_row};
 use super::writer::Tallies;
-use crate::model::*;
+use super::{SqliteStore, ts};
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::corrupt;
+use crate::triage::TriageState;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tw_core::IncidentNumber;
@@ -47,7 +47,7 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     // written once, with its triage state, and the job after it (it refers to the incident).
     let job = match (req.auto_triage, &req.playbook) {
         (true, Some(playbook)) => {
-            let job_id = new_job_id();
+            let job_id = crate::rows::new_id("job");
             let state = TriageState::queued(&job_id, playbook).to_json().to_string();
             Some((job_id, playbook, state))
         }
@@ -86,13 +86,22 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     // The payload in its own table, so that listings read narrow rows.
     conn.prepare_cached("INSERT INTO incident_payloads (incident_id, raw_payload) VALUES (?1, ?2)")?.execute(params![id_text, req.raw])?;
     if let Some((job_id, playbook, _)) = &job {
-        insert_job_row(conn, job_id, id, playbook, &serde_json::Map::new(), req.triage_max_attempts, "auto", req.received_at)?;
+        let job = NewJob {
+            id: job_id,
+            incident_id: &id_text,
+            playbook,
+            variables: "{}",
+            max_attempts: req.triage_max_attempts,
+            requested_by: "auto",
+            at: req.received_at,
+        };
+        insert_job_row(conn, &job)?;
     }
     Ok(IngestOutcome::Created(IncidentRef { id, number: IncidentNumber::new(year, seq) }))
 }
 
 pub(super) fn insert_dead_letter(conn: &Connection, l: &NewDeadLetter) -> Result<String, StoreError> {
-    let id = format!("dl-{}", Uuid::now_v7().simple());
+    let id = crate::rows::new_id("dl");
     conn.prepare_cached(
         "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -109,7 +118,7 @@ impl crate::IngestStore for SqliteStore {
     async fn enqueue(&self, e: NewQueuedEvent) -> Result<String, StoreError> {
         self.writer
             .write_replayable(move |conn, _| {
-                let id = format!("queue-{}", Uuid::now_v7().simple());
+                let id = crate::rows::new_id("queue");
                 let now = ts(e.received_at);
                 conn.prepare_cached(
                     "INSERT INTO queue (id, source, raw_payload, request_key, received_at, request_id, status) \

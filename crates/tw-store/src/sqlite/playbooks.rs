@@ -1,8 +1,8 @@
 //! User playbooks.
 
 use super::{SqliteStore, parse_ts, ts};
-use crate::model::*;
 use crate::StoreError;
+use crate::model::*;
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{OptionalExtension, params};

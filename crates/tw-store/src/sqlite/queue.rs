@@ -1,10 +1,10 @@
 //! The async queue: claims with leases, completion, poison events.
 
-use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
-use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt};
 use super::ingest::{ingest_in, insert_dead_letter};
-use crate::model::*;
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::{QUEUE_COLUMNS, QueueRow, corrupt};
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{Connection, Row, params};

@@ -1,15 +1,15 @@
 //! Sources: settings, secrets encrypted with the master key, rotation, the config file's sources.
 
 use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
-use crate::rows::corrupt;
-use crate::model::*;
+use crate::MasterKey;
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::corrupt;
+use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
 use tw_core::{Secret, SourceName};
-use crate::MasterKey;
-use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
 
 fn source_row(r: &Row<'_>) -> Result<SourceRow, StoreError> {
     Ok(SourceRow {

@@ -2,10 +2,10 @@
 
 use super::incidents::load_incident;
 use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
-use crate::rows::{JOB_COLUMNS, JobRow, corrupt};
-use crate::model::*;
-use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use crate::StoreError;
+use crate::model::*;
+use crate::rows::{JOB_COLUMNS, JobRow, corrupt};
+use crate::triage::{ClaimDecision, IncidentTriageUpdate, JobTransition, TriageState, on_claim, on_complete};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -71,50 +71,26 @@ fn apply(conn: &Connection, job: &TriageJob, t: &JobTransition) -> Result<(), St
     Ok(())
 }
 
-/// Queues a job and makes it the incident's latest, in the caller's transaction.
-/// A new triage job's id.
-pub(super) fn new_job_id() -> String {
-    format!("job-{}", Uuid::now_v7().simple())
+/// A pending job to insert.
+pub(super) struct NewJob<'a> {
+    pub id: &'a str,
+    pub incident_id: &'a str,
+    pub playbook: &'a str,
+    /// The playbook's variables, as JSON text.
+    pub variables: &'a str,
+    pub max_attempts: u32,
+    pub requested_by: &'a str,
+    pub at: DateTime<Utc>,
 }
 
 /// Inserts a pending job; the incident's triage columns are the caller's to set.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn insert_job_row(
-    conn: &Connection,
-    id: &str,
-    incident_id: Uuid,
-    playbook: &str,
-    variables: &serde_json::Map<String, serde_json::Value>,
-    max_attempts: u32,
-    requested_by: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let vars = serde_json::Value::Object(variables.clone()).to_string();
+pub(super) fn insert_job_row(conn: &Connection, job: &NewJob<'_>) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO triage_jobs (id, incident_id, playbook, variables, status, max_attempts, run_after, requested_by, created_at) \
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?6)",
     )?
-    .execute(params![id, incident_id.to_string(), playbook, vars, max_attempts.max(1), ts(now), requested_by])?;
+    .execute(params![job.id, job.incident_id, job.playbook, job.variables, job.max_attempts.max(1), ts(job.at), job.requested_by])?;
     Ok(())
-}
-
-pub(super) fn insert_triage_job(
-    conn: &Connection,
-    incident_id: Uuid,
-    playbook: &str,
-    variables: &serde_json::Map<String, serde_json::Value>,
-    max_attempts: u32,
-    requested_by: &str,
-    now: DateTime<Utc>,
-) -> Result<TriageJob, StoreError> {
-    let id = new_job_id();
-    insert_job_row(conn, &id, incident_id, playbook, variables, max_attempts, requested_by, now)?;
-    conn.prepare_cached("UPDATE incidents SET triage = ?2, triage_job_id = ?3 WHERE id = ?1")?.execute(params![
-        incident_id.to_string(),
-        TriageState::queued(&id, playbook).to_json().to_string(),
-        id
-    ])?;
-    load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
 }
 
 #[async_trait]
@@ -138,9 +114,26 @@ impl crate::TriageStore for SqliteStore {
                         .query_row("SELECT id FROM incidents WHERE year = ?1 AND seq = ?2", params![n.year, n.seq], |r| r.get(0))
                         .optional()?,
                 };
-                let id = id.ok_or_else(|| StoreError::IncidentNotFound(format!("{key:?}")))?;
-                let uuid = Uuid::parse_str(&id).map_err(corrupt("incident id"))?;
-                insert_triage_job(conn, uuid, &playbook, &variables, max_attempts, "api", Utc::now())
+                let incident_id = id.ok_or_else(|| StoreError::IncidentNotFound(format!("{key:?}")))?;
+                let id = crate::rows::new_id("job");
+                let variables = serde_json::Value::Object(variables).to_string();
+                let job = NewJob {
+                    id: &id,
+                    incident_id: &incident_id,
+                    playbook: &playbook,
+                    variables: &variables,
+                    max_attempts,
+                    requested_by: "api",
+                    at: Utc::now(),
+                };
+                insert_job_row(conn, &job)?;
+                let state = TriageState::queued(&id, &playbook).to_json().to_string();
+                conn.prepare_cached("UPDATE incidents SET triage = ?2, triage_job_id = ?3 WHERE id = ?1")?.execute(params![
+                    incident_id,
+                    state,
+                    id
+                ])?;
+                load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
             })
             .await
     }

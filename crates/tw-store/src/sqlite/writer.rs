@@ -13,6 +13,8 @@
 use crate::{CommitObserver, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Why a write or its batch failed, kept so that every caller of the batch can be told.
 #[derive(Debug, Clone)]
@@ -31,8 +33,6 @@ impl Failure {
         if self.unavailable { StoreError::Unavailable(self.message.into()) } else { StoreError::Database(self.message.into()) }
     }
 }
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// One write in a batch.
 trait Job: Send {
@@ -103,7 +103,8 @@ impl<T: Send, F: Runner<T>> Job for Call<T, F> {
     fn finish(self: Box<Self>, commit: Result<(), Failure>) {
         let result = match (self.result, commit) {
             (Some(Ok(v)), Ok(())) => Ok(v),
-            (Some(Ok(_)), Err(e)) => Err(e.into_error()),
+            // This write was fine; the batch could not be committed: try again later (503).
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(e.message.into())),
             (Some(Err(e)), _) => Err(e),
             (None, _) => Err(StoreError::Database("write never ran".into())),
         };
@@ -358,24 +359,28 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
             return (Err(failure), done);
         }
     };
-    let mut b = Batch { tx: &tx, counters: Tallies::default(), group: Vec::new(), group_counters: Tallies::default(), undo_failed: None, done };
+    let mut b =
+        Batch { tx: &tx, counters: Tallies::default(), group: Vec::new(), group_counters: Tallies::default(), undo_failed: None, done };
     for job in batch.drain(..) {
-        if job.replayable() {
-            b.grouped(job);
-        } else {
-            b.close_group();
-            b.alone(job);
-        }
+        b.run(job);
     }
-    b.close_group();
-    let Batch { mut counters, undo_failed, done, .. } = b;
+    if !b.broken() {
+        b.close_group();
+    }
+    let broken = b.tx.is_autocommit();
+    let Batch { mut counters, mut undo_failed, group, mut done, .. } = b;
+    // A group left open by a broken batch: its writes are lost with the batch.
+    done.extend(group.into_iter().map(|job| (job, None)));
+    if broken && undo_failed.is_none() {
+        undo_failed = Some(Failure { unavailable: true, message: "the database ended the batch's transaction".into() });
+    }
     // Part of the batch: incident numbers must be recorded with the incidents that use them.
-    let mut undo_failed = undo_failed;
-    if !counters.is_empty()
+    if undo_failed.is_none()
+        && !counters.is_empty()
         && let Err(e) = counters.flush(&tx)
     {
         tracing::error!(target: "store", error = %e, "batch totals not written; the batch is rolled back");
-        undo_failed = undo_failed.or(Some(Failure::of(&e)));
+        undo_failed = Some(Failure::of(&e));
     }
     let result = match undo_failed {
         // Dropping the transaction rolls everything back: no caller is told of a write that a
@@ -397,7 +402,7 @@ struct Batch<'a> {
     tx: &'a Connection,
     /// What the jobs kept so far added to the source counters.
     counters: Tallies,
-    /// Replayable jobs run since the group's savepoint, all successful.
+    /// Replayable jobs run since the group's savepoint, all successful so far.
     group: Vec<Box<dyn Job>>,
     group_counters: Tallies,
     /// Set when a failed write could not be undone: then the whole batch is rolled back.
@@ -406,8 +411,37 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Runs a replayable job in the open group (opening one if needed). When it fails, the group
-    /// is rolled back and replayed write by write, so only the failing write is lost.
+    /// True once the batch cannot be trusted: a write could not be undone, or SQLite ended the
+    /// transaction itself (as it may on a full disk or an I/O error). No further write runs then:
+    /// outside the transaction each would commit on its own while its caller is told it failed.
+    fn broken(&self) -> bool {
+        self.undo_failed.is_some() || self.tx.is_autocommit()
+    }
+
+    /// Answers a job that was not run because the batch is broken: try again later (503).
+    fn refuse(&mut self, mut job: Box<dyn Job>) {
+        let message = self.undo_failed.as_ref().map_or("the database ended the batch's transaction", |f| f.message.as_str());
+        let failure = Failure { unavailable: true, message: format!("not written, the batch failed: {message}") };
+        job.fail(&failure);
+        self.done.push((job, None));
+    }
+
+    /// Runs a job, replayable ones in the open group (opening one if needed), one-shot ones in a
+    /// savepoint of their own.
+    fn run(&mut self, job: Box<dyn Job>) {
+        if self.broken() {
+            self.refuse(job);
+        } else if job.replayable() {
+            self.grouped(job);
+        } else {
+            self.close_group();
+            self.alone(job);
+        }
+    }
+
+    /// Runs a replayable job in the open group. When it fails, the group is rolled back (the
+    /// failing write's partial changes with it) and the writes before it are replayed one by
+    /// one, so only the failing write is lost.
     fn grouped(&mut self, mut job: Box<dyn Job>) {
         if self.group.is_empty()
             && let Err(e) = savepoint(self.tx, "SAVEPOINT tw_group")
@@ -420,18 +454,25 @@ impl Batch<'_> {
             self.group.push(job);
             return;
         }
-        // Undo the group (the failing write's partial changes with it), then replay it alone.
+        // The failing write keeps its own error; it is not run again.
+        self.done.push((job, None));
         self.group_counters.clear();
         if let Err(e) = savepoint(self.tx, "ROLLBACK TO tw_group") {
             tracing::error!(target: "store", error = %e, "group rollback failed; the batch is rolled back");
             self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
         }
-        let replay: Vec<Box<dyn Job>> = self.group.drain(..).chain(std::iter::once(job)).collect();
-        for job in replay {
-            self.alone(job);
+        let members: Vec<Box<dyn Job>> = self.group.drain(..).collect();
+        for job in members {
+            if self.broken() {
+                self.refuse(job);
+            } else {
+                self.alone(job);
+            }
         }
-        if let Err(e) = savepoint(self.tx, "RELEASE tw_group") {
-            self.undo_failed = self.undo_failed.take().or(Some(Failure::of(&e)));
+        if !self.broken()
+            && let Err(e) = savepoint(self.tx, "RELEASE tw_group")
+        {
+            self.undo_failed = Some(Failure::of(&e));
         }
     }
 
@@ -525,19 +566,22 @@ mod tests {
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     }
 
-    /// Holds the writer inside a one-shot write until the returned sender is dropped or used, so
-    /// that everything submitted meanwhile lands in the next batch together.
-    fn hold(w: &Writer) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    /// Holds the writer inside a one-shot write, once it is running, until the returned sender is
+    /// used or dropped: everything submitted meanwhile lands in the next batch together.
+    async fn hold(w: &Writer) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
         let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let (entered, running) = oneshot::channel::<()>();
         let w = w.clone();
         let held = tokio::spawn(async move {
             w.write(move |_| {
+                let _ = entered.send(());
                 let _ = wait.recv();
                 Ok(())
             })
             .await
             .unwrap()
         });
+        running.await.unwrap();
         (gate, held)
     }
 
@@ -555,8 +599,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_write_in_a_group_loses_only_itself() {
         let (_dir, w, path) = writer();
-        let (gate, held) = hold(&w);
-        tokio::task::yield_now().await;
+        let (gate, held) = hold(&w).await;
         let mut calls = Vec::new();
         for (x, note) in [(1, "a"), (2, "b"), (1, "dup"), (3, "c")] {
             let w = w.clone();
@@ -596,8 +639,7 @@ mod tests {
     #[tokio::test]
     async fn fired_writes_are_kept_and_a_failing_one_is_dropped_alone() {
         let (_dir, w, path) = writer();
-        let (gate, held) = hold(&w);
-        tokio::task::yield_now().await;
+        let (gate, held) = hold(&w).await;
         for (x, note) in [(7, "f"), (7, "f-dup"), (8, "g")] {
             let mut f = insert(x, note);
             w.fire(move |conn, counters| f(conn, counters).map(|_| ()));
@@ -610,6 +652,41 @@ mod tests {
         assert_eq!(after.await.unwrap().unwrap(), 9);
         let kept = rows(&path, "SELECT x, note FROM t WHERE x < 1000 ORDER BY x");
         assert_eq!(kept, vec![(7, "f".into()), (8, "g".into()), (9, "h".into())]);
+    }
+
+    /// When the transaction ends under the batch (SQLite does that itself on some I/O errors and
+    /// a full disk), no later write may run: outside the transaction each would commit alone
+    /// while its caller hears that it failed.
+    #[tokio::test]
+    async fn a_batch_whose_transaction_ended_runs_nothing_more() {
+        let (_dir, w, path) = writer();
+        let (gate, held) = hold(&w).await;
+        let w1 = w.clone();
+        let before = tokio::spawn(async move { w1.write_replayable(insert(1, "before")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let w2 = w.clone();
+        let ender = tokio::spawn(async move {
+            w2.write(|conn| {
+                conn.execute_batch("ROLLBACK")?;
+                Err::<(), _>(StoreError::Unavailable("disk I/O error".into()))
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let w3 = w.clone();
+        let after = tokio::spawn(async move { w3.write_replayable(insert(3, "after")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        gate.send(()).unwrap();
+        held.await.unwrap();
+        let before = before.await.unwrap();
+        assert!(matches!(before, Err(StoreError::Unavailable(_))), "{before:?}");
+        assert!(ender.await.unwrap().is_err());
+        let after = after.await.unwrap();
+        assert!(matches!(after, Err(StoreError::Unavailable(_))), "{after:?}");
+        assert_eq!(rows(&path, "SELECT x, note FROM t"), vec![]);
+        // The writer goes on with the next batch.
+        assert_eq!(w.write_replayable(insert(4, "next")).await.unwrap(), 4);
+        assert_eq!(rows(&path, "SELECT x, note FROM t WHERE x < 1000"), vec![(4, "next".to_string())]);
     }
 
     async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

@@ -18,7 +18,7 @@ impl BenchDatabase {
     pub async fn create(admin_url: &str) -> Result<BenchDatabase> {
         let name = format!("tw_bench_{}", std::process::id());
         let client = connect(admin_url).await?;
-        if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+        if let Err(e) = tw_store::postgres::create_database(&client, &name).await {
             if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
                 bail!("database {name} already exists on that server (left by a run with --keep?); drop it first");
             }
@@ -30,20 +30,14 @@ impl BenchDatabase {
     /// Drops the database, closing any connection left to it.
     pub async fn drop_database(self) -> Result<()> {
         let client = connect(&self.admin_url).await?;
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+        tw_store::postgres::drop_database(&client, &self.name)
             .await
             .with_context(|| format!("cannot drop the bench database {}", self.name))
     }
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let mut cfg: tokio_postgres::Config = url.parse().context("--database-url is not a valid PostgreSQL URL")?;
-    cfg.connect_timeout(Duration::from_secs(5));
-    let (client, conn) =
-        cfg.connect(tokio_postgres::NoTls).await.with_context(|| format!("cannot connect to {}", tw_store::postgres::redact_url(url)))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    tw_store::postgres::connect_admin(url, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cannot connect to {}", tw_store::postgres::redact_url(url)))
 }

@@ -65,8 +65,8 @@ pub struct Load {
 pub struct Outcome {
     /// From the first request to the last answer.
     pub elapsed: Duration,
-    /// Latency of every answered request (any status), in nanoseconds, sorted.
-    pub latencies_ns: Vec<u64>,
+    /// Latency of every answered request (any status).
+    pub latencies: Histogram,
     /// Answers by HTTP status.
     pub statuses: BTreeMap<u16, u64>,
     /// Requests without an answer, by cause.
@@ -104,12 +104,7 @@ impl Outcome {
 
     /// The latency at quantile `q` (0 to 1, nearest rank), in milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        let n = self.latencies_ns.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        self.latencies_ns[rank - 1] as f64 / 1e6
+        self.latencies.quantile_us(q) as f64 / 1e3
     }
 
     /// Statuses and transport errors as one short line: `201: 300, timeout: 2`.
@@ -130,10 +125,89 @@ struct Shared {
     deadline: Option<Instant>,
 }
 
+/// Latencies in microseconds, in a log-linear histogram: exact below 1,024 µs, within 0.1%
+/// above (1,024 buckets per power of two), the maximum exact. Its memory is bounded by the
+/// slowest answer, not by the number of requests (a long `--duration` run keeps a few kB).
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max_us: u64,
+}
+
+/// Buckets per power of two.
+const SUB: u64 = 1024;
+/// Latencies are clamped below this (2^36 µs, about 19 hours).
+const MAX_US: u64 = (1 << 36) - 1;
+
+impl Histogram {
+    fn index(us: u64) -> usize {
+        if us < SUB {
+            return us as usize;
+        }
+        // us >> e falls in [SUB, 2 * SUB).
+        let e = u64::from(63 - us.leading_zeros()) - SUB.trailing_zeros() as u64;
+        (SUB + e * SUB + ((us >> e) - SUB)) as usize
+    }
+
+    /// The smallest latency that falls in bucket `i`.
+    fn lower(i: usize) -> u64 {
+        let i = i as u64;
+        if i < SUB {
+            return i;
+        }
+        let (e, m) = ((i - SUB) / SUB, (i - SUB) % SUB + SUB);
+        m << e
+    }
+
+    /// Counts one latency.
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(MAX_US).min(MAX_US);
+        let i = Self::index(us);
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+        self.total += 1;
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &Histogram) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The latency at quantile `q` (nearest rank), in microseconds; 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            return self.max_us;
+        }
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::lower(i);
+            }
+        }
+        self.max_us
+    }
+}
+
 /// One connection task's tally.
 #[derive(Default)]
 struct Tally {
-    latencies_ns: Vec<u64>,
+    latencies: Histogram,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
     connections: u64,
@@ -167,7 +241,7 @@ pub async fn run(load: Load, label: &'static str) -> Outcome {
     for task in tasks {
         // A task cannot panic short of a bug; its tally is then missing, which the totals show.
         let Ok(t) = task.await else { continue };
-        out.latencies_ns.extend(t.latencies_ns);
+        out.latencies.merge(&t.latencies);
         for (s, n) in t.statuses {
             *out.statuses.entry(s).or_default() += n;
         }
@@ -178,7 +252,6 @@ pub async fn run(load: Load, label: &'static str) -> Outcome {
     }
     out.elapsed = started.elapsed();
     progress.finish().await;
-    out.latencies_ns.sort_unstable();
     out
 }
 
@@ -217,7 +290,7 @@ async fn connection(shared: Arc<Shared>) -> Tally {
         let started = Instant::now();
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange(s, request)).await {
             Ok(Ok(status)) => {
-                tally.latencies_ns.push(started.elapsed().as_nanos() as u64);
+                tally.latencies.record(started.elapsed());
                 *tally.statuses.entry(status).or_default() += 1;
             }
             Ok(Err(e)) => {
@@ -282,12 +355,38 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let out = Outcome { latencies_ns: (1..=1000).map(|ms| ms * 1_000_000).collect(), ..Outcome::default() };
-        assert_eq!(out.latency_ms(0.5), 500.0);
-        assert_eq!(out.latency_ms(0.99), 990.0);
-        assert_eq!(out.latency_ms(0.999), 999.0);
+        let mut out = Outcome::default();
+        for ms in 1..=1000 {
+            out.latencies.record(Duration::from_millis(ms));
+        }
+        // Within the histogram's 0.1%, never above the true value; the maximum exact.
+        for (q, want) in [(0.5, 500.0), (0.99, 990.0), (0.999, 999.0)] {
+            let got = out.latency_ms(q);
+            assert!(got <= want && got > want * 0.999, "q {q}: {got} ms, want {want}");
+        }
         assert_eq!(out.latency_ms(1.0), 1000.0);
         assert_eq!(Outcome::default().latency_ms(0.5), 0.0);
+    }
+
+    #[test]
+    fn the_histogram_is_exact_below_a_millisecond_and_every_bucket_holds_its_lower_bound() {
+        let mut h = Histogram::default();
+        for us in [0, 1, 999, 1023] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!((h.quantile_us(0.25), h.quantile_us(0.5), h.quantile_us(0.75), h.quantile_us(1.0)), (0, 1, 999, 1023));
+        for us in [1024u64, 1025, 2047, 2048, 4097, 123_456, 9_999_999, MAX_US] {
+            let i = Histogram::index(us);
+            let lo = Histogram::lower(i);
+            assert!(lo <= us && us - lo <= us / 1000, "{us} -> bucket {i} from {lo}");
+            assert_eq!(Histogram::index(lo), i, "{us}");
+        }
+        // A million requests cost no more memory than one at the same latency.
+        let mut big = Histogram::default();
+        for _ in 0..1_000_000 {
+            big.record(Duration::from_millis(7));
+        }
+        assert!(big.counts.len() < 10_000, "{}", big.counts.len());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+use tw_core::IncidentNumber;
 use tw_core::Secret;
 
 /// What the product run yields.
@@ -126,7 +127,8 @@ async fn measure(
     source: &str,
     payloads: Arc<Payloads>,
 ) -> Result<(load::Outcome, IncidentsCheck, Option<TriageDrain>)> {
-    let before = if counting { Some(count_incidents(api, source, None).await?) } else { None };
+    // The newest incident before the load: the check counts the ones after it, row by row.
+    let before = if counting { Some(newest_incident(api, source).await?) } else { None };
     let started = Instant::now();
     let load = Load { target, secret: Arc::new(Secret::new(secret)), concurrency: plan.concurrency, amount: plan.amount, payloads };
     let outcome = load::run(load, "product").await;
@@ -136,7 +138,7 @@ async fn measure(
         wait_drained(api, "events").await?;
     }
     let incidents = match before {
-        Some(before) => IncidentsCheck::Counted { acknowledged, stored: count_incidents(api, source, None).await?.saturating_sub(before) },
+        Some(before) => IncidentsCheck::Counted { acknowledged, stored: count_rows_after(api, source, before).await? },
         None => IncidentsCheck::Skipped("no API key to count them with (give --api-key or TW_API_KEY, any scope)".into()),
     };
     let triage = if plan.auto_triage {
@@ -148,6 +150,43 @@ async fn measure(
         None
     };
     Ok((outcome, incidents, triage))
+}
+
+/// The number of the newest incident of `source`, if it has any.
+async fn newest_incident(api: &Client, source: &str) -> Result<Option<IncidentNumber>> {
+    let (_, v) = api.call(Method::GET, &format!("/api/incidents?source={}&per_page=1", seg(source)), None).await?;
+    v.pointer("/data/0/incident_number").and_then(Value::as_str).map(parse_number).transpose()
+}
+
+fn parse_number(text: &str) -> Result<IncidentNumber> {
+    text.parse().map_err(|_| anyhow!("the API answered an incident number '{text}' it cannot have made"))
+}
+
+/// The incidents of `source` newer than `after`, counted one by one by walking the listing's
+/// pages (cursor, 200 a page), not taken from `meta.total`: the data-loss check must count the
+/// stored rows themselves, not the store's own counter of them.
+async fn count_rows_after(api: &Client, source: &str, after: Option<IncidentNumber>) -> Result<u64> {
+    let mut counted = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/incidents?source={}&per_page=200", seg(source));
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", seg(c)));
+        }
+        let (_, v) = api.call(Method::GET, &path, None).await.context("cannot count the incidents")?;
+        let items = v.get("data").and_then(Value::as_array).ok_or_else(|| anyhow!("GET /api/incidents has no data: {v}"))?;
+        for item in items {
+            let number = parse_number(item.get("incident_number").and_then(Value::as_str).unwrap_or_default())?;
+            if after.is_some_and(|a| number <= a) {
+                return Ok(counted);
+            }
+            counted += 1;
+        }
+        match v.pointer("/meta/next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(counted),
+        }
+    }
 }
 
 /// The number of `source`'s incidents (with `status`), from the API's list total.
