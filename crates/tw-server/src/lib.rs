@@ -2,6 +2,7 @@
 //! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod intel;
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     pub triage_max_attempts: u32,
     /// The time the intake checks timestamps against (the system clock; tests set their own).
     pub clock: Arc<dyn state::Clock>,
+    /// Proxies whose `X-Forwarded-For` names the client (rate limits, audit, logs); none by default.
+    pub trusted_proxies: client::TrustedProxies,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("intel_dir", &self.intel_dir)
             .field("triage_workers", &self.triage_workers)
             .field("triage_max_attempts", &self.triage_max_attempts)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -103,6 +107,7 @@ impl ServerConfig {
             triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
             clock: Arc::new(SystemClock),
+            trusted_proxies: client::TrustedProxies::default(),
         }
     }
 }
@@ -225,6 +230,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
+        trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
         logs: cfg.log_buffer.clone(),
         stopping: stopping_rx,
         heartbeats: Arc::new(state::Heartbeats {
@@ -268,14 +274,14 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             let bound = l.local_addr().map_err(|e| StartError::Bind { addr, reason: e })?;
             let stop = shutdown.clone();
             let m = routes::metrics_router(state.clone());
-            tokio::spawn(async move { axum::serve(l, m).with_graceful_shutdown(async move { stop.notified().await }).await });
+            tokio::spawn(async move { axum::serve(l, m.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await });
             tracing::info!(addr = %bound, "metrics listening");
             Some(bound)
         }
         None => None,
     };
     let stop = shutdown.clone();
-    let handle = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.notified().await }).await });
+    let handle = tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await });
     let database = cfg.database().map(|u| u.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), %database, "tw webhook intake listening");
     Ok(RunningServer { addr, metrics_addr, state, shutdown, handle, stopping })

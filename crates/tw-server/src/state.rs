@@ -73,6 +73,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// This server's Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Proxies whose `X-Forwarded-For` is believed ([`crate::client::ClientIp`]).
+    pub trusted_proxies: Arc<crate::client::TrustedProxies>,
 }
 
 /// The last time (unix seconds) each kind of background worker was alive, and how many run.

@@ -865,7 +865,7 @@ async fn sqlite_v5_moves_payloads_out_of_incidents_and_counts_them() {
     let store = open(dir.path());
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, tw_store::sqlite::latest());
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('incidents')")
         .unwrap()

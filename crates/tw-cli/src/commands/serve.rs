@@ -91,6 +91,15 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// A reverse proxy (address or CIDR range) whose X-Forwarded-For names the client, for rate
+    /// limits, the audit log and log lines; repeat the flag or separate with commas. None by
+    /// default: the TCP peer is the client.
+    #[arg(long = "trusted-proxy", env = "TW_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+    tw_server::client::TrustedProxies::parse_cidr(s)
 }
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -121,6 +130,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     cfg.triage_max_attempts = args.triage_max_attempts;
     cfg.claim_lease_secs = args.claim_lease_secs;
+    cfg.trusted_proxies = tw_server::client::TrustedProxies::new(args.trusted_proxies);
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await;

@@ -9,7 +9,13 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 /// Every migration, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_v1.sql")), (2, include_str!("schema_v2.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema_v1.sql")),
+    (2, include_str!("schema_v2.sql")),
+    (3, include_str!("schema_v3.sql")),
+    (4, include_str!("schema_v4.sql")),
+    (5, include_str!("schema_v5.sql")),
+];
 /// The advisory lock held while migrating ("tw-migr").
 const MIGRATION_LOCK: i64 = 0x7477_2d6d_6967_72;
 

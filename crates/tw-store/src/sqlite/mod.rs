@@ -17,7 +17,7 @@ mod writer;
 
 use crate::{MasterKey, StoreError};
 use chrono::{DateTime, SecondsFormat, Utc};
-pub use migrations::{migrate_file, migration_status};
+pub use migrations::{latest, migrate_file, migration_status};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,3 @@
+//! (tests added by the hardening work)
+#[allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,164 @@
+//! Who is calling: the TCP peer, or, when the peer is a trusted proxy, the address that proxy
+//! reports in `X-Forwarded-For`.
+//!
+//! `X-Forwarded-For` is sender-chosen text: it is read only when the connection comes from one of
+//! the operator's trusted proxies (`--trusted-proxy CIDR`), and then from the right, skipping
+//! trusted hops, so a client cannot pick the address it is counted under by prepending entries.
+
+use crate::state::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use ipnet::IpNet;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// The proxies whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(nets)
+    }
+
+    /// Parses `10.0.0.0/8` or a bare address (`192.0.2.7`, a /32 or /128).
+    pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        s.parse::<IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("'{s}' is not an address or CIDR range (e.g. 10.0.0.0/8 or 192.0.2.7)"))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The client's address for a request from `peer` with these headers.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
+        if !self.contains(peer) {
+            return peer;
+        }
+        // Every X-Forwarded-For header, in order, as one list; walked from the nearest hop.
+        let mut hops: Vec<&str> = Vec::new();
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return peer };
+            hops.extend(v.split(',').map(str::trim).filter(|h| !h.is_empty()));
+        }
+        let mut client = peer;
+        for hop in hops.iter().rev().take(32) {
+            match parse_hop(hop) {
+                Some(ip) if self.contains(ip) => client = ip,
+                Some(ip) => return ip,
+                // Garbage from a hop we cannot vouch for: stop at the last address we can.
+                None => return client,
+            }
+        }
+        client
+    }
+}
+
+/// `192.0.2.7`, `192.0.2.7:5000`, `2001:db8::1`, `[2001:db8::1]:5000`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    hop.parse::<SocketAddr>().ok().map(|s| canonical(s.ip()))
+}
+
+/// IPv4-mapped IPv6 (`::ffff:192.0.2.7`, as a dual-stack listener reports IPv4 peers) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The caller's address, as an extractor: `ClientIp(ip)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// From request parts; a request without connection info (a router driven in-process,
+    /// without a socket) counts as 0.0.0.0.
+    pub fn of(parts: &Parts, state: &AppState) -> ClientIp {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        ClientIp(state.trusted_proxies.client_ip(peer, &parts.headers))
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp::of(parts, state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(list.iter().map(|s| TrustedProxies::parse_cidr(s).unwrap()).collect())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(p.client_ip(ip("203.0.113.9"), &headers(&["198.51.100.1"])), ip("203.0.113.9"));
+        assert_eq!(TrustedProxies::default().client_ip(ip("10.0.0.1"), &headers(&["198.51.100.1"])), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_trusted_proxy_reports_the_nearest_untrusted_hop() {
+        let p = proxies(&["10.0.0.0/8", "192.0.2.7"]);
+        // The client prepended a fake entry; the proxies appended the real one.
+        let h = headers(&["1.2.3.4, 203.0.113.50", "10.1.1.1"]);
+        assert_eq!(p.client_ip(ip("192.0.2.7"), &h), ip("203.0.113.50"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["[2001:db8::5]:443"])), ip("2001:db8::5"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["198.51.100.2:5000"])), ip("198.51.100.2"));
+    }
+
+    #[test]
+    fn garbage_or_nothing_falls_back_to_the_last_address_vouched_for() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&[])), ip("10.0.0.2"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["203.0.113.1, garbage, 10.9.9.9"])), ip("10.9.9.9"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["10.3.3.3"])), ip("10.3.3.3"));
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_ranges() {
+        let p = proxies(&["127.0.0.1"]);
+        assert_eq!(p.client_ip(ip("::ffff:127.0.0.1"), &headers(&["203.0.113.8"])), ip("203.0.113.8"));
+    }
+
+    #[test]
+    fn ranges_parse_or_explain() {
+        assert!(TrustedProxies::parse_cidr("10.0.0.0/8").is_ok());
+        assert!(TrustedProxies::parse_cidr("2001:db8::/32").is_ok());
+        assert!(TrustedProxies::parse_cidr("192.0.2.7").is_ok());
+        assert!(TrustedProxies::parse_cidr("10.0.0.0/33").unwrap_err().contains("CIDR"));
+    }
+}

@@ -1,0 +1,1 @@
+-- v4: reserved for this session's hardening work (filled in before it ships).

@@ -1,0 +1,1 @@
+-- v5: reserved for this session's hardening work (filled in before it ships).

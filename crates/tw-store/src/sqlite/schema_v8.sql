@@ -1,0 +1,1 @@
+-- v8: reserved for this session's hardening work (filled in before it ships).
