@@ -9,7 +9,7 @@ mod client;
 mod commands;
 mod output;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use output::Output;
 use std::path::PathBuf;
 
@@ -37,7 +37,10 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Manage API keys (opens the store directly; run it where the server's data lives).
     #[command(subcommand, name = "api-key")]
-    ApiKey(ApiKeyCommand),
+    ApiKey(commands::api_key::ApiKeyCommand),
+    /// Read the audit log of administrative changes (admin key).
+    #[command(subcommand)]
+    Audit(commands::audit::AuditCommand),
     /// Register and manage webhook sources.
     #[command(subcommand)]
     Webhook(commands::webhook::WebhookCommand),
@@ -74,24 +77,6 @@ enum Command {
     Bench(commands::bench::BenchArgs),
 }
 
-#[derive(Debug, Subcommand)]
-enum ApiKeyCommand {
-    /// Create a key and print it once.
-    Create(ApiKeyCreate),
-}
-
-#[derive(Debug, Args)]
-struct ApiKeyCreate {
-    /// A name that says who or what uses the key.
-    #[arg(long)]
-    name: String,
-    /// admin: everything; read: only reading.
-    #[arg(long, default_value = "admin", value_parser = ["admin", "read"])]
-    scope: String,
-    #[command(flatten)]
-    store: commands::serve::StoreArgs,
-}
-
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     // `bench` targets a running server only when --url is typed, not when TW_URL or the default
@@ -116,13 +101,43 @@ fn main() -> std::process::ExitCode {
 /// The runtime every command runs on, `serve` included: tokio's multi-threaded one with a worker
 /// per core (what `#[tokio::main]` builds).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_park(release_memory).build()
+}
+
+// mimalloc's own entry point (linked in through the `mimalloc` crate).
+unsafe extern "C" {
+    fn mi_collect(force: bool);
+}
+
+/// Gives the memory this thread freed back to the system when the thread goes idle, at most once
+/// a second. mimalloc frees a thread's empty pages only when that thread calls into it again: after
+/// a connection storm (300 stalled 1 MiB bodies), the idle server kept its peak of 118 MB for as
+/// long as it stayed idle.
+fn release_memory() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        let due = last.get().is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: mi_collect takes no pointers; it only returns this thread's free memory.
+        unsafe { mi_collect(true) };
+    }
 }
 
 async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
         Command::Serve(args) => commands::serve::run(args).await,
-        Command::ApiKey(ApiKeyCommand::Create(a)) => commands::api_key_create(ctx, &a.name, &a.scope, &a.store).await,
+        Command::ApiKey(cmd) => commands::api_key::run(ctx, cmd).await,
+        Command::Audit(cmd) => commands::audit::run(ctx, cmd).await,
         Command::Webhook(cmd) => commands::webhook::run(ctx, cmd).await,
         Command::Incident(cmd) => commands::incident::run(ctx, cmd).await,
         Command::Triage(cmd) => commands::triage::run_triage(ctx, cmd).await,

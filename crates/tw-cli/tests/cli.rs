@@ -210,12 +210,13 @@ fn spec_cli_line_list_and_show() {
 fn incident_list_pages_with_the_cursor_it_prints() {
     let e = env_with(&[], &[]);
     ok(e.cli(&["webhook", "add", "email-gateway", "--secret", SPEC_SECRET]));
-    ok(e.cli(&["webhook", "add", "edr", "--secret", SPEC_SECRET]));
+    // Its own secret: the server refuses a secret another source uses.
+    ok(e.cli(&["webhook", "add", "edr", "--secret", "edr-secret-123"]));
     let mut delivered = Vec::new();
     for i in 1..=5 {
-        let src = if i == 3 { "edr" } else { "email-gateway" };
+        let (src, secret) = if i == 3 { ("edr", "edr-secret-123") } else { ("email-gateway", SPEC_SECRET) };
         let body = format!(r#"{{"event_type":"security_alert","data":{{"alert_id":"page-{i}","severity":"medium"}}}}"#);
-        let (status, v) = curl_deliver(e.url(), src, SPEC_SECRET, &body);
+        let (status, v) = curl_deliver(e.url(), src, secret, &body);
         assert_eq!(status, 201, "{v}");
         delivered.push((src, v["incident_number"].as_str().unwrap().to_string()));
     }

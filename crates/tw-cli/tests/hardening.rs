@@ -13,3 +13,11 @@ mod deliveries;
 mod admin;
 #[path = "hardening/exposures.rs"]
 mod exposures;
+#[path = "hardening/disk.rs"]
+mod disk;
+
+/// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
+#[test]
+fn these_tests_pass_on_postgres() {
+    common::rerun_on_postgres();
+}

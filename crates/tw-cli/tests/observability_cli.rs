@@ -422,10 +422,12 @@ fn logs_follow_streams_a_delivery_made_after_it_started() {
 fn no_secret_signature_or_api_key_in_logs_files_or_metrics() {
     let e = env_with(&[]);
     e.add_source("mail", &[]);
-    e.add_source("queued", &["--mode", "async"]);
+    // Its own secret: the server refuses a secret another source uses.
+    let queued_secret = "queued-secret-0123456789abcdef";
+    ok(e.cli(&["webhook", "add", "queued", "--secret", queued_secret, "--mode", "async"]));
     let url = e.url();
     let mut sent = known_deliveries(&url, "mail", "t3");
-    sent.push(post(&url, "queued", SECRET, now(), &alert("t3-async"), None));
+    sent.push(post(&url, "queued", queued_secret, now(), &alert("t3-async"), None));
     assert_eq!(sent.last().unwrap().status, 202, "{:?}", sent.last());
     sent.push(post(&url, "queued", WRONG_SECRET, now(), &alert("t3-async-bad"), None));
     assert_eq!(sent.last().unwrap().status, 401, "{:?}", sent.last());
@@ -442,6 +444,7 @@ fn no_secret_signature_or_api_key_in_logs_files_or_metrics() {
     let last_rid = sent.last().unwrap().request_id();
     let mut needles: Vec<(String, String)> = vec![
         ("source secret".into(), SECRET.into()),
+        ("second source's secret".into(), queued_secret.into()),
         ("rotated secret".into(), new_secret.into()),
         ("wrong secret".into(), WRONG_SECRET.into()),
         ("admin API key".into(), e.admin.clone()),
@@ -595,7 +598,9 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
 
     // events get: status, incident, the raw payload.
     let one = events_get(&e, "my-req-123");
-    assert_eq!(pair(&one, "request_id"), "my-req-123", "{one}");
+    // Stored under the server's own id, the sender's beside it.
+    assert_eq!(pair(&one, "sender_request_id"), "my-req-123", "{one}");
+    assert!(pair(&one, "request_id").starts_with("req_"), "{one}");
     assert_eq!(pair(&one, "source"), "mail", "{one}");
     assert_eq!(pair(&one, "status"), "201", "{one}");
     assert_eq!(pair(&one, "incident"), number, "{one}");
@@ -628,7 +633,7 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     });
     let rows = lines(&table);
     let header = rows[0];
-    for h in ["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID"] {
+    for h in ["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID", "SENDER ID"] {
         assert!(header.contains(h), "header lacks {h}:\n{table}");
     }
     assert!(header.find("TIME") < header.find("STATUS") && header.find("STATUS") < header.find("CODE"), "{table}");
@@ -644,7 +649,7 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     for (i, row) in rows[1..].iter().enumerate() {
         assert_aligned(header, row);
         let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cells.len(), 5, "row {i}: {row}");
+        assert_eq!(cells.len(), 6, "row {i}: {row}");
         let (status, code, incident) = expect_rows[i];
         assert!(cells[0].starts_with(&this_year) || cells[0].contains('T') || cells[0].contains(':'), "time cell: {row}");
         assert_eq!(cells[1], status, "row {i}:\n{table}");
@@ -654,7 +659,11 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
         } else {
             assert_eq!(cells[3], incident, "row {i}:\n{table}");
         }
-        assert_eq!(cells[4], order[i], "row {i} (newest first):\n{table}");
+        // The server's own id, and the sender's beside it when it sent one (the response's
+        // X-Request-Id is the sender's, else the server's).
+        assert!(cells[4].starts_with("req_"), "row {i}:\n{table}");
+        let echoed = if cells[5] == "-" { cells[4] } else { cells[5] };
+        assert_eq!(echoed, order[i], "row {i} (newest first):\n{table}");
     }
 
     // --status failed: only the refused ones.
@@ -675,7 +684,7 @@ fn request_ids_trace_a_delivery_and_webhook_events_lists_them() {
     // --output json lists the same.
     let j: Value = serde_json::from_str(&ok(e.cli(&["webhook", "events", "mail", "--tail", "2", "--output", "json"]))).unwrap();
     let data = j["data"].as_array().unwrap_or_else(|| panic!("{j}"));
-    assert_eq!(data.iter().map(|d| d["request_id"].as_str().unwrap()).collect::<Vec<_>>(), ["ev-dup", "ev-expired"], "{j}");
+    assert_eq!(data.iter().map(|d| d["sender_request_id"].as_str().unwrap()).collect::<Vec<_>>(), ["ev-dup", "ev-expired"], "{j}");
     // The unregistered delivery is not recorded for any source; an unknown source is an error.
     fails_with(e.cli(&["webhook", "events", "nope"]), &["unknown_source"]);
 

@@ -72,8 +72,13 @@ async fn spawn_triage(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestA
 // helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Each source's own secret: the server refuses a secret another source uses.
+fn secret_for(source: &str) -> String {
+    format!("{SECRET}-{source}")
+}
+
 async fn add_source(app: &TestApp, name: &str, extra: Value) {
-    let mut body = json!({"source": name, "secret": SECRET});
+    let mut body = json!({"source": name, "secret": secret_for(name)});
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
@@ -88,7 +93,7 @@ async fn get_ok(app: &TestApp, path: &str) -> Value {
 
 /// Delivers and checks the ordinary 201 intake answer; returns (id, number).
 async fn deliver_created(app: &TestApp, source: &str, body: &str) -> (String, String) {
-    let (status, v) = app.deliver(source, SECRET, body).await;
+    let (status, v) = app.deliver(source, &secret_for(source), body).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
@@ -341,7 +346,7 @@ async fn a_thousand_queued_jobs_drain_with_none_lost_or_run_twice() {
         let permit = permits.clone().acquire_owned().await.unwrap();
         let (http, base) = (app.http.clone(), app.base.clone());
         tasks.spawn(async move {
-            let r = post_signed(&http, &base, "email-gateway", SECRET, now(), generic(&format!("drain-{i:04}"))).await;
+            let r = post_signed(&http, &base, "email-gateway", &secret_for("email-gateway"), now(), generic(&format!("drain-{i:04}"))).await;
             drop(permit);
             r
         });
@@ -659,7 +664,7 @@ async fn a_redelivery_does_not_triage_again() {
     let (id, number) = deliver_created(&app, "email-gateway", &body).await;
     let first = wait_triage(&app, &id).await["triage"].clone();
     assert_eq!(first["status"], "completed", "{first}");
-    let (status, v) = app.deliver("email-gateway", SECRET, &body).await;
+    let (status, v) = app.deliver("email-gateway", &secret_for("email-gateway"), &body).await;
     assert_eq!(status, StatusCode::OK, "a duplicate: {v}");
     assert_eq!(v["incident_number"], number.as_str(), "{v}");
     // A later incident is triaged; by then a job for the duplicate would have run as well.
@@ -675,7 +680,7 @@ async fn a_redelivery_does_not_triage_again() {
 async fn async_source_incidents_are_auto_triaged_too() {
     let app = spawn_triage(|_| {}).await;
     add_source(&app, "edr", json!({"auto_triage": true, "playbook": "malware_triage", "mode": "async"})).await;
-    let (status, v) = app.deliver("edr", SECRET, &crowdstrike_fixture()).await;
+    let (status, v) = app.deliver("edr", &secret_for("edr"), &crowdstrike_fixture()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{v}");
     let queue_id = v["queue_id"].as_str().unwrap().to_string();
     let q =

@@ -9,7 +9,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The default replay window: requests older or newer than this many seconds are refused.
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
-/// At most this many signatures are tried from one header (secret rotation needs two).
+/// At most this many signatures are tried from one header (secret rotation needs two); values
+/// after the eighth digest are ignored, so a long header costs no more HMAC comparisons.
 pub const MAX_CANDIDATES: usize = 8;
 
 /// Why a request's timestamp or signature was refused. Each maps to one API error code.
@@ -41,10 +42,11 @@ pub fn check_timestamp(header: Option<&str>, now: i64, tolerance: i64) -> Result
         return Err(VerifyError::TimestampNotInteger);
     }
     let ts: i64 = raw.parse().map_err(|_| VerifyError::TimestampNotInteger)?;
-    if now - ts > tolerance {
+    // Saturating: no clock or tolerance, however absurd, can make the window check overflow.
+    if now.saturating_sub(ts) > tolerance {
         return Err(VerifyError::TimestampExpired(tolerance));
     }
-    if ts - now > tolerance {
+    if ts.saturating_sub(now) > tolerance {
         return Err(VerifyError::TimestampInFuture(tolerance));
     }
     Ok(ts)
@@ -144,11 +146,76 @@ pub fn verify_request(
     signature_header: Option<&str>,
     body: &[u8],
 ) -> Result<i64, VerifyError> {
-    let signature_header = signature_header.filter(|s| !s.trim().is_empty()).ok_or(VerifyError::MissingSignature)?;
-    let ts = check_timestamp(timestamp_header, now, tolerance)?;
-    let candidates = parse_signature_header(signature_header)?;
-    let timestamp_text = timestamp_header.map(str::trim).unwrap_or_default();
+    verify_headers(secrets, tolerance, now, Header::from_text(timestamp_header), Header::from_text(signature_header), body)
+}
+
+/// [`verify_request`] on the headers' raw bytes, as HTTP delivers them: a header that is present
+/// but not UTF-8 text is refused as invalid (`timestamp_invalid`, `invalid_signature`), never as
+/// missing, so the sender is told what is actually wrong.
+pub fn verify_request_raw(
+    secrets: &[&Secret],
+    tolerance: i64,
+    now: i64,
+    timestamp_header: Option<&[u8]>,
+    signature_header: Option<&[u8]>,
+    body: &[u8],
+) -> Result<i64, VerifyError> {
+    verify_headers(secrets, tolerance, now, Header::from_bytes(timestamp_header), Header::from_bytes(signature_header), body)
+}
+
+/// A signature or timestamp header as received.
+#[derive(Clone, Copy)]
+enum Header<'a> {
+    Absent,
+    Text(&'a str),
+    /// Present, but its bytes are not UTF-8.
+    Unreadable,
+}
+
+impl<'a> Header<'a> {
+    fn from_text(h: Option<&'a str>) -> Header<'a> {
+        h.map_or(Header::Absent, Header::Text)
+    }
+
+    fn from_bytes(h: Option<&'a [u8]>) -> Header<'a> {
+        match h.map(std::str::from_utf8) {
+            None => Header::Absent,
+            Some(Ok(t)) => Header::Text(t),
+            Some(Err(_)) => Header::Unreadable,
+        }
+    }
+}
+
+fn verify_headers(
+    secrets: &[&Secret],
+    tolerance: i64,
+    now: i64,
+    timestamp_header: Header<'_>,
+    signature_header: Header<'_>,
+    body: &[u8],
+) -> Result<i64, VerifyError> {
+    if matches!(signature_header, Header::Absent) || matches!(signature_header, Header::Text(s) if s.trim().is_empty()) {
+        return Err(VerifyError::MissingSignature);
+    }
+    let timestamp_text = match timestamp_header {
+        Header::Absent => None,
+        Header::Text(t) => Some(t),
+        Header::Unreadable => return Err(VerifyError::TimestampNotInteger),
+    };
+    let ts = check_timestamp(timestamp_text, now, tolerance)?;
+    let Header::Text(signature_text) = signature_header else { return Err(VerifyError::InvalidSignature) };
+    let candidates = parse_signature_header(signature_text)?;
+    let timestamp_text = timestamp_text.map(str::trim).unwrap_or_default();
     if verify(secrets, timestamp_text, body, &candidates) { Ok(ts) } else { Err(VerifyError::InvalidSignature) }
+}
+
+/// Compares two secrets (or tokens) without letting the time taken say how much of them matched:
+/// both are hashed to a fixed length first, and the digests compared without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    let diff = x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q));
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -249,6 +316,29 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_headers_are_invalid_not_missing() {
+        let secret = Secret::new("the-secret");
+        let ts = NOW.to_string();
+        let header = format!("sha256={}", sign(&secret, &ts, b"{}"));
+        let v = |t: Option<&[u8]>, s: Option<&[u8]>| verify_request_raw(&[&secret], 300, NOW, t, s, b"{}");
+        assert_eq!(v(Some(ts.as_bytes()), Some(header.as_bytes())), Ok(NOW));
+        assert_eq!(v(Some(ts.as_bytes()), Some(b"sha256=\xff\xfe")), Err(VerifyError::InvalidSignature));
+        assert_eq!(v(Some(b"17053\xff0000"), Some(header.as_bytes())), Err(VerifyError::TimestampNotInteger));
+        assert_eq!(v(Some("1705320000é".as_bytes()), Some(header.as_bytes())), Err(VerifyError::TimestampNotInteger));
+        assert_eq!(v(None, Some(b"\xff")), Err(VerifyError::MissingTimestamp));
+        assert_eq!(v(Some(ts.as_bytes()), None), Err(VerifyError::MissingSignature));
+        assert_eq!(v(Some(ts.as_bytes()), Some(b"  ")), Err(VerifyError::MissingSignature));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"same-secret", b"same-secret"));
+        assert!(!constant_time_eq(b"same-secret", b"same-secreT"));
+        assert!(!constant_time_eq(b"short", b"short-but-longer"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
     fn window_edges_are_exact() {
         let t = |ts: i64| check_timestamp(Some(&ts.to_string()), NOW, 300);
         assert_eq!(t(NOW), Ok(NOW));
@@ -256,6 +346,13 @@ mod tests {
         assert_eq!(t(NOW - 301), Err(VerifyError::TimestampExpired(300)));
         assert_eq!(t(NOW + 300), Ok(NOW + 300));
         assert_eq!(t(NOW + 301), Err(VerifyError::TimestampInFuture(300)));
+    }
+
+    #[test]
+    fn extreme_clocks_do_not_overflow() {
+        assert_eq!(check_timestamp(Some("999999999999"), i64::MIN, 300), Err(VerifyError::TimestampInFuture(300)));
+        assert_eq!(check_timestamp(Some("0"), i64::MAX, 300), Err(VerifyError::TimestampExpired(300)));
+        assert_eq!(check_timestamp(Some("5"), 0, i64::MAX), Ok(5));
     }
 
     #[test]

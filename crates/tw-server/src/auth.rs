@@ -13,10 +13,19 @@ pub struct ReadAccess(pub ApiKeyRecord);
 pub struct AdminAccess(pub ApiKeyRecord);
 
 /// Checks the key, and logs a refusal under the `auth` component (never the key itself).
+///
+/// An address that spent its budget of failed authentications is refused (429) before its key is
+/// hashed or looked up; a wrong key counts against that budget. A request without any
+/// `Authorization` header guesses nothing and costs nothing, so it is not counted.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
+    let client = crate::client::ClientIp::of(parts, state).0;
+    crate::limits::refuse_throttled(state, client)?;
     let result = check_key(parts, state).await;
     if let Err(e @ ApiError::Unauthorized(_)) = &result {
         tracing::warn!(target: "auth", method = %parts.method, path = %parts.uri.path(), reason = %e, "API key refused");
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            crate::limits::count_failure(state, client, crate::limits::FailureKind::ApiKey);
+        }
     }
     result
 }
@@ -35,7 +44,14 @@ async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiE
     if !token.starts_with(tw_store::api_key::PREFIX) || token.len() > 256 {
         return Err(ApiError::Unauthorized("Invalid API key"));
     }
-    state.store.find_api_key(tw_store::api_key::hash(token)).await?.ok_or(ApiError::Unauthorized("Invalid API key"))
+    // Looked up on every request (no cache), so a revocation is honoured at once by every server
+    // on the database.
+    let key = state.store.find_api_key(tw_store::api_key::hash(token)).await?.ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    if key.is_expired(state.clock.now()) {
+        return Err(ApiError::Unauthorized("API key expired: create a new one with `tw-cli api-key create`"));
+    }
+    state.key_usage.used(&state.store, &key.id, chrono::Utc::now());
+    Ok(key)
 }
 
 impl FromRequestParts<AppState> for ReadAccess {

@@ -7,6 +7,7 @@
 //!     auto_triage: true
 //!     playbook: phishing_triage
 //!     severity_mapping: {critical: critical, high: high}
+//!     rate_limit: {per_second: 10, burst: 50}   # optional; none by default
 //! ```
 //!
 //! `${VAR}` and `${VAR:-default}` are expanded inside parsed string values (never in the raw
@@ -52,6 +53,17 @@ struct FileSource {
     timestamp_tolerance_secs: Option<Spanned<i64>>,
     #[serde(default)]
     max_body_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    rate_limit: Option<FileRateLimit>,
+}
+
+/// `rate_limit: {per_second: 10, burst: 50}` (`burst` defaults to one second's worth).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRateLimit {
+    per_second: Spanned<f64>,
+    #[serde(default)]
+    burst: Option<Spanned<u32>>,
 }
 
 /// Reads and validates the file; `env` looks up variables (the process environment in
@@ -126,9 +138,56 @@ pub fn parse(file: &str, text: &str, playbooks: &[String], env: &dyn Fn(&str) ->
             }
             settings.max_body_bytes = v.value;
         }
+        if let Some(r) = &s.rate_limit {
+            let per_second = r.per_second.value;
+            let burst = match &r.burst {
+                Some(b) => b.value,
+                None => per_second.ceil().clamp(1.0, f64::from(tw_store::RateLimit::MAX_BURST)) as u32,
+            };
+            let limit = tw_store::RateLimit::new(per_second, burst).map_err(|e| {
+                let line = match (e, &r.burst) {
+                    (tw_store::RateLimitError::Burst, Some(b)) => b.referenced.line(),
+                    _ => r.per_second.referenced.line(),
+                };
+                at(line, &format!("rate_limit.{}", e.field()), e.to_string())
+            })?;
+            settings.rate_limit = Some(limit);
+        }
         out.push(NewSource { name, secret: Secret::new(secret), settings });
     }
     Ok(out)
+}
+
+/// Refuses a file where two sources share a secret, or where a source takes the secret another
+/// registered source (one not in the file) verifies with: either would accept the other's
+/// deliveries, since the signature does not cover the source name. Names both sources (the file
+/// is the operator's own); compares in constant time.
+pub fn refuse_shared_secrets(
+    path: &Path,
+    declared: &[NewSource],
+    registered: &[tw_store::SourceRecord],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ConfigError> {
+    let file = path.display();
+    let same = |a: &Secret, b: &Secret| tw_core::signature::constant_time_eq(a.expose().as_bytes(), b.expose().as_bytes());
+    for (i, a) in declared.iter().enumerate() {
+        if let Some(b) = declared[..i].iter().find(|b| same(&a.secret, &b.secret)) {
+            return Err(ConfigError(format!(
+                "{file}: sources.{}.secret: the same secret as source '{}'; each source needs its own secret (either would accept the other's deliveries)",
+                a.name, b.name
+            )));
+        }
+    }
+    let others: Vec<tw_store::SourceRecord> = registered.iter().filter(|r| !declared.iter().any(|d| d.name == r.name)).cloned().collect();
+    for a in declared {
+        if let Some(owner) = crate::routes::sources::secret_owner(&a.secret, &others, None, now) {
+            return Err(ConfigError(format!(
+                "{file}: sources.{}.secret: the secret of registered source '{owner}'; each source needs its own secret (either would accept the other's deliveries)",
+                a.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Expands `${VAR}`, `${VAR:-default}` and `$$`. Returns the name of a missing variable.
@@ -232,6 +291,41 @@ sources:
         assert!(err.starts_with("w.yaml:4:") && err.contains("colour"), "{err}");
         let err = parse("w.yaml", "sources:\n  edr: [\n", &playbooks(), &env).unwrap_err().0;
         assert!(err.starts_with("w.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_parse_with_a_default_burst_and_refuse_bad_values_by_line() {
+        let text = "sources:\n  edr:\n    secret: abcdefgh\n    rate_limit: {per_second: 2.5, burst: 10}\n  av:\n    secret: abcdefgh\n    rate_limit:\n      per_second: 0.5\n  mail:\n    secret: abcdefgh\n";
+        let sources = parse("w.yaml", text, &playbooks(), &env).unwrap();
+        let limit = |n: &str| sources.iter().find(|s| s.name.as_str() == n).unwrap().settings.rate_limit;
+        assert_eq!(limit("edr").map(|r| (r.per_second(), r.burst())), Some((2.5, 10)));
+        assert_eq!(limit("av").map(|r| (r.per_second(), r.burst())), Some((0.5, 1)));
+        assert_eq!(limit("mail"), None);
+        let err = parse("w.yaml", "sources:\n  edr:\n    secret: abcdefgh\n    rate_limit:\n      per_second: 0\n", &playbooks(), &env)
+            .unwrap_err()
+            .0;
+        assert!(err.starts_with("w.yaml:5: sources.edr.rate_limit.per_second: must be"), "{err}");
+        let err =
+            parse("w.yaml", "sources:\n  edr:\n    secret: abcdefgh\n    rate_limit: {per_second: 1, burst: 0}\n", &playbooks(), &env)
+                .unwrap_err()
+                .0;
+        assert!(err.starts_with("w.yaml:4: sources.edr.rate_limit.burst: must be"), "{err}");
+        let err =
+            parse("w.yaml", "sources:\n  edr:\n    secret: abcdefgh\n    rate_limit: {per_second: 1, brust: 3}\n", &playbooks(), &env)
+                .unwrap_err()
+                .0;
+        assert!(err.starts_with("w.yaml:4") && err.contains("brust"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_secret_is_refused() {
+        let text = SPEC.replace("${EDR_SECRET}", "${EMAIL_GATEWAY_SECRET}");
+        let sources = parse("w.yaml", &text, &playbooks(), &env).unwrap();
+        let err = refuse_shared_secrets(Path::new("w.yaml"), &sources, &[], chrono::Utc::now()).unwrap_err().0;
+        assert!(err.contains("the same secret as source") && err.contains("sources.email-gateway.secret"), "{err}");
+        assert!(!err.contains("email-secret-123"), "the secret itself is never printed: {err}");
+        let distinct = parse("w.yaml", SPEC, &playbooks(), &env).unwrap();
+        refuse_shared_secrets(Path::new("w.yaml"), &distinct, &[], chrono::Utc::now()).unwrap();
     }
 
     #[test]

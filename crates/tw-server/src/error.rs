@@ -55,6 +55,9 @@ pub enum ApiError {
     Internal(String),
     #[error("The server is temporarily unable to store events; retry later")]
     Unavailable,
+    /// A rate limit refused the request (429, with `Retry-After`).
+    #[error("{0}")]
+    RateLimited(crate::limits::Limited),
 }
 
 impl ApiError {
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::PlaybookInUse { .. } => "playbook_in_use",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "unavailable",
+            ApiError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -102,6 +106,7 @@ impl ApiError {
             | ApiError::PlaybookInUse { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -125,7 +130,13 @@ impl ApiError {
             StoreError::PlaybookInUse { name, sources } => ApiError::PlaybookInUse { name, sources },
             StoreError::IncidentNotFound(n) => ApiError::NotFound(format!("Incident {n} not found")),
             e if e.is_unavailable() => {
-                tracing::warn!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
+                // While the database is down every request ends here: one line a second says so,
+                // the rest go to debug (the outage itself is logged once by `store_health`).
+                if unavailable_log_due() {
+                    tracing::warn!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
+                } else {
+                    tracing::debug!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
+                }
                 ApiError::Unavailable
             }
             other => {
@@ -170,6 +181,9 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));
         }
+        if let ApiError::RateLimited(l) = &self {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(l.retry_after_secs));
+        }
         resp.extensions_mut().insert(ErrorCode(self.code()));
         resp
     }
@@ -195,4 +209,13 @@ mod tests {
         assert_eq!(e.to_string(), "Webhook timestamp is too old (>5 minutes)");
         assert_eq!(ApiError::Verify(VerifyError::TimestampInFuture(300)).code(), "timestamp_invalid");
     }
+}
+
+/// True at most once a second (process-wide), for log lines that a failure repeats per request.
+fn unavailable_log_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now > last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }

@@ -1,16 +1,22 @@
 //! The HTTP server of the webhook intake: the axum router, authentication, the config file, and
 //! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod intel;
+pub mod key_usage;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod playbooks;
+pub mod refusals;
 pub mod routes;
+pub mod serve;
 pub mod state;
+pub mod store_health;
 pub mod triage;
 pub mod worker;
 
@@ -63,6 +69,22 @@ pub struct ServerConfig {
     pub clock: Arc<dyn state::Clock>,
     /// Proxies whose `X-Forwarded-For` names the client (rate limits, audit, logs); none by default.
     pub trusted_proxies: client::TrustedProxies,
+    /// The bearer token `/metrics` asks for (`--metrics-token-file`, `TW_METRICS_TOKEN`); `None`
+    /// leaves it open, as a scrape on a private address expects.
+    pub metrics_token: Option<tw_core::Secret>,
+    /// Budgets of failed authentications per address and of playbook tests per key
+    /// ([`limits::LimitsConfig`]).
+    pub limits: limits::LimitsConfig,
+    /// Header, body and idle timeouts, the connection cap and the body budget
+    /// ([`serve::ConnectionLimits`]).
+    pub connection_limits: serve::ConnectionLimits,
+    /// How long a stop waits for requests in flight and running triage jobs before it cuts them
+    /// off (jobs cut off are released for another instance at once).
+    pub shutdown_grace: std::time::Duration,
+    /// Which delivery records are kept (`--deliveries-keep`, `--deliveries-max-age-days`).
+    pub deliveries_retention: tw_store::DeliveryRetention,
+    /// How often old delivery records are pruned.
+    pub deliveries_prune_every: std::time::Duration,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -83,6 +105,12 @@ impl std::fmt::Debug for ServerConfig {
             .field("triage_workers", &self.triage_workers)
             .field("triage_max_attempts", &self.triage_max_attempts)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
+            .field("limits", &self.limits)
+            .field("connection_limits", &self.connection_limits)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("deliveries_retention", &self.deliveries_retention)
+            .field("deliveries_prune_every", &self.deliveries_prune_every)
             .finish()
     }
 }
@@ -108,6 +136,12 @@ impl ServerConfig {
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
             clock: Arc::new(SystemClock),
             trusted_proxies: client::TrustedProxies::default(),
+            metrics_token: None,
+            limits: limits::LimitsConfig::default(),
+            connection_limits: serve::ConnectionLimits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            deliveries_retention: tw_store::DeliveryRetention::default(),
+            deliveries_prune_every: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -156,8 +190,8 @@ async fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_sto
     Ok(store)
 }
 
-/// How long a stop waits for open requests to finish.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a stop waits for open requests and running triage jobs by default.
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running server.
 pub struct RunningServer {
@@ -166,21 +200,41 @@ pub struct RunningServer {
     /// Where `/metrics` is served when it has its own address.
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
-    shutdown: Arc<Notify>,
-    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The API's and the metrics' accept loops.
+    serving: Vec<tokio::task::JoinHandle<()>>,
+    /// The triage workers, which release their claims when they stop.
+    triage_workers: Vec<tokio::task::JoinHandle<()>>,
+    /// The queue workers, which finish the event at hand and release the rest of their batch.
+    queue_workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks that write to the store (last uses of keys, refusal counts, retention).
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    grace: std::time::Duration,
 }
 
 impl RunningServer {
-    /// Stops accepting, finishes in-flight requests, and returns.
+    /// Stops accepting, answers the requests in flight (their commits included), lets running
+    /// triage jobs finish and releases the ones claimed but not run, all within the grace period;
+    /// whatever is left then is cut off (and its triage jobs released).
     pub async fn shutdown(self) {
         let _ = self.stopping.send(true);
-        self.shutdown.notify_waiters();
-        self.shutdown.notify_one();
-        let abort = self.handle.abort_handle();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.handle).await.is_err() {
-            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still open after the grace period; closing them");
-            abort.abort();
+        // The accept loops and the workers keep the grace themselves; this bound is a backstop.
+        let backstop = self.grace + std::time::Duration::from_secs(5);
+        let tasks = self.serving.into_iter().chain(self.triage_workers).chain(self.queue_workers).chain(self.writers);
+        let waits = tasks.map(|task| async move {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(backstop, task).await.is_err() {
+                tracing::warn!(grace_secs = backstop.as_secs(), "a server task did not stop in time; aborting it");
+                abort.abort();
+            }
+        });
+        futures_util::future::join_all(waits).await;
+        // Fire-and-forget writes (delivery records) still in the writer's queue get committed.
+        match tokio::time::timeout(self.grace, self.state.store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(target: "store", error = %e.chain(), "pending background writes not flushed at stop"),
+            Err(_) => tracing::warn!(target: "store", "pending background writes not flushed within the grace period"),
         }
+        tracing::info!("stopped");
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.
@@ -194,7 +248,8 @@ impl RunningServer {
 /// Opens the store, loads the config file, binds, and starts serving and the workers.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let store = open_store_observed(&cfg, Some(metrics.clone())).await?;
+    let store_health = Arc::new(store_health::StoreHealth::new(metrics.clone()));
+    let store = open_store_observed(&cfg, Some(store_health.clone())).await?;
     let registry = Arc::new(playbooks::PlaybookRegistry::new(store.clone()));
     if let Some(dir) = &cfg.playbooks_dir {
         let loaded = registry.load_dir(dir).await.map_err(StartError::Other)?;
@@ -206,9 +261,12 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     let mut declared = Vec::new();
     if let Some(path) = &cfg.webhook_config {
         let sources = config::load(path, &playbooks, &|k| std::env::var(k).ok())?;
+        config::refuse_shared_secrets(path, &sources, &store.list_sources().await?, cfg.clock.now())?;
         for s in sources {
             let name = s.name.clone();
-            store.upsert_config_source(s).await?;
+            let before = store.get_source(&name).await?;
+            let after = store.upsert_config_source(s).await?;
+            audit::config_source(&store, path, before.as_ref(), &after).await;
             tracing::info!(target: "api", source = %name, file = %path.display(), "source loaded from config file");
             declared.push(name);
         }
@@ -216,6 +274,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     // A source taken out of the file (or a start without one) goes back to the API's hands.
     for name in store.release_config_sources(&declared).await? {
         tracing::warn!(target: "api", source = %name, "source is no longer in the config file; the API may now change or delete it");
+        audit::config_released(&store, cfg.webhook_config.as_deref(), &name).await;
     }
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
@@ -226,11 +285,16 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1) },
+        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1), grace: cfg.shutdown_grace },
         claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
         trusted_proxies: Arc::new(cfg.trusted_proxies.clone()),
+        metrics_token: cfg.metrics_token.clone().map(Arc::new),
+        limits: Arc::new(limits::Limits::new(&cfg.limits)),
+        key_usage: Arc::new(key_usage::KeyUsage::new()),
+        store_health,
+        refusals: Arc::new(refusals::RefusalSampler::new()),
         logs: cfg.log_buffer.clone(),
         stopping: stopping_rx,
         heartbeats: Arc::new(state::Heartbeats {
@@ -241,15 +305,20 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     };
     // Changes made through other processes reach this one's source cache.
     tokio::spawn(state.sources.clone().watch(state.stopping.clone()));
+    // Tasks that write to the store until the server stops (their last write included): a stop
+    // waits for them, so nothing touches the data after `shutdown` returns.
+    let mut writers = Vec::new();
+    // API keys' last use, written about once a minute per key rather than per request.
+    writers.push(tokio::spawn(state.key_usage.clone().run(state.store.clone(), state.stopping.clone())));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
-    for _ in 0..cfg.queue_workers {
-        tokio::spawn(worker::run(state.clone()));
-    }
-    for _ in 0..cfg.triage_workers {
-        tokio::spawn(triage::run_worker(state.clone()));
-    }
+    let queue_workers = (0..cfg.queue_workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
+    let triage_workers = (0..cfg.triage_workers).map(|_| tokio::spawn(triage::run_worker(state.clone()))).collect();
     tokio::spawn(intel.watch());
+    // Refused requests counted rather than stored are written once a second; delivery records
+    // are kept bounded by the retention.
+    writers.push(tokio::spawn(refusals::flush_every_second(state.clone())));
+    writers.push(tokio::spawn(refusals::prune_periodically(state.clone(), cfg.deliveries_retention, cfg.deliveries_prune_every)));
     // The Prometheus recorder keeps every histogram sample until upkeep folds it into the
     // buckets: without a scraper, memory grew by ~0.4 MB/s under load (a 5-minute
     // `tw-cli bench --duration 300s` went from 57 to 140 MB). Folded every second instead.
@@ -266,23 +335,40 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             }
         });
     }
-    let shutdown = Arc::new(Notify::new());
+    // A store that could not write is probed until it can, so recovery is seen (and `/api/ready`
+    // turns 200 again) without waiting for a delivery.
+    {
+        let (health, store) = (state.store_health.clone(), state.store.clone());
+        let mut stopping = state.stopping.clone();
+        writers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(store_health::PROBE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { health.probe(&*store, false).await; }
+                    _ = stopping.changed() => return,
+                }
+            }
+        }));
+    }
     let app = routes::router(state.clone(), cfg.metrics_listen.is_none());
+    let limits = cfg.connection_limits;
+    if let Some(warning) = limits.check() {
+        tracing::warn!(target: "api", "{warning}");
+    }
+    let serve = |name, listener, router| serve::serve(name, listener, router, limits, state.metrics.clone(), state.stopping.clone(), cfg.shutdown_grace);
+    let mut serving = Vec::new();
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Bind { addr, reason: e })?;
             let bound = l.local_addr().map_err(|e| StartError::Bind { addr, reason: e })?;
-            let stop = shutdown.clone();
-            let m = routes::metrics_router(state.clone());
-            tokio::spawn(async move { axum::serve(l, m.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await });
+            serving.push(tokio::spawn(serve("metrics", l, routes::metrics_router(state.clone()))));
             tracing::info!(addr = %bound, "metrics listening");
             Some(bound)
         }
         None => None,
     };
-    let stop = shutdown.clone();
-    let handle = tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move { stop.notified().await }).await });
+    serving.push(tokio::spawn(serve("api", listener, app)));
     let database = cfg.database().map(|u| u.to_string()).unwrap_or_default();
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), %database, "tw webhook intake listening");
-    Ok(RunningServer { addr, metrics_addr, state, shutdown, handle, stopping })
+    Ok(RunningServer { addr, metrics_addr, state, serving, triage_workers, queue_workers, writers, grace: cfg.shutdown_grace, stopping })
 }

@@ -358,18 +358,23 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
     }
 }
 
-/// Parses `10m`, `2h`, `30s`, `1d` into a duration.
+/// The longest `since` accepted: far more than any retained log covers, far less than where
+/// time arithmetic overflows (`since=99999999999d` once panicked in `now - since`).
+pub const MAX_SINCE: chrono::Duration = chrono::Duration::days(366);
+
+/// Parses `10m`, `2h`, `30s`, `1d` into a duration of at most [`MAX_SINCE`]; `None` otherwise.
 pub fn parse_since(s: &str) -> Option<chrono::Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: i64 = num.parse().ok()?;
-    match unit {
-        "s" => Some(chrono::Duration::seconds(n)),
-        "m" => Some(chrono::Duration::minutes(n)),
-        "h" => Some(chrono::Duration::hours(n)),
-        "d" => Some(chrono::Duration::days(n)),
+    let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
         _ => None,
-    }
+    }?;
+    (d <= MAX_SINCE).then_some(d)
 }
 
 #[cfg(test)]
@@ -442,5 +447,9 @@ mod tests {
         assert_eq!(parse_since("2h"), Some(chrono::Duration::hours(2)));
         assert_eq!(parse_since("x"), None);
         assert_eq!(parse_since("5y"), None);
+        assert_eq!(parse_since("366d"), Some(MAX_SINCE));
+        for huge in ["367d", "99999999999d", "9223372036854775807s", "99999999999999999999d", "9999999999999h"] {
+            assert_eq!(parse_since(huge), None, "{huge}");
+        }
     }
 }

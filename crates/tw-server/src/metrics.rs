@@ -5,7 +5,6 @@
 
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use std::time::Duration;
 
 /// The `source` label of requests to names that are not registered.
 pub const UNREGISTERED: &str = "_unregistered";
@@ -59,6 +58,17 @@ impl Metrics {
         d("webhook_duplicates_total", "Deliveries recognised as an alert already received");
         d("incidents_created_total", "Incidents created, by source and severity");
         d("triage_jobs_total", "Triage jobs finished, by playbook, verdict and status");
+        d("webhook_refusals_aggregated_total", "Refused intake requests counted into an aggregate delivery row instead of stored one by one, by source and code");
+        d("deliveries_pruned_total", "Delivery records deleted by the retention");
+        d("tw_auth_failures_total", "Failed intake verifications (kind=signature), intake requests to unregistered sources (kind=unknown_source) and wrong API keys (kind=api_key)");
+        d("tw_rate_limited_total", "Requests refused with 429 rate_limited, by reason: source, auth_failures, playbook_test");
+        // Present at 0 from the start, so an alert on their rate has a series before the first attack.
+        for kind in ["signature", "api_key", "unknown_source"] {
+            self.count("tw_auth_failures_total", &[("kind", kind)], 0);
+        }
+        for reason in ["source", "auth_failures", "playbook_test"] {
+            self.count("tw_rate_limited_total", &[("reason", reason)], 0);
+        }
         let h = |name: &'static str, help: &'static str| self.recorder.describe_histogram(name.into(), None, help.into());
         h("webhook_request_duration_seconds", "Intake request latency, by source and HTTP status");
         h("webhook_payload_bytes", "Size of intake request bodies");
@@ -95,9 +105,100 @@ impl Metrics {
     }
 }
 
-impl tw_store::CommitObserver for Metrics {
-    fn committed(&self, batch: usize, elapsed: Duration) {
-        self.observe("store_commit_batch_size", &[], batch as f64);
-        self.observe("store_commit_duration_seconds", &[], elapsed.as_secs_f64());
+/// `text` (the exposition format) without the samples whose `source` label names a source that
+/// `keep` refuses: the series of a deleted source stop being shown at once. The recorder cannot
+/// forget a label set, so they stay in memory (bounded by the sources an admin ever registered)
+/// and reappear, with their old counts, if a source of that name is registered again.
+/// [`UNREGISTERED`] is always kept.
+pub fn drop_sources(text: &str, keep: &dyn Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let shown = line.starts_with('#') || source_label(line).is_none_or(|s| s == UNREGISTERED || keep(s));
+        if shown {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The value of a sample line's `source` label. Source names need no escaping (letters, digits,
+/// `-` and `_`), so the value ends at the next quote.
+fn source_label(line: &str) -> Option<&str> {
+    let labels = &line[line.find('{')?..];
+    let at = labels.find("{source=\"").or_else(|| labels.find(",source=\""))? + "{source=\"".len();
+    let value = &labels[at..];
+    Some(&value[..value.find('"')?])
+}
+
+/// The smallest metrics token accepted: a guessable one would be no protection.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The metrics token from `--metrics-token-file` (`file`) or `TW_METRICS_TOKEN` (`env`), not both.
+/// Surrounding whitespace is dropped (a file ends with a newline; Prometheus trims its
+/// `credentials_file` the same way). At least [`MIN_TOKEN_LEN`] visible ASCII characters.
+pub fn load_token(file: Option<&std::path::Path>, env: Option<String>) -> Result<Option<tw_core::Secret>, String> {
+    let text = match (file, env.filter(|e| !e.trim().is_empty())) {
+        (Some(_), Some(_)) => return Err("give the metrics token once: --metrics-token-file or TW_METRICS_TOKEN, not both".into()),
+        (None, None) => return Ok(None),
+        (None, Some(e)) => tw_core::Secret::new(e),
+        (Some(path), None) => tw_core::Secret::new(
+            std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read the metrics token: {e}", path.display()))?,
+        ),
+    };
+    let token = text.expose().trim();
+    if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "the metrics token must be at least {MIN_TOKEN_LEN} visible ASCII characters (no spaces), e.g. `openssl rand -hex 32`"
+        ));
+    }
+    Ok(Some(tw_core::Secret::new(token)))
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in constant time.
+pub fn bearer_matches(headers: &axum::http::HeaderMap, token: &tw_core::Secret) -> bool {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes()) else { return false };
+    let given = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")).unwrap_or_default().trim_ascii();
+    tw_core::signature::constant_time_eq(given, token.expose().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_unknown_sources_are_left_out() {
+        let text = "# HELP webhook_received_total x\n# TYPE webhook_received_total counter\nwebhook_received_total{source=\"gone\"} 3\nwebhook_received_total{source=\"live\"} 1\nwebhook_received_total{source=\"_unregistered\"} 9\nwebhook_errors_total{code=\"x\",source=\"gone\"} 1\nwebhook_request_duration_seconds_bucket{source=\"gone\",status=\"200\",le=\"0.1\"} 1\ntw_build_info{version=\"1\"} 1\nwebhook_queue_depth 0\n";
+        let out = drop_sources(text, &|s| s == "live");
+        assert!(!out.contains("gone"), "{out}");
+        assert!(
+            out.contains("source=\"live\"} 1\n")
+                && out.contains("_unregistered")
+                && out.contains("tw_build_info")
+                && out.contains("queue_depth 0")
+        );
+        assert!(out.contains("# TYPE webhook_received_total counter"));
+    }
+
+    #[test]
+    fn tokens_load_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        assert_eq!(load_token(Some(&path), None).unwrap().unwrap().expose(), "0123456789abcdef0123");
+        assert_eq!(load_token(None, Some("  abcdefghijklmnop ".into())).unwrap().unwrap().expose(), "abcdefghijklmnop");
+        assert!(load_token(None, None).unwrap().is_none());
+        assert!(load_token(Some(&path), Some("abcdefghijklmnop".into())).is_err());
+        assert!(load_token(None, Some("short".into())).is_err());
+        assert!(load_token(None, Some("has a space in the middle".into())).is_err());
+        assert!(load_token(Some(&dir.path().join("missing")), None).unwrap_err().contains("cannot read"));
+        let mut h = axum::http::HeaderMap::new();
+        let token = tw_core::Secret::new("abcdefghijklmnop");
+        assert!(!bearer_matches(&h, &token));
+        h.insert("authorization", "Bearer abcdefghijklmnop".parse().unwrap());
+        assert!(bearer_matches(&h, &token));
+        h.insert("authorization", "Bearer abcdefghijklmnoq".parse().unwrap());
+        assert!(!bearer_matches(&h, &token));
+        h.insert("authorization", "abcdefghijklmnop".parse().unwrap());
+        assert!(!bearer_matches(&h, &token));
     }
 }

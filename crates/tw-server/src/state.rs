@@ -75,6 +75,16 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Proxies whose `X-Forwarded-For` is believed ([`crate::client::ClientIp`]).
     pub trusted_proxies: Arc<crate::client::TrustedProxies>,
+    /// The bearer token `/metrics` asks for; `None`: it is open.
+    pub metrics_token: Option<Arc<tw_core::Secret>>,
+    /// Rate-limit buckets: per source, per failing address, per key ([`crate::limits`]).
+    pub limits: Arc<crate::limits::Limits>,
+    /// When each API key was last used, written to the store about once a minute per key.
+    pub key_usage: Arc<crate::key_usage::KeyUsage>,
+    /// Whether the store can write ([`crate::store_health`]).
+    pub store_health: Arc<crate::store_health::StoreHealth>,
+    /// Refused requests: which are stored in full, which counted ([`crate::refusals`]).
+    pub refusals: Arc<crate::refusals::RefusalSampler>,
 }
 
 /// The last time (unix seconds) each kind of background worker was alive, and how many run.
@@ -162,13 +172,23 @@ impl SourceCache {
 
     /// The source named `name` (`None`: not registered), from the table in memory.
     pub async fn get(&self, name: &SourceName) -> Result<Option<Arc<SourceRecord>>, StoreError> {
+        Ok(self.table().await?.get(name).cloned())
+    }
+
+    /// The name of every registered source (`/metrics` shows no other).
+    pub async fn names(&self) -> Result<std::collections::HashSet<SourceName>, StoreError> {
+        Ok(self.table().await?.keys().cloned().collect())
+    }
+
+    /// The table in memory, read again when stale.
+    async fn table(&self) -> Result<SourceTable, StoreError> {
         if let Some(t) = self.fresh() {
-            return Ok(t.get(name).cloned());
+            return Ok(t);
         }
         let _one = self.loading.lock().await;
         // Loaded by the request this one waited for.
         if let Some(t) = self.fresh() {
-            return Ok(t.get(name).cloned());
+            return Ok(t);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let loaded: SourceTable = Arc::new(self.store.list_sources().await?.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect());
@@ -178,7 +198,7 @@ impl SourceCache {
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             *table = Some((Instant::now(), loaded.clone()));
         }
-        Ok(loaded.get(name).cloned())
+        Ok(loaded)
     }
 
     /// Forgets the table after this process changed `name`.

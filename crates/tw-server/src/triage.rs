@@ -15,6 +15,8 @@ const MAX_BACKOFF_SECS: i64 = 300;
 pub struct TriageSettings {
     pub workers: usize,
     pub max_attempts: u32,
+    /// How long a stopping worker lets its running job finish before releasing it.
+    pub grace: Duration,
 }
 
 /// The engine's view of a stored incident.
@@ -54,6 +56,7 @@ pub async fn run_playbook(
     let pb = resolved.playbook;
     match background(move || tw_core::triage::run(&pb, &incident, &intel, &variables), wait).await {
         Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) if !e.retryable() => Err(RunError::Failed(e.to_string())),
         Ok(Err(e)) => Err(RunError::Transient(e.to_string())),
         Err(Background::Busy) => Err(RunError::Busy),
         Err(Background::Failed) => Err(RunError::Transient("the playbook engine failed unexpectedly (see the server log)".into())),
@@ -135,6 +138,9 @@ pub enum RunError {
     Transient(String),
     /// Retrying cannot help (the playbook is gone).
     Permanent(String),
+    /// The run itself failed for good: the same playbook on the same incident fails again (its
+    /// result outgrew [`tw_core::triage::engine::MAX_TRIAGE_BYTES`]).
+    Failed(String),
     /// Every place in the playbook queue is taken: try again later.
     Busy,
 }
@@ -143,30 +149,84 @@ impl RunError {
     /// What went wrong, for the job's record and the log.
     pub fn message(self) -> String {
         match self {
-            RunError::Transient(m) | RunError::Permanent(m) => m,
+            RunError::Transient(m) | RunError::Permanent(m) | RunError::Failed(m) => m,
             RunError::Busy => "the playbook queue is full".into(),
         }
     }
 }
 
-/// Runs one worker until the process ends.
+/// Runs one worker until the server stops. Stopping, it claims nothing more, lets the job it is
+/// running finish within the grace period, and releases every job it claimed and did not finish,
+/// so another instance takes them at once instead of after the claim's lease.
 pub async fn run_worker(state: AppState) {
+    let stopping = state.stopping.clone();
+    let stopped = || {
+        let mut rx = stopping.clone();
+        async move {
+            // A dropped sender (the server handle is gone) stops the worker too.
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         crate::state::Heartbeats::beat(&state.heartbeats.triage);
         match state.store.claim_triage_jobs(8, state.claim_lease_secs).await {
             Ok(jobs) if !jobs.is_empty() => {
+                let mut pending: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
+                pending.reverse();
                 for job in jobs {
-                    process(&state, job).await;
+                    if *stopping.borrow() {
+                        break;
+                    }
+                    let cut_off = async {
+                        stopped().await;
+                        tokio::time::sleep(state.triage.grace).await;
+                    };
+                    tokio::select! {
+                        _ = process(&state, job) => { pending.pop(); }
+                        _ = cut_off => {
+                            tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
+                            break;
+                        }
+                    }
+                }
+                if !pending.is_empty() {
+                    release(&state, pending).await;
                 }
             }
             Ok(_) => {
-                let _ = tokio::time::timeout(IDLE_POLL, state.triage_wakeup.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(IDLE_POLL, state.triage_wakeup.notified()) => {}
+                    _ = stopped() => return,
+                }
             }
             Err(e) => {
                 tracing::error!(target: "triage", error = %e, "claiming triage jobs failed");
-                tokio::time::sleep(IDLE_POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stopped() => return,
+                }
             }
         }
+    }
+}
+
+/// Gives claimed jobs back to the store for any instance to run now.
+async fn release(state: &AppState, jobs: Vec<(String, u32)>) {
+    match state.store.release_triage_jobs(&jobs).await {
+        Ok(n) => tracing::info!(target: "triage", released = n, "server stopping; claimed triage jobs released for another instance"),
+        Err(e) => tracing::error!(
+            target: "triage",
+            error = %e,
+            jobs = jobs.len(),
+            "releasing claimed triage jobs failed; they are taken over when their lease ends"
+        ),
     }
 }
 
@@ -182,7 +242,7 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
             let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             (TriageCompletion::Done(outcome), summary, verdict, "completed")
         }
-        Err(RunError::Permanent(error)) => {
+        Err(RunError::Permanent(error) | RunError::Failed(error)) => {
             (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed")
         }
         // Workers wait for a place in the playbook queue, so `Busy` does not come back here; were

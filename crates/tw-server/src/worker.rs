@@ -8,24 +8,47 @@ use tw_store::IngestRequest;
 const BATCH: usize = 64;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Runs one worker until the process ends.
+/// Runs one worker until the server stops. At a stop, the event being processed is finished and
+/// the rest of the claimed batch is given back at once (another instance takes it without
+/// waiting for the lease).
 pub async fn run(state: AppState) {
+    let mut stopping = state.stopping.clone();
     loop {
+        if *stopping.borrow() {
+            return;
+        }
         crate::state::Heartbeats::beat(&state.heartbeats.queue);
         match state.store.claim_queued(BATCH, state.claim_lease_secs).await {
             Ok(events) if !events.is_empty() => {
-                for event in events {
+                let mut events = events.into_iter();
+                while let Some(event) = events.next() {
+                    if *stopping.borrow() {
+                        release(&state, std::iter::once(event).chain(events).collect()).await;
+                        return;
+                    }
                     process(&state, event).await;
                 }
             }
             Ok(_) => {
-                let _ = tokio::time::timeout(IDLE_POLL, state.queue_wakeup.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(IDLE_POLL, state.queue_wakeup.notified()) => {}
+                    _ = stopping.changed() => {}
+                }
             }
             Err(e) => {
                 tracing::error!(target: "store", error = %e, "claiming queued events failed");
                 tokio::time::sleep(IDLE_POLL).await;
             }
         }
+    }
+}
+
+/// Gives claimed, unprocessed events back to the queue.
+async fn release(state: &AppState, events: Vec<tw_store::QueuedEvent>) {
+    let claims: Vec<(String, u32)> = events.into_iter().map(|e| (e.id, e.attempts)).collect();
+    match state.store.release_queued(&claims).await {
+        Ok(released) => tracing::info!(target: "webhook", released, "server stopping; claimed queued events released for another instance"),
+        Err(e) => tracing::warn!(target: "store", error = %e.chain(), claimed = claims.len(), "claimed queued events not released; another instance takes them when their lease ends"),
     }
 }
 

@@ -42,6 +42,8 @@ const KNOWN_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/ready"),
     ("GET", "/api/webhooks/{source}/events"),
     ("GET", "/api/deliveries/{request_id}"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/keys"),
 ];
 
 /// Error statuses whose body is deliberately not the `ErrorBody` shape (documented with their own
@@ -502,9 +504,11 @@ async fn responses_match_their_documented_schemas() {
     assert_eq!(api.deliver("s1", "another-secret-entirely-0123456", event).await.0, 401);
     assert_eq!(api.deliver("s1", secret, "[1]").await.0, 400);
     assert_eq!(api.deliver("nope", secret, event).await.0, 404);
-    let async_source = format!(r#"{{"source":"s2","secret":"{secret}","mode":"async"}}"#);
+    // Each source needs its own secret (the signature does not cover the source).
+    let secret2 = "second-source-secret-0123456789";
+    let async_source = format!(r#"{{"source":"s2","secret":"{secret2}","mode":"async"}}"#);
     assert_eq!(api.call("POST", "/api/webhooks", "/api/webhooks", Some(&async_source), &[]).await.0, 201);
-    let (status, queued) = api.deliver("s2", secret, event).await;
+    let (status, queued) = api.deliver("s2", secret2, event).await;
     assert_eq!(status, 202);
     let queue_path = format!("/api/webhooks/queue/{}", queued["queue_id"].as_str().unwrap());
     assert_eq!(api.call("GET", "/api/webhooks/queue/{queue_id}", &queue_path, None, &[]).await.0, 200);
@@ -575,6 +579,12 @@ async fn responses_match_their_documented_schemas() {
     assert_eq!(api.call("GET", "/api/webhooks/{source}/events", "/api/webhooks/nope/events", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/webhooks/{source}/events", "/api/webhooks/s1/events?status=bogus", None, &[]).await.0, 422);
     assert_eq!(api.call("DELETE", "/api/webhooks/{source}", "/api/webhooks/s1", None, &[]).await.0, 204);
+    // The audit log holds the changes above; API keys are listed without secrets.
+    let (status, audit) = api.call("GET", "/api/audit", "/api/audit?action=source&per_page=2", None, &[]).await;
+    assert_eq!(status, 200);
+    assert!(audit["data"].as_array().is_some_and(|a| a.len() == 2) && audit["meta"]["next_cursor"].is_string(), "{audit}");
+    assert_eq!(api.call("GET", "/api/audit", "/api/audit?since=99999999999d", None, &[]).await.0, 422);
+    assert_eq!(api.call("GET", "/api/keys", "/api/keys", None, &[]).await.0, 200);
     api.key = "tw_not-a-key".into();
     assert_eq!(api.call("GET", "/api/incidents", "/api/incidents", None, &[]).await.0, 401);
 

@@ -16,6 +16,7 @@
 //! Errors: [`StoreError`] for everything here, engine-neutral; the server maps it to HTTP.
 
 pub mod api_key;
+pub mod audit;
 pub mod crypto;
 pub mod files;
 mod listing;
@@ -26,7 +27,8 @@ pub mod testing;
 pub mod sqlite;
 pub mod triage;
 
-pub use api_key::{ApiKeyRecord, Scope};
+pub use api_key::{ApiKeyRecord, ApiKeySpec, Scope};
+pub use audit::{AuditActor, AuditFilter, AuditPage, AuditRecord, NewAuditRecord};
 pub use crypto::MasterKey;
 pub use model::*;
 pub use triage::{IncidentTriageUpdate, JobTransition, TriageState};
@@ -98,9 +100,12 @@ impl StoreError {
     }
 }
 
-/// Told about every committed batch (for metrics).
+/// Told about every batch the writer commits (for metrics and the store's health).
 pub trait CommitObserver: Send + Sync + 'static {
     fn committed(&self, batch: usize, elapsed: std::time::Duration);
+    /// A batch could not be committed because the database cannot write now (disk full, I/O
+    /// error, down): every write in it was refused with [`StoreError::Unavailable`].
+    fn unavailable(&self, _cause: &str) {}
 }
 
 /// Sources and their secrets (`sqlite/sources.rs`, `postgres/sources.rs`).
@@ -147,6 +152,11 @@ pub trait QueueStore: Send + Sync {
     async fn claim_queued(&self, limit: usize, lease_secs: i64) -> Result<Vec<QueuedEvent>, StoreError>;
     /// Finishes a claimed event: creates its incident, or dead-letters it with the reason.
     async fn complete_queued(&self, id: &str, result: Result<IngestRequest, String>) -> Result<QueueEntry, StoreError>;
+    /// Gives claimed events back at once (`(id, attempts)` as claimed), for a process that stops
+    /// before processing them: each is pending again without a lease, and the claim is not
+    /// counted as an attempt. An event re-claimed or finished meanwhile is left alone. Returns how
+    /// many were released.
+    async fn release_queued(&self, events: &[(String, u32)]) -> Result<usize, StoreError>;
     /// The state of one queued event.
     async fn queue_entry(&self, id: &str) -> Result<Option<QueueEntry>, StoreError>;
     /// How many queued events wait for a worker.
@@ -182,6 +192,12 @@ pub trait TriageStore: Send + Sync {
     /// Finishes a claimed job. `attempt` is the job's attempt number when claimed: a job that was
     /// meanwhile re-claimed or finished is left alone (false), so every job finishes once.
     async fn complete_triage_job(&self, job_id: &str, attempt: u32, completion: TriageCompletion) -> Result<bool, StoreError>;
+    /// Gives claimed jobs back at once (`(job_id, attempt)` as claimed), for a process that stops
+    /// before running them: each is pending again, due now, without a lease, and the attempt it
+    /// was claimed with is not counted (the run never happened, so stopping an instance never
+    /// uses up a job's attempts). A job re-claimed or finished meanwhile is left alone. Returns how
+    /// many were released.
+    async fn release_triage_jobs(&self, jobs: &[(String, u32)]) -> Result<usize, StoreError>;
     /// One job.
     async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError>;
     /// Jobs waiting or running.
@@ -202,10 +218,32 @@ pub trait PlaybookStore: Send + Sync {
 /// API keys (`*/api_keys.rs`).
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    /// Stores a new API key's hash.
-    async fn create_api_key(&self, name: &str, scope: Scope, hash: [u8; 32], prefix: &str) -> Result<ApiKeyRecord, StoreError>;
-    /// The key with this hash, if it exists and is not revoked.
+    /// Stores a new API key's hash (no expiry, not audited: tests and tools that make their own).
+    async fn create_api_key(&self, name: &str, scope: Scope, hash: [u8; 32], prefix: &str) -> Result<ApiKeyRecord, StoreError> {
+        let spec = ApiKeySpec { name: name.to_string(), scope, hash, prefix: prefix.to_string(), expires_at: None };
+        self.add_api_key(spec, None).await
+    }
+    /// Stores a new API key's hash, and `audit` in the same transaction.
+    async fn add_api_key(&self, spec: ApiKeySpec, audit: Option<NewAuditRecord>) -> Result<ApiKeyRecord, StoreError>;
+    /// The key with this hash, if it exists and is not revoked (an expired one is returned: the
+    /// caller says why it is refused).
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Every key, revoked ones too, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes the key `id` at `at`, writing `audit` in the same transaction; false (and nothing
+    /// written) when there is no such key or it was already revoked.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>, audit: Option<NewAuditRecord>) -> Result<bool, StoreError>;
+    /// Records when keys were last used (`(id, time)`); a time older than the stored one is ignored.
+    async fn record_api_key_use(&self, used: Vec<(String, DateTime<Utc>)>) -> Result<(), StoreError>;
+}
+
+/// The audit log of administrative changes (`*/audit.rs`).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends a record (and prunes the log to [`audit::AUDIT_KEPT`]).
+    async fn record_audit(&self, record: NewAuditRecord) -> Result<AuditRecord, StoreError>;
+    /// A page of records, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError>;
 }
 
 /// Delivery records (`*/deliveries.rs`).
@@ -213,12 +251,22 @@ pub trait ApiKeyStore: Send + Sync {
 pub trait DeliveryStore: Send + Sync {
     /// Records a delivery (best effort, not awaited; the body is truncated to
     /// [`DELIVERY_BODY_LIMIT`]) and, when it was refused, counts it in the source's error count,
-    /// in the same write. Old records are pruned.
+    /// in the same write. Old records are pruned by [`DeliveryStore::prune_deliveries`].
     fn record_delivery(&self, d: Delivery, body: Option<Vec<u8>>);
     /// The newest `limit` deliveries of a source, newest first.
     async fn list_deliveries(&self, source: &SourceName, filter: DeliveryFilter, limit: u32) -> Result<Vec<Delivery>, StoreError>;
-    /// The newest delivery with this request id, with its body.
+    /// One delivery with its body: the one whose own (server) `request_id` this is, else the newest
+    /// of those the sender gave this `X-Request-Id`, a verified one before any unverified one (a
+    /// sender without the secret cannot shadow a real delivery by copying its id).
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError>;
+    /// The newest `limit` deliveries whose sender gave them this `X-Request-Id`, without bodies.
+    async fn deliveries_by_sender_request_id(&self, sender_request_id: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Adds refused requests to their aggregate rows (creating the rows not yet there) and to
+    /// their sources' error counts, in one write.
+    async fn record_refusals(&self, counts: Vec<RefusedCount>) -> Result<(), StoreError>;
+    /// Deletes the delivery records `retention` does not keep as of `now`, in batches of
+    /// `retention.batch` rows, each its own transaction; returns how many were deleted.
+    async fn prune_deliveries(&self, retention: DeliveryRetention, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError>;
 }
 
 /// Schema and health (`*/migrations.rs`).
@@ -230,23 +278,29 @@ pub trait HealthStore: Send + Sync {
     async fn schema_version(&self) -> Result<(i64, i64), StoreError>;
     /// A cheap round trip to the database.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A real, tiny committed write (a timestamp in `meta`): proves the database can write again
+    /// after a failure such as a full disk, which [`HealthStore::ping`], a read, cannot tell.
+    async fn probe_write(&self) -> Result<(), StoreError>;
+    /// Waits until every write handed to the store before this call (delivery records and other
+    /// fire-and-forget writes included) is committed or has failed: called at shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// The persistence interface of the intake: every concern. Implementations are cheap to share
 /// (`Arc<dyn Store>`). Bring the concern traits into scope with `use tw_store::prelude::*`.
 pub trait Store:
-    SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + DeliveryStore + HealthStore + 'static
+    SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
 {
 }
 
 impl<T> Store for T where
-    T: SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + DeliveryStore + HealthStore + 'static
+    T: SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
 {
 }
 
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, SourceStore, Store};
+    pub use crate::{ApiKeyStore, AuditStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, SourceStore, Store};
 }
 
 /// Where the data lives, parsed from `--database-url`.

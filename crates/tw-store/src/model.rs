@@ -27,6 +27,8 @@ pub struct SourceSettings {
     pub severity_mapping: BTreeMap<String, Severity>,
     pub timestamp_tolerance_secs: i64,
     pub max_body_bytes: u64,
+    /// Verified deliveries this source may make (a token bucket per process); `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for SourceSettings {
@@ -40,6 +42,65 @@ impl Default for SourceSettings {
             severity_mapping: BTreeMap::new(),
             timestamp_tolerance_secs: tw_core::signature::DEFAULT_TOLERANCE_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            rate_limit: None,
+        }
+    }
+}
+
+/// A source's rate limit: a token bucket holding up to `burst` deliveries, refilled at
+/// `per_second`. Built only through [`RateLimit::new`], so a stored or configured limit is always
+/// one the intake can enforce (positive, finite, bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: u32,
+}
+
+impl RateLimit {
+    /// The fastest refill accepted: beyond it a limit would never bind before the intake's own
+    /// throughput does.
+    pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+    /// The slowest refill accepted (one delivery per 1,000 s): a slower one is a disabled source.
+    pub const MIN_PER_SECOND: f64 = 0.001;
+    /// The largest burst accepted.
+    pub const MAX_BURST: u32 = 1_000_000;
+
+    /// A limit of `per_second` deliveries refilled each second, up to `burst` at once; the error
+    /// says which of the two is out of range and what the range is.
+    pub fn new(per_second: f64, burst: u32) -> Result<RateLimit, RateLimitError> {
+        if !(per_second.is_finite() && (Self::MIN_PER_SECOND..=Self::MAX_PER_SECOND).contains(&per_second)) {
+            return Err(RateLimitError::PerSecond);
+        }
+        if !(1..=Self::MAX_BURST).contains(&burst) {
+            return Err(RateLimitError::Burst);
+        }
+        Ok(RateLimit { per_second, burst })
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+}
+
+/// Which part of a [`RateLimit`] is out of range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("must be a number from 0.001 to 1000000")]
+    PerSecond,
+    #[error("must be a whole number from 1 to 1000000")]
+    Burst,
+}
+
+impl RateLimitError {
+    /// The field at fault: `per_second` or `burst`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RateLimitError::PerSecond => "per_second",
+            RateLimitError::Burst => "burst",
         }
     }
 }
@@ -58,6 +119,8 @@ pub struct SourcePatch {
     pub severity_mapping: Option<BTreeMap<String, Severity>>,
     pub timestamp_tolerance_secs: Option<i64>,
     pub max_body_bytes: Option<u64>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<RateLimit>>,
     pub secret: Option<Secret>,
 }
 
@@ -87,6 +150,9 @@ impl SourcePatch {
         }
         if let Some(v) = self.max_body_bytes {
             s.max_body_bytes = v
+        }
+        if let Some(v) = self.rate_limit {
+            s.rate_limit = v
         }
     }
 }
@@ -467,13 +533,19 @@ pub struct StoredPlaybook {
 
 /// How much of a refused delivery's body is kept.
 pub const DELIVERY_BODY_LIMIT: usize = 64 * 1024;
-/// Deliveries kept; older ones are pruned.
-pub const DELIVERIES_KEPT: i64 = 100_000;
+/// Delivery records kept per source by default (`--deliveries-keep`); older ones are pruned.
+pub const DEFAULT_DELIVERIES_KEEP: u64 = 50_000;
+/// Days a delivery record is kept by default (`--deliveries-max-age-days`).
+pub const DEFAULT_DELIVERIES_MAX_AGE_DAYS: u32 = 30;
 
-/// One delivery to a registered source, as `tw-cli webhook events` shows it.
+/// One delivery to a registered source, as `tw-cli webhook events` shows it; or, when
+/// `refused_count` is set, a run of refused requests counted into one row instead of one row each.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
+    /// The server's own id (`req_<uuid v7>`): unique among the stored deliveries.
     pub request_id: String,
+    /// The sender's `X-Request-Id`, when it sent a sane one: its word, not unique.
+    pub sender_request_id: Option<String>,
     pub source: SourceName,
     pub received_at: DateTime<Utc>,
     pub status: u16,
@@ -490,6 +562,51 @@ pub struct Delivery {
     /// Only filled when one delivery is asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_payload: Option<String>,
+    /// An aggregate row: how many requests, refused before their signature verified with this
+    /// row's source, status and code from `received_at` to `last_received_at`, it stands for
+    /// (none of them stored one by one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_count: Option<u64>,
+    /// An aggregate row: when the last request it counts arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_received_at: Option<DateTime<Utc>>,
+}
+
+/// Refused requests to add to an aggregate row ([`Delivery::refused_count`]), identified by its
+/// `request_id`: the row is created when it is not there yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedCount {
+    pub request_id: String,
+    pub source: SourceName,
+    pub status: u16,
+    pub code: String,
+    /// When the first request of the row arrived.
+    pub first_at: DateTime<Utc>,
+    /// When the last request counted here arrived.
+    pub last_at: DateTime<Utc>,
+    /// Requests to add.
+    pub count: u64,
+}
+
+/// How long delivery records are kept: the newest `keep_per_source` of each source, none older
+/// than `max_age`. Incidents, queued events and dead letters are never touched by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRetention {
+    pub keep_per_source: u64,
+    /// `None`: no age limit.
+    pub max_age: Option<chrono::Duration>,
+    /// Rows deleted per statement (each its own transaction, so intake writes interleave).
+    pub batch: u32,
+}
+
+impl Default for DeliveryRetention {
+    fn default() -> Self {
+        DeliveryRetention {
+            keep_per_source: DEFAULT_DELIVERIES_KEEP,
+            max_age: Some(chrono::Duration::days(i64::from(DEFAULT_DELIVERIES_MAX_AGE_DAYS))),
+            batch: 1000,
+        }
+    }
 }
 
 /// Which deliveries to list.

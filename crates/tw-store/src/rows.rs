@@ -1,7 +1,9 @@
 //! Rows as both engines read them, before decoding: one decoder per record, whichever engine
 //! read it.
 
-use crate::model::{Incident, IncidentStatus, QueueEntry, QueueStatus, SourceRecord, SourceSettings, TriageJob, TriageJobStatus};
+use crate::model::{
+    Incident, IncidentStatus, QueueEntry, QueueStatus, RateLimit, SourceRecord, SourceSettings, TriageJob, TriageJobStatus,
+};
 use crate::{MasterKey, StoreError};
 use chrono::{DateTime, Utc};
 use tw_core::{Format, IncidentNumber, Severity, SourceMode, SourceName};
@@ -10,7 +12,7 @@ use uuid::Uuid;
 /// The `sources` columns, in the order [`SourceRow`] is read.
 pub(crate) const SOURCE_COLUMNS: &str = "name, secret_enc, previous_secret_enc, previous_secret_expires_at, enabled, auto_triage, \
     playbook, format, mode, severity_mapping, timestamp_tolerance_secs, max_body_bytes, managed_by_config, created_at, \
-    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count";
+    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count, rate_limit_per_second, rate_limit_burst";
 
 /// A `sources` row with its secrets still encrypted.
 pub(crate) struct SourceRow {
@@ -33,6 +35,9 @@ pub(crate) struct SourceRow {
     pub last_delivery_at: Option<DateTime<Utc>>,
     pub delivery_count: i64,
     pub error_count: i64,
+    /// Both set, or both NULL (no limit).
+    pub rate_limit_per_second: Option<f64>,
+    pub rate_limit_burst: Option<i64>,
 }
 
 pub(crate) fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
@@ -57,6 +62,15 @@ impl SourceRow {
             severity_mapping: serde_json::from_str(&self.severity_mapping).map_err(corrupt("severity_mapping"))?,
             timestamp_tolerance_secs: self.timestamp_tolerance_secs,
             max_body_bytes: self.max_body_bytes.max(0) as u64,
+            rate_limit: match (self.rate_limit_per_second, self.rate_limit_burst) {
+                (Some(per_second), Some(burst)) => Some(
+                    u32::try_from(burst)
+                        .map_err(|e| e.to_string())
+                        .and_then(|burst| RateLimit::new(per_second, burst).map_err(|e| format!("{}: {e}", e.field())))
+                        .map_err(corrupt("rate_limit"))?,
+                ),
+                _ => None,
+            },
         };
         Ok(SourceRecord {
             secret_fingerprint: key.fingerprint(&secret),
@@ -76,8 +90,8 @@ impl SourceRow {
 }
 
 /// The `sources` columns that hold [`SourceSettings`], in the order of [`SettingsValues`].
-pub(crate) const SETTINGS_COLUMNS: &str =
-    "enabled, auto_triage, playbook, format, mode, severity_mapping, timestamp_tolerance_secs, max_body_bytes";
+pub(crate) const SETTINGS_COLUMNS: &str = "enabled, auto_triage, playbook, format, mode, severity_mapping, timestamp_tolerance_secs, \
+    max_body_bytes, rate_limit_per_second, rate_limit_burst";
 
 /// [`SourceSettings`] as the values of [`SETTINGS_COLUMNS`], for inserts and updates alike.
 pub(crate) struct SettingsValues {
@@ -89,6 +103,8 @@ pub(crate) struct SettingsValues {
     pub severity_mapping: String,
     pub timestamp_tolerance_secs: i64,
     pub max_body_bytes: i64,
+    pub rate_limit_per_second: Option<f64>,
+    pub rate_limit_burst: Option<i64>,
 }
 
 impl From<&SourceSettings> for SettingsValues {
@@ -102,6 +118,8 @@ impl From<&SourceSettings> for SettingsValues {
             severity_mapping: serde_json::to_string(&s.severity_mapping).unwrap_or_else(|_| "{}".into()),
             timestamp_tolerance_secs: s.timestamp_tolerance_secs,
             max_body_bytes: i64::try_from(s.max_body_bytes).unwrap_or(i64::MAX),
+            rate_limit_per_second: s.rate_limit.map(|r| r.per_second()),
+            rate_limit_burst: s.rate_limit.map(|r| i64::from(r.burst())),
         }
     }
 }
@@ -255,7 +273,8 @@ impl QueueRow {
 /// show no body: up to 1,000 rows of 64 KiB each need not be read).
 pub(crate) fn delivery_columns(body: &str) -> String {
     format!(
-        "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, {body}, verified"
+        "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, {body}, verified, \
+         sender_request_id, refused_count, last_received_at"
     )
 }
 

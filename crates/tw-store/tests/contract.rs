@@ -248,6 +248,9 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
         latency_ms: 1.0,
         verified: true,
         raw_payload: None,
+        sender_request_id: None,
+        refused_count: None,
+        last_received_at: None,
     };
     store.record_delivery(delivery, None);
     let mut shown = None;
@@ -499,6 +502,96 @@ async fn api_keys(store: Arc<dyn Store>) {
     assert!(store.find_api_key(api_key::hash("tw_nope")).await.unwrap().is_none());
 }
 
+async fn api_keys_expire_revoke_and_remember_their_use(store: Arc<dyn Store>) {
+    let at = |s: i64| Utc.timestamp_opt(1_900_000_000 + s, 0).unwrap();
+    let k = api_key::generate().unwrap();
+    let spec = ApiKeySpec { name: "ci".into(), scope: Scope::Admin, hash: k.hash, prefix: k.prefix.clone(), expires_at: Some(at(3600)) };
+    let audit = NewAuditRecord {
+        actor: AuditActor::Cli { user: "alice".into() },
+        client_ip: None,
+        action: "api_key.create".into(),
+        target: k.prefix.clone(),
+        before: None,
+        after: Some(serde_json::json!({"prefix": k.prefix})),
+        request_id: None,
+    };
+    let created = store.add_api_key(spec, Some(audit.clone())).await.unwrap();
+    assert_eq!(created.expires_at, Some(at(3600)));
+    let found = store.find_api_key(k.hash).await.unwrap().expect("an expired key is still found; the caller refuses it");
+    assert_eq!((found.id.as_str(), found.expires_at, found.last_used_at), (created.id.as_str(), Some(at(3600)), None));
+    assert!(!found.is_expired(at(3599)) && found.is_expired(at(3600)));
+    // The key and its audit record were written together.
+    let page = store.list_audit(&AuditFilter { action: Some("api_key.create".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].actor, audit.actor);
+
+    // Last use: only ever moves forward, whichever instance reports it.
+    store.record_api_key_use(vec![(created.id.clone(), at(10))]).await.unwrap();
+    store.record_api_key_use(vec![(created.id.clone(), at(5)), ("no-such-key".into(), at(5))]).await.unwrap();
+    assert_eq!(store.find_api_key(k.hash).await.unwrap().unwrap().last_used_at, Some(at(10)));
+
+    let other = api_key::generate().unwrap();
+    store.create_api_key("other", Scope::Read, other.hash, &other.prefix).await.unwrap();
+    let revoke = NewAuditRecord { action: "api_key.revoke".into(), ..audit };
+    assert!(store.revoke_api_key(&created.id, at(20), Some(revoke.clone())).await.unwrap());
+    assert!(store.find_api_key(k.hash).await.unwrap().is_none(), "a revoked key is not found");
+    assert!(!store.revoke_api_key(&created.id, at(30), Some(revoke)).await.unwrap(), "revoked once");
+    assert_eq!(store.list_audit(&AuditFilter { action: Some("api_key.revoke".into()), limit: 10, ..Default::default() }).await.unwrap().items.len(), 1);
+    let keys = store.list_api_keys().await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["ci", "other"]);
+    assert_eq!((keys[0].revoked_at, keys[0].status(at(0))), (Some(at(20)), "revoked"));
+    assert_eq!((keys[1].revoked_at, keys[1].status(at(0))), (None, "active"));
+    assert!(store.find_api_key(other.hash).await.unwrap().is_some());
+}
+
+async fn audit_records_page_newest_first_and_filter(store: Arc<dyn Store>) {
+    let record = |action: &str, target: &str| NewAuditRecord {
+        actor: AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_12345678".into() },
+        client_ip: Some("203.0.113.7".into()),
+        action: action.into(),
+        target: target.into(),
+        before: Some(serde_json::json!({"enabled": true, "odd": "nul\u{0}"})),
+        after: None,
+        request_id: Some("req-1".into()),
+    };
+    let started = Utc::now() - chrono::Duration::seconds(5);
+    let mut written = Vec::new();
+    for (action, target) in
+        [("source.create", "a"), ("source.update", "a"), ("playbook.put", "p"), ("sources.create", "x"), ("source.delete", "a"), ("intel.add", "bad-ips")]
+    {
+        written.push(store.record_audit(record(action, target)).await.unwrap());
+    }
+    let all = |f: AuditFilter| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut f = f;
+            loop {
+                let page = store.list_audit(&f).await.unwrap();
+                assert!(page.items.len() <= f.limit as usize);
+                out.extend(page.items.into_iter().map(|r| (r.action, r.target)));
+                match page.next {
+                    Some(n) => f.before_seq = Some(n),
+                    None => return out,
+                }
+            }
+        }
+    };
+    let newest_first: Vec<(String, String)> = written.iter().rev().map(|r| (r.action.clone(), r.target.clone())).collect();
+    assert_eq!(all(AuditFilter { limit: 2, ..Default::default() }).await, newest_first);
+    let family = all(AuditFilter { action: Some("source".into()), limit: 10, ..Default::default() }).await;
+    assert_eq!(family.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["source.delete", "source.update", "source.create"]);
+    assert_eq!(all(AuditFilter { target: Some("a".into()), limit: 10, ..Default::default() }).await.len(), 3);
+    assert_eq!(all(AuditFilter { since: Some(started), limit: 10, ..Default::default() }).await.len(), 6);
+    assert!(all(AuditFilter { since: Some(Utc::now() + chrono::Duration::hours(1)), limit: 10, ..Default::default() }).await.is_empty());
+    let one = store.list_audit(&AuditFilter { action: Some("intel.add".into()), limit: 1, ..Default::default() }).await.unwrap();
+    let r = &one.items[0];
+    assert_eq!((r.client_ip.as_deref(), r.request_id.as_deref(), r.after.as_ref()), (Some("203.0.113.7"), Some("req-1"), None));
+    assert_eq!(r.before.as_ref().unwrap()["enabled"], true);
+    assert_eq!(r.actor, AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_12345678".into() });
+}
+
 /// Completes the incident's pending triage job with `severity` (a playbook verdict moves an open
 /// incident to triaged and may change its severity).
 async fn triage_to(store: &Arc<dyn Store>, incident: &IncidentRef, severity: Option<Severity>) {
@@ -718,6 +811,8 @@ contract!(
     a_failing_write_does_not_undo_its_batch,
     queue_lifecycle,
     api_keys,
+    api_keys_expire_revoke_and_remember_their_use,
+    audit_records_page_newest_first_and_filter,
     triage_jobs_finish_once,
     triage_jobs_retry_then_fail,
     only_expired_leases_are_taken_over,
@@ -727,6 +822,9 @@ contract!(
     playbooks_in_use_are_kept,
     keyset_pages_cover_every_incident_once_in_number_order,
     totals_follow_inserts_status_and_severity_changes,
+    deliveries_have_unique_own_ids_and_are_found_by_the_senders,
+    refused_counts_add_up_in_one_row_whichever_write_comes_first,
+    retention_keeps_the_newest_per_source_and_drops_the_expired,
 );
 
 #[tokio::test]
@@ -921,7 +1019,7 @@ async fn postgres_v2_moves_payloads_out_of_incidents_and_counts_them() {
     let key = MasterKey::load_or_create(None, dir.path()).unwrap();
     let store = tw_store::open(&DatabaseUrl::parse(&db.url).unwrap(), key, StoreOptions::default()).await.unwrap();
     let version: i64 = client.query_one("SELECT MAX(version) FROM schema_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, tw_store::postgres::latest());
     let raw_column: bool = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'incidents' AND column_name = 'raw_payload')",
@@ -1089,4 +1187,392 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-source rate limits (SQLite v6, PostgreSQL v3)
+
+/// A source's `rate_limit` is stored, read back exactly (fractions too), changed, removed, kept by
+/// patches that do not name it, and set by the config file's upsert; none by default.
+async fn rate_limits_round_trip(store: Arc<dyn Store>) {
+    let limit = |per_second: f64, burst: u32| Some(RateLimit::new(per_second, burst).unwrap());
+    let plain = store.create_source(source("plain", "plain-secret-1")).await.unwrap();
+    assert_eq!(plain.settings.rate_limit, None, "no limit unless asked for");
+
+    let mut limited = source("limited", "limited-secret-1");
+    limited.settings.rate_limit = limit(2.5, 7);
+    assert_eq!(store.create_source(limited).await.unwrap().settings.rate_limit, limit(2.5, 7));
+    assert_eq!(store.get_source(&name("limited")).await.unwrap().unwrap().settings.rate_limit, limit(2.5, 7));
+
+    let changed = SourcePatch { rate_limit: Some(limit(0.001, 1_000_000)), ..Default::default() };
+    assert_eq!(store.update_source(&name("limited"), changed).await.unwrap().settings.rate_limit, limit(0.001, 1_000_000));
+    let other = SourcePatch { enabled: Some(false), ..Default::default() };
+    assert_eq!(store.update_source(&name("limited"), other).await.unwrap().settings.rate_limit, limit(0.001, 1_000_000));
+    let listed = store.list_sources().await.unwrap();
+    let by_name = |n: &str| listed.iter().find(|s| s.name.as_str() == n).unwrap().settings.rate_limit;
+    assert_eq!((by_name("plain"), by_name("limited")), (None, limit(0.001, 1_000_000)));
+
+    let removed = SourcePatch { rate_limit: Some(None), ..Default::default() };
+    assert_eq!(store.update_source(&name("limited"), removed).await.unwrap().settings.rate_limit, None);
+
+    let mut declared = source("from-file", "from-file-secret-1");
+    declared.settings.rate_limit = limit(100.0, 250);
+    assert_eq!(store.upsert_config_source(declared.clone()).await.unwrap().settings.rate_limit, limit(100.0, 250));
+    declared.settings.rate_limit = None;
+    assert_eq!(store.upsert_config_source(declared).await.unwrap().settings.rate_limit, None);
+}
+
+#[test]
+fn rate_limits_are_validated_where_they_are_made() {
+    assert!(RateLimit::new(0.0, 1).is_err());
+    assert!(RateLimit::new(f64::NAN, 1).is_err());
+    assert!(RateLimit::new(f64::INFINITY, 1).is_err());
+    assert_eq!(RateLimit::new(-1.0, 1).unwrap_err().field(), "per_second");
+    assert_eq!(RateLimit::new(1.0, 0).unwrap_err().field(), "burst");
+    assert_eq!(RateLimit::new(1.0, 1_000_001).unwrap_err().field(), "burst");
+    assert!(RateLimit::new(0.001, 1).is_ok() && RateLimit::new(1_000_000.0, 1_000_000).is_ok());
+}
+
+mod rate_limit_column {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::rate_limits_round_trip(super::open(dir.path())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((store, _db)) = super::open_pg(dir.path()).await else { return };
+        super::rate_limits_round_trip(store).await;
+    }
+}
+
+/// A stopping instance gives its claimed triage jobs back: due at once for any instance, the
+/// attempt not counted; a job claimed again since, or finished, is not touched.
+async fn released_triage_jobs_are_claimable_at_once(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-release")).await.unwrap();
+    for i in 0..3 {
+        let inc = store.ingest(ingest_req("edr", Some(&format!("r-{i}")), &format!("r{i}"))).await.unwrap().incident();
+        store.enqueue_triage(&IncidentKey::Id(inc.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    }
+    // Claimed with an hour's lease: without a release nobody else could take them for an hour.
+    let claimed = store.claim_triage_jobs(3, 3600).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(store.claim_triage_jobs(3, 3600).await.unwrap().is_empty());
+    let finished = &claimed[2].job;
+    assert!(store.complete_triage_job(&finished.job_id, finished.attempts, TriageCompletion::Done(outcome(80))).await.unwrap());
+
+    let mut give_back: Vec<(String, u32)> = claimed.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
+    // A stale attempt number is somebody else's claim: left alone.
+    give_back.push((claimed[0].job.job_id.clone(), 7));
+    assert_eq!(store.release_triage_jobs(&give_back).await.unwrap(), 2, "the finished job and the stale claim are not released");
+    assert_eq!(store.release_triage_jobs(&give_back).await.unwrap(), 0, "releasing twice changes nothing");
+
+    for c in &claimed[..2] {
+        let job = store.triage_job(&c.job.job_id).await.unwrap().unwrap();
+        assert_eq!((job.status, job.attempts), (TriageJobStatus::Pending, 0), "pending again, the attempt not counted");
+        let inc = store.get_incident(&IncidentKey::Id(c.incident.id)).await.unwrap().unwrap();
+        assert_eq!(inc.triage.unwrap()["status"], "pending");
+    }
+    assert_eq!(store.triage_job(&finished.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);
+    // Another instance takes them now, not after the hour; each runs as its first attempt.
+    let again = store.claim_triage_jobs(5, 60).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|c| c.job.attempts == 1));
+    assert!(store.complete_triage_job(&again[0].job.job_id, 1, TriageCompletion::Done(outcome(50))).await.unwrap());
+}
+
+mod triage_release {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::released_triage_jobs_are_claimable_at_once(super::open(dir.path())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((store, _db)) = super::open_pg(dir.path()).await else { return };
+        super::released_triage_jobs_are_claimable_at_once(store).await;
+    }
+}
+
+// ---- delivery records (hardening: unique ids, aggregated refusals, retention) ----
+
+fn delivery(own: &str, src: &str, sender: Option<&str>, status: u16, verified: bool, at: chrono::DateTime<Utc>) -> Delivery {
+    Delivery {
+        request_id: own.into(),
+        sender_request_id: sender.map(str::to_string),
+        source: name(src),
+        received_at: at,
+        status,
+        code: (status >= 400).then(|| "invalid_signature".to_string()),
+        incident_id: None,
+        incident_number: None,
+        queue_id: None,
+        duplicate: false,
+        body_len: Some(2),
+        latency_ms: 1.0,
+        verified,
+        raw_payload: None,
+        refused_count: None,
+        last_received_at: None,
+    }
+}
+
+/// Waits until the fire-and-forget record `own` is stored.
+async fn recorded(store: &Arc<dyn Store>, own: &str) -> Delivery {
+    for _ in 0..500 {
+        if let Some(d) = store.get_delivery(own).await.unwrap().filter(|d| d.request_id == own) {
+            return d;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("delivery {own} never recorded");
+}
+
+async fn deliveries_have_unique_own_ids_and_are_found_by_the_senders(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let t = Utc::now();
+    store.record_delivery(delivery("req_a", "mail", Some("theirs-1"), 201, true, t), None);
+    store.record_delivery(delivery("req_b", "mail", Some("theirs-1"), 401, false, t), None);
+    store.record_delivery(delivery("req_c", "mail", None, 201, true, t), None);
+    // The same own id again is not a second row.
+    store.record_delivery(delivery("req_c", "mail", Some("other"), 500, true, t), None);
+    store.record_delivery(delivery("req_d", "mail", None, 201, true, t), None);
+    recorded(&store, "req_d").await;
+    let all = store.list_deliveries(&name("mail"), DeliveryFilter::All, 100).await.unwrap();
+    assert_eq!(all.iter().map(|d| d.request_id.as_str()).collect::<Vec<_>>(), ["req_d", "req_c", "req_b", "req_a"]);
+    let c = store.get_delivery("req_c").await.unwrap().unwrap();
+    assert_eq!((c.status, c.sender_request_id.as_deref(), c.refused_count), (201, None, None), "the first write of an id stands");
+    // By the sender's id: the verified one, though the unverified one is newer.
+    let a = store.get_delivery("theirs-1").await.unwrap().unwrap();
+    assert_eq!((a.request_id.as_str(), a.sender_request_id.as_deref()), ("req_a", Some("theirs-1")));
+    let same = store.deliveries_by_sender_request_id("theirs-1", 10).await.unwrap();
+    assert_eq!(same.iter().map(|d| d.request_id.as_str()).collect::<Vec<_>>(), ["req_b", "req_a"]);
+    assert!(store.get_delivery("nobody").await.unwrap().is_none());
+}
+
+async fn refused_counts_add_up_in_one_row_whichever_write_comes_first(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 14, 2, 7).unwrap();
+    let count = |id: &str, n: u64, first: i64, last: i64| RefusedCount {
+        request_id: id.into(),
+        source: name("mail"),
+        status: 401,
+        code: "invalid_signature".into(),
+        first_at: t0 + chrono::Duration::seconds(first),
+        last_at: t0 + chrono::Duration::seconds(last),
+        count: n,
+    };
+    let anchor = |id: &str| Delivery { refused_count: Some(1), last_received_at: Some(t0), ..delivery(id, "mail", None, 401, false, t0) };
+    // The row written first, its counts after (as the intake does).
+    store.record_delivery(anchor("req_agg1"), None);
+    recorded(&store, "req_agg1").await;
+    store.record_refusals(vec![count("req_agg1", 10, 1, 20)]).await.unwrap();
+    store.record_refusals(vec![count("req_agg1", 5, 21, 52)]).await.unwrap();
+    // The counts first (the row's own write was late or dropped), then the row.
+    store.record_refusals(vec![count("req_agg2", 7, 1, 30)]).await.unwrap();
+    store.record_delivery(anchor("req_agg2"), None);
+    store.record_delivery(delivery("req_after", "mail", None, 201, true, t0), None);
+    recorded(&store, "req_after").await;
+    let rows = store.list_deliveries(&name("mail"), DeliveryFilter::Failed, 100).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let one = rows.iter().find(|d| d.request_id == "req_agg1").unwrap();
+    assert_eq!((one.refused_count, one.received_at, one.last_received_at), (Some(16), t0, Some(t0 + chrono::Duration::seconds(52))));
+    let two = rows.iter().find(|d| d.request_id == "req_agg2").unwrap();
+    assert_eq!((two.refused_count, two.received_at), (Some(8), t0), "{two:?}");
+    assert_eq!(two.code.as_deref(), Some("invalid_signature"));
+    // Every refused request is in the source's error count.
+    let src = store.get_source(&name("mail")).await.unwrap().unwrap();
+    assert_eq!(src.error_count, 24);
+}
+
+async fn retention_keeps_the_newest_per_source_and_drops_the_expired(store: Arc<dyn Store>) {
+    for s in ["busy", "quiet"] {
+        store.create_source(source(s, &format!("{s}-secret"))).await.unwrap();
+    }
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    // Two expired records of the quiet source, then fresh ones of both.
+    for i in 0..2 {
+        store.record_delivery(delivery(&format!("req_q_old{i}"), "quiet", None, 201, true, old), None);
+    }
+    for i in 0..7 {
+        store.record_delivery(delivery(&format!("req_b{i}"), "busy", None, 201, true, now), None);
+    }
+    for i in 0..3 {
+        store.record_delivery(delivery(&format!("req_q{i}"), "quiet", None, 201, true, now), None);
+    }
+    recorded(&store, "req_q2").await;
+    // An incident: never touched by the retention.
+    let inc = store.ingest(ingest_req("busy", Some("kept"), "k1")).await.unwrap().incident();
+    let retention = DeliveryRetention { keep_per_source: 4, max_age: Some(chrono::Duration::days(30)), batch: 2 };
+    assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 5);
+    let ids = |rows: Vec<Delivery>| rows.into_iter().map(|d| d.request_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_deliveries(&name("busy"), DeliveryFilter::All, 100).await.unwrap()), ["req_b6", "req_b5", "req_b4", "req_b3"]);
+    assert_eq!(ids(store.list_deliveries(&name("quiet"), DeliveryFilter::All, 100).await.unwrap()), ["req_q2", "req_q1", "req_q0"]);
+    assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 0, "nothing more to do");
+    // Everything expires; the incident stays.
+    assert_eq!(store.prune_deliveries(retention, now + chrono::Duration::days(31)).await.unwrap(), 7);
+    assert!(store.list_deliveries(&name("busy"), DeliveryFilter::All, 100).await.unwrap().is_empty());
+    assert!(store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().is_some());
+    // No age limit: only the count binds.
+    for i in 0..3 {
+        store.record_delivery(delivery(&format!("req_n{i}"), "busy", None, 201, true, old), None);
+    }
+    recorded(&store, "req_n2").await;
+    let count_only = DeliveryRetention { max_age: None, keep_per_source: 2, ..retention };
+    assert_eq!(store.prune_deliveries(count_only, now).await.unwrap(), 1);
+}
+
+/// Request ids as builds before v7 (SQLite) / v4 (PostgreSQL) stored them: a generated one, a
+/// sender's, a sender's twice, and a generated one a sender copied.
+const OLD_REQUEST_IDS: [&str; 6] = [
+    "req_0193f1c2a4b87c3e9d5a0b1c2d3e4f50",
+    "senders-own",
+    "twice",
+    "twice",
+    "req_0193f1c2a4b87c3e9d5a0b1c2d3e4f51",
+    "req_0193f1c2a4b87c3e9d5a0b1c2d3e4f51",
+];
+
+/// After the migration: the generated id alone stays; every other one moved beside a new
+/// unique id, and can still be found by.
+async fn check_request_ids_migrated(store: &Arc<dyn Store>) {
+    let rows = store.list_deliveries(&name("mail"), DeliveryFilter::All, 100).await.unwrap();
+    assert_eq!(rows.len(), OLD_REQUEST_IDS.len());
+    let own: BTreeSet<&str> = rows.iter().map(|d| d.request_id.as_str()).collect();
+    assert_eq!(own.len(), rows.len(), "unique: {rows:?}");
+    let kept = store.get_delivery(OLD_REQUEST_IDS[0]).await.unwrap().unwrap();
+    assert_eq!((kept.request_id.as_str(), kept.sender_request_id.as_deref()), (OLD_REQUEST_IDS[0], None));
+    for moved in &OLD_REQUEST_IDS[1..] {
+        let d = store.get_delivery(moved).await.unwrap().unwrap();
+        assert_eq!(d.sender_request_id.as_deref(), Some(*moved), "{d:?}");
+        assert!(d.request_id.starts_with("req_0000000000000000") && d.request_id.len() == 36, "{d:?}");
+    }
+    assert_eq!(store.deliveries_by_sender_request_id("twice", 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_v7_makes_stored_request_ids_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tw.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)").unwrap();
+        for (v, sql) in [
+            (1, include_str!("../src/sqlite/schema_v1.sql")),
+            (2, include_str!("../src/sqlite/schema_v2.sql")),
+            (3, include_str!("../src/sqlite/schema_v3.sql")),
+            (4, include_str!("../src/sqlite/schema_v4.sql")),
+            (5, include_str!("../src/sqlite/schema_v5.sql")),
+            (6, include_str!("../src/sqlite/schema_v6.sql")),
+        ] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, '2025-01-01T00:00:00.000000Z')", [v]).unwrap();
+        }
+        for rid in OLD_REQUEST_IDS {
+            conn.execute(
+                "INSERT INTO deliveries (request_id, source, received_at, status, latency_ms, verified) \
+                 VALUES (?1, 'mail', '2026-01-01T00:00:00.000000Z', 201, 1.0, 1)",
+                [rid],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(dir.path());
+    check_request_ids_migrated(&store).await;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let unique: i64 = conn.query_row("SELECT \"unique\" FROM pragma_index_list('deliveries') WHERE name = 'deliveries_by_request'", [], |r| r.get(0)).unwrap();
+    assert_eq!(unique, 1);
+}
+
+#[tokio::test]
+async fn postgres_v4_makes_stored_request_ids_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = TestDatabase::create().await else { return };
+    let client = tw_store::testing::connect(&db.url).await.unwrap();
+    client.batch_execute("CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await.unwrap();
+    for (v, sql) in [
+        (1_i64, include_str!("../src/postgres/schema_v1.sql")),
+        (2, include_str!("../src/postgres/schema_v2.sql")),
+        (3, include_str!("../src/postgres/schema_v3.sql")),
+    ] {
+        client.batch_execute(sql).await.unwrap();
+        client.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())", &[&v]).await.unwrap();
+    }
+    for rid in OLD_REQUEST_IDS {
+        client
+            .execute(
+                "INSERT INTO deliveries (request_id, source, received_at, status, latency_ms, verified) VALUES ($1, 'mail', now(), 201, 1.0, true)",
+                &[&rid],
+            )
+            .await
+            .unwrap();
+    }
+    let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+    let store = tw_store::open(&DatabaseUrl::parse(&db.url).unwrap(), key, StoreOptions::default()).await.unwrap();
+    check_request_ids_migrated(&store).await;
+    let unique: bool = client
+        .query_one("SELECT indisunique FROM pg_index WHERE indexrelid = 'deliveries_by_request'::regclass", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(unique);
+}
+
+// ---- queued events given back at a stop ----
+
+async fn released_queued_events_are_claimable_at_once(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let new = |k: &str| NewQueuedEvent {
+        source: name("mail"),
+        raw: br#"{"event_type":"x"}"#.to_vec(),
+        request_key: k.into(),
+        received_at: Utc::now(),
+        request_id: None,
+    };
+    for k in ["r1", "r2", "r3"] {
+        store.enqueue(new(k)).await.unwrap();
+    }
+    // Claimed for an hour by a process that then stops.
+    let claimed = store.claim_queued(10, 3600).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(store.claim_queued(10, 3600).await.unwrap().is_empty(), "claimed events are not claimable");
+    let (first, rest) = claimed.split_first().unwrap();
+    // The first was processed before the stop; a stale claim (wrong attempt) is not released.
+    store.complete_queued(&first.id, Err("processed".into())).await.unwrap();
+    let mut claims: Vec<(String, u32)> = claimed.iter().map(|e| (e.id.clone(), e.attempts)).collect();
+    claims.push((rest[0].id.clone(), rest[0].attempts + 7));
+    assert_eq!(store.release_queued(&claims).await.unwrap(), 2);
+    // Pending again, the interrupted claim not counted, and claimable without waiting for the lease.
+    for e in rest {
+        let entry = store.queue_entry(&e.id).await.unwrap().unwrap();
+        assert_eq!((entry.status, entry.attempts), (QueueStatus::Pending, 0), "{entry:?}");
+    }
+    let again = store.claim_queued(10, 60).await.unwrap();
+    let mut ids: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = rest.iter().map(|e| e.id.as_str()).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(again.iter().all(|e| e.attempts == 1));
+    assert_ne!(store.queue_entry(&first.id).await.unwrap().unwrap().status, QueueStatus::Pending);
+}
+
+mod queue_release {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::released_queued_events_are_claimable_at_once(super::open(dir.path())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((store, _db)) = super::open_pg(dir.path()).await else { return };
+        super::released_queued_events_are_claimable_at_once(store).await;
+    }
 }

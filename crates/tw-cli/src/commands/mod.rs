@@ -2,6 +2,8 @@
 //! `api-key create` and `db`, which work on the store directly, and `bench`, which starts servers
 //! of its own and loads them.
 
+pub mod api_key;
+pub mod audit;
 pub mod bench;
 pub mod db;
 pub mod incident;
@@ -14,7 +16,7 @@ use crate::client::Client;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::ExitCode;
 
 /// What every command gets: where the server is, the key, and how to print.
@@ -43,22 +45,6 @@ pub fn seg(s: &str) -> String {
     out
 }
 
-/// `tw-cli api-key create`.
-pub async fn api_key_create(ctx: &Ctx, name: &str, scope: &str, store: &serve::StoreArgs) -> Result<ExitCode> {
-    let (key, record) = new_api_key(name, scope, store).await?;
-    let scope = record.scope;
-    match ctx.output {
-        Output::Json => output::json(
-            &json!({"key": key.plaintext, "id": record.id, "name": record.name, "scope": record.scope, "created_at": record.created_at}),
-        ),
-        Output::Table => {
-            eprintln!("Created {} API key '{}'. Store it now: it is not shown again.", scope.as_str(), record.name);
-            println!("{}", key.plaintext);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Creates an API key in the store that `store` names, opening it directly (no server needed);
 /// the key's plaintext is in the returned [`tw_store::api_key::NewApiKey`], the only place it
 /// exists.
@@ -67,13 +53,7 @@ pub async fn new_api_key(
     scope: &str,
     store: &serve::StoreArgs,
 ) -> Result<(tw_store::api_key::NewApiKey, tw_store::ApiKeyRecord)> {
-    let name = name.trim();
-    anyhow::ensure!(!name.is_empty() && name.len() <= 100, "--name must be 1 to 100 characters");
-    let scope: tw_store::Scope = scope.parse().map_err(anyhow::Error::msg)?;
-    let store = tw_server::open_store(&store.server_config()).await?;
-    let key = tw_store::api_key::generate()?;
-    let record = store.create_api_key(name, scope, key.hash, &key.prefix).await?;
-    Ok((key, record))
+    api_key::create_key(name, scope, None, store).await
 }
 
 /// `tw-cli queue <queue_id>`.

@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// Serve /metrics on this address (e.g. 127.0.0.1:9090) instead of the API's.
     #[arg(long, env = "TW_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// A file holding the bearer token /metrics then asks for (Prometheus:
+    /// `authorization: {credentials_file: ...}`); or give the token in TW_METRICS_TOKEN. Without
+    /// either, /metrics is open.
+    #[arg(long, env = "TW_METRICS_TOKEN_FILE", value_name = "PATH")]
+    metrics_token_file: Option<PathBuf>,
     /// Log records kept for `tw-cli logs` (in memory; the newest win).
     #[arg(long, env = "TW_LOG_RECORDS", default_value_t = 20_000)]
     log_records: usize,
@@ -96,6 +101,51 @@ pub struct ServeArgs {
     /// default: the TCP peer is the client.
     #[arg(long = "trusted-proxy", env = "TW_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Failed signature verifications and wrong API keys a client address (an IPv6 /64) may make
+    /// at once; past them, its intake and API requests are answered 429 rate_limited until
+    /// failures are forgiven again at --auth-failure-per-minute. 0 disables the limit.
+    #[arg(long, env = "TW_AUTH_FAILURE_BURST", default_value_t = tw_server::limits::DEFAULT_AUTH_FAILURE_BURST)]
+    auth_failure_burst: u32,
+    /// Failures a minute forgiven per client address (the refill of its budget). 0 disables the limit.
+    #[arg(long, env = "TW_AUTH_FAILURE_PER_MINUTE", default_value_t = tw_server::limits::DEFAULT_AUTH_FAILURE_PER_MINUTE)]
+    auth_failure_per_minute: u32,
+    /// Playbook tests (POST /api/playbooks/NAME/test) one API key may run at once; past them, 429
+    /// rate_limited. 0 disables the limit.
+    #[arg(long, env = "TW_PLAYBOOK_TEST_BURST", default_value_t = tw_server::limits::DEFAULT_PLAYBOOK_TEST_BURST)]
+    playbook_test_burst: u32,
+    /// Playbook tests a minute per API key after the burst. 0 disables the limit.
+    #[arg(long, env = "TW_PLAYBOOK_TEST_PER_MINUTE", default_value_t = tw_server::limits::DEFAULT_PLAYBOOK_TEST_PER_MINUTE)]
+    playbook_test_per_minute: u32,
+    /// Seconds a client has, from connecting (or from the first byte of a later request), to send
+    /// complete request headers; a slower one is disconnected.
+    #[arg(long, env = "TW_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_secs: u64,
+    /// Seconds a request body has, from its headers, to arrive whole; a slower one is answered
+    /// 408 request_timeout and the connection closed.
+    #[arg(long, env = "TW_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "TW_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    idle_timeout_secs: u64,
+    /// Client connections open at once (default: 1024, or half the open-file limit when lower).
+    /// At the cap, the connection idle the longest is closed to make room.
+    #[arg(long, env = "TW_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: Option<u64>,
+    /// Request body bytes held at once across all connections; past it, requests are answered
+    /// 503 unavailable with Retry-After instead of being read.
+    #[arg(long, env = "TW_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=4_294_967_295))]
+    max_buffered_body_bytes: u64,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight and running triage jobs.
+    #[arg(long, env = "TW_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_grace_secs: u64,
+    /// Delivery records (`tw-cli webhook events`) kept per source: the newest win; older ones are
+    /// deleted in the background. Incidents are never deleted.
+    #[arg(long, env = "TW_DELIVERIES_KEEP", default_value_t = tw_store::DEFAULT_DELIVERIES_KEEP, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    deliveries_keep: u64,
+    /// Days a delivery record is kept at most; 0 keeps them regardless of age (--deliveries-keep
+    /// still bounds them).
+    #[arg(long, env = "TW_DELIVERIES_MAX_AGE_DAYS", default_value_t = tw_store::DEFAULT_DELIVERIES_MAX_AGE_DAYS, value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    deliveries_max_age_days: u32,
 }
 
 fn parse_proxy(s: &str) -> Result<ipnet::IpNet, String> {
@@ -124,6 +174,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     cfg.max_inflight = args.max_inflight;
     cfg.playbooks_dir = args.playbooks_dir;
     cfg.metrics_listen = args.metrics_listen;
+    cfg.metrics_token = tw_server::metrics::load_token(args.metrics_token_file.as_deref(), std::env::var("TW_METRICS_TOKEN").ok())
+        .map_err(anyhow::Error::msg)?;
     cfg.intel_dir = args.intel_dir;
     if let Some(n) = args.triage_workers {
         cfg.triage_workers = n;
@@ -131,6 +183,26 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     cfg.triage_max_attempts = args.triage_max_attempts;
     cfg.claim_lease_secs = args.claim_lease_secs;
     cfg.trusted_proxies = tw_server::client::TrustedProxies::new(args.trusted_proxies);
+    cfg.limits = tw_server::limits::LimitsConfig {
+        auth_failure_burst: args.auth_failure_burst,
+        auth_failure_per_minute: args.auth_failure_per_minute,
+        playbook_test_burst: args.playbook_test_burst,
+        playbook_test_per_minute: args.playbook_test_per_minute,
+        ..cfg.limits
+    };
+    cfg.connection_limits = tw_server::serve::ConnectionLimits {
+        header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
+        max_connections: args.max_connections.map_or(cfg.connection_limits.max_connections, |n| n as usize),
+        max_buffered_body_bytes: args.max_buffered_body_bytes as usize,
+    };
+    cfg.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    cfg.deliveries_retention = tw_store::DeliveryRetention {
+        keep_per_source: args.deliveries_keep,
+        max_age: (args.deliveries_max_age_days > 0).then(|| chrono::Duration::days(i64::from(args.deliveries_max_age_days))),
+        ..cfg.deliveries_retention
+    };
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await;

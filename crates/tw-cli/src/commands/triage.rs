@@ -23,8 +23,8 @@ pub enum TriageCommand {
         /// Wait for the result and print it.
         #[arg(long)]
         wait: bool,
-        /// Seconds to wait with --wait.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds to wait with --wait (1 to 86400).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         timeout: u64,
     },
 }

@@ -41,8 +41,9 @@ pub enum WebhookCommand {
         #[arg(long)]
         secret: Option<String>,
     },
-    /// Recent deliveries of a source (time, status, code, incident, request id); `events get
-    /// <request-id>` shows one with its payload.
+    /// Recent deliveries of a source (time, status, code, incident, request id, sender's request
+    /// id); refused requests beyond 5 a minute per code show as one row with their count. `events
+    /// get <request-id>` shows one with its payload.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Events {
         #[command(subcommand)]
@@ -71,10 +72,27 @@ pub enum WebhookCommand {
     },
 }
 
+/// The last cell of an aggregate row: `(1,532 invalid_signature refused 14:02:07-14:02:59)`.
+fn refused_summary(n: u64, d: &Value) -> String {
+    let time = |v: &Value| v.as_str().and_then(|t| t.get(11..19)).unwrap_or("?").to_string();
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let code = d["code"].as_str().unwrap_or("-");
+    format!("({grouped} {code} refused {}-{})", time(&d["received_at"]), time(&d["last_received_at"]))
+}
+
 /// `webhook events get`.
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// One delivery by request id (the X-Request-Id of its response), with its payload.
+    /// One delivery with its payload, by its own request id (the response's X-Tw-Request-Id) or
+    /// the sender's X-Request-Id (the newest verified delivery that carried it; the others are
+    /// listed).
     Get { request_id: String },
 }
 
@@ -102,6 +120,16 @@ pub struct SettingArgs {
     /// Largest accepted body in bytes (default 1 MiB).
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// Verified deliveries a second this source may make, e.g. 10 or 0.5 (default: unlimited);
+    /// over it the intake answers 429 rate_limited with Retry-After. Counted per server process.
+    #[arg(long, value_name = "PER_SECOND", conflicts_with = "no_rate_limit")]
+    rate_limit: Option<f64>,
+    /// Deliveries allowed at once under --rate-limit (default: one second's worth).
+    #[arg(long, value_name = "N", requires = "rate_limit")]
+    rate_burst: Option<u32>,
+    /// Remove the source's rate limit.
+    #[arg(long)]
+    no_rate_limit: bool,
     /// Enable or disable deliveries.
     #[arg(long, value_name = "BOOL")]
     enabled: Option<bool>,
@@ -135,6 +163,16 @@ impl SettingArgs {
         }
         if let Some(v) = self.max_body_bytes {
             body.insert("max_body_bytes".into(), v.into());
+        }
+        if let Some(per_second) = self.rate_limit {
+            let mut limit = json!({"per_second": per_second});
+            if let Some(burst) = self.rate_burst {
+                limit["burst"] = burst.into();
+            }
+            body.insert("rate_limit".into(), limit);
+        }
+        if self.no_rate_limit {
+            body.insert("rate_limit".into(), Value::Null);
         }
         if let Some(v) = self.enabled {
             body.insert("enabled".into(), v.into());
@@ -242,8 +280,9 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    output::pairs(&[
+                    let mut items = vec![
                         ("request_id", cell(&v["request_id"])),
+                        ("sender_request_id", cell(&v["sender_request_id"])),
                         ("source", cell(&v["source"])),
                         ("received_at", cell(&v["received_at"])),
                         ("status", cell(&v["status"])),
@@ -253,7 +292,16 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                         ("duplicate", cell(&v["duplicate"])),
                         ("body_bytes", cell(&v["body_len"])),
                         ("latency_ms", format!("{:.2}", v["latency_ms"].as_f64().unwrap_or(0.0))),
-                    ]);
+                    ];
+                    if let Some(n) = v["refused_count"].as_u64() {
+                        items.push(("refused_count", n.to_string()));
+                        items.push(("last_received_at", cell(&v["last_received_at"])));
+                    }
+                    if let Some(others) = v["other_request_ids"].as_array().filter(|o| !o.is_empty()) {
+                        let others: Vec<String> = others.iter().map(cell).collect();
+                        items.push(("same_sender_id", others.join(" ")));
+                    }
+                    output::pairs(&items);
                     println!(
                         "
 payload:"
@@ -277,15 +325,21 @@ payload:"
                 Output::Json => output::json(&v),
                 Output::Table => {
                     let rows = super::rows_of(&v["data"], |d| {
+                        // An aggregate row says what it stands for where a sender's id would be.
+                        let sender = match d["refused_count"].as_u64() {
+                            Some(n) => refused_summary(n, d),
+                            None => cell(&d["sender_request_id"]),
+                        };
                         vec![
                             cell(&d["received_at"]),
                             cell(&d["status"]),
                             cell(&d["code"]),
                             cell(&d["incident_number"]),
                             cell(&d["request_id"]),
+                            sender,
                         ]
                     });
-                    output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID"], &rows);
+                    output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID", "SENDER ID"], &rows);
                 }
             }
         }
@@ -386,6 +440,13 @@ fn print_source(ctx: &Ctx, v: &Value, headline: &str) {
                 ("severity_mapping", mapping),
                 ("timestamp_tolerance", format!("{}s", cell(&v["timestamp_tolerance_secs"]))),
                 ("max_body_bytes", cell(&v["max_body_bytes"])),
+                (
+                    "rate_limit",
+                    match (v["rate_limit"]["per_second"].as_f64(), v["rate_limit"]["burst"].as_u64()) {
+                        (Some(per_second), Some(burst)) => format!("{per_second}/s, burst {burst}"),
+                        _ => "none".into(),
+                    },
+                ),
                 ("managed_by_config", cell(&v["managed_by_config"])),
                 ("secret_fingerprint", cell(&v["secret_fingerprint"])),
                 ("created_at", cell(&v["created_at"])),

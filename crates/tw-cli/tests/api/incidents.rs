@@ -6,15 +6,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 const SECRET: &str = "incidents-secret-0123";
+/// The second source's own secret: the server refuses a secret another source uses.
+const SIEM_SECRET: &str = "incidents-siem-secret-0123";
 
 /// Two sources; five incidents: edr gets 3 (high, high, medium), siem gets 2 (medium, low).
 /// Bodies in delivery order are [`seed_bodies`].
 async fn seeded() -> TestApp {
     let app = TestApp::spawn().await;
     add(&app, "edr", SECRET, json!({})).await;
-    add(&app, "siem", SECRET, json!({})).await;
+    add(&app, "siem", SIEM_SECRET, json!({})).await;
     for (src, body) in seed_bodies() {
-        let (s, v) = app.deliver(src, SECRET, &body).await;
+        let (s, v) = app.deliver(src, if src == "siem" { SIEM_SECRET } else { SECRET }, &body).await;
         assert_accepted(s, &v);
     }
     app

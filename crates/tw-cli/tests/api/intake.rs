@@ -293,15 +293,16 @@ async fn oversized_bodies_are_413() {
     assert_accepted(status, &v);
 
     // A per-source smaller limit.
-    add(&app, "small", SECRET, json!({"max_body_bytes": 100})).await;
+    // Its own secret: the server refuses a secret another source uses.
+    add(&app, "small", "intake-small-secret-0123", json!({"max_body_bytes": 100})).await;
     let body = generic_with_id("this-body-is-longer-than-one-hundred-bytes-for-sure");
     assert!(body.len() > 100);
-    let (status, v) = post_intake(&app, "small", &signed_headers(SECRET, ts, body.as_bytes()), body.into_bytes()).await;
+    let (status, v) = post_intake(&app, "small", &signed_headers("intake-small-secret-0123", ts, body.as_bytes()), body.into_bytes()).await;
     let msg = assert_error(status, &v, 413, "payload_too_large");
     assert!(!v.to_string().contains(SECRET), "an error leaked the secret: {v}");
     assert!(msg.contains("100"), "{msg}");
     let body = r#"{"event_type":"tiny","data":{}}"#;
-    let (status, v) = app.deliver("small", SECRET, body).await;
+    let (status, v) = app.deliver("small", "intake-small-secret-0123", body).await;
     assert_accepted(status, &v);
 }
 

@@ -1,3 +1,362 @@
-//! (tests added by the hardening work)
+//! Connection limits and graceful shutdown: clients that send headers or bodies too slowly, idle
+//! keep-alive connections, more connections than the cap, more body bytes than the budget, and a
+//! SIGTERM with a request and triage jobs in flight. Misbehaving clients speak raw TCP.
 #[allow(unused_imports)]
 use crate::common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tw_server::serve::ConnectionLimits;
+
+const SECRET: &str = "connections-secret-0123456789abcdef";
+/// How long a test waits for the server to act; generous, never asserted as a speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Short timeouts so each test takes seconds; the cap and budget far from anything the test
+/// does unless it says otherwise.
+fn limits() -> ConnectionLimits {
+    ConnectionLimits {
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        max_connections: 256,
+        max_buffered_body_bytes: 64 * 1024 * 1024,
+    }
+}
+
+async fn spawn(tweak: impl FnOnce(&mut ConnectionLimits)) -> TestApp {
+    let mut l = limits();
+    tweak(&mut l);
+    let app = TestApp::spawn_with(|cfg| cfg.connection_limits = l).await;
+    app.add_source(json!({"source": "edr", "secret": SECRET})).await;
+    app
+}
+
+/// An alert of about `size` bytes.
+fn alert(id: &str, size: usize) -> String {
+    let pad = "x".repeat(size.saturating_sub(120));
+    json!({"event_type": "security_alert", "source": "edr", "data": {"alert_id": id, "severity": "low", "details": {"pad": pad}}})
+        .to_string()
+}
+
+/// The head of a signed delivery of `body` to `source`, declaring its full length.
+fn delivery_head(source: &str, body: &str) -> String {
+    let ts = now();
+    format!(
+        "POST /api/webhooks/{source} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nX-Webhook-Timestamp: {ts}\r\n\
+         X-Webhook-Signature: {}\r\nContent-Length: {}\r\n\r\n",
+        signature(SECRET, ts, body.as_bytes()),
+        body.len()
+    )
+}
+
+/// Reads until the server closes the connection (or `PATIENCE` passes: `None`); what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, read).await.ok()?;
+    Some(String::from_utf8_lossy(&all).into_owned())
+}
+
+/// The status code of a raw HTTP response.
+fn status_of(response: &str) -> Option<u16> {
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+/// The JSON body of a raw HTTP response (not chunked).
+fn body_of(response: &str) -> Value {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_client_dribbling_headers_is_disconnected() {
+    let app = spawn(|_| {}).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    // One header byte now and then, never the blank line: the old server waited forever.
+    let dribble = async {
+        for _ in 0..300 {
+            if s.write_all(b"X").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let cut = tokio::time::timeout(PATIENCE, dribble).await.unwrap_or(false);
+    assert!(cut || read_until_closed(&mut s).await.is_some(), "a slowloris client must be disconnected");
+    let (status, _) = app.with_key("", Method::GET, "/api/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_headers_is_closed() {
+    let app = spawn(|_| {}).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    assert!(read_until_closed(&mut s).await.is_some(), "a silent connection must be closed after the header timeout");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = spawn(|l| l.header_timeout = Duration::from_secs(60)).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    // Kept alive, then nothing: closed after the idle timeout (the header timeout is far off).
+    assert!(read_until_closed(&mut s).await.is_some(), "an idle keep-alive connection must be closed");
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_its_budget_released() {
+    // The budget holds one 100 KB body but not two.
+    let app = spawn(|l| l.max_buffered_body_bytes = 150 * 1024).await;
+    let body = alert("stalled-1", 100 * 1024);
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    s.write_all(&body.as_bytes()[..body.len() - 10]).await.unwrap();
+    // ... and the last 10 bytes never come.
+    let response = read_until_closed(&mut s).await.expect("a stalled body must end its connection");
+    if !response.is_empty() {
+        assert_eq!(status_of(&response), Some(408), "{response}");
+        assert_eq!(body_of(&response)["error"]["code"], "request_timeout", "{response}");
+    }
+    // What it held is free again: a body as large is accepted.
+    let (status, v) = app.deliver("edr", SECRET, &alert("after-stall", 100 * 1024)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn bodies_past_the_budget_are_refused_503_with_retry_after() {
+    let app = spawn(|l| {
+        l.max_buffered_body_bytes = 250 * 1024;
+        l.body_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // Two senders declare 200 KB, send 100 KB each and stall, holding 200 KB of the budget.
+    let mut stalled = Vec::new();
+    for i in 0..2 {
+        let body = alert(&format!("stall-{i}"), 200 * 1024);
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+        s.write_all(&body.as_bytes()[..100 * 1024]).await.unwrap();
+        stalled.push(s);
+    }
+    // The server has read what they sent (its gauge says so, within a second).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while buffered_body_bytes(&app).await < 200.0 * 1024.0 {
+        assert!(tokio::time::Instant::now() < deadline, "the stalled bodies were never read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A third body of 100 KB does not fit.
+    let body = alert("one-too-many", 100 * 1024);
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    // The server may stop reading once it refuses: a failed write is expected then.
+    let _ = s.write_all(body.as_bytes()).await;
+    let response = read_response(&mut s).await;
+    assert_eq!(status_of(&response), Some(503), "{response}");
+    assert!(response.to_ascii_lowercase().contains("\r\nretry-after:"), "503 must carry Retry-After: {response}");
+    assert_eq!(body_of(&response)["error"]["code"], "unavailable", "{response}");
+    // Small deliveries that fit what is left still go through.
+    let (status, v) = app.deliver("edr", SECRET, &alert("small", 1024)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_the_oldest_idle_connections_make_room() {
+    const CAP: usize = 8;
+    let app = spawn(|l| {
+        l.max_connections = CAP;
+        // The attackers' connections do not time out during the test: only the cap can help.
+        l.header_timeout = Duration::from_secs(600);
+        l.idle_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 * CAP {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /api/health HTTP/1.1\r\n").await.unwrap();
+        idle.push(s);
+    }
+    // Well-behaved clients on new connections are still served.
+    for i in 0..3 {
+        let http = reqwest::Client::new();
+        let resp = tokio::time::timeout(PATIENCE, http.get(app.url("/api/health")).send()).await.expect("health answers").unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let ts = now();
+        let (status, v) =
+            tokio::time::timeout(PATIENCE, post_signed(&http, &app.base, "edr", SECRET, ts, alert(&format!("capped-{i}"), 512)))
+                .await
+                .expect("the delivery is answered");
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    // The room was made by closing the idle ones, oldest first.
+    let mut closed = 0;
+    for s in &mut idle {
+        let mut buf = [0u8; 1024];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 2 * CAP, "only {closed} of {} idle connections were closed", idle.len());
+}
+
+/// A `tw-cli serve` with a slow delivery in flight and triage jobs claimed is sent SIGTERM: the
+/// delivery is answered, the process exits 0, and the jobs it claimed are released (another
+/// instance runs them at once, although their lease would last an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_requests_in_flight_releases_triage_and_exits_zero() {
+    const JOBS: usize = 150;
+    let (_tmp, data) = workdir();
+    std::fs::create_dir_all(&data).unwrap();
+    let key = new_key(&data, "admin");
+    let http = reqwest::Client::new();
+    // First, an instance without triage workers queues the jobs.
+    let mut a = ServerProcess::start(&data, &["--triage-workers", "0"], &[]);
+    let resp = http
+        .post(format!("{}/api/webhooks", a.url))
+        .bearer_auth(&key)
+        .json(&json!({"source": "mail", "secret": SECRET, "auto_triage": true, "playbook": "phishing_triage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    for i in 0..JOBS {
+        let (status, v) = post_signed(&http, &a.url, "mail", SECRET, now(), heavy_phish(&format!("sig-{i}"))).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    terminate(&mut a).await;
+
+    // Then one that runs them, one at a time, holding its claims for an hour.
+    let mut b = ServerProcess::start(&data, &["--triage-workers", "1", "--claim-lease-secs", "3600"], &[]);
+    let body = phish("in-flight");
+    let mut s = TcpStream::connect(("127.0.0.1", b.port)).await.unwrap();
+    // `Expect: 100-continue`: the server says "100 Continue" once its handler reads the body, so
+    // the request is certainly in flight when the signal comes.
+    let head = delivery_head("mail", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_head(&mut s).await;
+    assert_eq!(status_of(&interim), Some(100), "{interim}");
+    s.write_all(&body.as_bytes()[..body.len() / 2]).await.unwrap();
+    // SAFETY: signals the child this test started.
+    assert_eq!(unsafe { libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(&body.as_bytes()[body.len() / 2..]).await.unwrap();
+    let response = read_response(&mut s).await;
+    assert_eq!(status_of(&response), Some(201), "the request in flight is answered: {response}\n{}", b.log());
+    let status = wait_exit(&mut b).await;
+    assert!(status.success(), "exit status {status:?}:\n{}", b.log());
+
+    // A third instance takes every job the second left at once: none waits for its lease.
+    let c = ServerProcess::start(&data, &["--triage-workers", "2"], &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value =
+            http.get(format!("{}/api/incidents?per_page=200", c.url)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        let rows = v["data"].as_array().cloned().unwrap_or_default();
+        let unfinished: Vec<&Value> = rows.iter().filter(|i| i["triage"]["status"] != "completed").collect();
+        if rows.len() == JOBS + 1 && unfinished.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "triage jobs left claimed by the stopped instance: {:?}\n{}",
+            unfinished.iter().map(|i| &i["triage"]).collect::<Vec<_>>(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(b.log().contains("released"), "the stopping instance says what it released:\n{}", b.log());
+}
+
+/// The request body bytes the API's listener holds, from `/metrics`.
+async fn buffered_body_bytes(app: &TestApp) -> f64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("http_buffered_body_bytes{listener=\"api\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A phish with many look-alike links: a playbook run takes a while, so the stop finds jobs
+/// claimed and not yet run.
+fn heavy_phish(alert_id: &str) -> String {
+    let mut v: Value = serde_json::from_str(&phish(alert_id)).unwrap();
+    let urls: Vec<String> = (0..400).map(|i| format!("http://examp1e-login{i}.top/verify/account?session={i}")).collect();
+    v["data"]["details"]["urls"] = json!(urls);
+    v.to_string()
+}
+
+/// SIGTERM, then the exit status (which must be 0).
+async fn terminate(p: &mut ServerProcess) {
+    // SAFETY: signals the child this test started.
+    assert_eq!(unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = wait_exit(p).await;
+    assert!(status.success(), "exit status {status:?}:\n{}", p.log());
+}
+
+async fn wait_exit(p: &mut ServerProcess) -> std::process::ExitStatus {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = p.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the server did not exit after SIGTERM:\n{}", p.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A response head (an interim `100 Continue`), read byte by byte so nothing after it is taken.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut byte).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => head.push(byte[0]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PATIENCE, read).await;
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// One HTTP response, read until its declared length.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&all).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                if len.is_some_and(|n| body.len() >= n) {
+                    return;
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PATIENCE, read).await;
+    String::from_utf8_lossy(&all).into_owned()
+}

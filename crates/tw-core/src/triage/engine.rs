@@ -10,6 +10,10 @@
 //! Findings are deduplicated by `(rule, indicator)` (the first one wins), recommendations by
 //! `(action, target)`, so running a playbook twice, or a step finding the same thing twice,
 //! never duplicates evidence. Everything but `duration_us` is deterministic.
+//!
+//! A run's result is bounded: once its findings, recommendations and trace would take more than
+//! [`MAX_TRIAGE_BYTES`] as JSON, the run stops with [`TriageError::TooLarge`] (a playbook that
+//! copies sender data into its result many times over cannot store megabytes per alert).
 
 use super::actions::{self, ActionInput};
 use super::expr;
@@ -97,11 +101,48 @@ pub struct TriageOutcome {
     pub trace: Vec<TraceStep>,
 }
 
+/// The largest triage result, in bytes of JSON (findings, recommended actions and step trace).
+/// The built-in playbooks write about 3 MiB on a 1 MiB alert full of mail bodies and links (the
+/// default `max_body_bytes`), so the cap leaves them room while a playbook that copies the alert
+/// over and over is stopped.
+pub const MAX_TRIAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TriageError {
     #[error("step '{step}': {message}")]
     Step { step: String, message: String },
+    /// The result outgrew [`MAX_TRIAGE_BYTES`]; the same playbook on the same incident always
+    /// will, so this is not worth retrying.
+    #[error(
+        "step '{step}': the triage result would exceed {limit} bytes (findings, recommendations and step trace); the playbook copies too much of the incident into its result"
+    )]
+    TooLarge { step: String, limit: usize },
+}
+
+impl TriageError {
+    /// Whether running the same playbook on the same incident again could succeed.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, TriageError::TooLarge { .. })
+    }
+}
+
+/// Counts the bytes of a value's JSON without building it.
+fn json_len(v: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serializing a `Value` or our own types into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Deep-merges `over` into `base`: objects merge key by key, anything else replaces.
@@ -199,9 +240,12 @@ pub fn run(
         severity_changed: false,
     };
     let mut trace = Vec::with_capacity(playbook.steps.len());
+    // Bytes of the result so far; each step adds its trace entry and whatever it found.
+    let mut size = 0usize;
     for step in &playbook.steps {
         let started = Instant::now();
         let fail = |message: String| TriageError::Step { step: step.name.clone(), message };
+        let too_large = || TriageError::TooLarge { step: step.name.clone(), limit: MAX_TRIAGE_BYTES };
         let spec = actions::find(&step.action)
             .ok_or_else(|| fail(format!("unknown action '{}' (built-in actions: {})", step.action, actions::action_names().join(", "))))?;
         ctx["triage"] = state.as_json();
@@ -225,6 +269,11 @@ pub fn run(
         let mut params = Map::new();
         for (k, v) in &step.parameters {
             let resolved = expr::resolve(v, &ctx).map_err(|e| fail(format!("parameter '{k}': bad template: {e}")))?;
+            // Checked before the action runs, so an oversized input is never worked on.
+            size = size.saturating_add(json_len(&resolved));
+            if size > MAX_TRIAGE_BYTES {
+                return Err(too_large());
+            }
             params.insert(k.clone(), resolved);
         }
         let out = (spec.run)(&ActionInput {
@@ -235,6 +284,13 @@ pub fn run(
             severity: state.severity,
             params: &params,
         });
+        size = size
+            .saturating_add(json_len(&out.outputs))
+            .saturating_add(json_len(&out.findings))
+            .saturating_add(json_len(&out.recommendations));
+        if size > MAX_TRIAGE_BYTES {
+            return Err(too_large());
+        }
         if let Some(w) = out.weights {
             state.set_weights(w);
         }
@@ -400,6 +456,54 @@ steps:
         assert_eq!(out.verdict, Verdict::Inconclusive);
         assert!(out.recommended_actions.is_empty());
         assert_eq!(out.severity, None);
+    }
+
+    /// A 1 MiB alert full of what the built-in playbooks read (bodies, links, senders).
+    fn big_incident() -> TriageIncident {
+        let mut i = incident();
+        let messages: Vec<Value> = (0..60)
+            .map(|n| {
+                json!({"from": format!("Sender {n} <s{n}@examp1e-{n}.com>"), "subject": format!("Urgent invoice {n}"),
+                       "body": format!("{n} please verify your password at http://198.51.100.{}/login/{n} ", n % 250).repeat(280)})
+            })
+            .collect();
+        i.raw = json!({"messages": messages, "urls": (0..1000).map(|n| format!("http://host{n}.example.net/p")).collect::<Vec<_>>()});
+        assert!(json_len(&i.raw) > 1024 * 1024, "{}", json_len(&i.raw));
+        i
+    }
+
+    #[test]
+    fn builtin_playbooks_stay_under_the_result_cap_on_a_large_alert() {
+        for name in crate::triage::builtin_names() {
+            let pb = crate::triage::builtin(name).unwrap();
+            let out = run(&pb, &big_incident(), &Intel::default(), &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let size = json_len(&out);
+            assert!(size < MAX_TRIAGE_BYTES / 2, "{name}: {size} bytes");
+        }
+    }
+
+    #[test]
+    fn a_result_over_the_cap_fails_the_run_for_good() {
+        // Each step copies a (cut) 64 KiB body into its input, its output and its recommendation.
+        let mut yaml = String::from("name: big\nsteps:\n");
+        for n in 0..100 {
+            yaml.push_str(&format!(
+                "  - name: s{n}\n    action: recommend\n    parameters: {{action: a{n}, reason: \"{{{{ incident.raw.body }}}}\"}}\n"
+            ));
+        }
+        let pb = parse_playbook(&yaml).unwrap();
+        let mut i = incident();
+        i.raw = json!({"body": "x".repeat(1024 * 1024)});
+        let err = run(&pb, &i, &Intel::default(), &BTreeMap::new()).unwrap_err();
+        assert!(matches!(err, TriageError::TooLarge { .. }), "{err}");
+        assert!(!err.retryable());
+        assert!(err.to_string().contains("would exceed 8388608 bytes"), "{err}");
+        // A few such steps are fine, and the long value is cut and marked.
+        let short: String = yaml.lines().take(2 + 3 * 3).collect::<Vec<_>>().join("\n");
+        let out = run(&parse_playbook(&short).unwrap(), &i, &Intel::default(), &BTreeMap::new()).unwrap();
+        let reason = &out.recommended_actions[0].reason;
+        assert_eq!(reason.len(), expr::MAX_RENDERED_BYTES);
+        assert!(reason.ends_with(expr::TRUNCATED_MARK));
     }
 
     #[test]

@@ -19,6 +19,14 @@
 //! `{{ expr }}` inside a string. A string that is exactly one template yields the value itself
 //! (an array stays an array); otherwise each template is rendered as text and interpolated
 //! (`null` renders as nothing, arrays and objects as JSON).
+//!
+//! # Size limits
+//! A template is data a sender controls flowing into a stored result, so its output is bounded:
+//! rendered text longer than [`MAX_RENDERED_BYTES`] is cut on a character boundary and ends with
+//! [`TRUNCATED_MARK`] (a single long value, such as an e-mail body, still reads sensibly). What
+//! can be refused before any run is refused by the playbook's validation: more than
+//! [`MAX_INTERPOLATIONS`] `{{ }}` in one parameter, more than [`MAX_LITERAL_BYTES`] of literal text,
+//! or a template that copies the whole raw payload ([`unbounded_path`]).
 
 use serde_json::{Number, Value};
 use std::fmt;
@@ -27,6 +35,16 @@ use std::fmt;
 pub const MAX_EXPR_LEN: usize = 4096;
 /// Deepest nesting (parentheses, `not`, array literals) accepted.
 pub const MAX_DEPTH: usize = 48;
+/// Longest text one template renders to, in bytes; longer text is cut and marked. Equal to the
+/// most `check_text` reads of one text, so no detection is lost to the cut.
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024;
+/// What ends a rendered text that was cut at [`MAX_RENDERED_BYTES`].
+pub const TRUNCATED_MARK: &str = "...[truncated]";
+/// Most `{{ }}` in one parameter value, all its strings together (refused at validation): with
+/// [`MAX_RENDERED_BYTES`] this bounds what one parameter can render to before the run checks it.
+pub const MAX_INTERPOLATIONS: usize = 16;
+/// Most literal text in one parameter string, template or not (refused at validation).
+pub const MAX_LITERAL_BYTES: usize = 16 * 1024;
 
 /// A parse error with its byte offset in the source text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -611,9 +629,14 @@ pub fn parse_template(s: &str) -> Result<Template, ExprError> {
 
 impl Template {
     /// Renders: exactly one template and nothing else gives the value itself, otherwise text.
+    /// Text (and a string value) is cut at [`MAX_RENDERED_BYTES`] and marked; rendering stops
+    /// there, so a template repeating a large value costs one cut copy, not all of them.
     pub fn render(&self, ctx: &Value) -> Value {
         if let [Piece::Expr(e)] = self.pieces.as_slice() {
-            return e.eval(ctx);
+            return match e.eval(ctx) {
+                Value::String(s) if s.len() > MAX_RENDERED_BYTES => Value::String(truncate_marked(&s)),
+                v => v,
+            };
         }
         let mut out = String::new();
         for p in &self.pieces {
@@ -621,8 +644,21 @@ impl Template {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Expr(e) => out.push_str(&as_text(&e.eval(ctx))),
             }
+            if out.len() > MAX_RENDERED_BYTES {
+                return Value::String(truncate_marked(&out));
+            }
         }
         Value::String(out)
+    }
+
+    /// How many `{{ }}` the template holds.
+    pub fn interpolations(&self) -> usize {
+        self.pieces.iter().filter(|p| matches!(p, Piece::Expr(_))).count()
+    }
+
+    /// The bytes of literal text around the `{{ }}`.
+    pub fn literal_len(&self) -> usize {
+        self.pieces.iter().map(|p| if let Piece::Text(t) = p { t.len() } else { 0 }).sum()
     }
 
     /// Every path read by the template's expressions.
@@ -634,6 +670,27 @@ impl Template {
                 Piece::Text(_) => vec![],
             })
             .collect()
+    }
+}
+
+/// `s` cut to [`MAX_RENDERED_BYTES`] (mark included) on a character boundary, ending with
+/// [`TRUNCATED_MARK`].
+pub fn truncate_marked(s: &str) -> String {
+    let mut end = MAX_RENDERED_BYTES - TRUNCATED_MARK.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED_MARK}", &s[..end])
+}
+
+/// Whether a template reading `path` could copy an unbounded amount of sender data into the
+/// result: the whole incident or its whole raw payload (a field of it, `incident.raw.subject`,
+/// is fine: it is cut like any other text).
+pub fn unbounded_path(path: &Path) -> bool {
+    match path.segments.as_slice() {
+        [Segment::Key(root)] => root == "incident",
+        [Segment::Key(root), Segment::Key(field)] => root == "incident" && field == "raw",
+        _ => false,
     }
 }
 
@@ -769,6 +826,20 @@ mod tests {
         assert_eq!(r, json!({"a": ["malicious", 3], "b": "x70"}));
         let paths: Vec<String> = parse_template("{{ a.b }} {{ c[1] or d }}").unwrap().paths().iter().map(|p| p.to_string()).collect();
         assert_eq!(paths, ["a.b", "c[1]", "d"]);
+    }
+
+    #[test]
+    fn rendered_text_is_cut_and_marked() {
+        let c = json!({"incident": {"raw": {"body": "é".repeat(100_000)}, "title": "t"}});
+        let t = parse_template(&"{{ incident.raw }}".repeat(200)).unwrap();
+        let out = t.render(&c);
+        let text = out.as_str().unwrap();
+        assert!(text.len() <= MAX_RENDERED_BYTES && text.ends_with(TRUNCATED_MARK), "{}", text.len());
+        let whole = parse_template("{{ incident.raw.body }}").unwrap().render(&c);
+        assert!(whole.as_str().unwrap().len() <= MAX_RENDERED_BYTES && whole.as_str().unwrap().ends_with(TRUNCATED_MARK));
+        assert_eq!(parse_template("{{ incident.title }}!").unwrap().render(&c), json!("t!"));
+        assert!(unbounded_path(&parse_template("{{ incident.raw }}").unwrap().paths()[0].clone()));
+        assert!(!unbounded_path(parse_template("{{ incident.raw.x }}").unwrap().paths()[0]));
     }
 
     proptest! {

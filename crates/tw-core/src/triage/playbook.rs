@@ -221,6 +221,31 @@ impl Scope<'_> {
     }
 }
 
+/// Literal strings in a parameter value longer than [`expr::MAX_LITERAL_BYTES`] (their size is
+/// known now, so they are refused now rather than cut at every run).
+fn size_problems(v: &Value) -> Vec<String> {
+    fn go(v: &Value, out: &mut Vec<String>, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                let literal =
+                    if expr::has_template(s) { expr::parse_template(s).map(|t| t.literal_len()).unwrap_or(s.len()) } else { s.len() };
+                if literal > expr::MAX_LITERAL_BYTES {
+                    out.push(format!("{literal} bytes of literal text in one value; at most {}", expr::MAX_LITERAL_BYTES));
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| go(i, out, depth + 1)),
+            Value::Object(o) => o.values().for_each(|i| go(i, out, depth + 1)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    go(v, &mut out, 0);
+    out
+}
+
 fn text_field(v: Option<&Value>) -> Option<Result<String, &'static str>> {
     match v {
         None | Some(Value::Null) => None,
@@ -376,13 +401,37 @@ fn validate(top: &Map<String, Value>, errs: &mut Errors) -> Playbook {
             }
         }
         for (pname, pvalue) in &parameters {
-            for t in expr::templates_in(pvalue) {
+            let field = format!("parameters.{pname}");
+            for message in size_problems(pvalue) {
+                errs.step(i, &step_name, &field, message);
+            }
+            let templates = expr::templates_in(pvalue);
+            // Counted over the whole value: a list of templates renders them all.
+            let interpolations: usize = templates.iter().flatten().map(expr::Template::interpolations).sum();
+            if interpolations > expr::MAX_INTERPOLATIONS {
+                errs.step(
+                    i,
+                    &step_name,
+                    &field,
+                    format!("{interpolations} interpolations ({{{{ }}}}) in one parameter; at most {}", expr::MAX_INTERPOLATIONS),
+                );
+            }
+            for t in templates {
                 match t {
-                    Err(e) => errs.step(i, &step_name, &format!("parameters.{pname}"), format!("bad template: {e}")),
+                    Err(e) => errs.step(i, &step_name, &field, format!("bad template: {e}")),
                     Ok(t) => {
                         for p in t.paths() {
                             if let Err(m) = scope.check(p) {
-                                errs.step(i, &step_name, &format!("parameters.{pname}"), m);
+                                errs.step(i, &step_name, &field, m);
+                            } else if expr::unbounded_path(p) {
+                                errs.step(
+                                    i,
+                                    &step_name,
+                                    &field,
+                                    format!(
+                                        "'{p}' copies the whole incident payload into the result (unbounded); read one field of it instead, e.g. incident.raw.subject"
+                                    ),
+                                );
                             }
                         }
                     }
@@ -544,6 +593,34 @@ steps:
         );
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert_eq!(errs[0].field, "parameters.urls");
+    }
+
+    #[test]
+    fn unbounded_output_is_refused_before_any_run() {
+        let reason = "{{ incident.raw }}".repeat(200);
+        let errs = errors(&format!(
+            "name: amp\nsteps:\n  - name: r\n    action: recommend\n    parameters: {{action: x, reason: \"{reason}\"}}\n"
+        ));
+        let has = |needle: &str| errs.iter().any(|e| e.field == "parameters.reason" && e.message.contains(needle));
+        assert!(has("200 interpolations"), "{errs:#?}");
+        assert!(has("copies the whole incident payload"), "{errs:#?}");
+        for whole in ["{{ incident.raw }}", "{{ incident }}", "see {{ incident.raw }}"] {
+            let errs = errors(&format!(
+                "name: amp\nsteps:\n  - name: r\n    action: recommend\n    parameters: {{action: x, reason: \"{whole}\"}}\n"
+            ));
+            assert!(errs.iter().any(|e| e.message.contains("unbounded")), "{whole}: {errs:#?}");
+        }
+        // Spread over a list, the interpolations still add up.
+        let list = vec!["{{ incident.title }}"; 17].join("\", \"");
+        let errs = errors(&format!("name: amp\nsteps:\n  - name: r\n    action: check_text\n    parameters: {{texts: [\"{list}\"]}}\n"));
+        assert!(errs.iter().any(|e| e.message.contains("17 interpolations")), "{errs:#?}");
+        let long = "y".repeat(expr::MAX_LITERAL_BYTES + 1);
+        let errs = errors(&format!(
+            "name: amp\nsteps:\n  - name: r\n    action: recommend\n    parameters: {{action: x, reason: \"{long} {{{{ triage.score }}}}\"}}\n"
+        ));
+        assert!(errs.iter().any(|e| e.message.contains("bytes of literal text")), "{errs:#?}");
+        // A field of the raw payload is fine (cut at run time like any text).
+        parse_playbook("name: ok\nsteps:\n  - name: r\n    action: recommend\n    parameters: {action: x, reason: \"{{ incident.raw.subject }} {{ incident.raw['a b'] }}\"}\n").unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Deliveries: `GET /api/webhooks/:source/events` (recent deliveries of a source) and
+//! Deliveries: `GET /api/webhooks/:source/events` (recent deliveries of a source, with aggregate
+//! rows standing for refused requests counted rather than stored) and
 //! `GET /api/deliveries/:request_id` (one, with its body).
 
 use crate::ApiError;
@@ -18,7 +19,8 @@ pub struct EventsParams {
     tail: Option<String>,
 }
 
-/// The newest deliveries of a source, newest first: `?status=failed|ok&tail=N`.
+/// The newest deliveries of a source, newest first: `?status=failed|ok&tail=N`. A row with
+/// `refused_count` stands for that many refused requests (see [`crate::refusals`]).
 #[utoipa::path(
     get,
     path = "/api/webhooks/{source}/events",
@@ -59,7 +61,13 @@ pub async fn list(
     Ok(Json(json!({"data": items})))
 }
 
-/// One delivery by its request id (the `X-Request-Id` of its response), with the payload.
+/// How many other deliveries with the same sender's id one lookup names.
+const OTHERS_SHOWN: u32 = 20;
+
+/// One delivery with its payload, by the server's own request id (`X-Tw-Request-Id`, unique) or
+/// by the sender's `X-Request-Id`. A sender's id may have been sent more than once (by anyone):
+/// it finds the newest verified delivery that carried it, else the newest, and
+/// `other_request_ids` names the others (newest first, at most 20).
 #[utoipa::path(
     get,
     path = "/api/deliveries/{request_id}",
@@ -67,7 +75,7 @@ pub async fn list(
     operation_id = "get_delivery",
     summary = "One delivery with its payload",
     security(("api_key" = ["read"])),
-    params(("request_id" = String, Path, description = "The X-Request-Id of the delivery's response")),
+    params(("request_id" = String, Path, description = "The delivery's own id (the response's `X-Tw-Request-Id`), or the sender's `X-Request-Id`")),
     responses(
         (status = 200, description = "The delivery", body = schemas::Delivery),
         (status = 404, description = "`not_found`: no delivery with that request id", body = schemas::ErrorBody),
@@ -78,5 +86,20 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_
         state.store.get_delivery(&request_id).await?.ok_or_else(|| {
             ApiError::NotFound(format!("No delivery with request id '{}'", request_id.chars().take(128).collect::<String>()))
         })?;
-    Ok(Json(serde_json::to_value(d).unwrap_or_default()))
+    let by_sender = d.request_id != request_id;
+    let own = d.request_id.clone();
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    if by_sender {
+        let others: Vec<String> = state
+            .store
+            .deliveries_by_sender_request_id(&request_id, OTHERS_SHOWN + 1)
+            .await?
+            .into_iter()
+            .map(|o| o.request_id)
+            .filter(|id| *id != own)
+            .take(OTHERS_SHOWN as usize)
+            .collect();
+        v["other_request_ids"] = json!(others);
+    }
+    Ok(Json(v))
 }

@@ -18,20 +18,34 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// `GET /metrics`: Prometheus text exposition. Queue depths are read at scrape time.
+/// `GET /metrics`: Prometheus text exposition. Queue depths are read at scrape time; series of
+/// sources that are no longer registered are left out.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "health",
     operation_id = "metrics",
-    summary = "Prometheus metrics (no API key)",
-    description = "Served on the API address unless the server runs with `--metrics-listen`, which serves it there instead.",
+    summary = "Prometheus metrics (no API key; a bearer token when the server has one)",
+    description = "Served on the API address unless the server runs with `--metrics-listen`, which serves it there instead. With `--metrics-token-file` or `TW_METRICS_TOKEN`, it asks for `Authorization: Bearer <token>` (Prometheus: `authorization: {credentials_file: ...}`). Series of deleted sources are not shown.",
+    params(("Authorization" = Option<String>, Header, description = "`Bearer <metrics token>`, when the server is given one")),
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: the server has a metrics token and the request did not send it", body = schemas::ErrorBody),
     )
 )]
-pub async fn metrics(axum::extract::State(state): axum::extract::State<crate::AppState>) -> axum::response::Response {
+pub async fn metrics(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if let Some(token) = &state.metrics_token
+        && !crate::metrics::bearer_matches(&headers, token)
+    {
+        tracing::warn!(target: "auth", "metrics token refused");
+        let mut resp = crate::ApiError::Unauthorized("Missing or wrong metrics token: send Authorization: Bearer <token>").into_response();
+        resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        return resp;
+    }
     let m = &state.metrics;
     if let Ok(n) = state.store.queue_depth().await {
         m.gauge("webhook_queue_depth", &[("kind", "events")], n as f64);
@@ -40,7 +54,18 @@ pub async fn metrics(axum::extract::State(state): axum::extract::State<crate::Ap
         m.gauge("webhook_queue_depth", &[("kind", "triage")], n as f64);
     }
     m.upkeep();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render()).into_response()
+    let text = match state.sources.names().await {
+        Ok(live) => {
+            let live: std::collections::HashSet<&str> = live.iter().map(|n| n.as_str()).collect();
+            crate::metrics::drop_sources(&m.render(), &|s| live.contains(s))
+        }
+        // Without the list every source series is left out rather than a deleted one shown.
+        Err(e) => {
+            tracing::warn!(target: "store", error = %e.chain(), "cannot list sources for /metrics; source series left out");
+            crate::metrics::drop_sources(&m.render(), &|_| false)
+        }
+    };
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// A worker that has not gone round its loop for this long counts as stalled.
@@ -73,6 +98,15 @@ pub async fn ready(axum::extract::State(state): axum::extract::State<crate::AppS
         };
     };
     check("store", state.store.ping().await.map(|_| "reachable".into()).map_err(|e| e.to_string()));
+    // Reads can work while writes fail (a full disk): a store marked unwritable is probed (at
+    // most every PROBE_EVERY, whoever calls).
+    check(
+        "store_writes",
+        match state.store_health.probe(&*state.store, false).await {
+            None => Ok("writing".into()),
+            Some(f) => Err(format!("cannot write since {}: {}", f.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), f.cause)),
+        },
+    );
     check(
         "migrations",
         match state.store.schema_version().await {

@@ -1,12 +1,16 @@
 //! `POST /api/webhooks/:source`: verify, normalize, commit, acknowledge.
 //!
 //! Order of checks (cheap first, nothing stored before the signature is proven):
-//! source known and enabled, body size, signature and timestamp, HMAC, JSON, then either the
-//! incident is committed (sync) or the raw event is (async, or when the sync path is saturated).
+//! source known and enabled, the client address's budget of failed verifications (429, before
+//! the body is read; every 401 below spends it), body size, signature and timestamp, HMAC, the
+//! source's own `rate_limit` (429; verified deliveries only, so a forger cannot spend a real
+//! sender's budget), JSON, then either the incident is committed (sync) or the raw event is
+//! (async, or when the sync path is saturated). See [`crate::limits`].
 
 use crate::ApiError;
 use crate::metrics::UNREGISTERED;
-use crate::routes::request_id;
+use crate::refusals::Admission;
+use crate::routes::RequestIds;
 use crate::routes::schemas;
 use crate::state::AppState;
 use axum::Json;
@@ -17,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
-use tw_core::signature::verify_request;
+use tw_core::signature::verify_request_raw;
 use tw_core::{Alert, SourceMode, SourceName};
 use tw_store::{IngestOutcome, IngestRequest, NewDeadLetter, NewQueuedEvent, SourceRecord};
 
@@ -40,6 +44,8 @@ struct Seen {
     body: Option<axum::body::Bytes>,
     /// True once the signature verified: only then is anything of the request stored.
     verified: bool,
+    /// The client's address: `None` for the server's own test delivery, which no rate limit counts.
+    client: Option<std::net::IpAddr>,
 }
 
 /// The generic `event_type` of a signed test event: verified and normalized, never stored.
@@ -52,11 +58,11 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
     tag = "intake",
     operation_id = "receive_webhook",
     summary = "Deliver a signed alert (HMAC, no API key)",
-    description = "Checks, cheap first and nothing stored before the signature is proven: source registered and enabled, body size, signature headers, timestamp window, HMAC, JSON object. Every response carries `X-Request-Id`.",
+    description = "Checks, cheap first and nothing stored before the signature is proven: source registered and enabled, body size, signature headers, timestamp window, HMAC, JSON object. Every response carries `X-Request-Id` (the sender's own, echoed, else the server's) and `X-Tw-Request-Id` (the server's own, unique: the id of the stored delivery).",
     params(
         ("source" = String, Path, description = "The registered source name"),
-        ("X-Webhook-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 with the source's secret of `<X-Webhook-Timestamp>.<raw body>`; several values may be sent, separated by commas or spaces (one valid value is enough)"),
-        ("X-Webhook-Timestamp" = String, Header, description = "Unix seconds; at most `timestamp_tolerance_secs` (default 300) old and 300 s in the future"),
+        ("X-Webhook-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 with the source's secret of `<X-Webhook-Timestamp>.<raw body>`; several values may be sent, separated by commas or spaces (one valid value is enough; only the first 8 digests are tried, the rest ignored). A header that is not UTF-8 text is `invalid_signature`"),
+        ("X-Webhook-Timestamp" = String, Header, description = "Unix seconds; at most `timestamp_tolerance_secs` (default 300) old and as far in the future. Anything but digits (including a header that is not UTF-8 text) is `timestamp_invalid`"),
         ("X-Request-Id" = Option<String>, Header, description = "Echoed in the response; generated when absent"),
     ),
     request_body(content = Object, content_type = "application/json", description = "The vendor's alert: a JSON object (generic, Defender, CrowdStrike or Splunk shape; detected unless the source pins a format)"),
@@ -69,10 +75,11 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
         (status = 403, description = "`source_disabled`: the source is disabled", body = schemas::ErrorBody),
         (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`: the source is over its `rate_limit` (counted on verified deliveries), or the client address failed verification or API keys too often; `Retry-After` says when to come back", body = schemas::ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = schemas::ErrorBody),
     )
 )]
-pub async fn receive(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(State(state): State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     // The name is read from the raw path and decoded leniently (a path extractor would refuse
     // invalid UTF-8 before this handler): such a name is simply not registered, and is answered
@@ -80,9 +87,10 @@ pub async fn receive(State(state): State<AppState>, uri: Uri, headers: HeaderMap
     let raw = uri.path().strip_prefix("/api/webhooks/").unwrap_or_default();
     let source = percent_decode(raw.split('/').next().unwrap_or_default());
     let received_at = state.clock.now();
-    let rid = request_id(&headers);
+    let ids = RequestIds::of(&headers);
+    let rid = ids.own.clone();
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let mut seen = Seen::default();
+    let mut seen = Seen { client: Some(client.0), ..Seen::default() };
     let (mut resp, code, done) = match handle(&state, &source, &headers, body, &rid, &mut seen).await {
         Ok((resp, done)) => (resp, None, done),
         Err(e) => {
@@ -91,17 +99,34 @@ pub async fn receive(State(state): State<AppState>, uri: Uri, headers: HeaderMap
         }
     };
     let body_len = seen.body.as_ref().map(|b| b.len() as u64).or(declared_len);
-    let request = Request { rid: &rid, requested: &source, received_at, started, status: resp.status().as_u16(), code, body_len };
+    let request = Request {
+        rid: &rid,
+        sender_rid: ids.sender.as_deref(),
+        requested: &source,
+        received_at,
+        started,
+        status: resp.status().as_u16(),
+        code,
+        body_len,
+    };
     report(&state, &request, &done, seen);
-    if let Ok(v) = header::HeaderValue::from_str(&rid) {
+    // The sender's own id is echoed as it always was; the stored delivery's id, the server's and
+    // unique, comes beside it.
+    if let Ok(v) = header::HeaderValue::from_str(ids.echoed()) {
         resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-tw-request-id", v);
     }
     resp
 }
 
 /// One finished intake request, as it is counted, recorded and logged.
 struct Request<'a> {
+    /// The server's own request id.
     rid: &'a str,
+    /// The sender's `X-Request-Id`, when sane.
+    sender_rid: Option<&'a str>,
     /// The source name as the URL gave it (not trusted).
     requested: &'a str,
     received_at: chrono::DateTime<chrono::Utc>,
@@ -137,33 +162,52 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
         m.count("webhook_duplicates_total", &[("source", source)], 1);
     }
     if let Some(name) = &seen.source {
-        let delivery = tw_store::Delivery {
-            request_id: r.rid.to_string(),
-            source: name.clone(),
-            received_at: r.received_at,
-            status: r.status,
-            code: r.code.map(str::to_string),
-            incident_id: done.incident.map(|i| i.id),
-            incident_number: done.incident.map(|i| i.number),
-            queue_id: done.queue_id.clone(),
-            duplicate: done.duplicate,
-            body_len: r.body_len,
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            raw_payload: None,
-            verified: seen.verified,
+        // Refused before the signature verified (anyone's to send, at any rate), or throttled:
+        // a few stored in full, the rest counted ([`crate::refusals`]).
+        let admission = match r.code {
+            Some(code) if !seen.verified || code == "rate_limited" => {
+                state.refusals.admit(name, code, r.status, r.received_at, r.rid)
+            }
+            _ => Admission::Record,
         };
-        // A delivery refused after its signature verified keeps its body for debugging; an
-        // accepted one points at its incident; an unauthenticated body is never stored.
-        let body = match (r.code, seen.body, seen.verified) {
-            (Some(_), Some(b), true) => Some(b.slice(..b.len().min(tw_store::DELIVERY_BODY_LIMIT)).to_vec()),
-            _ => None,
-        };
-        state.store.record_delivery(delivery, body);
+        if let (Some(code), Admission::StartAggregate | Admission::Counted | Admission::Dropped) = (r.code, admission) {
+            m.count("webhook_refusals_aggregated_total", &[("source", source), ("code", code)], 1);
+        }
+        if matches!(admission, Admission::Record | Admission::StartAggregate) {
+            let aggregate = admission == Admission::StartAggregate;
+            let delivery = tw_store::Delivery {
+                request_id: r.rid.to_string(),
+                // An aggregate row stands for many senders' requests: no one sender's id.
+                sender_request_id: r.sender_rid.filter(|_| !aggregate).map(str::to_string),
+                source: name.clone(),
+                received_at: r.received_at,
+                status: r.status,
+                code: r.code.map(str::to_string),
+                incident_id: done.incident.map(|i| i.id),
+                incident_number: done.incident.map(|i| i.number),
+                queue_id: done.queue_id.clone(),
+                duplicate: done.duplicate,
+                body_len: r.body_len,
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                raw_payload: None,
+                verified: seen.verified,
+                refused_count: aggregate.then_some(1),
+                last_received_at: aggregate.then_some(r.received_at),
+            };
+            // A delivery refused after its signature verified keeps its body for debugging; an
+            // accepted one points at its incident; an unauthenticated body is never stored.
+            let body = match (r.code, seen.body, seen.verified) {
+                (Some(_), Some(b), true) => Some(b.slice(..b.len().min(tw_store::DELIVERY_BODY_LIMIT)).to_vec()),
+                _ => None,
+            };
+            state.store.record_delivery(delivery, body);
+        }
     }
     let incident = done.incident.map(|i| i.number.to_string());
     tracing::info!(
         target: "webhook",
         request_id = %r.rid,
+        sender_request_id = r.sender_rid,
         source,
         requested_source = unregistered.as_deref(),
         status = r.status,
@@ -188,7 +232,18 @@ async fn handle(
     rid: &str,
     seen: &mut Seen,
 ) -> Result<(Response, Delivered), ApiError> {
-    let unknown = || ApiError::UnknownSource(truncate(raw_name, 64));
+    // An unknown name counts as a failed authentication, so source names cannot be enumerated
+    // at speed (404 and 401 tell them apart); an address over its budget gets 429 for every
+    // name, registered or not.
+    let unknown = || {
+        if let Some(client) = seen.client {
+            crate::limits::count_failure(state, client, crate::limits::FailureKind::UnknownSource);
+        }
+        ApiError::UnknownSource(truncate(raw_name, 64))
+    };
+    if let Some(client) = seen.client {
+        crate::limits::refuse_throttled(state, client)?;
+    }
     let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
     let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
     seen.source = Some(name.clone());
@@ -213,8 +268,12 @@ async fn verified_event(
         return Err(ApiError::PayloadTooLarge(limit));
     }
     let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
             ApiError::PayloadTooLarge(limit)
+        } else if crate::serve::BodyError::find(&*e) == Some(crate::serve::BodyError::BudgetExhausted) {
+            // Too many bodies held at once (the connection layer answers 503 with Retry-After).
+            ApiError::Unavailable
         } else {
             // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
             ApiError::InvalidPayload("The request body could not be read completely".into())
@@ -225,15 +284,30 @@ async fn verified_event(
     let now = state.clock.now();
     let header_str = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let ts_header = header_str("x-webhook-timestamp");
-    verify_request(
+    // Raw bytes: a header that is present but not UTF-8 is invalid, not missing.
+    let header_raw = |n: &str| headers.get(n).map(|v| v.as_bytes());
+    verify_request_raw(
         &source.verifying_secrets(now),
         source.settings.timestamp_tolerance_secs,
         now.timestamp(),
-        ts_header,
-        header_str("x-webhook-signature"),
+        header_raw("x-webhook-timestamp"),
+        header_raw("x-webhook-signature"),
         &bytes,
-    )?;
+    )
+    .inspect_err(|_| {
+        if let Some(client) = seen.client {
+            crate::limits::count_failure(state, client, crate::limits::FailureKind::Signature);
+        }
+    })?;
     seen.verified = true;
+    // The source's own limit counts verified deliveries only, so forgeries cannot spend it. An
+    // over-limit body is not kept with its delivery record: the sender will send it again.
+    if seen.client.is_some()
+        && let Err(e) = crate::limits::take_source(state, source)
+    {
+        seen.body = None;
+        return Err(e);
+    }
 
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidPayload(format!("Body is not valid JSON: {e}")))?;
     if !value.is_object() {

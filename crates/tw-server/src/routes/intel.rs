@@ -1,7 +1,8 @@
 //! Local intelligence: `GET /api/intel` (counts) and `POST /api/intel/:list` (add indicators).
 
 use crate::ApiError;
-use crate::auth::{AdminAccess, ReadAccess};
+use crate::audit::{Admin, intel_snapshot};
+use crate::auth::ReadAccess;
 use crate::intel::{counts, list_names};
 use crate::routes::schemas;
 use crate::state::AppState;
@@ -45,7 +46,7 @@ pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<V
 )]
 pub async fn add(
     State(state): State<AppState>,
-    _auth: AdminAccess,
+    who: Admin,
     Path(list): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -68,6 +69,7 @@ pub async fn add(
     }
     let intel = state.intel.clone();
     let l = list.clone();
+    let sent = indicators.clone();
     let assets = if list == ASSETS { Some(parse_assets(&indicators)?) } else { None };
     let added = tokio::task::spawn_blocking(move || match assets {
         Some(entries) => intel.set_assets(&entries),
@@ -80,6 +82,7 @@ pub async fn add(
         ApiError::Internal("intel".into())
     })?;
     tracing::info!(target: "api", list = %list, added, "intel indicators added");
+    who.record(&state, "intel.add", &list, None, Some(intel_snapshot(&sent, added))).await;
     Ok(Json(json!({"list": list, "added": added, "counts": counts(&state.intel.current())})))
 }
 

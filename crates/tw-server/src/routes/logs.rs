@@ -59,7 +59,8 @@ pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Q
     let since = match p.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {
-            Some(state.clock.now() - parse_since(s).ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h or 1d"))?)
+            let bad = || ApiError::field("since", "must be a duration like 30s, 10m, 2h or 1d, at most 366d");
+            Some(state.clock.now().checked_sub_signed(parse_since(s).ok_or_else(bad)?).ok_or_else(bad)?)
         }
     };
     let tail = match p.tail.as_deref().filter(|s| !s.is_empty()) {

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource.
 
+pub mod audit;
 pub mod events;
 pub mod health;
 pub mod incidents;
@@ -24,7 +25,7 @@ use utoipa_axum::routes;
 /// The metrics endpoint alone (for `--metrics-listen`).
 pub fn metrics_router(state: AppState) -> Router {
     let (router, _) = OpenApiRouter::new().routes(routes!(health::metrics)).split_for_parts();
-    router.with_state(state)
+    router.layer(axum::middleware::map_response(nosniff)).with_state(state)
 }
 
 /// Every route of the API; `/metrics` too unless it is served on its own address.
@@ -35,7 +36,16 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .layer(axum::middleware::map_response(error_shape))
         .layer(axum::middleware::from_fn(access_log))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::map_response(nosniff))
         .with_state(state)
+}
+
+/// `X-Content-Type-Options: nosniff` on every response (outermost, so panics and framework
+/// rejections get it too): a browser must not read an error echoing sender text, or a stored
+/// payload, as HTML or script.
+async fn nosniff(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut().insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    resp
 }
 
 /// One `api` log line per request outside the intake (which writes its own, richer line).
@@ -125,6 +135,8 @@ pub(crate) fn api_routes(with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(intel::summary))
         .routes(routes!(intel::add))
         .routes(routes!(logs::logs))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::keys))
         .routes(routes!(health::ready))
         .routes(routes!(events::list))
         .routes(routes!(events::get))
@@ -144,15 +156,31 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("No such endpoint".into())
 }
 
-/// The request id: the sender's own `X-Request-Id` when it is sane, else a new one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()))
+/// A request's ids: the server's own, unique, which a stored delivery is known by, and the
+/// sender's `X-Request-Id` when it sent a sane one (its word: any sender may copy any id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIds {
+    /// `req_<uuid v7>`.
+    pub own: String,
+    pub sender: Option<String>,
+}
+
+impl RequestIds {
+    /// A new own id, and the sender's from `headers`.
+    pub fn of(headers: &HeaderMap) -> RequestIds {
+        let sender = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string);
+        RequestIds { own: format!("req_{}", uuid::Uuid::now_v7().simple()), sender }
+    }
+
+    /// What the response's `X-Request-Id` carries: the sender's own id echoed, else the server's.
+    pub fn echoed(&self) -> &str {
+        self.sender.as_deref().unwrap_or(&self.own)
+    }
 }
 
 /// `?page=&per_page=` with defaults and bounds.

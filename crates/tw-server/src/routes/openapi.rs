@@ -2,8 +2,8 @@
 //!
 //! The document is generated from the same registrations that build the router (each handler's
 //! `#[utoipa::path]`, registered with `routes!` in `routes::api_routes`), so a route cannot be
-//! served without being described. The responses every operation shares (500, and 401/403/503 on
-//! API-key routes) are added here once instead of on every handler. `docs/openapi.json` is a
+//! served without being described. The responses every operation shares (500, and 401/403/429/503
+//! on API-key routes) are added here once instead of on every handler. `docs/openapi.json` is a
 //! committed copy; `tests/openapi.rs` fails when it is out of date.
 
 use super::schemas::ErrorBody;
@@ -40,6 +40,7 @@ pub const API_KEY: &str = "api_key";
         (name = "playbooks", description = "Triage playbooks"),
         (name = "intel", description = "Local threat intelligence lists"),
         (name = "health", description = "Liveness, metrics and this description"),
+        (name = "admin", description = "The audit log of administrative changes, and API keys"),
     ),
     components(schemas(ErrorBody))
 )]
@@ -116,6 +117,11 @@ fn add_shared_responses(op: &mut Operation) {
             add_error(op, 403, "`forbidden`: the API key does not have the admin scope");
         }
         add_error(op, 503, "`unavailable`: the store is shutting down or unreachable; retry later");
+        add_error(
+            op,
+            429,
+            "`rate_limited`: this client address sent too many wrong API keys or bad signatures; `Retry-After` says when to come back",
+        );
     }
     add_error(op, 500, "`internal_error`: an internal failure (the cause is in the server log, under the id in the message)");
 }

@@ -5,7 +5,8 @@
 //! `{"yaml": "..."}`.
 
 use crate::ApiError;
-use crate::auth::{AdminAccess, ReadAccess};
+use crate::audit::{Admin, playbook_snapshot};
+use crate::auth::ReadAccess;
 use crate::error::FieldError;
 use crate::routes::schemas;
 use crate::state::AppState;
@@ -18,6 +19,10 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tw_core::triage::{Playbook, PlaybookError, TriageIncident, builtin_yaml, parse_playbook};
 use tw_core::{Format, SourceName};
+
+/// The largest body `POST /api/playbooks/:name/test` reads: a default-sized alert (1 MiB) and
+/// 64 KiB more for `variables` and the rest.
+pub const MAX_TEST_BODY_BYTES: usize = 1024 * 1024 + 64 * 1024;
 
 /// Names that are API paths under `/api/playbooks/`.
 const RESERVED: &[&str] = &["validate"];
@@ -166,7 +171,7 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): P
         (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = schemas::ErrorBody),
     )
 )]
-pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let yaml = yaml_of(&body)?;
     let playbook = parse_checked(&yaml)?;
     if state.playbooks.is_builtin(&playbook.name) {
@@ -178,6 +183,7 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
     state.store.put_playbook(&playbook.name, &yaml, "api").await?;
     state.playbooks.invalidate(&playbook.name);
     tracing::info!(target: "api", playbook = %playbook.name, "playbook added");
+    who.record(&state, "playbook.create", &playbook.name, None, Some(playbook_snapshot(&yaml, "api"))).await;
     Ok((StatusCode::CREATED, Json(view(&playbook, false, "api", Some(&yaml), &[]))))
 }
 
@@ -204,7 +210,7 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
 )]
 pub async fn replace(
     State(state): State<AppState>,
-    _auth: AdminAccess,
+    who: Admin,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -216,9 +222,11 @@ pub async fn replace(
     if playbook.name != name {
         return Err(ApiError::field("name", format!("is '{}' but the URL names '{name}'", playbook.name)));
     }
+    let before = state.store.get_playbook(&name).await?.map(|p| playbook_snapshot(&p.yaml, &p.origin));
     let created = state.store.put_playbook(&name, &yaml, "api").await?;
     state.playbooks.invalidate(&name);
     tracing::info!(target: "api", playbook = %name, created, "playbook stored");
+    who.record(&state, "playbook.put", &name, before, Some(playbook_snapshot(&yaml, "api"))).await;
     let used = used_by(&state, &name).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view(&playbook, false, "api", Some(&yaml), &used))))
 }
@@ -238,15 +246,17 @@ pub async fn replace(
         (status = 409, description = "`builtin_playbook` | `playbook_in_use`: built in, or a source uses it", body = schemas::ErrorBody),
     )
 )]
-pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     if state.playbooks.is_builtin(&name) {
         return Err(ApiError::BuiltinPlaybook(name));
     }
+    let before = state.store.get_playbook(&name).await?.map(|p| playbook_snapshot(&p.yaml, &p.origin));
     if !state.store.delete_playbook(&name).await? {
         return Err(ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>())));
     }
     state.playbooks.invalidate(&name);
     tracing::info!(target: "api", playbook = %name, "playbook deleted");
+    who.record(&state, "playbook.delete", &name, before, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,15 +298,23 @@ pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, Api
         (status = 200, description = "The normalized alert and the triage outcome", body = schemas::PlaybookTestResult),
         (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
         (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed", body = schemas::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 1,114,112 bytes (1 MiB of payload and 64 KiB more)", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed (e.g. its result would exceed 8 MiB)", body = schemas::ErrorBody),
+        (status = 429, description = "`rate_limited`: this API key ran too many tests (default 10 at once, then 2 a second; `tw-cli serve --playbook-test-burst/--playbook-test-per-minute`), or its address failed authentication too often; `Retry-After` says when to come back", body = schemas::ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
     )
 )]
 pub async fn test(
     State(state): State<AppState>,
-    _auth: ReadAccess,
+    // Counted per API key before the body is read: one test can cost a whole playbook run.
+    _auth: crate::limits::PlaybookTestAccess,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    // The payload a source takes by default, plus room for `variables`: the response is bounded
+    // by this and the engine's result cap.
+    if body.len() > MAX_TEST_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge(MAX_TEST_BODY_BYTES as u64));
+    }
     let body: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(m)) => m,
         _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object with a 'payload'".into())),
@@ -335,6 +353,6 @@ pub async fn test(
         Ok(outcome) => Ok(Json(json!({"playbook": name, "alert": alert, "triage": outcome}))),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
         Err(RunError::Busy) => Err(ApiError::Unavailable),
-        Err(RunError::Transient(m)) => Err(ApiError::field("playbook", m)),
+        Err(RunError::Transient(m) | RunError::Failed(m)) => Err(ApiError::field("playbook", m)),
     }
 }

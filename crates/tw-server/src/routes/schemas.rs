@@ -57,6 +57,7 @@ pub enum ErrorCode {
     PlaybookInUse,
     InternalError,
     Unavailable,
+    RateLimited,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,6 +156,9 @@ pub struct SourceView {
     pub severity_mapping: BTreeMap<String, Severity>,
     pub timestamp_tolerance_secs: i64,
     pub max_body_bytes: u64,
+    /// Verified deliveries allowed (per server process); null: unlimited.
+    #[schema(required = true)]
+    pub rate_limit: Option<RateLimitSetting>,
     /// Defined in the config file: only changeable there.
     pub managed_by_config: bool,
     #[schema(example = "sha256:1a2b3c4d")]
@@ -200,6 +204,8 @@ pub struct SourceSettingsInput {
     pub timestamp_tolerance_secs: Option<i64>,
     #[schema(minimum = 1, maximum = 67108864)]
     pub max_body_bytes: Option<u64>,
+    /// A token bucket of verified deliveries; null removes the limit (the default: none).
+    pub rate_limit: Option<RateLimitSetting>,
 }
 
 /// `POST /api/webhooks`: a new source.
@@ -787,7 +793,7 @@ pub struct LogParams {
     pub filter: Option<String>,
     /// The lowest level: trace, debug, info, warn or error.
     pub level: Option<String>,
-    /// Only records newer than this: 30s, 10m, 2h, 1d.
+    /// Only records newer than this: 30s, 10m, 2h, 1d (at most 366d; more is a 422 naming `since`).
     pub since: Option<String>,
     /// Only records about this source.
     pub source: Option<String>,
@@ -804,8 +810,13 @@ pub struct LogParams {
 /// One delivery to a registered source.
 #[derive(Serialize, ToSchema)]
 pub struct Delivery {
-    /// The `X-Request-Id` of the response.
+    /// The server's own id of the request (`req_<uuid v7>`, the response's `X-Tw-Request-Id`):
+    /// unique among stored deliveries.
+    #[schema(example = "req_0193f1c2a4b87c3e9d5a0b1c2d3e4f50")]
     pub request_id: String,
+    /// The sender's `X-Request-Id`, when it sent a sane one (echoed in the response's
+    /// `X-Request-Id`): the sender's word, not unique.
+    pub sender_request_id: Option<String>,
     pub source: String,
     pub received_at: DateTime<Utc>,
     /// The HTTP status it was answered with.
@@ -819,12 +830,25 @@ pub struct Delivery {
     pub duplicate: bool,
     pub body_len: Option<u64>,
     pub latency_ms: f64,
-    /// True when the signature verified (otherwise the request id is the sender's unverified word).
+    /// True when the signature verified.
     pub verified: bool,
     /// The payload (only when one delivery is asked for): what a refused delivery sent (first
     /// 64 KiB), or the incident's or queued event's raw payload.
     #[schema(required = false)]
     pub raw_payload: Option<String>,
+    /// Only on an aggregate row: how many requests to this source, refused with this status and
+    /// code before their signature verified (or rate limited), it stands for, from `received_at`
+    /// to `last_received_at`. Past 5 a minute per source and code, refused requests are counted
+    /// here instead of stored one by one.
+    #[schema(required = false)]
+    pub refused_count: Option<u64>,
+    /// Only on an aggregate row: when its last request arrived.
+    #[schema(required = false)]
+    pub last_received_at: Option<DateTime<Utc>>,
+    /// Only when looked up by a sender's `X-Request-Id`: the own ids of the other deliveries that
+    /// carried it, newest first (at most 20).
+    #[schema(required = false)]
+    pub other_request_ids: Option<Vec<String>>,
 }
 
 /// `GET /api/webhooks/{source}/events`.
@@ -860,7 +884,8 @@ pub struct ReadinessCheck {
 pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: String,
-    /// store, migrations, queue_workers, triage_workers.
+    /// store, store_writes (the store can commit: false while the disk is full), migrations,
+    /// queue_workers, triage_workers.
     pub checks: std::collections::BTreeMap<String, ReadinessCheck>,
     #[schema(required = false)]
     pub error: Option<ErrorDetail>,
@@ -896,6 +921,7 @@ mod tests {
             ApiError::PlaybookInUse { name: "x".into(), sources: vec![] },
             ApiError::Internal("x".into()),
             ApiError::Unavailable,
+            ApiError::RateLimited(crate::limits::Limited { reason: crate::limits::LimitReason::Source, retry_after_secs: 1 }),
         ];
         for e in &all {
             match e {
@@ -921,7 +947,8 @@ mod tests {
                 | ApiError::BuiltinPlaybook(_)
                 | ApiError::PlaybookInUse { .. }
                 | ApiError::Internal(_)
-                | ApiError::Unavailable => {}
+                | ApiError::Unavailable
+                | ApiError::RateLimited(_) => {}
             }
         }
         all
@@ -939,4 +966,118 @@ mod tests {
         let actual: std::collections::BTreeSet<String> = every_error().iter().map(|e| e.code().to_string()).collect();
         assert_eq!(listed, actual);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log and API keys
+
+/// `GET /api/audit` filters.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// An action (`source.create`) or a family of them (`source`: every `source.*`).
+    pub action: Option<String>,
+    /// A target exactly: a source or playbook name, an API key prefix, an intel list.
+    pub target: Option<String>,
+    /// Only records at or after this: an RFC 3339 time, or a duration back from now (`12h`, `90d`).
+    pub since: Option<String>,
+    /// The `meta.next_cursor` of the previous page: the page holds the records older than it.
+    pub cursor: Option<String>,
+    /// Records per page (default 50, at most 200).
+    #[param(minimum = 1, maximum = 200)]
+    pub per_page: Option<u32>,
+}
+
+/// Who made a change.
+#[derive(Serialize, ToSchema)]
+pub struct AuditActor {
+    /// `api_key`, `cli` (tw-cli on the store directly) or `config_file` (the server at start).
+    pub kind: String,
+    /// For `api_key`: the key's name.
+    #[schema(required = false)]
+    pub name: Option<String>,
+    /// For `api_key`: the key's prefix (never the key).
+    #[schema(required = false)]
+    pub key_prefix: Option<String>,
+    /// For `cli`: the operating-system user.
+    #[schema(required = false)]
+    pub user: Option<String>,
+    /// For `config_file`: the file.
+    #[schema(required = false)]
+    pub path: Option<String>,
+}
+
+/// One administrative change.
+#[derive(Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor: AuditActor,
+    /// The client's address (behind trusted proxies, the one they report); null for local changes.
+    pub client_ip: Option<String>,
+    /// `source.create`, `source.update`, `source.rotate_secret`, `source.delete`, `source.release`,
+    /// `api_key.create`, `api_key.revoke`, `playbook.create`, `playbook.put`, `playbook.delete`,
+    /// `intel.add`.
+    pub action: String,
+    pub target: String,
+    /// The state before (null for a creation); never a secret, at most its fingerprint.
+    pub before: Option<Value>,
+    /// The state after (null for a deletion); never a secret, at most its fingerprint.
+    pub after: Option<Value>,
+    pub request_id: Option<String>,
+}
+
+/// Paging of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditMeta {
+    pub per_page: u32,
+    /// Send as `?cursor=` for older records; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/audit`.
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub data: Vec<AuditRecord>,
+    pub meta: AuditMeta,
+}
+
+/// An API key as listed (never the key).
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    /// The key's first characters, safe to show.
+    pub prefix: String,
+    /// `admin` or `read`.
+    pub scope: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Written at most once a minute per key and server, so it may lag by that much.
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/keys`.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyView>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits
+
+/// A source's rate limit: a token bucket of `burst` verified deliveries, refilled at
+/// `per_second`. Over it the intake answers `429 rate_limited` with `Retry-After`. Counted per
+/// server process: N instances behind a load balancer allow N times as much.
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitSetting {
+    /// Deliveries added back each second (fractions allowed: 0.5 is one every two seconds).
+    #[schema(minimum = 0.001, maximum = 1000000, example = 10)]
+    pub per_second: f64,
+    /// Deliveries allowed at once after a quiet period.
+    #[schema(minimum = 1, maximum = 1000000, example = 50)]
+    pub burst: u32,
 }

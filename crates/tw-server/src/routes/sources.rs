@@ -5,6 +5,7 @@
 //! JSON labelled as a form.
 
 use crate::ApiError;
+use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::routes::intake::TEST_EVENT_TYPE;
@@ -18,7 +19,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use tw_core::signature::sign;
 use tw_core::{Format, Secret, Severity, SourceMode, SourceName};
-use tw_store::{NewSource, SourcePatch, SourceRecord, SourceSettings};
+use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
 
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
@@ -38,6 +39,7 @@ pub fn source_view(s: &SourceRecord) -> Value {
         "severity_mapping": st.severity_mapping,
         "timestamp_tolerance_secs": st.timestamp_tolerance_secs,
         "max_body_bytes": st.max_body_bytes,
+        "rate_limit": st.rate_limit.map(|r| json!({"per_second": r.per_second(), "burst": r.burst()})),
         "managed_by_config": s.managed_by_config,
         "secret_fingerprint": s.secret_fingerprint,
         "secret_rotated_at": s.secret_rotated_at,
@@ -146,10 +148,80 @@ fn parse_fields(body: &Map<String, Value>, playbooks: &[String], errors: &mut Ve
                 Some(n) if n >= 1 && (n as u64) <= MAX_BODY_LIMIT => p.max_body_bytes = Some(n as u64),
                 _ => bad(&format!("must be a whole number of bytes from 1 to {MAX_BODY_LIMIT}")),
             },
+            "rate_limit" => match parse_rate_limit(v) {
+                Ok(r) => p.rate_limit = Some(r),
+                Err(e) => errors.push(e),
+            },
             other => bad(&format!("unknown field '{other}'")),
         }
     }
     p
+}
+
+/// Reads a `rate_limit` value: `{"per_second": N, "burst"?: N}` sets one (`burst` defaults to one
+/// second's worth), `null` removes it. Numbers may be sent as strings, like every setting.
+pub fn parse_rate_limit(v: &Value) -> Result<Option<RateLimit>, FieldError> {
+    let at = |field: &str, msg: String| FieldError::new(format!("rate_limit.{field}"), msg);
+    let obj = match v {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => return Err(FieldError::new("rate_limit", "must be an object {\"per_second\": N, \"burst\": N}, or null for no limit")),
+    };
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "per_second" | "burst")) {
+        return Err(at(k, format!("unknown field '{k}' (expected per_second and burst)")));
+    }
+    let per_second = match obj.get("per_second") {
+        None => return Err(at("per_second", "is required".into())),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| at("per_second", RateLimitError::PerSecond.to_string()))?;
+    let burst = match obj.get("burst") {
+        None => per_second.ceil().clamp(1.0, f64::from(RateLimit::MAX_BURST)) as u32,
+        Some(v) => as_int(v).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| at("burst", RateLimitError::Burst.to_string()))?,
+    };
+    RateLimit::new(per_second, burst).map(Some).map_err(|e| at(e.field(), e.to_string()))
+}
+
+/// What a `secret` that another source uses is refused with (which source is not said).
+pub const SECRET_IN_USE: &str = "is already used by another source; each source needs its own secret (the signature does not cover the source, so either source would accept the other's deliveries)";
+
+/// The first source other than `except` that `secret` verifies for at `now` (its current secret,
+/// or its previous one during a rotation's grace period). Every secret is compared in constant
+/// time, whatever matches, so the time taken does not say which source (or how much) matched.
+pub fn secret_owner<'a>(
+    secret: &Secret,
+    sources: &'a [SourceRecord],
+    except: Option<&SourceName>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<&'a SourceName> {
+    let mut owner = None;
+    for s in sources.iter().filter(|s| Some(&s.name) != except) {
+        for other in s.verifying_secrets(now) {
+            if tw_core::signature::constant_time_eq(secret.expose().as_bytes(), other.expose().as_bytes()) && owner.is_none() {
+                owner = Some(&s.name);
+            }
+        }
+    }
+    owner
+}
+
+/// Refuses (as a `secret` field error) a secret another source verifies with. Read from the
+/// store, not the cache, so a change just made through another instance counts; two instances
+/// registering the same secret at the same moment can still both succeed (no lock spans the
+/// check and the write).
+async fn check_secret_unused(
+    state: &AppState,
+    secret: &Secret,
+    name: Option<&SourceName>,
+    errors: &mut Vec<FieldError>,
+) -> Result<(), ApiError> {
+    let sources = state.store.list_sources().await?;
+    if secret_owner(secret, &sources, name, state.clock.now()).is_some() {
+        errors.push(FieldError::new("secret", SECRET_IN_USE));
+    }
+    Ok(())
 }
 
 fn check_auto_triage(s: &SourceSettings, errors: &mut Vec<FieldError>) {
@@ -184,7 +256,7 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
         (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
     )
 )]
-pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = parse_body(&body, false)?;
     let playbooks = state.playbooks.names().await?;
     let mut errors = Vec::new();
@@ -203,6 +275,10 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
     let mut settings = SourceSettings::default();
     patch.apply(&mut settings);
     check_auto_triage(&settings, &mut errors);
+    // A generated secret is 256 random bits: only a given one can collide.
+    if let Some(secret) = &patch.secret {
+        check_secret_unused(&state, secret, name.as_ref(), &mut errors).await?;
+    }
     let Some(name) = name.filter(|_| errors.is_empty()) else { return Err(ApiError::fields(errors)) };
     let generated = patch.secret.is_none();
     let secret = match patch.secret {
@@ -212,6 +288,7 @@ pub async fn create(State(state): State<AppState>, _auth: AdminAccess, body: Byt
     let record = state.store.create_source(NewSource { name: name.clone(), secret: secret.clone(), settings }).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source registered");
+    who.record(&state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
     let mut view = source_view(&record);
     if generated {
         view["secret"] = Value::String(secret.expose().to_string());
@@ -279,7 +356,7 @@ fn refuse_managed(s: &SourceRecord) -> Result<(), ApiError> {
 )]
 pub async fn update(
     State(state): State<AppState>,
-    _auth: AdminAccess,
+    who: Admin,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -298,12 +375,16 @@ pub async fn update(
     let mut merged = current.settings.clone();
     patch.apply(&mut merged);
     check_auto_triage(&merged, &mut errors);
+    if let Some(secret) = &patch.secret {
+        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+    }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
     let record = state.store.update_source(&name, patch).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source updated");
+    who.record(&state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     Ok(Json(source_view(&record)))
 }
 
@@ -322,14 +403,16 @@ pub async fn update(
         (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
     )
 )]
-pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    refuse_managed(&load(&state, &name).await?)?;
+    let current = load(&state, &name).await?;
+    refuse_managed(&current)?;
     if !state.store.delete_source(&name).await? {
         return Err(ApiError::UnknownSource(name.to_string()));
     }
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source removed");
+    who.record(&state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -354,13 +437,14 @@ pub async fn remove(State(state): State<AppState>, _auth: AdminAccess, Path(name
 )]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    _auth: AdminAccess,
+    who: Admin,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, true)?;
-    refuse_managed(&load(&state, &name).await?)?;
+    let current = load(&state, &name).await?;
+    refuse_managed(&current)?;
     let mut errors = Vec::new();
     let mut secret = None;
     let mut grace = DEFAULT_GRACE_SECS;
@@ -378,6 +462,9 @@ pub async fn rotate_secret(
             other => errors.push(FieldError::new(other, format!("unknown field '{other}'"))),
         }
     }
+    if let Some(secret) = &secret {
+        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+    }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
@@ -389,6 +476,7 @@ pub async fn rotate_secret(
     let record = state.store.rotate_secret(&name, secret.clone(), until).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, grace_secs = grace, "secret rotated");
+    who.record(&state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     let mut view = source_view(&record);
     view["secret"] = Value::String(secret.expose().to_string());
     Ok(Json(view))

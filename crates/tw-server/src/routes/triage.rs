@@ -11,6 +11,9 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
 use tw_store::{IncidentKey, StoreError};
 
+/// The most JSON `variables` of one triage request may take.
+pub const MAX_VARIABLES_BYTES: usize = 64 * 1024;
+
 /// Queues a triage of one incident with `{"playbook"?, "variables"?}` (default: the playbook of
 /// the incident's source).
 #[utoipa::path(
@@ -26,7 +29,7 @@ use tw_store::{IncidentKey, StoreError};
         (status = 202, description = "The triage job was queued", body = schemas::TriageQueued),
         (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
         (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: an unknown field or playbook, or no playbook to run", body = schemas::ErrorBody),
+        (status = 422, description = "`validation_error`: an unknown field or playbook, no playbook to run, or `variables` over 64 KiB of JSON", body = schemas::ErrorBody),
     )
 )]
 pub async fn run(
@@ -67,6 +70,11 @@ pub async fn run(
         Some(Value::Object(m)) => m.clone(),
         Some(_) => return Err(ApiError::field("variables", "must be an object")),
     };
+    // Stored with the job and copied into every run's context.
+    let size = serde_json::to_vec(&variables).map_or(usize::MAX, |v| v.len());
+    if size > MAX_VARIABLES_BYTES {
+        return Err(ApiError::field("variables", format!("is {size} bytes of JSON; at most {MAX_VARIABLES_BYTES}")));
+    }
     let job =
         state.store.enqueue_triage(&IncidentKey::Id(incident.id), &playbook, variables, state.triage.max_attempts).await.map_err(|e| {
             match e {

@@ -1,5 +1,5 @@
-//! Delivery records for `tw-cli webhook events`: written in the writer's batches, pruned to the
-//! newest [`DELIVERIES_KEPT`].
+//! Delivery records for `tw-cli webhook events`: one row per delivery (written in the writer's
+//! batches), aggregate rows for refused requests counted instead of stored, and their retention.
 
 use super::{PgStore, execute, pg_opt_text, pg_text, query, query_opt};
 use crate::StoreError;
@@ -13,11 +13,16 @@ use tokio_postgres::Row;
 use tw_core::SourceName;
 use uuid::Uuid;
 
+/// Sources whose records one pruning round looks at, at most (names ever registered: an
+/// attacker cannot add any).
+const PRUNE_MAX_SOURCES: i64 = 100_000;
+
 fn delivery_from_row(r: &Row) -> Result<(Delivery, Option<Vec<u8>>), StoreError> {
     let source: String = r.get(1);
     let number: Option<String> = r.get(6);
     let d = Delivery {
         request_id: r.get(0),
+        sender_request_id: r.get(13),
         source: SourceName::parse(&source).map_err(crate::rows::corrupt("source"))?,
         received_at: r.get(2),
         status: r.get::<_, i32>(3).clamp(0, 999) as u16,
@@ -30,12 +35,18 @@ fn delivery_from_row(r: &Row) -> Result<(Delivery, Option<Vec<u8>>), StoreError>
         latency_ms: r.get(10),
         verified: r.get(12),
         raw_payload: None,
+        refused_count: r.get::<_, Option<i64>>(14).map(count),
+        last_received_at: r.get(15),
     };
     Ok((d, r.get(11)))
 }
 
 /// Stores a batch's delivery records and counts the refused ones on their sources.
 pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<Vec<u8>>)]) -> Result<(), StoreError> {
+    // One statement cannot upsert a row twice: the first record of an id in the batch stands,
+    // as it would had they come in different batches.
+    let mut seen = std::collections::HashSet::with_capacity(ds.len());
+    let ds: Vec<&(Delivery, Option<Vec<u8>>)> = ds.iter().copied().filter(|(d, _)| seen.insert(d.request_id.as_str())).collect();
     let request_ids: Vec<String> = ds.iter().map(|(d, _)| pg_text(&d.request_id)).collect();
     let sources: Vec<&str> = ds.iter().map(|(d, _)| d.source.as_str()).collect();
     let received: Vec<DateTime<Utc>> = ds.iter().map(|(d, _)| d.received_at).collect();
@@ -50,12 +61,20 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
     let body_lens: Vec<Option<i64>> = ds.iter().map(|(d, _)| d.body_len.map(|n| n as i64)).collect();
     let latencies: Vec<f64> = ds.iter().map(|(d, _)| d.latency_ms).collect();
     let verified: Vec<bool> = ds.iter().map(|(d, _)| d.verified).collect();
-    let rows = query(
+    let senders: Vec<Option<String>> = ds.iter().map(|(d, _)| pg_opt_text(&d.sender_request_id)).collect();
+    let refused: Vec<Option<i64>> = ds.iter().map(|(d, _)| d.refused_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX))).collect();
+    let last: Vec<Option<DateTime<Utc>>> = ds.iter().map(|(d, _)| d.last_received_at).collect();
+    // A request id is the server's own UUID: it only meets itself again when this is an
+    // aggregate row whose counts were flushed first (`record_refusals`), and then adds to it.
+    execute(
         tx,
         "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, \
-         body, body_len, latency_ms, verified) \
+         body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::uuid[], $7::text[], $8::text[], \
-         $9::bool[], $10::bytea[], $11::int8[], $12::float8[], $13::bool[]) RETURNING id",
+         $9::bool[], $10::bytea[], $11::int8[], $12::float8[], $13::bool[], $14::text[], $15::int8[], $16::timestamptz[]) \
+         ON CONFLICT (request_id) DO UPDATE \
+         SET refused_count = COALESCE(deliveries.refused_count + excluded.refused_count, deliveries.refused_count, excluded.refused_count), \
+         received_at = LEAST(deliveries.received_at, excluded.received_at)",
         &[
             &request_ids,
             &sources,
@@ -70,6 +89,9 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
             &body_lens,
             &latencies,
             &verified,
+            &senders,
+            &refused,
+            &last,
         ],
     )
     .await?;
@@ -86,12 +108,6 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
             &[&names, &ns],
         )
         .await?;
-    }
-    // Prune now and then: when the batch crossed a multiple of 1,000 ids.
-    let max: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).max().unwrap_or(0);
-    let min: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
-    if max / 1000 != (min - 1) / 1000 {
-        execute(tx, "DELETE FROM deliveries WHERE id <= $1", &[&(max - DELIVERIES_KEPT)]).await?;
     }
     Ok(())
 }
@@ -118,11 +134,17 @@ impl crate::DeliveryStore for PgStore {
 
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError> {
         let c = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM deliveries WHERE request_id = $1 ORDER BY verified DESC, id DESC LIMIT 1",
-            crate::rows::delivery_columns("body")
-        );
-        let Some(row) = query_opt(&c, &sql, &[&request_id]).await? else { return Ok(None) };
+        let cols = crate::rows::delivery_columns("body");
+        let own = format!("SELECT {cols} FROM deliveries WHERE request_id = $1");
+        let by_sender = format!("SELECT {cols} FROM deliveries WHERE sender_request_id = $1 ORDER BY verified DESC, id DESC LIMIT 1");
+        let mut found = None;
+        for sql in [own, by_sender] {
+            if let Some(row) = query_opt(&c, &sql, &[&request_id]).await? {
+                found = Some(row);
+                break;
+            }
+        }
+        let Some(row) = found else { return Ok(None) };
         let (mut d, body) = delivery_from_row(&row)?;
         let raw: Option<Vec<u8>> = match (body, &d.incident_id, &d.queue_id) {
             (Some(b), _, _) => Some(b),
@@ -144,5 +166,112 @@ impl crate::DeliveryStore for PgStore {
         };
         d.raw_payload = raw.map(|b| String::from_utf8_lossy(&b).into_owned());
         Ok(Some(d))
+    }
+
+    async fn deliveries_by_sender_request_id(&self, sender_request_id: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM deliveries WHERE sender_request_id = $1 ORDER BY id DESC LIMIT $2",
+            crate::rows::delivery_columns("NULL::bytea")
+        );
+        let c = self.client().await?;
+        query(&c, &sql, &[&sender_request_id, &i64::from(limit)]).await?.iter().map(|r| delivery_from_row(r).map(|d| d.0)).collect()
+    }
+
+    async fn record_refusals(&self, counts: Vec<RefusedCount>) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = counts.iter().map(|c| c.request_id.as_str()).collect();
+        let sources: Vec<&str> = counts.iter().map(|c| c.source.as_str()).collect();
+        let firsts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.first_at).collect();
+        let statuses: Vec<i32> = counts.iter().map(|c| i32::from(c.status)).collect();
+        let codes: Vec<&str> = counts.iter().map(|c| c.code.as_str()).collect();
+        let ns: Vec<i64> = counts.iter().map(|c| i64::try_from(c.count).unwrap_or(i64::MAX)).collect();
+        let lasts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.last_at).collect();
+        let mut by_source: BTreeMap<&str, i64> = BTreeMap::new();
+        for (s, n) in sources.iter().zip(&ns) {
+            *by_source.entry(s).or_default() += n;
+        }
+        let names: Vec<&str> = by_source.keys().copied().collect();
+        let errors: Vec<i64> = by_source.values().copied().collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        execute(
+            &tx,
+            "INSERT INTO deliveries (request_id, source, received_at, status, code, duplicate, latency_ms, verified, refused_count, \
+             last_received_at) \
+             SELECT id, source, first_at, status, code, FALSE, 0, FALSE, n, last_at \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::int8[], $7::timestamptz[]) \
+             AS r(id, source, first_at, status, code, n, last_at) \
+             ON CONFLICT (request_id) DO UPDATE SET refused_count = COALESCE(deliveries.refused_count, 0) + excluded.refused_count, \
+             last_received_at = GREATEST(deliveries.last_received_at, excluded.last_received_at)",
+            &[&ids, &sources, &firsts, &statuses, &codes, &ns, &lasts],
+        )
+        .await?;
+        execute(
+            &tx,
+            "UPDATE sources s SET error_count = s.error_count + d.n FROM unnest($1::text[], $2::int8[]) AS d(name, n) WHERE s.name = d.name",
+            &[&names, &errors],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prune_deliveries(&self, retention: DeliveryRetention, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let keep = i64::try_from(retention.keep_per_source).unwrap_or(i64::MAX);
+        let cutoff = retention.max_age.and_then(|age| now.checked_sub_signed(age));
+        let batch = i64::from(retention.batch.max(1));
+        let c = self.client().await?;
+        let names: Vec<String> = query(
+            &c,
+            "WITH RECURSIVE s(name) AS (SELECT (SELECT MIN(source) FROM deliveries) \
+             UNION ALL SELECT (SELECT MIN(source) FROM deliveries WHERE source > s.name) FROM s WHERE s.name IS NOT NULL) \
+             SELECT name FROM s WHERE name IS NOT NULL LIMIT $1",
+            &[&PRUNE_MAX_SOURCES],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        let mut total = 0;
+        for name in names {
+            // The newest of the source's ids beyond the `keep` newest, read once: rows at or
+            // below it stay deletable however many arrive meanwhile.
+            let edge: Option<i64> =
+                query_opt(&c, "SELECT id FROM deliveries WHERE source = $1 ORDER BY id DESC LIMIT 1 OFFSET $2", &[&name, &keep])
+                    .await?
+                    .map(|r| r.get(0));
+            loop {
+                // Each statement its own transaction, a bounded number of rows each.
+                let mut n = 0;
+                if let Some(edge) = edge {
+                    n += execute(
+                        &c,
+                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE source = $1 AND id <= $2 ORDER BY id LIMIT $3)",
+                        &[&name, &edge, &batch],
+                    )
+                    .await? as i64;
+                }
+                if let Some(cutoff) = cutoff
+                    && n < batch
+                {
+                    // The oldest rows first, a bounded number looked at: received times follow
+                    // ids closely enough that what is left waits for the next round.
+                    n += execute(
+                        &c,
+                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM \
+                         (SELECT id, received_at FROM deliveries WHERE source = $1 ORDER BY id LIMIT $3) AS oldest WHERE received_at < $2)",
+                        &[&name, &cutoff, &(batch - n)],
+                    )
+                    .await? as i64;
+                }
+                total += n as u64;
+                if n < batch {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 }

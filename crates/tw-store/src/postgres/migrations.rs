@@ -120,4 +120,20 @@ impl crate::HealthStore for PgStore {
         client.simple_query("SELECT 1").await?;
         Ok(())
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.writer.flush().await
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let now = chrono::Utc::now().to_rfc3339();
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('write_probe', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&now.as_bytes()],
+            )
+            .await?;
+        Ok(())
+    }
 }

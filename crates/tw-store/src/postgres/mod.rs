@@ -15,6 +15,7 @@
 //! One file per concern, as in `sqlite/`.
 
 mod api_keys;
+mod audit;
 mod deliveries;
 mod incidents;
 mod ingest;
@@ -32,7 +33,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-pub use migrations::{migrate_only, migration_status};
+pub use migrations::{latest, migrate_only, migration_status};
 
 /// The PostgreSQL store. Cheap to share behind an `Arc`.
 pub struct PgStore {

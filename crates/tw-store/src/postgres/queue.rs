@@ -59,6 +59,21 @@ async fn fail_queued(tx: &impl GenericClient, id: &str, reason: &str, now: DateT
 
 #[async_trait]
 impl crate::QueueStore for PgStore {
+    async fn release_queued(&self, events: &[(String, u32)]) -> Result<usize, StoreError> {
+        let c = self.client().await?;
+        let mut released = 0;
+        for (id, attempts) in events {
+            released += execute(
+                &c,
+                "UPDATE queue SET status = 'pending', attempts = attempts - 1, lease_until = NULL \
+                 WHERE id = $1 AND status = 'processing' AND attempts = $2",
+                &[id, &i64::from(*attempts)],
+            )
+            .await?;
+        }
+        Ok(released as usize)
+    }
+
     async fn claim_queued(&self, limit: usize, lease_secs: i64) -> Result<Vec<QueuedEvent>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

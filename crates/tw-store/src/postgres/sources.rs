@@ -33,6 +33,8 @@ fn source_row(r: &Row) -> SourceRow {
         last_delivery_at: r.get(16),
         delivery_count: r.get(17),
         error_count: r.get(18),
+        rate_limit_per_second: r.get(19),
+        rate_limit_burst: r.get(20),
     }
 }
 
@@ -51,7 +53,7 @@ async fn lock_source(c: &impl GenericClient, key: &MasterKey, name: &str) -> Res
 }
 
 impl SettingsValues {
-    fn pg_params(&self) -> [&(dyn ToSql + Sync); 8] {
+    fn pg_params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.enabled,
             &self.auto_triage,
@@ -61,13 +63,16 @@ impl SettingsValues {
             &self.severity_mapping,
             &self.timestamp_tolerance_secs,
             &self.max_body_bytes,
+            &self.rate_limit_per_second,
+            &self.rate_limit_burst,
         ]
     }
 }
 
 async fn write_settings(c: &impl GenericClient, name: &str, s: &SourceSettings, now: DateTime<Utc>) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
-    let sql = format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9) WHERE name = $10");
+    let sql =
+        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE name = $12");
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&now as &(dyn ToSql + Sync), &name]).collect();
     execute(c, &sql, &params).await?;
     Ok(())
@@ -84,7 +89,7 @@ async fn insert_source(
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"
     );
     let name = new.name.as_str();
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&name as &(dyn ToSql + Sync), &enc, &managed, &now]).collect();

@@ -164,6 +164,37 @@ impl crate::TriageStore for PgStore {
         Ok(true)
     }
 
+    async fn release_triage_jobs(&self, jobs: &[(String, u32)]) -> Result<usize, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let now = Utc::now();
+        let mut released = 0;
+        for (id, attempt) in jobs {
+            let row = query_opt(
+                &tx,
+                &format!(
+                    "UPDATE triage_jobs SET status = 'pending', attempts = attempts - 1, lease_until = NULL, run_after = $3 \
+                     WHERE id = $1 AND status = 'running' AND attempts = $2 RETURNING {JOB_COLUMNS}"
+                ),
+                &[id, &i64::from(*attempt), &now],
+            )
+            .await?;
+            let Some(job) = row.map(|r| job_from_row(&r)).transpose()? else { continue };
+            released += 1;
+            let triage = TriageState::Pending {
+                job_id: job.job_id.clone(),
+                playbook: job.playbook.clone(),
+                attempts: Some(job.attempts).filter(|n| *n > 0),
+                last_error: job.error.clone(),
+                retry_at: None,
+            };
+            let update = IncidentTriageUpdate { triage, status_from_open: None, severity: None };
+            write_incident_triage(&tx, job.incident_id, &job.job_id, &update).await?;
+        }
+        tx.commit().await?;
+        Ok(released)
+    }
+
     async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError> {
         let c = self.client().await?;
         load_job(&c, job_id).await

@@ -28,6 +28,8 @@ enum Op {
     Ingest(IngestRequest, Reply<IngestOutcome>),
     Enqueue(NewQueuedEvent, Reply<String>),
     Delivery(Delivery, Option<Vec<u8>>),
+    /// Answered once every write queued before it has been committed or failed.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Op {
@@ -37,6 +39,7 @@ impl Op {
             Op::Ingest(r, _) => r.raw.len(),
             Op::Enqueue(e, _) => e.raw.len(),
             Op::Delivery(_, body) => body.as_ref().map_or(0, Vec::len),
+            Op::Flush(_) => 0,
         }
     }
 }
@@ -66,6 +69,13 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Waits until every write queued before this call is committed (or has failed).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Op::Flush(reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
+    }
+
     /// Queues a delivery record without waiting; dropped when the writer is saturated.
     pub fn record(&self, d: Delivery, mut body: Option<Vec<u8>>) {
         // Only this much is kept: the rest need not wait in the channel.
@@ -92,11 +102,14 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, observer: Option<Arc<dyn Co
         }
         let size = batch.len();
         let started = std::time::Instant::now();
-        commit(&pool, std::mem::take(&mut batch)).await;
+        let unavailable = commit(&pool, std::mem::take(&mut batch)).await;
         let elapsed = started.elapsed();
         tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
         if let Some(o) = &observer {
-            o.committed(size, elapsed);
+            match unavailable {
+                None => o.committed(size, elapsed),
+                Some(cause) => o.unavailable(&cause),
+            }
         }
     }
 }
@@ -109,14 +122,28 @@ struct Batch {
     deliveries: Vec<(Delivery, Option<Vec<u8>>)>,
 }
 
-async fn commit(pool: &Pool, ops: Vec<Op>) {
+/// Commits a batch and answers its callers; returns the cause when the database could not write.
+async fn commit(pool: &Pool, ops: Vec<Op>) -> Option<String> {
     let mut b = Batch::default();
+    let mut flushes = Vec::new();
     for op in ops {
         match op {
             Op::Ingest(r, reply) => b.ingests.push((r, reply)),
             Op::Enqueue(e, reply) => b.enqueues.push((e, reply)),
             Op::Delivery(d, body) => b.deliveries.push((d, body)),
+            Op::Flush(reply) => flushes.push(reply),
         }
+    }
+    let unavailable = commit_writes(pool, b).await;
+    for reply in flushes {
+        let _ = reply.send(());
+    }
+    unavailable
+}
+
+async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
+    if b.ingests.is_empty() && b.enqueues.is_empty() && b.deliveries.is_empty() {
+        return None;
     }
     let reqs: Vec<&IngestRequest> = b.ingests.iter().map(|(r, _)| r).collect();
     let events: Vec<&NewQueuedEvent> = b.enqueues.iter().map(|(e, _)| e).collect();
@@ -134,6 +161,7 @@ async fn commit(pool: &Pool, ops: Vec<Op>) {
             for ((_, reply), id) in b.enqueues.into_iter().zip(ids) {
                 let _ = reply.send(Ok(id));
             }
+            None
         }
         // Nothing to single out: one write and no delivery records that could be the cause.
         Err(e) if e.is_unavailable() || (reqs.len() + events.len() <= 1 && deliveries.is_empty()) => {
@@ -148,6 +176,7 @@ async fn commit(pool: &Pool, ops: Vec<Op>) {
             for (_, reply) in b.enqueues {
                 let _ = reply.send(Err(err()));
             }
+            unavailable.then_some(message)
         }
         Err(e) => {
             tracing::warn!(target: "store", error = %e.chain(), writes = reqs.len() + events.len(), "batch failed; retrying its writes one by one");
@@ -166,6 +195,7 @@ async fn commit(pool: &Pool, ops: Vec<Op>) {
             if let Err(e) = records {
                 tracing::warn!(target: "store", error = %e.chain(), records = deliveries.len(), "delivery records dropped");
             }
+            down
         }
     }
 }

@@ -1,13 +1,19 @@
-//! Delivery records for `tw-cli webhook events`.
+//! Delivery records for `tw-cli webhook events`: one row per delivery (written in the writer's
+//! batches), aggregate rows for refused requests counted instead of stored, and their retention.
 
-use super::{SqliteStore, parse_ts, ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
 use crate::StoreError;
 use crate::model::*;
 use crate::rows::corrupt;
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, Row, params};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use tw_core::SourceName;
 use uuid::Uuid;
+
+/// Sources whose records one pruning round looks at, at most (names ever registered: an
+/// attacker cannot add any).
+const PRUNE_MAX_SOURCES: i64 = 100_000;
 
 fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreError> {
     let source: String = r.get(1)?;
@@ -15,6 +21,7 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
     let number: Option<String> = r.get(6)?;
     let d = Delivery {
         request_id: r.get(0)?,
+        sender_request_id: r.get(13)?,
         source: SourceName::parse(&source).map_err(corrupt("source"))?,
         received_at: parse_ts(&r.get::<_, String>(2)?)?,
         status: r.get::<_, i64>(3)?.clamp(0, 999) as u16,
@@ -27,8 +34,43 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
         latency_ms: r.get(10)?,
         verified: r.get(12)?,
         raw_payload: None,
+        refused_count: r.get::<_, Option<i64>>(14)?.map(crate::rows::count),
+        last_received_at: parse_opt_ts(r.get(15)?)?,
     };
     Ok((d, r.get(11)?))
+}
+
+/// Every row `sql` selects (with `delivery_columns("NULL")`), without bodies.
+fn deliveries(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Delivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(delivery_from_row(r)?.0);
+    }
+    Ok(out)
+}
+
+/// The payload to show with one delivery: its own kept body, else its incident's, else its
+/// queued event's (the incident's once processed, the dead letter's once failed, the queue's
+/// while it waits).
+fn payload_of(conn: &Connection, d: &Delivery, body: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(match (body, &d.incident_id, &d.queue_id) {
+        (Some(b), _, _) => Some(b),
+        (None, Some(inc), _) => conn
+            .query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0))
+            .optional()?,
+        (None, None, Some(q)) => conn
+            .query_row(
+                "SELECT COALESCE((SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = q.incident_id), \
+                                 (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
+                 FROM queue q WHERE q.id = ?1",
+                [q],
+                |r| r.get(0),
+            )
+            .optional()?,
+        _ => None,
+    })
 }
 
 #[async_trait]
@@ -39,9 +81,15 @@ impl crate::DeliveryStore for SqliteStore {
             b.truncate(DELIVERY_BODY_LIMIT);
         }
         self.writer.fire(move |conn, counters| {
+            // A request id is the server's own UUID: it only meets itself again when this is an
+            // aggregate row whose counts were flushed first (`record_refusals`), and then adds to it.
             conn.prepare_cached(
                 "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, \
-                 duplicate, body, body_len, latency_ms, verified) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 duplicate, body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 ON CONFLICT (request_id) DO UPDATE \
+                 SET refused_count = COALESCE(refused_count + excluded.refused_count, refused_count, excluded.refused_count), \
+                 received_at = MIN(received_at, excluded.received_at)",
             )?
             .execute(params![
                 d.request_id,
@@ -56,14 +104,13 @@ impl crate::DeliveryStore for SqliteStore {
                 body,
                 d.body_len.map(|n| n as i64),
                 d.latency_ms,
-                d.verified
+                d.verified,
+                d.sender_request_id,
+                d.refused_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                d.last_received_at.map(ts),
             ])?;
-            let id = conn.last_insert_rowid();
             if !(200..300).contains(&d.status) {
                 counters.error(d.source.as_str());
-            }
-            if id % 1000 == 0 {
-                conn.execute("DELETE FROM deliveries WHERE id <= ?1", [id - DELIVERIES_KEPT])?;
             }
             Ok(())
         });
@@ -81,13 +128,7 @@ impl crate::DeliveryStore for SqliteStore {
                 "SELECT {} FROM deliveries WHERE source = ?1 {cond} ORDER BY id DESC LIMIT ?2",
                 crate::rows::delivery_columns("NULL")
             );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![source.as_str(), limit])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(delivery_from_row(r)?.0);
-            }
-            Ok(out)
+            deliveries(conn, &sql, params![source.as_str(), limit])
         })
         .await
     }
@@ -95,35 +136,119 @@ impl crate::DeliveryStore for SqliteStore {
     async fn get_delivery(&self, request_id: &str) -> Result<Option<Delivery>, StoreError> {
         let id = request_id.to_string();
         self.read(move |conn, _| {
-            let sql = format!(
-                "SELECT {} FROM deliveries WHERE request_id = ?1 ORDER BY verified DESC, id DESC LIMIT 1",
-                crate::rows::delivery_columns("body")
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query([&id])?;
-            let Some(r) = rows.next()? else { return Ok(None) };
-            let (mut d, body) = delivery_from_row(r)?;
-            let raw: Option<Vec<u8>> = match (body, &d.incident_id, &d.queue_id) {
-                (Some(b), _, _) => Some(b),
-                (None, Some(inc), _) => conn
-                    .query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0))
-                    .optional()?,
-                // A queued delivery: its incident's payload once processed, the dead letter's once
-                // failed, the queue's while it waits.
-                (None, None, Some(q)) => conn
-                    .query_row(
-                        "SELECT COALESCE((SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = q.incident_id), \
-                                         (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
-                         FROM queue q WHERE q.id = ?1",
-                        [q],
-                        |r| r.get(0),
-                    )
-                    .optional()?,
-                _ => None,
-            };
-            d.raw_payload = raw.map(|b| String::from_utf8_lossy(&b).into_owned());
-            Ok(Some(d))
+            let cols = crate::rows::delivery_columns("body");
+            let own = format!("SELECT {cols} FROM deliveries WHERE request_id = ?1");
+            let by_sender = format!("SELECT {cols} FROM deliveries WHERE sender_request_id = ?1 ORDER BY verified DESC, id DESC LIMIT 1");
+            for sql in [own, by_sender] {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query([&id])?;
+                if let Some(r) = rows.next()? {
+                    let (mut d, body) = delivery_from_row(r)?;
+                    d.raw_payload = payload_of(conn, &d, body)?.map(|b| String::from_utf8_lossy(&b).into_owned());
+                    return Ok(Some(d));
+                }
+            }
+            Ok(None)
         })
         .await
+    }
+
+    async fn deliveries_by_sender_request_id(&self, sender_request_id: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let id = sender_request_id.to_string();
+        self.read(move |conn, _| {
+            let sql = format!(
+                "SELECT {} FROM deliveries WHERE sender_request_id = ?1 ORDER BY id DESC LIMIT ?2",
+                crate::rows::delivery_columns("NULL")
+            );
+            deliveries(conn, &sql, params![id, limit])
+        })
+        .await
+    }
+
+    async fn record_refusals(&self, counts: Vec<RefusedCount>) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .write(move |conn| {
+                let mut row = conn.prepare_cached(
+                    "INSERT INTO deliveries (request_id, source, received_at, status, code, duplicate, latency_ms, verified, \
+                     refused_count, last_received_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 0, ?6, ?7) \
+                     ON CONFLICT (request_id) DO UPDATE SET refused_count = COALESCE(refused_count, 0) + excluded.refused_count, \
+                     last_received_at = CASE WHEN last_received_at IS NULL OR last_received_at < excluded.last_received_at \
+                                             THEN excluded.last_received_at ELSE last_received_at END",
+                )?;
+                let mut errors = conn.prepare_cached("UPDATE sources SET error_count = error_count + ?2 WHERE name = ?1")?;
+                for c in &counts {
+                    let n = i64::try_from(c.count).unwrap_or(i64::MAX);
+                    row.execute(params![c.request_id, c.source.as_str(), ts(c.first_at), c.status, c.code, n, ts(c.last_at)])?;
+                    errors.execute(params![c.source.as_str(), n])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn prune_deliveries(&self, retention: DeliveryRetention, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let keep = i64::try_from(retention.keep_per_source).unwrap_or(i64::MAX);
+        let cutoff = retention.max_age.and_then(|age| now.checked_sub_signed(age)).map(ts);
+        let batch = i64::from(retention.batch.max(1));
+        // Each source with records, and the newest of its ids beyond the `keep` newest (read
+        // once: rows at or below it stay deletable however many arrive meanwhile).
+        let plan: Vec<(String, Option<i64>)> = self
+            .read(move |conn, _| {
+                let mut names = conn.prepare_cached(
+                    "WITH RECURSIVE s(name) AS (SELECT (SELECT MIN(source) FROM deliveries) \
+                     UNION ALL SELECT (SELECT MIN(source) FROM deliveries WHERE source > s.name) FROM s WHERE s.name IS NOT NULL) \
+                     SELECT name FROM s WHERE name IS NOT NULL LIMIT ?1",
+                )?;
+                let names: Vec<String> = names.query_map([PRUNE_MAX_SOURCES], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let mut edge = conn.prepare_cached("SELECT id FROM deliveries WHERE source = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2")?;
+                let mut plan = Vec::with_capacity(names.len());
+                for name in names {
+                    let e: Option<i64> = edge.query_row(params![name, keep], |r| r.get(0)).optional()?;
+                    plan.push((name, e));
+                }
+                Ok(plan)
+            })
+            .await?;
+        let mut total = 0;
+        for (source, edge) in plan {
+            loop {
+                let (s, c) = (source.clone(), cutoff.clone());
+                let n = self
+                    .writer
+                    .write(move |conn| {
+                        let mut n = 0;
+                        if let Some(edge) = edge {
+                            n += conn
+                                .prepare_cached(
+                                    "DELETE FROM deliveries WHERE id IN \
+                                     (SELECT id FROM deliveries WHERE source = ?1 AND id <= ?2 ORDER BY id LIMIT ?3)",
+                                )?
+                                .execute(params![s, edge, batch])? as i64;
+                        }
+                        if let Some(c) = c
+                            && n < batch
+                        {
+                            // The oldest rows first, a bounded number looked at: received times
+                            // follow ids closely enough that what is left waits for the next round.
+                            n += conn
+                                .prepare_cached(
+                                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM \
+                                     (SELECT id, received_at FROM deliveries WHERE source = ?1 ORDER BY id LIMIT ?3) WHERE received_at < ?2)",
+                                )?
+                                .execute(params![s, c, batch - n])? as i64;
+                        }
+                        Ok(n)
+                    })
+                    .await?;
+                total += n as u64;
+                if n < batch {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 }

@@ -100,4 +100,23 @@ impl crate::HealthStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn, _| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // The writer runs its jobs in order: an empty one returns after everything before it.
+        self.writer.write(|_| Ok(())).await
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        // Through the writer, so a success is a batch committed like any delivery's.
+        let now = ts(Utc::now());
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('write_probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [now.as_bytes()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
 }

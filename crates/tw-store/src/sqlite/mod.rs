@@ -5,6 +5,7 @@
 //! survives power loss. One file per concern, as in `postgres/`.
 
 mod api_keys;
+mod audit;
 mod deliveries;
 mod incidents;
 mod ingest;

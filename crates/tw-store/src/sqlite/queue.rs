@@ -63,6 +63,23 @@ fn load_queue_entry(conn: &Connection, id: &str) -> Result<Option<QueueEntry>, S
 
 #[async_trait]
 impl crate::QueueStore for SqliteStore {
+    async fn release_queued(&self, events: &[(String, u32)]) -> Result<usize, StoreError> {
+        let events = events.to_vec();
+        self.writer
+            .write(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "UPDATE queue SET status = 'pending', attempts = attempts - 1, lease_until = NULL \
+                     WHERE id = ?1 AND status = 'processing' AND attempts = ?2",
+                )?;
+                let mut released = 0;
+                for (id, attempts) in events {
+                    released += stmt.execute(params![id, attempts])?;
+                }
+                Ok(released)
+            })
+            .await
+    }
+
     async fn claim_queued(&self, limit: usize, lease_secs: i64) -> Result<Vec<QueuedEvent>, StoreError> {
         self.writer
             .write(move |conn| {

@@ -1,1 +1,27 @@
--- v8: reserved for this session's hardening work (filled in before it ships).
+-- v8: API key expiry, revocation time and last use; the audit log of administrative changes.
+
+-- `revoked` (v1) stays the flag lookups test; `revoked_at` says when. `last_used_at` is written
+-- at most about once a minute per key and process, never once per request.
+ALTER TABLE api_keys ADD COLUMN expires_at TEXT;
+ALTER TABLE api_keys ADD COLUMN revoked_at TEXT;
+ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;
+
+-- One row per administrative change. `seq` orders the log (newest first) and pages it; `before`
+-- and `after` are JSON snapshots that never hold a secret (at most its fingerprint). Pruned to
+-- the newest AUDIT_KEPT rows.
+CREATE TABLE audit_log (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    at               TEXT NOT NULL,
+    actor_kind       TEXT NOT NULL,
+    actor_name       TEXT NOT NULL,
+    actor_key_prefix TEXT,
+    client_ip        TEXT,
+    action           TEXT NOT NULL,
+    target           TEXT NOT NULL,
+    before_json      TEXT,
+    after_json       TEXT,
+    request_id       TEXT
+);
+CREATE INDEX audit_log_action ON audit_log (action, seq);
+CREATE INDEX audit_log_target ON audit_log (target, seq);

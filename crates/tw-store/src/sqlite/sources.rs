@@ -32,6 +32,8 @@ fn source_row(r: &Row<'_>) -> Result<SourceRow, StoreError> {
         last_delivery_at: parse_opt_ts(r.get(16)?)?,
         delivery_count: r.get(17)?,
         error_count: r.get(18)?,
+        rate_limit_per_second: r.get(19)?,
+        rate_limit_burst: r.get(20)?,
     })
 }
 
@@ -46,7 +48,7 @@ pub(super) fn load_source(conn: &Connection, key: &MasterKey, name: &str) -> Res
 }
 
 impl SettingsValues {
-    fn sqlite_params(&self) -> [&dyn rusqlite::ToSql; 8] {
+    fn sqlite_params(&self) -> [&dyn rusqlite::ToSql; 10] {
         [
             &self.enabled,
             &self.auto_triage,
@@ -56,13 +58,16 @@ impl SettingsValues {
             &self.severity_mapping,
             &self.timestamp_tolerance_secs,
             &self.max_body_bytes,
+            &self.rate_limit_per_second,
+            &self.rate_limit_burst,
         ]
     }
 }
 
 fn write_settings(conn: &Connection, name: &str, s: &SourceSettings, now: &str) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
-    let sql = format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) WHERE name = ?10");
+    let sql =
+        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) WHERE name = ?12");
     let rest: [&dyn rusqlite::ToSql; 2] = [&now, &name];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
     Ok(())
@@ -73,7 +78,7 @@ fn insert_source(conn: &Connection, key: &MasterKey, new: &NewSource, managed: b
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
     );
     let rest: [&dyn rusqlite::ToSql; 4] = [&new.name.as_str(), &enc, &managed, &now];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;

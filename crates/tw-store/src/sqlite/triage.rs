@@ -183,6 +183,39 @@ impl crate::TriageStore for SqliteStore {
             .await
     }
 
+    async fn release_triage_jobs(&self, jobs: &[(String, u32)]) -> Result<usize, StoreError> {
+        let jobs = jobs.to_vec();
+        self.writer
+            .write(move |conn| {
+                let now = Utc::now();
+                let mut released = 0;
+                for (id, attempt) in jobs {
+                    let n = conn
+                        .prepare_cached(
+                            "UPDATE triage_jobs SET status = 'pending', attempts = attempts - 1, lease_until = NULL, run_after = ?3 \
+                             WHERE id = ?1 AND status = 'running' AND attempts = ?2",
+                        )?
+                        .execute(params![id, attempt, ts(now)])?;
+                    if n == 0 {
+                        continue;
+                    }
+                    released += 1;
+                    let Some(job) = load_job(conn, &id)? else { continue };
+                    let triage = TriageState::Pending {
+                        job_id: job.job_id.clone(),
+                        playbook: job.playbook.clone(),
+                        attempts: Some(job.attempts).filter(|n| *n > 0),
+                        last_error: job.error.clone(),
+                        retry_at: None,
+                    };
+                    let update = IncidentTriageUpdate { triage, status_from_open: None, severity: None };
+                    write_incident_triage(conn, &job.incident_id.to_string(), &id, &update)?;
+                }
+                Ok(released)
+            })
+            .await
+    }
+
     async fn triage_job(&self, job_id: &str) -> Result<Option<TriageJob>, StoreError> {
         let id = job_id.to_string();
         self.read(move |conn, _| load_job(conn, &id)).await

@@ -326,10 +326,14 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, observer: Opt
         let completions = commit_batch(&mut conn, &mut batch);
         let elapsed = started.elapsed();
         tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
-        if let Some(o) = &observer {
-            o.committed(size, elapsed);
-        }
         let (result, done) = completions;
+        if let Some(o) = &observer {
+            match &result {
+                Ok(()) => o.committed(size, elapsed),
+                Err(e) if e.unavailable => o.unavailable(&e.message),
+                Err(_) => {}
+            }
+        }
         for (job, own) in done {
             // A write that was rolled back on its own: its caller hears that, whatever the batch did.
             job.finish(match own {

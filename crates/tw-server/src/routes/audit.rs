@@ -1,0 +1,207 @@
+//! `GET /api/audit`: the audit log of administrative changes, newest first (admin scope), and
+//! `GET /api/keys`: the API keys (admin scope; never a key, only its prefix).
+
+use crate::ApiError;
+use crate::auth::AdminAccess;
+use crate::error::FieldError;
+use crate::routes::schemas;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Query, State};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tw_store::AuditFilter;
+
+/// The page size when none is asked for.
+const DEFAULT_PER_PAGE: u32 = 50;
+/// The largest page a client may ask for.
+const MAX_PER_PAGE: u32 = 200;
+/// What an audit cursor's text starts with, before base64.
+const CURSOR_TAG: &str = "a1:";
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    action: Option<String>,
+    target: Option<String>,
+    since: Option<String>,
+    cursor: Option<String>,
+    per_page: Option<String>,
+}
+
+/// The text clients send back as `?cursor=` to read the records older than `seq`.
+fn encode_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_TAG}{seq}"))
+}
+
+/// A cursor this API issued, or `None`.
+fn parse_cursor(text: &str) -> Option<i64> {
+    if text.len() > 64 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('=')).ok()?;
+    let digits = std::str::from_utf8(&bytes).ok()?.strip_prefix(CURSOR_TAG)?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n >= 1)
+}
+
+/// `since`: an RFC 3339 time, or a duration back from now (`30m`, `12h`, `90d`).
+fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let t = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    tw_store::api_key::parse_duration(t).map(|d| now - d).map_err(|_| {
+        format!(
+            "must be an RFC 3339 time (2026-01-31T00:00:00Z) or a duration like 30m, 12h or 90d, at most {}d",
+            tw_store::api_key::MAX_DURATION_DAYS
+        )
+    })
+}
+
+/// An action or a family of them: `source.create`, `source`.
+fn valid_action(a: &str) -> bool {
+    let part = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    a.len() <= 64
+        && match a.split_once('.') {
+            Some((family, verb)) => part(family) && part(verb),
+            None => part(a),
+        }
+}
+
+/// The newest administrative changes first, filtered.
+///
+/// Each record says who (`actor`: the API key's name and prefix, `cli` and the user, or the
+/// config file), from where (`client_ip`), what (`action`, `target`), `before` and `after` (never a
+/// secret: sources show their `secret_fingerprint` only) and the `request_id`. Follow
+/// `meta.next_cursor` with `?cursor=` (and the same filters) for older records.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "admin",
+    operation_id = "list_audit",
+    summary = "The audit log of administrative changes, newest first",
+    security(("api_key" = ["admin"])),
+    params(schemas::AuditParams),
+    responses(
+        (status = 200, description = "A page of records", body = schemas::AuditList),
+        (status = 422, description = "`validation_error`: a bad `action`, `target`, `since`, `cursor` or `per_page` (see `details`)", body = schemas::ErrorBody),
+    )
+)]
+pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+    let mut errors = Vec::new();
+    let nonempty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let action = nonempty(&q.action);
+    if action.as_deref().is_some_and(|a| !valid_action(a)) {
+        errors.push(FieldError::new("action", "must be an action (source.create) or a family of them (source)"));
+    }
+    let target = nonempty(&q.target);
+    if target.as_deref().is_some_and(|t| t.len() > 256) {
+        errors.push(FieldError::new("target", "must be at most 256 characters"));
+    }
+    let since =
+        nonempty(&q.since).and_then(|s| parse_since(&s, state.clock.now()).map_err(|e| errors.push(FieldError::new("since", e))).ok());
+    let before_seq = nonempty(&q.cursor).and_then(|c| {
+        let parsed = parse_cursor(&c);
+        if parsed.is_none() {
+            errors.push(FieldError::new("cursor", "is not a cursor from this API: send meta.next_cursor back exactly as received"));
+        }
+        parsed
+    });
+    let per_page = match nonempty(&q.per_page) {
+        None => DEFAULT_PER_PAGE,
+        Some(p) => p.parse::<u32>().ok().filter(|n| (1..=MAX_PER_PAGE).contains(n)).unwrap_or_else(|| {
+            errors.push(FieldError::new("per_page", format!("must be a whole number from 1 to {MAX_PER_PAGE}")));
+            DEFAULT_PER_PAGE
+        }),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    let page = state.store.list_audit(&AuditFilter { action, target, since, before_seq, limit: per_page }).await?;
+    Ok(Json(json!({
+        "data": page.items,
+        "meta": {"per_page": per_page, "next_cursor": page.next.map(encode_cursor)},
+    })))
+}
+
+/// Every API key, oldest first: name, prefix, scope, status and times (never the key or its hash).
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "admin",
+    operation_id = "list_api_keys",
+    summary = "API keys (name, prefix, scope, status; never the key)",
+    security(("api_key" = ["admin"])),
+    responses(
+        (status = 200, description = "Every key, revoked ones too", body = schemas::ApiKeyList),
+    )
+)]
+pub async fn keys(State(state): State<AppState>, _auth: AdminAccess) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let keys = state.store.list_api_keys().await?;
+    Ok(Json(json!({"data": keys.iter().map(|k| key_view(k, now)).collect::<Vec<_>>()})))
+}
+
+/// A key as listings show it (the CLI's `api-key list -o json` too).
+pub fn key_view(k: &tw_store::ApiKeyRecord, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "scope": k.scope,
+        "status": k.status(now),
+        "created_at": k.created_at,
+        "expires_at": k.expires_at,
+        "last_used_at": k.last_used_at,
+        "revoked_at": k.revoked_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_refused() {
+        for seq in [1, 42, i64::MAX] {
+            assert_eq!(parse_cursor(&encode_cursor(seq)), Some(seq));
+        }
+        for bad in [
+            "",
+            "a1:5",
+            "not base64!",
+            &URL_SAFE_NO_PAD.encode("a1:"),
+            &URL_SAFE_NO_PAD.encode("a1:0"),
+            &URL_SAFE_NO_PAD.encode("a1:-3"),
+            &URL_SAFE_NO_PAD.encode("a1:99999999999999999999"),
+            &URL_SAFE_NO_PAD.encode("i1:2026:5"),
+        ] {
+            assert_eq!(parse_cursor(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_bounded_duration() {
+        let now = DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_since("2026-05-01T00:00:00Z", now).unwrap().to_rfc3339(), "2026-05-01T00:00:00+00:00");
+        assert_eq!(parse_since("1d", now).unwrap(), now - chrono::Duration::days(1));
+        for bad in ["99999999999d", "yesterday", "-1d", "1y"] {
+            assert!(parse_since(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn actions_are_names_or_families() {
+        for ok in ["source", "source.create", "api_key.revoke"] {
+            assert!(valid_action(ok), "{ok}");
+        }
+        for bad in ["", "Source", "source.", ".create", "a.b.c", "source.create%", "x'--"] {
+            assert!(!valid_action(bad), "{bad}");
+        }
+    }
+}
