@@ -66,11 +66,10 @@ impl Client {
     ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
-        if auth {
-            if let Some(key) = &self.api_key {
+        if auth
+            && let Some(key) = &self.api_key {
                 req = req.bearer_auth(key);
             }
-        }
         if let Some((bytes, headers)) = body {
             req = req.header("content-type", "application/json").body(bytes);
             for (k, v) in headers {

@@ -292,7 +292,7 @@ const ALERTS: usize = 1800;
 
 /// Alerts whose duplicate goes to the other instance at the same moment as the original (100).
 fn sent_together(i: usize) -> bool {
-    i % 18 == 0
+    i.is_multiple_of(18)
 }
 
 /// Alerts whose duplicate goes to the other instance after every original was answered (100).

@@ -627,7 +627,7 @@ async fn a_changed_intel_file_is_picked_up_by_the_running_server() {
     assert!(!recommends(&before, "isolate_host", "FS-02"), "{before}");
 
     // Change the file behind the server's back.
-    std::fs::write(intel_dir(&app.dir.path().to_path_buf()).join("bad-hashes.txt"), format!("# added later\n{CS_SHA256}\n")).unwrap();
+    std::fs::write(intel_dir(app.dir.path()).join("bad-hashes.txt"), format!("# added later\n{CS_SHA256}\n")).unwrap();
     poll_until(&app, "/api/intel", "bad-hashes reloaded", Duration::from_secs(30), |v| v["counts"]["bad-hashes"] == 1).await;
 
     let (status, v) = app.admin(Method::POST, &format!("/api/incidents/{id}/triage"), None).await;

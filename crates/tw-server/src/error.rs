@@ -193,6 +193,15 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
+/// True at most once a second (process-wide), for log lines that a failure repeats per request.
+fn unavailable_log_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now > last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,13 +218,4 @@ mod tests {
         assert_eq!(e.to_string(), "Webhook timestamp is too old (>5 minutes)");
         assert_eq!(ApiError::Verify(VerifyError::TimestampInFuture(300)).code(), "timestamp_invalid");
     }
-}
-
-/// True at most once a second (process-wide), for log lines that a failure repeats per request.
-fn unavailable_log_due() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    now > last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }

@@ -277,7 +277,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         audit::config_released(&store, cfg.webhook_config.as_deref(), &name).await;
     }
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let state = AppState {
+    let state = AppState::new(state::AppStateInner {
         sources: Arc::new(SourceCache::new(store.clone())),
         store,
         clock: cfg.clock.clone(),
@@ -302,7 +302,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
             triage_workers: cfg.triage_workers,
             ..Default::default()
         }),
-    };
+    });
     // Changes made through other processes reach this one's source cache.
     tokio::spawn(state.sources.clone().watch(state.stopping.clone()));
     // Tasks that write to the store until the server stops (their last write included): a stop

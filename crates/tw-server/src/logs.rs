@@ -87,19 +87,17 @@ fn level_rank(l: &str) -> u8 {
 impl LogQuery {
     /// True when the record is selected.
     pub fn matches(&self, r: &LogRecord) -> bool {
-        if let Some(min) = self.min_level {
-            if level_rank(&r.level) < level_rank(min.as_str()) {
+        if let Some(min) = self.min_level
+            && level_rank(&r.level) < level_rank(min.as_str()) {
                 return false;
             }
-        }
         if self.since.is_some_and(|t| r.ts < t) {
             return false;
         }
-        if let Some(src) = &self.source {
-            if r.fields.get("source").and_then(Value::as_str) != Some(src.as_str()) {
+        if let Some(src) = &self.source
+            && r.fields.get("source").and_then(Value::as_str) != Some(src.as_str()) {
                 return false;
             }
-        }
         match self.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
             None => true,
             Some(f) if COMPONENTS.contains(&f) => r.target == f,

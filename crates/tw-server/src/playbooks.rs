@@ -49,11 +49,10 @@ impl PlaybookRegistry {
         if let Some(p) = self.builtin.get(name) {
             return Ok(Some(Resolved { playbook: p.clone(), builtin: true }));
         }
-        if let Some((at, p)) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(name) {
-            if at.elapsed() < CACHE_TTL {
+        if let Some((at, p)) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(name)
+            && at.elapsed() < CACHE_TTL {
                 return Ok(p.clone().map(|playbook| Resolved { playbook, builtin: false }));
             }
-        }
         let parsed = match self.store.get_playbook(name).await? {
             None => None,
             Some(stored) => match parse_playbook(&stored.yaml) {

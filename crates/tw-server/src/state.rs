@@ -45,8 +45,26 @@ impl Clock for ManualClock {
 }
 
 /// Everything a handler needs. Cloning is cheap.
+/// A cheap handle on the server's state: one reference count per clone (axum clones the state
+/// for every request, and a struct of a dozen `Arc`s cost a dozen atomic operations each way).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    pub fn new(inner: AppStateInner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds.
+pub struct AppStateInner {
     pub store: Arc<dyn Store>,
     pub sources: Arc<SourceCache>,
     pub clock: Arc<dyn Clock>,

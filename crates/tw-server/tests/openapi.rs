@@ -387,11 +387,10 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, allowed: Option<&
             return;
         }
     }
-    if let Some(e) = s["enum"].as_array() {
-        if !value.is_null() && !e.contains(value) {
+    if let Some(e) = s["enum"].as_array()
+        && !value.is_null() && !e.contains(value) {
             errors.push(format!("{at}: {value} is not one of {e:?}"));
         }
-    }
     if let (Some(obj), Some(props)) = (value.as_object(), s["properties"].as_object()) {
         for r in s["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
             if !obj.contains_key(r) {

@@ -181,11 +181,10 @@ impl SourceRecord {
     /// its grace period.
     pub fn verifying_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
         let mut v = vec![&self.secret];
-        if let Some((old, until)) = &self.previous_secret {
-            if now < *until {
+        if let Some((old, until)) = &self.previous_secret
+            && now < *until {
                 v.push(old);
             }
-        }
         v
     }
 }

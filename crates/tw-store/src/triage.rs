@@ -195,6 +195,22 @@ pub fn on_complete(job: &TriageJob, attempt: u32, completion: TriageCompletion, 
     })
 }
 
+/// What a job's incident shows once the job is given back unrun ([`crate::TriageStore::release_triage_jobs`],
+/// a process stopping): pending again, with the attempts it had before the claim.
+pub fn released(job: &TriageJob) -> IncidentTriageUpdate {
+    IncidentTriageUpdate {
+        triage: TriageState::Pending {
+            job_id: job.job_id.clone(),
+            playbook: job.playbook.clone(),
+            attempts: Some(job.attempts).filter(|n| *n > 0),
+            last_error: job.error.clone(),
+            retry_at: None,
+        },
+        status_from_open: None,
+        severity: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

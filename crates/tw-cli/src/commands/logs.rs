@@ -54,11 +54,10 @@ pub async fn run(ctx: &Ctx, a: LogsArgs) -> Result<ExitCode> {
         while let Some(i) = pending.find('\n') {
             let line = pending[..i].trim_end_matches('\r').to_string();
             pending.drain(..=i);
-            if let Some(data) = line.strip_prefix("data:") {
-                if let Ok(v) = serde_json::from_str::<Value>(data.trim_start()) {
+            if let Some(data) = line.strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str::<Value>(data.trim_start()) {
                     print_record(ctx, &v);
                 }
-            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -29,11 +29,10 @@ const RESERVED: &[&str] = &["validate"];
 
 fn yaml_of(body: &Bytes) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidPayload("Playbook must be UTF-8 YAML text".into()))?;
-    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text) {
-        if let Some(Value::String(y)) = m.get("yaml") {
+    if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
+        && let Some(Value::String(y)) = m.get("yaml") {
             return Ok(y.clone());
         }
-    }
     if text.trim().is_empty() {
         return Err(ApiError::InvalidPayload("Request body must be a playbook's YAML".into()));
     }

@@ -365,11 +365,10 @@ pub async fn update(
     let current = load(&state, &name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
-    if let Some(v) = body.get("source") {
-        if v.as_str() != Some(name.as_str()) {
+    if let Some(v) = body.get("source")
+        && v.as_str() != Some(name.as_str()) {
             errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
         }
-    }
     let playbooks = state.playbooks.names().await?;
     let patch = parse_fields(&body, &playbooks, &mut errors);
     let mut merged = current.settings.clone();

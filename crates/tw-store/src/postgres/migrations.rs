@@ -17,7 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("schema_v5.sql")),
 ];
 /// The advisory lock held while migrating ("tw-migr").
-const MIGRATION_LOCK: i64 = 0x7477_2d6d_6967_72;
+const MIGRATION_LOCK: i64 = 0x0074_772d_6d69_6772;
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {

@@ -144,11 +144,10 @@ pub fn redact_url(url: &str) -> String {
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     let mut out = url.to_string();
-    if let Some(at) = authority.rfind('@') {
-        if let Some(colon) = authority[..at].find(':') {
+    if let Some(at) = authority.rfind('@')
+        && let Some(colon) = authority[..at].find(':') {
             out.replace_range(scheme_end + colon + 1..scheme_end + at, "***");
         }
-    }
     // A password may also come as a query parameter.
     if let Some(q) = out.find("password=") {
         let end = out[q..].find('&').map_or(out.len(), |e| q + e);

@@ -107,7 +107,7 @@ impl crate::QueueStore for PgStore {
             });
         }
         tx.commit().await?;
-        out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+        out.sort_by_key(|a| a.received_at);
         Ok(out)
     }
 

@@ -181,15 +181,7 @@ impl crate::TriageStore for PgStore {
             .await?;
             let Some(job) = row.map(|r| job_from_row(&r)).transpose()? else { continue };
             released += 1;
-            let triage = TriageState::Pending {
-                job_id: job.job_id.clone(),
-                playbook: job.playbook.clone(),
-                attempts: Some(job.attempts).filter(|n| *n > 0),
-                last_error: job.error.clone(),
-                retry_at: None,
-            };
-            let update = IncidentTriageUpdate { triage, status_from_open: None, severity: None };
-            write_incident_triage(&tx, job.incident_id, &job.job_id, &update).await?;
+            write_incident_triage(&tx, job.incident_id, &job.job_id, &crate::triage::released(&job)).await?;
         }
         tx.commit().await?;
         Ok(released)

@@ -123,7 +123,7 @@ impl crate::QueueStore for SqliteStore {
                 for (id, reason) in poisoned {
                     fail_queued(conn, &id, &reason, &ts(now))?;
                 }
-                out.sort_by(|a, b| a.received_at.cmp(&b.received_at));
+                out.sort_by_key(|a| a.received_at);
                 Ok(out)
             })
             .await

@@ -201,15 +201,7 @@ impl crate::TriageStore for SqliteStore {
                     }
                     released += 1;
                     let Some(job) = load_job(conn, &id)? else { continue };
-                    let triage = TriageState::Pending {
-                        job_id: job.job_id.clone(),
-                        playbook: job.playbook.clone(),
-                        attempts: Some(job.attempts).filter(|n| *n > 0),
-                        last_error: job.error.clone(),
-                        retry_at: None,
-                    };
-                    let update = IncidentTriageUpdate { triage, status_from_open: None, severity: None };
-                    write_incident_triage(conn, &job.incident_id.to_string(), &id, &update)?;
+                    write_incident_triage(conn, &job.incident_id.to_string(), &id, &crate::triage::released(&job))?;
                 }
                 Ok(released)
             })
