@@ -80,6 +80,17 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Behind a reverse proxy that no `--trusted-proxy` names, every client has the proxy's address:
+/// they share one failure budget, so one attacker's failures would throttle every sender. Said
+/// once per process, when the first forwarded request shows it.
+fn warn_untrusted_forwarding(peer: IpAddr) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(target: "auth", %peer, "requests carry X-Forwarded-For but no --trusted-proxy is set: clients are counted by the TCP peer, so all clients behind that proxy share one rate-limit and failure budget; name the proxy with --trusted-proxy");
+    }
+}
+
 /// The caller's address, as an extractor: `ClientIp(ip)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
@@ -92,6 +103,9 @@ impl ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        if state.trusted_proxies.is_empty() && parts.headers.contains_key("x-forwarded-for") {
+            warn_untrusted_forwarding(peer);
+        }
         ClientIp(state.trusted_proxies.client_ip(peer, &parts.headers))
     }
 }

@@ -77,7 +77,7 @@ struct PlaybookPool {
     places: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-/// Runs `f` on one of the playbook threads, which run at a lower CPU priority (nice 10) than the
+/// Runs `f` on one of the playbook threads, which run at the lowest CPU priority (nice 19) below the
 /// intake: on a busy machine, acknowledging deliveries goes first and triage drains behind. With
 /// playbooks on tokio's blocking threads, auto-triage took a quarter of the intake's throughput
 /// on a shared core (`tw-cli bench --auto-triage`, BENCHMARKS.md). The queue is bounded (four
@@ -122,12 +122,20 @@ async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static, w
     answer.await.map_err(|_| Background::Failed)
 }
 
-/// Lowers the calling thread's CPU priority to nice 10 (Linux; elsewhere it stays as it is).
+/// Lowers the calling thread's CPU priority as far as it goes without starving it: `SCHED_BATCH`
+/// at nice 19 (Linux; elsewhere it stays as it is). Competing with the intake for a core, a
+/// nice-19 thread gets about 1.5% of it (nice 10 got about 10%, enough to cost the intake 13-29%
+/// with `tw-cli bench --auto-triage`); on an idle core it runs at full speed, so triage drains
+/// whenever deliveries leave room, and a playbook test from the API still finishes under load.
+/// `SCHED_IDLE` would starve both under sustained load.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on this thread's own id; a failure only leaves the priority as it was.
+    // SAFETY: both calls act on this thread only (pid 0 / its own tid) with a valid parameter;
+    // a failure only leaves the priority as it was.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
     }
 }
 
