@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Manage API keys (opens the store directly; run it where the server's data lives).
     #[command(subcommand, name = "api-key")]
     ApiKey(commands::api_key::ApiKeyCommand),
@@ -135,7 +135,7 @@ fn release_memory() {
 
 async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        Command::Serve(args) => commands::serve::run(args).await,
+        Command::Serve(args) => commands::serve::run(*args).await,
         Command::ApiKey(cmd) => commands::api_key::run(ctx, cmd).await,
         Command::Audit(cmd) => commands::audit::run(ctx, cmd).await,
         Command::Webhook(cmd) => commands::webhook::run(ctx, cmd).await,

@@ -30,9 +30,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, A
     result
 }
 
-async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
-    let header = parts
-        .headers
+/// The hash of the bearer token in `headers`, as the store keeps keys; refused when there is no
+/// well-formed token.
+pub fn token_hash(headers: &axum::http::HeaderMap) -> Result<[u8; 32], ApiError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized("Missing API key: send Authorization: Bearer tw_..."))?;
     let value = header.to_str().map_err(|_| ApiError::Unauthorized("Invalid API key"))?.trim();
@@ -44,13 +45,28 @@ async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiE
     if !token.starts_with(tw_store::api_key::PREFIX) || token.len() > 256 {
         return Err(ApiError::Unauthorized("Invalid API key"));
     }
-    // Looked up on every request (no cache), so a revocation is honoured at once by every server
-    // on the database.
-    let key = state.store.find_api_key(tw_store::api_key::hash(token)).await?.ok_or(ApiError::Unauthorized("Invalid API key"))?;
-    if key.is_expired(state.clock.now()) {
+    Ok(tw_store::api_key::hash(token))
+}
+
+/// The key whose hash is `hash`, when it is still accepted at `now`: not revoked, not expired.
+pub async fn accepted_key(state: &AppState, hash: [u8; 32], now: chrono::DateTime<chrono::Utc>) -> Result<ApiKeyRecord, ApiError> {
+    let key = state.store.find_api_key(hash).await?.ok_or(ApiError::Unauthorized("Invalid API key"))?;
+    if key.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized("Invalid API key"));
+    }
+    if key.is_expired(now) {
         return Err(ApiError::Unauthorized("API key expired: create a new one with `tw-cli api-key create`"));
     }
-    state.key_usage.used(&state.store, &key.id, chrono::Utc::now());
+    Ok(key)
+}
+
+async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
+    let hash = token_hash(&parts.headers)?;
+    // Looked up on every request (no cache), so a revocation is honoured at once by every server
+    // on the database.
+    let now = state.clock.now();
+    let key = accepted_key(state, hash, now).await?;
+    state.key_usage.used(&state.store, &key.id, now);
     Ok(key)
 }
 

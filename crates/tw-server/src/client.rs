@@ -45,11 +45,13 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        // Every X-Forwarded-For header, in order, as one list; walked from the nearest hop.
-        let mut hops: Vec<&str> = Vec::new();
+        // Every X-Forwarded-For header, in order, as one list; walked from the nearest hop. Split
+        // as bytes and each hop decoded alone: a proxy appends the address it saw to the line the
+        // client sent, so one stray byte of the client's (not UTF-8, not visible ASCII) must not
+        // make the whole line unreadable and the proxy's own address the client's.
+        let mut hops: Vec<&[u8]> = Vec::new();
         for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { return peer };
-            hops.extend(v.split(',').map(str::trim).filter(|h| !h.is_empty()));
+            hops.extend(v.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|h| !h.is_empty()));
         }
         let mut client = peer;
         for hop in hops.iter().rev().take(32) {
@@ -64,9 +66,12 @@ impl TrustedProxies {
     }
 }
 
-/// `192.0.2.7`, `192.0.2.7:5000`, `2001:db8::1`, `[2001:db8::1]:5000`.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(ip) = hop.parse::<IpAddr>() {
+/// `192.0.2.7`, `192.0.2.7:5000`, `2001:db8::1`, `[2001:db8::1]`, `[2001:db8::1]:5000`;
+/// anything else (including bytes that are not text) is `None`.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?;
+    let bare = hop.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(hop);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(canonical(ip));
     }
     hop.parse::<SocketAddr>().ok().map(|s| canonical(s.ip()))
@@ -160,6 +165,32 @@ mod tests {
         assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&[])), ip("10.0.0.2"));
         assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["203.0.113.1, garbage, 10.9.9.9"])), ip("10.9.9.9"));
         assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["10.3.3.3"])), ip("10.3.3.3"));
+    }
+
+    #[test]
+    fn a_stray_byte_in_the_clients_part_does_not_hide_the_address_the_proxy_appended() {
+        let p = proxies(&["10.0.0.0/8"]);
+        // The client sent `X-Forwarded-For: \x80`; the proxy appended the address it saw.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\x80, 203.0.113.5").unwrap());
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &h), ip("203.0.113.5"));
+        // In a header of its own, likewise.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"198.51.100.1\xff").unwrap());
+        h.append("x-forwarded-for", "203.0.113.6".parse().unwrap());
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &h), ip("203.0.113.6"));
+        // A garbage hop behind a trusted one stops the walk at the last address vouched for.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"203.0.113.1, \xe9t\xe9, 10.9.9.9").unwrap());
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &h), ip("10.9.9.9"));
+    }
+
+    #[test]
+    fn a_bracketed_ipv6_hop_without_a_port_is_read() {
+        let p = proxies(&["10.0.0.0/8"]);
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["[2001:db8::1]"])), ip("2001:db8::1"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["[::ffff:203.0.113.4]"])), ip("203.0.113.4"));
+        assert_eq!(p.client_ip(ip("10.0.0.2"), &headers(&["[203.0.113.4"])), ip("10.0.0.2"), "half a bracket is garbage");
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum ApiError {
     /// A rate limit refused the request (429, with `Retry-After`).
     #[error("{0}")]
     RateLimited(crate::limits::Limited),
+    /// Every log stream this process serves at once is taken (429 `rate_limited`, with
+    /// `Retry-After`): each holds a connection for as long as it lasts.
+    #[error("Too many log streams are open (at most {0}); close one or retry later")]
+    TooManyFollowers(usize),
 }
 
 impl ApiError {
@@ -86,7 +90,7 @@ impl ApiError {
             ApiError::PlaybookInUse { .. } => "playbook_in_use",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "unavailable",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => "rate_limited",
         }
     }
 
@@ -106,7 +110,7 @@ impl ApiError {
             | ApiError::PlaybookInUse { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -132,7 +136,7 @@ impl ApiError {
             e if e.is_unavailable() => {
                 // While the database is down every request ends here: one line a second says so,
                 // the rest go to debug (the outage itself is logged once by `store_health`).
-                if unavailable_log_due() {
+                if tw_store::once_a_second(&UNAVAILABLE_LOGGED) {
                     tracing::warn!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
                 } else {
                     tracing::debug!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
@@ -181,6 +185,9 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));
         }
+        if let ApiError::TooManyFollowers(_) = &self {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        }
         if let ApiError::RateLimited(l) = &self {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(l.retry_after_secs));
         }
@@ -193,14 +200,8 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
-/// True at most once a second (process-wide), for log lines that a failure repeats per request.
-fn unavailable_log_due() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    now > last && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-}
+/// When an unavailable store was last logged at warn level (unix seconds).
+static UNAVAILABLE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

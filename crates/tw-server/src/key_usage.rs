@@ -3,8 +3,8 @@
 //!
 //! A key's first use in this process is written at once (so a new key shows as used without
 //! waiting); later uses are written by [`KeyUsage::run`]'s tick once a minute has passed since the
-//! key's last write. Memory: one entry per key that authenticated, so bounded by the keys an
-//! admin created.
+//! key's last write. A write that fails is tried again at the next tick. Memory: one entry per key
+//! that authenticated, so bounded by the keys an admin created.
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -22,6 +22,8 @@ struct Seen {
     last: DateTime<Utc>,
     /// The use last written (or being written).
     written: DateTime<Utc>,
+    /// Writing `written` failed: due again at the next tick.
+    failed: bool,
 }
 
 /// Last use per key id.
@@ -37,7 +39,7 @@ impl KeyUsage {
 
     /// Notes that the key `id` was accepted at `now`; the first use in this process is written at
     /// once, in a task of its own.
-    pub fn used(&self, store: &Arc<dyn Store>, id: &str, now: DateTime<Utc>) {
+    pub fn used(self: &Arc<Self>, store: &Arc<dyn Store>, id: &str, now: DateTime<Utc>) {
         let first = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             match seen.get_mut(id) {
@@ -46,29 +48,53 @@ impl KeyUsage {
                     false
                 }
                 None => {
-                    seen.insert(id.to_string(), Seen { last: now, written: now });
+                    seen.insert(id.to_string(), Seen { last: now, written: now, failed: false });
                     true
                 }
             }
         };
         if first {
-            let (store, id) = (store.clone(), id.to_string());
-            tokio::spawn(async move { write(&store, vec![(id, now)]).await });
+            let (this, store, id) = (self.clone(), store.clone(), id.to_string());
+            tokio::spawn(async move { this.write(&store, vec![(id, now)]).await });
         }
     }
 
     /// The uses not yet written whose key was last written at least [`WRITE_EVERY`] before `now`
-    /// (all of them when `all`), marked as written.
+    /// (all of them when `all`), and those whose write failed, marked as being written.
     fn due(&self, now: DateTime<Utc>, all: bool) -> Vec<(String, DateTime<Utc>)> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         for (id, s) in seen.iter_mut() {
-            if s.last > s.written && (all || now - s.written >= WRITE_EVERY) {
+            if s.failed || (s.last > s.written && (all || now - s.written >= WRITE_EVERY)) {
                 s.written = s.last;
+                s.failed = false;
                 out.push((id.clone(), s.last));
             }
         }
         out
+    }
+
+    /// Notes that writing `used` failed: each is due again, unless a newer use is being written.
+    fn failed(&self, used: &[(String, DateTime<Utc>)]) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, at) in used {
+            if let Some(s) = seen.get_mut(id)
+                && s.written == *at
+            {
+                s.failed = true;
+            }
+        }
+    }
+
+    async fn write(&self, store: &Arc<dyn Store>, used: Vec<(String, DateTime<Utc>)>) {
+        if used.is_empty() {
+            return;
+        }
+        if let Err(e) = store.record_api_key_use(used.clone()).await {
+            // Only the "last used" column is behind; the next tick tries again.
+            tracing::debug!(target: "auth", error = %e.chain(), "recording API key use failed");
+            self.failed(&used);
+        }
     }
 
     /// Writes pending uses every tick until `stopping`, then once more.
@@ -76,21 +102,11 @@ impl KeyUsage {
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
-                _ = tick.tick() => write(&store, self.due(Utc::now(), false)).await,
+                _ = tick.tick() => self.write(&store, self.due(Utc::now(), false)).await,
                 _ = stopping.changed() => break,
             }
         }
-        write(&store, self.due(Utc::now(), true)).await;
-    }
-}
-
-async fn write(store: &Arc<dyn Store>, used: Vec<(String, DateTime<Utc>)>) {
-    if used.is_empty() {
-        return;
-    }
-    if let Err(e) = store.record_api_key_use(used).await {
-        // Only the "last used" column is behind; the next tick brings it up to date.
-        tracing::debug!(target: "auth", error = %e.chain(), "recording API key use failed");
+        self.write(&store, self.due(Utc::now(), true)).await;
     }
 }
 
@@ -105,7 +121,7 @@ mod tests {
     fn note(u: &KeyUsage, id: &str, t: DateTime<Utc>) {
         // What `used` does for a key it has seen, without a store.
         let mut seen = u.seen.lock().unwrap();
-        seen.entry(id.to_string()).and_modify(|s| s.last = s.last.max(t)).or_insert(Seen { last: t, written: t });
+        seen.entry(id.to_string()).and_modify(|s| s.last = s.last.max(t)).or_insert(Seen { last: t, written: t, failed: false });
     }
 
     #[test]
@@ -122,6 +138,27 @@ mod tests {
         note(&u, "k", at(201));
         assert!(u.due(at(100), false).is_empty(), "59 is the last write; 100 is too soon");
         assert_eq!(u.due(at(119), false), vec![("k".to_string(), at(201))]);
+    }
+
+    #[test]
+    fn a_failed_write_is_tried_again_at_the_next_tick() {
+        let u = KeyUsage::new();
+        note(&u, "k", at(0));
+        // The first use's own write failed: due at once, not a minute later.
+        u.failed(&[("k".to_string(), at(0))]);
+        assert_eq!(u.due(at(15), false), vec![("k".to_string(), at(0))]);
+        assert!(u.due(at(30), false).is_empty(), "written now");
+        note(&u, "k", at(61));
+        let batch = u.due(at(61), false);
+        assert_eq!(batch, vec![("k".to_string(), at(61))]);
+        u.failed(&batch);
+        assert_eq!(u.due(at(76), false), batch, "the failed write again");
+        // A failure reported after a newer use was taken does not repeat the older one.
+        note(&u, "k", at(200));
+        let newer = u.due(at(200), false);
+        u.failed(&batch);
+        assert_eq!(newer, vec![("k".to_string(), at(200))]);
+        assert!(u.due(at(215), false).is_empty());
     }
 
     #[test]

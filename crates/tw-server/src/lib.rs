@@ -352,10 +352,13 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     }
     let app = routes::router(state.clone(), cfg.metrics_listen.is_none());
     let limits = cfg.connection_limits;
-    if let Some(warning) = limits.check() {
+    for warning in limits.warnings() {
         tracing::warn!(target: "api", "{warning}");
     }
-    let serve = |name, listener, router| serve::serve(name, listener, router, limits, state.metrics.clone(), state.stopping.clone(), cfg.shutdown_grace);
+    let serve = |name, listener, router| {
+        let trusted = state.trusted_proxies.clone();
+        serve::serve(name, listener, router, limits, trusted, state.metrics.clone(), state.stopping.clone(), cfg.shutdown_grace)
+    };
     let mut serving = Vec::new();
     let metrics_addr = match cfg.metrics_listen {
         Some(addr) => {

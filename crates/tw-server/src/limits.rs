@@ -4,8 +4,9 @@
 //! - **per source** (`rate_limit: {per_second, burst}` on a source; none by default): verified
 //!   deliveries only. Counting before the signature is proven would let anyone spend a real
 //!   sender's budget with forged requests; floods of forgeries are the next budget's business.
-//! - **per client address, failures only**: failed intake verifications (401) and wrong API keys
-//!   (401 with an `Authorization` header). An address that spent its budget has every further
+//! - **per client address, failures only**: failed intake verifications (401), wrong API keys
+//!   (401 with an `Authorization` header), and intake bodies too slow (408) or refused for the
+//!   body budget (503). An address that spent its budget has every further
 //!   intake and API request refused before any HMAC, body read or key lookup, until its bucket
 //!   refills. IPv6 addresses count per /64 (one host owns at least that much).
 //! - **per API key** for `POST /api/playbooks/:name/test`, whose one request can be expensive.
@@ -330,6 +331,10 @@ pub enum FailureKind {
     /// An intake request to a source name that is not registered (404): counted so that
     /// source names cannot be enumerated at speed.
     UnknownSource,
+    /// An intake body that did not arrive in time (408) or found the body budget spent (503):
+    /// counted so that an address holding connections with slow bodies is refused (429) before
+    /// its next body is read, instead of holding a slot and budget until each body times out.
+    SlowBody,
 }
 
 impl FailureKind {
@@ -338,6 +343,7 @@ impl FailureKind {
             FailureKind::Signature => "signature",
             FailureKind::ApiKey => "api_key",
             FailureKind::UnknownSource => "unknown_source",
+            FailureKind::SlowBody => "slow_body",
         }
     }
 }

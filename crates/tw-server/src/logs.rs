@@ -88,16 +88,18 @@ impl LogQuery {
     /// True when the record is selected.
     pub fn matches(&self, r: &LogRecord) -> bool {
         if let Some(min) = self.min_level
-            && level_rank(&r.level) < level_rank(min.as_str()) {
-                return false;
-            }
+            && level_rank(&r.level) < level_rank(min.as_str())
+        {
+            return false;
+        }
         if self.since.is_some_and(|t| r.ts < t) {
             return false;
         }
         if let Some(src) = &self.source
-            && r.fields.get("source").and_then(Value::as_str) != Some(src.as_str()) {
-                return false;
-            }
+            && r.fields.get("source").and_then(Value::as_str) != Some(src.as_str())
+        {
+            return false;
+        }
         match self.filter.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
             None => true,
             Some(f) if COMPONENTS.contains(&f) => r.target == f,
@@ -121,7 +123,13 @@ pub struct LogBuffer {
     live: broadcast::Sender<Arc<LogRecord>>,
     disk: Arc<DiskQueue>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Streams of new records (`GET /api/logs?follow=true`) open at once, at most
+    /// [`MAX_FOLLOWERS`]: each holds a connection for as long as it lasts.
+    followers: Arc<tokio::sync::Semaphore>,
 }
+
+/// Log streams one process serves at once.
+pub const MAX_FOLLOWERS: usize = 8;
 
 /// Records waiting for the file writer. The writer takes them every [`DISK_FLUSH_EVERY`] rather
 /// than being woken for each one: a wake-up per record was a context switch per delivery, about
@@ -160,6 +168,7 @@ impl LogBuffer {
             live,
             disk: Arc::new(DiskQueue::default()),
             writer: Mutex::new(None),
+            followers: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWERS)),
         })
     }
 
@@ -239,6 +248,12 @@ impl LogBuffer {
         let mut out: Vec<Arc<LogRecord>> = recs.iter().rev().filter(|r| q.matches(r)).take(n).cloned().collect();
         out.reverse();
         out
+    }
+
+    /// A place for one more log stream, held until it is dropped; `None` when all
+    /// [`MAX_FOLLOWERS`] are taken.
+    pub fn follower(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.followers.clone().try_acquire_owned().ok()
     }
 
     /// New records as they come.

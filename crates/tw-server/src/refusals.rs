@@ -160,23 +160,44 @@ pub async fn flush(state: &AppState) {
     }
 }
 
-/// Prunes delivery records by `retention` every `every`, from the start, until the server stops.
+/// The longest pause between pruning passes once they find nothing to do.
+pub const PRUNE_MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The pause before the next pruning pass: `base` after a pass that deleted rows (there may be
+/// more soon), else twice the last pause, up to [`PRUNE_MAX_EVERY`] or 32 times `base`, whichever
+/// is less (never below `base`). A pass reads each source's retention edge (an index walk of its
+/// keep) even when nothing is over, so an idle server backs off.
+pub fn next_prune_pause(base: std::time::Duration, last: std::time::Duration, deleted: u64) -> std::time::Duration {
+    if deleted > 0 {
+        return base;
+    }
+    let cap = PRUNE_MAX_EVERY.min(base.saturating_mul(32)).max(base);
+    last.saturating_mul(2).clamp(base, cap)
+}
+
+/// Prunes delivery records by `retention` from the start, then after each pause
+/// ([`next_prune_pause`] from `every`), until the server stops.
 pub async fn prune_periodically(state: AppState, retention: tw_store::DeliveryRetention, every: std::time::Duration) {
     let mut stopping = state.stopping.clone();
-    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let base = every.max(std::time::Duration::from_millis(10));
+    let mut pause = base;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopping.changed() => return,
-        }
-        match state.store.prune_deliveries(retention, state.clock.now()).await {
-            Ok(0) => {}
+        let deleted = match state.store.prune_deliveries(retention, state.clock.now()).await {
+            Ok(0) => 0,
             Ok(n) => {
                 state.metrics.count("deliveries_pruned_total", &[], n);
                 tracing::debug!(target: "store", deleted = n, "delivery records pruned");
+                n
             }
-            Err(e) => tracing::warn!(target: "store", error = %e.chain(), "pruning delivery records failed"),
+            Err(e) => {
+                tracing::warn!(target: "store", error = %e.chain(), "pruning delivery records failed");
+                0
+            }
+        };
+        pause = next_prune_pause(base, pause, deleted);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopping.changed() => return,
         }
     }
 }
@@ -227,6 +248,25 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].count, 5, "restored counts add to the new ones");
         assert!(s.tracked.lock().unwrap().windows.is_empty(), "minutes long past are forgotten");
+    }
+
+    #[test]
+    fn pruning_backs_off_while_idle_and_resets_after_deleting() {
+        let secs = std::time::Duration::from_secs;
+        let base = secs(10);
+        let mut pause = base;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            pause = next_prune_pause(base, pause, 0);
+            seen.push(pause.as_secs());
+        }
+        assert_eq!(seen, [20, 40, 80, 160, 300, 300, 300, 300]);
+        assert_eq!(next_prune_pause(base, pause, 1), base, "rows deleted: back to the base interval");
+        // A short base backs off to 32 times itself; a base above the cap stays as it is.
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(next_prune_pause(ms(100), ms(3000), 0), ms(3200));
+        assert_eq!(next_prune_pause(ms(100), ms(3200), 0), ms(3200));
+        assert_eq!(next_prune_pause(secs(600), secs(600), 0), secs(600));
     }
 
     #[test]

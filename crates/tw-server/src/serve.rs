@@ -12,17 +12,26 @@
 //!   sender that stalls (or drips) is answered `408 request_timeout` and the connection closed.
 //! - **Connection cap**: at `max_connections`, an accepted connection waits for a slot and the
 //!   connection idle the longest (no request being handled: idle keep-alive, or headers not yet
-//!   complete) is closed to make one. Connections with a request in a handler are never closed for
-//!   room; they end on their own or by the body timeout. Accepting stops while every slot is busy
-//!   (new clients wait in the kernel's backlog).
+//!   complete; ranked by its last activity) is closed to make one. Connections with a request in a
+//!   handler are never closed for room; they end on their own or by the body timeout. Accepting
+//!   stops while every slot is busy (new clients wait in the kernel's backlog).
+//! - **Per-client cap**: since busy connections are never closed for room, one address sending
+//!   slow bodies on every slot would keep everyone else waiting. A TCP peer (an IPv6 /64) may hold
+//!   `max_connections_per_client` connections; one more is closed at accept. Trusted proxies are
+//!   exempt: their connections carry many clients.
 //! - **Body budget**: request body bytes buffered at once, across all connections, are bounded by
-//!   `max_buffered_body_bytes`. A body frame that does not fit is refused: the request is answered
-//!   `503 unavailable` with `Retry-After` and the connection closed, so nothing beyond the budget
-//!   is read. Per-connection read buffers are bounded too ([`MAX_BUF`]).
+//!   `max_buffered_body_bytes`. Each frame costs its bytes plus [`FRAME_OVERHEAD`], so a body sent
+//!   in one-byte chunks pays for its frames too. A frame that does not fit is refused: the request
+//!   is answered `503 unavailable` with `Retry-After` and the connection closed, so nothing beyond
+//!   the budget is read; a body that could not fit even in an empty budget is answered
+//!   `413 payload_too_large` instead, since retrying would never help. Per-connection read buffers
+//!   are bounded too ([`MAX_BUF`]).
 //!
 //! Shutdown (the server's `stopping` turning true): the listener closes, idle connections close,
 //! requests in flight are answered, and connections still open after the grace period are dropped.
 
+use crate::client::TrustedProxies;
+use crate::limits::AddressKey;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::body::Bytes;
@@ -32,9 +41,9 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -58,6 +67,11 @@ const AT_CAP_RETRY: Duration = Duration::from_millis(100);
 /// The default connection cap when the process may open more than twice as many files.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// What a body frame costs the budget beyond its bytes. Each frame is a buffer handle (and pins
+/// the read buffer it was cut from) until it is consumed: a 1 MiB body sent as one-byte chunks is
+/// a million frames, tens of megabytes held for one megabyte of data counted.
+pub const FRAME_OVERHEAD: usize = 128;
+
 /// What one connection and all of them together may hold and how long they may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -69,6 +83,9 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections one client address (a TCP peer that is not a trusted proxy; an IPv6 /64) may
+    /// hold at once; `None`: [`ConnectionLimits::per_client_cap`]'s default.
+    pub max_connections_per_client: Option<usize>,
     /// Request body bytes held at once across all connections.
     pub max_buffered_body_bytes: usize,
 }
@@ -80,6 +97,7 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: default_max_connections(),
+            max_connections_per_client: None,
             max_buffered_body_bytes: 64 * 1024 * 1024,
         }
     }
@@ -113,16 +131,35 @@ pub fn default_max_connections() -> usize {
 }
 
 impl ConnectionLimits {
-    /// A warning when the cap leaves too few descriptors for everything else.
-    pub fn check(&self) -> Option<String> {
-        let limit = open_file_limit()?;
-        (self.max_connections as u64 + FD_HEADROOM > limit).then(|| {
-            format!(
+    /// Connections one client address may hold: as set, or an eighth of the cap (at least 8), so
+    /// one address keeps at most that share of the slots busy and well-behaved senders, which
+    /// use a few connections each, never meet it.
+    pub fn per_client_cap(&self) -> usize {
+        self.max_connections_per_client.unwrap_or((self.max_connections / 8).max(8)).max(1)
+    }
+
+    /// Warnings about limits that work against each other: a cap that leaves too few
+    /// descriptors for everything else, a budget that cannot hold two bodies of the default size.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(limit) = open_file_limit()
+            && self.max_connections as u64 + FD_HEADROOM > limit
+        {
+            out.push(format!(
                 "max connections {} leaves fewer than {FD_HEADROOM} of the process's {limit} file descriptors for the database and logs; \
                  lower --max-connections or raise the limit (ulimit -n)",
                 self.max_connections
-            )
-        })
+            ));
+        }
+        let body = tw_store::DEFAULT_MAX_BODY_BYTES;
+        if (self.max_buffered_body_bytes as u64) < 2 * body {
+            out.push(format!(
+                "max buffered body bytes {} is less than twice the default max_body_bytes of a source ({body}): bodies arriving together \
+                 are refused 503 while one is read, and a body larger than the whole budget is refused 413; raise --max-buffered-body-bytes",
+                self.max_buffered_body_bytes
+            ));
+        }
+        out
     }
 }
 
@@ -132,6 +169,10 @@ impl ConnectionLimits {
 pub enum BodyError {
     #[error("the server is holding as many request bodies as it may; retry later")]
     BudgetExhausted,
+    /// The body (declared, or its frames with their overhead) exceeds the whole budget: it would
+    /// never fit, however long the client waited.
+    #[error("the request body is larger than the server can hold at once")]
+    TooLarge,
     #[error("the request body was not received in time")]
     TimedOut,
 }
@@ -164,8 +205,9 @@ struct Conn {
     head_since: AtomicU64,
     /// Pokes the watchdog when the phase changes.
     changed: Notify,
-    /// Set when the connection must go now (room for another, or the end of the grace period).
-    closing: AtomicBool,
+    /// What the connection was told: [`OPEN`], [`EVICT`] (room for another, withdrawn if a
+    /// request reached a handler meanwhile) or [`KILL`] (the end of the grace period).
+    closing: AtomicU8,
     close: Notify,
     /// Set when a body was refused unread: the socket is drained a moment before it is closed.
     linger: AtomicBool,
@@ -182,6 +224,11 @@ enum Phase {
     Head(Millis),
 }
 
+/// Values of [`Conn::closing`].
+const OPEN: u8 = 0;
+const EVICT: u8 = 1;
+const KILL: u8 = 2;
+
 /// Why the server closed a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Closed {
@@ -189,6 +236,10 @@ enum Closed {
     IdleTimeout,
     /// Closed to make room at the connection cap.
     Evicted,
+    /// Closed at accept: its address already held its share of the connections.
+    PerClientCap,
+    /// Still open at the end of the grace period.
+    GraceEnded,
 }
 
 impl Closed {
@@ -197,6 +248,8 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::IdleTimeout => "idle_timeout",
             Closed::Evicted => "evicted",
+            Closed::PerClientCap => "per_client_cap",
+            Closed::GraceEnded => "grace_ended",
         }
     }
 }
@@ -219,7 +272,7 @@ impl Conn {
             // A client connects to send a request: the header timeout runs from the accept.
             head_since: AtomicU64::new(now),
             changed: Notify::new(),
-            closing: AtomicBool::new(false),
+            closing: AtomicU8::new(OPEN),
             close: Notify::new(),
             linger: AtomicBool::new(false),
         }
@@ -235,10 +288,51 @@ impl Conn {
         }
     }
 
-    fn shut(&self) {
-        self.closing.store(true, Ordering::SeqCst);
+    /// When it last showed life, for the order of eviction: the start of the request whose
+    /// headers are arriving, or the end of its last response. A keep-alive sender that has just
+    /// begun a request thus outranks a connection that has been silent since its accept. `None`
+    /// while a request is in a handler (never evicted).
+    fn last_active(&self) -> Option<Millis> {
+        match self.phase() {
+            Phase::Busy => None,
+            Phase::Idle(since) => Some(since),
+            Phase::Head(since) => Some(since.max(self.idle_since.load(Ordering::SeqCst))),
+        }
+    }
+
+    /// Tells the watchdog to close the connection: `EVICT` or `KILL`.
+    fn shut(&self, how: u8) {
+        self.closing.fetch_max(how, Ordering::SeqCst);
         self.close.notify_one();
     }
+
+    /// Why the connection closes now that it was told to, or `None` when it stays: an eviction
+    /// decided while it looked idle is withdrawn if a request reached a handler since, rather
+    /// than cut that request off mid-way. The end of the grace period closes it regardless.
+    fn close_now(&self) -> Option<Closed> {
+        match self.closing.load(Ordering::SeqCst) {
+            KILL => Some(Closed::GraceEnded),
+            EVICT if self.phase() == Phase::Busy => {
+                // A kill arriving in between wins.
+                match self.closing.compare_exchange(EVICT, OPEN, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => None,
+                    Err(_) => Some(Closed::GraceEnded),
+                }
+            }
+            EVICT => Some(Closed::Evicted),
+            _ => None,
+        }
+    }
+}
+
+/// The connection to close for room: the one whose last activity is the oldest, among those not
+/// busy and not already closing.
+fn eviction_candidate<'a>(conns: impl Iterator<Item = &'a Arc<Conn>>) -> Option<&'a Arc<Conn>> {
+    conns
+        .filter(|c| c.closing.load(Ordering::SeqCst) == OPEN)
+        .filter_map(|c| Some((c.last_active()?, c)))
+        .min_by_key(|(since, _)| *since)
+        .map(|(_, c)| c)
 }
 
 /// What every connection shares.
@@ -252,6 +346,39 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// When the cap was last reported in the log (once a minute at most: a storm would flood it).
     warned_at: AtomicU64,
+    /// Peers whose connections carry many clients, so are not held to the per-client cap.
+    trusted: Arc<TrustedProxies>,
+    /// Open connections (and sockets still lingering) per client address under the per-client cap.
+    clients: Mutex<HashMap<AddressKey, usize>>,
+    /// Pokes the accept loop when an eviction it waits for was withdrawn.
+    reprieved: Notify,
+    /// When the per-client cap was last reported in the log.
+    per_client_warned_at: AtomicU64,
+}
+
+/// One connection's place under its address's per-client cap, given back when its socket closes.
+struct ClientShare {
+    shared: Arc<Shared>,
+    key: AddressKey,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut clients = self.shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = clients.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What an open socket holds until it is closed (lingering included): its slot under the
+/// connection cap, and its place under its address's cap.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _client: Option<ClientShare>,
 }
 
 impl Shared {
@@ -263,34 +390,57 @@ impl Shared {
         self.epoch + Duration::from_millis(ms)
     }
 
-    /// Closes the connection idle the longest (no request in a handler); false when there is none.
+    /// Tells the connection idle the longest (no request in a handler) to close; false when there
+    /// is none.
     fn evict_oldest_idle(&self) -> bool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let oldest = open
-            .values()
-            .filter(|c| !c.closing.load(Ordering::SeqCst))
-            .filter_map(|c| match c.phase() {
-                Phase::Busy => None,
-                Phase::Idle(_) | Phase::Head(_) => Some((c.idle_since.load(Ordering::SeqCst), c)),
-            })
-            .min_by_key(|(since, _)| *since);
-        match oldest {
-            Some((_, c)) => {
-                c.shut();
+        match eviction_candidate(open.values()) {
+            Some(c) => {
+                c.shut(EVICT);
                 true
             }
             None => false,
         }
     }
 
+    /// A place under the per-client cap for a connection from `peer`: `Ok(None)` for a trusted
+    /// proxy, `Err` with the address when it holds its share already.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Option<ClientShare>, AddressKey> {
+        if self.trusted.contains(peer) {
+            return Ok(None);
+        }
+        let key = AddressKey::of(peer);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = clients.entry(key).or_insert(0);
+        if *n >= self.limits.per_client_cap() {
+            return Err(key);
+        }
+        *n += 1;
+        Ok(Some(ClientShare { shared: self.clone(), key }))
+    }
+
+    /// True at most once a minute per `last` (a storm would flood the log otherwise).
+    fn once_a_minute(&self, last: &AtomicU64) -> bool {
+        let now = self.now();
+        let was = last.load(Ordering::SeqCst);
+        if was != NONE && now.saturating_sub(was) < 60_000 {
+            return false;
+        }
+        last.compare_exchange(was, now, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Says in the log, once a minute at most, that an address met the per-client cap.
+    fn warn_per_client_cap(&self, client: AddressKey) {
+        if self.once_a_minute(&self.per_client_warned_at) {
+            let max_connections_per_client = self.limits.per_client_cap();
+            tracing::warn!(target: "api", %client, max_connections_per_client,
+                "a client address holds as many connections as it may; its further connections are closed at accept (said once a minute at most)");
+        }
+    }
+
     /// Says in the log, once a minute at most, that the cap is reached.
     fn warn_at_cap(&self, evicted: bool) {
-        let now = self.now();
-        let last = self.warned_at.load(Ordering::SeqCst);
-        if last != NONE && now.saturating_sub(last) < 60_000 {
-            return;
-        }
-        if self.warned_at.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        if !self.once_a_minute(&self.warned_at) {
             return;
         }
         let max_connections = self.limits.max_connections;
@@ -303,19 +453,22 @@ impl Shared {
 
     fn close_all(&self) {
         for c in self.open.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            c.shut();
+            c.shut(KILL);
         }
     }
 }
 
 /// Serves `router` on `listener` under `limits` until `stopping` turns true, then drains: idle
 /// connections close, requests in flight are answered, and whatever is still open after `grace`
-/// is dropped. Returns when every connection is gone. `name` labels its gauges (`api`, `metrics`).
+/// is dropped. Returns when every connection is gone. `name` labels its gauges (`api`, `metrics`);
+/// connections from `trusted` proxies are not held to the per-client cap.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
     stopping: watch::Receiver<bool>,
     grace: Duration,
@@ -334,6 +487,10 @@ pub async fn serve(
         next_id: AtomicU64::new(0),
         metrics,
         warned_at: AtomicU64::new(NONE),
+        trusted,
+        clients: Mutex::new(HashMap::new()),
+        reprieved: Notify::new(),
+        per_client_warned_at: AtomicU64::new(NONE),
     });
     tokio::spawn(report(name, shared.clone(), stopping.clone()));
     let stop = stopped(stopping.clone());
@@ -352,26 +509,37 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
+        // Before a slot is sought: an address over its share must not make others' connections
+        // be evicted for room.
+        let client = match shared.admit(peer.ip()) {
+            Ok(client) => client,
+            Err(key) => {
+                drop(stream);
+                shared.metrics.count("http_connections_closed_total", &[("reason", Closed::PerClientCap.label())], 1);
+                shared.warn_per_client_cap(key);
+                continue;
+            }
+        };
         let slot = loop {
             if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
                 break Some(slot);
             }
             let evicted = shared.evict_oldest_idle();
-            if evicted {
-                shared.metrics.count("http_connections_closed_total", &[("reason", Closed::Evicted.label())], 1);
-            }
             shared.warn_at_cap(evicted);
-            // Until a slot frees: the evicted connection closing, or, when every one was busy,
-            // one of them ending or turning idle (looked for again shortly).
+            // Until a slot frees: the evicted connection closing, or, when every one was busy
+            // (or the eviction was withdrawn), one of them ending or turning idle (looked for
+            // again shortly).
             tokio::select! {
                 slot = shared.slots.clone().acquire_owned() => break slot.ok(),
+                _ = shared.reprieved.notified() => {}
                 _ = tokio::time::sleep(AT_CAP_RETRY), if !evicted => {}
                 _ = &mut stop => break None,
             }
         };
         let Some(slot) = slot else { break };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(shared.clone(), router.clone(), stream, peer, slot, stopping.clone()));
+        let held = Held { _slot: slot, _client: client };
+        tokio::spawn(connection(shared.clone(), router.clone(), stream, peer, held, stopping.clone()));
     }
     drop(listener);
     let all = limits.max_connections as u32;
@@ -414,18 +582,11 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
 }
 
 /// Serves one connection under its watchdog.
-async fn connection(
-    shared: Arc<Shared>,
-    router: Router,
-    stream: TcpStream,
-    peer: SocketAddr,
-    slot: OwnedSemaphorePermit,
-    stopping: watch::Receiver<bool>,
-) {
+async fn connection(shared: Arc<Shared>, router: Router, stream: TcpStream, peer: SocketAddr, held: Held, stopping: watch::Receiver<bool>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn::new(shared.now()));
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn.clone());
-    let io = hyper_util::rt::TokioIo::new(Watched { inner: Some(stream), slot: Some(slot), conn: conn.clone(), shared: shared.clone() });
+    let io = hyper_util::rt::TokioIo::new(Watched { inner: Some(stream), held: Some(held), conn: conn.clone(), shared: shared.clone() });
     let service = ConnService { router, peer, conn: conn.clone(), shared: shared.clone() };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.max_buf_size(MAX_BUF);
@@ -449,7 +610,10 @@ async fn connection(
                 break None;
             }
             _ = conn.changed.notified() => {}
-            _ = conn.close.notified() => break Some(Closed::Evicted),
+            _ = conn.close.notified() => match conn.close_now() {
+                Some(why) => break Some(why),
+                None => shared.reprieved.notify_one(),
+            },
             _ = &mut stop, if !draining => {
                 draining = true;
                 served.as_mut().graceful_shutdown();
@@ -464,19 +628,20 @@ async fn connection(
         }
     };
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    // Evictions are counted where they are decided; the end of the grace period is not one.
-    if let Some(why @ (Closed::HeaderTimeout | Closed::IdleTimeout)) = closed {
+    // Evictions are counted once carried out (one may be withdrawn); the end of the grace period
+    // is not one.
+    if let Some(why @ (Closed::HeaderTimeout | Closed::IdleTimeout | Closed::Evicted)) = closed {
         shared.metrics.count("http_connections_closed_total", &[("reason", why.label())], 1);
         tracing::debug!(target: "api", %peer, reason = why.label(), "connection closed");
     }
 }
 
 /// The TCP stream, noting when a request's first bytes arrive on an idle connection. It holds the
-/// connection's slot, so a socket still lingering counts against the cap.
+/// connection's slot and client share, so a socket still lingering counts against both caps.
 struct Watched {
     /// Always `Some` until dropped.
     inner: Option<TcpStream>,
-    slot: Option<OwnedSemaphorePermit>,
+    held: Option<Held>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
 }
@@ -495,14 +660,14 @@ const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        let (Some(mut stream), slot) = (self.inner.take(), self.slot.take()) else { return };
+        let (Some(mut stream), held) = (self.inner.take(), self.held.take()) else { return };
         if !self.conn.linger.load(Ordering::SeqCst) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
             use tokio::io::AsyncReadExt;
-            let _slot = slot;
+            let _held = held;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             let mut buf = [0u8; 8192];
             let mut left = LINGER_BYTES;
@@ -615,6 +780,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let body = Budgeted {
             inner: body,
             budget: self.shared.budget.clone(),
+            total: self.shared.limits.max_buffered_body_bytes,
+            started: false,
             watch: watch.clone(),
             deadline: Instant::now() + self.shared.limits.body_timeout,
             timer: None,
@@ -671,23 +838,25 @@ struct BodyWatch {
 }
 
 impl BodyWatch {
-    /// Takes `n` bytes of the budget for this request; false when they are not there.
-    fn reserve(&self, budget: &Arc<Semaphore>, n: usize) -> bool {
+    /// Takes `n` bytes of the budget (of `total` in all) for this request. `TooLarge` when the
+    /// request would then hold more than the whole budget, `BudgetExhausted` when the bytes are
+    /// held by others now.
+    fn reserve(&self, budget: &Arc<Semaphore>, total: usize, n: usize) -> Result<(), BodyError> {
         if n == 0 {
-            return true;
+            return Ok(());
         }
-        let Ok(n) = u32::try_from(n) else { return false };
-        match budget.clone().try_acquire_many_owned(n) {
-            Ok(permit) => {
-                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                match held.as_mut() {
-                    Some(h) => OwnedSemaphorePermit::merge(h, permit),
-                    None => *held = Some(permit),
-                }
-                true
-            }
-            Err(_) => false,
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+        if mine.saturating_add(n) > total {
+            return Err(BodyError::TooLarge);
         }
+        let n = u32::try_from(n).map_err(|_| BodyError::TooLarge)?;
+        let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| BodyError::BudgetExhausted)?;
+        match held.as_mut() {
+            Some(h) => OwnedSemaphorePermit::merge(h, permit),
+            None => *held = Some(permit),
+        }
+        Ok(())
     }
 
     fn fail(&self, why: BodyError) {
@@ -701,6 +870,7 @@ impl BodyWatch {
         let Some(why) = *self.failed.lock().unwrap_or_else(|p| p.into_inner()) else { return resp };
         let (status, code) = match why {
             BodyError::BudgetExhausted => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
         };
         metrics.count("http_request_bodies_refused_total", &[("reason", code)], 1);
@@ -709,6 +879,9 @@ impl BodyWatch {
         parts.status = status;
         let message = match why {
             BodyError::BudgetExhausted => "The server is receiving too many request bodies at once; retry later",
+            BodyError::TooLarge => {
+                "The request body is larger than the server can hold at once (very small chunks count extra); send less, in larger chunks"
+            }
             BodyError::TimedOut => "The request body was not received in time",
         };
         let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
@@ -722,10 +895,15 @@ impl BodyWatch {
     }
 }
 
-/// A request body that takes each frame's bytes from the budget and must end by its deadline.
+/// A request body that takes each frame's cost from the budget and must end by its deadline.
 struct Budgeted {
     inner: Incoming,
     budget: Arc<Semaphore>,
+    /// The whole budget: a body declaring more is refused before a byte of it is read.
+    total: usize,
+    /// Whether the declared length was checked (at the first poll, so a handler that never reads
+    /// the body is not refused for it).
+    started: bool,
     watch: Arc<BodyWatch>,
     deadline: Instant,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -737,6 +915,15 @@ impl HttpBody for Budgeted {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if !this.started {
+            this.started = true;
+            // Retrying (the 503's advice) would never help such a body: refused at once, and
+            // before a `100 Continue` invites it.
+            if this.inner.size_hint().lower() > this.total as u64 {
+                this.watch.fail(BodyError::TooLarge);
+                return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge))));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 // A sender dripping bytes keeps the body going; the deadline holds regardless.
@@ -744,10 +931,10 @@ impl HttpBody for Budgeted {
                     this.watch.fail(BodyError::TimedOut);
                     return Poll::Ready(Some(Err(Box::new(BodyError::TimedOut))));
                 }
-                let n = frame.data_ref().map_or(0, Bytes::len);
-                if !this.watch.reserve(&this.budget, n) {
-                    this.watch.fail(BodyError::BudgetExhausted);
-                    return Poll::Ready(Some(Err(Box::new(BodyError::BudgetExhausted))));
+                let cost = frame.data_ref().map_or(0, Bytes::len) + FRAME_OVERHEAD;
+                if let Err(why) = this.watch.reserve(&this.budget, this.total, cost) {
+                    this.watch.fail(why);
+                    return Poll::Ready(Some(Err(Box::new(why))));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -784,6 +971,7 @@ mod tests {
             body_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(5),
             max_connections: 4,
+            max_connections_per_client: None,
             max_buffered_body_bytes: 100,
         }
     }
@@ -812,13 +1000,80 @@ mod tests {
     fn the_budget_is_held_until_the_request_ends() {
         let budget = Arc::new(Semaphore::new(100));
         let a = BodyWatch::default();
-        assert!(a.reserve(&budget, 60));
-        assert!(a.reserve(&budget, 30));
+        assert_eq!(a.reserve(&budget, 100, 60), Ok(()));
+        assert_eq!(a.reserve(&budget, 100, 30), Ok(()));
         let b = BodyWatch::default();
-        assert!(!b.reserve(&budget, 20), "90 of 100 are held");
-        assert!(b.reserve(&budget, 10));
+        assert_eq!(b.reserve(&budget, 100, 20), Err(BodyError::BudgetExhausted), "90 of 100 are held");
+        assert_eq!(b.reserve(&budget, 100, 10), Ok(()));
         drop(a);
         assert_eq!(budget.available_permits(), 90);
+    }
+
+    #[test]
+    fn a_body_that_could_never_fit_is_too_large_not_a_retry_later() {
+        let budget = Arc::new(Semaphore::new(100));
+        let a = BodyWatch::default();
+        assert_eq!(a.reserve(&budget, 100, 80), Ok(()));
+        // 80 + 30 exceeds the whole budget: waiting for others would not make it fit.
+        assert_eq!(a.reserve(&budget, 100, 30), Err(BodyError::TooLarge));
+        assert_eq!(BodyWatch::default().reserve(&budget, 100, 101), Err(BodyError::TooLarge));
+    }
+
+    #[test]
+    fn the_per_client_cap_defaults_to_an_eighth_of_the_slots_and_at_least_eight() {
+        let mut l = limits();
+        assert_eq!(l.per_client_cap(), 8);
+        l.max_connections = 1024;
+        assert_eq!(l.per_client_cap(), 128);
+        l.max_connections_per_client = Some(3);
+        assert_eq!(l.per_client_cap(), 3);
+    }
+
+    #[test]
+    fn a_small_budget_is_warned_about() {
+        let mut l = limits();
+        l.max_connections = 1;
+        l.max_buffered_body_bytes = 1024 * 1024;
+        assert!(l.warnings().iter().any(|w| w.contains("--max-buffered-body-bytes")), "{:?}", l.warnings());
+        l.max_buffered_body_bytes = 64 * 1024 * 1024;
+        assert!(!l.warnings().iter().any(|w| w.contains("--max-buffered-body-bytes")), "{:?}", l.warnings());
+    }
+
+    #[test]
+    fn eviction_ranks_by_last_activity_and_spares_busy_connections() {
+        // A keep-alive sender, idle since 100, began a request at 5,000; a silent connection was
+        // accepted at 1,000. The silent one goes first.
+        let sender = Arc::new(Conn::new(0));
+        sender.idle_since.store(100, Ordering::SeqCst);
+        sender.head_since.store(5_000, Ordering::SeqCst);
+        let silent = Arc::new(Conn::new(1_000));
+        let busy = Arc::new(Conn::new(0));
+        busy.busy.store(1, Ordering::SeqCst);
+        let all = [sender.clone(), silent.clone(), busy.clone()];
+        assert!(Arc::ptr_eq(eviction_candidate(all.iter()).unwrap(), &silent));
+        // Once it is told to go, the next is the sender; the busy one never.
+        silent.shut(EVICT);
+        assert!(Arc::ptr_eq(eviction_candidate(all.iter()).unwrap(), &sender));
+        sender.shut(EVICT);
+        assert!(eviction_candidate(all.iter()).is_none());
+    }
+
+    #[test]
+    fn an_eviction_is_withdrawn_when_a_request_reached_a_handler_meanwhile() {
+        let c = Conn::new(0);
+        c.shut(EVICT);
+        c.busy.store(1, Ordering::SeqCst);
+        assert_eq!(c.close_now(), None, "a request in a handler is not cut off");
+        assert_eq!(c.closing.load(Ordering::SeqCst), OPEN, "it may be chosen again once idle");
+        c.busy.store(0, Ordering::SeqCst);
+        c.shut(EVICT);
+        assert_eq!(c.close_now(), Some(Closed::Evicted));
+        // The end of the grace period closes a busy one too.
+        let k = Conn::new(0);
+        k.busy.store(1, Ordering::SeqCst);
+        k.shut(EVICT);
+        k.shut(KILL);
+        assert_eq!(k.close_now(), Some(Closed::GraceEnded));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! A full disk (or a failing volume, or a PostgreSQL that refuses writes) leaves reads working:
 //! `/api/ready`'s ping alone would keep saying `ready` while every delivery is refused. The
 //! writers tell [`StoreHealth`] about each batch; one that could not commit because the database
-//! cannot write marks the store unwritable, the next committed batch marks it writable again. While
-//! it is unwritable, `/api/ready` answers 503 naming the cause, the `store_writable` gauge is 0, and
-//! a probe write every [`PROBE_EVERY`] notices recovery even when no delivery arrives (a load
+//! cannot write marks the store unwritable. A batch that wrote, or a probe write, marks it
+//! writable again; a batch that changed nothing (an idle worker's claim finding no work) commits
+//! even on a full disk, so it proves nothing. While it is unwritable, `/api/ready` answers 503 naming the
+//! cause, the `store_writable` gauge is 0, and a probe every [`PROBE_EVERY`] (64 KiB, more than
+//! any free room SQLite keeps in its files) notices recovery even when no delivery arrives (a load
 //! balancer that honours `/api/ready` sends none). Each change is logged once, not per request.
 
 use crate::metrics::Metrics;
@@ -82,11 +84,14 @@ impl StoreHealth {
 }
 
 impl tw_store::CommitObserver for StoreHealth {
-    fn committed(&self, batch: usize, elapsed: Duration) {
+    fn committed(&self, batch: usize, elapsed: Duration, wrote: bool) {
         self.metrics.observe("store_commit_batch_size", &[], batch as f64);
         self.metrics.observe("store_commit_duration_seconds", &[], elapsed.as_secs_f64());
-        // Cheap when nothing failed: one uncontended lock.
-        self.writable();
+        // A batch that wrote proves the database takes writes again; one that changed nothing
+        // (an idle claim) proves nothing. Cheap when nothing failed: one uncontended lock.
+        if wrote {
+            self.writable();
+        }
     }
 
     fn unavailable(&self, cause: &str) {
@@ -106,7 +111,10 @@ mod tests {
         h.unwritable("another cause");
         assert_eq!(h.failure().unwrap().cause, "database or disk is full");
         assert!(h.metrics.render().contains("store_writable 0"));
-        tw_store::CommitObserver::committed(&h, 1, Duration::from_millis(1));
+        // A committed batch that changed nothing proves nothing; one that wrote clears it.
+        tw_store::CommitObserver::committed(&h, 1, Duration::from_millis(1), false);
+        assert!(h.failure().is_some());
+        tw_store::CommitObserver::committed(&h, 1, Duration::from_millis(1), true);
         assert!(h.failure().is_none());
         assert!(h.metrics.render().contains("store_writable 1"));
     }

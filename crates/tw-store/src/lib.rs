@@ -40,6 +40,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tw_core::{Secret, SourceName};
 
+/// True at most once a second per `last` (which keeps the unix second it last said true), for
+/// log lines that a failure would repeat once per request.
+pub fn once_a_second(last: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let seen = last.load(Ordering::Relaxed);
+    now > seen && last.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// The engine's own error, kept as the cause of a [`StoreError`].
 pub type DbError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -102,7 +111,9 @@ impl StoreError {
 
 /// Told about every batch the writer commits (for metrics and the store's health).
 pub trait CommitObserver: Send + Sync + 'static {
-    fn committed(&self, batch: usize, elapsed: std::time::Duration);
+    /// A batch of `batch` writes committed; `wrote`: it changed something (a batch of claims that
+    /// found no work commits without writing a page, even on a full disk).
+    fn committed(&self, batch: usize, elapsed: std::time::Duration, wrote: bool);
     /// A batch could not be committed because the database cannot write now (disk full, I/O
     /// error, down): every write in it was refused with [`StoreError::Unavailable`].
     fn unavailable(&self, _cause: &str) {}

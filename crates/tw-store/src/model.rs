@@ -182,9 +182,10 @@ impl SourceRecord {
     pub fn verifying_secrets(&self, now: DateTime<Utc>) -> Vec<&Secret> {
         let mut v = vec![&self.secret];
         if let Some((old, until)) = &self.previous_secret
-            && now < *until {
-                v.push(old);
-            }
+            && now < *until
+        {
+            v.push(old);
+        }
         v
     }
 }
@@ -386,9 +387,10 @@ impl IncidentStatus {
 impl std::str::FromStr for IncidentStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IncidentStatus::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
-            format!("must be one of {}", IncidentStatus::ALL.map(IncidentStatus::as_str).join(", "))
-        })
+        IncidentStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| format!("must be one of {}", IncidentStatus::ALL.map(IncidentStatus::as_str).join(", ")))
     }
 }
 
@@ -532,10 +534,14 @@ pub struct StoredPlaybook {
 
 /// How much of a refused delivery's body is kept.
 pub const DELIVERY_BODY_LIMIT: usize = 64 * 1024;
-/// Delivery records kept per source by default (`--deliveries-keep`); older ones are pruned.
+/// Verified delivery records kept per source by default (`--deliveries-keep`); older ones are pruned.
 pub const DEFAULT_DELIVERIES_KEEP: u64 = 50_000;
 /// Days a delivery record is kept by default (`--deliveries-max-age-days`).
 pub const DEFAULT_DELIVERIES_MAX_AGE_DAYS: u32 = 30;
+/// Refused requests' records kept per source by default: apart from the verified ones, and fewer,
+/// since anyone can send refused requests (a few samples and one aggregate row per code and
+/// minute, so about 54 rows a minute at most; 5,000 are the last hour and a half of a flood).
+pub const DEFAULT_DELIVERIES_KEEP_REFUSED: u64 = 5_000;
 
 /// One delivery to a registered source, as `tw-cli webhook events` shows it; or, when
 /// `refused_count` is set, a run of refused requests counted into one row instead of one row each.
@@ -587,11 +593,16 @@ pub struct RefusedCount {
     pub count: u64,
 }
 
-/// How long delivery records are kept: the newest `keep_per_source` of each source, none older
-/// than `max_age`. Incidents, queued events and dead letters are never touched by it.
+/// How long delivery records are kept: of each source the newest `keep_per_source` verified
+/// deliveries and, counted apart, the newest `keep_refused_per_source` refused ones (so a sender
+/// without the secret cannot push real deliveries out), none older than `max_age`. Incidents,
+/// queued events and dead letters are never touched by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryRetention {
+    /// Verified deliveries kept per source.
     pub keep_per_source: u64,
+    /// Refused requests' records (not verified, aggregate rows included) kept per source.
+    pub keep_refused_per_source: u64,
     /// `None`: no age limit.
     pub max_age: Option<chrono::Duration>,
     /// Rows deleted per statement (each its own transaction, so intake writes interleave).
@@ -602,6 +613,7 @@ impl Default for DeliveryRetention {
     fn default() -> Self {
         DeliveryRetention {
             keep_per_source: DEFAULT_DELIVERIES_KEEP,
+            keep_refused_per_source: DEFAULT_DELIVERIES_KEEP_REFUSED,
             max_age: Some(chrono::Duration::days(i64::from(DEFAULT_DELIVERIES_MAX_AGE_DAYS))),
             batch: 1000,
         }

@@ -278,6 +278,30 @@ pub(crate) fn delivery_columns(body: &str) -> String {
     )
 }
 
+/// The classes of delivery records the retention counts apart, each with its keep: verified
+/// deliveries, and refused requests' records (aggregate rows included).
+pub(crate) fn retention_keeps(r: &crate::model::DeliveryRetention) -> [(bool, i64); 2] {
+    let keep = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    [(true, keep(r.keep_per_source)), (false, keep(r.keep_refused_per_source))]
+}
+
+/// Parameters source, verified, keep: the newest id of that source and class beyond the `keep`
+/// newest of the class; one walk of `keep` entries of `deliveries_by_source_verified` (covering,
+/// so no table row is read), whatever the other class holds. `p` is the engine's placeholder
+/// sign (`?` or `$`).
+pub(crate) fn retention_edge_sql(p: char) -> String {
+    format!("SELECT id FROM deliveries WHERE source = {p}1 AND verified = {p}2 ORDER BY id DESC LIMIT 1 OFFSET {p}3")
+}
+
+/// Parameters source, verified, edge, limit: deletes the oldest `limit` rows of that source and
+/// class at or below `edge`.
+pub(crate) fn retention_delete_sql(p: char) -> String {
+    format!(
+        "DELETE FROM deliveries WHERE id IN \
+         (SELECT id FROM deliveries WHERE source = {p}1 AND verified = {p}2 AND id <= {p}3 ORDER BY id LIMIT {p}4)"
+    )
+}
+
 /// A new record id: the kind (`job`, `queue`, `dl`) and a time-ordered UUID, as both engines
 /// store them.
 pub(crate) fn new_id(kind: &str) -> String {

@@ -536,7 +536,15 @@ async fn api_keys_expire_revoke_and_remember_their_use(store: Arc<dyn Store>) {
     assert!(store.revoke_api_key(&created.id, at(20), Some(revoke.clone())).await.unwrap());
     assert!(store.find_api_key(k.hash).await.unwrap().is_none(), "a revoked key is not found");
     assert!(!store.revoke_api_key(&created.id, at(30), Some(revoke)).await.unwrap(), "revoked once");
-    assert_eq!(store.list_audit(&AuditFilter { action: Some("api_key.revoke".into()), limit: 10, ..Default::default() }).await.unwrap().items.len(), 1);
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter { action: Some("api_key.revoke".into()), limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     let keys = store.list_api_keys().await.unwrap();
     let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["ci", "other"]);
@@ -557,9 +565,14 @@ async fn audit_records_page_newest_first_and_filter(store: Arc<dyn Store>) {
     };
     let started = Utc::now() - chrono::Duration::seconds(5);
     let mut written = Vec::new();
-    for (action, target) in
-        [("source.create", "a"), ("source.update", "a"), ("playbook.put", "p"), ("sources.create", "x"), ("source.delete", "a"), ("intel.add", "bad-ips")]
-    {
+    for (action, target) in [
+        ("source.create", "a"),
+        ("source.update", "a"),
+        ("playbook.put", "p"),
+        ("sources.create", "x"),
+        ("source.delete", "a"),
+        ("intel.add", "bad-ips"),
+    ] {
         written.push(store.record_audit(record(action, target)).await.unwrap());
     }
     let all = |f: AuditFilter| {
@@ -825,6 +838,7 @@ contract!(
     deliveries_have_unique_own_ids_and_are_found_by_the_senders,
     refused_counts_add_up_in_one_row_whichever_write_comes_first,
     retention_keeps_the_newest_per_source_and_drops_the_expired,
+    refused_records_cannot_push_verified_ones_out,
 );
 
 #[tokio::test]
@@ -1408,10 +1422,14 @@ async fn retention_keeps_the_newest_per_source_and_drops_the_expired(store: Arc<
     recorded(&store, "req_q2").await;
     // An incident: never touched by the retention.
     let inc = store.ingest(ingest_req("busy", Some("kept"), "k1")).await.unwrap().incident();
-    let retention = DeliveryRetention { keep_per_source: 4, max_age: Some(chrono::Duration::days(30)), batch: 2 };
+    let retention =
+        DeliveryRetention { keep_per_source: 4, keep_refused_per_source: 4, max_age: Some(chrono::Duration::days(30)), batch: 2 };
     assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 5);
     let ids = |rows: Vec<Delivery>| rows.into_iter().map(|d| d.request_id).collect::<Vec<_>>();
-    assert_eq!(ids(store.list_deliveries(&name("busy"), DeliveryFilter::All, 100).await.unwrap()), ["req_b6", "req_b5", "req_b4", "req_b3"]);
+    assert_eq!(
+        ids(store.list_deliveries(&name("busy"), DeliveryFilter::All, 100).await.unwrap()),
+        ["req_b6", "req_b5", "req_b4", "req_b3"]
+    );
     assert_eq!(ids(store.list_deliveries(&name("quiet"), DeliveryFilter::All, 100).await.unwrap()), ["req_q2", "req_q1", "req_q0"]);
     assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 0, "nothing more to do");
     // Everything expires; the incident stays.
@@ -1425,6 +1443,53 @@ async fn retention_keeps_the_newest_per_source_and_drops_the_expired(store: Arc<
     recorded(&store, "req_n2").await;
     let count_only = DeliveryRetention { max_age: None, keep_per_source: 2, ..retention };
     assert_eq!(store.prune_deliveries(count_only, now).await.unwrap(), 1);
+}
+
+/// Refused requests are anyone's to send: however many, they are counted apart from the verified
+/// deliveries, which keep their own number; the age limit binds both.
+async fn refused_records_cannot_push_verified_ones_out(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let now = Utc::now();
+    let ids = |rows: Vec<Delivery>| rows.into_iter().map(|d| d.request_id).collect::<Vec<_>>();
+    // Four verified deliveries, then a flood of refused ones (samples and an aggregate row),
+    // then two more verified ones and a few more refused.
+    for i in 0..4 {
+        store.record_delivery(delivery(&format!("req_v{i}"), "mail", None, 201, true, now), None);
+    }
+    for i in 0..30 {
+        store.record_delivery(delivery(&format!("req_r{i:02}"), "mail", None, 401, false, now), None);
+    }
+    store.record_delivery(Delivery { refused_count: Some(1), ..delivery("req_agg", "mail", None, 401, false, now) }, None);
+    for i in 4..6 {
+        store.record_delivery(delivery(&format!("req_v{i}"), "mail", None, 201, true, now), None);
+    }
+    for i in 30..33 {
+        store.record_delivery(delivery(&format!("req_r{i:02}"), "mail", None, 401, false, now), None);
+    }
+    recorded(&store, "req_r32").await;
+    let n = RefusedCount {
+        request_id: "req_agg".into(),
+        source: name("mail"),
+        status: 401,
+        code: "invalid_signature".into(),
+        first_at: now,
+        last_at: now,
+        count: 500,
+    };
+    store.record_refusals(vec![n]).await.unwrap();
+    let retention =
+        DeliveryRetention { keep_per_source: 5, keep_refused_per_source: 4, max_age: Some(chrono::Duration::days(30)), batch: 3 };
+    // Of 34 refused records 4 stay; of 6 verified ones 5.
+    assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 30 + 1);
+    let ok = ids(store.list_deliveries(&name("mail"), DeliveryFilter::Ok, 100).await.unwrap());
+    assert_eq!(ok, ["req_v5", "req_v4", "req_v3", "req_v2", "req_v1"]);
+    let refused = ids(store.list_deliveries(&name("mail"), DeliveryFilter::Failed, 100).await.unwrap());
+    assert_eq!(refused, ["req_r32", "req_r31", "req_r30", "req_agg"]);
+    assert_eq!(store.prune_deliveries(retention, now).await.unwrap(), 0, "nothing more to do");
+    // The age limit binds both classes, under their keeps or not.
+    let roomy = DeliveryRetention { keep_per_source: 100, keep_refused_per_source: 100, ..retention };
+    assert_eq!(store.prune_deliveries(roomy, now + chrono::Duration::days(31)).await.unwrap(), 9);
+    assert!(store.list_deliveries(&name("mail"), DeliveryFilter::All, 100).await.unwrap().is_empty());
 }
 
 /// Request ids as builds before v7 (SQLite) / v4 (PostgreSQL) stored them: a generated one, a
@@ -1485,7 +1550,9 @@ async fn sqlite_v7_makes_stored_request_ids_unique() {
     let store = open(dir.path());
     check_request_ids_migrated(&store).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let unique: i64 = conn.query_row("SELECT \"unique\" FROM pragma_index_list('deliveries') WHERE name = 'deliveries_by_request'", [], |r| r.get(0)).unwrap();
+    let unique: i64 = conn
+        .query_row("SELECT \"unique\" FROM pragma_index_list('deliveries') WHERE name = 'deliveries_by_request'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(unique, 1);
 }
 
@@ -1575,4 +1642,44 @@ mod queue_release {
         let Some((store, _db)) = super::open_pg(dir.path()).await else { return };
         super::released_queued_events_are_claimable_at_once(store).await;
     }
+}
+
+/// Another process's writer locks a source's row, then adds to an aggregate delivery row; a
+/// refusal flush meanwhile must take the rows in that order too, or one of them dies deadlocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusal_flush_locks_in_the_writers_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((store, db)) = open_pg(dir.path()).await else { return };
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    let now = Utc::now();
+    store.record_delivery(Delivery { refused_count: Some(1), ..delivery("req_agg", "mail", None, 401, false, now) }, None);
+    recorded(&store, "req_agg").await;
+    let other = tw_store::testing::connect(&db.url).await.unwrap();
+    other.batch_execute("BEGIN; UPDATE sources SET error_count = error_count + 1 WHERE name = 'mail'").await.unwrap();
+    let count = RefusedCount {
+        request_id: "req_agg".into(),
+        source: name("mail"),
+        status: 401,
+        code: "invalid_signature".into(),
+        first_at: now,
+        last_at: now,
+        count: 10,
+    };
+    let flush = tokio::spawn({
+        let store = store.clone();
+        async move { store.record_refusals(vec![count]).await }
+    });
+    // The flush waits for the source's row (before the fix: holding the aggregate row).
+    let watch = tw_store::testing::connect(&db.url).await.unwrap();
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut tries = 0;
+    while watch.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tries += 1;
+        assert!(tries < 3000, "the flush never waited for the source's row");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    other.batch_execute("UPDATE deliveries SET refused_count = refused_count + 1 WHERE request_id = 'req_agg'; COMMIT").await.unwrap();
+    flush.await.unwrap().unwrap();
+    let d = store.get_delivery("req_agg").await.unwrap().unwrap();
+    assert_eq!(d.refused_count, Some(12));
 }

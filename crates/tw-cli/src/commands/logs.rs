@@ -26,7 +26,9 @@ pub struct LogsArgs {
     /// Only lines about this source.
     #[arg(long)]
     source: Option<String>,
-    /// Keep printing new lines as they come (Ctrl-C to stop).
+    /// Keep printing new lines as they come (Ctrl-C to stop). The server ends a stream after an
+    /// hour (this reconnects, without repeating lines) or when the API key is revoked or expires
+    /// (this stops with an error).
     #[arg(long, short = 'f')]
     follow: bool,
 }
@@ -47,20 +49,52 @@ pub async fn run(ctx: &Ctx, a: LogsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     q.push("follow=true".into());
+    loop {
+        match follow(ctx, &client, &q).await? {
+            Some("max_lifetime") => {
+                eprintln!("the server ends a log stream after an hour; reconnecting");
+                // Only new lines after the first stream: its tail was shown already.
+                q.retain(|p| !p.starts_with("tail=") && !p.starts_with("since="));
+                q.push("tail=0".into());
+            }
+            Some("key_refused") => {
+                anyhow::bail!("the server ended the log stream: this API key is no longer accepted (revoked or expired)")
+            }
+            _ => {
+                eprintln!("the server closed the log stream (it is stopping)");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+/// Prints one log stream's records until it ends; the reason the server gave in its `end` event,
+/// if any.
+async fn follow(ctx: &Ctx, client: &crate::client::Client, q: &[String]) -> Result<Option<&'static str>> {
     let mut resp = client.stream(&format!("/api/logs?{}", q.join("&"))).await?;
     let mut pending = String::new();
+    let mut event: Option<String> = None;
     while let Some(chunk) = resp.chunk().await? {
         pending.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(i) = pending.find('\n') {
             let line = pending[..i].trim_end_matches('\r').to_string();
             pending.drain(..=i);
-            if let Some(data) = line.strip_prefix("data:")
-                && let Ok(v) = serde_json::from_str::<Value>(data.trim_start()) {
+            if line.is_empty() {
+                event = None;
+            } else if let Some(name) = line.strip_prefix("event:") {
+                event = Some(name.trim().to_string());
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let data = data.trim_start();
+                if event.as_deref() == Some("end") {
+                    return Ok(["max_lifetime", "key_refused", "stopping"].into_iter().find(|r| *r == data));
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(data) {
                     print_record(ctx, &v);
                 }
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(None)
 }
 
 fn print_record(ctx: &Ctx, v: &Value) {

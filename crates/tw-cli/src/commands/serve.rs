@@ -131,8 +131,15 @@ pub struct ServeArgs {
     /// At the cap, the connection idle the longest is closed to make room.
     #[arg(long, env = "TW_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: Option<u64>,
-    /// Request body bytes held at once across all connections; past it, requests are answered
-    /// 503 unavailable with Retry-After instead of being read.
+    /// Connections one client address (an IPv6 /64) may hold at once (default: an eighth of
+    /// --max-connections, at least 8); one more is closed at accept. Connections from a
+    /// --trusted-proxy are exempt, since they carry many clients.
+    #[arg(long, env = "TW_MAX_CONNECTIONS_PER_CLIENT", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_client: Option<u64>,
+    /// Request body bytes held at once across all connections (each chunk of a body also counts
+    /// 128 bytes); past it, requests are answered 503 unavailable with Retry-After instead of
+    /// being read, and a body larger than the whole budget 413 payload_too_large. Keep it at
+    /// least twice the largest max_body_bytes of a source.
     #[arg(long, env = "TW_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=4_294_967_295))]
     max_buffered_body_bytes: u64,
     /// Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight and running triage jobs.
@@ -142,6 +149,11 @@ pub struct ServeArgs {
     /// deleted in the background. Incidents are never deleted.
     #[arg(long, env = "TW_DELIVERIES_KEEP", default_value_t = tw_store::DEFAULT_DELIVERIES_KEEP, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     deliveries_keep: u64,
+    /// Records of refused requests (bad signatures and the like, aggregate rows included) kept per
+    /// source, apart from the verified deliveries above, so a sender without the secret cannot
+    /// push real deliveries out.
+    #[arg(long, env = "TW_DELIVERIES_KEEP_REFUSED", default_value_t = tw_store::DEFAULT_DELIVERIES_KEEP_REFUSED, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    deliveries_keep_refused: u64,
     /// Days a delivery record is kept at most; 0 keeps them regardless of age (--deliveries-keep
     /// still bounds them).
     #[arg(long, env = "TW_DELIVERIES_MAX_AGE_DAYS", default_value_t = tw_store::DEFAULT_DELIVERIES_MAX_AGE_DAYS, value_parser = clap::value_parser!(u32).range(0..=36_500))]
@@ -195,11 +207,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs),
         max_connections: args.max_connections.map_or(cfg.connection_limits.max_connections, |n| n as usize),
+        max_connections_per_client: args.max_connections_per_client.map(|n| n as usize),
         max_buffered_body_bytes: args.max_buffered_body_bytes as usize,
     };
     cfg.shutdown_grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     cfg.deliveries_retention = tw_store::DeliveryRetention {
         keep_per_source: args.deliveries_keep,
+        keep_refused_per_source: args.deliveries_keep_refused,
         max_age: (args.deliveries_max_age_days > 0).then(|| chrono::Duration::days(i64::from(args.deliveries_max_age_days))),
         ..cfg.deliveries_retention
     };

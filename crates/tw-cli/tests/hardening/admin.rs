@@ -330,3 +330,147 @@ async fn sources_from_the_config_file_are_audited_once_per_change() {
     let app = TestApp::spawn_in(dir, |_| {}).await;
     assert_eq!(audit(&app, "target=edr").await[0]["action"], "source.release");
 }
+
+/// Opens `GET /api/logs?follow=true` (new lines only) with `key`.
+async fn follow_logs(app: &TestApp, key: &str) -> reqwest::Response {
+    app.http.get(app.url("/api/logs?follow=true&tail=0")).bearer_auth(key).send().await.expect("request")
+}
+
+/// Reads a log stream until the server ends it; the reason its `end` event gives. Generous: the
+/// stream looks at the (manual) clock about once a second.
+async fn end_of(mut stream: reqwest::Response) -> String {
+    let read = async {
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await.expect("stream") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(i) = text.find("event: end\ndata: ") {
+                return text[i + 17..].lines().next().unwrap_or_default().to_string();
+            }
+        }
+        panic!("the stream closed without an end event: {text}");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read).await.expect("the stream ended within a minute")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_stream_ends_when_its_key_is_revoked_and_after_an_hour() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |cfg| {
+        cfg.clock = c;
+        cfg.log_buffer = Some(tw_server::logs::LogBuffer::new(100));
+    })
+    .await;
+    let key = ok(tw_store(&app, &["api-key", "create", "--name", "tailer", "--scope", "admin"])).trim().to_string();
+    let revoked = follow_logs(&app, &key).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let lasting = follow_logs(&app, &app.admin_key).await;
+    assert_eq!(lasting.status(), StatusCode::OK);
+    ok(tw_store(&app, &["api-key", "revoke", "tailer"]));
+    // The key is looked up again 30 s (by the server's clock) into the stream.
+    clock.set(now() + 31);
+    assert_eq!(end_of(revoked).await, "key_refused");
+    // A valid key's stream lasts an hour at most.
+    clock.set(now() + 3600 + 1);
+    assert_eq!(end_of(lasting).await, "max_lifetime");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_streams_are_capped_per_process() {
+    let app = TestApp::spawn_with(|cfg| cfg.log_buffer = Some(tw_server::logs::LogBuffer::new(100))).await;
+    let mut open = Vec::new();
+    for _ in 0..tw_server::logs::MAX_FOLLOWERS {
+        let s = follow_logs(&app, &app.admin_key).await;
+        assert_eq!(s.status(), StatusCode::OK);
+        open.push(s);
+    }
+    let refused = follow_logs(&app, &app.admin_key).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("30"));
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+    // Without follow, the tail is served as ever.
+    assert_eq!(app.admin(Method::GET, "/api/logs", None).await.0, StatusCode::OK);
+}
+
+/// A log record saying `message`, as the server's own would be.
+fn record(message: &str) -> tw_server::logs::LogRecord {
+    tw_server::logs::LogRecord {
+        ts: chrono::Utc::now(),
+        level: "INFO".into(),
+        target: "api".into(),
+        message: message.into(),
+        fields: Default::default(),
+    }
+}
+
+/// Logs `name-1`, `name-2`, ... into `buffer` until the follower prints one (it may not be
+/// listening yet); the lines it printed.
+fn until_printed(buffer: &tw_server::logs::LogBuffer, lines: &std::sync::mpsc::Receiver<String>, name: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    for n in 1.. {
+        assert!(std::time::Instant::now() < deadline, "the follower printed no {name} line; got {seen:?}");
+        buffer.push(record(&format!("{name}-{n}")));
+        while let Ok(l) = lines.recv_timeout(std::time::Duration::from_millis(300)) {
+            seen.push(l);
+        }
+        if seen.iter().any(|l| l.contains(name)) {
+            return seen;
+        }
+    }
+    unreachable!()
+}
+
+/// The lines `out` gives, as they come.
+fn lines_of(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_logs_follow_reconnects_after_an_hour_and_stops_when_its_key_is_revoked() {
+    let clock = Arc::new(ManualClock::at(now()));
+    let buffer = tw_server::logs::LogBuffer::new(100);
+    let (c, b) = (clock.clone(), buffer.clone());
+    let app = TestApp::spawn_with(move |cfg| {
+        cfg.clock = c;
+        cfg.log_buffer = Some(b);
+    })
+    .await;
+    let key = ok(tw_store(&app, &["api-key", "create", "--name", "cli-tailer", "--scope", "admin"])).trim().to_string();
+    let mut child = tw()
+        .args(["logs", "--tail", "0", "--follow"])
+        .env("TW_URL", &app.base)
+        .env("TW_API_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tw-cli logs --follow");
+    let lines = lines_of(child.stdout.take().unwrap());
+    let notes = lines_of(child.stderr.take().unwrap());
+    let b = buffer.clone();
+    let (first, lines) = tokio::task::spawn_blocking(move || (until_printed(&b, &lines, "first"), lines)).await.unwrap();
+    // An hour later the server ends the stream; the CLI connects again and repeats nothing.
+    clock.set(now() + 3600 + 1);
+    let note = notes.recv_timeout(std::time::Duration::from_secs(60)).expect("a note on stderr");
+    assert!(note.contains("reconnecting"), "{note}");
+    let b = buffer.clone();
+    let (second, lines) = tokio::task::spawn_blocking(move || (until_printed(&b, &lines, "second"), lines)).await.unwrap();
+    assert!(second.iter().all(|l| !l.contains("first")), "repeated: {second:?} after {first:?}");
+    assert!(child.try_wait().unwrap().is_none(), "the follower stopped");
+    // Revoked: the next look at the key ends the stream, and the CLI says why.
+    ok(tw_store(&app, &["api-key", "revoke", "cli-tailer"]));
+    clock.set(now() + 3600 + 1 + 31);
+    let (status, rest) = tokio::task::spawn_blocking(move || (child.wait().unwrap(), notes.iter().collect::<Vec<_>>())).await.unwrap();
+    drop(lines);
+    assert!(!status.success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("no longer accepted")), "{rest:?}");
+}

@@ -1,6 +1,8 @@
 //! Connection limits and graceful shutdown: clients that send headers or bodies too slowly, idle
-//! keep-alive connections, more connections than the cap, more body bytes than the budget, and a
-//! SIGTERM with a request and triage jobs in flight. Misbehaving clients speak raw TCP.
+//! keep-alive connections, more connections than the cap (or one address's share of it), more
+//! body bytes than the budget, and a SIGTERM with a request and triage jobs in flight.
+//! Misbehaving clients speak raw TCP; one that must be another address than the test's other
+//! clients connects from 127.0.0.2 (all of 127.0.0.0/8 is loopback).
 #[allow(unused_imports)]
 use crate::common::*;
 use reqwest::{Method, StatusCode};
@@ -22,6 +24,7 @@ fn limits() -> ConnectionLimits {
         body_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
         max_connections: 256,
+        max_connections_per_client: None,
         max_buffered_body_bytes: 64 * 1024 * 1024,
     }
 }
@@ -181,6 +184,9 @@ async fn past_the_connection_cap_the_oldest_idle_connections_make_room() {
     const CAP: usize = 8;
     let app = spawn(|l| {
         l.max_connections = CAP;
+        // One address plays both the attacker and the clients here: the per-client cap is
+        // another test's business.
+        l.max_connections_per_client = Some(usize::MAX);
         // The attackers' connections do not time out during the test: only the cap can help.
         l.header_timeout = Duration::from_secs(600);
         l.idle_timeout = Duration::from_secs(600);
@@ -213,6 +219,194 @@ async fn past_the_connection_cap_the_oldest_idle_connections_make_room() {
         }
     }
     assert!(closed >= 2 * CAP, "only {closed} of {} idle connections were closed", idle.len());
+}
+
+/// A connection from `ip` (a loopback address) to the server.
+async fn connect_from(ip: &str, app: &TestApp) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(app.addr).await.unwrap()
+}
+
+/// A delivery whose handler is reading its body, which never ends: the server said
+/// `100 Continue` (so the request is in a handler, a busy connection) and got half the body.
+async fn slow_body_from(ip: &str, app: &TestApp, id: &str) -> TcpStream {
+    let body = alert(id, 4096);
+    let mut s = connect_from(ip, app).await;
+    let head = delivery_head("edr", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_head(&mut s).await;
+    assert_eq!(status_of(&interim), Some(100), "{interim}");
+    s.write_all(&body.as_bytes()[..body.len() / 2]).await.unwrap();
+    s
+}
+
+/// Whether the server still holds the connection open: nothing to read, and not closed, for a
+/// moment. Only ever asked of connections whose every timeout is minutes away.
+async fn still_open(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await.is_err()
+}
+
+/// The value of one series (labels in any order) in `/metrics`, 0 when absent.
+async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (n, mut got) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}').split(',').map(str::to_string).collect::<Vec<_>>()),
+            None => (series, Vec::new()),
+        };
+        got.sort();
+        if n == name && got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}
+
+/// Busy connections are never closed for room, so one address with a slow body on every slot
+/// kept `/api/health` waiting until the bodies timed out. Now that address gets its share of the
+/// slots and no more: one connection beyond it is closed at accept, unanswered, while the ones
+/// within it carry on, and another address is served.
+#[tokio::test]
+async fn one_address_with_slow_bodies_gets_its_share_of_the_slots_and_no_more() {
+    const CAP: usize = 8;
+    const PER_CLIENT: usize = 4;
+    let app = spawn(|l| {
+        l.max_connections = CAP;
+        l.max_connections_per_client = Some(PER_CLIENT);
+        // Nothing times out during the test: only the caps decide.
+        l.body_timeout = Duration::from_secs(600);
+        l.header_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let mut within = Vec::new();
+    for i in 0..PER_CLIENT {
+        within.push(slow_body_from("127.0.0.2", &app, &format!("slow-{i}")).await);
+    }
+    // Enough more to fill the whole server, were they let in.
+    for i in PER_CLIENT..CAP {
+        let body = alert(&format!("slow-{i}"), 4096);
+        let mut s = connect_from("127.0.0.2", &app).await;
+        let head = delivery_head("edr", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+        // The server may have closed it already: a failed write is expected then.
+        let _ = s.write_all(head.as_bytes()).await;
+        let response = read_until_closed(&mut s).await.expect("a connection beyond the address's share must be closed");
+        assert_eq!(response, "", "closed at accept, before any request is read");
+    }
+    for s in &mut within {
+        assert!(still_open(s).await, "connections within the share are not closed for the ones beyond it");
+    }
+    // Another address is served at once: the slow one holds half of the slots.
+    let resp = tokio::time::timeout(PATIENCE, app.http.get(app.url("/api/health")).send()).await.expect("health answers").unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let closed = metric(&app, "http_connections_closed_total", &[("reason", "per_client_cap")]).await;
+    assert_eq!(closed, (CAP - PER_CLIENT) as f64);
+    drop(within);
+}
+
+/// Behind a trusted proxy every client has the proxy's address: it is not held to the share.
+#[tokio::test]
+async fn a_trusted_proxy_is_not_held_to_the_per_client_cap() {
+    const PER_CLIENT: usize = 2;
+    let mut l = limits();
+    l.max_connections_per_client = Some(PER_CLIENT);
+    l.body_timeout = Duration::from_secs(600);
+    let app = TestApp::spawn_with(|cfg| {
+        cfg.connection_limits = l;
+        cfg.trusted_proxies = tw_server::client::TrustedProxies::new(vec!["127.0.0.2/32".parse().unwrap()]);
+    })
+    .await;
+    app.add_source(json!({"source": "edr", "secret": SECRET})).await;
+    let mut open = Vec::new();
+    for i in 0..3 * PER_CLIENT {
+        // Each one reaches its handler (`100 Continue`): none is closed at accept.
+        open.push(slow_body_from("127.0.0.2", &app, &format!("proxied-{i}")).await);
+    }
+    for s in &mut open {
+        assert!(still_open(s).await);
+    }
+    assert_eq!(metric(&app, "http_connections_closed_total", &[("reason", "per_client_cap")]).await, 0.0);
+}
+
+/// A body too slow spends its address's failure budget, like a forged signature: a repeat
+/// offender is refused 429 before its next body is read, instead of holding a connection and
+/// budget until each body times out.
+#[tokio::test]
+async fn slow_bodies_spend_the_failure_budget_until_the_address_gets_429() {
+    // The clock stands still: the budget refills only if the test moves it.
+    let clock = std::sync::Arc::new(tw_server::state::ManualClock::at(now()));
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |cfg| {
+        cfg.connection_limits = limits();
+        cfg.clock = c;
+        cfg.limits.auth_failure_burst = 2;
+        cfg.limits.auth_failure_per_minute = 1;
+    })
+    .await;
+    app.add_source(json!({"source": "edr", "secret": SECRET})).await;
+    assert_eq!(metric(&app, "tw_auth_failures_total", &[("kind", "slow_body")]).await, 0.0, "present at 0 from the start");
+    for i in 0..2 {
+        let body = alert(&format!("slow-{i}"), 4096);
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+        s.write_all(&body.as_bytes()[..body.len() - 10]).await.unwrap();
+        let response = read_until_closed(&mut s).await.expect("a stalled body must end its connection");
+        assert_eq!(status_of(&response), Some(408), "{response}");
+    }
+    assert_eq!(metric(&app, "tw_auth_failures_total", &[("kind", "slow_body")]).await, 2.0);
+    let (status, v) = app.deliver("edr", SECRET, &alert("after-slow-bodies", 512)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
+}
+
+/// A body sent in one-byte chunks is a frame per byte, each holding memory far beyond its byte:
+/// its frames are charged to the budget too. 4 KiB of data, in 4,096 chunks, is more than a
+/// 256 KiB budget could ever hold, and answered 413 rather than read (or told to retry).
+#[tokio::test]
+async fn a_body_of_one_byte_chunks_pays_for_its_frames() {
+    let app = spawn(|l| l.max_buffered_body_bytes = 256 * 1024).await;
+    let body = alert("tiny-chunks", 4096);
+    let ts = now();
+    let head = format!(
+        "POST /api/webhooks/edr HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nX-Webhook-Timestamp: {ts}\r\n\
+         X-Webhook-Signature: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        signature(SECRET, ts, body.as_bytes()),
+    );
+    let mut wire = head.into_bytes();
+    for b in body.bytes() {
+        wire.extend_from_slice(b"1\r\n");
+        wire.push(b);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    // The server may stop reading once it refuses: a failed write is expected then.
+    let _ = s.write_all(&wire).await;
+    let response = read_response(&mut s).await;
+    assert_eq!(status_of(&response), Some(413), "{response}");
+    assert_eq!(body_of(&response)["error"]["code"], "payload_too_large", "{response}");
+    // The same body in one piece fits.
+    let (status, v) = app.deliver("edr", SECRET, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+}
+
+/// `--max-buffered-body-bytes` may be set below a source's `max_body_bytes`: a body declaring
+/// more than the whole budget was told 503 "retry later", forever. It is too large, and said so.
+#[tokio::test]
+async fn a_body_larger_than_the_whole_budget_is_413_not_retry_later() {
+    let app = spawn(|l| l.max_buffered_body_bytes = 128 * 1024).await;
+    let body = alert("bigger-than-budget", 200 * 1024);
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    let _ = s.write_all(body.as_bytes()).await;
+    let response = read_response(&mut s).await;
+    assert_eq!(status_of(&response), Some(413), "{response}");
+    assert_eq!(body_of(&response)["error"]["code"], "payload_too_large", "{response}");
+    assert!(!response.to_ascii_lowercase().contains("\r\nretry-after:"), "no point retrying: {response}");
 }
 
 /// A `tw-cli serve` with a slow delivery in flight and triage jobs claimed is sent SIGTERM: the

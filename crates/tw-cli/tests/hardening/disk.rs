@@ -107,6 +107,13 @@ async fn a_full_disk_answers_503_says_so_in_ready_and_recovers_by_itself() {
     assert!(why.contains("full"), "the readiness check should name the cause: {v}");
     let metrics = metrics_text(&app).await;
     assert!(metrics.contains("store_writable 0"), "{metrics}");
+    // It stays so while the disk is full, though the idle workers' claims keep committing
+    // (changing nothing) and the probe keeps trying.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, v) = ready(&app).await;
+        assert_eq!(status, 503, "ready while the disk is still full: {v}");
+    }
 
     // Space returns: without any delivery, the probe notices and ready turns 200 again.
     std::fs::remove_file(&filler).unwrap();

@@ -267,16 +267,25 @@ async fn verified_event(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            ApiError::PayloadTooLarge(limit)
-        } else if crate::serve::BodyError::find(&*e) == Some(crate::serve::BodyError::BudgetExhausted) {
+    let bytes = read_body(body, limit, declared).await.map_err(|e| {
+        use crate::serve::BodyError;
+        let why = match e {
+            ReadError::TooLarge => return ApiError::PayloadTooLarge(limit),
+            ReadError::Body(e) => BodyError::find(&e),
+        };
+        // A body too slow, or one more while the budget is spent, is what an address holding
+        // connections with slow bodies produces: it spends the address's failure budget, so the
+        // next one is refused 429 before it is read.
+        if let (Some(BodyError::TimedOut | BodyError::BudgetExhausted), Some(client)) = (why, seen.client) {
+            crate::limits::count_failure(state, client, crate::limits::FailureKind::SlowBody);
+        }
+        match why {
             // Too many bodies held at once (the connection layer answers 503 with Retry-After).
-            ApiError::Unavailable
-        } else {
+            Some(BodyError::BudgetExhausted) => ApiError::Unavailable,
+            // Larger than the whole body budget (the connection layer answers 413 too).
+            Some(BodyError::TooLarge) => ApiError::PayloadTooLarge(limit),
             // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
-            ApiError::InvalidPayload("The request body could not be read completely".into())
+            Some(BodyError::TimedOut) | None => ApiError::InvalidPayload("The request body could not be read completely".into()),
         }
     })?;
     seen.body = Some(bytes.clone());
@@ -392,6 +401,36 @@ async fn verified_event(
     let created = matches!(outcome, IngestOutcome::Created(_)).then_some(severity);
     let duplicate = matches!(outcome, IngestOutcome::Duplicate { .. });
     Ok((resp, Delivered { incident, created, duplicate, queue_id: None }))
+}
+
+/// Why an intake body could not be read.
+enum ReadError {
+    /// More than the source's `max_body_bytes`.
+    TooLarge,
+    /// The body stopped: cut short by the connection layer ([`crate::serve::BodyError`]), or broken.
+    Body(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes into one buffer, copying each frame as it comes and
+/// dropping it: frames kept one by one until the end (as `to_bytes` does) would each pin a piece
+/// of the connection's read buffer, and a body of tiny chunks would hold many times its size. The
+/// buffer is sized from the declared length, never beyond the limit.
+async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<axum::body::Bytes, ReadError> {
+    use http_body_util::BodyExt;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(limit);
+    let mut buf = Vec::with_capacity(capacity);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Body)?;
+        if let Some(data) = frame.data_ref() {
+            if data.len() > limit - buf.len() {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.into())
 }
 
 /// The response for a created or recognised incident.

@@ -1,5 +1,12 @@
 //! `GET /api/logs`: recent log records, filtered; `follow=true` streams new ones (server-sent
 //! events) after the tail.
+//!
+//! A stream is bounded: at most [`crate::logs::MAX_FOLLOWERS`] are open at once (past that 429
+//! `rate_limited` with `Retry-After`), its key is looked up again every [`RECHECK_EVERY`] (a
+//! revoked or expired key ends it), and it lasts [`MAX_LIFETIME`] at most. A stream the server
+//! ends says why in a last `end` event whose data is `key_refused`, `max_lifetime` or `stopping`
+//! (`tw-cli logs --follow` reconnects after `max_lifetime`). Both spans are measured with the
+//! server's clock.
 
 use crate::ApiError;
 use crate::auth::AdminAccess;
@@ -15,6 +22,13 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+
+/// How often a log stream's API key is looked up again.
+pub const RECHECK_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// The longest a log stream lasts; the client reconnects for more.
+pub const MAX_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// How often (real time) a stream looks at the clock for the two above.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most records one request returns.
 pub const MAX_TAIL: usize = 10_000;
@@ -39,7 +53,7 @@ pub struct LogsParams {
     security(("api_key" = ["admin"])),
     params(schemas::LogParams),
     responses(
-        (status = 200, description = "The records (JSON), or with `follow=true` server-sent events whose `data` is one record each", content(
+        (status = 200, description = "The records (JSON), or with `follow=true` server-sent events whose `data` is one record each; at most 8 streams at once per process (429 `rate_limited` past that), each ended after an hour or once its key is revoked or expires, by a last `end` event whose data says why (`max_lifetime`, `key_refused`, `stopping`)", content(
             (schemas::LogList = "application/json"),
             (schemas::LogRecord = "text/event-stream")
         )),
@@ -47,7 +61,12 @@ pub struct LogsParams {
         (status = 422, description = "`validation_error`: a bad `level`, `since` or `tail`", body = schemas::ErrorBody),
     )
 )]
-pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Query<LogsParams>) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(state): State<AppState>,
+    _auth: AdminAccess,
+    headers: axum::http::HeaderMap,
+    Query(p): Query<LogsParams>,
+) -> Result<Response, ApiError> {
     let buffer = state
         .logs
         .clone()
@@ -73,34 +92,106 @@ pub async fn logs(State(state): State<AppState>, _auth: AdminAccess, Query(p): Q
     };
     let follow = matches!(p.follow.as_deref(), Some("true" | "1" | "yes"));
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };
+    let permit = match follow {
+        true => Some(buffer.follower().ok_or(ApiError::TooManyFollowers(crate::logs::MAX_FOLLOWERS))?),
+        false => None,
+    };
     // Subscribe before reading the tail, so no record logged in between is missed; the ones that
     // are in both (the same Arcs) are skipped once.
     let rx = follow.then(|| buffer.subscribe());
     let records = buffer.tail(&query, tail);
-    let Some(rx) = rx else {
+    let (Some(rx), Some(permit)) = (rx, permit) else {
         let data: Vec<&LogRecord> = records.iter().map(|r| &**r).collect();
         return Ok(Json(json!({"data": data})).into_response());
     };
-    let shown: Vec<Arc<LogRecord>> = records.clone();
-    let first = stream::iter(records);
-    let live = stream::unfold((rx, query, shown), |(mut rx, query, mut shown)| async move {
+    let now = state.clock.now();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let follow = Follow {
+        rx,
+        query,
+        shown: records.clone(),
+        key: crate::auth::token_hash(&headers)?,
+        next_check: now + RECHECK_EVERY,
+        ends_at: now + MAX_LIFETIME,
+        tick,
+        stopping: state.stopping.clone(),
+        state,
+        _permit: permit,
+    };
+    let first = stream::iter(records).map(|r| Event::default().json_data(&*r));
+    let live = stream::unfold(Some(follow), |f| async move {
+        let mut f = f?;
+        Some(match f.next().await {
+            Next::Record(r) => (Event::default().json_data(&*r), Some(f)),
+            Next::End(why) => (Ok(Event::default().event("end").data(why)), None),
+        })
+    });
+    Ok(Sse::new(first.chain(live)).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// One log stream after its tail; holds its place among the [`crate::logs::MAX_FOLLOWERS`].
+struct Follow {
+    rx: tokio::sync::broadcast::Receiver<Arc<LogRecord>>,
+    query: LogQuery,
+    /// The tail's records, which the live ones may repeat once.
+    shown: Vec<Arc<LogRecord>>,
+    /// The hash of the caller's API key.
+    key: [u8; 32],
+    next_check: chrono::DateTime<chrono::Utc>,
+    ends_at: chrono::DateTime<chrono::Utc>,
+    tick: tokio::time::Interval,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    state: AppState,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+enum Next {
+    Record(Arc<LogRecord>),
+    /// The stream ends, for this reason (the `end` event's data).
+    End(&'static str),
+}
+
+impl Follow {
+    async fn next(&mut self) -> Next {
+        if *self.stopping.borrow() {
+            return Next::End("stopping");
+        }
         loop {
-            match rx.recv().await {
-                Ok(r) if shown.iter().any(|s| Arc::ptr_eq(s, &r)) => continue,
-                Ok(r) if query.matches(&r) => {
-                    shown.clear();
-                    return Some((r, (rx, query, shown)));
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(r) if self.shown.iter().any(|s| Arc::ptr_eq(s, &r)) => continue,
+                    Ok(r) if self.query.matches(&r) => {
+                        self.shown.clear();
+                        return Next::Record(r);
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return Next::End("stopping"),
+                },
+                // The stream ends when the server stops, so a follower cannot hold a shutdown open.
+                r = self.stopping.changed() => {
+                    if r.is_err() || *self.stopping.borrow() {
+                        return Next::End("stopping");
+                    }
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
+                _ = self.tick.tick() => {
+                    let now = self.state.clock.now();
+                    if now >= self.ends_at {
+                        return Next::End("max_lifetime");
+                    }
+                    if now >= self.next_check {
+                        match crate::auth::accepted_key(&self.state, self.key, now).await {
+                            Ok(_) => self.next_check = now + RECHECK_EVERY,
+                            Err(ApiError::Unauthorized(why)) => {
+                                tracing::warn!(target: "auth", reason = why, "log stream ended: its API key is no longer accepted");
+                                return Next::End("key_refused");
+                            }
+                            // The store is failing: looked up again at the next tick.
+                            Err(_) => {}
+                        }
+                    }
+                }
             }
         }
-    });
-    // The stream ends when the server stops, so a follower cannot hold a shutdown open.
-    let mut stopping = state.stopping.clone();
-    let stopped = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    };
-    let events = first.chain(live).take_until(stopped).map(|r: Arc<LogRecord>| Event::default().json_data(&*r));
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    }
 }

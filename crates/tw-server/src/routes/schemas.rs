@@ -922,6 +922,7 @@ mod tests {
             ApiError::Internal("x".into()),
             ApiError::Unavailable,
             ApiError::RateLimited(crate::limits::Limited { reason: crate::limits::LimitReason::Source, retry_after_secs: 1 }),
+            ApiError::TooManyFollowers(1),
         ];
         for e in &all {
             match e {
@@ -948,7 +949,8 @@ mod tests {
                 | ApiError::PlaybookInUse { .. }
                 | ApiError::Internal(_)
                 | ApiError::Unavailable
-                | ApiError::RateLimited(_) => {}
+                | ApiError::RateLimited(_)
+                | ApiError::TooManyFollowers(_) => {}
             }
         }
         all

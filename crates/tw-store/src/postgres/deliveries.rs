@@ -64,6 +64,22 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
     let senders: Vec<Option<String>> = ds.iter().map(|(d, _)| pg_opt_text(&d.sender_request_id)).collect();
     let refused: Vec<Option<i64>> = ds.iter().map(|(d, _)| d.refused_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX))).collect();
     let last: Vec<Option<DateTime<Utc>>> = ds.iter().map(|(d, _)| d.last_received_at).collect();
+    // The sources' error counts before the delivery rows: every writer locks `sources` rows
+    // before `deliveries` rows (`record_refusals_now` too), so two cannot deadlock over them.
+    let mut errors: BTreeMap<&str, i64> = BTreeMap::new();
+    for (d, _) in ds.iter().filter(|(d, _)| !(200..300).contains(&d.status)) {
+        *errors.entry(d.source.as_str()).or_default() += 1;
+    }
+    if !errors.is_empty() {
+        let names: Vec<&str> = errors.keys().copied().collect();
+        let ns: Vec<i64> = errors.values().copied().collect();
+        execute(
+            tx,
+            "UPDATE sources s SET error_count = s.error_count + d.n FROM unnest($1::text[], $2::int8[]) AS d(name, n) WHERE s.name = d.name",
+            &[&names, &ns],
+        )
+        .await?;
+    }
     // A request id is the server's own UUID: it only meets itself again when this is an
     // aggregate row whose counts were flushed first (`record_refusals`), and then adds to it.
     execute(
@@ -95,20 +111,52 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
         ],
     )
     .await?;
-    let mut refused: BTreeMap<&str, i64> = BTreeMap::new();
-    for (d, _) in ds.iter().filter(|(d, _)| !(200..300).contains(&d.status)) {
-        *refused.entry(d.source.as_str()).or_default() += 1;
+    Ok(())
+}
+
+/// Adds refused-request counts to their aggregate rows (created when missing) and to their
+/// sources' error counts, in one transaction. Only the writer task calls it (`Writer::refusals`),
+/// between its batches: the batches lock the same rows.
+pub(super) async fn record_refusals_now(pool: &deadpool_postgres::Pool, counts: &[RefusedCount]) -> Result<(), StoreError> {
+    if counts.is_empty() {
+        return Ok(());
     }
-    if !refused.is_empty() {
-        let names: Vec<&str> = refused.keys().copied().collect();
-        let ns: Vec<i64> = refused.values().copied().collect();
-        execute(
-            tx,
-            "UPDATE sources s SET error_count = s.error_count + d.n FROM unnest($1::text[], $2::int8[]) AS d(name, n) WHERE s.name = d.name",
-            &[&names, &ns],
-        )
-        .await?;
+    let ids: Vec<&str> = counts.iter().map(|c| c.request_id.as_str()).collect();
+    let sources: Vec<&str> = counts.iter().map(|c| c.source.as_str()).collect();
+    let firsts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.first_at).collect();
+    let statuses: Vec<i32> = counts.iter().map(|c| i32::from(c.status)).collect();
+    let codes: Vec<&str> = counts.iter().map(|c| c.code.as_str()).collect();
+    let ns: Vec<i64> = counts.iter().map(|c| i64::try_from(c.count).unwrap_or(i64::MAX)).collect();
+    let lasts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.last_at).collect();
+    let mut by_source: BTreeMap<&str, i64> = BTreeMap::new();
+    for (s, n) in sources.iter().zip(&ns) {
+        *by_source.entry(s).or_default() += n;
     }
+    let names: Vec<&str> = by_source.keys().copied().collect();
+    let errors: Vec<i64> = by_source.values().copied().collect();
+    let mut c = pool.get().await?;
+    let tx = c.transaction().await?;
+    // `sources` first, then `deliveries`, the order the writer's batches lock them in: another
+    // process's writer may be adding to the same rows.
+    execute(
+        &tx,
+        "UPDATE sources s SET error_count = s.error_count + d.n FROM unnest($1::text[], $2::int8[]) AS d(name, n) WHERE s.name = d.name",
+        &[&names, &errors],
+    )
+    .await?;
+    execute(
+        &tx,
+        "INSERT INTO deliveries (request_id, source, received_at, status, code, duplicate, latency_ms, verified, refused_count, \
+         last_received_at) \
+         SELECT id, source, first_at, status, code, FALSE, 0, FALSE, n, last_at \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::int8[], $7::timestamptz[]) \
+         AS r(id, source, first_at, status, code, n, last_at) \
+         ON CONFLICT (request_id) DO UPDATE SET refused_count = COALESCE(deliveries.refused_count, 0) + excluded.refused_count, \
+         last_received_at = GREATEST(deliveries.last_received_at, excluded.last_received_at)",
+        &[&ids, &sources, &firsts, &statuses, &codes, &ns, &lasts],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -181,45 +229,11 @@ impl crate::DeliveryStore for PgStore {
         if counts.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = counts.iter().map(|c| c.request_id.as_str()).collect();
-        let sources: Vec<&str> = counts.iter().map(|c| c.source.as_str()).collect();
-        let firsts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.first_at).collect();
-        let statuses: Vec<i32> = counts.iter().map(|c| i32::from(c.status)).collect();
-        let codes: Vec<&str> = counts.iter().map(|c| c.code.as_str()).collect();
-        let ns: Vec<i64> = counts.iter().map(|c| i64::try_from(c.count).unwrap_or(i64::MAX)).collect();
-        let lasts: Vec<DateTime<Utc>> = counts.iter().map(|c| c.last_at).collect();
-        let mut by_source: BTreeMap<&str, i64> = BTreeMap::new();
-        for (s, n) in sources.iter().zip(&ns) {
-            *by_source.entry(s).or_default() += n;
-        }
-        let names: Vec<&str> = by_source.keys().copied().collect();
-        let errors: Vec<i64> = by_source.values().copied().collect();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        execute(
-            &tx,
-            "INSERT INTO deliveries (request_id, source, received_at, status, code, duplicate, latency_ms, verified, refused_count, \
-             last_received_at) \
-             SELECT id, source, first_at, status, code, FALSE, 0, FALSE, n, last_at \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::int8[], $7::timestamptz[]) \
-             AS r(id, source, first_at, status, code, n, last_at) \
-             ON CONFLICT (request_id) DO UPDATE SET refused_count = COALESCE(deliveries.refused_count, 0) + excluded.refused_count, \
-             last_received_at = GREATEST(deliveries.last_received_at, excluded.last_received_at)",
-            &[&ids, &sources, &firsts, &statuses, &codes, &ns, &lasts],
-        )
-        .await?;
-        execute(
-            &tx,
-            "UPDATE sources s SET error_count = s.error_count + d.n FROM unnest($1::text[], $2::int8[]) AS d(name, n) WHERE s.name = d.name",
-            &[&names, &errors],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.writer.refusals(counts).await
     }
 
     async fn prune_deliveries(&self, retention: DeliveryRetention, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let keep = i64::try_from(retention.keep_per_source).unwrap_or(i64::MAX);
+        let keeps = crate::rows::retention_keeps(&retention);
         let cutoff = retention.max_age.and_then(|age| now.checked_sub_signed(age));
         let batch = i64::from(retention.batch.max(1));
         let c = self.client().await?;
@@ -236,22 +250,21 @@ impl crate::DeliveryStore for PgStore {
         .collect();
         let mut total = 0;
         for name in names {
-            // The newest of the source's ids beyond the `keep` newest, read once: rows at or
-            // below it stay deletable however many arrive meanwhile.
-            let edge: Option<i64> =
-                query_opt(&c, "SELECT id FROM deliveries WHERE source = $1 ORDER BY id DESC LIMIT 1 OFFSET $2", &[&name, &keep])
-                    .await?
-                    .map(|r| r.get(0));
+            // Per class, the newest of the source's ids beyond the class's keep, read once: rows
+            // at or below it stay deletable however many arrive meanwhile.
+            let mut edges = [None; 2];
+            for (edge, (verified, keep)) in edges.iter_mut().zip(keeps) {
+                *edge = query_opt(&c, &crate::rows::retention_edge_sql('$'), &[&name, &verified, &keep]).await?.map(|r| r.get::<_, i64>(0));
+            }
             loop {
                 // Each statement its own transaction, a bounded number of rows each.
                 let mut n = 0;
-                if let Some(edge) = edge {
-                    n += execute(
-                        &c,
-                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE source = $1 AND id <= $2 ORDER BY id LIMIT $3)",
-                        &[&name, &edge, &batch],
-                    )
-                    .await? as i64;
+                for (edge, (verified, _)) in edges.iter().zip(keeps) {
+                    if let Some(edge) = edge
+                        && n < batch
+                    {
+                        n += execute(&c, &crate::rows::retention_delete_sql('$'), &[&name, &verified, edge, &(batch - n)]).await? as i64;
+                    }
                 }
                 if let Some(cutoff) = cutoff
                     && n < batch
@@ -273,5 +286,37 @@ impl crate::DeliveryStore for PgStore {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rows::{retention_delete_sql, retention_edge_sql};
+
+    /// The plan of `sql`.
+    async fn plan(c: &tokio_postgres::Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> String {
+        let rows = c.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn retention_walks_each_class_from_the_index_alone() {
+        let Some(db) = crate::testing::TestDatabase::create().await else { return };
+        crate::postgres::migrations::migrate_only(&db.url, &crate::StoreOptions::default()).await.unwrap();
+        let c = crate::testing::connect(&db.url).await.unwrap();
+        // Ten sources' records, one in seven refused, and the statistics the planner goes by.
+        c.batch_execute(
+            "INSERT INTO deliveries (request_id, source, received_at, status, latency_ms, verified) \
+             SELECT 'req_' || g, 'src' || g % 10, now(), 201, 0, g % 7 <> 0 FROM generate_series(1, 50000) AS g",
+        )
+        .await
+        .unwrap();
+        c.batch_execute("VACUUM ANALYZE deliveries").await.unwrap();
+        for verified in [true, false] {
+            let edge = plan(&c, &retention_edge_sql('$'), &[&"src3", &verified, &5i64]).await;
+            assert!(edge.contains("Index Only Scan Backward using deliveries_by_source_verified"), "{edge}");
+            let delete = plan(&c, &retention_delete_sql('$'), &[&"src3", &verified, &5i64, &10i64]).await;
+            assert!(delete.contains("Index Only Scan using deliveries_by_source_verified") && !delete.contains("Sort"), "{delete}");
+        }
     }
 }

@@ -2,11 +2,15 @@
 //! channel (incidents, queued events, delivery records), commits them in one transaction with a
 //! few multi-row statements, and only then answers each caller.
 //!
+//! Refused-request counts come this way too (each in a transaction of its own after the batch):
+//! they add to aggregate delivery rows and to the sources' error counts, rows the batches lock as
+//! well, so written beside the writer they could deadlock with it.
+//!
 //! When a batch fails for a reason other than the database being unavailable, its writes are
 //! tried again one by one, so one bad write fails only itself (what SQLite's savepoints do).
 
 use super::{deliveries, ingest};
-use crate::model::{Delivery, IngestOutcome, IngestRequest, NewQueuedEvent};
+use crate::model::{Delivery, IngestOutcome, IngestRequest, NewQueuedEvent, RefusedCount};
 use crate::{CommitObserver, StoreError};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ enum Op {
     Ingest(IngestRequest, Reply<IngestOutcome>),
     Enqueue(NewQueuedEvent, Reply<String>),
     Delivery(Delivery, Option<Vec<u8>>),
+    Refusals(Vec<RefusedCount>, Reply<()>),
     /// Answered once every write queued before it has been committed or failed.
     Flush(oneshot::Sender<()>),
 }
@@ -39,7 +44,7 @@ impl Op {
             Op::Ingest(r, _) => r.raw.len(),
             Op::Enqueue(e, _) => e.raw.len(),
             Op::Delivery(_, body) => body.as_ref().map_or(0, Vec::len),
-            Op::Flush(_) => 0,
+            Op::Refusals(..) | Op::Flush(_) => 0,
         }
     }
 }
@@ -76,6 +81,13 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Closed)
     }
 
+    /// Adds refused-request counts to their aggregate rows and sources, in the writer's turn.
+    pub async fn refusals(&self, counts: Vec<RefusedCount>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Op::Refusals(counts, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Queues a delivery record without waiting; dropped when the writer is saturated.
     pub fn record(&self, d: Delivery, mut body: Option<Vec<u8>>) {
         // Only this much is kept: the rest need not wait in the channel.
@@ -107,7 +119,8 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Op>, observer: Option<Arc<dyn Co
         tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
         if let Some(o) = &observer {
             match unavailable {
-                None => o.committed(size, elapsed),
+                // Every batch here holds inserts (claims do not go through this writer).
+                None => o.committed(size, elapsed, true),
                 Some(cause) => o.unavailable(&cause),
             }
         }
@@ -126,15 +139,21 @@ struct Batch {
 async fn commit(pool: &Pool, ops: Vec<Op>) -> Option<String> {
     let mut b = Batch::default();
     let mut flushes = Vec::new();
+    let mut refusals = Vec::new();
     for op in ops {
         match op {
             Op::Ingest(r, reply) => b.ingests.push((r, reply)),
             Op::Enqueue(e, reply) => b.enqueues.push((e, reply)),
             Op::Delivery(d, body) => b.deliveries.push((d, body)),
+            Op::Refusals(counts, reply) => refusals.push((counts, reply)),
             Op::Flush(reply) => flushes.push(reply),
         }
     }
     let unavailable = commit_writes(pool, b).await;
+    // After the batch, so the aggregate rows it creates are there to add to.
+    for (counts, reply) in refusals {
+        let _ = reply.send(deliveries::record_refusals_now(pool, &counts).await);
+    }
     for reply in flushes {
         let _ = reply.send(());
     }

@@ -190,12 +190,12 @@ impl crate::DeliveryStore for SqliteStore {
     }
 
     async fn prune_deliveries(&self, retention: DeliveryRetention, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        let keep = i64::try_from(retention.keep_per_source).unwrap_or(i64::MAX);
+        let keeps = crate::rows::retention_keeps(&retention);
         let cutoff = retention.max_age.and_then(|age| now.checked_sub_signed(age)).map(ts);
         let batch = i64::from(retention.batch.max(1));
-        // Each source with records, and the newest of its ids beyond the `keep` newest (read
-        // once: rows at or below it stay deletable however many arrive meanwhile).
-        let plan: Vec<(String, Option<i64>)> = self
+        // Each source with records, and per class the newest of its ids beyond the class's keep
+        // (read once: rows at or below it stay deletable however many arrive meanwhile).
+        let plan: Vec<(String, [Option<i64>; 2])> = self
             .read(move |conn, _| {
                 let mut names = conn.prepare_cached(
                     "WITH RECURSIVE s(name) AS (SELECT (SELECT MIN(source) FROM deliveries) \
@@ -203,30 +203,36 @@ impl crate::DeliveryStore for SqliteStore {
                      SELECT name FROM s WHERE name IS NOT NULL LIMIT ?1",
                 )?;
                 let names: Vec<String> = names.query_map([PRUNE_MAX_SOURCES], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                let mut edge = conn.prepare_cached("SELECT id FROM deliveries WHERE source = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2")?;
                 let mut plan = Vec::with_capacity(names.len());
                 for name in names {
-                    let e: Option<i64> = edge.query_row(params![name, keep], |r| r.get(0)).optional()?;
-                    plan.push((name, e));
+                    let mut edges = [None; 2];
+                    for (edge, (verified, keep)) in edges.iter_mut().zip(keeps) {
+                        *edge = conn
+                            .prepare_cached(&crate::rows::retention_edge_sql('?'))?
+                            .query_row(params![name, verified, keep], |r| r.get(0))
+                            .optional()?;
+                    }
+                    plan.push((name, edges));
                 }
                 Ok(plan)
             })
             .await?;
         let mut total = 0;
-        for (source, edge) in plan {
+        for (source, edges) in plan {
             loop {
                 let (s, c) = (source.clone(), cutoff.clone());
                 let n = self
                     .writer
                     .write(move |conn| {
                         let mut n = 0;
-                        if let Some(edge) = edge {
-                            n += conn
-                                .prepare_cached(
-                                    "DELETE FROM deliveries WHERE id IN \
-                                     (SELECT id FROM deliveries WHERE source = ?1 AND id <= ?2 ORDER BY id LIMIT ?3)",
-                                )?
-                                .execute(params![s, edge, batch])? as i64;
+                        for (edge, (verified, _)) in edges.iter().zip(keeps) {
+                            if let Some(edge) = edge
+                                && n < batch
+                            {
+                                n += conn
+                                    .prepare_cached(&crate::rows::retention_delete_sql('?'))?
+                                    .execute(params![s, verified, edge, batch - n])? as i64;
+                            }
                         }
                         if let Some(c) = c
                             && n < batch
@@ -250,5 +256,34 @@ impl crate::DeliveryStore for SqliteStore {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rows::{retention_delete_sql, retention_edge_sql};
+
+    /// Every plan step of `sql`, as `EXPLAIN QUERY PLAN` words it.
+    fn plan(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn retention_walks_each_class_from_the_index_alone() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        for verified in [true, false] {
+            let edge = plan(&conn, &retention_edge_sql('?'), rusqlite::params!["src", verified, 5]);
+            assert_eq!(edge, "SEARCH deliveries USING COVERING INDEX deliveries_by_source_verified (source=? AND verified=?)");
+            let delete = plan(&conn, &retention_delete_sql('?'), rusqlite::params!["src", verified, 5, 10]);
+            assert!(
+                delete.contains("USING COVERING INDEX deliveries_by_source_verified (source=? AND verified=? AND id<?)")
+                    && !delete.contains("SCAN deliveries")
+                    && !delete.contains("TEMP B-TREE"),
+                "{delete}"
+            );
+        }
     }
 }

@@ -111,9 +111,13 @@ impl crate::HealthStore for SqliteStore {
         let now = ts(Utc::now());
         self.writer
             .write(move |conn| {
+                // 64 KiB: more than the free room SQLite may keep in its WAL and free pages, so a
+                // commit needs the disk to have room.
+                let mut value = vec![0u8; 64 * 1024];
+                value[..now.len()].copy_from_slice(now.as_bytes());
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('write_probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [now.as_bytes()],
+                    [value],
                 )?;
                 Ok(())
             })

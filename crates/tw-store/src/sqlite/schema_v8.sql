@@ -5,6 +5,8 @@
 ALTER TABLE api_keys ADD COLUMN expires_at TEXT;
 ALTER TABLE api_keys ADD COLUMN revoked_at TEXT;
 ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;
+-- Keys revoked before this version: when is unknown; the migration's time stands for it.
+UPDATE api_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%S.000000Z', 'now') WHERE revoked;
 
 -- One row per administrative change. `seq` orders the log (newest first) and pages it; `before`
 -- and `after` are JSON snapshots that never hold a secret (at most its fingerprint). Pruned to

@@ -114,12 +114,21 @@ impl<T: Send, F: Runner<T>> Job for Call<T, F> {
             }
             None => {
                 if let Err(e) = result {
-                    tracing::warn!(target: "store", error = %e.chain(), "background write failed");
+                    // While the disk is full every delivery's record fails: one line a second is
+                    // enough (the outage itself is logged once by the server's store health).
+                    if crate::once_a_second(&BACKGROUND_FAILURE_LOGGED) {
+                        tracing::warn!(target: "store", error = %e.chain(), "background write failed");
+                    } else {
+                        tracing::debug!(target: "store", error = %e.chain(), "background write failed");
+                    }
                 }
             }
         }
     }
 }
+
+/// When a failed background write was last logged (unix seconds).
+static BACKGROUND_FAILURE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What writes add to the batch's running totals, written once at the end of the batch instead
 /// of by every write: the sources' counters (`delivery_count`, `error_count`, `last_delivery_at`),
@@ -323,13 +332,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, observer: Opt
         }
         let size = batch.len();
         let started = std::time::Instant::now();
+        let changes_before = conn.total_changes();
         let completions = commit_batch(&mut conn, &mut batch);
+        let wrote = conn.total_changes() != changes_before;
         let elapsed = started.elapsed();
         tracing::trace!(target: "store", batch = size, elapsed_us = elapsed.as_micros() as u64, "committed");
         let (result, done) = completions;
         if let Some(o) = &observer {
             match &result {
-                Ok(()) => o.committed(size, elapsed),
+                Ok(()) => o.committed(size, elapsed, wrote),
                 Err(e) if e.unavailable => o.unavailable(&e.message),
                 Err(_) => {}
             }

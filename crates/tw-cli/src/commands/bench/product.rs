@@ -55,6 +55,9 @@ pub async fn started(
     let (key, _) = crate::commands::new_api_key("bench", "admin", &store).await.context("cannot create the bench's API key")?;
     let addr = servers::listen_addr(listen)?;
     let mut args: Vec<OsString> = vec!["serve".into(), "--data-dir".into(), data_dir.into(), "--listen".into(), addr.to_string().into()];
+    // Every connection of the load comes from one address: held to the per-client cap, a
+    // --concurrency above it would measure refusals. The server's own cap still applies.
+    args.extend(["--max-connections-per-client".into(), "1000000".into()]);
     if let Some(url) = &database_url {
         args.extend(["--database-url".into(), url.into()]);
     }
