@@ -21,3 +21,22 @@ mod disk;
 fn these_tests_pass_on_postgres() {
     common::rerun_on_postgres();
 }
+
+/// The value of one series (labels in any order) in `/metrics`, 0 when absent.
+pub async fn metric(app: &common::TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (n, mut got) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}').split(',').map(str::to_string).collect::<Vec<_>>()),
+            None => (series, Vec::new()),
+        };
+        got.sort();
+        if n == name && got == want {
+            return value.parse().unwrap();
+        }
+    }
+    0.0
+}

@@ -5,6 +5,7 @@
 //! clients connects from 127.0.0.2 (all of 127.0.0.0/8 is loopback).
 #[allow(unused_imports)]
 use crate::common::*;
+use crate::metric;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -246,25 +247,6 @@ async fn slow_body_from(ip: &str, app: &TestApp, id: &str) -> TcpStream {
 async fn still_open(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
     tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await.is_err()
-}
-
-/// The value of one series (labels in any order) in `/metrics`, 0 when absent.
-async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    want.sort();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let (n, mut got) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}').split(',').map(str::to_string).collect::<Vec<_>>()),
-            None => (series, Vec::new()),
-        };
-        got.sort();
-        if n == name && got == want {
-            return value.parse().unwrap();
-        }
-    }
-    0.0
 }
 
 /// Busy connections are never closed for room, so one address with a slow body on every slot

@@ -7,6 +7,7 @@
 //! clock, so no test depends on how fast it runs.
 #[allow(unused_imports)]
 use crate::common::*;
+use crate::metric;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -75,25 +76,6 @@ async fn api_from(app: &TestApp, from: Option<&str>, key: &str, method: Method, 
 
 fn alert(id: &str) -> String {
     json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": "high"}}).to_string()
-}
-
-/// The value of one series (labels in any order) in `/metrics`, 0 when absent.
-async fn metric(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    want.sort();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let (n, mut got) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}').split(',').map(str::to_string).collect::<Vec<_>>()),
-            None => (series, Vec::new()),
-        };
-        got.sort();
-        if n == name && got == want {
-            return value.parse().unwrap();
-        }
-    }
-    0.0
 }
 
 /// A server whose clock stands still at `t0`, trusting 127.0.0.1 as a proxy, with `tweak`.
