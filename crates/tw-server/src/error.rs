@@ -55,6 +55,9 @@ pub enum ApiError {
     Internal(String),
     #[error("The server is temporarily unable to store events; retry later")]
     Unavailable,
+    /// The request body did not arrive within the body timeout (408; the connection is closed).
+    #[error("The request body was not received in time")]
+    RequestTimeout,
     /// A rate limit refused the request (429, with `Retry-After`).
     #[error("{0}")]
     RateLimited(crate::limits::Limited),
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::PlaybookInUse { .. } => "playbook_in_use",
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "unavailable",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => "rate_limited",
         }
     }
@@ -110,6 +114,7 @@ impl ApiError {
             | ApiError::PlaybookInUse { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }

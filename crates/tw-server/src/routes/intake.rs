@@ -74,6 +74,7 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
         (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the signature headers are missing or do not verify", body = schemas::ErrorBody),
         (status = 403, description = "`source_disabled`: the source is disabled", body = schemas::ErrorBody),
         (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within the server's body timeout (`--body-timeout-secs`); the connection is closed", body = schemas::ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = schemas::ErrorBody),
         (status = 429, description = "`rate_limited`: the source is over its `rate_limit` (counted on verified deliveries), or the client address failed verification or API keys too often; `Retry-After` says when to come back", body = schemas::ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = schemas::ErrorBody),
@@ -285,7 +286,10 @@ async fn verified_event(
             // Larger than the whole body budget (the connection layer answers 413 too).
             Some(BodyError::TooLarge) => ApiError::PayloadTooLarge(limit),
             // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
-            Some(BodyError::TimedOut) | None => ApiError::InvalidPayload("The request body could not be read completely".into()),
+            // The connection layer answers the client 408 and closes; the delivery record and
+            // the error metrics say the same.
+            Some(BodyError::TimedOut) => ApiError::RequestTimeout,
+            None => ApiError::InvalidPayload("The request body could not be read completely".into()),
         }
     })?;
     seen.body = Some(bytes.clone());

@@ -57,6 +57,7 @@ pub enum ErrorCode {
     PlaybookInUse,
     InternalError,
     Unavailable,
+    RequestTimeout,
     RateLimited,
 }
 
@@ -921,6 +922,7 @@ mod tests {
             ApiError::PlaybookInUse { name: "x".into(), sources: vec![] },
             ApiError::Internal("x".into()),
             ApiError::Unavailable,
+            ApiError::RequestTimeout,
             ApiError::RateLimited(crate::limits::Limited { reason: crate::limits::LimitReason::Source, retry_after_secs: 1 }),
             ApiError::TooManyFollowers(1),
         ];
@@ -949,6 +951,7 @@ mod tests {
                 | ApiError::PlaybookInUse { .. }
                 | ApiError::Internal(_)
                 | ApiError::Unavailable
+                | ApiError::RequestTimeout
                 | ApiError::RateLimited(_)
                 | ApiError::TooManyFollowers(_) => {}
             }
