@@ -106,7 +106,13 @@ impl KeyUsage {
                 _ = stopping.changed() => break,
             }
         }
-        self.write(&store, self.due(Utc::now(), true)).await;
+        self.flush(&store).await;
+    }
+
+    /// Writes every use not written yet (at a stop: also those of requests answered after
+    /// [`KeyUsage::run`] made its last pass).
+    pub async fn flush(&self, store: &Arc<dyn Store>) {
+        self.write(store, self.due(Utc::now(), true)).await;
     }
 }
 

@@ -228,6 +228,10 @@ impl RunningServer {
             }
         });
         futures_util::future::join_all(waits).await;
+        // The background writers made their last pass when the stop began; requests answered
+        // during the grace period counted refusals and key uses after it.
+        refusals::flush(&self.state).await;
+        self.state.key_usage.flush(&self.state.store).await;
         // Fire-and-forget writes (delivery records) still in the writer's queue get committed.
         match tokio::time::timeout(self.grace, self.state.store.flush()).await {
             Ok(Ok(())) => {}
