@@ -22,8 +22,14 @@ fn these_tests_pass_on_postgres() {
     common::rerun_on_postgres();
 }
 
-/// The value of one series (labels in any order) in `/metrics`, 0 when absent.
+/// The value of one series (labels in any order) in `/metrics`, 0 when absent (a counter not
+/// incremented yet).
 pub async fn metric(app: &common::TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(app, name, labels).await.unwrap_or(0.0)
+}
+
+/// The value of one series (labels in any order) in `/metrics`, `None` when it is not there.
+pub async fn series(app: &common::TestApp, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     want.sort();
@@ -35,8 +41,8 @@ pub async fn metric(app: &common::TestApp, name: &str, labels: &[(&str, &str)]) 
         };
         got.sort();
         if n == name && got == want {
-            return value.parse().unwrap();
+            return Some(value.parse().unwrap());
         }
     }
-    0.0
+    None
 }

@@ -61,10 +61,6 @@ pub enum ApiError {
     /// A rate limit refused the request (429, with `Retry-After`).
     #[error("{0}")]
     RateLimited(crate::limits::Limited),
-    /// Every log stream this process serves at once is taken (429 `rate_limited`, with
-    /// `Retry-After`): each holds a connection for as long as it lasts.
-    #[error("Too many log streams are open (at most {0}); close one or retry later")]
-    TooManyFollowers(usize),
 }
 
 impl ApiError {
@@ -94,7 +90,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal_error",
             ApiError::Unavailable => "unavailable",
             ApiError::RequestTimeout => "request_timeout",
-            ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => "rate_limited",
+            ApiError::RateLimited(_) => "rate_limited",
         }
     }
 
@@ -115,7 +111,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::RateLimited(_) | ApiError::TooManyFollowers(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -189,9 +185,6 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::Unavailable) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));
-        }
-        if let ApiError::TooManyFollowers(_) = &self {
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
         }
         if let ApiError::RateLimited(l) = &self {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(l.retry_after_secs));

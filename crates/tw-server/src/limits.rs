@@ -287,6 +287,8 @@ pub enum LimitReason {
     AuthFailures,
     /// The API key spent its budget of playbook tests.
     PlaybookTest,
+    /// Every log stream this process serves at once is taken (each holds a connection).
+    LogFollowers,
 }
 
 impl LimitReason {
@@ -296,6 +298,7 @@ impl LimitReason {
             LimitReason::Source => "source",
             LimitReason::AuthFailures => "auth_failures",
             LimitReason::PlaybookTest => "playbook_test",
+            LimitReason::LogFollowers => "log_followers",
         }
     }
 }
@@ -313,6 +316,7 @@ impl std::fmt::Display for Limited {
             LimitReason::Source => "This source is over its rate limit",
             LimitReason::AuthFailures => "Too many failed authentication attempts from this address",
             LimitReason::PlaybookTest => "Too many playbook tests with this API key",
+            LimitReason::LogFollowers => "Too many log streams are open; close one",
         };
         match self.retry_after_secs {
             1 => write!(f, "{why}; retry after 1 second"),
@@ -353,7 +357,7 @@ fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_micros() as f64 / 1e6
 }
 
-fn refused(state: &AppState, reason: LimitReason, retry_after_secs: u64) -> ApiError {
+pub fn refused(state: &AppState, reason: LimitReason, retry_after_secs: u64) -> ApiError {
     state.metrics.count("tw_rate_limited_total", &[("reason", reason.as_str())], 1);
     ApiError::RateLimited(Limited { reason, retry_after_secs })
 }

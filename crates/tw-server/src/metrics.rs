@@ -66,7 +66,7 @@ impl Metrics {
         for kind in ["signature", "api_key", "unknown_source", "slow_body"] {
             self.count("tw_auth_failures_total", &[("kind", kind)], 0);
         }
-        for reason in ["source", "auth_failures", "playbook_test"] {
+        for reason in ["source", "auth_failures", "playbook_test", "log_followers"] {
             self.count("tw_rate_limited_total", &[("reason", reason)], 0);
         }
         let h = |name: &'static str, help: &'static str| self.recorder.describe_histogram(name.into(), None, help.into());

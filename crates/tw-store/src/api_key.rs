@@ -105,6 +105,22 @@ pub struct ApiKeySpec {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl ApiKeySpec {
+    /// The record of this key as it is created now (the engines store it).
+    pub fn record(&self) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            scope: self.scope,
+            created_at: Utc::now(),
+            expires_at: self.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+}
+
 /// The longest duration [`parse_duration`] accepts: far beyond any key's life or log's age, and
 /// far inside what a timestamp can hold, so adding it to now never overflows.
 pub const MAX_DURATION_DAYS: i64 = 100 * 366;

@@ -267,7 +267,6 @@ impl QueueRow {
     }
 }
 
-/// A stored count (never negative).
 /// The `deliveries` columns both engines read a delivery from, in order, with `body` standing in
 /// for the stored body: `"body"` for one delivery's detail, a typed NULL for listings (which
 /// show no body: up to 1,000 rows of 64 KiB each need not be read).
@@ -308,6 +307,7 @@ pub(crate) fn new_id(kind: &str) -> String {
     format!("{kind}-{}", Uuid::now_v7().simple())
 }
 
+/// A stored count (never negative).
 pub(crate) fn count(n: i64) -> u64 {
     n.max(0) as u64
 }

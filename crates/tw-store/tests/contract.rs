@@ -602,6 +602,8 @@ async fn audit_records_page_newest_first_and_filter(store: Arc<dyn Store>) {
     let r = &one.items[0];
     assert_eq!((r.client_ip.as_deref(), r.request_id.as_deref(), r.after.as_ref()), (Some("203.0.113.7"), Some("req-1"), None));
     assert_eq!(r.before.as_ref().unwrap()["enabled"], true);
+    // A NUL (which PostgreSQL's text cannot hold) neither fails the write nor loses the value.
+    assert!(r.before.as_ref().unwrap()["odd"].as_str().is_some_and(|s| s.starts_with("nul")), "{:?}", r.before);
     assert_eq!(r.actor, AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_12345678".into() });
 }
 

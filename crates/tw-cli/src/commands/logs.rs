@@ -60,10 +60,12 @@ pub async fn run(ctx: &Ctx, a: LogsArgs) -> Result<ExitCode> {
             Some("key_refused") => {
                 anyhow::bail!("the server ended the log stream: this API key is no longer accepted (revoked or expired)")
             }
-            _ => {
+            Some("stopping") => {
                 eprintln!("the server closed the log stream (it is stopping)");
                 return Ok(ExitCode::SUCCESS);
             }
+            // A network cut, a proxy's timeout, or a reason this build does not know.
+            other => anyhow::bail!("the log stream ended unexpectedly{}", other.map(|r| format!(" ({r})")).unwrap_or_default()),
         }
     }
 }

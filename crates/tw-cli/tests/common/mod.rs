@@ -480,15 +480,19 @@ pub async fn try_post_signed(
     ts: i64,
     body: String,
 ) -> Result<(StatusCode, Value), reqwest::Error> {
-    let resp = http
-        .post(format!("{base}/api/webhooks/{source}"))
+    let resp = signed_request(http, base, source, secret, ts, body).send().await?;
+    Ok(into_json(resp).await)
+}
+
+/// A delivery to `base`'s intake for `source`, signed with `secret` at `ts`, ready for more
+/// headers before it is sent.
+pub fn signed_request(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: impl Into<String>) -> reqwest::RequestBuilder {
+    let body = body.into();
+    http.post(format!("{base}/api/webhooks/{source}"))
         .header("content-type", "application/json")
         .header("x-webhook-timestamp", ts.to_string())
         .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
         .body(body)
-        .send()
-        .await?;
-    Ok(into_json(resp).await)
 }
 
 /// Like [`new_key`], with `extra_args` for `tw-cli api-key create` (e.g. `--database-url`) and

@@ -33,13 +33,7 @@ where
 /// X-Tw-Request-Id).
 async fn deliver_with_id(app: &TestApp, source: &str, secret: &str, body: &str, rid: Option<&str>) -> (u16, Value, String, String) {
     let ts = now();
-    let mut req = app
-        .http
-        .post(app.url(&format!("/api/webhooks/{source}")))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-        .body(body.to_string());
+    let mut req = signed_request(&app.http, &app.base, source, secret, ts, body);
     if let Some(r) = rid {
         req = req.header("x-request-id", r);
     }

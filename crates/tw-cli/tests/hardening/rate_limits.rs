@@ -46,13 +46,7 @@ impl Answer {
 /// Posts `body` signed with `secret` at `ts`, as the client at `from` behind the trusted proxy
 /// (127.0.0.1) when `from` is given.
 async fn deliver_from(app: &TestApp, from: Option<&str>, source: &str, secret: &str, ts: i64, body: &str) -> Answer {
-    let mut req = app
-        .http
-        .post(app.url(&format!("/api/webhooks/{source}")))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-        .body(body.to_string());
+    let mut req = signed_request(&app.http, &app.base, source, secret, ts, body);
     if let Some(ip) = from {
         req = req.header("x-forwarded-for", ip);
     }

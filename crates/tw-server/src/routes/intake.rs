@@ -418,11 +418,13 @@ enum ReadError {
 /// Reads a body of at most `limit` bytes into one buffer, copying each frame as it comes and
 /// dropping it: frames kept one by one until the end (as `to_bytes` does) would each pin a piece
 /// of the connection's read buffer, and a body of tiny chunks would hold many times its size. The
-/// buffer is sized from the declared length, never beyond the limit.
+/// buffer starts from the declared length, but at most 64 KiB: a larger one is grown as charged
+/// frames arrive, so a sender that declares 1 MiB and stalls holds no memory the budget does not
+/// know of.
 async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<axum::body::Bytes, ReadError> {
     use http_body_util::BodyExt;
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(limit);
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX)).min(limit).min(64 * 1024);
     let mut buf = Vec::with_capacity(capacity);
     let mut body = body;
     while let Some(frame) = body.frame().await {

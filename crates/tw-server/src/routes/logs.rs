@@ -32,6 +32,8 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most records one request returns.
 pub const MAX_TAIL: usize = 10_000;
+/// When a refused follower is told to come back: streams last minutes to an hour.
+const FOLLOWERS_RETRY_AFTER_SECS: u64 = 30;
 
 #[derive(Debug, Deserialize)]
 pub struct LogsParams {
@@ -93,7 +95,7 @@ pub async fn logs(
     let follow = matches!(p.follow.as_deref(), Some("true" | "1" | "yes"));
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };
     let permit = match follow {
-        true => Some(buffer.follower().ok_or(ApiError::TooManyFollowers(crate::logs::MAX_FOLLOWERS))?),
+        true => Some(buffer.follower().ok_or_else(|| crate::limits::refused(&state, crate::limits::LimitReason::LogFollowers, FOLLOWERS_RETRY_AFTER_SECS))?),
         false => None,
     };
     // Subscribe before reading the tail, so no record logged in between is missed; the ones that

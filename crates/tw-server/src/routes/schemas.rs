@@ -924,7 +924,6 @@ mod tests {
             ApiError::Unavailable,
             ApiError::RequestTimeout,
             ApiError::RateLimited(crate::limits::Limited { reason: crate::limits::LimitReason::Source, retry_after_secs: 1 }),
-            ApiError::TooManyFollowers(1),
         ];
         for e in &all {
             match e {
@@ -952,8 +951,7 @@ mod tests {
                 | ApiError::Internal(_)
                 | ApiError::Unavailable
                 | ApiError::RequestTimeout
-                | ApiError::RateLimited(_)
-                | ApiError::TooManyFollowers(_) => {}
+                | ApiError::RateLimited(_) => {}
             }
         }
         all

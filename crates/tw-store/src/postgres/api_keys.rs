@@ -7,7 +7,6 @@ use crate::audit::NewAuditRecord;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 const COLUMNS: &str = "id, name, prefix, scope, created_at, expires_at, revoked_at, last_used_at";
 
@@ -28,16 +27,7 @@ fn decode(r: &Row) -> Result<ApiKeyRecord, StoreError> {
 #[async_trait]
 impl crate::ApiKeyStore for PgStore {
     async fn add_api_key(&self, spec: ApiKeySpec, audit: Option<NewAuditRecord>) -> Result<ApiKeyRecord, StoreError> {
-        let record = ApiKeyRecord {
-            id: Uuid::now_v7().to_string(),
-            name: super::pg_text(&spec.name),
-            prefix: spec.prefix,
-            scope: spec.scope,
-            created_at: Utc::now(),
-            expires_at: spec.expires_at,
-            revoked_at: None,
-            last_used_at: None,
-        };
+        let record = ApiKeyRecord { name: super::pg_text(&spec.name), ..spec.record() };
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         execute(

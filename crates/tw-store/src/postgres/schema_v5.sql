@@ -26,5 +26,6 @@ CREATE TABLE audit_log (
     after_json       TEXT,
     request_id       TEXT
 );
-CREATE INDEX audit_log_action ON audit_log (action, seq);
+-- Bytewise, as the family filter compares (`action COLLATE "C"`), so that filter uses it.
+CREATE INDEX audit_log_action ON audit_log (action COLLATE "C", seq);
 CREATE INDEX audit_log_target ON audit_log (target, seq);

@@ -8,7 +8,6 @@ use crate::rows::corrupt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
-use uuid::Uuid;
 
 const COLUMNS: &str = "id, name, prefix, scope, created_at, expires_at, revoked_at, last_used_at";
 
@@ -34,16 +33,7 @@ fn decode((id, name, prefix, scope, created_at, expires_at, revoked_at, last_use
 #[async_trait]
 impl crate::ApiKeyStore for SqliteStore {
     async fn add_api_key(&self, spec: ApiKeySpec, audit: Option<NewAuditRecord>) -> Result<ApiKeyRecord, StoreError> {
-        let record = ApiKeyRecord {
-            id: Uuid::now_v7().to_string(),
-            name: spec.name,
-            prefix: spec.prefix,
-            scope: spec.scope,
-            created_at: Utc::now(),
-            expires_at: spec.expires_at,
-            revoked_at: None,
-            last_used_at: None,
-        };
+        let record = spec.record();
         let (r, hash) = (record.clone(), spec.hash);
         self.writer
             .write(move |conn| {

@@ -17,7 +17,8 @@ WHERE length(request_id) <> 36
    OR request_id IN (SELECT request_id FROM deliveries GROUP BY request_id HAVING COUNT(*) > 1);
 DROP INDEX deliveries_by_request;
 CREATE UNIQUE INDEX deliveries_by_request ON deliveries (request_id);
-CREATE INDEX deliveries_by_sender_request ON deliveries (sender_request_id) WHERE sender_request_id IS NOT NULL;
+-- A lookup by a sender's id takes the newest verified delivery first, from the index alone.
+CREATE INDEX deliveries_by_sender_request ON deliveries (sender_request_id, verified, id) WHERE sender_request_id IS NOT NULL;
 -- Refused requests' records are kept apart from verified ones (their own, smaller retention), so a
 -- sender without the secret cannot push real deliveries out. With `verified` before `id`, finding
 -- the newest N of one class walks N entries of that class only, from the index alone.
