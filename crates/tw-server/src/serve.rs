@@ -90,15 +90,21 @@ pub struct ConnectionLimits {
     pub max_buffered_body_bytes: usize,
 }
 
+/// The defaults, named once for the library and `tw-cli serve`'s flags.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             max_connections: default_max_connections(),
             max_connections_per_client: None,
-            max_buffered_body_bytes: 64 * 1024 * 1024,
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES as usize,
         }
     }
 }

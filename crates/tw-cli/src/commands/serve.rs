@@ -118,14 +118,14 @@ pub struct ServeArgs {
     playbook_test_per_minute: u32,
     /// Seconds a client has, from connecting (or from the first byte of a later request), to send
     /// complete request headers; a slower one is disconnected.
-    #[arg(long, env = "TW_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "TW_HEADER_TIMEOUT_SECS", default_value_t = tw_server::serve::DEFAULT_HEADER_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout_secs: u64,
     /// Seconds a request body has, from its headers, to arrive whole; a slower one is answered
     /// 408 request_timeout and the connection closed.
-    #[arg(long, env = "TW_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "TW_BODY_TIMEOUT_SECS", default_value_t = tw_server::serve::DEFAULT_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_timeout_secs: u64,
     /// Seconds a keep-alive connection may wait for its next request before it is closed.
-    #[arg(long, env = "TW_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, env = "TW_IDLE_TIMEOUT_SECS", default_value_t = tw_server::serve::DEFAULT_IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86400))]
     idle_timeout_secs: u64,
     /// Client connections open at once (default: 1024, or half the open-file limit when lower).
     /// At the cap, the connection idle the longest is closed to make room.
@@ -140,10 +140,10 @@ pub struct ServeArgs {
     /// 128 bytes); past it, requests are answered 503 unavailable with Retry-After instead of
     /// being read, and a body larger than the whole budget 413 payload_too_large. Keep it at
     /// least twice the largest max_body_bytes of a source.
-    #[arg(long, env = "TW_MAX_BUFFERED_BODY_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(65_536..=4_294_967_295))]
+    #[arg(long, env = "TW_MAX_BUFFERED_BODY_BYTES", default_value_t = tw_server::serve::DEFAULT_MAX_BUFFERED_BODY_BYTES, value_parser = clap::value_parser!(u64).range(65_536..=4_294_967_295))]
     max_buffered_body_bytes: u64,
     /// Seconds a stop (SIGTERM, Ctrl-C) waits for requests in flight and running triage jobs.
-    #[arg(long, env = "TW_SHUTDOWN_GRACE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "TW_SHUTDOWN_GRACE_SECS", default_value_t = tw_server::DEFAULT_SHUTDOWN_GRACE.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     shutdown_grace_secs: u64,
     /// Delivery records (`tw-cli webhook events`) kept per source: the newest win; older ones are
     /// deleted in the background. Incidents are never deleted.
