@@ -11,7 +11,7 @@ pub enum Output {
 }
 
 /// Prints a JSON value pretty.
-pub fn json(v: &Value) {
+pub fn json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Incident severity, most severe first. Ordering follows severity: `Critical > Info`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {

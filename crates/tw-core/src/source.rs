@@ -63,6 +63,7 @@ impl<'de> Deserialize<'de> for SourceName {
 }
 
 /// How a source's accepted events become incidents.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceMode {

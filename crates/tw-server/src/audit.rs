@@ -74,7 +74,7 @@ pub async fn write(store: &Arc<dyn Store>, record: NewAuditRecord) {
 /// A source as the audit log shows it: its settings and secret fingerprint, without the
 /// statistics that move with every delivery.
 pub fn source_snapshot(s: &SourceRecord) -> Value {
-    let mut v = crate::routes::sources::source_view(s);
+    let mut v = serde_json::to_value(crate::api::sources::SourceView::from(s)).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
         for volatile in ["delivery_count", "error_count", "last_delivery_at", "webhook_path", "secret"] {
             m.remove(volatile);

@@ -3,12 +3,13 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use crate::api::{ErrorBody, ErrorDetail};
+use serde::{Deserialize, Serialize};
 use tw_core::signature::VerifyError;
 use tw_store::StoreError;
 
 /// One field's problem in a `validation_error`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -162,26 +163,13 @@ impl From<StoreError> for ApiError {
 /// What a 503 tells the sender: try again in this many seconds.
 pub const RETRY_AFTER_SECS: &str = "5";
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a [FieldError]>,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let details = match &self {
-            ApiError::Validation { details, .. } => Some(details.as_slice()),
+            ApiError::Validation { details, .. } => Some(details.clone()),
             _ => None,
         };
-        let body = Body { error: Inner { code: self.code(), message: self.to_string(), details } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code().to_string(), message: self.to_string(), details } };
         let mut resp = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::Unavailable) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(RETRY_AFTER_SECS));

@@ -51,9 +51,9 @@ impl IntelStore {
         }
         match load(&self.dir) {
             Ok(intel) => {
-                let counts = counts(&intel);
+                let counts = serde_json::to_string(&crate::api::intel::IntelCounts::from(&intel)).unwrap_or_default();
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = (sig, Arc::new(intel));
-                tracing::info!(target: "triage", dir = %self.dir.display(), ?counts, "intel reloaded");
+                tracing::info!(target: "triage", dir = %self.dir.display(), %counts, "intel reloaded");
                 true
             }
             Err(e) => {
@@ -150,18 +150,6 @@ impl IntelStore {
             let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
         }
     }
-}
-
-/// Indicator counts per list, and assets.
-pub fn counts(intel: &Intel) -> serde_json::Value {
-    serde_json::json!({
-        "bad-domains": intel.bad_domains.len(),
-        "bad-ips": intel.bad_ips.len(),
-        "bad-hashes": intel.bad_hashes.len(),
-        "bad-urls": intel.bad_urls.len(),
-        "protected-domains": intel.protected_domains.len(),
-        "assets": intel.assets.len(),
-    })
 }
 
 fn signature(dir: &Path) -> Signature {

@@ -1,6 +1,7 @@
 //! The HTTP server of the webhook intake: the axum router, authentication, the config file, and
 //! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod client;

@@ -18,14 +18,17 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
 
 /// One log record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogRecord {
     pub ts: DateTime<Utc>,
+    #[schema(example = "INFO")]
     pub level: String,
     /// The component: webhook, triage, store, api, auth, or a module path.
     pub target: String,
     pub message: String,
+    /// Structured fields (never secrets or signatures); omitted when there are none.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(required = false, value_type = Object)]
     pub fields: Map<String, Value>,
 }
 

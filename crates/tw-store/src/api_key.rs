@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
 /// What a key may do.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {

@@ -15,7 +15,8 @@ pub const AUDIT_KEPT: i64 = 100_000;
 pub const AUDIT_MAX_PAGE: u32 = 500;
 
 /// Who made a change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditActor {
     /// An API request, named by its key's name and displayable prefix (never the key itself).

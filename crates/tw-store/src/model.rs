@@ -276,7 +276,8 @@ pub struct QueuedEvent {
 }
 
 /// The state of a queued event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueStatus {
     Pending,
@@ -360,6 +361,7 @@ pub struct Incident {
 }
 
 /// Where an incident stands in the analysts' workflow.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentStatus {
@@ -461,7 +463,8 @@ pub struct IncidentPage {
 pub const DEFAULT_TRIAGE_MAX_ATTEMPTS: u32 = 3;
 
 /// A triage job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TriageJobStatus {
     Pending,

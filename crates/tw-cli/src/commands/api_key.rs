@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tw_server::routes::audit::key_view;
+use tw_server::api::audit::{ApiKeyList, ApiKeyView};
 use tw_store::api_key::{ApiKeySpec, NewApiKey, parse_duration};
 use tw_store::{ApiKeyRecord, AuditActor, NewAuditRecord, Store};
 
@@ -174,7 +174,7 @@ async fn list(ctx: &Ctx, store: &StoreArgs) -> Result<ExitCode> {
     let keys = store.list_api_keys().await?;
     let now = Utc::now();
     match ctx.output {
-        Output::Json => output::json(&json!({"data": keys.iter().map(|k| key_view(k, now)).collect::<Vec<_>>()})),
+        Output::Json => output::json(&ApiKeyList { data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect() }),
         Output::Table => {
             let time =
                 |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
@@ -261,7 +261,7 @@ async fn revoke(ctx: &Ctx, given: &str, store: &StoreArgs) -> Result<ExitCode> {
 /// A key in an audit snapshot: the listing's view without the last-use time, which is not part of
 /// the change.
 fn audit_view(k: &ApiKeyRecord, now: DateTime<Utc>) -> Value {
-    let mut v = key_view(k, now);
+    let mut v = serde_json::to_value(ApiKeyView::new(k, now)).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
         m.remove("last_used_at");
     }
@@ -270,7 +270,7 @@ fn audit_view(k: &ApiKeyRecord, now: DateTime<Utc>) -> Value {
 
 fn print_key(ctx: &Ctx, k: &ApiKeyRecord, now: DateTime<Utc>) {
     if ctx.output == Output::Json {
-        output::json(&key_view(k, now));
+        output::json(&ApiKeyView::new(k, now));
     }
 }
 

@@ -20,6 +20,7 @@ pub mod splunk;
 pub use detect::detect;
 
 /// A payload format we understand.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {

@@ -4,32 +4,18 @@
 use crate::ApiError;
 use crate::auth::AdminAccess;
 use crate::error::FieldError;
-use crate::routes::schemas;
+use crate::api::audit::{ApiKeyList, ApiKeyView, AuditList, AuditMeta, AuditParams, AuditRecord};
+use crate::api::{DEFAULT_PER_PAGE, ErrorBody, MAX_PER_PAGE};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tw_store::AuditFilter;
 
-/// The page size when none is asked for.
-const DEFAULT_PER_PAGE: u32 = 50;
-/// The largest page a client may ask for.
-const MAX_PER_PAGE: u32 = 200;
 /// What an audit cursor's text starts with, before base64.
 const CURSOR_TAG: &str = "a1:";
-
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    action: Option<String>,
-    target: Option<String>,
-    since: Option<String>,
-    cursor: Option<String>,
-    per_page: Option<String>,
-}
 
 /// The text clients send back as `?cursor=` to read the records older than `seq`.
 fn encode_cursor(seq: i64) -> String {
@@ -86,13 +72,13 @@ fn valid_action(a: &str) -> bool {
     operation_id = "list_audit",
     summary = "The audit log of administrative changes, newest first",
     security(("api_key" = ["admin"])),
-    params(schemas::AuditParams),
+    params(AuditParams),
     responses(
-        (status = 200, description = "A page of records", body = schemas::AuditList),
-        (status = 422, description = "`validation_error`: a bad `action`, `target`, `since`, `cursor` or `per_page` (see `details`)", body = schemas::ErrorBody),
+        (status = 200, description = "A page of records", body = AuditList),
+        (status = 422, description = "`validation_error`: a bad `action`, `target`, `since`, `cursor` or `per_page` (see `details`)", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Query<AuditParams>) -> Result<Json<AuditList>, ApiError> {
     let mut errors = Vec::new();
     let nonempty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
     let action = nonempty(&q.action);
@@ -123,10 +109,10 @@ pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Q
         return Err(ApiError::fields(errors));
     }
     let page = state.store.list_audit(&AuditFilter { action, target, since, before_seq, limit: per_page }).await?;
-    Ok(Json(json!({
-        "data": page.items,
-        "meta": {"per_page": per_page, "next_cursor": page.next.map(encode_cursor)},
-    })))
+    Ok(Json(AuditList {
+        data: page.items.into_iter().map(AuditRecord::from).collect(),
+        meta: AuditMeta { per_page, next_cursor: page.next.map(encode_cursor) },
+    }))
 }
 
 /// Every API key, oldest first: name, prefix, scope, status and times (never the key or its hash).
@@ -138,28 +124,13 @@ pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Q
     summary = "API keys (name, prefix, scope, status; never the key)",
     security(("api_key" = ["admin"])),
     responses(
-        (status = 200, description = "Every key, revoked ones too", body = schemas::ApiKeyList),
+        (status = 200, description = "Every key, revoked ones too", body = ApiKeyList),
     )
 )]
-pub async fn keys(State(state): State<AppState>, _auth: AdminAccess) -> Result<Json<Value>, ApiError> {
+pub async fn keys(State(state): State<AppState>, _auth: AdminAccess) -> Result<Json<ApiKeyList>, ApiError> {
     let now = state.clock.now();
     let keys = state.store.list_api_keys().await?;
-    Ok(Json(json!({"data": keys.iter().map(|k| key_view(k, now)).collect::<Vec<_>>()})))
-}
-
-/// A key as listings show it (the CLI's `api-key list -o json` too).
-pub fn key_view(k: &tw_store::ApiKeyRecord, now: DateTime<Utc>) -> Value {
-    json!({
-        "id": k.id,
-        "name": k.name,
-        "prefix": k.prefix,
-        "scope": k.scope,
-        "status": k.status(now),
-        "created_at": k.created_at,
-        "expires_at": k.expires_at,
-        "last_used_at": k.last_used_at,
-        "revoked_at": k.revoked_at,
-    })
+    Ok(Json(ApiKeyList { data: keys.iter().map(|k| ApiKeyView::new(k, now)).collect() }))
 }
 
 #[cfg(test)]

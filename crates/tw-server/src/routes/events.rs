@@ -4,20 +4,13 @@
 
 use crate::ApiError;
 use crate::auth::ReadAccess;
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::deliveries::{Delivery, DeliveryList, EventParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tw_core::SourceName;
 use tw_store::DeliveryFilter;
-
-#[derive(Debug, Deserialize)]
-pub struct EventsParams {
-    status: Option<String>,
-    tail: Option<String>,
-}
 
 /// The newest deliveries of a source, newest first: `?status=failed|ok&tail=N`. A row with
 /// `refused_count` stands for that many refused requests (see [`crate::refusals`]).
@@ -28,19 +21,19 @@ pub struct EventsParams {
     operation_id = "list_source_events",
     summary = "Recent deliveries of a source",
     security(("api_key" = ["read"])),
-    params(("source" = String, Path, description = "The source name"), schemas::EventParams),
+    params(("source" = String, Path, description = "The source name"), EventParams),
     responses(
-        (status = 200, description = "The deliveries, newest first", body = schemas::DeliveryList),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a bad `status` or `tail`", body = schemas::ErrorBody),
+        (status = 200, description = "The deliveries, newest first", body = DeliveryList),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `status` or `tail`", body = ErrorBody),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
     _auth: ReadAccess,
     Path(source): Path<String>,
-    Query(p): Query<EventsParams>,
-) -> Result<Json<Value>, ApiError> {
+    Query(p): Query<EventParams>,
+) -> Result<Json<DeliveryList>, ApiError> {
     let name = SourceName::parse(&source).map_err(|_| ApiError::UnknownSource(source.chars().take(64).collect()))?;
     state.store.get_source(&name).await?.ok_or_else(|| ApiError::UnknownSource(name.to_string()))?;
     let filter = match p.status.as_deref() {
@@ -58,7 +51,7 @@ pub async fn list(
             .ok_or_else(|| ApiError::field("tail", "must be a whole number from 1 to 1000"))?,
     };
     let items = state.store.list_deliveries(&name, filter, tail).await?;
-    Ok(Json(json!({"data": items})))
+    Ok(Json(DeliveryList { data: items.into_iter().map(Delivery::from).collect() }))
 }
 
 /// How many other deliveries with the same sender's id one lookup names.
@@ -77,18 +70,18 @@ const OTHERS_SHOWN: u32 = 20;
     security(("api_key" = ["read"])),
     params(("request_id" = String, Path, description = "The delivery's own id (the response's `X-Tw-Request-Id`), or the sender's `X-Request-Id`")),
     responses(
-        (status = 200, description = "The delivery", body = schemas::Delivery),
-        (status = 404, description = "`not_found`: no delivery with that request id", body = schemas::ErrorBody),
+        (status = 200, description = "The delivery", body = Delivery),
+        (status = 404, description = "`not_found`: no delivery with that request id", body = ErrorBody),
     )
 )]
-pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_id): Path<String>) -> Result<Json<Delivery>, ApiError> {
     let d =
         state.store.get_delivery(&request_id).await?.ok_or_else(|| {
             ApiError::NotFound(format!("No delivery with request id '{}'", request_id.chars().take(128).collect::<String>()))
         })?;
     let by_sender = d.request_id != request_id;
     let own = d.request_id.clone();
-    let mut v = serde_json::to_value(d).unwrap_or_default();
+    let mut v = Delivery::from(d);
     if by_sender {
         let others: Vec<String> = state
             .store
@@ -99,7 +92,7 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_
             .filter(|id| *id != own)
             .take(OTHERS_SHOWN as usize)
             .collect();
-        v["other_request_ids"] = json!(others);
+        v.other_request_ids = Some(others);
     }
     Ok(Json(v))
 }

@@ -1,8 +1,7 @@
 //! `GET /api/health`: liveness, always cheap.
 
-use crate::routes::schemas;
+use crate::api::health::{Health, HealthStatus, Readiness, ReadinessCheck, ReadinessStatus, NotReady, NotReadyCode};
 use axum::Json;
-use serde_json::{Value, json};
 
 #[utoipa::path(
     get,
@@ -11,11 +10,11 @@ use serde_json::{Value, json};
     operation_id = "health",
     summary = "Liveness (always cheap, no API key)",
     responses(
-        (status = 200, description = "The server is up", body = schemas::Health),
+        (status = 200, description = "The server is up", body = Health),
     )
 )]
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+pub async fn health() -> Json<Health> {
+    Json(Health { status: HealthStatus::Ok, version: env!("CARGO_PKG_VERSION").to_string() })
 }
 
 /// `GET /metrics`: Prometheus text exposition. Queue depths are read at scrape time; series of
@@ -30,7 +29,7 @@ pub async fn health() -> Json<Value> {
     params(("Authorization" = Option<String>, Header, description = "`Bearer <metrics token>`, when the server is given one")),
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 401, description = "`unauthorized`: the server has a metrics token and the request did not send it", body = schemas::ErrorBody),
+        (status = 401, description = "`unauthorized`: the server has a metrics token and the request did not send it", body = crate::api::ErrorBody),
     )
 )]
 pub async fn metrics(
@@ -80,22 +79,19 @@ const STALLED_AFTER_SECS: i64 = 30;
     operation_id = "ready",
     summary = "Readiness: store reachable, schema current, workers alive",
     responses(
-        (status = 200, description = "Ready", body = crate::routes::schemas::Readiness),
-        (status = 503, description = "`not_ready`: a check failed; `checks` says which", body = crate::routes::schemas::Readiness),
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "`not_ready`: a check failed; `checks` says which", body = Readiness),
     )
 )]
 pub async fn ready(axum::extract::State(state): axum::extract::State<crate::AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let mut checks = serde_json::Map::new();
+    let mut checks = std::collections::BTreeMap::new();
     let mut failing = Vec::new();
     let mut check = |name: &str, result: Result<String, String>| {
-        match result {
-            Ok(d) => checks.insert(name.into(), json!({"ok": true, "detail": d})),
-            Err(e) => {
-                failing.push(format!("{name}: {e}"));
-                checks.insert(name.into(), json!({"ok": false, "error": e}))
-            }
-        };
+        if let Err(e) = &result {
+            failing.push(format!("{name}: {e}"));
+        }
+        checks.insert(name.to_string(), ReadinessCheck::from(result));
     };
     check("store", state.store.ping().await.map(|_| "reachable".into()).map_err(|e| e.to_string()));
     // Reads can work while writes fail (a full disk): what the writers and the background probe
@@ -129,9 +125,10 @@ pub async fn ready(axum::extract::State(state): axum::extract::State<crate::AppS
         check(name, result);
     }
     if failing.is_empty() {
-        Json(json!({"status": "ready", "checks": checks})).into_response()
+        Json(Readiness { status: ReadinessStatus::Ready, checks, error: None }).into_response()
     } else {
-        let body = json!({"status": "not_ready", "checks": checks, "error": {"code": "not_ready", "message": failing.join("; ")}});
+        let error = NotReady { code: NotReadyCode::NotReady, message: failing.join("; ") };
+        let body = Readiness { status: ReadinessStatus::NotReady, checks, error: Some(error) };
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

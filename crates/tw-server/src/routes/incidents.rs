@@ -3,8 +3,8 @@
 use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
-use crate::routes::schemas;
-use crate::routes::{PageQuery, page_meta};
+use crate::api::incidents::{Incident as IncidentView, IncidentDetail, IncidentList, IncidentListMeta, IncidentListParams};
+use crate::api::{ErrorBody, PageParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -12,20 +12,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tw_core::{IncidentNumber, Severity, SourceName};
 use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentStatus, PageStart};
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    source: Option<String>,
-    severity: Option<String>,
-    status: Option<String>,
-    cursor: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
-}
 
 /// Where the next page of a listing starts: right after (older than) an incident number. Opaque
 /// to clients (base64url of `i1:<year>:<seq>`), so that its form may change without breaking
@@ -79,13 +68,13 @@ impl Cursor {
     operation_id = "list_incidents",
     summary = "Incidents, newest first",
     security(("api_key" = ["read"])),
-    params(schemas::IncidentListParams, schemas::PageParams),
+    params(IncidentListParams, PageParams),
     responses(
-        (status = 200, description = "A page of incidents", body = schemas::IncidentList),
-        (status = 422, description = "`validation_error`: a bad filter, `cursor`, `page` or `per_page`, or `page` with `cursor` (see `details`)", body = schemas::ErrorBody),
+        (status = 200, description = "A page of incidents", body = IncidentList),
+        (status = 422, description = "`validation_error`: a bad filter, `cursor`, `page` or `per_page`, or `page` with `cursor` (see `details`)", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<IncidentListParams>) -> Result<Json<IncidentList>, ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
     let page = q.page.parse().unwrap_or_else(|e| {
         errors.extend(e);
@@ -121,14 +110,15 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         None => PageStart::Offset(page.offset()),
     };
     let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start }).await?;
-    let mut meta = page_meta(page, found.total);
-    meta["next_cursor"] = json!(found.next.map(|n| Cursor(n).encode()));
-    if cursor.is_some()
-        && let Some(m) = meta.as_object_mut()
-    {
-        m.remove("page");
-    }
-    Ok(Json(json!({"data": found.items, "meta": meta})))
+    let meta = IncidentListMeta {
+        // A page asked for by cursor has no number.
+        page: cursor.is_none().then_some(page.page),
+        per_page: page.per_page,
+        total: found.total,
+        total_pages: found.total.div_ceil(u64::from(page.per_page.max(1))),
+        next_cursor: found.next.map(|n| Cursor(n).encode()),
+    };
+    Ok(Json(IncidentList { data: found.items.into_iter().map(IncidentView::from).collect(), meta }))
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
@@ -148,21 +138,17 @@ async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
     security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
     responses(
-        (status = 200, description = "The incident", body = schemas::IncidentDetail),
-        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
+        (status = 200, description = "The incident", body = IncidentDetail),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
     )
 )]
-pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let incident = load(&state, &id).await?;
-    let raw = incident
+pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<IncidentDetail>, ApiError> {
+    let mut incident = load(&state, &id).await?;
+    let raw_payload = incident
         .raw
-        .as_deref()
-        .map(|b| serde_json::from_slice::<Value>(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())));
-    let mut v = serde_json::to_value(&incident).unwrap_or_default();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("raw_payload".into(), raw.unwrap_or(Value::Null));
-    }
-    Ok(Json(v))
+        .take()
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned())));
+    Ok(Json(IncidentDetail { incident: incident.into(), raw_payload }))
 }
 
 /// The payload exactly as the sender sent it.
@@ -176,7 +162,7 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Pat
     params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
     responses(
         (status = 200, description = "The body byte for byte", body = Object, content_type = "application/json"),
-        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
     )
 )]
 pub async fn raw(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Response, ApiError> {

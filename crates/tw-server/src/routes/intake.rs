@@ -11,7 +11,8 @@ use crate::ApiError;
 use crate::metrics::UNREGISTERED;
 use crate::refusals::Admission;
 use crate::routes::RequestIds;
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::intake::{IntakeAccepted, IntakeCreated, IntakeOk};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
@@ -67,17 +68,17 @@ pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
     ),
     request_body(content = Object, content_type = "application/json", description = "The vendor's alert: a JSON object (generic, Defender, CrowdStrike or Splunk shape; detected unless the source pins a format)"),
     responses(
-        (status = 201, description = "A new incident was committed", body = schemas::IntakeCreated, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
-        (status = 200, description = "A second delivery of a known alert (`duplicate`), or a signed test event (`test`, not stored)", body = schemas::IntakeOk, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
-        (status = 202, description = "Stored for a worker (`queued`: async source, or sync intake saturated), or kept as a dead letter (`dead_lettered`) when it could not be normalized", body = schemas::IntakeAccepted, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object (checked only after the signature)", body = schemas::ErrorBody),
-        (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the signature headers are missing or do not verify", body = schemas::ErrorBody),
-        (status = 403, description = "`source_disabled`: the source is disabled", body = schemas::ErrorBody),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
-        (status = 408, description = "`request_timeout`: the body did not arrive within the server's body timeout (`--body-timeout-secs`); the connection is closed", body = schemas::ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = schemas::ErrorBody),
-        (status = 429, description = "`rate_limited`: the source is over its `rate_limit` (counted on verified deliveries), or the client address failed verification or API keys too often; `Retry-After` says when to come back", body = schemas::ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
-        (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = schemas::ErrorBody),
+        (status = 201, description = "A new incident was committed", body = IntakeCreated, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 200, description = "A second delivery of a known alert (`duplicate`), or a signed test event (`test`, not stored)", body = IntakeOk, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 202, description = "Stored for a worker (`queued`: async source, or sync intake saturated), or kept as a dead letter (`dead_lettered`) when it could not be normalized", body = IntakeAccepted, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object (checked only after the signature)", body = ErrorBody),
+        (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the signature headers are missing or do not verify", body = ErrorBody),
+        (status = 403, description = "`source_disabled`: the source is disabled", body = ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within the server's body timeout (`--body-timeout-secs`); the connection is closed", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: the source is over its `rate_limit` (counted on verified deliveries), or the client address failed verification or API keys too often; `Retry-After` says when to come back", body = ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
+        (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = ErrorBody),
     )
 )]
 pub async fn receive(State(state): State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {

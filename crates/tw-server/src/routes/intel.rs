@@ -3,13 +3,14 @@
 use crate::ApiError;
 use crate::audit::{Admin, intel_snapshot};
 use crate::auth::ReadAccess;
-use crate::intel::{counts, list_names};
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::intel::{IntelAddRequest, IntelAdded, IntelCounts, IntelSummary};
+use crate::intel::list_names;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Indicator counts per list, assets, and the directory they come from.
 #[utoipa::path(
@@ -20,11 +21,15 @@ use serde_json::{Value, json};
     summary = "Indicator counts per list",
     security(("api_key" = ["read"])),
     responses(
-        (status = 200, description = "The lists and their counts", body = schemas::IntelSummary),
+        (status = 200, description = "The lists and their counts", body = IntelSummary),
     )
 )]
-pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<Value> {
-    Json(json!({"dir": state.intel.dir().display().to_string(), "lists": list_names(), "counts": counts(&state.intel.current())}))
+pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<IntelSummary> {
+    Json(IntelSummary {
+        dir: state.intel.dir().display().to_string(),
+        lists: list_names().into_iter().map(str::to_string).collect(),
+        counts: IntelCounts::from(&*state.intel.current()),
+    })
 }
 
 /// Appends `{"indicators": [...]}` to a list file; the intel reloads at once.
@@ -36,12 +41,12 @@ pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<V
     summary = "Add indicators to a list, or set host criticality in the asset inventory (reloaded at once)",
     security(("api_key" = ["admin"])),
     params(("list" = String, Path, description = "bad-domains, bad-ips, bad-hashes, bad-urls, protected-domains, or assets (entries `HOST=CRITICALITY`)")),
-    request_body = schemas::IntelAddRequest,
+    request_body = IntelAddRequest,
     responses(
-        (status = 200, description = "Added", body = schemas::IntelAdded),
-        (status = 400, description = "`invalid_payload`: the body is not JSON", body = schemas::ErrorBody),
-        (status = 404, description = "`not_found`: no such list", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings, or an asset entry is not HOST=low|medium|high|critical", body = schemas::ErrorBody),
+        (status = 200, description = "Added", body = IntelAdded),
+        (status = 400, description = "`invalid_payload`: the body is not JSON", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such list", body = ErrorBody),
+        (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings, or an asset entry is not HOST=low|medium|high|critical", body = ErrorBody),
     )
 )]
 pub async fn add(
@@ -49,7 +54,7 @@ pub async fn add(
     who: Admin,
     Path(list): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IntelAdded>, ApiError> {
     if !list_names().contains(&list.as_str()) && list != ASSETS {
         return Err(ApiError::NotFound(format!(
             "Unknown intel list '{}' (known: {})",
@@ -83,7 +88,7 @@ pub async fn add(
     })?;
     tracing::info!(target: "api", list = %list, added, "intel indicators added");
     who.record(&state, "intel.add", &list, None, Some(intel_snapshot(&sent, added))).await;
-    Ok(Json(json!({"list": list, "added": added, "counts": counts(&state.intel.current())})))
+    Ok(Json(IntelAdded { list, added: added as u64, counts: IntelCounts::from(&*state.intel.current()) }))
 }
 
 /// The pseudo-list that sets host criticality in `assets.yaml`.

@@ -11,15 +11,14 @@
 use crate::ApiError;
 use crate::auth::AdminAccess;
 use crate::logs::{LogQuery, LogRecord, parse_since};
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::logs::{LogLevel, LogList, LogParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -35,16 +34,6 @@ pub const MAX_TAIL: usize = 10_000;
 /// When a refused follower is told to come back: streams last minutes to an hour.
 const FOLLOWERS_RETRY_AFTER_SECS: u64 = 30;
 
-#[derive(Debug, Deserialize)]
-pub struct LogsParams {
-    filter: Option<String>,
-    level: Option<String>,
-    since: Option<String>,
-    source: Option<String>,
-    tail: Option<String>,
-    follow: Option<String>,
-}
-
 /// The records, or a stream of them.
 #[utoipa::path(
     get,
@@ -53,21 +42,21 @@ pub struct LogsParams {
     operation_id = "get_logs",
     summary = "Recent log records of this server; `follow=true` streams new ones",
     security(("api_key" = ["admin"])),
-    params(schemas::LogParams),
+    params(LogParams),
     responses(
         (status = 200, description = "The records (JSON), or with `follow=true` server-sent events whose `data` is one record each; at most 8 streams at once per process (429 `rate_limited` past that), each ended after an hour or once its key is revoked or expires, by a last `end` event whose data says why (`max_lifetime`, `key_refused`, `stopping`)", content(
-            (schemas::LogList = "application/json"),
-            (schemas::LogRecord = "text/event-stream")
+            (LogList = "application/json"),
+            (String = "text/event-stream")
         )),
-        (status = 404, description = "`not_found`: this server process does not keep logs", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a bad `level`, `since` or `tail`", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: this server process does not keep logs", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `level`, `since` or `tail`", body = ErrorBody),
     )
 )]
 pub async fn logs(
     State(state): State<AppState>,
     _auth: AdminAccess,
     headers: axum::http::HeaderMap,
-    Query(p): Query<LogsParams>,
+    Query(p): Query<LogParams>,
 ) -> Result<Response, ApiError> {
     let buffer = state
         .logs
@@ -75,7 +64,7 @@ pub async fn logs(
         .ok_or_else(|| ApiError::NotFound("This server process does not keep logs (run it with `tw-cli serve`)".into()))?;
     let min_level = match p.level.as_deref().filter(|l| !l.is_empty()) {
         None => None,
-        Some(l) => Some(l.parse::<tracing::Level>().map_err(|_| ApiError::field("level", "must be trace, debug, info, warn or error"))?),
+        Some(l) => Some(LogLevel::parse(l).ok_or_else(|| ApiError::field("level", "must be trace, debug, info, warn or error"))?.into()),
     };
     let since = match p.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -92,7 +81,11 @@ pub async fn logs(
             .filter(|n| (0..=MAX_TAIL).contains(n))
             .ok_or_else(|| ApiError::field("tail", format!("must be a whole number from 0 to {MAX_TAIL}")))?,
     };
-    let follow = matches!(p.follow.as_deref(), Some("true" | "1" | "yes"));
+    let follow = match p.follow.as_deref() {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::field("follow", "must be true or false")),
+    };
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };
     let permit = match follow {
         true => Some(buffer.follower().ok_or_else(|| crate::limits::refused(&state, crate::limits::LimitReason::LogFollowers, FOLLOWERS_RETRY_AFTER_SECS))?),
@@ -103,8 +96,7 @@ pub async fn logs(
     let rx = follow.then(|| buffer.subscribe());
     let records = buffer.tail(&query, tail);
     let (Some(rx), Some(permit)) = (rx, permit) else {
-        let data: Vec<&LogRecord> = records.iter().map(|r| &**r).collect();
-        return Ok(Json(json!({"data": data})).into_response());
+        return Ok(Json(LogList { data: records.iter().map(|r| (**r).clone()).collect() }).into_response());
     };
     let now = state.clock.now();
     let mut tick = tokio::time::interval(TICK);

@@ -10,7 +10,6 @@ pub mod logs;
 pub mod openapi;
 pub mod playbooks;
 pub mod queue;
-pub mod schemas;
 pub mod sources;
 pub mod triage;
 
@@ -18,7 +17,6 @@ use crate::ApiError;
 use crate::state::AppState;
 use axum::Router;
 use axum::http::HeaderMap;
-use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -181,43 +179,4 @@ impl RequestIds {
     pub fn echoed(&self) -> &str {
         self.sender.as_deref().unwrap_or(&self.own)
     }
-}
-
-/// `?page=&per_page=` with defaults and bounds.
-#[derive(Debug, Deserialize)]
-pub struct PageQuery {
-    pub page: Option<String>,
-    pub per_page: Option<String>,
-}
-
-/// The largest page a client may ask for.
-pub const MAX_PER_PAGE: u32 = 200;
-/// The page size when none is asked for.
-pub const DEFAULT_PER_PAGE: u32 = 50;
-
-impl PageQuery {
-    pub fn parse(&self) -> Result<tw_store::Page, Vec<crate::error::FieldError>> {
-        let mut errors = Vec::new();
-        let mut num = |field: &str, v: &Option<String>, default: u32, max: u32| -> u32 {
-            match v.as_deref().map(str::trim) {
-                None | Some("") => default,
-                Some(s) => match s.parse::<u32>() {
-                    Ok(n) if (1..=max).contains(&n) => n,
-                    _ => {
-                        errors.push(crate::error::FieldError::new(field, format!("must be a whole number from 1 to {max}")));
-                        default
-                    }
-                },
-            }
-        };
-        let page = num("page", &self.page, 1, 1_000_000);
-        let per_page = num("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
-        if errors.is_empty() { Ok(tw_store::Page { page, per_page }) } else { Err(errors) }
-    }
-}
-
-/// The `meta` block of a paged list.
-pub fn page_meta(page: tw_store::Page, total: u64) -> serde_json::Value {
-    let pages = total.div_ceil(u64::from(page.per_page.max(1)));
-    serde_json::json!({"page": page.page, "per_page": page.per_page, "total": total, "total_pages": pages})
 }

@@ -6,7 +6,7 @@
 //! on API-key routes) are added here once instead of on every handler. `docs/openapi.json` is a
 //! committed copy; `tests/openapi.rs` fails when it is out of date.
 
-use super::schemas::ErrorBody;
+use crate::api::ErrorBody;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;

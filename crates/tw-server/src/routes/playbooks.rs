@@ -8,14 +8,15 @@ use crate::ApiError;
 use crate::audit::{Admin, playbook_snapshot};
 use crate::auth::ReadAccess;
 use crate::error::FieldError;
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::playbooks::{BrokenPlaybook, PlaybookList, PlaybookListEntry, PlaybookOrigin, PlaybookTestRequest, PlaybookTestResult, PlaybookValidation, PlaybookView, PlaybookYaml};
 use crate::state::AppState;
 use crate::triage::{RunError, run_playbook};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use tw_core::triage::{Playbook, PlaybookError, TriageIncident, builtin_yaml, parse_playbook};
 use tw_core::{Format, SourceName};
@@ -77,23 +78,6 @@ async fn used_by(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> 
         .collect())
 }
 
-fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: &[String]) -> Value {
-    let mut v = json!({
-        "name": p.name,
-        "description": p.description,
-        "version": p.version,
-        "builtin": builtin,
-        "origin": origin,
-        "variables": p.variables,
-        "steps": p.steps.iter().map(|s| json!({"name": s.name, "action": s.action, "when": s.when, "output": s.output})).collect::<Vec<_>>(),
-        "used_by": used_by,
-    });
-    if let Some(y) = yaml {
-        v["yaml"] = Value::String(y.to_string());
-    }
-    v
-}
-
 /// Every playbook, built-in first.
 #[utoipa::path(
     get,
@@ -103,10 +87,10 @@ fn view(p: &Playbook, builtin: bool, origin: &str, yaml: Option<&str>, used_by: 
     summary = "Every playbook, built-in first",
     security(("api_key" = ["read"])),
     responses(
-        (status = 200, description = "The playbooks", body = schemas::PlaybookList),
+        (status = 200, description = "The playbooks", body = PlaybookList),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<PlaybookList>, ApiError> {
     let sources = state.store.list_sources().await?;
     let users = |name: &str| -> Vec<String> {
         sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect()
@@ -114,16 +98,21 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
     let mut out = Vec::new();
     for name in tw_core::triage::builtin_names() {
         if let Some(r) = state.playbooks.get(name).await? {
-            out.push(view(&r.playbook, true, "builtin", None, &users(name)));
+            out.push(PlaybookListEntry::Playbook(PlaybookView::new(&r.playbook, PlaybookOrigin::Builtin, None, users(name))));
         }
     }
     for stored in state.store.list_playbooks().await? {
         match parse_playbook(&stored.yaml) {
-            Ok(p) => out.push(view(&p, false, &stored.origin, None, &users(&stored.name))),
-            Err(_) => out.push(json!({"name": stored.name, "builtin": false, "origin": stored.origin, "error": "no longer parses"})),
+            Ok(p) => out.push(PlaybookListEntry::Playbook(PlaybookView::new(&p, PlaybookOrigin::of_stored(&stored.origin), None, users(&stored.name)))),
+            Err(_) => out.push(PlaybookListEntry::Broken(BrokenPlaybook {
+                origin: PlaybookOrigin::of_stored(&stored.origin),
+                name: stored.name,
+                builtin: false,
+                error: "no longer parses".into(),
+            })),
         }
     }
-    Ok(Json(json!({"data": out})))
+    Ok(Json(PlaybookList { data: out }))
 }
 
 /// One playbook with its YAML.
@@ -136,19 +125,19 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
     security(("api_key" = ["read"])),
     params(("name" = String, Path, description = "The playbook name")),
     responses(
-        (status = 200, description = "The playbook", body = schemas::PlaybookView),
-        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
+        (status = 200, description = "The playbook", body = PlaybookView),
+        (status = 404, description = "`not_found`: no such playbook", body = ErrorBody),
     )
 )]
-pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<PlaybookView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>()));
     let resolved = state.playbooks.get(&name).await?.ok_or_else(not_found)?;
     let used = used_by(&state, &name).await?;
     if resolved.builtin {
-        return Ok(Json(view(&resolved.playbook, true, "builtin", builtin_yaml(&name), &used)));
+        return Ok(Json(PlaybookView::new(&resolved.playbook, PlaybookOrigin::Builtin, builtin_yaml(&name), used)));
     }
     let stored = state.store.get_playbook(&name).await?.ok_or_else(not_found)?;
-    Ok(Json(view(&resolved.playbook, false, &stored.origin, Some(&stored.yaml), &used)))
+    Ok(Json(PlaybookView::new(&resolved.playbook, PlaybookOrigin::of_stored(&stored.origin), Some(&stored.yaml), used)))
 }
 
 /// Adds a user playbook (409 when the name exists).
@@ -161,16 +150,16 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): P
     security(("api_key" = ["admin"])),
     request_body(
         description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
-        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+        content((String = "application/yaml"), (PlaybookYaml = "application/json"))
     ),
     responses(
-        (status = 201, description = "Added", body = schemas::PlaybookView),
-        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
-        (status = 409, description = "`playbook_exists` | `builtin_playbook`: the name is taken", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = schemas::ErrorBody),
+        (status = 201, description = "Added", body = PlaybookView),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = ErrorBody),
+        (status = 409, description = "`playbook_exists` | `builtin_playbook`: the name is taken", body = ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = ErrorBody),
     )
 )]
-pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<PlaybookView>), ApiError> {
     let yaml = yaml_of(&body)?;
     let playbook = parse_checked(&yaml)?;
     if state.playbooks.is_builtin(&playbook.name) {
@@ -183,7 +172,7 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     state.playbooks.invalidate(&playbook.name);
     tracing::info!(target: "api", playbook = %playbook.name, "playbook added");
     who.record(&state, "playbook.create", &playbook.name, None, Some(playbook_snapshot(&yaml, "api"))).await;
-    Ok((StatusCode::CREATED, Json(view(&playbook, false, "api", Some(&yaml), &[]))))
+    Ok((StatusCode::CREATED, Json(PlaybookView::new(&playbook, PlaybookOrigin::Api, Some(&yaml), Vec::new()))))
 }
 
 /// Creates or replaces a user playbook; the YAML's name must match the path.
@@ -197,14 +186,14 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     params(("name" = String, Path, description = "The playbook name")),
     request_body(
         description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
-        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+        content((String = "application/yaml"), (PlaybookYaml = "application/json"))
     ),
     responses(
-        (status = 200, description = "Replaced", body = schemas::PlaybookView),
-        (status = 201, description = "Created", body = schemas::PlaybookView),
-        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
-        (status = 409, description = "`builtin_playbook`: built-in playbooks cannot be changed", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: the playbook is invalid, or its name is not the one in the path", body = schemas::ErrorBody),
+        (status = 200, description = "Replaced", body = PlaybookView),
+        (status = 201, description = "Created", body = PlaybookView),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = ErrorBody),
+        (status = 409, description = "`builtin_playbook`: built-in playbooks cannot be changed", body = ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid, or its name is not the one in the path", body = ErrorBody),
     )
 )]
 pub async fn replace(
@@ -212,7 +201,7 @@ pub async fn replace(
     who: Admin,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PlaybookView>), ApiError> {
     if state.playbooks.is_builtin(&name) {
         return Err(ApiError::BuiltinPlaybook(name));
     }
@@ -227,7 +216,7 @@ pub async fn replace(
     tracing::info!(target: "api", playbook = %name, created, "playbook stored");
     who.record(&state, "playbook.put", &name, before, Some(playbook_snapshot(&yaml, "api"))).await;
     let used = used_by(&state, &name).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(view(&playbook, false, "api", Some(&yaml), &used))))
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(PlaybookView::new(&playbook, PlaybookOrigin::Api, Some(&yaml), used))))
 }
 
 /// Deletes a user playbook unless a source uses it.
@@ -241,8 +230,8 @@ pub async fn replace(
     params(("name" = String, Path, description = "The playbook name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
-        (status = 409, description = "`builtin_playbook` | `playbook_in_use`: built in, or a source uses it", body = schemas::ErrorBody),
+        (status = 404, description = "`not_found`: no such playbook", body = ErrorBody),
+        (status = 409, description = "`builtin_playbook` | `playbook_in_use`: built in, or a source uses it", body = ErrorBody),
     )
 )]
 pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
@@ -269,17 +258,17 @@ pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<
     security(("api_key" = ["read"])),
     request_body(
         description = "The playbook's YAML text (any Content-Type), or JSON `{\"yaml\": \"...\"}`",
-        content((String = "application/yaml"), (schemas::PlaybookYaml = "application/json"))
+        content((String = "application/yaml"), (PlaybookYaml = "application/json"))
     ),
     responses(
-        (status = 200, description = "Valid", body = schemas::PlaybookValidation),
-        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = schemas::ErrorBody),
+        (status = 200, description = "Valid", body = PlaybookValidation),
+        (status = 400, description = "`invalid_payload`: the body is empty or not UTF-8", body = ErrorBody),
+        (status = 422, description = "`validation_error`: the playbook is invalid (every problem in `details`)", body = ErrorBody),
     )
 )]
-pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<PlaybookValidation>, ApiError> {
     let playbook = parse_checked(&yaml_of(&body)?)?;
-    Ok(Json(json!({"valid": true, "name": playbook.name, "steps": playbook.steps.len()})))
+    Ok(Json(PlaybookValidation { valid: true, steps: playbook.steps.len() as u64, name: playbook.name }))
 }
 
 /// Runs a playbook on a payload without storing anything:
@@ -292,14 +281,14 @@ pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<Value>, Api
     summary = "Run a playbook on a payload without storing anything",
     security(("api_key" = ["read"])),
     params(("name" = String, Path, description = "The playbook name")),
-    request_body = schemas::PlaybookTestRequest,
+    request_body = PlaybookTestRequest,
     responses(
-        (status = 200, description = "The normalized alert and the triage outcome", body = schemas::PlaybookTestResult),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
-        (status = 404, description = "`not_found`: no such playbook", body = schemas::ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 1,114,112 bytes (1 MiB of payload and 64 KiB more)", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed (e.g. its result would exceed 8 MiB)", body = schemas::ErrorBody),
-        (status = 429, description = "`rate_limited`: this API key ran too many tests (default 10 at once, then 2 a second; `tw-cli serve --playbook-test-burst/--playbook-test-per-minute`), or its address failed authentication too often; `Retry-After` says when to come back", body = schemas::ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
+        (status = 200, description = "The normalized alert and the triage outcome", body = PlaybookTestResult),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such playbook", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 1,114,112 bytes (1 MiB of payload and 64 KiB more)", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `payload`, `format`, `variables` or `source`, or the run failed (e.g. its result would exceed 8 MiB)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: this API key ran too many tests (default 10 at once, then 2 a second; `tw-cli serve --playbook-test-burst/--playbook-test-per-minute`), or its address failed authentication too often; `Retry-After` says when to come back", body = ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
     )
 )]
 pub async fn test(
@@ -308,7 +297,7 @@ pub async fn test(
     _auth: crate::limits::PlaybookTestAccess,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PlaybookTestResult>, ApiError> {
     // The payload a source takes by default, plus room for `variables`: the response is bounded
     // by this and the engine's result cap.
     if body.len() > MAX_TEST_BODY_BYTES {
@@ -349,7 +338,7 @@ pub async fn test(
         raw: payload.clone(),
     };
     match run_playbook(&state, &name, incident, variables, false).await {
-        Ok(outcome) => Ok(Json(json!({"playbook": name, "alert": alert, "triage": outcome}))),
+        Ok(outcome) => Ok(Json(PlaybookTestResult { playbook: name, alert, triage: serde_json::to_value(outcome).unwrap_or_default() })),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
         Err(RunError::Busy) => Err(ApiError::Unavailable),
         Err(RunError::Transient(m) | RunError::Failed(m)) => Err(ApiError::field("playbook", m)),

@@ -2,13 +2,11 @@
 
 use crate::ApiError;
 use crate::auth::ReadAccess;
-use crate::routes::schemas;
-use crate::routes::{PageQuery, page_meta};
+use crate::api::queue::{DeadLetter, DeadLetterList, DeadLetterParams, QueueEntry};
+use crate::api::{ErrorBody, PageMeta, PageParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tw_core::SourceName;
 
 /// The state of one queued event: pending, processed (with its incident) or failed (with why).
@@ -21,24 +19,17 @@ use tw_core::SourceName;
     security(("api_key" = ["read"])),
     params(("queue_id" = String, Path, description = "The `queue_id` of a 202 queued answer")),
     responses(
-        (status = 200, description = "pending, processed (with its incident) or failed (with the reason)", body = schemas::QueueEntry),
-        (status = 404, description = "`not_found`: no such queued event", body = schemas::ErrorBody),
+        (status = 200, description = "pending, processed (with its incident) or failed (with the reason)", body = QueueEntry),
+        (status = 404, description = "`not_found`: no such queued event", body = ErrorBody),
     )
 )]
-pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<QueueEntry>, ApiError> {
     let entry = state
         .store
         .queue_entry(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Queued event '{}' not found", id.chars().take(80).collect::<String>())))?;
-    Ok(Json(serde_json::to_value(entry).unwrap_or_default()))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeadLetterQuery {
-    source: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
+    Ok(Json(entry.into()))
 }
 
 /// Accepted events that could not be normalized, newest first, with their reason and payload.
@@ -49,22 +40,22 @@ pub struct DeadLetterQuery {
     operation_id = "list_dead_letters",
     summary = "Accepted events that could not be normalized, newest first",
     security(("api_key" = ["read"])),
-    params(schemas::DeadLetterParams, schemas::PageParams),
+    params(DeadLetterParams, PageParams),
     responses(
-        (status = 200, description = "A page of dead letters", body = schemas::DeadLetterList),
-        (status = 422, description = "`validation_error`: a bad `source`, `page` or `per_page`", body = schemas::ErrorBody),
+        (status = 200, description = "A page of dead letters", body = DeadLetterList),
+        (status = 422, description = "`validation_error`: a bad `source`, `page` or `per_page`", body = ErrorBody),
     )
 )]
 pub async fn dead_letters(
     State(state): State<AppState>,
     _auth: ReadAccess,
-    Query(q): Query<DeadLetterQuery>,
-) -> Result<Json<Value>, ApiError> {
+    Query(q): Query<DeadLetterParams>,
+) -> Result<Json<DeadLetterList>, ApiError> {
     let page = q.page.parse().map_err(ApiError::fields)?;
     let source = match q.source.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(SourceName::parse(s).map_err(|e| ApiError::field("source", e.to_string()))?),
         None => None,
     };
     let (items, total) = state.store.list_dead_letters(source.as_ref(), page).await?;
-    Ok(Json(json!({"data": items, "meta": page_meta(page, total)})))
+    Ok(Json(DeadLetterList { data: items.into_iter().map(DeadLetter::from).collect(), meta: PageMeta::new(page, total) }))
 }

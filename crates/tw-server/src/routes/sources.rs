@@ -9,7 +9,8 @@ use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::routes::intake::TEST_EVENT_TYPE;
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -25,33 +26,6 @@ use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, 
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 const MAX_TOLERANCE_SECS: i64 = 24 * 3600;
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// How a source is shown: settings and statistics, never the secret itself.
-pub fn source_view(s: &SourceRecord) -> Value {
-    let st = &s.settings;
-    json!({
-        "source": s.name,
-        "enabled": st.enabled,
-        "auto_triage": st.auto_triage,
-        "playbook": st.playbook,
-        "format": st.format.map(Format::as_str).unwrap_or("auto"),
-        "mode": st.mode,
-        "severity_mapping": st.severity_mapping,
-        "timestamp_tolerance_secs": st.timestamp_tolerance_secs,
-        "max_body_bytes": st.max_body_bytes,
-        "rate_limit": st.rate_limit.map(|r| json!({"per_second": r.per_second(), "burst": r.burst()})),
-        "managed_by_config": s.managed_by_config,
-        "secret_fingerprint": s.secret_fingerprint,
-        "secret_rotated_at": s.secret_rotated_at,
-        "previous_secret_expires_at": s.previous_secret.as_ref().map(|(_, until)| until),
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-        "last_delivery_at": s.last_delivery_at,
-        "delivery_count": s.delivery_count,
-        "error_count": s.error_count,
-        "webhook_path": format!("/api/webhooks/{}", s.name),
-    })
-}
 
 fn parse_body(body: &Bytes, allow_empty: bool) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -248,15 +222,15 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
     summary = "Register a source",
     description = "Without `secret`, a strong one is generated and returned once. The body is read as JSON whatever its Content-Type.",
     security(("api_key" = ["admin"])),
-    request_body = schemas::CreateSource,
+    request_body = CreateSource,
     responses(
-        (status = 201, description = "Registered; `secret` is included (once) when it was generated", body = schemas::SourceView),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
-        (status = 409, description = "`source_exists`: a source of that name exists", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+        (status = 201, description = "Registered; `secret` is included (once) when it was generated", body = SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 409, description = "`source_exists`: a source of that name exists", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = ErrorBody),
     )
 )]
-pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<SourceView>), ApiError> {
     let body = parse_body(&body, false)?;
     let playbooks = state.playbooks.names().await?;
     let mut errors = Vec::new();
@@ -289,9 +263,9 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source registered");
     who.record(&state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
-    let mut view = source_view(&record);
+    let mut view = SourceView::from(&record);
     if generated {
-        view["secret"] = Value::String(secret.expose().to_string());
+        view.secret = Some(secret.expose().to_string());
     }
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -305,12 +279,12 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     summary = "List sources (never their secrets)",
     security(("api_key" = ["read"])),
     responses(
-        (status = 200, description = "Every source", body = schemas::SourceList),
+        (status = 200, description = "Every source", body = SourceList),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<SourceList>, ApiError> {
     let sources = state.store.list_sources().await?;
-    Ok(Json(json!({"data": sources.iter().map(source_view).collect::<Vec<_>>()})))
+    Ok(Json(SourceList { data: sources.iter().map(SourceView::from).collect() }))
 }
 
 /// `GET /api/webhooks/:source`.
@@ -323,13 +297,13 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
     security(("api_key" = ["read"])),
     params(("source" = String, Path, description = "The source name")),
     responses(
-        (status = 200, description = "The source", body = schemas::SourceView),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 200, description = "The source", body = SourceView),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
     )
 )]
-pub async fn show(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<SourceView>, ApiError> {
     let name = parse_name(&name)?;
-    Ok(Json(source_view(&load(&state, &name).await?)))
+    Ok(Json(SourceView::from(&load(&state, &name).await?)))
 }
 
 fn refuse_managed(s: &SourceRecord) -> Result<(), ApiError> {
@@ -345,13 +319,13 @@ fn refuse_managed(s: &SourceRecord) -> Result<(), ApiError> {
     summary = "Change a source's settings",
     security(("api_key" = ["admin"])),
     params(("source" = String, Path, description = "The source name")),
-    request_body(content = schemas::SourceSettingsInput, description = "Only the fields to change. A new `secret` replaces the old one at once (use rotate-secret for a grace period); `source` may be sent but must be unchanged."),
+    request_body(content = SourceSettingsInput, description = "Only the fields to change. A new `secret` replaces the old one at once (use rotate-secret for a grace period); `source` may be sent but must be unchanged."),
     responses(
-        (status = 200, description = "The updated source", body = schemas::SourceView),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
-        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+        (status = 200, description = "The updated source", body = SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = ErrorBody),
     )
 )]
 pub async fn update(
@@ -359,7 +333,7 @@ pub async fn update(
     who: Admin,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SourceView>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, false)?;
     let current = load(&state, &name).await?;
@@ -384,7 +358,7 @@ pub async fn update(
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source updated");
     who.record(&state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
-    Ok(Json(source_view(&record)))
+    Ok(Json(SourceView::from(&record)))
 }
 
 /// `DELETE /api/webhooks/:source`.
@@ -398,8 +372,8 @@ pub async fn update(
     params(("source" = String, Path, description = "The source name")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
-        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = ErrorBody),
     )
 )]
 pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
@@ -425,13 +399,13 @@ pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<
     summary = "Rotate a source's secret",
     security(("api_key" = ["admin"])),
     params(("source" = String, Path, description = "The source name")),
-    request_body(content = schemas::RotateSecret, description = "Optional: an empty body generates a secret and keeps the old one verifying for 24 h."),
+    request_body(content = RotateSecret, description = "Optional: an empty body generates a secret and keeps the old one verifying for 24 h."),
     responses(
-        (status = 200, description = "The source with its new `secret` (returned once)", body = schemas::SourceView),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
-        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = schemas::ErrorBody),
+        (status = 200, description = "The source with its new `secret` (returned once)", body = SourceView),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 409, description = "`managed_by_config`: the source is defined in the config file", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a field is missing or invalid (see `details`)", body = ErrorBody),
     )
 )]
 pub async fn rotate_secret(
@@ -439,7 +413,7 @@ pub async fn rotate_secret(
     who: Admin,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SourceView>, ApiError> {
     let name = parse_name(&name)?;
     let body = parse_body(&body, true)?;
     let current = load(&state, &name).await?;
@@ -476,8 +450,8 @@ pub async fn rotate_secret(
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, grace_secs = grace, "secret rotated");
     who.record(&state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
-    let mut view = source_view(&record);
-    view["secret"] = Value::String(secret.expose().to_string());
+    let mut view = SourceView::from(&record);
+    view.secret = Some(secret.expose().to_string());
     Ok(Json(view))
 }
 
@@ -492,11 +466,11 @@ pub async fn rotate_secret(
     security(("api_key" = ["admin"])),
     params(("source" = String, Path, description = "The source name")),
     responses(
-        (status = 200, description = "The checks: registered, enabled, signature, payload; `ok` when all passed", body = schemas::SourceTestResult),
-        (status = 404, description = "`unknown_source`: no such source", body = schemas::ErrorBody),
+        (status = 200, description = "The checks: registered, enabled, signature, payload; `ok` when all passed", body = SourceTestResult),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
     )
 )]
-pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<SourceTestResult>, ApiError> {
     let name = parse_name(&name)?;
     let source = load(&state, &name).await?;
     let now = state.clock.now();
@@ -527,16 +501,19 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
         "HMAC-SHA256 verified with the stored secret, through the intake path".to_string(),
         "normalized; a test event is not stored".to_string(),
     ];
-    let checks: Vec<Value> = STAGES
+    let checks = STAGES
         .iter()
         .enumerate()
-        .map(|(i, check)| match (i.cmp(&failed_at), &result) {
-            (std::cmp::Ordering::Less, _) => json!({"check": check, "ok": true, "detail": passed[i]}),
-            (std::cmp::Ordering::Equal, Err(e)) => json!({"check": check, "ok": false, "error": format!("{}: {e}", e.code())}),
-            _ => json!({"check": check, "ok": false, "error": "not reached"}),
+        .map(|(i, check)| {
+            let (detail, error) = match (i.cmp(&failed_at), &result) {
+                (std::cmp::Ordering::Less, _) => (Some(passed[i].clone()), None),
+                (std::cmp::Ordering::Equal, Err(e)) => (None, Some(format!("{}: {e}", e.code()))),
+                _ => (None, Some("not reached".to_string())),
+            };
+            SourceCheck { check: check.to_string(), ok: detail.is_some(), detail, error }
         })
         .collect();
-    Ok(Json(json!({"ok": result.is_ok(), "source": name, "checks": checks, "secret_fingerprint": source.secret_fingerprint})))
+    Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
 }
 
 /// The event `webhook test` sends.

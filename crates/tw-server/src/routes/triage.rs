@@ -2,13 +2,14 @@
 
 use crate::ApiError;
 use crate::auth::{AdminAccess, ReadAccess};
-use crate::routes::schemas;
+use crate::api::ErrorBody;
+use crate::api::triage::{TriageJob, TriageQueued, TriageRequest};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tw_store::{IncidentKey, StoreError};
 
 /// The most JSON `variables` of one triage request may take.
@@ -24,12 +25,12 @@ pub const MAX_VARIABLES_BYTES: usize = 64 * 1024;
     summary = "Queue a triage of one incident",
     security(("api_key" = ["admin"])),
     params(("id" = String, Path, description = "The incident's uuid or number (INC-2026-0001)")),
-    request_body(content = schemas::TriageRequest, description = "Optional; an empty body runs the playbook of the incident's source."),
+    request_body(content = TriageRequest, description = "Optional; an empty body runs the playbook of the incident's source."),
     responses(
-        (status = 202, description = "The triage job was queued", body = schemas::TriageQueued),
-        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = schemas::ErrorBody),
-        (status = 404, description = "`not_found`: no such incident", body = schemas::ErrorBody),
-        (status = 422, description = "`validation_error`: an unknown field or playbook, no playbook to run, or `variables` over 64 KiB of JSON", body = schemas::ErrorBody),
+        (status = 202, description = "The triage job was queued", body = TriageQueued),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such incident", body = ErrorBody),
+        (status = 422, description = "`validation_error`: an unknown field or playbook, no playbook to run, or `variables` over 64 KiB of JSON", body = ErrorBody),
     )
 )]
 pub async fn run(
@@ -37,7 +38,7 @@ pub async fn run(
     _auth: AdminAccess,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<TriageQueued>), ApiError> {
     let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
@@ -86,9 +87,13 @@ pub async fn run(
     tracing::info!(target: "triage", job_id = %job.job_id, incident = %incident.incident_number, playbook = %playbook, "triage requested");
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({"job_id": job.job_id, "status": job.status, "incident_id": incident.id, "incident_number": incident.incident_number, "playbook": playbook}),
-        ),
+        Json(TriageQueued {
+            job_id: job.job_id,
+            status: job.status,
+            incident_id: incident.id,
+            incident_number: incident.incident_number.to_string(),
+            playbook,
+        }),
     ))
 }
 
@@ -102,15 +107,15 @@ pub async fn run(
     security(("api_key" = ["read"])),
     params(("id" = String, Path, description = "The `job_id`")),
     responses(
-        (status = 200, description = "The job", body = schemas::TriageJob),
-        (status = 404, description = "`not_found`: no such job", body = schemas::ErrorBody),
+        (status = 200, description = "The job", body = TriageJob),
+        (status = 404, description = "`not_found`: no such job", body = ErrorBody),
     )
 )]
-pub async fn job(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn job(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<TriageJob>, ApiError> {
     let job = state
         .store
         .triage_job(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Triage job '{}' not found", id.chars().take(80).collect::<String>())))?;
-    Ok(Json(serde_json::to_value(job).unwrap_or_default()))
+    Ok(Json(job.into()))
 }

@@ -1,0 +1,87 @@
+//! The request and response types of the HTTP API, defined once.
+//!
+//! The handlers in [`crate::routes`] return these (`Json<SourceView>`, never hand-built JSON),
+//! build them from store records with `From`, and read their query strings into the `...Params`
+//! types here; the OpenAPI document (`GET /api/openapi.json`) is generated from the same types,
+//! so what is documented is what is served. `tw-cli` parses the server's answers with them.
+//!
+//! Conventions: a field that is `null` when unknown is `Option<T>` and always present
+//! (`#[schema(required = true)]`); a field that is only sometimes present is
+//! `#[serde(skip_serializing_if = "Option::is_none")]` and not required. Query parameters are
+//! read as text and checked by the handler (so a bad value gets a `validation_error` naming the
+//! parameter, not a framework rejection); `#[param(value_type = ..)]` documents what is accepted.
+
+pub mod audit;
+pub mod deliveries;
+pub mod error;
+pub mod health;
+pub mod incidents;
+pub mod intake;
+pub mod intel;
+pub mod logs;
+pub mod playbooks;
+pub mod queue;
+pub mod sources;
+pub mod triage;
+
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// The `meta` block of a paged list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PageMeta {
+    pub page: u32,
+    pub per_page: u32,
+    pub total: u64,
+    pub total_pages: u64,
+}
+
+impl PageMeta {
+    pub fn new(page: tw_store::Page, total: u64) -> PageMeta {
+        PageMeta { page: page.page, per_page: page.per_page, total, total_pages: total.div_ceil(u64::from(page.per_page.max(1))) }
+    }
+}
+
+/// The largest page a client may ask for.
+pub const MAX_PER_PAGE: u32 = 200;
+/// The page size when none is asked for.
+pub const DEFAULT_PER_PAGE: u32 = 50;
+/// The highest page number.
+pub const MAX_PAGE: u32 = 1_000_000;
+
+/// `?page=&per_page=` of a paged list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1-based page number (default 1). The server skips every item before the page, so deep
+    /// pages cost more; where a list offers a `cursor`, that is the fast way through it.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
+    pub page: Option<String>,
+    /// Items per page (default 50, at most 200).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub per_page: Option<String>,
+}
+
+impl PageParams {
+    /// The page asked for, or one error per bad parameter.
+    pub fn parse(&self) -> Result<tw_store::Page, Vec<crate::error::FieldError>> {
+        let mut errors = Vec::new();
+        let mut num = |field: &str, v: &Option<String>, default: u32, max: u32| -> u32 {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => default,
+                Some(s) => match s.parse::<u32>() {
+                    Ok(n) if (1..=max).contains(&n) => n,
+                    _ => {
+                        errors.push(crate::error::FieldError::new(field, format!("must be a whole number from 1 to {max}")));
+                        default
+                    }
+                },
+            }
+        };
+        let page = num("page", &self.page, 1, MAX_PAGE);
+        let per_page = num("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
+        if errors.is_empty() { Ok(tw_store::Page { page, per_page }) } else { Err(errors) }
+    }
+}

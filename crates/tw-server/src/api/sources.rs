@@ -1,0 +1,216 @@
+//! Sources: `POST/GET /api/webhooks`, `GET/PATCH/DELETE /api/webhooks/{source}`, rotation, test.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tw_core::{Format, Severity, SourceMode};
+use tw_store::SourceRecord;
+use utoipa::ToSchema;
+
+/// A source's format setting: a format, or `auto` (detected per payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FormatSetting {
+    Auto(Auto),
+    Format(Format),
+}
+
+/// `auto`: the format is detected per payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Auto {
+    Auto,
+}
+
+impl From<Option<Format>> for FormatSetting {
+    fn from(f: Option<Format>) -> Self {
+        f.map_or(FormatSetting::Auto(Auto::Auto), FormatSetting::Format)
+    }
+}
+
+impl FormatSetting {
+    /// The format it pins, `None` for `auto`.
+    pub fn format(self) -> Option<Format> {
+        match self {
+            FormatSetting::Auto(_) => None,
+            FormatSetting::Format(f) => Some(f),
+        }
+    }
+}
+
+/// A source's rate limit: a token bucket of `burst` verified deliveries, refilled at
+/// `per_second`. Over it the intake answers `429 rate_limited` with `Retry-After`. Counted per
+/// server process: N instances behind a load balancer allow N times as much.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSetting {
+    /// Deliveries added back each second (fractions allowed: 0.5 is one every two seconds).
+    #[schema(minimum = 0.001, maximum = 1000000, example = 10)]
+    pub per_second: f64,
+    /// Deliveries allowed at once after a quiet period.
+    #[schema(minimum = 1, maximum = 1000000, example = 50)]
+    pub burst: u32,
+}
+
+/// A source as shown by the API: settings and statistics, never the secret itself (except
+/// `secret`, once, on the answer that made it).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceView {
+    #[schema(example = "email-gateway")]
+    pub source: String,
+    pub enabled: bool,
+    pub auto_triage: bool,
+    #[schema(required = true)]
+    pub playbook: Option<String>,
+    pub format: FormatSetting,
+    pub mode: SourceMode,
+    /// Vendor severity value to our severity.
+    pub severity_mapping: BTreeMap<String, Severity>,
+    pub timestamp_tolerance_secs: i64,
+    pub max_body_bytes: u64,
+    /// Verified deliveries allowed (per server process); null: unlimited.
+    #[schema(required = true)]
+    pub rate_limit: Option<RateLimitSetting>,
+    /// Defined in the config file: only changeable there.
+    pub managed_by_config: bool,
+    /// `hmac:` and the first 8 hex digits of an HMAC of the secret: tells two secrets apart
+    /// without revealing either.
+    #[schema(example = "hmac:1a2b3c4d")]
+    pub secret_fingerprint: String,
+    #[schema(required = true)]
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the previous secret still verifies, after a rotation.
+    #[schema(required = true)]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[schema(required = true)]
+    pub last_delivery_at: Option<DateTime<Utc>>,
+    pub delivery_count: u64,
+    pub error_count: u64,
+    #[schema(example = "/api/webhooks/email-gateway")]
+    pub webhook_path: String,
+    /// The secret, returned once: by a create that generated it and by a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub secret: Option<String>,
+}
+
+impl From<&SourceRecord> for SourceView {
+    fn from(s: &SourceRecord) -> Self {
+        let st = &s.settings;
+        SourceView {
+            source: s.name.to_string(),
+            enabled: st.enabled,
+            auto_triage: st.auto_triage,
+            playbook: st.playbook.clone(),
+            format: st.format.into(),
+            mode: st.mode,
+            severity_mapping: st.severity_mapping.clone(),
+            timestamp_tolerance_secs: st.timestamp_tolerance_secs,
+            max_body_bytes: st.max_body_bytes,
+            rate_limit: st.rate_limit.map(|r| RateLimitSetting { per_second: r.per_second(), burst: r.burst() }),
+            managed_by_config: s.managed_by_config,
+            secret_fingerprint: s.secret_fingerprint.clone(),
+            secret_rotated_at: s.secret_rotated_at,
+            previous_secret_expires_at: s.previous_secret.as_ref().map(|(_, until)| *until),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            last_delivery_at: s.last_delivery_at,
+            delivery_count: s.delivery_count,
+            error_count: s.error_count,
+            webhook_path: format!("/api/webhooks/{}", s.name),
+            secret: None,
+        }
+    }
+}
+
+/// `GET /api/webhooks`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceList {
+    pub data: Vec<SourceView>,
+}
+
+/// The settable fields of a source (`PATCH /api/webhooks/{source}`; with `source`, a create).
+/// Booleans and numbers may also be sent as strings (`"true"`, `"300"`); unknown fields are
+/// refused, every problem named in `details`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettingsInput {
+    /// At least 16 characters; generated (and returned once) when omitted on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 16, max_length = 1024)]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Requires `playbook`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_triage: Option<bool>,
+    /// A playbook name; null or "" for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playbook: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<FormatSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SourceMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_mapping: Option<BTreeMap<String, Severity>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub timestamp_tolerance_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 67108864)]
+    pub max_body_bytes: Option<u64>,
+    /// A token bucket of verified deliveries; null removes the limit (the default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<Option<RateLimitSetting>>,
+}
+
+/// `POST /api/webhooks`: a new source.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateSource {
+    /// 1 to 64 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+    #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub source: String,
+    #[serde(flatten)]
+    pub settings: SourceSettingsInput,
+}
+
+/// `POST /api/webhooks/{source}/rotate-secret`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new secret; generated when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 16, max_length = 1024)]
+    pub secret: Option<String>,
+    /// How long the old secret keeps verifying (default 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2592000)]
+    pub grace_period_secs: Option<i64>,
+}
+
+/// One check of a server-side test delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceCheck {
+    #[schema(example = "signature")]
+    pub check: String,
+    pub ok: bool,
+    /// Present when the check passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub detail: Option<String>,
+    /// Present when the check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub error: Option<String>,
+}
+
+/// `POST /api/webhooks/{source}/test`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceTestResult {
+    pub ok: bool,
+    pub source: String,
+    pub checks: Vec<SourceCheck>,
+    pub secret_fingerprint: String,
+}
