@@ -2,7 +2,9 @@
 
 use anyhow::{Result, anyhow, bail};
 use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tw_server::api::ErrorBody;
 
 /// Talks to one server with one API key.
 pub struct Client {
@@ -39,9 +41,9 @@ impl Client {
         }
         let status = resp.status();
         let json: Value = resp.json().await.unwrap_or(Value::Null);
-        let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
-        let message =
-            json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        let error = serde_json::from_value::<ErrorBody>(json).ok().map(|b| b.error);
+        let code = error.as_ref().map_or("error", |e| e.code.as_str());
+        let message = error.as_ref().map_or(status.canonical_reason().unwrap_or("request failed"), |e| e.message.as_str());
         bail!("{code}: {message}")
     }
 
@@ -49,6 +51,18 @@ impl Client {
     /// statuses become errors with the server's own message.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value)> {
         self.send(method, path, body.map(|b| (b.to_string().into_bytes(), Vec::new())), true).await
+    }
+
+    /// GETs `path` and parses the answer as the API type `T` (`tw_server::api`).
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (_, v) = self.call(Method::GET, path, None).await?;
+        parse(v)
+    }
+
+    /// Sends `body` (or nothing) and parses the answer as the API type `T`.
+    pub async fn send_json<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> Result<T> {
+        let (_, v) = self.call(method, path, body).await?;
+        parse(v)
     }
 
     /// Like [`Client::call`], with a raw body and extra headers, and without the API key (the
@@ -91,9 +105,9 @@ impl Client {
         if status.is_success() {
             return Ok((status, json));
         }
-        let code = json.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
-        let message =
-            json.pointer("/error/message").and_then(Value::as_str).unwrap_or(status.canonical_reason().unwrap_or("request failed"));
+        let error = serde_json::from_value::<ErrorBody>(json).ok().map(|b| b.error);
+        let code = error.as_ref().map_or("error", |e| e.code.as_str());
+        let message = error.as_ref().map_or(status.canonical_reason().unwrap_or("request failed"), |e| e.message.as_str());
         let hint = match (status, auth, self.api_key.is_some()) {
             (StatusCode::UNAUTHORIZED, true, false) => {
                 " (no API key given: set --api-key or TW_API_KEY; create one with `tw-cli api-key create`)"
@@ -101,19 +115,28 @@ impl Client {
             (StatusCode::FORBIDDEN, true, _) if code == "forbidden" => " (use a key with the admin scope)",
             _ => "",
         };
-        let details = json
-            .pointer("/error/details")
-            .and_then(Value::as_array)
+        let details = error
+            .as_ref()
+            .and_then(|e| e.details.as_ref())
             .filter(|d| d.len() > 1)
-            .map(|d| {
-                d.iter()
-                    .filter_map(|x| Some(format!("\n  {}: {}", x.get("field")?.as_str()?, x.get("message")?.as_str()?)))
-                    .collect::<String>()
-            })
+            .map(|d| d.iter().map(|x| format!("\n  {}: {}", x.field, x.message)).collect::<String>())
             .unwrap_or_default();
         if details.is_empty() {
             bail!("{code}: {message}{hint}")
         }
         bail!("{code}:{details}")
     }
+}
+
+/// An answer read as the API type the server serializes it from; a mismatch means a server of
+/// another version.
+fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| anyhow!("unexpected answer from the server (another version?): {e}"))
+}
+
+/// `path` with a query string of the parameters that are set, each percent-encoded.
+pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let query: Vec<String> =
+        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", crate::commands::seg(v)))).collect();
+    if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) }
 }

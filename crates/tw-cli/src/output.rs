@@ -15,11 +15,12 @@ pub fn json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// A value as a table cell.
-pub fn cell(v: &Value) -> String {
-    match v {
+/// A value as a table cell, written as its JSON (`-` for null, strings without quotes), so a
+/// table shows what `-o json` shows.
+pub fn cell(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v).unwrap_or_default() {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         other => other.to_string(),
     }
 }

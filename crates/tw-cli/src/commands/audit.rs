@@ -1,11 +1,12 @@
 //! `tw-cli audit list`: the server's audit log of administrative changes (admin key).
 
-use super::{Ctx, seg};
+use super::Ctx;
+use crate::client::with_query;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::Value;
+use tw_server::api::audit::AuditList;
+use tw_store::AuditActor;
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -33,28 +34,21 @@ pub enum AuditCommand {
 /// Runs an `audit` command.
 pub async fn run(ctx: &Ctx, cmd: AuditCommand) -> Result<ExitCode> {
     let AuditCommand::List { action, target, since, limit, cursor } = cmd;
-    let mut path = format!("/api/audit?per_page={limit}");
-    for (k, v) in [("action", &action), ("target", &target), ("since", &since), ("cursor", &cursor)] {
-        if let Some(v) = v {
-            path.push_str(&format!("&{k}={}", seg(v)));
-        }
-    }
-    let (_, v) = ctx.client()?.call(Method::GET, &path, None).await?;
+    let params =
+        [("per_page", Some(limit.to_string())), ("action", action), ("target", target), ("since", since), ("cursor", cursor)];
+    let v: AuditList = ctx.client()?.get(&with_query("/api/audit", &params)).await?;
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => {
-            let rows = super::rows_of(&v["data"], |r| {
-                vec![
-                    cell(&r["at"]),
-                    cell(&r["action"]),
-                    cell(&r["target"]),
-                    actor(&r["actor"]),
-                    cell(&r["client_ip"]),
-                    cell(&r["request_id"]),
-                ]
-            });
+            let rows: Vec<Vec<String>> = v
+                .data
+                .iter()
+                .map(|r| {
+                    vec![cell(&r.at), r.action.clone(), r.target.clone(), actor(&r.actor), cell(&r.client_ip), cell(&r.request_id)]
+                })
+                .collect();
             output::table(&["TIME", "ACTION", "TARGET", "ACTOR", "ADDRESS", "REQUEST"], &rows);
-            if let Some(next) = v.pointer("/meta/next_cursor").and_then(Value::as_str) {
+            if let Some(next) = &v.meta.next_cursor {
                 eprintln!("More records: add --cursor {next}");
             }
         }
@@ -63,25 +57,23 @@ pub async fn run(ctx: &Ctx, cmd: AuditCommand) -> Result<ExitCode> {
 }
 
 /// An actor as one cell: `ops (tw_1a2b3c4d)`, `cli:alice`, `config file /etc/tw/webhook_config.yaml`.
-fn actor(a: &Value) -> String {
-    let s = |k: &str| a[k].as_str().unwrap_or("-").to_string();
-    match a["kind"].as_str() {
-        Some("api_key") => format!("{} ({})", s("name"), s("key_prefix")),
-        Some("cli") => format!("cli:{}", s("user")),
-        Some("config_file") => format!("config file {}", s("path")),
-        _ => cell(a),
+fn actor(a: &AuditActor) -> String {
+    match a {
+        AuditActor::ApiKey { name, key_prefix } => format!("{name} ({key_prefix})"),
+        AuditActor::Cli { user } => format!("cli:{user}"),
+        AuditActor::ConfigFile { path } => format!("config file {path}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn actors_read_as_one_cell() {
-        assert_eq!(actor(&json!({"kind": "api_key", "name": "ops", "key_prefix": "tw_1a2b3c4d"})), "ops (tw_1a2b3c4d)");
-        assert_eq!(actor(&json!({"kind": "cli", "user": "alice"})), "cli:alice");
-        assert_eq!(actor(&json!({"kind": "config_file", "path": "/etc/c.yaml"})), "config file /etc/c.yaml");
+        let api_key = AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_1a2b3c4d".into() };
+        assert_eq!(actor(&api_key), "ops (tw_1a2b3c4d)");
+        assert_eq!(actor(&AuditActor::Cli { user: "alice".into() }), "cli:alice");
+        assert_eq!(actor(&AuditActor::ConfigFile { path: "/etc/c.yaml".into() }), "config file /etc/c.yaml");
     }
 }

@@ -4,8 +4,8 @@ use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::Value;
+use crate::client::with_query;
+use tw_server::api::incidents::{IncidentDetail, IncidentList};
 use std::process::ExitCode;
 
 /// `--per-page` when not given (the API's default too).
@@ -44,47 +44,41 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
     match cmd {
         IncidentCommand::List { source, severity, status, page, per_page, cursor } => {
             let filters = [("source", source), ("severity", severity), ("status", status)];
-            let mut q = vec![format!("per_page={per_page}")];
-            for (k, v) in &filters {
-                if let Some(v) = v {
-                    q.push(format!("{k}={}", seg(v)));
-                }
-            }
-            if let Some(page) = page {
-                q.push(format!("page={page}"));
-            }
-            if let Some(cursor) = &cursor {
-                q.push(format!("cursor={}", seg(cursor)));
-            }
-            let (_, v) = client.call(Method::GET, &format!("/api/incidents?{}", q.join("&")), None).await?;
+            let mut params = vec![("per_page", Some(per_page.to_string()))];
+            params.extend(filters.iter().cloned());
+            params.extend([("page", page.map(|p| p.to_string())), ("cursor", cursor)]);
+            let v: IncidentList = client.get(&with_query("/api/incidents", &params)).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows = super::rows_of(&v["data"], |i| {
-                        vec![
-                            cell(&i["incident_number"]),
-                            cell(&i["severity"]),
-                            cell(&i["status"]),
-                            cell(&i["source"]),
-                            cell(&i["received_at"]),
-                            cell(&i["title"]).chars().take(70).collect(),
-                        ]
-                    });
+                    let rows: Vec<Vec<String>> = v
+                        .data
+                        .iter()
+                        .map(|i| {
+                            vec![
+                                i.incident_number.clone(),
+                                cell(&i.severity),
+                                cell(&i.status),
+                                i.source.clone(),
+                                cell(&i.received_at),
+                                i.title.chars().take(70).collect(),
+                            ]
+                        })
+                        .collect();
                     output::table(&["NUMBER", "SEVERITY", "STATUS", "SOURCE", "RECEIVED", "TITLE"], &rows);
-                    let m = &v["meta"];
-                    if m["page"].is_null() {
-                        println!("{} incidents", cell(&m["total"]));
-                    } else {
-                        println!("page {} of {} ({} incidents)", cell(&m["page"]), cell(&m["total_pages"]), cell(&m["total"]));
+                    let m = &v.meta;
+                    match m.page {
+                        None => println!("{} incidents", m.total),
+                        Some(page) => println!("page {page} of {} ({} incidents)", m.total_pages, m.total),
                     }
-                    if let Some(next) = m["next_cursor"].as_str() {
+                    if let Some(next) = &m.next_cursor {
                         println!("next page: {}", next_page_command(&filters, per_page, next));
                     }
                 }
             }
         }
         IncidentCommand::Get { id } => {
-            let (_, v) = client.call(Method::GET, &format!("/api/incidents/{}", seg(&id)), None).await?;
+            let v: IncidentDetail = client.get(&format!("/api/incidents/{}", seg(&id))).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => print_incident(&v),
@@ -118,36 +112,33 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-fn print_incident(v: &Value) {
-    print_summary(v);
-    if let Some(t) = v.get("triage").filter(|t| !t.is_null()) {
+fn print_incident(v: &IncidentDetail) {
+    print_summary(&v.incident);
+    if let Some(t) = v.incident.triage.as_ref().filter(|t| !t.is_null()) {
         println!();
         super::triage::print_triage(t);
     }
 }
 
-fn print_summary(v: &Value) {
+fn print_summary(v: &tw_server::api::incidents::Incident) {
     output::pairs(&[
-        ("incident", cell(&v["incident_number"])),
-        ("id", cell(&v["id"])),
-        ("title", cell(&v["title"])),
-        ("severity", format!("{} (vendor: {})", cell(&v["severity"]), cell(&v["vendor_severity"]))),
-        ("status", cell(&v["status"])),
-        ("source", format!("{} ({})", cell(&v["source"]), cell(&v["format"]))),
-        ("event_type", cell(&v["event_type"])),
-        ("event_time", cell(&v["event_time"])),
-        ("received_at", cell(&v["received_at"])),
-        ("external_id", cell(&v["external_id"])),
-        ("deliveries", cell(&v["delivery_count"])),
-        ("description", cell(&v["description"])),
+        ("incident", v.incident_number.clone()),
+        ("id", v.id.to_string()),
+        ("title", v.title.clone()),
+        ("severity", format!("{} (vendor: {})", cell(&v.severity), cell(&v.vendor_severity))),
+        ("status", cell(&v.status)),
+        ("source", format!("{} ({})", v.source, cell(&v.format))),
+        ("event_type", cell(&v.event_type)),
+        ("event_time", cell(&v.event_time)),
+        ("received_at", cell(&v.received_at)),
+        ("external_id", cell(&v.external_id)),
+        ("deliveries", v.delivery_count.to_string()),
+        ("description", cell(&v.description)),
     ]);
-    let entities = v["entities"].as_array().cloned().unwrap_or_default();
-    if !entities.is_empty() {
+    if !v.entities.is_empty() {
         println!("\nentities:");
-        let rows: Vec<Vec<String>> = entities
-            .iter()
-            .map(|e| vec![format!("  {}", cell(&e["kind"])), cell(&e["value"]), e.get("role").map(cell).unwrap_or_else(|| "-".into())])
-            .collect();
+        let rows: Vec<Vec<String>> =
+            v.entities.iter().map(|e| vec![format!("  {}", e.kind.as_str()), e.value.clone(), cell(&e.role)]).collect();
         output::table(&["  KIND", "VALUE", "ROLE"], &rows);
     }
 }

@@ -4,9 +4,8 @@ use super::{Ctx, seg};
 use crate::output::Output;
 use anyhow::Result;
 use clap::Args;
-use reqwest::Method;
-use serde_json::Value;
 use std::process::ExitCode;
+use tw_server::api::logs::LogList;
 use tw_server::logs::LogRecord;
 
 #[derive(Debug, Args)]
@@ -35,15 +34,17 @@ pub struct LogsArgs {
 
 pub async fn run(ctx: &Ctx, a: LogsArgs) -> Result<ExitCode> {
     let mut q = vec![format!("tail={}", a.tail)];
-    for (k, v) in [("filter", &a.filter), ("level", &a.level), ("since", &a.since), ("source", &a.source)] {
+    // The API spells levels in lowercase; `--level WARN` means the same.
+    let level = a.level.map(|l| l.to_ascii_lowercase());
+    for (k, v) in [("filter", &a.filter), ("level", &level), ("since", &a.since), ("source", &a.source)] {
         if let Some(v) = v {
             q.push(format!("{k}={}", seg(v)));
         }
     }
     let client = ctx.client()?;
     if !a.follow {
-        let (_, v) = client.call(Method::GET, &format!("/api/logs?{}", q.join("&")), None).await?;
-        for r in v["data"].as_array().into_iter().flatten() {
+        let v: LogList = client.get(&format!("/api/logs?{}", q.join("&"))).await?;
+        for r in &v.data {
             print_record(ctx, r);
         }
         return Ok(ExitCode::SUCCESS);
@@ -90,8 +91,9 @@ async fn follow(ctx: &Ctx, client: &crate::client::Client, q: &[String]) -> Resu
                 if event.as_deref() == Some("end") {
                     return Ok(["max_lifetime", "key_refused", "stopping"].into_iter().find(|r| *r == data));
                 }
-                if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    print_record(ctx, &v);
+                match serde_json::from_str::<LogRecord>(data) {
+                    Ok(r) => print_record(ctx, &r),
+                    Err(_) => println!("{data}"),
                 }
             }
         }
@@ -99,13 +101,10 @@ async fn follow(ctx: &Ctx, client: &crate::client::Client, q: &[String]) -> Resu
     Ok(None)
 }
 
-fn print_record(ctx: &Ctx, v: &Value) {
+fn print_record(ctx: &Ctx, r: &LogRecord) {
     match ctx.output {
-        Output::Json => println!("{v}"),
-        Output::Table => match serde_json::from_value::<LogRecord>(v.clone()) {
-            Ok(r) => println!("{}", r.to_line()),
-            Err(_) => println!("{v}"),
-        },
+        Output::Json => println!("{}", serde_json::to_string(r).unwrap_or_default()),
+        Output::Table => println!("{}", r.to_line()),
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -1,5 +1,9 @@
 //! `tw-cli webhook ...`: register, inspect, test and sign for webhook sources.
 
+use crate::client::with_query;
+use tw_server::api::deliveries::{Delivery, DeliveryList};
+use tw_server::api::intake::IntakeAnswer;
+use tw_server::api::sources::{SourceList, SourceTestResult, SourceView};
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::{Context, Result, bail};
@@ -73,8 +77,8 @@ pub enum WebhookCommand {
 }
 
 /// The last cell of an aggregate row: `(1,532 invalid_signature refused 14:02:07-14:02:59)`.
-fn refused_summary(n: u64, d: &Value) -> String {
-    let time = |v: &Value| v.as_str().and_then(|t| t.get(11..19)).unwrap_or("?").to_string();
+fn refused_summary(n: u64, d: &Delivery) -> String {
+    let time = |t: Option<String>| t.as_deref().and_then(|t| t.get(11..19)).unwrap_or("?").to_string();
     let digits = n.to_string();
     let mut grouped = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -83,8 +87,8 @@ fn refused_summary(n: u64, d: &Value) -> String {
         }
         grouped.push(c);
     }
-    let code = d["code"].as_str().unwrap_or("-");
-    format!("({grouped} {code} refused {}-{})", time(&d["received_at"]), time(&d["last_received_at"]))
+    let code = d.code.as_deref().unwrap_or("-");
+    format!("({grouped} {code} refused {}-{})", time(Some(cell(&d.received_at))), time(d.last_received_at.as_ref().map(cell)))
 }
 
 /// `webhook events get`.
@@ -211,7 +215,7 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                 body.insert("secret".into(), s.into());
             }
             a.settings.into_body(&mut body)?;
-            let (_, v) = ctx.client()?.call(Method::POST, "/api/webhooks", Some(&Value::Object(body))).await?;
+            let v: SourceView = ctx.client()?.send_json(Method::POST, "/api/webhooks", Some(&Value::Object(body))).await?;
             print_source(ctx, &v, &format!("Registered source '{}'.", a.source));
         }
         WebhookCommand::Update(a) => {
@@ -223,33 +227,37 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             if body.is_empty() {
                 bail!("nothing to change: give at least one setting (see --help)");
             }
-            let (_, v) =
-                ctx.client()?.call(Method::PATCH, &format!("/api/webhooks/{}", seg(&a.source)), Some(&Value::Object(body))).await?;
+            let v: SourceView =
+                ctx.client()?.send_json(Method::PATCH, &format!("/api/webhooks/{}", seg(&a.source)), Some(&Value::Object(body))).await?;
             print_source(ctx, &v, &format!("Updated source '{}'.", a.source));
         }
         WebhookCommand::List => {
-            let (_, v) = ctx.client()?.call(Method::GET, "/api/webhooks", None).await?;
+            let v: SourceList = ctx.client()?.get("/api/webhooks").await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows = super::rows_of(&v["data"], |s| {
-                        vec![
-                            cell(&s["source"]),
-                            if s["enabled"] == true { "yes".into() } else { "no".into() },
-                            cell(&s["mode"]),
-                            cell(&s["format"]),
-                            if s["auto_triage"] == true { cell(&s["playbook"]) } else { "-".into() },
-                            cell(&s["delivery_count"]),
-                            cell(&s["error_count"]),
-                            cell(&s["last_delivery_at"]),
-                        ]
-                    });
+                    let rows: Vec<Vec<String>> = v
+                        .data
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.source.clone(),
+                                if s.enabled { "yes".into() } else { "no".into() },
+                                cell(&s.mode),
+                                cell(&s.format),
+                                if s.auto_triage { cell(&s.playbook) } else { "-".into() },
+                                s.delivery_count.to_string(),
+                                s.error_count.to_string(),
+                                cell(&s.last_delivery_at),
+                            ]
+                        })
+                        .collect();
                     output::table(&["SOURCE", "ENABLED", "MODE", "FORMAT", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"], &rows);
                 }
             }
         }
         WebhookCommand::Show { source } => {
-            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/webhooks/{}", seg(&source)), None).await?;
+            let v: SourceView = ctx.client()?.get(&format!("/api/webhooks/{}", seg(&source))).await?;
             print_source(ctx, &v, "");
         }
         WebhookCommand::Remove { source } => {
@@ -264,41 +272,41 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             if let Some(s) = secret {
                 body["secret"] = s.into();
             }
-            let (_, v) = ctx.client()?.call(Method::POST, &format!("/api/webhooks/{}/rotate-secret", seg(&source)), Some(&body)).await?;
+            let v: SourceView =
+                ctx.client()?.send_json(Method::POST, &format!("/api/webhooks/{}/rotate-secret", seg(&source)), Some(&body)).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     println!("Rotated the secret of '{source}'. New secret (shown once):");
-                    println!("{}", cell(&v["secret"]));
-                    println!("The previous secret keeps verifying until {}.", cell(&v["previous_secret_expires_at"]));
+                    println!("{}", cell(&v.secret));
+                    println!("The previous secret keeps verifying until {}.", cell(&v.previous_secret_expires_at));
                 }
             }
         }
         WebhookCommand::Test { source, secret } => return test(ctx, &source, secret).await,
         WebhookCommand::Events { get: Some(EventsCommand::Get { request_id }), .. } => {
-            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/deliveries/{}", seg(&request_id)), None).await?;
+            let v: Delivery = ctx.client()?.get(&format!("/api/deliveries/{}", seg(&request_id))).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     let mut items = vec![
-                        ("request_id", cell(&v["request_id"])),
-                        ("sender_request_id", cell(&v["sender_request_id"])),
-                        ("source", cell(&v["source"])),
-                        ("received_at", cell(&v["received_at"])),
-                        ("status", cell(&v["status"])),
-                        ("code", cell(&v["code"])),
-                        ("incident", cell(&v["incident_number"])),
-                        ("queue_id", cell(&v["queue_id"])),
-                        ("duplicate", cell(&v["duplicate"])),
-                        ("body_bytes", cell(&v["body_len"])),
-                        ("latency_ms", format!("{:.2}", v["latency_ms"].as_f64().unwrap_or(0.0))),
+                        ("request_id", v.request_id.clone()),
+                        ("sender_request_id", cell(&v.sender_request_id)),
+                        ("source", v.source.clone()),
+                        ("received_at", cell(&v.received_at)),
+                        ("status", v.status.to_string()),
+                        ("code", cell(&v.code)),
+                        ("incident", cell(&v.incident_number)),
+                        ("queue_id", cell(&v.queue_id)),
+                        ("duplicate", v.duplicate.to_string()),
+                        ("body_bytes", cell(&v.body_len)),
+                        ("latency_ms", format!("{:.2}", v.latency_ms)),
                     ];
-                    if let Some(n) = v["refused_count"].as_u64() {
+                    if let Some(n) = v.refused_count {
                         items.push(("refused_count", n.to_string()));
-                        items.push(("last_received_at", cell(&v["last_received_at"])));
+                        items.push(("last_received_at", cell(&v.last_received_at)));
                     }
-                    if let Some(others) = v["other_request_ids"].as_array().filter(|o| !o.is_empty()) {
-                        let others: Vec<String> = others.iter().map(cell).collect();
+                    if let Some(others) = v.other_request_ids.as_ref().filter(|o| !o.is_empty()) {
                         items.push(("same_sender_id", others.join(" ")));
                     }
                     output::pairs(&items);
@@ -306,7 +314,7 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                         "
 payload:"
                     );
-                    let raw = v["raw_payload"].as_str().unwrap_or("-");
+                    let raw = v.raw_payload.as_deref().unwrap_or("-");
                     match serde_json::from_str::<Value>(raw) {
                         Ok(j) => println!("{}", serde_json::to_string_pretty(&j).unwrap_or_else(|_| raw.to_string())),
                         Err(_) => println!("{raw}"),
@@ -316,29 +324,30 @@ payload:"
         }
         WebhookCommand::Events { source, status, tail, .. } => {
             let source = source.unwrap_or_default();
-            let mut path = format!("/api/webhooks/{}/events?tail={tail}", seg(&source));
-            if let Some(s) = status {
-                path.push_str(&format!("&status={s}"));
-            }
-            let (_, v) = ctx.client()?.call(Method::GET, &path, None).await?;
+            let path = with_query(&format!("/api/webhooks/{}/events", seg(&source)), &[("tail", Some(tail.to_string())), ("status", status)]);
+            let v: DeliveryList = ctx.client()?.get(&path).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows = super::rows_of(&v["data"], |d| {
-                        // An aggregate row says what it stands for where a sender's id would be.
-                        let sender = match d["refused_count"].as_u64() {
-                            Some(n) => refused_summary(n, d),
-                            None => cell(&d["sender_request_id"]),
-                        };
-                        vec![
-                            cell(&d["received_at"]),
-                            cell(&d["status"]),
-                            cell(&d["code"]),
-                            cell(&d["incident_number"]),
-                            cell(&d["request_id"]),
-                            sender,
-                        ]
-                    });
+                    let rows: Vec<Vec<String>> = v
+                        .data
+                        .iter()
+                        .map(|d| {
+                            // An aggregate row says what it stands for where a sender's id would be.
+                            let sender = match d.refused_count {
+                                Some(n) => refused_summary(n, d),
+                                None => cell(&d.sender_request_id),
+                            };
+                            vec![
+                                cell(&d.received_at),
+                                d.status.to_string(),
+                                cell(&d.code),
+                                cell(&d.incident_number),
+                                d.request_id.clone(),
+                                sender,
+                            ]
+                        })
+                        .collect();
                     output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID", "SENDER ID"], &rows);
                 }
             }
@@ -376,15 +385,15 @@ payload:"
 async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCode> {
     let client = ctx.client()?;
     let Some(secret) = secret else {
-        let (_, v) = client.call(Method::POST, &format!("/api/webhooks/{}/test", seg(source)), None).await?;
-        let ok = v["ok"] == true;
+        let v: SourceTestResult = client.send_json(Method::POST, &format!("/api/webhooks/{}/test", seg(source)), None).await?;
+        let ok = v.ok;
         match ctx.output {
             Output::Json => output::json(&v),
             Output::Table => {
-                for c in v["checks"].as_array().into_iter().flatten() {
-                    let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
-                    let detail = c.get("detail").or_else(|| c.get("error")).map(cell).unwrap_or_default();
-                    println!("{mark}  {:<11} {detail}", cell(&c["check"]));
+                for c in &v.checks {
+                    let mark = if c.ok { "ok  " } else { "FAIL" };
+                    let detail = c.detail.as_ref().or(c.error.as_ref()).cloned().unwrap_or_default();
+                    println!("{mark}  {:<11} {detail}", c.check);
                 }
                 if ok {
                     println!("Source '{source}' is ready to receive webhooks.");
@@ -405,7 +414,7 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
 
 /// Posts a test event signed with `secret` to `source`'s public intake, as its sender would: the
 /// server verifies it and stores nothing. Its answer, or why it was refused.
-pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &str) -> Result<Value> {
+pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &str) -> Result<IntakeAnswer> {
     let now = chrono::Utc::now();
     let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
     let body = serde_json::to_vec(&tw_server::routes::sources::test_event(&name, now))?;
@@ -413,49 +422,48 @@ pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &
     let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, &body));
     let headers = vec![("x-webhook-timestamp".to_string(), ts), ("x-webhook-signature".to_string(), signature)];
     match client.post_raw(&format!("/api/webhooks/{}", seg(source)), body, headers).await {
-        Ok((_, v)) => Ok(v),
+        Ok((_, v)) => serde_json::from_value(v).context("unexpected answer from the server (another version?)"),
         Err(e) => Err(e.context(format!("test delivery to '{source}' was refused"))),
     }
 }
 
-fn print_source(ctx: &Ctx, v: &Value, headline: &str) {
+fn print_source(ctx: &Ctx, v: &SourceView, headline: &str) {
     match ctx.output {
         Output::Json => output::json(v),
         Output::Table => {
             if !headline.is_empty() {
                 println!("{headline}");
             }
-            let mapping = v["severity_mapping"]
-                .as_object()
+            let mapping = Some(&v.severity_mapping)
                 .filter(|m| !m.is_empty())
-                .map(|m| m.iter().map(|(k, s)| format!("{k}={}", cell(s))).collect::<Vec<_>>().join(", "))
+                .map(|m| m.iter().map(|(k, s)| format!("{k}={}", s.as_str())).collect::<Vec<_>>().join(", "))
                 .unwrap_or_else(|| "-".into());
             let mut items = vec![
-                ("source", cell(&v["source"])),
-                ("enabled", cell(&v["enabled"])),
-                ("mode", cell(&v["mode"])),
-                ("format", cell(&v["format"])),
-                ("auto_triage", cell(&v["auto_triage"])),
-                ("playbook", cell(&v["playbook"])),
+                ("source", v.source.clone()),
+                ("enabled", v.enabled.to_string()),
+                ("mode", cell(&v.mode)),
+                ("format", cell(&v.format)),
+                ("auto_triage", v.auto_triage.to_string()),
+                ("playbook", cell(&v.playbook)),
                 ("severity_mapping", mapping),
-                ("timestamp_tolerance", format!("{}s", cell(&v["timestamp_tolerance_secs"]))),
-                ("max_body_bytes", cell(&v["max_body_bytes"])),
+                ("timestamp_tolerance", format!("{}s", v.timestamp_tolerance_secs)),
+                ("max_body_bytes", v.max_body_bytes.to_string()),
                 (
                     "rate_limit",
-                    match (v["rate_limit"]["per_second"].as_f64(), v["rate_limit"]["burst"].as_u64()) {
-                        (Some(per_second), Some(burst)) => format!("{per_second}/s, burst {burst}"),
-                        _ => "none".into(),
+                    match v.rate_limit {
+                        Some(r) => format!("{}/s, burst {}", r.per_second, r.burst),
+                        None => "none".into(),
                     },
                 ),
-                ("managed_by_config", cell(&v["managed_by_config"])),
-                ("secret_fingerprint", cell(&v["secret_fingerprint"])),
-                ("created_at", cell(&v["created_at"])),
-                ("last_delivery_at", cell(&v["last_delivery_at"])),
-                ("deliveries", cell(&v["delivery_count"])),
-                ("errors", cell(&v["error_count"])),
-                ("webhook_path", cell(&v["webhook_path"])),
+                ("managed_by_config", v.managed_by_config.to_string()),
+                ("secret_fingerprint", v.secret_fingerprint.clone()),
+                ("created_at", cell(&v.created_at)),
+                ("last_delivery_at", cell(&v.last_delivery_at)),
+                ("deliveries", v.delivery_count.to_string()),
+                ("errors", v.error_count.to_string()),
+                ("webhook_path", v.webhook_path.clone()),
             ];
-            if let Some(secret) = v.get("secret").and_then(Value::as_str) {
+            if let Some(secret) = &v.secret {
                 items.push(("secret", format!("{secret}  (shown once: store it now)")));
             }
             output::pairs(&items);
