@@ -112,7 +112,7 @@ async fn error_shape(resp: axum::response::Response) -> axum::response::Response
 /// operation_id, params, request body, every response with its error codes, and
 /// `security(("api_key" = ["read"]))` or `["admin"]` when it takes an API key), then register it here with
 /// `.routes(routes!(module::handler))`, one `routes!` per path (handlers of the same path
-/// together). A plain `.route(...)` would be served without being described; `tests/openapi.rs`
+/// together). A plain `.route(...)` would be served without being described; `tests/api/openapi.rs`
 /// catches that.
 pub(crate) fn api_routes(with_metrics: bool) -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::with_openapi(openapi::base())

@@ -3,7 +3,7 @@
 //!
 //! The handlers build most of their bodies with `json!` (or serialize tw-store types, which cannot
 //! depend on utoipa); when a handler's body changes, change its schema here. The response-shape
-//! test in `tests/openapi.rs` checks real responses against these schemas.
+//! test in `tests/api/openapi.rs` checks real responses against these schemas.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

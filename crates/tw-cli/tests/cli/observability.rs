@@ -1,5 +1,4 @@
-mod common;
-use common::*;
+use crate::support::*;
 
 // End-to-end tests of the observability features with the real binaries: `tw-cli serve` in a
 // subprocess, `tw-cli logs` / `tw-cli webhook events` as further subprocesses, deliveries with

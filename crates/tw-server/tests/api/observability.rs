@@ -1,13 +1,7 @@
 //! Metrics: exact counters after known deliveries, every metric the shipped dashboard and alert
 //! rules use exists in a live `/metrics`, and nothing secret leaks into it.
-mod common;
-use common::*;
 
-/// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
-#[test]
-fn these_tests_pass_on_postgres() {
-    rerun_on_postgres();
-}
+use crate::support::*;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,14 +3,8 @@
 //! playbook validation on sources, and intel reloads.
 //!
 //! Every wait is a poll with a generous deadline, never an assumption about speed.
-mod common;
-use common::*;
 
-/// Every test of this binary runs on SQLite here, and again on PostgreSQL through this one.
-#[test]
-fn these_tests_pass_on_postgres() {
-    rerun_on_postgres();
-}
+use crate::support::*;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -24,7 +18,7 @@ const SECRET: &str = "triage-secret-0123456789";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
-// payloads and intel (the cases tw-core/tests/triage_playbooks.rs proves)
+// payloads and intel (the cases tw-core/tests/core/triage_playbooks.rs proves)
 // ---------------------------------------------------------------------------------------------
 
 const CS_SHA256: &str = "2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39adfb049d0f";
@@ -558,7 +552,7 @@ async fn a_job_whose_playbook_is_gone_fails_visibly_and_the_incident_stays_open(
 }
 
 // ---------------------------------------------------------------------------------------------
-// 7. playbooks on sources (API level; the CLI side is in triage_cli.rs)
+// 7. playbooks on sources (API level; the CLI side is in tw-cli's tests/cli/triage.rs)
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]

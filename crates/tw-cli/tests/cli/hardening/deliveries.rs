@@ -1,15 +1,14 @@
-//! Unauthenticated traffic writes rows: a refused-request flood costs bounded storage (a few
-//! samples and one aggregate row per source, code and minute), a sender's `X-Request-Id` cannot
-//! make two stored deliveries share an id, and the delivery records are pruned by retention.
-use crate::common::*;
+//! What the CLI shows of stored deliveries: a refused-request flood as a few samples and one
+//! aggregate line with its count, and a sender's `X-Request-Id` copied onto several deliveries
+//! (each findable by its own stored id).
+
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "deliveries-secret";
-/// Each source needs its own secret.
-const QUIET_SECRET: &str = "deliveries-quiet-secret";
 /// Generous: the flush of counted refusals runs every second, pruning as configured.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -31,7 +30,7 @@ where
 
 /// A signed delivery with an own `X-Request-Id` (when given): (status, body, X-Request-Id,
 /// X-Tw-Request-Id).
-async fn deliver_with_id(app: &TestApp, source: &str, secret: &str, body: &str, rid: Option<&str>) -> (u16, Value, String, String) {
+async fn deliver_with_id(app: &InProcessServer, source: &str, secret: &str, body: &str, rid: Option<&str>) -> (u16, Value, String, String) {
     let ts = now();
     let mut req = signed_request(&app.http, &app.base, source, secret, ts, body);
     if let Some(r) = rid {
@@ -48,7 +47,7 @@ fn alert(id: &str) -> String {
     json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": "high"}}).to_string()
 }
 
-async fn events(app: &TestApp, source: &str) -> Vec<Value> {
+async fn events(app: &InProcessServer, source: &str) -> Vec<Value> {
     let (status, v) = app.admin(Method::GET, &format!("/api/webhooks/{source}/events?tail=1000"), None).await;
     assert_eq!(status, 200, "{v}");
     v["data"].as_array().cloned().unwrap_or_default()
@@ -63,7 +62,7 @@ fn requests_in(rows: &[Value]) -> u64 {
 async fn a_bad_signature_flood_stores_a_few_rows_and_counts_the_rest() {
     // The per-address failure limit is off: an attacker spread over many addresses never meets
     // it, and the storage bound must hold all the same.
-    let app = TestApp::spawn_with(|cfg| cfg.limits.auth_failure_per_minute = 0).await;
+    let app = InProcessServer::spawn_with(|cfg| cfg.limits.auth_failure_per_minute = 0).await;
     app.add_source(json!({"source": "mail", "secret": SECRET})).await;
     const FLOOD: usize = 2_000;
     let started = chrono::Utc::now();
@@ -134,7 +133,7 @@ async fn a_bad_signature_flood_stores_a_few_rows_and_counts_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
-    let app = TestApp::spawn().await;
+    let app = InProcessServer::spawn().await;
     app.add_source(json!({"source": "edr", "secret": SECRET})).await;
 
     // Two real deliveries carrying the same X-Request-Id.
@@ -195,48 +194,6 @@ async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
 }
 
 /// A delivery signed with the wrong secret and the given X-Request-Id; its status.
-async fn post_forged(app: &TestApp, source: &str, rid: &str) -> u16 {
+async fn post_forged(app: &InProcessServer, source: &str, rid: &str) -> u16 {
     deliver_with_id(app, source, "not-the-secret", &alert("forged"), Some(rid)).await.0
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_prunes_the_oldest_and_the_expired_never_incidents() {
-    let clock = Arc::new(tw_server::state::ManualClock::at(now()));
-    let c = clock.clone();
-    let app = TestApp::spawn_with(move |cfg| {
-        cfg.clock = c;
-        cfg.deliveries_retention = tw_store::DeliveryRetention { keep_per_source: 5, keep_refused_per_source: 5, max_age: Some(chrono::Duration::days(30)), batch: 2 };
-        cfg.deliveries_prune_every = Duration::from_millis(100);
-    })
-    .await;
-    app.add_source(json!({"source": "busy", "secret": SECRET})).await;
-    app.add_source(json!({"source": "quiet", "secret": QUIET_SECRET})).await;
-    let mut busy = Vec::new();
-    for i in 0..12 {
-        let (status, body, _, own) = deliver_with_id(&app, "busy", SECRET, &alert(&format!("busy-{i}")), None).await;
-        assert_eq!(status, 201, "{body}");
-        busy.push(own);
-    }
-    for i in 0..2 {
-        assert_eq!(deliver_with_id(&app, "quiet", QUIET_SECRET, &alert(&format!("quiet-{i}")), None).await.0, 201);
-    }
-    // The newest 5 of the busy source are kept; the quiet one keeps its 2 (per source).
-    let newest: Vec<String> = busy.iter().rev().take(5).cloned().collect();
-    eventually("the busy source pruned to its newest 5", || async {
-        let ids: Vec<String> = events(&app, "busy").await.iter().map(|d| d["request_id"].as_str().unwrap().to_string()).collect();
-        if ids == newest { Ok(()) } else { Err(format!("{ids:?}")) }
-    })
-    .await;
-    assert_eq!(events(&app, "quiet").await.len(), 2);
-
-    // 31 days later every record is past the age limit.
-    clock.set(now() + 31 * 86_400);
-    eventually("every record expired", || async {
-        let (b, q) = (events(&app, "busy").await.len(), events(&app, "quiet").await.len());
-        if b + q == 0 { Ok(()) } else { Err(format!("busy {b}, quiet {q}")) }
-    })
-    .await;
-    // Incidents are never pruned.
-    let (_, page) = app.admin(Method::GET, "/api/incidents?per_page=50", None).await;
-    assert_eq!(page["meta"]["total"], 14, "{page}");
 }

@@ -1,17 +1,18 @@
-//! API keys (list, revoke, expiry, last use) and the audit log of administrative changes.
+//! API keys (create, list, revoke, expiry, last use) with the CLI's key commands, `tw-cli audit
+//! list`, and `tw-cli logs --follow` across the server's ends of a stream.
 //!
-//! The CLI's key commands work on the store directly, so they run against the in-process server's
-//! own data dir (and its PostgreSQL database when the tests run there), while the server keeps
+//! The key commands work on the store directly, so they run against an in-process server's own
+//! data dir (and its PostgreSQL database when the tests run there), while the server keeps
 //! answering: a revocation or an expiry must be honoured by that running server at once.
 
-use crate::common::*;
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tw_server::state::ManualClock;
 
 /// The flags that name `app`'s store for `tw-cli api-key ...`.
-fn store_flags(app: &TestApp) -> Vec<String> {
+fn store_flags(app: &InProcessServer) -> Vec<String> {
     let mut flags = vec!["--data-dir".to_string(), app.dir.path().display().to_string()];
     if let Some(url) = &app.database_url {
         flags.extend(["--database-url".to_string(), url.clone()]);
@@ -20,19 +21,19 @@ fn store_flags(app: &TestApp) -> Vec<String> {
 }
 
 /// `tw-cli ARGS <app's store flags>`.
-fn tw_store(app: &TestApp, args: &[&str]) -> std::process::Output {
+fn tw_store(app: &InProcessServer, args: &[&str]) -> std::process::Output {
     tw().args(args).args(store_flags(app)).output().expect("run tw-cli")
 }
 
 /// The key named `name` in `GET /api/keys`.
-async fn listed_key(app: &TestApp, name: &str) -> Value {
+async fn listed_key(app: &InProcessServer, name: &str) -> Value {
     let (status, v) = app.admin(Method::GET, "/api/keys", None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v["data"].as_array().unwrap().iter().find(|k| k["name"] == name).cloned().unwrap_or_else(|| panic!("no key '{name}' in {v}"))
 }
 
 /// Every audit record matching `query` (newest first), following the cursors.
-async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
+async fn audit(app: &InProcessServer, query: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -53,7 +54,7 @@ async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_listed_revoked_at_once_and_show_their_last_use() {
-    let app = TestApp::spawn().await;
+    let app = InProcessServer::spawn().await;
     let created =
         ok_json(tw_store(&app, &["api-key", "create", "--name", "ci-bot", "--scope", "read", "--expires-in", "90d", "-o", "json"]));
     let key = created["key"].as_str().unwrap().to_string();
@@ -147,7 +148,7 @@ async fn keys_are_listed_revoked_at_once_and_show_their_last_use() {
 async fn an_expired_key_is_refused_saying_it_expired() {
     let clock = Arc::new(ManualClock::at(now()));
     let c = clock.clone();
-    let app = TestApp::spawn_with(move |cfg| cfg.clock = c).await;
+    let app = InProcessServer::spawn_with(move |cfg| cfg.clock = c).await;
     let key =
         ok(tw_store(&app, &["api-key", "create", "--name", "short-lived", "--scope", "read", "--expires-in", "1h"])).trim().to_string();
     assert_eq!(app.with_key(&key, Method::GET, "/api/webhooks", None).await.0, StatusCode::OK);
@@ -174,7 +175,7 @@ fn playbook(version: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_change_writes_one_record_without_secrets() {
     let proxies = tw_server::client::TrustedProxies::new(vec![tw_server::client::TrustedProxies::parse_cidr("127.0.0.1").unwrap()]);
-    let app = TestApp::spawn_with(move |cfg| cfg.trusted_proxies = proxies).await;
+    let app = InProcessServer::spawn_with(move |cfg| cfg.trusted_proxies = proxies).await;
     let admin_prefix = app.admin_key[..11].to_string();
     let secrets = ["audit-secret-one-0123456789", "audit-secret-two-0123456789", "audit-secret-three-0123456789"];
     let mut n = 0;
@@ -297,102 +298,6 @@ async fn every_admin_change_writes_one_record_without_secrets() {
     fails_with(cli(&app.base, Some(&app.read_key), &["audit", "list"]), &["forbidden"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sources_from_the_config_file_are_audited_once_per_change() {
-    let cfg_dir = tempfile::tempdir().unwrap();
-    let path = cfg_dir.path().join("webhook_config.yaml");
-    let secret = "config-file-secret-0123456789";
-    std::fs::write(&path, format!("sources:\n  edr:\n    secret: \"{secret}\"\n")).unwrap();
-    let p = path.clone();
-    let app = TestApp::spawn_with(move |cfg| cfg.webhook_config = Some(p)).await;
-    let records = audit(&app, "target=edr").await;
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
-    assert_eq!(r["action"], "source.create");
-    assert_eq!(r["actor"], json!({"kind": "config_file", "path": path.display().to_string()}));
-    assert!(r["client_ip"].is_null() && r["after"]["managed_by_config"] == true, "{r}");
-    assert!(!r.to_string().contains(secret), "{r}");
-
-    // A restart with the same file changes nothing and records nothing; a changed file, one update.
-    let dir = app.stop().await;
-    let p = path.clone();
-    let app = TestApp::spawn_in(dir, move |cfg| cfg.webhook_config = Some(p)).await;
-    assert_eq!(audit(&app, "target=edr").await.len(), 1);
-    let dir = app.stop().await;
-    std::fs::write(&path, format!("sources:\n  edr:\n    secret: \"{secret}\"\n    enabled: false\n")).unwrap();
-    let p = path.clone();
-    let app = TestApp::spawn_in(dir, move |cfg| cfg.webhook_config = Some(p)).await;
-    let records = audit(&app, "target=edr").await;
-    assert_eq!(records.iter().map(|r| r["action"].as_str().unwrap()).collect::<Vec<_>>(), ["source.update", "source.create"]);
-    assert_eq!((&records[0]["before"]["enabled"], &records[0]["after"]["enabled"]), (&json!(true), &json!(false)));
-    // Taken out of the file: handed back to the API, and that is recorded too.
-    let dir = app.stop().await;
-    let app = TestApp::spawn_in(dir, |_| {}).await;
-    assert_eq!(audit(&app, "target=edr").await[0]["action"], "source.release");
-}
-
-/// Opens `GET /api/logs?follow=true` (new lines only) with `key`.
-async fn follow_logs(app: &TestApp, key: &str) -> reqwest::Response {
-    app.http.get(app.url("/api/logs?follow=true&tail=0")).bearer_auth(key).send().await.expect("request")
-}
-
-/// Reads a log stream until the server ends it; the reason its `end` event gives. Generous: the
-/// stream looks at the (manual) clock about once a second.
-async fn end_of(mut stream: reqwest::Response) -> String {
-    let read = async {
-        let mut text = String::new();
-        while let Some(chunk) = stream.chunk().await.expect("stream") {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(i) = text.find("event: end\ndata: ") {
-                return text[i + 17..].lines().next().unwrap_or_default().to_string();
-            }
-        }
-        panic!("the stream closed without an end event: {text}");
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(60), read).await.expect("the stream ended within a minute")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_stream_ends_when_its_key_is_revoked_and_after_an_hour() {
-    let clock = Arc::new(ManualClock::at(now()));
-    let c = clock.clone();
-    let app = TestApp::spawn_with(move |cfg| {
-        cfg.clock = c;
-        cfg.log_buffer = Some(tw_server::logs::LogBuffer::new(100));
-    })
-    .await;
-    let key = ok(tw_store(&app, &["api-key", "create", "--name", "tailer", "--scope", "admin"])).trim().to_string();
-    let revoked = follow_logs(&app, &key).await;
-    assert_eq!(revoked.status(), StatusCode::OK);
-    let lasting = follow_logs(&app, &app.admin_key).await;
-    assert_eq!(lasting.status(), StatusCode::OK);
-    ok(tw_store(&app, &["api-key", "revoke", "tailer"]));
-    // The key is looked up again 30 s (by the server's clock) into the stream.
-    clock.set(now() + 31);
-    assert_eq!(end_of(revoked).await, "key_refused");
-    // A valid key's stream lasts an hour at most.
-    clock.set(now() + 3600 + 1);
-    assert_eq!(end_of(lasting).await, "max_lifetime");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_streams_are_capped_per_process() {
-    let app = TestApp::spawn_with(|cfg| cfg.log_buffer = Some(tw_server::logs::LogBuffer::new(100))).await;
-    let mut open = Vec::new();
-    for _ in 0..tw_server::logs::MAX_FOLLOWERS {
-        let s = follow_logs(&app, &app.admin_key).await;
-        assert_eq!(s.status(), StatusCode::OK);
-        open.push(s);
-    }
-    let refused = follow_logs(&app, &app.admin_key).await;
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("30"));
-    let v: Value = refused.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "rate_limited", "{v}");
-    // Without follow, the tail is served as ever.
-    assert_eq!(app.admin(Method::GET, "/api/logs", None).await.0, StatusCode::OK);
-}
-
 /// A log record saying `message`, as the server's own would be.
 fn record(message: &str) -> tw_server::logs::LogRecord {
     tw_server::logs::LogRecord {
@@ -440,7 +345,7 @@ async fn cli_logs_follow_reconnects_after_an_hour_and_stops_when_its_key_is_revo
     let clock = Arc::new(ManualClock::at(now()));
     let buffer = tw_server::logs::LogBuffer::new(100);
     let (c, b) = (clock.clone(), buffer.clone());
-    let app = TestApp::spawn_with(move |cfg| {
+    let app = InProcessServer::spawn_with(move |cfg| {
         cfg.clock = c;
         cfg.log_buffer = Some(b);
     })

@@ -2,7 +2,7 @@
 //! 503 naming the cause, the `store_writable` gauge says 0, and the server recovers by itself
 //! when space returns. On a small tmpfs mounted for the test (skipped, with a line saying so,
 //! where mounting is not allowed).
-use crate::common::*;
+use crate::support::*;
 use reqwest::Method;
 use serde_json::json;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! is known, a failed run otherwise), time parameters that once overflowed, unreadable signature
 //! headers, `nosniff`, the `/metrics` token and deleted sources' series, and shared secrets.
 
-use crate::common::*;
+use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -172,25 +172,6 @@ async fn an_overflowing_since_is_422_naming_since_and_the_server_stays_up() {
     assert_eq!(status, StatusCode::OK);
 }
 
-/// `Instant::now() + timeout` panicked in the CLI once the job was queued.
-#[tokio::test]
-async fn cli_triage_wait_timeout_is_range_checked() {
-    let app = TestApp::spawn_with(|cfg| cfg.triage_workers = 0).await;
-    app.add_source(json!({"source": "cli-src", "secret": "cli-src-secret", "playbook": "phishing_triage"})).await;
-    let (status, v) = app.deliver("cli-src", "cli-src-secret", &phish("cli-1")).await;
-    assert_eq!(status, StatusCode::CREATED, "{v}");
-    let number = v["incident_number"].as_str().unwrap().to_string();
-    let (base, key) = (app.base.clone(), app.admin_key.clone());
-    let o = tokio::task::spawn_blocking(move || {
-        cli(&base, Some(&key), &["triage", "run", "--incident", &number, "--wait", "--timeout", "18446744073709551615"])
-    })
-    .await
-    .unwrap();
-    assert_no_panic(&o);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--timeout"), "{}", show(&o));
-}
-
 #[tokio::test]
 async fn signature_headers_that_are_not_utf8_are_invalid_not_missing() {
     let app = TestApp::spawn().await;
@@ -271,46 +252,6 @@ async fn metrics_with_a_token_needs_it() {
     // An API key is not the metrics token.
     let (status, _, _) = scrape(&app.http, &app.base, Some(&app.admin_key.clone())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test]
-async fn the_real_binary_reads_the_metrics_token_file_as_prometheus_writes_it() {
-    let (tmp, data) = workdir();
-    let token_file = tmp.path().join("metrics.token");
-    std::fs::write(&token_file, format!("{METRICS_TOKEN}\n")).unwrap();
-    let metrics_port = free_port();
-    let server = ServerProcess::start(
-        &data,
-        &["--metrics-listen", &format!("127.0.0.1:{metrics_port}"), "--metrics-token-file", token_file.to_str().unwrap()],
-        &[],
-    );
-    let metrics_addr = format!("http://127.0.0.1:{metrics_port}");
-    let http = reqwest::Client::new();
-    // The metrics listener is bound just after the API's, which is what start() waited for.
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{}", server.log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (status, _, _) = scrape(&http, &metrics_addr, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, body, nosniff) = scrape(&http, &metrics_addr, Some(METRICS_TOKEN)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(nosniff.as_deref(), Some("nosniff"));
-    drop(server);
-
-    // Both ways at once, or a short token: the server refuses to start, and says why.
-    for (env, file) in [(METRICS_TOKEN, token_file.to_str().unwrap()), ("short", "")] {
-        let mut cmd = tw();
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir", data.to_str().unwrap()])
-            .env("TW_METRICS_TOKEN", env);
-        if !file.is_empty() {
-            cmd.args(["--metrics-token-file", file]);
-        }
-        let o = cmd.output().unwrap();
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains("metrics token"), "{}", stderr(&o));
-    }
 }
 
 #[tokio::test]

@@ -1,5 +1,4 @@
-mod common;
-use common::*;
+use crate::support::*;
 
 // End-to-end tests of triage from the command line: the real `tw-cli serve` in a subprocess on
 // a free port with its own temp data dir, and `tw-cli playbook|triage|intel|incident` as a user

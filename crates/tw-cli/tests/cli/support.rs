@@ -1,7 +1,7 @@
-//! Test harness shared by the integration test binaries: an in-process server on a free port
-//! with a temp data dir ([`TestApp`]), the real `tw-cli` binary as a subprocess ([`ServerProcess`],
-//! [`cli`]), and signing helpers. Everything talks HTTP.
-#![allow(dead_code)]
+//! What the CLI tests share: the real `tw-cli` binary as a subprocess ([`ServerProcess`] for
+//! `tw-cli serve`, [`cli`] and [`tw`] for the other commands), assertions on what it prints, and
+//! signed deliveries. Where a test needs what only a server in this process offers (a clock it
+//! sets, a second instance on the same store), the CLI talks to an [`InProcessServer`].
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -25,9 +25,9 @@ pub fn signature(secret: &str, ts: i64, body: &[u8]) -> String {
     format!("sha256={}", tw_core::signature::sign(&Secret::new(secret), &ts.to_string(), body))
 }
 
-/// An in-process server (the real router, store and workers) on 127.0.0.1:0.
-pub struct TestApp {
-    pub addr: std::net::SocketAddr,
+/// The real server (router, store and workers) in this test process on 127.0.0.1:0, with an
+/// admin and a read key, for the CLI to talk to.
+pub struct InProcessServer {
     pub base: String,
     pub http: reqwest::Client,
     /// An admin API key.
@@ -37,28 +37,24 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database's URL when the tests run on PostgreSQL.
     pub database_url: Option<String>,
-    server: Option<tw_server::RunningServer>,
+    /// Held so that the server runs as long as this does.
+    _server: tw_server::RunningServer,
 }
 
-impl TestApp {
+impl InProcessServer {
     /// A fresh server with an empty data dir.
-    pub async fn spawn() -> TestApp {
+    pub async fn spawn() -> InProcessServer {
         Self::spawn_with(|_| {}).await
     }
 
-    /// A fresh server whose config `tweak` may adjust (e.g. to set `webhook_config`).
-    pub async fn spawn_with(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
+    /// A fresh server whose config `tweak` may adjust (e.g. to set its clock). With
+    /// `TW_TEST_ENGINE=postgres` its store is a PostgreSQL database of its own.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> InProcessServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(dir, tweak).await
-    }
-
-    /// A server on an existing data dir (to test restarts). With `TW_TEST_ENGINE=postgres` its
-    /// store is a PostgreSQL database of its own, the same one again for the same data dir.
-    pub async fn spawn_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
         let mut cfg = tw_server::ServerConfig::new(dir.path().to_path_buf());
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         if tw_store::testing::engine_is_postgres() {
-            cfg.database_url = Some(postgres_for(dir.path()).await);
+            cfg.database_url = Some(tw_store::testing::database_for(dir.path()).await);
         }
         tweak(&mut cfg);
         let database_url = cfg.database_url.clone().filter(|u| u.starts_with("postgres"));
@@ -70,25 +66,15 @@ impl TestApp {
             store.create_api_key("test", scope, k.hash, &k.prefix).await.unwrap();
             keys.push(k.plaintext);
         }
-        let addr = server.addr;
-        TestApp {
-            addr,
-            base: format!("http://{addr}"),
+        InProcessServer {
+            base: format!("http://{}", server.addr),
             http: reqwest::Client::new(),
             read_key: keys.pop().unwrap(),
             admin_key: keys.pop().unwrap(),
             dir,
             database_url,
-            server: Some(server),
+            _server: server,
         }
-    }
-
-    /// Stops the server gracefully and hands back its data dir.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await;
-        }
-        self.dir
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -131,77 +117,6 @@ impl TestApp {
     }
 }
 
-/// The PostgreSQL database of a test's data dir, created on first use. Kept for the whole test
-/// process (a restarted server finds its data again); the parent process of a
-/// `TW_TEST_ENGINE=postgres` run drops them all at its end.
-async fn postgres_for(dir: &Path) -> String {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    static DBS: OnceLock<Mutex<HashMap<PathBuf, Arc<tw_store::testing::TestDatabase>>>> = OnceLock::new();
-    let dbs = DBS.get_or_init(Default::default);
-    if let Some(db) = dbs.lock().unwrap().get(dir) {
-        return db.url.clone();
-    }
-    let db = tw_store::testing::TestDatabase::create().await.expect("TW_TEST_ENGINE=postgres needs a reachable PostgreSQL");
-    let url = db.url.clone();
-    dbs.lock().unwrap().insert(dir.to_path_buf(), Arc::new(db));
-    url
-}
-
-/// The name of the test, in each in-process test binary, that runs the binary's other tests again
-/// on PostgreSQL ([`rerun_on_postgres`]).
-pub const RERUN_TEST: &str = "these_tests_pass_on_postgres";
-
-/// How long the second run may take before it is killed and the test fails.
-const RERUN_DEADLINE: Duration = Duration::from_secs(600);
-
-/// Runs this test binary again with every test but [`RERUN_TEST`] on PostgreSQL
-/// (`TW_TEST_ENGINE=postgres`), and drops the databases it made. Skipped (with a visible line)
-/// when no PostgreSQL answers, and inside that second run.
-pub fn rerun_on_postgres() {
-    if tw_store::testing::engine_is_postgres() {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    if rt.block_on(tw_store::testing::TestDatabase::create()).is_none() {
-        return;
-    }
-    let run = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let outdir = tempfile::tempdir().unwrap();
-    let (out_path, err_path) = (outdir.path().join("stdout"), outdir.path().join("stderr"));
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("TW_TEST_ENGINE", "postgres")
-        .env("TW_TEST_DB_RUN", &run)
-        .args(["--skip", RERUN_TEST, "--test-threads", "2"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("run the tests again");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > RERUN_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let dropped = rt.block_on(tw_store::testing::drop_run_databases(&run));
-    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let summary = stdout.lines().filter(|l| l.starts_with("test result:")).collect::<Vec<_>>().join("; ");
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\nthe same tests on PostgreSQL: {summary} ({dropped} test databases dropped)");
-    let status = status.unwrap_or_else(|| panic!("the PostgreSQL run took over {RERUN_DEADLINE:?}:\n{stdout}\n{stderr}"));
-    assert!(status.success(), "on PostgreSQL:\n{stdout}\n{stderr}");
-    let passed: u32 = summary.split_once(" passed").and_then(|(head, _)| head.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(passed > 0, "no test ran on PostgreSQL: {stdout}");
-}
-
 /// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
 /// (tasks sending concurrently share one).
 pub async fn post_signed(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: String) -> (StatusCode, Value) {
@@ -226,7 +141,6 @@ pub struct ServerProcess {
     pub child: Child,
     pub port: u16,
     pub url: String,
-    pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
@@ -252,7 +166,7 @@ impl ServerProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn tw-cli serve");
-        let mut p = ServerProcess { child, port, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), log };
+        let mut p = ServerProcess { child, port, url: format!("http://127.0.0.1:{port}"), log };
         p.wait_healthy();
         p
     }

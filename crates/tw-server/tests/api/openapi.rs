@@ -2,8 +2,9 @@
 //! every route the server answers appears, every `$ref` resolves and every operation documents
 //! the errors it can return; and `docs/openapi.json` is the current document.
 //!
-//! Regenerate the committed copy with `UPDATE_OPENAPI=1 cargo test -p tw-server --test openapi`.
+//! Regenerate the committed copy with `UPDATE_OPENAPI=1 cargo test -p tw-server --test api openapi`.
 
+use crate::support::TestApp;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -222,7 +223,7 @@ fn committed_document_is_current() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == current,
-        "docs/openapi.json is out of date with the code; regenerate it with\n\n    UPDATE_OPENAPI=1 cargo test -p tw-server --test openapi\n"
+        "docs/openapi.json is out of date with the code; regenerate it with\n\n    UPDATE_OPENAPI=1 cargo test -p tw-server --test api openapi\n"
     );
 }
 
@@ -253,15 +254,10 @@ fn routes_are_registered_only_through_the_documented_router() {
     assert!(found.is_empty(), "register routes with `.routes(routes!(handler))` in routes::api_routes, not:\n{}", found.join("\n"));
 }
 
-/// Starts a server on a random port with an empty data dir and no workers.
-async fn spawn() -> (tw_server::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = tw_server::ServerConfig::new(dir.path().join("data"));
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
+/// No queue or triage workers: these tests look at answers, not at background work.
+fn without_workers(cfg: &mut tw_server::ServerConfig) {
     cfg.queue_workers = 0;
     cfg.triage_workers = 0;
-    let server = tw_server::start(cfg).await.expect("server starts");
-    (server, dir)
 }
 
 fn concrete(path: &str) -> String {
@@ -276,10 +272,10 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
     let missing: Vec<_> = known.difference(&documented).collect();
     assert!(missing.is_empty(), "routes of routes/mod.rs missing from the document: {missing:?}");
     let unlisted: Vec<_> = documented.difference(&known).collect();
-    assert!(unlisted.is_empty(), "documented routes not in KNOWN_ROUTES of tests/openapi.rs (add them): {unlisted:?}");
+    assert!(unlisted.is_empty(), "documented routes not in KNOWN_ROUTES of tests/api/openapi.rs (add them): {unlisted:?}");
 
-    let (server, _dir) = spawn().await;
-    let base = format!("http://{}", server.addr);
+    let app = TestApp::spawn_with(without_workers).await;
+    let base = format!("http://{}", app.addr);
     let client = reqwest::Client::new();
     let mut by_path: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (m, p) in &documented {
@@ -305,18 +301,18 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    server.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn the_document_is_served_without_an_api_key() {
-    let (server, _dir) = spawn().await;
-    let resp = reqwest::get(format!("http://{}/api/openapi.json", server.addr)).await.unwrap();
+    let app = TestApp::spawn_with(without_workers).await;
+    let resp = reqwest::get(format!("http://{}/api/openapi.json", app.addr)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
     let served: Value = resp.json().await.unwrap();
     assert_eq!(served, document());
-    server.shutdown().await;
+    app.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,13 +462,11 @@ impl Api {
 
 #[tokio::test]
 async fn responses_match_their_documented_schemas() {
-    let (server, _dir) = spawn().await;
-    let k = tw_store::api_key::generate().unwrap();
-    server.state.store.create_api_key("openapi-test", tw_store::Scope::Admin, k.hash, &k.prefix).await.unwrap();
+    let app = TestApp::spawn_with(without_workers).await;
     let mut api = Api {
         doc: document(),
-        base: format!("http://{}", server.addr),
-        key: k.plaintext,
+        base: format!("http://{}", app.addr),
+        key: app.admin_key.clone(),
         client: reqwest::Client::new(),
         checked: BTreeSet::new(),
     };
@@ -596,5 +590,5 @@ async fn responses_match_their_documented_schemas() {
         }
         assert!(exercised.contains(&(m.clone(), p.clone())), "{m} {p} has no response-shape check here");
     }
-    server.shutdown().await;
+    app.stop().await;
 }

@@ -2,7 +2,7 @@
 //! deliveries answer `503 unavailable` with `Retry-After`, never a 2xx and never a hang;
 //! `/api/ready` says so; the server recovers by itself.
 
-use crate::*;
+use super::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,9 +1,15 @@
-mod common;
-use common::*;
+//! End-to-end tests of the `tw-cli` binary as a user runs it: the real `tw-cli serve` in a
+//! subprocess on a free port with its own temp data dir, the CLI as another subprocess, and the
+//! spec's shell recipes (bash + openssl + curl) run verbatim. The commands of everyday use here;
+//! logs and metrics, triage and playbooks, several instances on one database, and the binary's
+//! part in the hardening issue's defences in the modules named after them.
+mod support;
+use support::*;
 
-// End-to-end tests of the `tw-cli` binary as a user runs it: the real `tw-cli serve` in a
-// subprocess on a free port with its own temp data dir, the CLI as another subprocess, and the
-// spec's shell recipes (bash + openssl + curl) run verbatim.
+mod hardening;
+mod multi_instance;
+mod observability;
+mod triage;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

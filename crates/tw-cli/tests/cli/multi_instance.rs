@@ -17,8 +17,7 @@
 //! The tests run one at a time (a lock), each with two servers, on a machine of 2 cores: every
 //! wait is a poll with a deadline, and no assertion is on speed.
 
-mod common;
-use common::*;
+use crate::support::*;
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -37,7 +36,7 @@ const PLAYBOOK: &str = "malware_triage";
 /// Requests in flight at once.
 const IN_FLIGHT: usize = 32;
 
-/// The tests of this binary run one after the other: each starts two servers on 2 cores.
+/// The tests here run one after the other: each starts two servers on 2 cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------------------------
