@@ -52,10 +52,10 @@ enum Command {
     Triage(commands::triage::TriageCommand),
     /// Manage and test playbooks.
     #[command(subcommand)]
-    Playbook(commands::triage::PlaybookCommand),
+    Playbook(commands::playbook::PlaybookCommand),
     /// Manage local threat intelligence lists.
     #[command(subcommand)]
-    Intel(commands::triage::IntelCommand),
+    Intel(commands::intel::IntelCommand),
     /// Migrate the database or show its schema version (opens the store directly).
     #[command(subcommand)]
     Db(commands::db::DbCommand),
@@ -140,9 +140,9 @@ async fn dispatch(ctx: &commands::Ctx, command: Command) -> anyhow::Result<std::
         Command::Audit(cmd) => commands::audit::run(ctx, cmd).await,
         Command::Webhook(cmd) => commands::webhook::run(ctx, cmd).await,
         Command::Incident(cmd) => commands::incident::run(ctx, cmd).await,
-        Command::Triage(cmd) => commands::triage::run_triage(ctx, cmd).await,
-        Command::Playbook(cmd) => commands::triage::run_playbook(ctx, cmd).await,
-        Command::Intel(cmd) => commands::triage::run_intel(ctx, cmd).await,
+        Command::Triage(cmd) => commands::triage::run(ctx, cmd).await,
+        Command::Playbook(cmd) => commands::playbook::run(ctx, cmd).await,
+        Command::Intel(cmd) => commands::intel::run(ctx, cmd).await,
         Command::Logs(args) => commands::logs::run(ctx, args).await,
         Command::Db(cmd) => commands::db::run(ctx, cmd).await,
         Command::Queue { queue_id } => commands::queue_get(ctx, &queue_id).await,

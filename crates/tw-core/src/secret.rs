@@ -27,7 +27,7 @@ impl Secret {
         if value.len() < MIN_SECRET_LEN {
             return Err(format!("must be at least {MIN_SECRET_LEN} characters"));
         }
-        if value.len() > MAX_SECRET_LEN {
+        if value.chars().count() > MAX_SECRET_LEN {
             return Err(format!("must be at most {MAX_SECRET_LEN} characters"));
         }
         if value.chars().any(char::is_control) {

@@ -374,25 +374,6 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
     }
 }
 
-/// The longest `since` accepted: far more than any retained log covers, far less than where
-/// time arithmetic overflows (`since=99999999999d` once panicked in `now - since`).
-pub const MAX_SINCE: chrono::Duration = chrono::Duration::days(366);
-
-/// Parses `10m`, `2h`, `30s`, `1d` into a duration of at most [`MAX_SINCE`]; `None` otherwise.
-pub fn parse_since(s: &str) -> Option<chrono::Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok()?;
-    let d = match unit {
-        "s" => chrono::Duration::try_seconds(n),
-        "m" => chrono::Duration::try_minutes(n),
-        "h" => chrono::Duration::try_hours(n),
-        "d" => chrono::Duration::try_days(n),
-        _ => None,
-    }?;
-    (d <= MAX_SINCE).then_some(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,17 +436,5 @@ mod tests {
         let line = r.to_line();
         assert_eq!(line.lines().count(), 1, "{line}");
         assert!(line.contains("\\n2026") && line.contains("\\u{1b}"), "{line}");
-    }
-
-    #[test]
-    fn since_parses() {
-        assert_eq!(parse_since("10m"), Some(chrono::Duration::minutes(10)));
-        assert_eq!(parse_since("2h"), Some(chrono::Duration::hours(2)));
-        assert_eq!(parse_since("x"), None);
-        assert_eq!(parse_since("5y"), None);
-        assert_eq!(parse_since("366d"), Some(MAX_SINCE));
-        for huge in ["367d", "99999999999d", "9223372036854775807s", "99999999999999999999d", "9999999999999h"] {
-            assert_eq!(parse_since(huge), None, "{huge}");
-        }
     }
 }

@@ -7,8 +7,11 @@
 //! PostgreSQL tests were skipped; with `TW_TEST_REQUIRE_POSTGRES=1` (as CI runs) it fails the
 //! test instead, so a broken PostgreSQL set-up cannot pass as a skip.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The default test server: the local PostgreSQL of the development machines and CI.
@@ -97,6 +100,78 @@ pub async fn drop_run_databases(run: &str) -> usize {
 /// Whether the HTTP tests' servers should run on PostgreSQL (`TW_TEST_ENGINE=postgres`).
 pub fn engine_is_postgres() -> bool {
     std::env::var("TW_TEST_ENGINE").is_ok_and(|e| e == "postgres")
+}
+
+/// The database of a test server's data dir on PostgreSQL, created on first use and kept for the
+/// whole test process, so a server restarted on the same data dir finds its data again. The
+/// parent process of a [`rerun_on_postgres`] run drops them all at its end.
+pub async fn database_for(data_dir: &Path) -> String {
+    static DBS: OnceLock<Mutex<HashMap<PathBuf, Arc<TestDatabase>>>> = OnceLock::new();
+    let dbs = DBS.get_or_init(Default::default);
+    if let Some(db) = dbs.lock().unwrap().get(data_dir) {
+        return db.url.clone();
+    }
+    let db = TestDatabase::create().await.expect("TW_TEST_ENGINE=postgres needs a reachable PostgreSQL");
+    let url = db.url.clone();
+    dbs.lock().unwrap().insert(data_dir.to_path_buf(), Arc::new(db));
+    url
+}
+
+/// The name of the test, in each test binary that has one, that runs tests of that binary again
+/// on PostgreSQL ([`rerun_on_postgres`]).
+pub const RERUN_TEST: &str = "these_tests_pass_on_postgres";
+
+/// How long the second run may take before it is killed and the test fails.
+const RERUN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Runs the current test binary again with `TW_TEST_ENGINE=postgres`, passing it `args` (test
+/// filters and `--skip`s; [`RERUN_TEST`] is always skipped), and drops the databases it made.
+/// Panics when that run fails or runs no test. Skipped (with a visible line) when no PostgreSQL
+/// answers, and inside that second run.
+pub fn rerun_on_postgres(args: &[&str]) {
+    if engine_is_postgres() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if rt.block_on(TestDatabase::create()).is_none() {
+        return;
+    }
+    let run = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let (out_path, err_path) =
+        (std::env::temp_dir().join(format!("tw-test-{run}.stdout")), std::env::temp_dir().join(format!("tw-test-{run}.stderr")));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("TW_TEST_ENGINE", "postgres")
+        .env("TW_TEST_DB_RUN", &run)
+        .args(args)
+        .args(["--skip", RERUN_TEST, "--test-threads", "2"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run the tests again");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > RERUN_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dropped = rt.block_on(drop_run_databases(&run));
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    let summary = stdout.lines().filter(|l| l.starts_with("test result:")).collect::<Vec<_>>().join("; ");
+    let _ = writeln!(std::io::stderr(), "\nthe same tests on PostgreSQL: {summary} ({dropped} test databases dropped)");
+    let status = status.unwrap_or_else(|| panic!("the PostgreSQL run took over {RERUN_DEADLINE:?}:\n{stdout}\n{stderr}"));
+    assert!(status.success(), "on PostgreSQL:\n{stdout}\n{stderr}");
+    let passed: u32 = summary.split_once(" passed").and_then(|(head, _)| head.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(passed > 0, "no test ran on PostgreSQL: {stdout}");
 }
 
 impl Drop for TestDatabase {

@@ -151,8 +151,8 @@ mod tests {
     fn the_next_page_command_keeps_the_filters() {
         let filters = [("source", Some("edr".to_string())), ("severity", None), ("status", Some("open".to_string()))];
         assert_eq!(
-            next_page_command(&filters, 20, "aTE6MjAyNjo0Mg"),
-            "tw-cli incident list --source edr --status open --per-page 20 --cursor aTE6MjAyNjo0Mg"
+            next_page_command(&filters, 20, "2026-42"),
+            "tw-cli incident list --source edr --status open --per-page 20 --cursor 2026-42"
         );
         assert_eq!(next_page_command(&[("source", None)], 50, "abc"), "tw-cli incident list --cursor abc");
         assert_eq!(shell_word("it's"), r"'it'\''s'");

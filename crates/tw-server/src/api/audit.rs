@@ -14,11 +14,16 @@ pub struct AuditParams {
     #[param(pattern = "^[a-z_]+(\\.[a-z_]+)?$", max_length = 64)]
     pub action: Option<String>,
     /// A target exactly: a source or playbook name, an API key prefix, an intel list.
-    #[param(max_length = 256)]
+    #[param(min_length = 1, max_length = 256)]
     pub target: Option<String>,
-    /// Only records at or after this: an RFC 3339 time, or a duration back from now (`12h`, `90d`).
+    /// Only records at or after this: an RFC 3339 time, or a duration back from now (`12h`, `90d`,
+    /// `2w`; one reaching back before any record means all of them).
+    #[param(
+        pattern = "^([0-9]{1,9}[smhdw]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// The `meta.next_cursor` of the previous page: the page holds the records older than it.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
     /// Records per page (default 50, at most 200).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]

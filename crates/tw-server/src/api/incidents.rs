@@ -120,7 +120,7 @@ pub struct IncidentListParams {
     pub status: Option<String>,
     /// The `meta.next_cursor` of the previous page: the page starts right after it. The same cost
     /// at any depth, unlike `page`; cannot be combined with `page`.
-    #[param(max_length = 64)]
+    #[param(pattern = "^[1-9][0-9]{0,3}-[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
     /// Documented apart ([`super::PageParams`] beside this in the operation).
     #[serde(flatten)]

@@ -47,10 +47,15 @@ pub struct IntelSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntelAddRequest {
-    /// One line each, at most 2048 characters.
     #[schema(min_items = 1)]
-    pub indicators: Vec<String>,
+    pub indicators: Vec<Indicator>,
 }
+
+/// One indicator (or, for `assets`, `HOST=CRITICALITY`): one line of at most 2048 characters.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^[^\\n\\r]*$", max_length = 2048)]
+pub struct Indicator(pub String);
 
 /// Indicators added to a list.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

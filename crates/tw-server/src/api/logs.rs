@@ -11,6 +11,27 @@ pub struct LogList {
     pub data: Vec<LogRecord>,
 }
 
+/// Which server-sent event of `GET /api/logs?follow=true` this is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEventKind {
+    /// `data` is one log record's JSON ([`LogRecord`]).
+    Message,
+    /// The last event: `data` says why the stream ended (`max_lifetime`, `key_refused`, `stopping`).
+    End,
+}
+
+/// One server-sent event of `GET /api/logs?follow=true`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogEvent {
+    /// Absent on records (`message`, the default event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub event: Option<LogEventKind>,
+    /// A log record's JSON, or the reason the stream ended.
+    pub data: String,
+}
+
 /// A log level, the lowest shown.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -53,14 +74,16 @@ impl From<LogLevel> for tracing::Level {
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// A component (webhook, triage, store, api, auth) or free text.
+    #[param(min_length = 1)]
     pub filter: Option<String>,
     /// The lowest level.
     #[param(value_type = Option<LogLevel>, inline)]
     pub level: Option<String>,
-    /// Only records newer than this: 30s, 10m, 2h, 1d (at most 366d; more is a 422 naming `since`).
-    #[param(pattern = "^[0-9]{1,9}[smhd]$")]
+    /// Only records newer than this: 30s, 10m, 2h, 1d, 2w.
+    #[param(pattern = "^[0-9]{1,9}[smhdw]$")]
     pub since: Option<String>,
     /// Only records about this source.
+    #[param(min_length = 1)]
     pub source: Option<String>,
     /// How many recent records (default 100, at most 10000).
     #[param(value_type = Option<u32>, minimum = 0, maximum = 10000)]

@@ -29,6 +29,29 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// The start of a `since=` window: `now` less a duration written as a whole number and a unit
+/// (`30s`, `10m`, `2h`, `90d`, `2w`; the pattern `^[0-9]{1,9}[smhdw]$` the document gives). A
+/// window reaching back before any time there is means no lower bound: `None` inside `Some`.
+/// `None` when `text` is not such a duration.
+pub fn since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Option<chrono::DateTime<chrono::Utc>>> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = text.split_at(split);
+    if num.is_empty() || num.len() > 9 {
+        return None;
+    }
+    let unit_secs: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    // At most 999,999,999 weeks: no overflow of i64 seconds.
+    let secs = num.parse::<i64>().ok()? * unit_secs;
+    Some(chrono::Duration::try_seconds(secs).and_then(|d| now.checked_sub_signed(d)))
+}
+
 /// The `meta` block of a paged list.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PageMeta {
@@ -83,5 +106,22 @@ impl PageParams {
         let page = num("page", &self.page, 1, MAX_PAGE);
         let per_page = num("per_page", &self.per_page, DEFAULT_PER_PAGE, MAX_PER_PAGE);
         if errors.is_empty() { Ok(tw_store::Page { page, per_page }) } else { Err(errors) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_duration_back_from_now_and_never_refuses_a_long_one() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(since("10m", now), Some(Some(now - chrono::Duration::minutes(10))));
+        assert_eq!(since("2w", now), Some(Some(now - chrono::Duration::days(14))));
+        // Further back than time goes: everything.
+        assert_eq!(since("999999999w", now), Some(None));
+        for bad in ["", "x", "5y", "-1d", "1d ", "1 d", "9999999999s", "d"] {
+            assert_eq!(since(bad, now), None, "{bad:?}");
+        }
     }
 }

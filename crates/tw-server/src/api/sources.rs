@@ -137,9 +137,13 @@ pub struct SourceList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettingsInput {
+    /// The source's name: on a create, required; on an update, may be sent but must be unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub source: Option<String>,
     /// At least 16 characters; generated (and returned once) when omitted on create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 16, max_length = 1024)]
+    #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub secret: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -166,14 +170,29 @@ pub struct SourceSettingsInput {
     pub rate_limit: Option<Option<RateLimitSetting>>,
 }
 
-/// `POST /api/webhooks`: a new source.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CreateSource {
-    /// 1 to 64 characters: lowercase letters, digits, `-` and `_`, starting with a letter or digit.
-    #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
-    pub source: String,
-    #[serde(flatten)]
-    pub settings: SourceSettingsInput,
+/// `POST /api/webhooks`: a new source: the settable fields, `source` required.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CreateSource(pub SourceSettingsInput);
+
+/// Written by hand: `allOf` of the settings (which refuse unknown fields) and `required: [source]`,
+/// so the document has one list of fields for create and update.
+impl utoipa::PartialSchema for CreateSource {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder};
+        AllOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name("SourceSettingsInput"))
+            .item(ObjectBuilder::new().required("source"))
+            .description(Some("A new source: the settable fields, with `source` required."))
+            .into()
+    }
+}
+
+impl ToSchema for CreateSource {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("SourceSettingsInput".into(), <SourceSettingsInput as utoipa::PartialSchema>::schema()));
+        <SourceSettingsInput as ToSchema>::schemas(schemas);
+    }
 }
 
 /// `POST /api/webhooks/{source}/rotate-secret`.
@@ -182,7 +201,7 @@ pub struct CreateSource {
 pub struct RotateSecret {
     /// The new secret; generated when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 16, max_length = 1024)]
+    #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub secret: Option<String>,
     /// How long the old secret keeps verifying (default 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]

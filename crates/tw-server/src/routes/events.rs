@@ -8,7 +8,8 @@ use crate::api::ErrorBody;
 use crate::api::deliveries::{Delivery, DeliveryList, EventParams};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use crate::routes::Query;
 use tw_core::SourceName;
 use tw_store::DeliveryFilter;
 

@@ -69,7 +69,7 @@ pub async fn add(
         },
         Err(e) => return Err(ApiError::InvalidPayload(format!("Request body is not valid JSON: {e}"))),
     };
-    if indicators.iter().any(|i| i.len() > 2048 || i.contains('\n')) {
+    if indicators.iter().any(|i| i.chars().count() > 2048 || i.contains(['\n', '\r'])) {
         return Err(ApiError::field("indicators", "each must be one line of at most 2048 characters"));
     }
     let intel = state.intel.clone();

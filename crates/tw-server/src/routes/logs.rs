@@ -10,12 +10,13 @@
 
 use crate::ApiError;
 use crate::auth::AdminAccess;
-use crate::logs::{LogQuery, LogRecord, parse_since};
+use crate::logs::{LogQuery, LogRecord};
 use crate::api::ErrorBody;
 use crate::api::logs::{LogLevel, LogList, LogParams};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use crate::routes::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
@@ -46,7 +47,7 @@ const FOLLOWERS_RETRY_AFTER_SECS: u64 = 30;
     responses(
         (status = 200, description = "The records (JSON), or with `follow=true` server-sent events whose `data` is one record each; at most 8 streams at once per process (429 `rate_limited` past that), each ended after an hour or once its key is revoked or expires, by a last `end` event whose data says why (`max_lifetime`, `key_refused`, `stopping`)", content(
             (LogList = "application/json"),
-            (String = "text/event-stream")
+            (crate::api::logs::LogEvent = "text/event-stream")
         )),
         (status = 404, description = "`not_found`: this server process does not keep logs", body = ErrorBody),
         (status = 422, description = "`validation_error`: a bad `level`, `since` or `tail`", body = ErrorBody),
@@ -69,8 +70,7 @@ pub async fn logs(
     let since = match p.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {
-            let bad = || ApiError::field("since", "must be a duration like 30s, 10m, 2h or 1d, at most 366d");
-            Some(state.clock.now().checked_sub_signed(parse_since(s).ok_or_else(bad)?).ok_or_else(bad)?)
+            crate::api::since(s, state.clock.now()).ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h, 1d or 2w"))?
         }
     };
     let tail = match p.tail.as_deref().filter(|s| !s.is_empty()) {

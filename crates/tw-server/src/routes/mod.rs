@@ -110,7 +110,7 @@ async fn error_shape(resp: axum::response::Response) -> axum::response::Response
 /// operation_id, params, request body, every response with its error codes, and
 /// `security(("api_key" = ["read"]))` or `["admin"]` when it takes an API key), then register it here with
 /// `.routes(routes!(module::handler))`, one `routes!` per path (handlers of the same path
-/// together). A plain `.route(...)` would be served without being described; `tests/openapi.rs`
+/// together). A plain `.route(...)` would be served without being described; `tests/api/openapi.rs`
 /// catches that.
 pub(crate) fn api_routes(with_metrics: bool) -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::with_openapi(openapi::base())
@@ -178,5 +178,32 @@ impl RequestIds {
     /// What the response's `X-Request-Id` carries: the sender's own id echoed, else the server's.
     pub fn echoed(&self) -> &str {
         self.sender.as_deref().unwrap_or(&self.own)
+    }
+}
+
+/// A query string read strictly, as the API document describes it: each parameter at most once
+/// and never empty (leave it out instead), else `422 validation_error` naming the parameter. A
+/// repeated or empty parameter is a client's mistake that a lenient reader would silently
+/// resolve one way or another.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let text = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text)
+            .map_err(|_| ApiError::field("query", "is not a well-formed query string (UTF-8, percent-encoded)"))?;
+        let mut seen = std::collections::HashSet::new();
+        for (k, v) in &pairs {
+            let name: String = k.chars().take(64).collect();
+            if !seen.insert(k.as_str()) {
+                return Err(ApiError::field(&name, "is given more than once"));
+            }
+            if v.is_empty() {
+                return Err(ApiError::field(&name, "is empty: leave it out instead"));
+            }
+        }
+        serde_urlencoded::from_str(text).map(Query).map_err(|e| ApiError::field("query", e.to_string()))
     }
 }

@@ -4,7 +4,7 @@
 //! `#[utoipa::path]`, registered with `routes!` in `routes::api_routes`), so a route cannot be
 //! served without being described. The responses every operation shares (500, and 401/403/429/503
 //! on API-key routes) are added here once instead of on every handler. `docs/openapi.json` is a
-//! committed copy; `tests/openapi.rs` fails when it is out of date.
+//! committed copy; `tests/api/openapi.rs` fails when it is out of date.
 
 use crate::api::ErrorBody;
 use axum::http::header;

@@ -6,7 +6,8 @@ use crate::api::queue::{DeadLetter, DeadLetterList, DeadLetterParams, QueueEntry
 use crate::api::{ErrorBody, PageMeta, PageParams};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
+use crate::routes::Query;
 use tw_core::SourceName;
 
 /// The state of one queued event: pending, processed (with its incident) or failed (with why).

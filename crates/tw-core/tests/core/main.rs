@@ -1,0 +1,8 @@
+//! tw-core's integration tests, one binary: the vendor fixtures normalized and snapshotted, the
+//! normalizers under arbitrary input, the built-in playbooks on realistic payloads, and the
+//! cargo-fuzz targets run for a bounded time.
+
+mod fuzz;
+mod normalize_props;
+mod triage_playbooks;
+mod vendor_fixtures;
