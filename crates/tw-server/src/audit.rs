@@ -37,7 +37,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let AdminAccess(key) = AdminAccess::from_request_parts(parts, state).await?;
-        Ok(Admin { key, ip: ClientIp::of(parts, state), request_id: crate::routes::RequestIds::of(&parts.headers).echoed().to_string() })
+        Ok(Admin { key, ip: ClientIp::of(parts, state), request_id: crate::request_ids::RequestIds::of(&parts.headers).echoed().to_string() })
     }
 }
 
@@ -74,7 +74,7 @@ pub async fn write(store: &Arc<dyn Store>, record: NewAuditRecord) {
 /// A source as the audit log shows it: its settings and secret fingerprint, without the
 /// statistics that move with every delivery.
 pub fn source_snapshot(s: &SourceRecord) -> Value {
-    let mut v = crate::routes::sources::source_view(s);
+    let mut v = crate::sources::source_view(s);
     if let Some(m) = v.as_object_mut() {
         for volatile in ["delivery_count", "error_count", "last_delivery_at", "webhook_path", "secret"] {
             m.remove(volatile);

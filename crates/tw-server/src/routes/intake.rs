@@ -10,7 +10,7 @@
 use crate::ApiError;
 use crate::metrics::UNREGISTERED;
 use crate::refusals::Admission;
-use crate::routes::RequestIds;
+use crate::request_ids::RequestIds;
 use crate::routes::schemas;
 use crate::state::AppState;
 use axum::Json;

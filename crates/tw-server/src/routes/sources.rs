@@ -10,48 +10,21 @@ use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::routes::intake::TEST_EVENT_TYPE;
 use crate::routes::schemas;
+use crate::sources::{parse_mapping, secret_owner, source_view};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use tw_core::signature::sign;
-use tw_core::{Format, Secret, Severity, SourceMode, SourceName};
+use tw_core::{Format, Secret, SourceMode, SourceName};
 use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
 
 /// The default grace period of a rotated-out secret.
 pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 const MAX_TOLERANCE_SECS: i64 = 24 * 3600;
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// How a source is shown: settings and statistics, never the secret itself.
-pub fn source_view(s: &SourceRecord) -> Value {
-    let st = &s.settings;
-    json!({
-        "source": s.name,
-        "enabled": st.enabled,
-        "auto_triage": st.auto_triage,
-        "playbook": st.playbook,
-        "format": st.format.map(Format::as_str).unwrap_or("auto"),
-        "mode": st.mode,
-        "severity_mapping": st.severity_mapping,
-        "timestamp_tolerance_secs": st.timestamp_tolerance_secs,
-        "max_body_bytes": st.max_body_bytes,
-        "rate_limit": st.rate_limit.map(|r| json!({"per_second": r.per_second(), "burst": r.burst()})),
-        "managed_by_config": s.managed_by_config,
-        "secret_fingerprint": s.secret_fingerprint,
-        "secret_rotated_at": s.secret_rotated_at,
-        "previous_secret_expires_at": s.previous_secret.as_ref().map(|(_, until)| until),
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-        "last_delivery_at": s.last_delivery_at,
-        "delivery_count": s.delivery_count,
-        "error_count": s.error_count,
-        "webhook_path": format!("/api/webhooks/{}", s.name),
-    })
-}
 
 fn parse_body(body: &Bytes, allow_empty: bool) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -79,18 +52,6 @@ fn as_int(v: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// Parses a `severity_mapping` object: vendor value -> one of our severities.
-pub fn parse_mapping(v: &Value) -> Result<BTreeMap<String, Severity>, String> {
-    let obj = v.as_object().ok_or("must be an object of vendor value to severity")?;
-    let mut out = BTreeMap::new();
-    for (k, val) in obj {
-        let s = val.as_str().ok_or_else(|| format!("'{k}': must be a string"))?;
-        let sev = s.parse::<Severity>().map_err(|e| format!("'{k}': {e}"))?;
-        out.insert(k.clone(), sev);
-    }
-    Ok(out)
 }
 
 /// Reads the settable fields of a create or update body into a patch, collecting every problem.
@@ -186,26 +147,6 @@ pub fn parse_rate_limit(v: &Value) -> Result<Option<RateLimit>, FieldError> {
 
 /// What a `secret` that another source uses is refused with (which source is not said).
 pub const SECRET_IN_USE: &str = "is already used by another source; each source needs its own secret (the signature does not cover the source, so either source would accept the other's deliveries)";
-
-/// The first source other than `except` that `secret` verifies for at `now` (its current secret,
-/// or its previous one during a rotation's grace period). Every secret is compared in constant
-/// time, whatever matches, so the time taken does not say which source (or how much) matched.
-pub fn secret_owner<'a>(
-    secret: &Secret,
-    sources: &'a [SourceRecord],
-    except: Option<&SourceName>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<&'a SourceName> {
-    let mut owner = None;
-    for s in sources.iter().filter(|s| Some(&s.name) != except) {
-        for other in s.verifying_secrets(now) {
-            if tw_core::signature::constant_time_eq(secret.expose().as_bytes(), other.expose().as_bytes()) && owner.is_none() {
-                owner = Some(&s.name);
-            }
-        }
-    }
-    owner
-}
 
 /// Refuses (as a `secret` field error) a secret another source verifies with. Read from the
 /// store, not the cache, so a change just made through another instance counts; two instances
