@@ -20,7 +20,7 @@ pub mod sources;
 pub mod state;
 pub mod store_health;
 pub mod triage;
-pub mod worker;
+pub mod workers;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -291,7 +291,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1), grace: cfg.shutdown_grace },
+        triage: workers::settings::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1), grace: cfg.shutdown_grace },
         claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
@@ -318,8 +318,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     writers.push(tokio::spawn(state.key_usage.clone().run(state.store.clone(), state.stopping.clone())));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
-    let queue_workers = (0..cfg.queue_workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
-    let triage_workers = (0..cfg.triage_workers).map(|_| tokio::spawn(triage::run_worker(state.clone()))).collect();
+    let queue_workers = (0..cfg.queue_workers).map(|_| tokio::spawn(workers::queue::run(state.clone()))).collect();
+    let triage_workers = (0..cfg.triage_workers).map(|_| tokio::spawn(workers::triage::run(state.clone()))).collect();
     tokio::spawn(intel.watch());
     // Refused requests counted rather than stored are written once a second; delivery records
     // are kept bounded by the retention.

@@ -77,7 +77,7 @@ pub struct AppStateInner {
     /// Local threat intelligence.
     pub intel: Arc<crate::intel::IntelStore>,
     /// Triage workers and retry limits.
-    pub triage: crate::triage::TriageSettings,
+    pub triage: crate::workers::settings::TriageSettings,
     /// How long a claim of a queued event or a triage job lasts: when this process dies, another
     /// takes its claimed work over after this (never sooner, so live work is never taken).
     pub claim_lease_secs: i64,
