@@ -281,14 +281,7 @@ async fn verified_event(
             crate::limits::count_failure(state, client, crate::limits::FailureKind::SlowBody);
         }
         match why {
-            // Too many bodies held at once (the connection layer answers 503 with Retry-After).
-            Some(BodyError::BudgetExhausted) => ApiError::Unavailable,
-            // Larger than the whole body budget (the connection layer answers 413 too).
-            Some(BodyError::TooLarge) => ApiError::PayloadTooLarge(limit),
-            // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
-            // The connection layer answers the client 408 and closes; the delivery record and
-            // the error metrics say the same.
-            Some(BodyError::TimedOut) => ApiError::RequestTimeout,
+            Some(why) => why.api_error(limit),
             None => ApiError::InvalidPayload("The request body could not be read completely".into()),
         }
     })?;
