@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod intake;
 pub mod intel;
 pub mod key_usage;
 pub mod limits;

@@ -8,7 +8,7 @@ use crate::ApiError;
 use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
-use crate::routes::intake::TEST_EVENT_TYPE;
+use crate::intake::TEST_EVENT_TYPE;
 use crate::routes::schemas;
 use crate::sources::{parse_mapping, secret_owner, source_view};
 use crate::state::AppState;
