@@ -233,7 +233,7 @@ impl RunningServer {
         futures_util::future::join_all(waits).await;
         // The background writers made their last pass when the stop began; requests answered
         // during the grace period counted refusals and key uses after it.
-        refusals::flush(&self.state).await;
+        workers::deliveries::flush(&self.state).await;
         self.state.key_usage.flush(&self.state.store).await;
         // Fire-and-forget writes (delivery records) still in the writer's queue get committed.
         match tokio::time::timeout(self.grace, self.state.store.flush()).await {
@@ -324,8 +324,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     tokio::spawn(intel.watch());
     // Refused requests counted rather than stored are written once a second; delivery records
     // are kept bounded by the retention.
-    writers.push(tokio::spawn(refusals::flush_every_second(state.clone())));
-    writers.push(tokio::spawn(refusals::prune_periodically(state.clone(), cfg.deliveries_retention, cfg.deliveries_prune_every)));
+    writers.push(tokio::spawn(workers::deliveries::flush_every_second(state.clone())));
+    writers.push(tokio::spawn(workers::deliveries::prune_periodically(state.clone(), cfg.deliveries_retention, cfg.deliveries_prune_every)));
     // The Prometheus recorder keeps every histogram sample until upkeep folds it into the
     // buckets: without a scraper, memory grew by ~0.4 MB/s under load (a 5-minute
     // `tw-cli bench --duration 300s` went from 57 to 140 MB). Folded every second instead.
