@@ -18,7 +18,7 @@ pub struct AdminAccess(pub ApiKeyRecord);
 /// hashed or looked up; a wrong key counts against that budget. A request without any
 /// `Authorization` header guesses nothing and costs nothing, so it is not counted.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
-    let client = crate::client::ClientIp::of(parts, state).0;
+    let client = crate::client::ClientIp::of(parts, &state.trusted_proxies).0;
     crate::limits::refuse_throttled(state, client)?;
     let result = check_key(parts, state).await;
     if let Err(e @ ApiError::Unauthorized(_)) = &result {

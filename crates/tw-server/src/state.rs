@@ -56,6 +56,13 @@ impl AppState {
     }
 }
 
+/// The proxies [`crate::client::ClientIp`] is extracted with.
+impl AsRef<crate::client::TrustedProxies> for AppState {
+    fn as_ref(&self) -> &crate::client::TrustedProxies {
+        &self.trusted_proxies
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppStateInner;
     fn deref(&self) -> &AppStateInner {
