@@ -88,3 +88,16 @@ impl FromRequestParts<AppState> for AdminAccess {
         Ok(AdminAccess(key))
     }
 }
+
+/// A read key within its playbook-test budget: authenticated, then counted, before the body is
+/// read or the playbook runs.
+pub struct PlaybookTestAccess(pub ApiKeyRecord);
+
+impl FromRequestParts<AppState> for PlaybookTestAccess {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ReadAccess(key) = ReadAccess::from_request_parts(parts, state).await?;
+        crate::limits::take_playbook_test(state, &key)?;
+        Ok(PlaybookTestAccess(key))
+    }
+}

@@ -63,6 +63,19 @@ impl AsRef<crate::client::TrustedProxies> for AppState {
     }
 }
 
+/// The tables, metrics and clock the rate limits are applied with.
+impl crate::limits::LimitsState for AppState {
+    fn limits(&self) -> &crate::limits::Limits {
+        &self.0.limits
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
+    }
+    fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppStateInner;
     fn deref(&self) -> &AppStateInner {
