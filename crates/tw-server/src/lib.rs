@@ -1,5 +1,6 @@
-//! The HTTP server of the webhook intake: the axum router, authentication, the config file, and
-//! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
+//! The HTTP server of the webhook intake: the axum router ([`routes`]), the intake service
+//! ([`intake`]), authentication, the config file, and the background workers ([`workers`]).
+//! [`start`] binds and runs it; the `tw-cli serve` command calls it.
 
 pub mod audit;
 pub mod auth;
@@ -292,7 +293,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: workers::settings::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1), grace: cfg.shutdown_grace },
+        triage: workers::settings::TriageSettings {
+            workers: cfg.triage_workers,
+            max_attempts: cfg.triage_max_attempts.max(1),
+            grace: cfg.shutdown_grace,
+        },
         claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
@@ -325,7 +330,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     // Refused requests counted rather than stored are written once a second; delivery records
     // are kept bounded by the retention.
     writers.push(tokio::spawn(workers::deliveries::flush_every_second(state.clone())));
-    writers.push(tokio::spawn(workers::deliveries::prune_periodically(state.clone(), cfg.deliveries_retention, cfg.deliveries_prune_every)));
+    writers.push(tokio::spawn(workers::deliveries::prune_periodically(
+        state.clone(),
+        cfg.deliveries_retention,
+        cfg.deliveries_prune_every,
+    )));
     // The Prometheus recorder keeps every histogram sample until upkeep folds it into the
     // buckets: without a scraper, memory grew by ~0.4 MB/s under load (a 5-minute
     // `tw-cli bench --duration 300s` went from 57 to 140 MB). Folded every second instead.

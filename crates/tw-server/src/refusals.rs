@@ -3,8 +3,9 @@
 //! the first [`SAMPLES_PER_MINUTE`] of a minute are stored in full; the rest of that minute are
 //! counted into one aggregate delivery row (created with the first of them, so it sits where the
 //! run began in the listing), counted in memory and added to the row every second by
-//! [`crate::workers::deliveries::flush_every_second`]. A flood therefore writes at most `SAMPLES_PER_MINUTE + 1` rows per
-//! source, code and minute, and one database write per second whatever its rate.
+//! [`crate::workers::deliveries::flush_every_second`]. A flood therefore writes at most
+//! `SAMPLES_PER_MINUTE + 1` rows per source, code and minute, and one database write per second
+//! whatever its rate.
 
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;

@@ -256,7 +256,13 @@ async fn handle(
 
 /// The body, within `limit`: refused on its declared length before it is read, and while it is
 /// read when it grows past it or the connection layer cuts it short.
-async fn read_limited(state: &AppState, headers: &HeaderMap, body: Body, limit: u64, client: Option<IpAddr>) -> Result<axum::body::Bytes, ApiError> {
+async fn read_limited(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    client: Option<IpAddr>,
+) -> Result<axum::body::Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
