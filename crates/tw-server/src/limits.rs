@@ -357,11 +357,15 @@ fn seconds(t: DateTime<Utc>) -> f64 {
 /// the state implements, because the state carries the [`Limits`] and so this module must not
 /// import it back.
 pub trait LimitsState {
+    /// The buckets.
     fn limits(&self) -> &Limits;
+    /// Where refusals and failures are counted.
     fn metrics(&self) -> &crate::metrics::Metrics;
+    /// The server's time, which the buckets refill by.
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// A 429 for `reason`, counted in `tw_rate_limited_total`.
 pub fn refused(state: &impl LimitsState, reason: LimitReason, retry_after_secs: u64) -> ApiError {
     state.metrics().count("tw_rate_limited_total", &[("reason", reason.as_str())], 1);
     ApiError::RateLimited(Limited { reason, retry_after_secs })
