@@ -37,7 +37,11 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let AdminAccess(key) = AdminAccess::from_request_parts(parts, state).await?;
-        Ok(Admin { key, ip: ClientIp::of(parts, state), request_id: crate::routes::RequestIds::of(&parts.headers).echoed().to_string() })
+        Ok(Admin {
+            key,
+            ip: ClientIp::of(parts, &state.trusted_proxies),
+            request_id: crate::request_ids::RequestIds::of(&parts.headers).echoed().to_string(),
+        })
     }
 }
 

@@ -18,7 +18,7 @@ pub struct AdminAccess(pub ApiKeyRecord);
 /// hashed or looked up; a wrong key counts against that budget. A request without any
 /// `Authorization` header guesses nothing and costs nothing, so it is not counted.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
-    let client = crate::client::ClientIp::of(parts, state).0;
+    let client = crate::client::ClientIp::of(parts, &state.trusted_proxies).0;
     crate::limits::refuse_throttled(state, client)?;
     let result = check_key(parts, state).await;
     if let Err(e @ ApiError::Unauthorized(_)) = &result {
@@ -86,5 +86,18 @@ impl FromRequestParts<AppState> for AdminAccess {
             return Err(ApiError::Forbidden);
         }
         Ok(AdminAccess(key))
+    }
+}
+
+/// A read key within its playbook-test budget: authenticated, then counted, before the body is
+/// read or the playbook runs.
+pub struct PlaybookTestAccess(pub ApiKeyRecord);
+
+impl FromRequestParts<AppState> for PlaybookTestAccess {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ReadAccess(key) = ReadAccess::from_request_parts(parts, state).await?;
+        crate::limits::take_playbook_test(state, &key)?;
+        Ok(PlaybookTestAccess(key))
     }
 }

@@ -5,7 +5,6 @@
 //! the operator's trusted proxies (`--trusted-proxy CIDR`), and then from the right, skipping
 //! trusted hops, so a client cannot pick the address it is counted under by prepending entries.
 
-use crate::state::AppState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -103,22 +102,24 @@ pub struct ClientIp(pub IpAddr);
 impl ClientIp {
     /// From request parts; a request without connection info (a router driven in-process,
     /// without a socket) counts as 0.0.0.0.
-    pub fn of(parts: &Parts, state: &AppState) -> ClientIp {
+    pub fn of(parts: &Parts, proxies: &TrustedProxies) -> ClientIp {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        if state.trusted_proxies.is_empty() && parts.headers.contains_key("x-forwarded-for") {
+        if proxies.is_empty() && parts.headers.contains_key("x-forwarded-for") {
             warn_untrusted_forwarding(peer);
         }
-        ClientIp(state.trusted_proxies.client_ip(peer, &parts.headers))
+        ClientIp(proxies.client_ip(peer, &parts.headers))
     }
 }
 
-impl FromRequestParts<AppState> for ClientIp {
+/// Extracted with the trusted proxies of the server's state, which hands them over as `AsRef`:
+/// the state carries a [`TrustedProxies`], so this module does not import the state back.
+impl<S: AsRef<TrustedProxies> + Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp::of(parts, state))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp::of(parts, state.as_ref()))
     }
 }
 

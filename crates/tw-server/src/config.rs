@@ -13,7 +13,7 @@
 //! `${VAR}` and `${VAR:-default}` are expanded inside parsed string values (never in the raw
 //! text, so a variable cannot inject YAML structure); `$$` is a literal `$`.
 
-use crate::routes::sources::parse_mapping;
+use crate::sources::parse_mapping;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -180,7 +180,7 @@ pub fn refuse_shared_secrets(
     }
     let others: Vec<tw_store::SourceRecord> = registered.iter().filter(|r| !declared.iter().any(|d| d.name == r.name)).cloned().collect();
     for a in declared {
-        if let Some(owner) = crate::routes::sources::secret_owner(&a.secret, &others, None, now) {
+        if let Some(owner) = crate::sources::secret_owner(&a.secret, &others, None, now) {
             return Err(ConfigError(format!(
                 "{file}: sources.{}.secret: the secret of registered source '{owner}'; each source needs its own secret (either would accept the other's deliveries)",
                 a.name

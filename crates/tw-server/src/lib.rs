@@ -1,5 +1,6 @@
-//! The HTTP server of the webhook intake: the axum router, authentication, the config file, and
-//! the background workers. [`start`] binds and runs it; the `tw-cli serve` command calls it.
+//! The HTTP server of the webhook intake: the axum router ([`routes`]), the intake service
+//! ([`intake`]), authentication, the config file, and the background workers ([`workers`]).
+//! [`start`] binds and runs it; the `tw-cli serve` command calls it.
 
 pub mod api;
 pub mod audit;
@@ -7,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod intake;
 pub mod intel;
 pub mod key_usage;
 pub mod limits;
@@ -14,12 +16,14 @@ pub mod logs;
 pub mod metrics;
 pub mod playbooks;
 pub mod refusals;
+pub mod request_ids;
 pub mod routes;
 pub mod serve;
+pub mod sources;
 pub mod state;
 pub mod store_health;
 pub mod triage;
-pub mod worker;
+pub mod workers;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -231,7 +235,7 @@ impl RunningServer {
         futures_util::future::join_all(waits).await;
         // The background writers made their last pass when the stop began; requests answered
         // during the grace period counted refusals and key uses after it.
-        refusals::flush(&self.state).await;
+        workers::deliveries::flush(&self.state).await;
         self.state.key_usage.flush(&self.state.store).await;
         // Fire-and-forget writes (delivery records) still in the writer's queue get committed.
         match tokio::time::timeout(self.grace, self.state.store.flush()).await {
@@ -290,7 +294,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),
-        triage: triage::TriageSettings { workers: cfg.triage_workers, max_attempts: cfg.triage_max_attempts.max(1), grace: cfg.shutdown_grace },
+        triage: workers::settings::TriageSettings {
+            workers: cfg.triage_workers,
+            max_attempts: cfg.triage_max_attempts.max(1),
+            grace: cfg.shutdown_grace,
+        },
         claim_lease_secs: cfg.claim_lease_secs.max(1),
         triage_wakeup: Arc::new(Notify::new()),
         metrics,
@@ -317,13 +325,17 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
     writers.push(tokio::spawn(state.key_usage.clone().run(state.store.clone(), state.stopping.clone())));
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.listen, reason: e })?;
-    let queue_workers = (0..cfg.queue_workers).map(|_| tokio::spawn(worker::run(state.clone()))).collect();
-    let triage_workers = (0..cfg.triage_workers).map(|_| tokio::spawn(triage::run_worker(state.clone()))).collect();
+    let queue_workers = (0..cfg.queue_workers).map(|_| tokio::spawn(workers::queue::run(state.clone()))).collect();
+    let triage_workers = (0..cfg.triage_workers).map(|_| tokio::spawn(workers::triage::run(state.clone()))).collect();
     tokio::spawn(intel.watch());
     // Refused requests counted rather than stored are written once a second; delivery records
     // are kept bounded by the retention.
-    writers.push(tokio::spawn(refusals::flush_every_second(state.clone())));
-    writers.push(tokio::spawn(refusals::prune_periodically(state.clone(), cfg.deliveries_retention, cfg.deliveries_prune_every)));
+    writers.push(tokio::spawn(workers::deliveries::flush_every_second(state.clone())));
+    writers.push(tokio::spawn(workers::deliveries::prune_periodically(
+        state.clone(),
+        cfg.deliveries_retention,
+        cfg.deliveries_prune_every,
+    )));
     // The Prometheus recorder keeps every histogram sample until upkeep folds it into the
     // buckets: without a scraper, memory grew by ~0.4 MB/s under load (a 5-minute
     // `tw-cli bench --duration 300s` went from 57 to 140 MB). Folded every second instead.

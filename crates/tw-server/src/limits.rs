@@ -14,14 +14,10 @@
 //! Memory is bounded: a bucket that has refilled completely is the same as no bucket, so such
 //! entries are dropped when a table is swept, and a table at its cap evicts its stalest entries.
 //! Buckets are per process: behind a load balancer with N instances, the effective limit is N
-//! times the configured one. Time comes from the server's [`crate::state::Clock`], so tests move
-//! it instead of sleeping; a clock that steps backwards refills nothing and takes nothing back.
+//! times the configured one. Time comes from the server's clock ([`LimitsState::now`]), so tests
+//! move it instead of sleeping; a clock that steps backwards refills nothing and takes nothing back.
 
 use crate::ApiError;
-use crate::auth::ReadAccess;
-use crate::state::AppState;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -357,19 +353,32 @@ fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_micros() as f64 / 1e6
 }
 
-pub fn refused(state: &AppState, reason: LimitReason, retry_after_secs: u64) -> ApiError {
-    state.metrics.count("tw_rate_limited_total", &[("reason", reason.as_str())], 1);
+/// What applying a limit needs of the server's state: its tables, its metrics, its clock. A trait
+/// the state implements, because the state carries the [`Limits`] and so this module must not
+/// import it back.
+pub trait LimitsState {
+    /// The buckets.
+    fn limits(&self) -> &Limits;
+    /// Where refusals and failures are counted.
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// The server's time, which the buckets refill by.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// A 429 for `reason`, counted in `tw_rate_limited_total`.
+pub fn refused(state: &impl LimitsState, reason: LimitReason, retry_after_secs: u64) -> ApiError {
+    state.metrics().count("tw_rate_limited_total", &[("reason", reason.as_str())], 1);
     ApiError::RateLimited(Limited { reason, retry_after_secs })
 }
 
 /// Refuses a request from an address that spent its failed-authentication budget, before the
 /// request costs anything. Logged under `auth` once per episode.
-pub fn refuse_throttled(state: &AppState, client: IpAddr) -> Result<(), ApiError> {
-    if state.limits.failure_rate.is_none() {
+pub fn refuse_throttled(state: &impl LimitsState, client: IpAddr) -> Result<(), ApiError> {
+    if state.limits().failure_rate.is_none() {
         return Ok(());
     }
     let key = AddressKey::of(client);
-    match state.limits.failures.check(&key, seconds(state.clock.now())) {
+    match state.limits().failures.check(&key, seconds(state.now())) {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after_secs, first } => {
             if first {
@@ -382,19 +391,19 @@ pub fn refuse_throttled(state: &AppState, client: IpAddr) -> Result<(), ApiError
 }
 
 /// Counts a failed verification or a wrong API key against the client's address.
-pub fn count_failure(state: &AppState, client: IpAddr, kind: FailureKind) {
-    state.metrics.count("tw_auth_failures_total", &[("kind", kind.as_str())], 1);
-    if let Some(rate) = state.limits.failure_rate {
+pub fn count_failure(state: &impl LimitsState, client: IpAddr, kind: FailureKind) {
+    state.metrics().count("tw_auth_failures_total", &[("kind", kind.as_str())], 1);
+    if let Some(rate) = state.limits().failure_rate {
         // The answer is the check's business; a failure only spends.
-        let _ = state.limits.failures.take(&AddressKey::of(client), rate, seconds(state.clock.now()));
+        let _ = state.limits().failures.take(&AddressKey::of(client), rate, seconds(state.now()));
     }
 }
 
 /// Spends one of `source`'s deliveries, when it has a `rate_limit`. Called once the signature
 /// verified. Logged under `webhook` once per episode.
-pub fn take_source(state: &AppState, source: &SourceRecord) -> Result<(), ApiError> {
+pub fn take_source(state: &impl LimitsState, source: &SourceRecord) -> Result<(), ApiError> {
     let Some(limit) = &source.settings.rate_limit else { return Ok(()) };
-    match state.limits.sources.take(&source.name, Rate::of_source(limit), seconds(state.clock.now())) {
+    match state.limits().sources.take(&source.name, Rate::of_source(limit), seconds(state.now())) {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after_secs, first } => {
             if first {
@@ -407,9 +416,9 @@ pub fn take_source(state: &AppState, source: &SourceRecord) -> Result<(), ApiErr
 }
 
 /// Spends one of `key`'s playbook tests.
-pub fn take_playbook_test(state: &AppState, key: &ApiKeyRecord) -> Result<(), ApiError> {
-    let Some(rate) = state.limits.playbook_test_rate else { return Ok(()) };
-    match state.limits.playbook_tests.take(&key.id, rate, seconds(state.clock.now())) {
+pub fn take_playbook_test(state: &impl LimitsState, key: &ApiKeyRecord) -> Result<(), ApiError> {
+    let Some(rate) = state.limits().playbook_test_rate else { return Ok(()) };
+    match state.limits().playbook_tests.take(&key.id, rate, seconds(state.now())) {
         Decision::Allowed => Ok(()),
         Decision::Limited { retry_after_secs, first } => {
             if first {
@@ -418,19 +427,6 @@ pub fn take_playbook_test(state: &AppState, key: &ApiKeyRecord) -> Result<(), Ap
             }
             Err(refused(state, LimitReason::PlaybookTest, retry_after_secs))
         }
-    }
-}
-
-/// A read key within its playbook-test budget: authenticated, then counted, before the body is
-/// read or the playbook runs.
-pub struct PlaybookTestAccess(pub ApiKeyRecord);
-
-impl FromRequestParts<AppState> for PlaybookTestAccess {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ReadAccess(key) = ReadAccess::from_request_parts(parts, state).await?;
-        take_playbook_test(state, &key)?;
-        Ok(PlaybookTestAccess(key))
     }
 }
 

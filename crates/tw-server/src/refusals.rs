@@ -3,10 +3,10 @@
 //! the first [`SAMPLES_PER_MINUTE`] of a minute are stored in full; the rest of that minute are
 //! counted into one aggregate delivery row (created with the first of them, so it sits where the
 //! run began in the listing), counted in memory and added to the row every second by
-//! [`flush_every_second`]. A flood therefore writes at most `SAMPLES_PER_MINUTE + 1` rows per
-//! source, code and minute, and one database write per second whatever its rate.
+//! [`crate::workers::deliveries::flush_every_second`]. A flood therefore writes at most
+//! `SAMPLES_PER_MINUTE + 1` rows per source, code and minute, and one database write per second
+//! whatever its rate.
 
-use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -132,34 +132,6 @@ impl RefusalSampler {
     }
 }
 
-/// Writes the counted refusals once a second (and once more when the server stops).
-pub async fn flush_every_second(state: AppState) {
-    let mut stopping = state.stopping.clone();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        let last = tokio::select! {
-            _ = tick.tick() => false,
-            _ = stopping.changed() => true,
-        };
-        flush(&state).await;
-        if last || *stopping.borrow() {
-            return;
-        }
-    }
-}
-
-/// Writes the counted refusals now.
-pub async fn flush(state: &AppState) {
-    let counts = state.refusals.take(state.clock.now());
-    if counts.is_empty() {
-        return;
-    }
-    if let Err(e) = state.store.record_refusals(counts.clone()).await {
-        tracing::warn!(target: "store", error = %e.chain(), rows = counts.len(), "refused-request counts not written; retrying");
-        state.refusals.restore(counts);
-    }
-}
-
 /// The longest pause between pruning passes once they find nothing to do.
 pub const PRUNE_MAX_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -173,33 +145,6 @@ pub fn next_prune_pause(base: std::time::Duration, last: std::time::Duration, de
     }
     let cap = PRUNE_MAX_EVERY.min(base.saturating_mul(32)).max(base);
     last.saturating_mul(2).clamp(base, cap)
-}
-
-/// Prunes delivery records by `retention` from the start, then after each pause
-/// ([`next_prune_pause`] from `every`), until the server stops.
-pub async fn prune_periodically(state: AppState, retention: tw_store::DeliveryRetention, every: std::time::Duration) {
-    let mut stopping = state.stopping.clone();
-    let base = every.max(std::time::Duration::from_millis(10));
-    let mut pause = base;
-    loop {
-        let deleted = match state.store.prune_deliveries(retention, state.clock.now()).await {
-            Ok(0) => 0,
-            Ok(n) => {
-                state.metrics.count("deliveries_pruned_total", &[], n);
-                tracing::debug!(target: "store", deleted = n, "delivery records pruned");
-                n
-            }
-            Err(e) => {
-                tracing::warn!(target: "store", error = %e.chain(), "pruning delivery records failed");
-                0
-            }
-        };
-        pause = next_prune_pause(base, pause, deleted);
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = stopping.changed() => return,
-        }
-    }
 }
 
 #[cfg(test)]

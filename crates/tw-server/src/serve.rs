@@ -30,13 +30,14 @@
 //! Shutdown (the server's `stopping` turning true): the listener closes, idle connections close,
 //! requests in flight are answered, and connections still open after the grace period are dropped.
 
+use crate::ApiError;
 use crate::client::TrustedProxies;
 use crate::limits::AddressKey;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderValue, Request, Response, header};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -184,6 +185,20 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// The error a request whose body was cut short is refused with; `limit`: the limit a body
+    /// too large exceeded. The connection layer's answer and the intake's own error (and so its
+    /// delivery record and error metrics) take their status and code from here, so they agree.
+    pub fn api_error(self, limit: u64) -> ApiError {
+        match self {
+            // Too many bodies held at once: retry later.
+            BodyError::BudgetExhausted => ApiError::Unavailable,
+            BodyError::TooLarge => ApiError::PayloadTooLarge(limit),
+            // The sender stopped sending (or sent a broken chunked body): the client is answered
+            // 408 and the connection closed.
+            BodyError::TimedOut => ApiError::RequestTimeout,
+        }
+    }
+
     /// The [`BodyError`] somewhere in an error's chain (body errors reach handlers wrapped).
     pub fn find(e: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
         let mut cur = Some(e);
@@ -783,10 +798,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let watch = Arc::new(BodyWatch::default());
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
+        let total = self.shared.limits.max_buffered_body_bytes;
         let body = Budgeted {
             inner: body,
             budget: self.shared.budget.clone(),
-            total: self.shared.limits.max_buffered_body_bytes,
+            total,
             started: false,
             watch: watch.clone(),
             deadline: Instant::now() + self.shared.limits.body_timeout,
@@ -802,7 +818,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
-            let resp = watch.answer(resp, &metrics, peer);
+            let resp = watch.answer(resp, &metrics, peer, total);
             if watch.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 conn.linger.store(true, Ordering::SeqCst);
             }
@@ -872,13 +888,11 @@ impl BodyWatch {
     /// The handler's response, or, when the body was cut short, the answer to that: whatever the
     /// handler made of a body that stopped (a 400, a 413), the client is told why. The headers the
     /// router set are kept; the connection is closed, since the rest of the body was never read.
-    fn answer(&self, resp: Response<axum::body::Body>, metrics: &Metrics, peer: SocketAddr) -> Response<axum::body::Body> {
+    /// `total`: the whole body budget, which a body too large exceeded.
+    fn answer(&self, resp: Response<axum::body::Body>, metrics: &Metrics, peer: SocketAddr, total: usize) -> Response<axum::body::Body> {
         let Some(why) = *self.failed.lock().unwrap_or_else(|p| p.into_inner()) else { return resp };
-        let (status, code) = match why {
-            BodyError::BudgetExhausted => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            BodyError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            BodyError::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-        };
+        let refused = why.api_error(total as u64);
+        let (status, code) = (refused.status(), refused.code());
         metrics.count("http_request_bodies_refused_total", &[("reason", code)], 1);
         tracing::warn!(target: "api", %peer, status = status.as_u16(), code, "request body refused: {why}");
         let (mut parts, _) = resp.into_parts();

@@ -56,6 +56,26 @@ impl AppState {
     }
 }
 
+/// The proxies [`crate::client::ClientIp`] is extracted with.
+impl AsRef<crate::client::TrustedProxies> for AppState {
+    fn as_ref(&self) -> &crate::client::TrustedProxies {
+        &self.trusted_proxies
+    }
+}
+
+/// The tables, metrics and clock the rate limits are applied with.
+impl crate::limits::LimitsState for AppState {
+    fn limits(&self) -> &crate::limits::Limits {
+        &self.0.limits
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
+    }
+    fn now(&self) -> DateTime<Utc> {
+        self.0.clock.now()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = AppStateInner;
     fn deref(&self) -> &AppStateInner {
@@ -77,7 +97,7 @@ pub struct AppStateInner {
     /// Local threat intelligence.
     pub intel: Arc<crate::intel::IntelStore>,
     /// Triage workers and retry limits.
-    pub triage: crate::triage::TriageSettings,
+    pub triage: crate::workers::settings::TriageSettings,
     /// How long a claim of a queued event or a triage job lasts: when this process dies, another
     /// takes its claimed work over after this (never sooner, so live work is never taken).
     pub claim_lease_secs: i64,

@@ -1,23 +1,11 @@
-//! Triage workers: claim due jobs, run the playbook on a blocking thread, store the outcome on the
-//! incident; failed runs are retried with exponential backoff up to the job's attempt limit.
+//! Running a playbook on an incident: on the playbook threads, below the intake's CPU priority,
+//! with panics contained. The triage workers ([`crate::workers::triage`]) run jobs with it, and
+//! `POST /api/playbooks/:name/test` runs one on request.
 
 use crate::state::AppState;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use tw_core::triage::{TriageIncident, TriageOutcome};
-use tw_store::{ClaimedTriageJob, Incident, TriageCompletion};
-
-const IDLE_POLL: Duration = Duration::from_secs(1);
-const MAX_BACKOFF_SECS: i64 = 300;
-
-/// Triage settings.
-#[derive(Debug, Clone, Copy)]
-pub struct TriageSettings {
-    pub workers: usize,
-    pub max_attempts: u32,
-    /// How long a stopping worker lets its running job finish before releasing it.
-    pub grace: Duration,
-}
+use tw_store::Incident;
 
 /// The engine's view of a stored incident.
 pub fn triage_incident(i: &Incident) -> TriageIncident {
@@ -159,127 +147,6 @@ impl RunError {
         match self {
             RunError::Transient(m) | RunError::Permanent(m) | RunError::Failed(m) => m,
             RunError::Busy => "the playbook queue is full".into(),
-        }
-    }
-}
-
-/// Runs one worker until the server stops. Stopping, it claims nothing more, lets the job it is
-/// running finish within the grace period, and releases every job it claimed and did not finish,
-/// so another instance takes them at once instead of after the claim's lease.
-pub async fn run_worker(state: AppState) {
-    let stopping = state.stopping.clone();
-    let stopped = || {
-        let mut rx = stopping.clone();
-        async move {
-            // A dropped sender (the server handle is gone) stops the worker too.
-            while !*rx.borrow_and_update() {
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-    };
-    loop {
-        if *stopping.borrow() {
-            return;
-        }
-        crate::state::Heartbeats::beat(&state.heartbeats.triage);
-        match state.store.claim_triage_jobs(8, state.claim_lease_secs).await {
-            Ok(jobs) if !jobs.is_empty() => {
-                let mut pending: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
-                pending.reverse();
-                for job in jobs {
-                    if *stopping.borrow() {
-                        break;
-                    }
-                    let cut_off = async {
-                        stopped().await;
-                        tokio::time::sleep(state.triage.grace).await;
-                    };
-                    tokio::select! {
-                        _ = process(&state, job) => { pending.pop(); }
-                        _ = cut_off => {
-                            tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
-                            break;
-                        }
-                    }
-                }
-                if !pending.is_empty() {
-                    release(&state, pending).await;
-                }
-            }
-            Ok(_) => {
-                tokio::select! {
-                    _ = tokio::time::timeout(IDLE_POLL, state.triage_wakeup.notified()) => {}
-                    _ = stopped() => return,
-                }
-            }
-            Err(e) => {
-                tracing::error!(target: "triage", error = %e, "claiming triage jobs failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stopped() => return,
-                }
-            }
-        }
-    }
-}
-
-/// Gives claimed jobs back to the store for any instance to run now.
-async fn release(state: &AppState, jobs: Vec<(String, u32)>) {
-    match state.store.release_triage_jobs(&jobs).await {
-        Ok(n) => tracing::info!(target: "triage", released = n, "server stopping; claimed triage jobs released for another instance"),
-        Err(e) => tracing::error!(
-            target: "triage",
-            error = %e,
-            jobs = jobs.len(),
-            "releasing claimed triage jobs failed; they are taken over when their lease ends"
-        ),
-    }
-}
-
-async fn process(state: &AppState, claimed: ClaimedTriageJob) {
-    let job = &claimed.job;
-    let started = std::time::Instant::now();
-    let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
-    let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables, true).await;
-    state.metrics.observe("triage_duration_seconds", &[("playbook", &job.playbook)], started.elapsed().as_secs_f64());
-    let (completion, summary, verdict, status) = match result {
-        Ok(outcome) => {
-            let summary = format!("{:?} score {}", outcome.verdict, outcome.score).to_lowercase();
-            let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            (TriageCompletion::Done(outcome), summary, verdict, "completed")
-        }
-        Err(RunError::Permanent(error) | RunError::Failed(error)) => {
-            (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed")
-        }
-        // Workers wait for a place in the playbook queue, so `Busy` does not come back here; were
-        // it to, it would be retried like any transient failure.
-        Err(e @ (RunError::Transient(_) | RunError::Busy)) => {
-            let error = e.message();
-            let backoff = 2i64.saturating_pow(job.attempts).min(MAX_BACKOFF_SECS);
-            let retry_at = state.clock.now() + chrono::Duration::seconds(backoff);
-            let status = if job.attempts < job.max_attempts { "retried" } else { "failed" };
-            (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error, "none".into(), status)
-        }
-    };
-    match state.store.complete_triage_job(&job.job_id, job.attempts, completion).await {
-        Ok(true) => {
-            state.metrics.count("triage_jobs_total", &[("playbook", &job.playbook), ("verdict", &verdict), ("status", status)], 1);
-            tracing::info!(
-                target: "triage",
-                job_id = %job.job_id,
-                incident = %claimed.incident.incident_number,
-                playbook = %job.playbook,
-                attempt = job.attempts,
-                result = %summary,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "triage job finished"
-            )
-        }
-        Ok(false) => tracing::warn!(target: "triage", job_id = %job.job_id, "triage job was taken over by another worker; result dropped"),
-        Err(e) => {
-            tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again")
         }
     }
 }

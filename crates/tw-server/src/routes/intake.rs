@@ -1,30 +1,34 @@
-//! `POST /api/webhooks/:source`: verify, normalize, commit, acknowledge.
+//! `POST /api/webhooks/:source`: extract the request, let the intake service ([`crate::intake`])
+//! decide, answer with its outcome, and count, record and log the delivery.
 //!
 //! Order of checks (cheap first, nothing stored before the signature is proven):
 //! source known and enabled, the client address's budget of failed verifications (429, before
 //! the body is read; every 401 below spends it), body size, signature and timestamp, HMAC, the
 //! source's own `rate_limit` (429; verified deliveries only, so a forger cannot spend a real
 //! sender's budget), JSON, then either the incident is committed (sync) or the raw event is
-//! (async, or when the sync path is saturated). See [`crate::limits`].
+//! (async, or when the sync path is saturated). See [`crate::limits`]. The body and its limits are
+//! this route's; the rest is the service's.
 
 use crate::ApiError;
+use crate::intake::{self, Outcome, Refusal, truncate};
 use crate::metrics::UNREGISTERED;
 use crate::refusals::Admission;
-use crate::routes::RequestIds;
 use crate::api::ErrorBody;
-use crate::api::intake::{IntakeAccepted, IntakeCreated, IntakeOk};
+use crate::api::intake::{
+    AcceptedStatus, DeadLetteredStatus, IntakeAccepted, IntakeCreated, IntakeDeadLettered, IntakeDuplicate, IntakeOk, IntakeQueued,
+    IntakeTestEvent, OkStatus, QueuedStatus,
+};
+use crate::request_ids::RequestIds;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use std::net::IpAddr;
 use std::time::Instant;
-use tw_core::signature::verify_request_raw;
-use tw_core::{Alert, SourceMode, SourceName};
-use tw_store::{IngestOutcome, IngestRequest, NewDeadLetter, NewQueuedEvent, SourceRecord};
+use tw_core::SourceName;
+use tw_store::SourceRecord;
 
 /// What a successful delivery did, for the request's log line and metrics.
 #[derive(Debug, Default)]
@@ -48,9 +52,6 @@ struct Seen {
     /// The client's address: `None` for the server's own test delivery, which no rate limit counts.
     client: Option<std::net::IpAddr>,
 }
-
-/// The generic `event_type` of a signed test event: verified and normalized, never stored.
-pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 
 /// The intake handler.
 #[utoipa::path(
@@ -234,42 +235,42 @@ async fn handle(
     rid: &str,
     seen: &mut Seen,
 ) -> Result<(Response, Delivered), ApiError> {
-    // An unknown name counts as a failed authentication, so source names cannot be enumerated
-    // at speed (404 and 401 tell them apart); an address over its budget gets 429 for every
-    // name, registered or not.
-    let unknown = || {
-        if let Some(client) = seen.client {
-            crate::limits::count_failure(state, client, crate::limits::FailureKind::UnknownSource);
-        }
-        ApiError::UnknownSource(truncate(raw_name, 64))
-    };
-    if let Some(client) = seen.client {
-        crate::limits::refuse_throttled(state, client)?;
-    }
-    let name = SourceName::parse(raw_name).map_err(|_| unknown())?;
-    let source = state.sources.get(&name).await?.ok_or_else(unknown)?;
-    seen.source = Some(name.clone());
+    let source = intake::source(state, raw_name, seen.client).await?;
+    seen.source = Some(source.name.clone());
     // A refusal is counted against the source with its delivery record (see `report`).
-    verified_event(state, &source, headers, body, rid, seen).await
+    let limit = intake::accepting(&source)?;
+    let bytes = read_limited(state, headers, body, limit, seen.client).await?;
+    seen.body = Some(bytes.clone());
+    match intake::receive(state, &source, headers, &bytes, rid, seen.client).await {
+        Ok(outcome) => {
+            seen.verified = true;
+            Ok(respond(&source, outcome))
+        }
+        Err(refusal) => {
+            seen.verified = refusal.verified();
+            // An over-limit body is not kept with its delivery record: the sender will send it again.
+            if let Refusal::OverLimit(_) = refusal {
+                seen.body = None;
+            }
+            Err(refusal.into_error())
+        }
+    }
 }
 
-async fn verified_event(
+/// The body, within `limit`: refused on its declared length before it is read, and while it is
+/// read when it grows past it or the connection layer cuts it short.
+async fn read_limited(
     state: &AppState,
-    source: &SourceRecord,
     headers: &HeaderMap,
     body: Body,
-    rid: &str,
-    seen: &mut Seen,
-) -> Result<(Response, Delivered), ApiError> {
-    if !source.settings.enabled {
-        return Err(ApiError::SourceDisabled(source.name.to_string()));
-    }
-    let limit = source.settings.max_body_bytes;
+    limit: u64,
+    client: Option<IpAddr>,
+) -> Result<axum::body::Bytes, ApiError> {
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    let bytes = read_body(body, limit, declared).await.map_err(|e| {
+    read_body(body, limit, declared).await.map_err(|e| {
         use crate::serve::BodyError;
         let why = match e {
             ReadError::TooLarge => return ApiError::PayloadTooLarge(limit),
@@ -278,134 +279,14 @@ async fn verified_event(
         // A body too slow, or one more while the budget is spent, is what an address holding
         // connections with slow bodies produces: it spends the address's failure budget, so the
         // next one is refused 429 before it is read.
-        if let (Some(BodyError::TimedOut | BodyError::BudgetExhausted), Some(client)) = (why, seen.client) {
+        if let (Some(BodyError::TimedOut | BodyError::BudgetExhausted), Some(client)) = (why, client) {
             crate::limits::count_failure(state, client, crate::limits::FailureKind::SlowBody);
         }
         match why {
-            // Too many bodies held at once (the connection layer answers 503 with Retry-After).
-            Some(BodyError::BudgetExhausted) => ApiError::Unavailable,
-            // Larger than the whole body budget (the connection layer answers 413 too).
-            Some(BodyError::TooLarge) => ApiError::PayloadTooLarge(limit),
-            // The sender stopped sending (or sent a broken chunked body): nothing to answer for.
-            // The connection layer answers the client 408 and closes; the delivery record and
-            // the error metrics say the same.
-            Some(BodyError::TimedOut) => ApiError::RequestTimeout,
+            Some(why) => why.api_error(limit),
             None => ApiError::InvalidPayload("The request body could not be read completely".into()),
         }
-    })?;
-    seen.body = Some(bytes.clone());
-
-    let now = state.clock.now();
-    let header_str = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let ts_header = header_str("x-webhook-timestamp");
-    // Raw bytes: a header that is present but not UTF-8 is invalid, not missing.
-    let header_raw = |n: &str| headers.get(n).map(|v| v.as_bytes());
-    verify_request_raw(
-        &source.verifying_secrets(now),
-        source.settings.timestamp_tolerance_secs,
-        now.timestamp(),
-        header_raw("x-webhook-timestamp"),
-        header_raw("x-webhook-signature"),
-        &bytes,
-    )
-    .inspect_err(|_| {
-        if let Some(client) = seen.client {
-            crate::limits::count_failure(state, client, crate::limits::FailureKind::Signature);
-        }
-    })?;
-    seen.verified = true;
-    // The source's own limit counts verified deliveries only, so forgeries cannot spend it. An
-    // over-limit body is not kept with its delivery record: the sender will send it again.
-    if seen.client.is_some()
-        && let Err(e) = crate::limits::take_source(state, source)
-    {
-        seen.body = None;
-        return Err(e);
-    }
-
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidPayload(format!("Body is not valid JSON: {e}")))?;
-    if !value.is_object() {
-        let kind = tw_core::formats::json_type(&value);
-        return Err(ApiError::InvalidPayload(format!("Body must be a JSON object, got {kind}")));
-    }
-    let request_key = {
-        let mut h = Sha256::new();
-        h.update(ts_header.unwrap_or_default().trim().as_bytes());
-        h.update(b".");
-        h.update(&bytes);
-        hex::encode(h.finalize())
-    };
-
-    if value.get("event_type").and_then(Value::as_str) == Some(TEST_EVENT_TYPE) {
-        let alert = normalize(source, &value).map_err(ApiError::InvalidPayload)?;
-        let body = json!({"status": "ok", "test": true, "source": source.name, "format": alert.format, "title": alert.title,
-                          "message": "Signature verified; test event not stored"});
-        return Ok(((StatusCode::OK, Json(body)).into_response(), Delivered::default()));
-    }
-
-    let sync_permit = match source.settings.mode {
-        SourceMode::Async => None,
-        SourceMode::Sync => match state.sync_permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                tracing::warn!(target: "webhook", source = %source.name, "sync intake saturated; queueing the event");
-                None
-            }
-        },
-    };
-    let Some(_permit) = sync_permit else {
-        let event = NewQueuedEvent {
-            source: source.name.clone(),
-            raw: bytes.to_vec(),
-            request_key,
-            received_at: now,
-            request_id: Some(rid.to_string()),
-        };
-        let queue_id = state.store.enqueue(event).await?;
-        state.queue_wakeup.notify_one();
-        let body = json!({"status": "queued", "queue_id": &queue_id, "message": "Event queued for processing"});
-        return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { queue_id: Some(queue_id), ..Default::default() }));
-    };
-
-    let alert = match normalize(source, &value) {
-        Ok(alert) => alert,
-        Err(reason) => {
-            // The payload was a verified JSON object and still could not be read: keep it.
-            let letter = NewDeadLetter {
-                source: source.name.clone(),
-                raw: bytes.to_vec(),
-                reason: reason.clone(),
-                received_at: now,
-                request_id: Some(rid.to_string()),
-                queue_id: None,
-            };
-            let id = state.store.dead_letter(letter).await?;
-            let body =
-                json!({"status": "dead_lettered", "dead_letter_id": id, "message": format!("Event stored but not normalized: {reason}")});
-            return Ok(((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered::default()));
-        }
-    };
-    let severity = alert.severity;
-    let req = IngestRequest {
-        source: source.name.clone(),
-        alert,
-        raw: bytes.to_vec(),
-        request_key,
-        received_at: now,
-        request_id: Some(rid.to_string()),
-        auto_triage: source.settings.auto_triage,
-        playbook: source.settings.playbook.clone(),
-        triage_max_attempts: state.triage.max_attempts,
-    };
-    let outcome = state.store.ingest(req).await?;
-    if matches!(outcome, IngestOutcome::Created(_)) && source.settings.auto_triage {
-        state.triage_wakeup.notify_one();
-    }
-    let resp = outcome_response(&outcome);
-    let incident = Some(outcome.incident());
-    let created = matches!(outcome, IngestOutcome::Created(_)).then_some(severity);
-    let duplicate = matches!(outcome, IngestOutcome::Duplicate { .. });
-    Ok((resp, Delivered { incident, created, duplicate, queue_id: None }))
+    })
 }
 
 /// Why an intake body could not be read.
@@ -440,33 +321,49 @@ async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<axum
     Ok(buf.into())
 }
 
-/// The response for a created or recognised incident.
-fn outcome_response(outcome: &IngestOutcome) -> Response {
-    let inc = outcome.incident();
-    let number = inc.number.to_string();
+/// The answer to what the service did with a delivery, and what it did for the metrics and the
+/// delivery record.
+fn respond(source: &SourceRecord, outcome: Outcome) -> (Response, Delivered) {
     match outcome {
-        IngestOutcome::Created(_) => {
-            let body = json!({"status": "accepted", "incident_id": inc.id, "incident_number": number});
-            (StatusCode::CREATED, Json(body)).into_response()
+        Outcome::Created { incident, severity } => {
+            let body = IntakeCreated { status: AcceptedStatus::Accepted, incident_id: incident.id, incident_number: incident.number.to_string() };
+            let done = Delivered { incident: Some(incident), created: Some(severity), ..Default::default() };
+            ((StatusCode::CREATED, Json(body)).into_response(), done)
         }
-        IngestOutcome::Duplicate { delivery_count, .. } => {
-            let body = json!({"status": "accepted", "incident_id": inc.id, "incident_number": number,
-                              "duplicate": true, "delivery_count": delivery_count});
-            (StatusCode::OK, Json(body)).into_response()
+        Outcome::Duplicate { incident, delivery_count } => {
+            let body = IntakeDuplicate {
+                status: AcceptedStatus::Accepted,
+                incident_id: incident.id,
+                incident_number: incident.number.to_string(),
+                duplicate: true,
+                delivery_count,
+            };
+            let done = Delivered { incident: Some(incident), duplicate: true, ..Default::default() };
+            ((StatusCode::OK, Json(body)).into_response(), done)
         }
-    }
-}
-
-/// Normalizes with the source's settings; a panic in a normalizer is contained and reported as a
-/// reason, so no payload can take the server down or be lost.
-pub fn normalize(source: &SourceRecord, value: &Value) -> Result<Alert, String> {
-    let run = || tw_core::normalize(value, source.settings.format, &source.settings.severity_mapping);
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(Ok(alert)) => Ok(alert),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => {
-            tracing::error!(target: "webhook", source = %source.name, "normalizer panicked; event dead-lettered");
-            Err("the payload could not be normalized (internal normalizer error)".into())
+        Outcome::Queued { queue_id } => {
+            let body =
+                IntakeQueued { status: QueuedStatus::Queued, queue_id: queue_id.clone(), message: "Event queued for processing".into() };
+            ((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered { queue_id: Some(queue_id), ..Default::default() })
+        }
+        Outcome::DeadLettered { id, reason } => {
+            let body = IntakeDeadLettered {
+                status: DeadLetteredStatus::DeadLettered,
+                dead_letter_id: id,
+                message: format!("Event stored but not normalized: {reason}"),
+            };
+            ((StatusCode::ACCEPTED, Json(body)).into_response(), Delivered::default())
+        }
+        Outcome::Test(alert) => {
+            let body = IntakeTestEvent {
+                status: OkStatus::Ok,
+                test: true,
+                source: source.name.to_string(),
+                format: alert.format,
+                title: alert.title,
+                message: "Signature verified; test event not stored".into(),
+            };
+            ((StatusCode::OK, Json(body)).into_response(), Delivered::default())
         }
     }
 }
@@ -490,11 +387,4 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }

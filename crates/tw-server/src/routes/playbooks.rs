@@ -294,7 +294,7 @@ pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<PlaybookVal
 pub async fn test(
     State(state): State<AppState>,
     // Counted per API key before the body is read: one test can cost a whole playbook run.
-    _auth: crate::limits::PlaybookTestAccess,
+    _auth: crate::auth::PlaybookTestAccess,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<PlaybookTestResult>, ApiError> {

@@ -8,18 +8,18 @@ use crate::ApiError;
 use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
-use crate::routes::intake::TEST_EVENT_TYPE;
 use crate::api::ErrorBody;
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
+use crate::intake::TEST_EVENT_TYPE;
+use crate::sources::{parse_mapping, secret_owner};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use tw_core::signature::sign;
-use tw_core::{Format, Secret, Severity, SourceMode, SourceName};
+use tw_core::{Format, Secret, SourceMode, SourceName};
 use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
 
 /// The default grace period of a rotated-out secret.
@@ -53,18 +53,6 @@ fn as_int(v: &Value) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// Parses a `severity_mapping` object: vendor value -> one of our severities.
-pub fn parse_mapping(v: &Value) -> Result<BTreeMap<String, Severity>, String> {
-    let obj = v.as_object().ok_or("must be an object of vendor value to severity")?;
-    let mut out = BTreeMap::new();
-    for (k, val) in obj {
-        let s = val.as_str().ok_or_else(|| format!("'{k}': must be a string"))?;
-        let sev = s.parse::<Severity>().map_err(|e| format!("'{k}': {e}"))?;
-        out.insert(k.clone(), sev);
-    }
-    Ok(out)
 }
 
 /// Reads the settable fields of a create or update body into a patch, collecting every problem.
@@ -160,26 +148,6 @@ pub fn parse_rate_limit(v: &Value) -> Result<Option<RateLimit>, FieldError> {
 
 /// What a `secret` that another source uses is refused with (which source is not said).
 pub const SECRET_IN_USE: &str = "is already used by another source; each source needs its own secret (the signature does not cover the source, so either source would accept the other's deliveries)";
-
-/// The first source other than `except` that `secret` verifies for at `now` (its current secret,
-/// or its previous one during a rotation's grace period). Every secret is compared in constant
-/// time, whatever matches, so the time taken does not say which source (or how much) matched.
-pub fn secret_owner<'a>(
-    secret: &Secret,
-    sources: &'a [SourceRecord],
-    except: Option<&SourceName>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Option<&'a SourceName> {
-    let mut owner = None;
-    for s in sources.iter().filter(|s| Some(&s.name) != except) {
-        for other in s.verifying_secrets(now) {
-            if tw_core::signature::constant_time_eq(secret.expose().as_bytes(), other.expose().as_bytes()) && owner.is_none() {
-                owner = Some(&s.name);
-            }
-        }
-    }
-    owner
-}
 
 /// Refuses (as a `secret` field error) a secret another source verifies with. Read from the
 /// store, not the cache, so a change just made through another instance counts; two instances

@@ -1,9 +1,8 @@
-//! Queue workers: turn queued raw events into incidents (or dead letters), in the background.
+//! Queue workers: turn queued raw events into incidents (or dead letters), in the background,
+//! normalized as the intake normalizes ([`crate::intake::queued_request`]).
 
-use crate::routes::intake::normalize;
 use crate::state::AppState;
 use std::time::Duration;
-use tw_store::IngestRequest;
 
 const BATCH: usize = 64;
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -61,23 +60,7 @@ async fn process(state: &AppState, event: tw_store::QueuedEvent) {
             return;
         }
         Ok(None) => Err(format!("source '{}' is no longer registered", event.source)),
-        Ok(Some(source)) => match serde_json::from_slice::<serde_json::Value>(&event.raw) {
-            Err(e) => Err(format!("body is not valid JSON: {e}")),
-            Ok(value) => normalize(&source, &value).map(|alert| {
-                severity = Some(alert.severity);
-                IngestRequest {
-                    source: event.source.clone(),
-                    alert,
-                    raw: event.raw,
-                    request_key: event.request_key,
-                    received_at: event.received_at,
-                    request_id: event.request_id,
-                    auto_triage: source.settings.auto_triage,
-                    playbook: source.settings.playbook.clone(),
-                    triage_max_attempts: state.triage.max_attempts,
-                }
-            }),
-        },
+        Ok(Some(source)) => crate::intake::queued_request(state, &source, event).inspect(|req| severity = Some(req.alert.severity)),
     };
     match state.store.complete_queued(&id, result).await {
         Ok(entry) => {
