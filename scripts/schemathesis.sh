@@ -26,7 +26,7 @@ server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
-st run "$url/api/openapi.json" \
+st --config-file scripts/schemathesis.toml run "$url/api/openapi.json" \
   --header "Authorization: Bearer ${key}" \
   --checks all \
   --seed 20261129 \

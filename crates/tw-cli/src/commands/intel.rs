@@ -1,5 +1,6 @@
 //! `tw-cli intel ...`: the local threat intelligence lists.
 
+use tw_server::api::intel::{IntelAdded, IntelSummary};
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::Result;
@@ -27,23 +28,26 @@ pub async fn run(ctx: &Ctx, cmd: IntelCommand) -> Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
         IntelCommand::List => {
-            let (_, v) = client.call(Method::GET, "/api/intel", None).await?;
+            let v: IntelSummary = client.get("/api/intel").await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let counts = v["counts"].as_object().cloned().unwrap_or_default();
+                    // Listed by name, as the API writes them.
+                    let counts = serde_json::to_value(&v.counts)?.as_object().cloned().unwrap_or_default();
                     let rows: Vec<Vec<String>> = counts.iter().map(|(k, n)| vec![k.clone(), cell(n)]).collect();
                     output::table(&["LIST", "ENTRIES"], &rows);
-                    println!("from {}", cell(&v["dir"]));
+                    println!("from {}", v.dir);
                 }
             }
         }
         IntelCommand::Add { list, indicators } => {
-            let (_, v) = client.call(Method::POST, &format!("/api/intel/{}", seg(&list)), Some(&json!({"indicators": indicators}))).await?;
+            let v: IntelAdded =
+                client.send_json(Method::POST, &format!("/api/intel/{}", seg(&list)), Some(&json!({"indicators": indicators}))).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    println!("Added {} new indicator(s) to {list} ({} in the list now).", cell(&v["added"]), cell(&v["counts"][&list]))
+                    let counts = serde_json::to_value(&v.counts)?;
+                    println!("Added {} new indicator(s) to {list} ({} in the list now).", v.added, cell(&counts[&list]))
                 }
             }
         }

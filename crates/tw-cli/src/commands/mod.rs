@@ -17,8 +17,6 @@ pub mod webhook;
 use crate::client::Client;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
-use reqwest::Method;
-use serde_json::Value;
 use std::process::ExitCode;
 
 /// What every command gets: where the server is, the key, and how to print.
@@ -60,18 +58,18 @@ pub async fn new_api_key(
 
 /// `tw-cli queue <queue_id>`.
 pub async fn queue_get(ctx: &Ctx, id: &str) -> Result<ExitCode> {
-    let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/webhooks/queue/{}", seg(id)), None).await?;
+    let v: tw_server::api::queue::QueueEntry = ctx.client()?.get(&format!("/api/webhooks/queue/{}", seg(id))).await?;
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => output::pairs(&[
-            ("queue_id", cell(&v["queue_id"])),
-            ("status", cell(&v["status"])),
-            ("source", cell(&v["source"])),
-            ("received_at", cell(&v["received_at"])),
-            ("attempts", cell(&v["attempts"])),
-            ("incident_number", cell(&v["incident_number"])),
-            ("incident_id", cell(&v["incident_id"])),
-            ("error", cell(&v["error"])),
+            ("queue_id", v.queue_id.clone()),
+            ("status", cell(&v.status)),
+            ("source", v.source.clone()),
+            ("received_at", cell(&v.received_at)),
+            ("attempts", v.attempts.to_string()),
+            ("incident_number", cell(&v.incident_number)),
+            ("incident_id", cell(&v.incident_id)),
+            ("error", cell(&v.error)),
         ]),
     }
     Ok(ExitCode::SUCCESS)
@@ -79,25 +77,15 @@ pub async fn queue_get(ctx: &Ctx, id: &str) -> Result<ExitCode> {
 
 /// `tw-cli dead-letters`.
 pub async fn dead_letters(ctx: &Ctx, source: Option<&str>) -> Result<ExitCode> {
-    let path = match source {
-        Some(s) => format!("/api/dead-letters?source={}", seg(s)),
-        None => "/api/dead-letters".to_string(),
-    };
-    let (_, v) = ctx.client()?.call(Method::GET, &path, None).await?;
+    let path = crate::client::with_query("/api/dead-letters", &[("source", source.map(str::to_string))]);
+    let v: tw_server::api::queue::DeadLetterList = ctx.client()?.get(&path).await?;
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => {
-            let rows: Vec<Vec<String>> = v["data"]
-                .as_array()
-                .map(|a| a.iter().map(|d| vec![cell(&d["id"]), cell(&d["source"]), cell(&d["received_at"]), cell(&d["reason"])]).collect())
-                .unwrap_or_default();
+            let rows: Vec<Vec<String>> =
+                v.data.iter().map(|d| vec![d.id.clone(), d.source.clone(), cell(&d.received_at), d.reason.clone()]).collect();
             output::table(&["ID", "SOURCE", "RECEIVED", "REASON"], &rows);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A JSON array field as rows, empty when absent.
-pub fn rows_of(v: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    v.as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default()
 }

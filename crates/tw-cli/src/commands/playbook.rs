@@ -1,5 +1,6 @@
 //! `tw-cli playbook ...`: list, show, export, add, validate, delete and test playbooks.
 
+use tw_server::api::playbooks::{PlaybookList, PlaybookListEntry, PlaybookTestResult, PlaybookView};
 use super::triage::print_triage;
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
@@ -67,47 +68,53 @@ pub async fn run(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
             };
         }
         PlaybookCommand::List => {
-            let (_, v) = ctx.client()?.call(Method::GET, "/api/playbooks", None).await?;
+            let v: PlaybookList = ctx.client()?.get("/api/playbooks").await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows = super::rows_of(&v["data"], |p| {
-                        let used: Vec<String> = p["used_by"].as_array().map(|a| a.iter().map(cell).collect()).unwrap_or_default();
-                        vec![
-                            cell(&p["name"]),
-                            cell(&p["version"]),
-                            cell(&p["origin"]),
-                            p["steps"].as_array().map_or("-".into(), |s| s.len().to_string()),
-                            if used.is_empty() { "-".into() } else { used.join(",") },
-                            cell(&p["description"]).chars().take(60).collect(),
-                        ]
-                    });
+                    let rows: Vec<Vec<String>> = v
+                        .data
+                        .iter()
+                        .map(|entry| match entry {
+                            PlaybookListEntry::Playbook(p) => vec![
+                                p.name.clone(),
+                                p.version.clone(),
+                                cell(&p.origin),
+                                p.steps.len().to_string(),
+                                if p.used_by.is_empty() { "-".into() } else { p.used_by.join(",") },
+                                p.description.chars().take(60).collect(),
+                            ],
+                            PlaybookListEntry::Broken(b) => {
+                                vec![b.name.clone(), "-".into(), cell(&b.origin), "-".into(), "-".into(), b.error.clone()]
+                            }
+                        })
+                        .collect();
                     output::table(&["NAME", "VERSION", "ORIGIN", "STEPS", "USED BY", "DESCRIPTION"], &rows);
                 }
             }
         }
         PlaybookCommand::Get { name } => {
-            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/playbooks/{}", seg(&name)), None).await?;
+            let v: PlaybookView = ctx.client()?.get(&format!("/api/playbooks/{}", seg(&name))).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     output::pairs(&[
-                        ("name", cell(&v["name"])),
-                        ("version", cell(&v["version"])),
-                        ("origin", cell(&v["origin"])),
-                        ("description", cell(&v["description"])),
-                        ("variables", cell(&v["variables"])),
+                        ("name", v.name.clone()),
+                        ("version", v.version.clone()),
+                        ("origin", cell(&v.origin)),
+                        ("description", v.description.clone()),
+                        ("variables", cell(&v.variables)),
                     ]);
                     println!();
-                    let rows =
-                        super::rows_of(&v["steps"], |s| vec![cell(&s["name"]), cell(&s["action"]), cell(&s["output"]), cell(&s["when"])]);
+                    let rows: Vec<Vec<String>> =
+                        v.steps.iter().map(|s| vec![s.name.clone(), s.action.clone(), cell(&s.output), cell(&s.when)]).collect();
                     output::table(&["STEP", "ACTION", "OUTPUT", "WHEN"], &rows);
                 }
             }
         }
         PlaybookCommand::Export { name } => {
-            let (_, v) = ctx.client()?.call(Method::GET, &format!("/api/playbooks/{}", seg(&name)), None).await?;
-            match v.get("yaml").and_then(Value::as_str) {
+            let v: PlaybookView = ctx.client()?.get(&format!("/api/playbooks/{}", seg(&name))).await?;
+            match v.yaml.as_deref() {
                 Some(y) => print!("{y}{}", if y.ends_with('\n') { "" } else { "\n" }),
                 None => bail!("the server returned no YAML for '{name}'"),
             }
@@ -116,17 +123,17 @@ pub async fn run(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let client = ctx.client()?;
             let body = json!({"yaml": text});
-            let (_, v) = if replace {
+            let v: PlaybookView = if replace {
                 let name = tw_core::triage::parse_playbook(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.first().map(ToString::to_string).unwrap_or_default()))?
                     .name;
-                client.call(Method::PUT, &format!("/api/playbooks/{}", seg(&name)), Some(&body)).await?
+                client.send_json(Method::PUT, &format!("/api/playbooks/{}", seg(&name)), Some(&body)).await?
             } else {
-                client.call(Method::POST, "/api/playbooks", Some(&body)).await?
+                client.send_json(Method::POST, "/api/playbooks", Some(&body)).await?
             };
             match ctx.output {
                 Output::Json => output::json(&v),
-                Output::Table => println!("Stored playbook '{}' ({} steps).", cell(&v["name"]), v["steps"].as_array().map_or(0, Vec::len)),
+                Output::Table => println!("Stored playbook '{}' ({} steps).", v.name, v.steps.len()),
             }
         }
         PlaybookCommand::Delete { name } => {
@@ -143,13 +150,14 @@ pub async fn run(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
             if let Some(f) = source_format {
                 body["format"] = f.into();
             }
-            let (_, v) = ctx.client()?.call(Method::POST, &format!("/api/playbooks/{}/test", seg(&name)), Some(&body)).await?;
+            let v: PlaybookTestResult =
+                ctx.client()?.send_json(Method::POST, &format!("/api/playbooks/{}/test", seg(&name)), Some(&body)).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let a = &v["alert"];
-                    println!("{} alert: {} (severity {})", cell(&a["format"]), cell(&a["title"]), cell(&a["severity"]));
-                    let mut t = v["triage"].clone();
+                    let a = &v.alert;
+                    println!("{} alert: {} (severity {})", a.format.as_str(), a.title, a.severity.as_str());
+                    let mut t = v.triage.clone();
                     t["status"] = "completed".into();
                     print_triage_result(&t);
                 }

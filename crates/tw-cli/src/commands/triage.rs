@@ -1,6 +1,9 @@
 //! `tw-cli triage run`: queue a triage of one incident, optionally wait for it; and how a triage is
 //! printed (`incident get` and `playbook test` print one too).
 
+use tw_server::api::incidents::IncidentDetail;
+use tw_server::api::triage::{TriageJob, TriageQueued};
+use tw_store::TriageJobStatus;
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::{Result, bail};
@@ -36,38 +39,36 @@ pub async fn run(ctx: &Ctx, cmd: TriageCommand) -> Result<ExitCode> {
         Some(p) => json!({"playbook": p}),
         None => json!({}),
     };
-    let (_, job) = client.call(Method::POST, &format!("/api/incidents/{}/triage", seg(&incident)), Some(&body)).await?;
-    let job_id = cell(&job["job_id"]);
+    let job: TriageQueued = client.send_json(Method::POST, &format!("/api/incidents/{}/triage", seg(&incident)), Some(&body)).await?;
+    let job_id = job.job_id.clone();
     if !wait {
         match ctx.output {
             Output::Json => output::json(&job),
-            Output::Table => {
-                println!("Queued triage {job_id} of {} with playbook {}.", cell(&job["incident_number"]), cell(&job["playbook"]))
-            }
+            Output::Table => println!("Queued triage {job_id} of {} with playbook {}.", job.incident_number, job.playbook),
         }
         return Ok(ExitCode::SUCCESS);
     }
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let status = loop {
-        let (_, j) = client.call(Method::GET, &format!("/api/triage/jobs/{}", seg(&job_id)), None).await?;
-        let status = cell(&j["status"]);
-        if status == "completed" || status == "failed" {
-            break status;
+        let j: TriageJob = client.get(&format!("/api/triage/jobs/{}", seg(&job_id))).await?;
+        if matches!(j.status, TriageJobStatus::Completed | TriageJobStatus::Failed) {
+            break j.status;
         }
         if Instant::now() > deadline {
-            bail!("triage {job_id} is still {status} after {timeout}s (see `tw-cli incident get {incident}` later)");
+            bail!("triage {job_id} is still {} after {timeout}s (see `tw-cli incident get {incident}` later)", cell(&j.status));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let (_, inc) = client.call(Method::GET, &format!("/api/incidents/{}", seg(&incident)), None).await?;
+    let inc: IncidentDetail = client.get(&format!("/api/incidents/{}", seg(&incident))).await?;
+    let triage = inc.incident.triage.unwrap_or_default();
     match ctx.output {
-        Output::Json => output::json(&inc["triage"]),
+        Output::Json => output::json(&triage),
         Output::Table => {
-            println!("{} {}", cell(&inc["incident_number"]), cell(&inc["title"]));
-            print_triage(&inc["triage"]);
+            println!("{} {}", inc.incident.incident_number, inc.incident.title);
+            print_triage(&triage);
         }
     }
-    Ok(if status == "completed" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status == TriageJobStatus::Completed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Prints a triage readably: verdict and score first, then findings, then recommendations.

@@ -9,6 +9,7 @@ use support::*;
 mod hardening;
 mod multi_instance;
 mod observability;
+mod schemathesis;
 mod triage;
 
 use std::path::Path;

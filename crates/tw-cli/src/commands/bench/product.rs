@@ -1,6 +1,8 @@
 //! The product run: the real server under load, its backlogs followed until they drain, and
 //! its incidents counted.
 
+use crate::client::with_query;
+use tw_server::api::incidents::IncidentList;
 use super::database::BenchDatabase;
 use super::load::{self, Load, Target};
 use super::payloads::Payloads;
@@ -13,7 +15,7 @@ use crate::commands::seg;
 use crate::commands::serve::StoreArgs;
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -157,8 +159,8 @@ async fn measure(
 
 /// The number of the newest incident of `source`, if it has any.
 async fn newest_incident(api: &Client, source: &str) -> Result<Option<IncidentNumber>> {
-    let (_, v) = api.call(Method::GET, &format!("/api/incidents?source={}&per_page=1", seg(source)), None).await?;
-    v.pointer("/data/0/incident_number").and_then(Value::as_str).map(parse_number).transpose()
+    let v: IncidentList = api.get(&with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("1".into()))])).await?;
+    v.data.first().map(|i| parse_number(&i.incident_number)).transpose()
 }
 
 fn parse_number(text: &str) -> Result<IncidentNumber> {
@@ -172,21 +174,17 @@ async fn count_rows_after(api: &Client, source: &str, after: Option<IncidentNumb
     let mut counted = 0;
     let mut cursor: Option<String> = None;
     loop {
-        let mut path = format!("/api/incidents?source={}&per_page=200", seg(source));
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={}", seg(c)));
-        }
-        let (_, v) = api.call(Method::GET, &path, None).await.context("cannot count the incidents")?;
-        let items = v.get("data").and_then(Value::as_array).ok_or_else(|| anyhow!("GET /api/incidents has no data: {v}"))?;
-        for item in items {
-            let number = parse_number(item.get("incident_number").and_then(Value::as_str).unwrap_or_default())?;
+        let path = with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("200".into())), ("cursor", cursor)]);
+        let v: IncidentList = api.get(&path).await.context("cannot count the incidents")?;
+        for item in &v.data {
+            let number = parse_number(&item.incident_number)?;
             if after.is_some_and(|a| number <= a) {
                 return Ok(counted);
             }
             counted += 1;
         }
-        match v.pointer("/meta/next_cursor").and_then(Value::as_str) {
-            Some(next) => cursor = Some(next.to_string()),
+        match v.meta.next_cursor {
+            Some(next) => cursor = Some(next),
             None => return Ok(counted),
         }
     }
@@ -194,12 +192,9 @@ async fn count_rows_after(api: &Client, source: &str, after: Option<IncidentNumb
 
 /// The number of `source`'s incidents (with `status`), from the API's list total.
 async fn count_incidents(api: &Client, source: &str, status: Option<&str>) -> Result<u64> {
-    let mut path = format!("/api/incidents?source={}&per_page=1", seg(source));
-    if let Some(s) = status {
-        path.push_str(&format!("&status={s}"));
-    }
-    let (_, v) = api.call(Method::GET, &path, None).await.context("cannot count the incidents")?;
-    v.pointer("/meta/total").and_then(Value::as_u64).ok_or_else(|| anyhow!("GET /api/incidents has no meta.total: {v}"))
+    let params = [("source", Some(source.to_string())), ("per_page", Some("1".into())), ("status", status.map(str::to_string))];
+    let v: IncidentList = api.get(&with_query("/api/incidents", &params)).await.context("cannot count the incidents")?;
+    Ok(v.meta.total)
 }
 
 /// The `webhook_queue_depth{kind="<kind>"}` gauge of the server's /metrics.
