@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs schemathesis (the property-based API tester) with every check against a live `tw-cli serve`
+# Runs schemathesis (the property-based API tester) with every check (scripts/schemathesis.toml) against a live `tw-cli serve`
 # on a fresh data dir, driven by the server's own /api/openapi.json, and fails on any failure.
 #
 #   scripts/schemathesis.sh [path/to/tw-cli]      (default: target/debug/tw-cli)
@@ -28,7 +28,6 @@ for _ in $(seq 1 100); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; 
 
 st --config-file scripts/schemathesis.toml run "$url/api/openapi.json" \
   --header "Authorization: Bearer ${key}" \
-  --checks all \
   --seed 20261129 \
   --max-examples "$examples" \
   --max-time "$budget" \

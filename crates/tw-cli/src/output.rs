@@ -25,6 +25,11 @@ pub fn cell(v: &impl serde::Serialize) -> String {
     }
 }
 
+/// Prints one row per item under headers.
+pub fn table_of<T>(headers: &[&str], items: impl IntoIterator<Item = T>, row: impl Fn(T) -> Vec<String>) {
+    table(headers, &items.into_iter().map(row).collect::<Vec<_>>());
+}
+
 /// Prints rows under headers, columns padded to the widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();

@@ -178,22 +178,18 @@ async fn list(ctx: &Ctx, store: &StoreArgs) -> Result<ExitCode> {
         Output::Table => {
             let time =
                 |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.name.clone(),
-                        k.prefix.clone(),
-                        k.scope.as_str().to_string(),
-                        k.status(now).to_string(),
-                        time(Some(k.created_at)),
-                        time(k.expires_at),
-                        time(k.last_used_at),
-                        time(k.revoked_at),
-                    ]
-                })
-                .collect();
-            output::table(&["NAME", "PREFIX", "SCOPE", "STATUS", "CREATED", "EXPIRES", "LAST USED", "REVOKED"], &rows);
+            output::table_of(&["NAME", "PREFIX", "SCOPE", "STATUS", "CREATED", "EXPIRES", "LAST USED", "REVOKED"], &keys, |k| {
+                vec![
+                    k.name.clone(),
+                    k.prefix.clone(),
+                    k.scope.as_str().to_string(),
+                    k.status(now).to_string(),
+                    time(Some(k.created_at)),
+                    time(k.expires_at),
+                    time(k.last_used_at),
+                    time(k.revoked_at),
+                ]
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

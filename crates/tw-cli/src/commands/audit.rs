@@ -5,9 +5,9 @@ use crate::client::with_query;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use clap::Subcommand;
+use std::process::ExitCode;
 use tw_server::api::audit::AuditList;
 use tw_store::AuditActor;
-use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -34,20 +34,14 @@ pub enum AuditCommand {
 /// Runs an `audit` command.
 pub async fn run(ctx: &Ctx, cmd: AuditCommand) -> Result<ExitCode> {
     let AuditCommand::List { action, target, since, limit, cursor } = cmd;
-    let params =
-        [("per_page", Some(limit.to_string())), ("action", action), ("target", target), ("since", since), ("cursor", cursor)];
+    let params = [("per_page", Some(limit.to_string())), ("action", action), ("target", target), ("since", since), ("cursor", cursor)];
     let v: AuditList = ctx.client()?.get(&with_query("/api/audit", &params)).await?;
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => {
-            let rows: Vec<Vec<String>> = v
-                .data
-                .iter()
-                .map(|r| {
-                    vec![cell(&r.at), r.action.clone(), r.target.clone(), actor(&r.actor), cell(&r.client_ip), cell(&r.request_id)]
-                })
-                .collect();
-            output::table(&["TIME", "ACTION", "TARGET", "ACTOR", "ADDRESS", "REQUEST"], &rows);
+            output::table_of(&["TIME", "ACTION", "TARGET", "ACTOR", "ADDRESS", "REQUEST"], &v.data, |r| {
+                vec![cell(&r.at), r.action.clone(), r.target.clone(), actor(&r.actor), cell(&r.client_ip), cell(&r.request_id)]
+            });
             if let Some(next) = &v.meta.next_cursor {
                 eprintln!("More records: add --cursor {next}");
             }

@@ -1,12 +1,12 @@
 //! `tw-cli incident list|get`.
 
 use super::{Ctx, seg};
+use crate::client::with_query;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use clap::Subcommand;
-use crate::client::with_query;
-use tw_server::api::incidents::{IncidentDetail, IncidentList};
 use std::process::ExitCode;
+use tw_server::api::incidents::{IncidentDetail, IncidentList};
 
 /// `--per-page` when not given (the API's default too).
 const DEFAULT_PER_PAGE: u32 = 50;
@@ -51,21 +51,16 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows: Vec<Vec<String>> = v
-                        .data
-                        .iter()
-                        .map(|i| {
-                            vec![
-                                i.incident_number.clone(),
-                                cell(&i.severity),
-                                cell(&i.status),
-                                i.source.clone(),
-                                cell(&i.received_at),
-                                i.title.chars().take(70).collect(),
-                            ]
-                        })
-                        .collect();
-                    output::table(&["NUMBER", "SEVERITY", "STATUS", "SOURCE", "RECEIVED", "TITLE"], &rows);
+                    output::table_of(&["NUMBER", "SEVERITY", "STATUS", "SOURCE", "RECEIVED", "TITLE"], &v.data, |i| {
+                        vec![
+                            i.incident_number.clone(),
+                            cell(&i.severity),
+                            cell(&i.status),
+                            i.source.clone(),
+                            cell(&i.received_at),
+                            i.title.chars().take(70).collect(),
+                        ]
+                    });
                     let m = &v.meta;
                     match m.page {
                         None => println!("{} incidents", m.total),
@@ -137,9 +132,9 @@ fn print_summary(v: &tw_server::api::incidents::Incident) {
     ]);
     if !v.entities.is_empty() {
         println!("\nentities:");
-        let rows: Vec<Vec<String>> =
-            v.entities.iter().map(|e| vec![format!("  {}", e.kind.as_str()), e.value.clone(), cell(&e.role)]).collect();
-        output::table(&["  KIND", "VALUE", "ROLE"], &rows);
+        output::table_of(&["  KIND", "VALUE", "ROLE"], &v.entities, |e| {
+            vec![format!("  {}", e.kind.as_str()), e.value.clone(), cell(&e.role)]
+        });
     }
 }
 

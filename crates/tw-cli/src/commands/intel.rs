@@ -1,6 +1,5 @@
 //! `tw-cli intel ...`: the local threat intelligence lists.
 
-use tw_server::api::intel::{IntelAdded, IntelSummary};
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::Result;
@@ -8,6 +7,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 use std::process::ExitCode;
+use tw_server::api::intel::{IntelAdded, IntelSummary};
 
 #[derive(Debug, Subcommand)]
 pub enum IntelCommand {
@@ -34,8 +34,7 @@ pub async fn run(ctx: &Ctx, cmd: IntelCommand) -> Result<ExitCode> {
                 Output::Table => {
                     // Listed by name, as the API writes them.
                     let counts = serde_json::to_value(&v.counts)?.as_object().cloned().unwrap_or_default();
-                    let rows: Vec<Vec<String>> = counts.iter().map(|(k, n)| vec![k.clone(), cell(n)]).collect();
-                    output::table(&["LIST", "ENTRIES"], &rows);
+                    output::table_of(&["LIST", "ENTRIES"], &counts, |(k, n)| vec![k.clone(), cell(n)]);
                     println!("from {}", v.dir);
                 }
             }

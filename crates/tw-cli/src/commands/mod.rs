@@ -82,9 +82,9 @@ pub async fn dead_letters(ctx: &Ctx, source: Option<&str>) -> Result<ExitCode> {
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => {
-            let rows: Vec<Vec<String>> =
-                v.data.iter().map(|d| vec![d.id.clone(), d.source.clone(), cell(&d.received_at), d.reason.clone()]).collect();
-            output::table(&["ID", "SOURCE", "RECEIVED", "REASON"], &rows);
+            output::table_of(&["ID", "SOURCE", "RECEIVED", "REASON"], &v.data, |d| {
+                vec![d.id.clone(), d.source.clone(), cell(&d.received_at), d.reason.clone()]
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,5 @@
 //! `tw-cli playbook ...`: list, show, export, add, validate, delete and test playbooks.
 
-use tw_server::api::playbooks::{PlaybookList, PlaybookListEntry, PlaybookTestResult, PlaybookView};
 use super::triage::print_triage;
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
@@ -10,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tw_server::api::playbooks::{PlaybookList, PlaybookListEntry, PlaybookTestResult, PlaybookView};
 
 #[derive(Debug, Subcommand)]
 pub enum PlaybookCommand {
@@ -72,24 +72,19 @@ pub async fn run(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows: Vec<Vec<String>> = v
-                        .data
-                        .iter()
-                        .map(|entry| match entry {
-                            PlaybookListEntry::Playbook(p) => vec![
-                                p.name.clone(),
-                                p.version.clone(),
-                                cell(&p.origin),
-                                p.steps.len().to_string(),
-                                if p.used_by.is_empty() { "-".into() } else { p.used_by.join(",") },
-                                p.description.chars().take(60).collect(),
-                            ],
-                            PlaybookListEntry::Broken(b) => {
-                                vec![b.name.clone(), "-".into(), cell(&b.origin), "-".into(), "-".into(), b.error.clone()]
-                            }
-                        })
-                        .collect();
-                    output::table(&["NAME", "VERSION", "ORIGIN", "STEPS", "USED BY", "DESCRIPTION"], &rows);
+                    output::table_of(&["NAME", "VERSION", "ORIGIN", "STEPS", "USED BY", "DESCRIPTION"], &v.data, |entry| match entry {
+                        PlaybookListEntry::Playbook(p) => vec![
+                            p.name.clone(),
+                            p.version.clone(),
+                            cell(&p.origin),
+                            p.steps.len().to_string(),
+                            if p.used_by.is_empty() { "-".into() } else { p.used_by.join(",") },
+                            p.description.chars().take(60).collect(),
+                        ],
+                        PlaybookListEntry::Broken(b) => {
+                            vec![b.name.clone(), "-".into(), cell(&b.origin), "-".into(), "-".into(), b.error.clone()]
+                        }
+                    });
                 }
             }
         }
@@ -106,9 +101,9 @@ pub async fn run(ctx: &Ctx, cmd: PlaybookCommand) -> Result<ExitCode> {
                         ("variables", cell(&v.variables)),
                     ]);
                     println!();
-                    let rows: Vec<Vec<String>> =
-                        v.steps.iter().map(|s| vec![s.name.clone(), s.action.clone(), cell(&s.output), cell(&s.when)]).collect();
-                    output::table(&["STEP", "ACTION", "OUTPUT", "WHEN"], &rows);
+                    output::table_of(&["STEP", "ACTION", "OUTPUT", "WHEN"], &v.steps, |s| {
+                        vec![s.name.clone(), s.action.clone(), cell(&s.output), cell(&s.when)]
+                    });
                 }
             }
         }

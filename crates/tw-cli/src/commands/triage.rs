@@ -1,9 +1,6 @@
 //! `tw-cli triage run`: queue a triage of one incident, optionally wait for it; and how a triage is
 //! printed (`incident get` and `playbook test` print one too).
 
-use tw_server::api::incidents::IncidentDetail;
-use tw_server::api::triage::{TriageJob, TriageQueued};
-use tw_store::TriageJobStatus;
 use super::{Ctx, seg};
 use crate::output::{self, Output, cell};
 use anyhow::{Result, bail};
@@ -12,6 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tw_server::api::incidents::IncidentDetail;
+use tw_server::api::triage::{TriageJob, TriageQueued};
+use tw_store::TriageJobStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum TriageCommand {

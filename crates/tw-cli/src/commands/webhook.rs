@@ -1,10 +1,7 @@
 //! `tw-cli webhook ...`: register, inspect, test and sign for webhook sources.
 
-use crate::client::with_query;
-use tw_server::api::deliveries::{Delivery, DeliveryList};
-use tw_server::api::intake::IntakeAnswer;
-use tw_server::api::sources::{SourceList, SourceTestResult, SourceView};
 use super::{Ctx, seg};
+use crate::client::with_query;
 use crate::output::{self, Output, cell};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -13,6 +10,9 @@ use serde_json::{Map, Value, json};
 use std::process::ExitCode;
 use tw_core::Secret;
 use tw_core::signature::sign;
+use tw_server::api::deliveries::{Delivery, DeliveryList};
+use tw_server::api::intake::IntakeAnswer;
+use tw_server::api::sources::{SourceList, SourceTestResult, SourceView};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCommand {
@@ -236,10 +236,10 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows: Vec<Vec<String>> = v
-                        .data
-                        .iter()
-                        .map(|s| {
+                    output::table_of(
+                        &["SOURCE", "ENABLED", "MODE", "FORMAT", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"],
+                        &v.data,
+                        |s| {
                             vec![
                                 s.source.clone(),
                                 if s.enabled { "yes".into() } else { "no".into() },
@@ -250,9 +250,8 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                                 s.error_count.to_string(),
                                 cell(&s.last_delivery_at),
                             ]
-                        })
-                        .collect();
-                    output::table(&["SOURCE", "ENABLED", "MODE", "FORMAT", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"], &rows);
+                        },
+                    );
                 }
             }
         }
@@ -324,31 +323,27 @@ payload:"
         }
         WebhookCommand::Events { source, status, tail, .. } => {
             let source = source.unwrap_or_default();
-            let path = with_query(&format!("/api/webhooks/{}/events", seg(&source)), &[("tail", Some(tail.to_string())), ("status", status)]);
+            let path =
+                with_query(&format!("/api/webhooks/{}/events", seg(&source)), &[("tail", Some(tail.to_string())), ("status", status)]);
             let v: DeliveryList = ctx.client()?.get(&path).await?;
             match ctx.output {
                 Output::Json => output::json(&v),
                 Output::Table => {
-                    let rows: Vec<Vec<String>> = v
-                        .data
-                        .iter()
-                        .map(|d| {
-                            // An aggregate row says what it stands for where a sender's id would be.
-                            let sender = match d.refused_count {
-                                Some(n) => refused_summary(n, d),
-                                None => cell(&d.sender_request_id),
-                            };
-                            vec![
-                                cell(&d.received_at),
-                                d.status.to_string(),
-                                cell(&d.code),
-                                cell(&d.incident_number),
-                                d.request_id.clone(),
-                                sender,
-                            ]
-                        })
-                        .collect();
-                    output::table(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID", "SENDER ID"], &rows);
+                    output::table_of(&["TIME", "STATUS", "CODE", "INCIDENT", "REQUEST ID", "SENDER ID"], &v.data, |d| {
+                        // An aggregate row says what it stands for where a sender's id would be.
+                        let sender = match d.refused_count {
+                            Some(n) => refused_summary(n, d),
+                            None => cell(&d.sender_request_id),
+                        };
+                        vec![
+                            cell(&d.received_at),
+                            d.status.to_string(),
+                            cell(&d.code),
+                            cell(&d.incident_number),
+                            d.request_id.clone(),
+                            sender,
+                        ]
+                    });
                 }
             }
         }
@@ -391,8 +386,8 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
             Output::Json => output::json(&v),
             Output::Table => {
                 for c in &v.checks {
-                    let mark = if c.ok { "ok  " } else { "FAIL" };
-                    let detail = c.detail.as_ref().or(c.error.as_ref()).cloned().unwrap_or_default();
+                    let mark = if c.result.ok { "ok  " } else { "FAIL" };
+                    let detail = c.result.detail.as_ref().or(c.result.error.as_ref()).cloned().unwrap_or_default();
                     println!("{mark}  {:<11} {detail}", c.check);
                 }
                 if ok {

@@ -37,24 +37,20 @@ pub struct Delivery {
     pub verified: bool,
     /// The payload (only when one delivery is asked for): what a refused delivery sent (first
     /// 64 KiB), or the incident's or queued event's raw payload.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_payload: Option<String>,
     /// Only on an aggregate row: how many requests to this source, refused with this status and
     /// code before their signature verified (or rate limited), it stands for, from `received_at`
     /// to `last_received_at`. Past 5 a minute per source and code, refused requests are counted
     /// here instead of stored one by one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_count: Option<u64>,
     /// Only on an aggregate row: when its last request arrived.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_received_at: Option<DateTime<Utc>>,
     /// Only when looked up by a sender's `X-Request-Id`: the own ids of the other deliveries that
     /// carried it, newest first (at most 20).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub other_request_ids: Option<Vec<String>>,
 }
 

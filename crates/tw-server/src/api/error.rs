@@ -19,8 +19,7 @@ pub struct ErrorDetail {
     /// A human explanation; never contains internal causes.
     pub message: String,
     /// Only for `validation_error`: one entry per field in error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldError>>,
 }
 

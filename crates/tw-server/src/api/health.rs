@@ -27,29 +27,6 @@ pub enum ReadinessStatus {
     NotReady,
 }
 
-/// One readiness check.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ReadinessCheck {
-    pub ok: bool,
-    /// What was seen, when the check passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    pub detail: Option<String>,
-    /// What is wrong, when it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    pub error: Option<String>,
-}
-
-impl From<Result<String, String>> for ReadinessCheck {
-    fn from(r: Result<String, String>) -> Self {
-        match r {
-            Ok(d) => ReadinessCheck { ok: true, detail: Some(d), error: None },
-            Err(e) => ReadinessCheck { ok: false, detail: None, error: Some(e) },
-        }
-    }
-}
-
 /// `not_ready`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -71,8 +48,7 @@ pub struct Readiness {
     pub status: ReadinessStatus,
     /// store, store_writes (the store can commit: false while the disk is full), migrations,
     /// queue_workers, triage_workers.
-    pub checks: BTreeMap<String, ReadinessCheck>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    pub checks: BTreeMap<String, super::Check>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<NotReady>,
 }

@@ -94,8 +94,7 @@ pub struct IncidentList {
 pub struct IncidentListMeta {
     /// The page number, when the page was asked for by `page` (or is the first); absent when it
     /// was asked for by `cursor`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
     pub per_page: u32,
     /// How many incidents match the filters, in all pages (exact).

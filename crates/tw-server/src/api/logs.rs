@@ -25,8 +25,7 @@ pub enum LogEventKind {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogEvent {
     /// Absent on records (`message`, the default event).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<LogEventKind>,
     /// A log record's JSON, or the reason the stream ended.
     pub data: String,

@@ -29,6 +29,27 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// One check's result: passed with what was seen, or failed with why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    /// What was seen, when the check passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// What is wrong, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<Result<String, String>> for Check {
+    fn from(r: Result<String, String>) -> Self {
+        match r {
+            Ok(d) => Check { ok: true, detail: Some(d), error: None },
+            Err(e) => Check { ok: false, detail: None, error: Some(e) },
+        }
+    }
+}
+
 /// The start of a `since=` window: `now` less a duration written as a whole number and a unit
 /// (`30s`, `10m`, `2h`, `90d`, `2w`; the pattern `^[0-9]{1,9}[smhdw]$` the document gives). A
 /// window reaching back before any time there is means no lower bound: `None` inside `Some`.
@@ -92,8 +113,8 @@ impl PageParams {
     pub fn parse(&self) -> Result<tw_store::Page, Vec<crate::error::FieldError>> {
         let mut errors = Vec::new();
         let mut num = |field: &str, v: &Option<String>, default: u32, max: u32| -> u32 {
-            match v.as_deref().map(str::trim) {
-                None | Some("") => default,
+            match v.as_deref() {
+                None => default,
                 Some(s) => match s.parse::<u32>() {
                     Ok(n) if (1..=max).contains(&n) => n,
                     _ => {

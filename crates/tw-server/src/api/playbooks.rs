@@ -51,8 +51,7 @@ pub struct PlaybookView {
     /// Sources that use it.
     pub used_by: Vec<String>,
     /// The YAML text (on a single playbook, not in lists).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub yaml: Option<String>,
 }
 
@@ -123,13 +122,13 @@ pub struct PlaybookTestRequest {
     /// A vendor payload, normalized as the intake would.
     #[schema(value_type = Object)]
     pub payload: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<super::sources::FormatSetting>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Map<String, Value>>,
     /// The source name the incident appears to come from (default `playbook-test`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub source: Option<String>,
 }

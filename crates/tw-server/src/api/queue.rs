@@ -16,21 +16,16 @@ pub struct QueueEntry {
     pub received_at: DateTime<Utc>,
     pub attempts: u32,
     /// When processed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
     /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<DateTime<Utc>>,
 }
 
@@ -58,11 +53,9 @@ pub struct DeadLetter {
     pub source: String,
     pub reason: String,
     pub received_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_id: Option<String>,
     /// The body as received (lossy UTF-8).
     pub raw_payload: String,

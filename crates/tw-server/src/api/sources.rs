@@ -91,8 +91,7 @@ pub struct SourceView {
     #[schema(example = "/api/webhooks/email-gateway")]
     pub webhook_path: String,
     /// The secret, returned once: by a create that generated it and by a rotation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
 
@@ -138,35 +137,43 @@ pub struct SourceList {
 #[serde(deny_unknown_fields)]
 pub struct SourceSettingsInput {
     /// The source's name: on a create, required; on an update, may be sent but must be unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    #[schema(nullable = false)]
     pub source: Option<String>,
     /// At least 16 characters; generated (and returned once) when omitted on create.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[schema(nullable = false)]
     pub secret: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub enabled: Option<bool>,
     /// Requires `playbook`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub auto_triage: Option<bool>,
     /// A playbook name; null or "" for none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub playbook: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<FormatSetting>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub mode: Option<SourceMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub severity_mapping: Option<BTreeMap<String, Severity>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86400)]
+    #[schema(nullable = false)]
     pub timestamp_tolerance_secs: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 67108864)]
+    #[schema(nullable = false)]
     pub max_body_bytes: Option<u64>,
     /// A token bucket of verified deliveries; null removes the limit (the default: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Option<RateLimitSetting>>,
 }
 
@@ -200,12 +207,14 @@ impl ToSchema for CreateSource {
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret; generated when omitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[schema(nullable = false)]
     pub secret: Option<String>,
     /// How long the old secret keeps verifying (default 86400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 2592000)]
+    #[schema(nullable = false)]
     pub grace_period_secs: Option<i64>,
 }
 
@@ -214,15 +223,8 @@ pub struct RotateSecret {
 pub struct SourceCheck {
     #[schema(example = "signature")]
     pub check: String,
-    pub ok: bool,
-    /// Present when the check passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    pub detail: Option<String>,
-    /// Present when the check failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
-    pub error: Option<String>,
+    #[serde(flatten)]
+    pub result: super::Check,
 }
 
 /// `POST /api/webhooks/{source}/test`.

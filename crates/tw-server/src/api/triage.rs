@@ -12,10 +12,11 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct TriageRequest {
     /// Default: the playbook of the incident's source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub playbook: Option<String>,
     /// Overrides of the playbook's variables (at most 64 KiB of JSON).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub variables: Option<Map<String, Value>>,
 }

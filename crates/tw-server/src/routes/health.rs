@@ -1,6 +1,7 @@
 //! `GET /api/health`: liveness, always cheap.
 
-use crate::api::health::{Health, HealthStatus, Readiness, ReadinessCheck, ReadinessStatus, NotReady, NotReadyCode};
+use crate::api::Check;
+use crate::api::health::{Health, HealthStatus, NotReady, NotReadyCode, Readiness, ReadinessStatus};
 use axum::Json;
 
 #[utoipa::path(
@@ -91,7 +92,7 @@ pub async fn ready(axum::extract::State(state): axum::extract::State<crate::AppS
         if let Err(e) = &result {
             failing.push(format!("{name}: {e}"));
         }
-        checks.insert(name.to_string(), ReadinessCheck::from(result));
+        checks.insert(name.to_string(), Check::from(result));
     };
     check("store", state.store.ping().await.map(|_| "reachable".into()).map_err(|e| e.to_string()));
     // Reads can work while writes fail (a full disk): what the writers and the background probe

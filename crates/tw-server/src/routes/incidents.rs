@@ -72,13 +72,14 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         errors.extend(e);
         tw_store::Page { page: 1, per_page: 1 }
     });
-    let nonempty = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    // As sent: the query extractor refused empty values; anything else is checked as it is.
+    let given = |v: &Option<String>| v.clone();
     let source =
-        nonempty(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
+        given(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
     let severity =
-        nonempty(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
-    let status = nonempty(&q.status).and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
-    let cursor_text = nonempty(&q.cursor);
+        given(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
+    let status = given(&q.status).and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
+    let cursor_text = given(&q.cursor);
     let cursor = cursor_text.as_deref().and_then(|c| {
         let parsed = Cursor::parse(c);
         if parsed.is_none() {
@@ -86,7 +87,7 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         }
         parsed
     });
-    if cursor_text.is_some() && nonempty(&q.page.page).is_some() {
+    if cursor_text.is_some() && given(&q.page.page).is_some() {
         errors.push(FieldError::new("page", "cannot be combined with cursor: the cursor already says where the page starts"));
     } else if page.offset() > MAX_PAGE_OFFSET {
         errors.push(FieldError::new(

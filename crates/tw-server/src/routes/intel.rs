@@ -63,6 +63,10 @@ pub async fn add(
         )));
     }
     let indicators: Vec<String> = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) if m.keys().any(|k| k != "indicators") => {
+            let unknown = m.keys().find(|k| *k != "indicators").map(|k| k.chars().take(64).collect::<String>()).unwrap_or_default();
+            return Err(ApiError::field(&unknown, format!("unknown field '{unknown}' (expected indicators)")));
+        }
         Ok(v) => match v.get("indicators").and_then(Value::as_array) {
             Some(a) if a.iter().all(Value::is_string) && !a.is_empty() => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
             _ => return Err(ApiError::field("indicators", "must be a non-empty array of strings")),

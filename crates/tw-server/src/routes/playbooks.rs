@@ -320,9 +320,10 @@ pub async fn test(
         Some(_) => return Err(ApiError::field("variables", "must be an object")),
     };
     let alert = tw_core::normalize(payload, format, &BTreeMap::new()).map_err(|e| ApiError::field("payload", e.to_string()))?;
-    let source = match body.get("source").and_then(Value::as_str) {
-        Some(s) => SourceName::parse(s).map_err(|e| ApiError::field("source", e.to_string()))?.to_string(),
-        None => "playbook-test".to_string(),
+    let source = match body.get("source") {
+        None | Some(Value::Null) => "playbook-test".to_string(),
+        Some(Value::String(s)) => SourceName::parse(s).map_err(|e| ApiError::field("source", e.to_string()))?.to_string(),
+        Some(_) => return Err(ApiError::field("source", "must be a source name")),
     };
     let incident = TriageIncident {
         id: None,

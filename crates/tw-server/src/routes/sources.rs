@@ -473,12 +473,12 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
         .iter()
         .enumerate()
         .map(|(i, check)| {
-            let (detail, error) = match (i.cmp(&failed_at), &result) {
-                (std::cmp::Ordering::Less, _) => (Some(passed[i].clone()), None),
-                (std::cmp::Ordering::Equal, Err(e)) => (None, Some(format!("{}: {e}", e.code()))),
-                _ => (None, Some("not reached".to_string())),
+            let outcome = match (i.cmp(&failed_at), &result) {
+                (std::cmp::Ordering::Less, _) => Ok(passed[i].clone()),
+                (std::cmp::Ordering::Equal, Err(e)) => Err(format!("{}: {e}", e.code())),
+                _ => Err("not reached".to_string()),
             };
-            SourceCheck { check: check.to_string(), ok: detail.is_some(), detail, error }
+            SourceCheck { check: check.to_string(), result: outcome.into() }
         })
         .collect();
     Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))

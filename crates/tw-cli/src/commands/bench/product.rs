@@ -1,8 +1,6 @@
 //! The product run: the real server under load, its backlogs followed until they drain, and
 //! its incidents counted.
 
-use crate::client::with_query;
-use tw_server::api::incidents::IncidentList;
 use super::database::BenchDatabase;
 use super::load::{self, Load, Target};
 use super::payloads::Payloads;
@@ -11,6 +9,7 @@ use super::report::{IncidentsCheck, RunReport, TriageDrain};
 use super::servers::{self, Ready, ServerChild};
 use super::{DRAIN_POLL, Plan, READY_WITHIN, SECRET, SOURCE, STALLED_AFTER};
 use crate::client::Client;
+use crate::client::with_query;
 use crate::commands::seg;
 use crate::commands::serve::StoreArgs;
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tw_core::IncidentNumber;
 use tw_core::Secret;
+use tw_server::api::incidents::IncidentList;
 
 /// What the product run yields.
 pub struct ProductRun {
@@ -159,7 +159,8 @@ async fn measure(
 
 /// The number of the newest incident of `source`, if it has any.
 async fn newest_incident(api: &Client, source: &str) -> Result<Option<IncidentNumber>> {
-    let v: IncidentList = api.get(&with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("1".into()))])).await?;
+    let v: IncidentList =
+        api.get(&with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("1".into()))])).await?;
     v.data.first().map(|i| parse_number(&i.incident_number)).transpose()
 }
 
@@ -174,7 +175,8 @@ async fn count_rows_after(api: &Client, source: &str, after: Option<IncidentNumb
     let mut counted = 0;
     let mut cursor: Option<String> = None;
     loop {
-        let path = with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("200".into())), ("cursor", cursor)]);
+        let path =
+            with_query("/api/incidents", &[("source", Some(source.to_string())), ("per_page", Some("200".into())), ("cursor", cursor)]);
         let v: IncidentList = api.get(&path).await.context("cannot count the incidents")?;
         for item in &v.data {
             let number = parse_number(&item.incident_number)?;
