@@ -412,7 +412,7 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
 pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &str) -> Result<IntakeAnswer> {
     let now = chrono::Utc::now();
     let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
-    let body = serde_json::to_vec(&tw_server::routes::sources::test_event(&name, now))?;
+    let body = serde_json::to_vec(&tw_server::intake::test_event(&name, now))?;
     let ts = now.timestamp().to_string();
     let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, &body));
     let headers = vec![("x-webhook-timestamp".to_string(), ts), ("x-webhook-signature".to_string(), signature)];

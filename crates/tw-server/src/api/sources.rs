@@ -47,8 +47,8 @@ pub struct RateLimitSetting {
     /// Deliveries added back each second (fractions allowed: 0.5 is one every two seconds).
     #[schema(minimum = 0.001, maximum = 1000000, example = 10)]
     pub per_second: f64,
-    /// Deliveries allowed at once after a quiet period.
-    #[schema(minimum = 1, maximum = 1000000, example = 50)]
+    /// Deliveries allowed at once after a quiet period; when set without it, one second's worth.
+    #[schema(minimum = 1, maximum = 1000000, example = 50, required = false)]
     pub burst: u32,
 }
 

@@ -21,6 +21,17 @@ use tw_store::{IncidentRef, IngestOutcome, IngestRequest, NewDeadLetter, NewQueu
 /// The generic `event_type` of a signed test event: verified and normalized, never stored.
 pub const TEST_EVENT_TYPE: &str = "tw.webhook.test";
 
+/// The signed test event `POST /api/webhooks/{source}/test` and `tw-cli webhook test` send.
+pub fn test_event(source: &SourceName, now: chrono::DateTime<chrono::Utc>) -> Value {
+    serde_json::json!({
+        "event_type": TEST_EVENT_TYPE,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "source": source,
+        "data": {"alert_id": format!("test-{}", uuid::Uuid::new_v4()), "severity": "info",
+                 "details": {"title": "tw-cli webhook test"}}
+    })
+}
+
 /// What became of a verified delivery.
 #[derive(Debug)]
 pub enum Outcome {

@@ -10,14 +10,13 @@ use crate::auth::{AdminAccess, ReadAccess};
 use crate::error::FieldError;
 use crate::api::ErrorBody;
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
-use crate::intake::TEST_EVENT_TYPE;
 use crate::sources::{parse_mapping, secret_owner};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tw_core::signature::sign;
 use tw_core::{Format, Secret, SourceMode, SourceName};
 use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
@@ -49,7 +48,8 @@ fn as_bool(v: &Value) -> Option<bool> {
 
 fn as_int(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        // JSON has one number type: `300.0` is the whole number 300, as JSON Schema counts it.
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -442,7 +442,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     let name = parse_name(&name)?;
     let source = load(&state, &name).await?;
     let now = state.clock.now();
-    let body = serde_json::to_vec(&test_event(&name, now)).unwrap_or_default();
+    let body = serde_json::to_vec(&crate::intake::test_event(&name, now)).unwrap_or_default();
     let ts = now.timestamp().to_string();
     let mut headers = axum::http::HeaderMap::new();
     let header = |v: String| axum::http::HeaderValue::from_str(&v).map_err(|_| ApiError::Internal("test headers".into()));
@@ -482,15 +482,4 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
         })
         .collect();
     Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
-}
-
-/// The event `webhook test` sends.
-pub fn test_event(source: &SourceName, now: chrono::DateTime<chrono::Utc>) -> Value {
-    json!({
-        "event_type": TEST_EVENT_TYPE,
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "source": source,
-        "data": {"alert_id": format!("test-{}", uuid::Uuid::new_v4()), "severity": "info",
-                 "details": {"title": "tw-cli webhook test"}}
-    })
 }

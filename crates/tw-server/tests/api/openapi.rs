@@ -376,6 +376,29 @@ fn check(components: &Value, schema: &Value, value: &Value) -> Vec<String> {
     validator.iter_errors(value).map(|e| format!("{}: {e}", e.instance_path())).collect()
 }
 
+/// The validator the response test relies on fails where it should: a documented body passes,
+/// an undocumented field, a wrong type and a missing required field do not, also inside a list
+/// and through an `allOf` (a flattened type).
+#[test]
+fn the_response_check_refuses_what_the_document_does_not_allow() {
+    let doc = document();
+    let components = strict_components(&doc);
+    let health = serde_json::json!({"$ref": "#/components/schemas/Health"});
+    assert!(check(&components, &health, &serde_json::json!({"status": "ok", "version": "1"})).is_empty());
+    assert!(!check(&components, &health, &serde_json::json!({"status": "ok", "version": "1", "extra": 1})).is_empty());
+    assert!(!check(&components, &health, &serde_json::json!({"status": "ok", "version": 1})).is_empty());
+    assert!(!check(&components, &health, &serde_json::json!({"status": "ok"})).is_empty());
+    let sources = serde_json::json!({"$ref": "#/components/schemas/SourceList"});
+    assert!(!check(&components, &sources, &serde_json::json!({"data": [{"source": "x"}]})).is_empty());
+    let test = serde_json::json!({"$ref": "#/components/schemas/SourceTestResult"});
+    let result = |check: serde_json::Value| {
+        serde_json::json!({"ok": true, "source": "s", "secret_fingerprint": "hmac:1", "checks": [check]})
+    };
+    assert!(check(&components, &test, &result(serde_json::json!({"check": "signature", "ok": true, "detail": "d"}))).is_empty());
+    let extra = result(serde_json::json!({"check": "signature", "ok": true, "bogus": 1}));
+    assert!(!check(&components, &test, &extra).is_empty());
+}
+
 struct Api {
     doc: Value,
     components: Value,
