@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-target/debug/tw-cli}"
 examples="${TW_SCHEMATHESIS_EXAMPLES:-30}"
-budget="${TW_SCHEMATHESIS_MAX_TIME:-600}"
+budget="${TW_SCHEMATHESIS_MAX_TIME:-300}"
 command -v st >/dev/null || { echo "schemathesis is not installed (pip install schemathesis)" >&2; exit 1; }
 
 work="$(mktemp -d)"

@@ -137,6 +137,19 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
 /// `path` with a query string of the parameters that are set, each percent-encoded.
 pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
     let query: Vec<String> =
-        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", crate::commands::seg(v)))).collect();
+        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v)))).collect();
     if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) }
+}
+
+/// Percent-encodes a path segment.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -3,23 +3,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use crate::api::{ErrorBody, ErrorDetail};
-use serde::{Deserialize, Serialize};
+use crate::api::{ErrorBody, ErrorDetail, FieldError};
 use tw_core::signature::VerifyError;
 use tw_store::StoreError;
-
-/// One field's problem in a `validation_error`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
-    }
-}
 
 /// Every error response of the API.
 #[derive(Debug, thiserror::Error)]

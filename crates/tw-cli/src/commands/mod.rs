@@ -32,18 +32,7 @@ impl Ctx {
     }
 }
 
-/// Percent-encodes a path segment.
-pub fn seg(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::client::seg;
 
 /// Creates an API key in the store that `store` names, opening it directly (no server needed);
 /// the key's plaintext is in the returned [`tw_store::api_key::NewApiKey`], the only place it

@@ -1,8 +1,20 @@
 //! The error body every failing request gets: `{"error": {"code", "message", "details"?}}`.
 
-use crate::error::FieldError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+/// One field's problem in a `validation_error`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
 
 /// Every error response: `{"error": {"code", "message", "details"?}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

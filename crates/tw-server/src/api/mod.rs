@@ -24,7 +24,7 @@ pub mod queue;
 pub mod sources;
 pub mod triage;
 
-pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, FieldError};
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -110,7 +110,7 @@ pub struct PageParams {
 
 impl PageParams {
     /// The page asked for, or one error per bad parameter.
-    pub fn parse(&self) -> Result<tw_store::Page, Vec<crate::error::FieldError>> {
+    pub fn parse(&self) -> Result<tw_store::Page, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut num = |field: &str, v: &Option<String>, default: u32, max: u32| -> u32 {
             match v.as_deref() {
@@ -118,7 +118,7 @@ impl PageParams {
                 Some(s) => match s.parse::<u32>() {
                     Ok(n) if (1..=max).contains(&n) => n,
                     _ => {
-                        errors.push(crate::error::FieldError::new(field, format!("must be a whole number from 1 to {max}")));
+                        errors.push(FieldError::new(field, format!("must be a whole number from 1 to {max}")));
                         default
                     }
                 },

@@ -3,7 +3,7 @@
 
 use crate::ApiError;
 use crate::auth::AdminAccess;
-use crate::error::FieldError;
+use crate::api::FieldError;
 use crate::api::audit::{ApiKeyList, ApiKeyView, AuditList, AuditMeta, AuditParams, AuditRecord};
 use crate::api::{DEFAULT_PER_PAGE, ErrorBody, MAX_PER_PAGE};
 use crate::state::AppState;

@@ -2,7 +2,7 @@
 
 use crate::ApiError;
 use crate::auth::ReadAccess;
-use crate::error::FieldError;
+use crate::api::FieldError;
 use crate::api::incidents::{Incident as IncidentView, IncidentDetail, IncidentList, IncidentListMeta, IncidentListParams};
 use crate::api::{ErrorBody, PageParams};
 use crate::state::AppState;

@@ -7,7 +7,7 @@
 use crate::ApiError;
 use crate::audit::{Admin, playbook_snapshot};
 use crate::auth::ReadAccess;
-use crate::error::FieldError;
+use crate::api::FieldError;
 use crate::api::ErrorBody;
 use crate::api::playbooks::{BrokenPlaybook, PlaybookList, PlaybookListEntry, PlaybookOrigin, PlaybookTestRequest, PlaybookTestResult, PlaybookValidation, PlaybookView, PlaybookYaml};
 use crate::state::AppState;

@@ -7,7 +7,7 @@
 use crate::ApiError;
 use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
-use crate::error::FieldError;
+use crate::api::FieldError;
 use crate::api::ErrorBody;
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
 use crate::sources::{parse_mapping, secret_owner};
