@@ -62,6 +62,30 @@ pub enum ErrorCode {
     Unavailable,
     RequestTimeout,
     RateLimited,
+    /// From the HTTP layer, before any handler: a path that cannot be read.
+    BadRequest,
+    /// From the HTTP layer: a known path with another method (`Allow` lists the methods).
+    MethodNotAllowed,
+    /// From the HTTP layer.
+    NotAcceptable,
+    /// From the HTTP layer.
+    UnsupportedMediaType,
+}
+
+/// The code of an error answered by the HTTP layer itself (a framework rejection, a 405), by its
+/// status; every one is an [`ErrorCode`].
+pub fn framework_code(status: u16) -> &'static str {
+    match status {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "validation_error",
+        500..=599 => "internal_error",
+        _ => "bad_request",
+    }
 }
 
 #[cfg(test)]
@@ -131,14 +155,17 @@ mod tests {
 
     #[test]
     fn error_code_schema_lists_exactly_the_api_error_codes() {
-        let doc = serde_json::to_value(crate::routes::openapi::document()).unwrap();
-        let listed: std::collections::BTreeSet<String> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+        let schema = serde_json::to_value(<super::ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
+        let listed: std::collections::BTreeSet<String> = schema["enum"]
             .as_array()
             .expect("ErrorCode is an enum")
             .iter()
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
         let actual: std::collections::BTreeSet<String> = every_error().iter().map(|e| e.code().to_string()).collect();
+        // The HTTP layer's own answers, every status it could give.
+        let actual: std::collections::BTreeSet<String> =
+            actual.into_iter().chain((400..=599).map(|s| super::framework_code(s).to_string())).collect();
         assert_eq!(listed, actual);
     }
 }

@@ -84,20 +84,9 @@ async fn error_shape(resp: axum::response::Response) -> axum::response::Response
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
-    let code = match status.as_u16() {
-        400 => "bad_request",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        406 => "not_acceptable",
-        408 => "request_timeout",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        422 => "validation_error",
-        _ if status.is_server_error() => "internal_error",
-        _ => "bad_request",
-    };
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("Request failed").to_string() } else { text };
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let error = crate::api::ErrorDetail { code: crate::api::error::framework_code(status.as_u16()).to_string(), message, details: None };
+    let body = serde_json::to_string(&crate::api::ErrorBody { error }).unwrap_or_default();
     parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))

@@ -28,7 +28,7 @@ pub const API_KEY: &str = "api_key";
                        operators manage sources, incidents, playbooks and intel with an API key \
                        (`Authorization: Bearer tw_...`). Every error body is \
                        `{\"error\":{\"code\",\"message\",\"details\"?}}`; an unknown path answers \
-                       `404 not_found` and a known path with another method `405` (empty body).",
+                       `404 not_found` and a known path with another method `405 method_not_allowed`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
