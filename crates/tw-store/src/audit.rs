@@ -94,11 +94,10 @@ pub struct NewAuditRecord {
 }
 
 /// A recorded change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AuditRecord {
     pub id: String,
     /// Orders the log and pages it (newest first).
-    #[serde(skip)]
     pub seq: i64,
     pub at: DateTime<Utc>,
     pub actor: AuditActor,

@@ -286,22 +286,17 @@ pub enum QueueStatus {
 }
 
 /// One queued event as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct QueueEntry {
     pub queue_id: String,
     pub status: QueueStatus,
     pub source: SourceName,
     pub received_at: DateTime<Utc>,
     pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_number: Option<IncidentNumber>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub duplicate: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<DateTime<Utc>>,
 }
 
@@ -317,22 +312,20 @@ pub struct NewDeadLetter {
 }
 
 /// A stored dead letter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub id: String,
     pub source: SourceName,
     pub reason: String,
     pub received_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_id: Option<String>,
     /// The body as received (lossy UTF-8).
     pub raw_payload: String,
 }
 
 /// An incident as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Incident {
     pub id: Uuid,
     pub incident_number: IncidentNumber,
@@ -356,7 +349,6 @@ pub struct Incident {
     /// The latest triage (job state, or the playbook's verdict, score, findings, ...).
     pub triage: Option<serde_json::Value>,
     /// The body exactly as received; only filled by `get_incident`.
-    #[serde(skip)]
     pub raw: Option<Vec<u8>>,
 }
 
@@ -491,7 +483,7 @@ impl TriageJobStatus {
 }
 
 /// A triage job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TriageJob {
     pub job_id: String,
     pub incident_id: Uuid,
@@ -548,7 +540,7 @@ pub const DEFAULT_DELIVERIES_KEEP_REFUSED: u64 = 5_000;
 
 /// One delivery to a registered source, as `tw-cli webhook events` shows it; or, when
 /// `refused_count` is set, a run of refused requests counted into one row instead of one row each.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// The server's own id (`req_<uuid v7>`): unique among the stored deliveries.
     pub request_id: String,
@@ -568,15 +560,12 @@ pub struct Delivery {
     pub verified: bool,
     /// The body: as kept for a refused delivery, or the incident's or queued event's raw payload.
     /// Only filled when one delivery is asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_payload: Option<String>,
     /// An aggregate row: how many requests, refused before their signature verified with this
     /// row's source, status and code from `received_at` to `last_received_at`, it stands for
     /// (none of them stored one by one).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_count: Option<u64>,
     /// An aggregate row: when the last request it counts arrived.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_received_at: Option<DateTime<Utc>>,
 }
 
