@@ -26,7 +26,11 @@ server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -fsS "$url/api/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
-st --config-file scripts/schemathesis.toml run "$url/api/openapi.json" \
+# From the temp dir: schemathesis keeps a cache of past failures in ./.schemathesis, which would
+# make one run depend on the ones before it.
+config="$(pwd)/scripts/schemathesis.toml"
+cd "$work"
+st --config-file "$config" run "$url/api/openapi.json" \
   --header "Authorization: Bearer ${key}" \
   --seed 20261129 \
   --max-examples "$examples" \
