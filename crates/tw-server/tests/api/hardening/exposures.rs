@@ -231,17 +231,6 @@ async fn every_response_says_nosniff() {
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
 
-/// `GET /metrics` on `base` with an optional bearer token.
-async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> (StatusCode, String, Option<String>) {
-    let mut req = http.get(format!("{base}/metrics"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let nosniff = resp.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_string);
-    (resp.status(), resp.text().await.unwrap(), nosniff)
-}
-
 #[tokio::test]
 async fn metrics_with_a_token_needs_it() {
     let app = TestApp::spawn_with(|cfg| cfg.metrics_token = Some(tw_core::Secret::new(METRICS_TOKEN))).await;

@@ -5,7 +5,6 @@
 //!
 //! The in-process servers' clocks stand still ([`ManualClock`]): a bucket refills only when a test moves the
 //! clock, so no test depends on how fast it runs.
-use super::metric;
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
