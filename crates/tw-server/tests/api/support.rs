@@ -180,16 +180,22 @@ pub async fn get_ok(app: &TestApp, path: &str) -> Value {
     v
 }
 
-/// Polls `GET path` (admin) until `done(body)` or the deadline; returns the last body.
+/// Polls `GET path` (admin) until `done(body)` or [`DEADLINE`]; returns the last body.
 pub async fn poll(app: &TestApp, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    poll_until(app, path, what, DEADLINE, done).await
+}
+
+/// Polls `GET path` (admin) until `done(body)`; panics with the last answer after `deadline`
+/// (background work is awaited, never assumed to take a given time).
+pub async fn poll_until(app: &TestApp, path: &str, what: &str, deadline: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let start = Instant::now();
     loop {
         let (status, v) = app.admin(Method::GET, path, None).await;
         if status == StatusCode::OK && done(&v) {
             return v;
         }
-        if start.elapsed() > DEADLINE {
-            panic!("{what}: not reached within {DEADLINE:?}; last answer {status} {v}");
+        if start.elapsed() > deadline {
+            panic!("{what}: not reached within {deadline:?}; last answer {status} {v}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -5,7 +5,7 @@
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A playbook whose one step copies the whole raw payload into its reason 200 times: the issue's
 /// reproduction (a 1 MB payload made a 600 MB response).
@@ -35,15 +35,7 @@ fn alert_with_body(id: &str, len: usize) -> Value {
 
 /// Polls `GET path` (admin key) until `done`; panics with the last answer after a minute.
 async fn poll(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, v) = app.admin(Method::GET, path, None).await;
-        if status == StatusCode::OK && done(&v) {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{path}: not reached; last answer {status} {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(app, path, path, Duration::from_secs(60), done).await
 }
 
 fn field_errors(v: &Value) -> Vec<(String, String)> {
