@@ -2,10 +2,10 @@
 //! newsletter, a CrowdStrike detection of a known-bad hash on a critical server, every vendor
 //! fixture, determinism, and arbitrary payloads that must never panic.
 
+use crate::fixtures::{all_fixture_names, load};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use crate::fixtures::{all_fixture_names, load};
 use tw_core::triage::{Intel, TriageIncident, TriageOutcome, Verdict, builtin, builtin_names, run};
 use tw_core::{Entity, EntityKind, Format, Severity, normalize};
 

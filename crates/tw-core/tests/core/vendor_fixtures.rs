@@ -2,9 +2,9 @@
 //! severities, times, ids and entities checked against values read in the fixtures, console
 //! links never extracted, and every normalized alert snapshotted with insta.
 
+use crate::fixtures::{all_fixture_names, load};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use crate::fixtures::{all_fixture_names, load};
 use tw_core::{Alert, Entity, EntityKind, Format, Severity, normalize};
 
 fn norm(name: &str) -> Alert {

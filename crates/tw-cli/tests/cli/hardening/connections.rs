@@ -107,4 +107,3 @@ async fn wait_exit(p: &mut ServerProcess) -> std::process::ExitStatus {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
