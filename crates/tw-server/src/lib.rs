@@ -22,6 +22,8 @@ pub mod serve;
 pub mod sources;
 pub mod state;
 pub mod store_health;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod triage;
 pub mod workers;
 

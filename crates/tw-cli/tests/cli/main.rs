@@ -679,24 +679,6 @@ fn queued_events_survive_sigkill_and_are_processed_after_restart() {
 // 8. config file
 // ---------------------------------------------------------------------------------------------
 
-const SPEC_CONFIG: &str = r#"# webhook_config.yaml
-sources:
-  email-gateway:
-    secret: "${EMAIL_GATEWAY_SECRET}"
-    auto_triage: true
-    playbook: phishing_triage
-    severity_mapping:
-      critical: critical
-      high: high
-      medium: medium
-      low: low
-
-  edr:
-    secret: "${EDR_SECRET}"
-    auto_triage: true
-    playbook: malware_triage
-"#;
-
 const CONFIG_ENV: &[(&str, &str)] = &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env"), ("EDR_SECRET", "edr-secret-from-env")];
 
 fn check_config_sources(url: &str, admin: &str) {
@@ -726,7 +708,7 @@ fn check_config_sources(url: &str, admin: &str) {
 fn config_file_via_flag() {
     let (tmp, data) = workdir();
     let file = tmp.path().join("webhook_config.yaml");
-    std::fs::write(&file, SPEC_CONFIG).unwrap();
+    std::fs::write(&file, spec_config("EMAIL_GATEWAY_SECRET", "EDR_SECRET")).unwrap();
     let admin = new_key(&data, "admin");
     let server = ServerProcess::start(&data, &["--config", file.to_str().unwrap()], CONFIG_ENV);
     check_config_sources(&server.url, &admin);
@@ -738,7 +720,7 @@ fn config_file_via_flag() {
 fn config_file_via_env_var() {
     let (tmp, data) = workdir();
     let file = tmp.path().join("webhook_config.yaml");
-    std::fs::write(&file, SPEC_CONFIG).unwrap();
+    std::fs::write(&file, spec_config("EMAIL_GATEWAY_SECRET", "EDR_SECRET")).unwrap();
     let admin = new_key(&data, "admin");
     let mut env = CONFIG_ENV.to_vec();
     env.push(("TW_WEBHOOK_CONFIG", file.to_str().unwrap()));
@@ -750,7 +732,7 @@ fn config_file_via_env_var() {
 fn config_file_missing_variable_stops_start_up() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("webhook_config.yaml");
-    std::fs::write(&file, SPEC_CONFIG).unwrap();
+    std::fs::write(&file, spec_config("EMAIL_GATEWAY_SECRET", "EDR_SECRET")).unwrap();
     // EDR_SECRET is not set at all (serve_expect_exit removes it from the environment).
     let (status, err) =
         serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
@@ -799,7 +781,7 @@ fn config_file_invalid_yaml_stops_start_up_with_file_and_line() {
 fn start_up_errors_are_printed_once() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("webhook_config.yaml");
-    std::fs::write(&file, SPEC_CONFIG).unwrap();
+    std::fs::write(&file, spec_config("EMAIL_GATEWAY_SECRET", "EDR_SECRET")).unwrap();
     let (status, err) =
         serve_expect_exit(tmp.path(), &["--config", file.to_str().unwrap()], &[("EMAIL_GATEWAY_SECRET", "email-secret-from-env")]);
     assert!(!status.success());

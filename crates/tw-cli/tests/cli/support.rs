@@ -1,139 +1,20 @@
 //! What the CLI tests share: the real `tw-cli` binary as a subprocess ([`ServerProcess`] for
 //! `tw-cli serve`, [`cli`] and [`tw`] for the other commands), assertions on what it prints, and
-//! signed deliveries. Where a test needs what only a server in this process offers (a clock it
-//! sets, a second instance on the same store), the CLI talks to an [`InProcessServer`].
+//! deliveries sent with curl. Where a test needs what only a server in this process offers (a
+//! clock it sets, a second instance on the same store), the CLI talks to a
+//! [`tw_server::testing::TestApp`]; that module's signed deliveries, raw HTTP and metrics are
+//! re-exported here with it.
 
-use reqwest::StatusCode;
+pub use tw_server::testing::*;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use tw_core::Secret;
 
 /// The built binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tw-cli")
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// `sha256=<hex>` for a body signed at `ts` with `secret`.
-pub fn signature(secret: &str, ts: i64, body: &[u8]) -> String {
-    format!("sha256={}", tw_core::signature::sign(&Secret::new(secret), &ts.to_string(), body))
-}
-
-/// The real server (router, store and workers) in this test process on 127.0.0.1:0, with an
-/// admin and a read key, for the CLI to talk to.
-pub struct InProcessServer {
-    pub base: String,
-    pub http: reqwest::Client,
-    /// An admin API key.
-    pub admin_key: String,
-    /// A read-only API key.
-    pub read_key: String,
-    pub dir: tempfile::TempDir,
-    /// The PostgreSQL database's URL when the tests run on PostgreSQL.
-    pub database_url: Option<String>,
-    /// Held so that the server runs as long as this does.
-    _server: tw_server::RunningServer,
-}
-
-impl InProcessServer {
-    /// A fresh server with an empty data dir.
-    pub async fn spawn() -> InProcessServer {
-        Self::spawn_with(|_| {}).await
-    }
-
-    /// A fresh server whose config `tweak` may adjust (e.g. to set its clock). With
-    /// `TW_TEST_ENGINE=postgres` its store is a PostgreSQL database of its own.
-    pub async fn spawn_with(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> InProcessServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = tw_server::ServerConfig::new(dir.path().to_path_buf());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        if tw_store::testing::engine_is_postgres() {
-            cfg.database_url = Some(tw_store::testing::database_for(dir.path()).await);
-        }
-        tweak(&mut cfg);
-        let database_url = cfg.database_url.clone().filter(|u| u.starts_with("postgres"));
-        let server = tw_server::start(cfg).await.expect("server starts");
-        let store = server.state.store.clone();
-        let mut keys = Vec::new();
-        for scope in [tw_store::Scope::Admin, tw_store::Scope::Read] {
-            let k = tw_store::api_key::generate().unwrap();
-            store.create_api_key("test", scope, k.hash, &k.prefix).await.unwrap();
-            keys.push(k.plaintext);
-        }
-        InProcessServer {
-            base: format!("http://{}", server.addr),
-            http: reqwest::Client::new(),
-            read_key: keys.pop().unwrap(),
-            admin_key: keys.pop().unwrap(),
-            dir,
-            database_url,
-            _server: server,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// A request with the admin key and a JSON body.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.with_key(&self.admin_key.clone(), method, path, body).await
-    }
-
-    /// A request with a given key (or none, with "").
-    pub async fn with_key(&self, key: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if !key.is_empty() {
-            req = req.bearer_auth(key);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        into_json(resp).await
-    }
-
-    /// Registers a source with the admin key; panics unless 201.
-    pub async fn add_source(&self, body: Value) -> Value {
-        let (status, v) = self.admin(reqwest::Method::POST, "/api/webhooks", Some(body)).await;
-        assert_eq!(status, StatusCode::CREATED, "{v}");
-        v
-    }
-
-    /// Posts a body signed with `secret` at the current time to the intake.
-    pub async fn deliver(&self, source: &str, secret: &str, body: &str) -> (StatusCode, Value) {
-        self.deliver_at(source, secret, body, now()).await
-    }
-
-    /// Posts a body signed with `secret` at timestamp `ts`.
-    pub async fn deliver_at(&self, source: &str, secret: &str, body: &str, ts: i64) -> (StatusCode, Value) {
-        post_signed(&self.http, &self.base, source, secret, ts, body.to_string()).await
-    }
-}
-
-/// Posts `body` signed with `secret` at `ts` to `base`'s intake for `source`, with any client
-/// (tasks sending concurrently share one).
-pub async fn post_signed(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: String) -> (StatusCode, Value) {
-    try_post_signed(http, base, source, secret, ts, body).await.expect("request")
-}
-
-/// Status and JSON body of a response (`Null` when empty).
-pub async fn into_json(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    (status, v)
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `tw-cli serve` as a real subprocess.
@@ -321,40 +202,7 @@ pub fn assert_aligned(header: &str, row: &str) {
     }
 }
 
-// ---- shared payloads and deliveries ----
-
-/// The credential-harvesting URL of [`phish`].
-pub const PHISH_URL: &str = "http://examp1e-login.top/verify/account";
-
-/// A look-alike-domain phish (examp1e.com vs a protected example.com) with a credential URL: the
-/// payload tw-core's playbook tests prove malicious.
-pub fn phish(alert_id: &str) -> String {
-    serde_json::json!({
-        "event_type": "email_threat",
-        "timestamp": "2024-06-10T15:01:12Z",
-        "source": "email-gateway",
-        "data": {
-            "alert_id": alert_id,
-            "severity": "medium",
-            "details": {
-                "title": "User-reported message",
-                "sender": "it-support@examp1e.com",
-                "recipients": ["jdoe@example.com"],
-                "subject": "Action required: verify your account within 24 hours",
-                "urls": [PHISH_URL],
-                "sender_ip": "198.51.100.77"
-            }
-        }
-    })
-    .to_string()
-}
-
-/// The shared CrowdStrike fixture with a critical detection on FS-02.
-pub fn crowdstrike_fixture() -> String {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors/crowdstrike-detection-summary-critical.json");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+// ---- deliveries as a sender makes them ----
 
 /// Posts `body` signed with `secret` now to the public intake with curl, as a sender would;
 /// (HTTP status, JSON body).
@@ -382,31 +230,6 @@ pub fn split_status(out: &str) -> (u16, Value) {
     let status: u16 = code.parse().unwrap_or_else(|_| panic!("no status code in curl output: {out}"));
     let v = serde_json::from_str(body.trim()).unwrap_or_else(|_| Value::String(body.to_string()));
     (status, v)
-}
-
-/// Like [`post_signed`], but a request that gets no answer (connection refused or cut, timeout)
-/// is an `Err` instead of a panic: for tests whose servers may die mid-request.
-pub async fn try_post_signed(
-    http: &reqwest::Client,
-    base: &str,
-    source: &str,
-    secret: &str,
-    ts: i64,
-    body: String,
-) -> Result<(StatusCode, Value), reqwest::Error> {
-    let resp = signed_request(http, base, source, secret, ts, body).send().await?;
-    Ok(into_json(resp).await)
-}
-
-/// A delivery to `base`'s intake for `source`, signed with `secret` at `ts`, ready for more
-/// headers before it is sent.
-pub fn signed_request(http: &reqwest::Client, base: &str, source: &str, secret: &str, ts: i64, body: impl Into<String>) -> reqwest::RequestBuilder {
-    let body = body.into();
-    http.post(format!("{base}/api/webhooks/{source}"))
-        .header("content-type", "application/json")
-        .header("x-webhook-timestamp", ts.to_string())
-        .header("x-webhook-signature", signature(secret, ts, body.as_bytes()))
-        .body(body)
 }
 
 /// Like [`new_key`], with `extra_args` for `tw-cli api-key create` (e.g. `--database-url`) and

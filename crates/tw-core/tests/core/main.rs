@@ -2,6 +2,7 @@
 //! normalizers under arbitrary input, the built-in playbooks on realistic payloads, and the
 //! cargo-fuzz targets run for a bounded time.
 
+mod fixtures;
 mod fuzz;
 mod normalize_props;
 mod triage_playbooks;

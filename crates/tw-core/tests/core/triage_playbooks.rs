@@ -2,22 +2,12 @@
 //! newsletter, a CrowdStrike detection of a known-bad hash on a critical server, every vendor
 //! fixture, determinism, and arbitrary payloads that must never panic.
 
+use crate::fixtures::{all_fixture_names, load};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use tw_core::triage::{Intel, TriageIncident, TriageOutcome, Verdict, builtin, builtin_names, run};
 use tw_core::{Entity, EntityKind, Format, Severity, normalize};
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors")
-}
-
-fn load(name: &str) -> Value {
-    let path = fixtures_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 fn incident_from(payload: Value) -> TriageIncident {
     let alert = normalize(&payload, None, &BTreeMap::new()).expect("payload is an object");
@@ -187,14 +177,7 @@ fn crowdstrike_without_intel_is_not_malicious() {
 }
 
 fn all_fixtures() -> Vec<(String, Value)> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names.into_iter().map(|n| (n.clone(), load(&n))).collect()
+    all_fixture_names().into_iter().map(|n| (n.clone(), load(&n))).collect()
 }
 
 #[test]

@@ -2,34 +2,13 @@
 //! severities, times, ids and entities checked against values read in the fixtures, console
 //! links never extracted, and every normalized alert snapshotted with insta.
 
+use crate::fixtures::{all_fixture_names, load};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use tw_core::{Alert, Entity, EntityKind, Format, Severity, normalize};
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/vendors")
-}
-
-fn load(name: &str) -> Value {
-    let path = fixtures_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 fn norm(name: &str) -> Alert {
     normalize(&load(name), None, &BTreeMap::new()).expect("fixtures are objects")
-}
-
-fn all_fixture_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
 }
 
 fn has(a: &Alert, kind: EntityKind, value: &str) -> bool {

@@ -3,29 +3,6 @@
 
 use super::*;
 
-/// The spec's example file, with the variable names made unique to one test.
-fn spec_yaml(email_var: &str, edr_var: &str) -> String {
-    format!(
-        r#"# webhook_config.yaml
-sources:
-  email-gateway:
-    secret: "${{{email_var}}}"
-    auto_triage: true
-    playbook: phishing_triage
-    severity_mapping:
-      critical: critical
-      high: high
-      medium: medium
-      low: low
-
-  edr:
-    secret: "${{{edr_var}}}"
-    auto_triage: true
-    playbook: malware_triage
-"#
-    )
-}
-
 fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("webhook_config.yaml");
     std::fs::write(&path, text).unwrap();
@@ -44,7 +21,7 @@ async fn spec_config_file_loads_sources_with_env_secrets() {
         std::env::set_var(edr_var, edr_secret);
     }
     let cfg_dir = tempfile::tempdir().unwrap();
-    let path = write(cfg_dir.path(), &spec_yaml(email_var, edr_var));
+    let path = write(cfg_dir.path(), &spec_config(email_var, edr_var));
     let app = TestApp::spawn_with(|cfg| cfg.webhook_config = Some(path.clone())).await;
 
     let email = get_ok(&app, "/api/webhooks/email-gateway").await;
@@ -119,7 +96,7 @@ async fn missing_variable_stops_start_up_naming_variable_and_source() {
     let var = "TWTEST_API_CFG_MISSING_NEVER_SET_SECRET";
     // SAFETY: a name unique to this test.
     unsafe { std::env::remove_var(var) };
-    let yaml = spec_yaml("TWTEST_API_CFG_MISSING_OTHER_SECRET", var)
+    let yaml = spec_config("TWTEST_API_CFG_MISSING_OTHER_SECRET", var)
         .replace("TWTEST_API_CFG_MISSING_OTHER_SECRET}", "TWTEST_API_CFG_MISSING_OTHER_SECRET:-ok-secret-1234}");
     let cfg_dir = tempfile::tempdir().unwrap();
     let path = write(cfg_dir.path(), &yaml);

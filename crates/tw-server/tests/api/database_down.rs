@@ -98,15 +98,7 @@ async fn a_database_that_goes_away_gives_503_and_the_server_recovers() {
     for i in 0..5 {
         let body = generic_with_id(&format!("during-{i}"));
         let ts = now();
-        let resp = http
-            .post(app.url("/api/webhooks/edr"))
-            .header("content-type", "application/json")
-            .header("x-webhook-timestamp", ts.to_string())
-            .header("x-webhook-signature", signature("edr-secret-123", ts, body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .expect("answered, not hung");
+        let resp = signed_request(&http, &app.base, "edr", "edr-secret-123", ts, body).send().await.expect("answered, not hung");
         let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
         let (status, v) = into_json(resp).await;
         assert_eq!(status, 503, "{v}");

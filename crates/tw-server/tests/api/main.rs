@@ -60,7 +60,7 @@ async fn every_error_has_the_spec_shape() {
     let (status, v) = app.admin(Method::GET, "/api/incidents?page=1&page=2", None).await;
     assert!(status.is_client_error() && v.pointer("/error/code").and_then(Value::as_str).is_some(), "{status} {v}");
 
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains(r#"webhook_errors_total{source="_unregistered",code="unknown_source"} 1"#), "{text}");
 }
 

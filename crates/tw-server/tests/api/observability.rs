@@ -24,10 +24,6 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-async fn scrape(app: &TestApp) -> String {
-    app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test]
 async fn counters_match_known_deliveries_exactly() {
     let app = TestApp::spawn().await;
@@ -42,7 +38,7 @@ async fn counters_match_known_deliveries_exactly() {
     for name in ["nope", "also-nope", "Not%20Valid"] {
         assert_eq!(app.deliver(name, "x-secret-123", body).await.0, 404);
     }
-    let text = scrape(&app).await;
+    let text = app.metrics_text().await;
     let m = parse_metrics(&text);
     let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("missing {k} in\n{text}"));
     assert_eq!(get(r#"webhook_received_total{source="mail"}"#), 4.0);
@@ -108,7 +104,7 @@ async fn every_metric_in_the_dashboard_and_alerts_exists() {
     assert_eq!(app.deliver("bulk", "bulk-secret-CCC", body).await.0, 202);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let text = loop {
-        let text = scrape(&app).await;
+        let text = app.metrics_text().await;
         if text.contains("triage_jobs_total{") || std::time::Instant::now() > deadline {
             break text;
         }

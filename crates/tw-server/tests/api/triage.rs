@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "triage-secret-0123456789";
 /// How long one triage may take before a test gives up.
@@ -94,21 +94,6 @@ async fn deliver_created(app: &TestApp, source: &str, body: &str) -> (String, St
     assert_eq!(keys, ["incident_id", "incident_number", "status"], "triage adds nothing to the intake answer: {v}");
     assert_eq!(v["status"], "accepted");
     (v["incident_id"].as_str().unwrap().to_string(), v["incident_number"].as_str().unwrap().to_string())
-}
-
-/// Polls `GET path` until `done(body)`; panics with the last answer after `deadline`.
-async fn poll_until(app: &TestApp, path: &str, what: &str, deadline: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, v) = app.admin(Method::GET, path, None).await;
-        if status == StatusCode::OK && done(&v) {
-            return v;
-        }
-        if start.elapsed() > deadline {
-            panic!("{what}: not reached within {deadline:?}; last answer {status} {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the incident's triage is finished (completed or failed); returns the incident.

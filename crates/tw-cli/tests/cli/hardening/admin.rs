@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tw_server::state::ManualClock;
 
 /// The flags that name `app`'s store for `tw-cli api-key ...`.
-fn store_flags(app: &InProcessServer) -> Vec<String> {
+fn store_flags(app: &TestApp) -> Vec<String> {
     let mut flags = vec!["--data-dir".to_string(), app.dir.path().display().to_string()];
     if let Some(url) = &app.database_url {
         flags.extend(["--database-url".to_string(), url.clone()]);
@@ -21,40 +21,20 @@ fn store_flags(app: &InProcessServer) -> Vec<String> {
 }
 
 /// `tw-cli ARGS <app's store flags>`.
-fn tw_store(app: &InProcessServer, args: &[&str]) -> std::process::Output {
+fn tw_store(app: &TestApp, args: &[&str]) -> std::process::Output {
     tw().args(args).args(store_flags(app)).output().expect("run tw-cli")
 }
 
 /// The key named `name` in `GET /api/keys`.
-async fn listed_key(app: &InProcessServer, name: &str) -> Value {
+async fn listed_key(app: &TestApp, name: &str) -> Value {
     let (status, v) = app.admin(Method::GET, "/api/keys", None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v["data"].as_array().unwrap().iter().find(|k| k["name"] == name).cloned().unwrap_or_else(|| panic!("no key '{name}' in {v}"))
 }
 
-/// Every audit record matching `query` (newest first), following the cursors.
-async fn audit(app: &InProcessServer, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if query.is_empty() { "" } else { "&" };
-        let path = match &cursor {
-            Some(c) => format!("/api/audit?{query}{sep}cursor={c}"),
-            None => format!("/api/audit?{query}"),
-        };
-        let (status, v) = app.admin(Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {v}");
-        out.extend(v["data"].as_array().unwrap().iter().cloned());
-        match v["meta"]["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_listed_revoked_at_once_and_show_their_last_use() {
-    let app = InProcessServer::spawn().await;
+    let app = TestApp::spawn().await;
     let created =
         ok_json(tw_store(&app, &["api-key", "create", "--name", "ci-bot", "--scope", "read", "--expires-in", "90d", "-o", "json"]));
     let key = created["key"].as_str().unwrap().to_string();
@@ -97,10 +77,7 @@ async fn keys_are_listed_revoked_at_once_and_show_their_last_use() {
     assert!(k.to_string().contains("last_used_at\":\"20"), "the CLI shows it too: {k}");
 
     // A second server on the same store (another instance behind the load balancer).
-    let mut cfg = tw_server::ServerConfig::new(app.dir.path().to_path_buf());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.database_url = app.database_url.clone();
-    let second = tw_server::start(cfg).await.expect("second instance starts");
+    let second = app.second_instance().await;
     let on_second = |key: &str| {
         let req = app.http.get(format!("http://{}/api/webhooks", second.addr)).bearer_auth(key);
         async move { req.send().await.unwrap().status() }
@@ -148,7 +125,7 @@ async fn keys_are_listed_revoked_at_once_and_show_their_last_use() {
 async fn an_expired_key_is_refused_saying_it_expired() {
     let clock = Arc::new(ManualClock::at(now()));
     let c = clock.clone();
-    let app = InProcessServer::spawn_with(move |cfg| cfg.clock = c).await;
+    let app = TestApp::spawn_with(move |cfg| cfg.clock = c).await;
     let key =
         ok(tw_store(&app, &["api-key", "create", "--name", "short-lived", "--scope", "read", "--expires-in", "1h"])).trim().to_string();
     assert_eq!(app.with_key(&key, Method::GET, "/api/webhooks", None).await.0, StatusCode::OK);
@@ -175,7 +152,7 @@ fn playbook(version: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_change_writes_one_record_without_secrets() {
     let proxies = tw_server::client::TrustedProxies::new(vec![tw_server::client::TrustedProxies::parse_cidr("127.0.0.1").unwrap()]);
-    let app = InProcessServer::spawn_with(move |cfg| cfg.trusted_proxies = proxies).await;
+    let app = TestApp::spawn_with(move |cfg| cfg.trusted_proxies = proxies).await;
     let admin_prefix = app.admin_key[..11].to_string();
     let secrets = ["audit-secret-one-0123456789", "audit-secret-two-0123456789", "audit-secret-three-0123456789"];
     let mut n = 0;
@@ -345,7 +322,7 @@ async fn cli_logs_follow_reconnects_after_an_hour_and_stops_when_its_key_is_revo
     let clock = Arc::new(ManualClock::at(now()));
     let buffer = tw_server::logs::LogBuffer::new(100);
     let (c, b) = (clock.clone(), buffer.clone());
-    let app = InProcessServer::spawn_with(move |cfg| {
+    let app = TestApp::spawn_with(move |cfg| {
         cfg.clock = c;
         cfg.log_buffer = Some(b);
     })

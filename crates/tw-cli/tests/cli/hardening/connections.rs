@@ -5,28 +5,12 @@ use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const SECRET: &str = "connections-secret-0123456789abcdef";
 /// How long a test waits for the server to act; generous, never asserted as a speed.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The head of a signed delivery of `body` to `source`, declaring its full length.
-fn delivery_head(source: &str, body: &str) -> String {
-    let ts = now();
-    format!(
-        "POST /api/webhooks/{source} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nX-Webhook-Timestamp: {ts}\r\n\
-         X-Webhook-Signature: {}\r\nContent-Length: {}\r\n\r\n",
-        signature(SECRET, ts, body.as_bytes()),
-        body.len()
-    )
-}
-
-/// The status code of a raw HTTP response.
-fn status_of(response: &str) -> Option<u16> {
-    response.split(' ').nth(1)?.parse().ok()
-}
 
 /// A `tw-cli serve` with a slow delivery in flight and triage jobs claimed is sent SIGTERM: the
 /// delivery is answered, the process exits 0, and the jobs it claimed are released (another
@@ -60,7 +44,7 @@ async fn sigterm_answers_requests_in_flight_releases_triage_and_exits_zero() {
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).await.unwrap();
     // `Expect: 100-continue`: the server says "100 Continue" once its handler reads the body, so
     // the request is certainly in flight when the signal comes.
-    let head = delivery_head("mail", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    let head = delivery_head("mail", SECRET, &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let interim = read_head(&mut s).await;
     assert_eq!(status_of(&interim), Some(100), "{interim}");
@@ -122,45 +106,4 @@ async fn wait_exit(p: &mut ServerProcess) -> std::process::ExitStatus {
         assert!(tokio::time::Instant::now() < deadline, "the server did not exit after SIGTERM:\n{}", p.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A response head (an interim `100 Continue`), read byte by byte so nothing after it is taken.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let read = async {
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => head.push(byte[0]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(PATIENCE, read).await;
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// One HTTP response, read until its declared length.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 8192];
-    let read = async {
-        loop {
-            let text = String::from_utf8_lossy(&all).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
-                if len.is_some_and(|n| body.len() >= n) {
-                    return;
-                }
-            }
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(PATIENCE, read).await;
-    String::from_utf8_lossy(&all).into_owned()
 }

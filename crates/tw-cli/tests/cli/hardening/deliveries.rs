@@ -6,52 +6,11 @@ use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "deliveries-secret";
 /// Generous: the flush of counted refusals runs every second, pruning as configured.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Retries `f` until it returns `Some`, or panics with the last value after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > until => panic!("{what}: still not so after {DEADLINE:?}; last: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// A signed delivery with an own `X-Request-Id` (when given): (status, body, X-Request-Id,
-/// X-Tw-Request-Id).
-async fn deliver_with_id(app: &InProcessServer, source: &str, secret: &str, body: &str, rid: Option<&str>) -> (u16, Value, String, String) {
-    let ts = now();
-    let mut req = signed_request(&app.http, &app.base, source, secret, ts, body);
-    if let Some(r) = rid {
-        req = req.header("x-request-id", r);
-    }
-    let resp = req.send().await.expect("request");
-    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let (echoed, own) = (header("x-request-id"), header("x-tw-request-id"));
-    let (status, v) = into_json(resp).await;
-    (status.as_u16(), v, echoed, own)
-}
-
-fn alert(id: &str) -> String {
-    json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": "high"}}).to_string()
-}
-
-async fn events(app: &InProcessServer, source: &str) -> Vec<Value> {
-    let (status, v) = app.admin(Method::GET, &format!("/api/webhooks/{source}/events?tail=1000"), None).await;
-    assert_eq!(status, 200, "{v}");
-    v["data"].as_array().cloned().unwrap_or_default()
-}
 
 /// Requests a listing stands for: one per row, or an aggregate row's count.
 fn requests_in(rows: &[Value]) -> u64 {
@@ -62,7 +21,7 @@ fn requests_in(rows: &[Value]) -> u64 {
 async fn a_bad_signature_flood_stores_a_few_rows_and_counts_the_rest() {
     // The per-address failure limit is off: an attacker spread over many addresses never meets
     // it, and the storage bound must hold all the same.
-    let app = InProcessServer::spawn_with(|cfg| cfg.limits.auth_failure_per_minute = 0).await;
+    let app = TestApp::spawn_with(|cfg| cfg.limits.auth_failure_per_minute = 0).await;
     app.add_source(json!({"source": "mail", "secret": SECRET})).await;
     const FLOOD: usize = 2_000;
     let started = chrono::Utc::now();
@@ -92,7 +51,7 @@ async fn a_bad_signature_flood_stores_a_few_rows_and_counts_the_rest() {
     let number = body["incident_number"].as_str().unwrap().to_string();
 
     // Every refused request is accounted for, in a handful of rows.
-    let rows = eventually("the flood counted in full", || async {
+    let rows = eventually("the flood counted in full", DEADLINE, || async {
         let rows = events(&app, "mail").await;
         let refused: Vec<Value> = rows.iter().filter(|d| d["status"] == 401).cloned().collect();
         if requests_in(&refused) == FLOOD as u64 && rows.first().is_some_and(|d| d["request_id"] == own.as_str()) {
@@ -133,7 +92,7 @@ async fn a_bad_signature_flood_stores_a_few_rows_and_counts_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
-    let app = InProcessServer::spawn().await;
+    let app = TestApp::spawn().await;
     app.add_source(json!({"source": "edr", "secret": SECRET})).await;
 
     // Two real deliveries carrying the same X-Request-Id.
@@ -150,7 +109,7 @@ async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
 
     // Each is found by its own id, with its own incident.
     for (own, body) in [(&own1, &b1), (&own2, &b2)] {
-        let d = eventually("the delivery recorded", || async {
+        let d = eventually("the delivery recorded", DEADLINE, || async {
             let (status, d) = app.admin(Method::GET, &format!("/api/deliveries/{own}"), None).await;
             if status == 200 { Ok(d) } else { Err(d.to_string()) }
         })
@@ -165,7 +124,7 @@ async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
         assert_eq!(inc["request_id"], own.as_str(), "{inc}");
     }
     // By the sender's id: the newest verified one, the others named.
-    let d = eventually("all three carrying shared-id-1 recorded", || async {
+    let d = eventually("all three carrying shared-id-1 recorded", DEADLINE, || async {
         let (_, d) = app.admin(Method::GET, "/api/deliveries/shared-id-1", None).await;
         if d["other_request_ids"].as_array().is_some_and(|o| o.len() == 2) { Ok(d) } else { Err(d.to_string()) }
     })
@@ -194,6 +153,6 @@ async fn a_copied_request_id_gets_two_stored_ids_both_findable() {
 }
 
 /// A delivery signed with the wrong secret and the given X-Request-Id; its status.
-async fn post_forged(app: &InProcessServer, source: &str, rid: &str) -> u16 {
+async fn post_forged(app: &TestApp, source: &str, rid: &str) -> u16 {
     deliver_with_id(app, source, "not-the-secret", &alert("forged"), Some(rid)).await.0
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// `Instant::now() + timeout` panicked in the CLI once the job was queued.
 #[tokio::test]
 async fn cli_triage_wait_timeout_is_range_checked() {
-    let app = InProcessServer::spawn_with(|cfg| cfg.triage_workers = 0).await;
+    let app = TestApp::spawn_with(|cfg| cfg.triage_workers = 0).await;
     app.add_source(json!({"source": "cli-src", "secret": "cli-src-secret", "playbook": "phishing_triage"})).await;
     let (status, v) = app.deliver("cli-src", "cli-src-secret", &phish("cli-1")).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -26,17 +26,6 @@ async fn cli_triage_wait_timeout_is_range_checked() {
 }
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
-
-/// `GET /metrics` on `base` with an optional bearer token.
-async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> (StatusCode, String, Option<String>) {
-    let mut req = http.get(format!("{base}/metrics"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let nosniff = resp.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_string);
-    (resp.status(), resp.text().await.unwrap(), nosniff)
-}
 
 #[tokio::test]
 async fn the_real_binary_reads_the_metrics_token_file_as_prometheus_writes_it() {

@@ -7,13 +7,9 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "rate-limit-secret-0123456789";
 
-fn alert(id: &str) -> String {
-    json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": "high"}}).to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sets_shows_and_clears_a_rate_limit() {
-    let app = InProcessServer::spawn().await;
+    let app = TestApp::spawn().await;
     let (url, key) = (app.base.clone(), app.admin_key.clone());
     let run = move |args: Vec<&'static str>| {
         let (url, key) = (url.clone(), key.clone());

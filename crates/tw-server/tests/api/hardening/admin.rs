@@ -8,26 +8,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tw_server::state::ManualClock;
 
-/// Every audit record matching `query` (newest first), following the cursors.
-async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if query.is_empty() { "" } else { "&" };
-        let path = match &cursor {
-            Some(c) => format!("/api/audit?{query}{sep}cursor={c}"),
-            None => format!("/api/audit?{query}"),
-        };
-        let (status, v) = app.admin(Method::GET, &path, None).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {v}");
-        out.extend(v["data"].as_array().unwrap().iter().cloned());
-        match v["meta"]["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_from_the_config_file_are_audited_once_per_change() {
     let cfg_dir = tempfile::tempdir().unwrap();

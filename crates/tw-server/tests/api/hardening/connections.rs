@@ -3,10 +3,9 @@
 //! than the budget. (The stop on SIGTERM is the binary's: tw-cli's `hardening::connections`.)
 //! Misbehaving clients speak raw TCP; one that must be another address than the test's other
 //! clients connects from 127.0.0.2 (all of 127.0.0.0/8 is loopback).
-use super::{metric, series};
 use crate::support::*;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,44 +41,6 @@ fn alert(id: &str, size: usize) -> String {
     let pad = "x".repeat(size.saturating_sub(120));
     json!({"event_type": "security_alert", "source": "edr", "data": {"alert_id": id, "severity": "low", "details": {"pad": pad}}})
         .to_string()
-}
-
-/// The head of a signed delivery of `body` to `source`, declaring its full length.
-fn delivery_head(source: &str, body: &str) -> String {
-    let ts = now();
-    format!(
-        "POST /api/webhooks/{source} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nX-Webhook-Timestamp: {ts}\r\n\
-         X-Webhook-Signature: {}\r\nContent-Length: {}\r\n\r\n",
-        signature(SECRET, ts, body.as_bytes()),
-        body.len()
-    )
-}
-
-/// Reads until the server closes the connection (or `PATIENCE` passes: `None`); what it sent.
-async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 8192];
-    let read = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(PATIENCE, read).await.ok()?;
-    Some(String::from_utf8_lossy(&all).into_owned())
-}
-
-/// The status code of a raw HTTP response.
-fn status_of(response: &str) -> Option<u16> {
-    response.split(' ').nth(1)?.parse().ok()
-}
-
-/// The JSON body of a raw HTTP response (not chunked).
-fn body_of(response: &str) -> Value {
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
 #[tokio::test]
@@ -128,7 +89,7 @@ async fn a_stalled_body_is_answered_408_and_its_budget_released() {
     let app = spawn(|l| l.max_buffered_body_bytes = 150 * 1024).await;
     let body = alert("stalled-1", 100 * 1024);
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    s.write_all(delivery_head("edr", SECRET, &body).as_bytes()).await.unwrap();
     s.write_all(&body.as_bytes()[..body.len() - 10]).await.unwrap();
     // ... and the last 10 bytes never come.
     let response = read_until_closed(&mut s).await.expect("a stalled body must end its connection");
@@ -164,7 +125,7 @@ async fn bodies_past_the_budget_are_refused_503_with_retry_after() {
     for i in 0..2 {
         let body = alert(&format!("stall-{i}"), 200 * 1024);
         let mut s = TcpStream::connect(app.addr).await.unwrap();
-        s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+        s.write_all(delivery_head("edr", SECRET, &body).as_bytes()).await.unwrap();
         s.write_all(&body.as_bytes()[..100 * 1024]).await.unwrap();
         stalled.push(s);
     }
@@ -177,7 +138,7 @@ async fn bodies_past_the_budget_are_refused_503_with_retry_after() {
     // A third body of 100 KB does not fit.
     let body = alert("one-too-many", 100 * 1024);
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    s.write_all(delivery_head("edr", SECRET, &body).as_bytes()).await.unwrap();
     // The server may stop reading once it refuses: a failed write is expected then.
     let _ = s.write_all(body.as_bytes()).await;
     let response = read_response(&mut s).await;
@@ -244,7 +205,7 @@ async fn connect_from(ip: &str, app: &TestApp) -> TcpStream {
 async fn slow_body_from(ip: &str, app: &TestApp, id: &str) -> TcpStream {
     let body = alert(id, 4096);
     let mut s = connect_from(ip, app).await;
-    let head = delivery_head("edr", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    let head = delivery_head("edr", SECRET, &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let interim = read_head(&mut s).await;
     assert_eq!(status_of(&interim), Some(100), "{interim}");
@@ -283,7 +244,7 @@ async fn one_address_with_slow_bodies_gets_its_share_of_the_slots_and_no_more() 
     for i in PER_CLIENT..CAP {
         let body = alert(&format!("slow-{i}"), 4096);
         let mut s = connect_from("127.0.0.2", &app).await;
-        let head = delivery_head("edr", &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+        let head = delivery_head("edr", SECRET, &body).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
         // The server may have closed it already: a failed write is expected then.
         let _ = s.write_all(head.as_bytes()).await;
         let response = read_until_closed(&mut s).await.expect("a connection beyond the address's share must be closed");
@@ -344,7 +305,7 @@ async fn slow_bodies_spend_the_failure_budget_until_the_address_gets_429() {
     for i in 0..2 {
         let body = alert(&format!("slow-{i}"), 4096);
         let mut s = TcpStream::connect(app.addr).await.unwrap();
-        s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+        s.write_all(delivery_head("edr", SECRET, &body).as_bytes()).await.unwrap();
         s.write_all(&body.as_bytes()[..body.len() - 10]).await.unwrap();
         let response = read_until_closed(&mut s).await.expect("a stalled body must end its connection");
         assert_eq!(status_of(&response), Some(408), "{response}");
@@ -393,7 +354,7 @@ async fn a_body_larger_than_the_whole_budget_is_413_not_retry_later() {
     let app = spawn(|l| l.max_buffered_body_bytes = 128 * 1024).await;
     let body = alert("bigger-than-budget", 200 * 1024);
     let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(delivery_head("edr", &body).as_bytes()).await.unwrap();
+    s.write_all(delivery_head("edr", SECRET, &body).as_bytes()).await.unwrap();
     let _ = s.write_all(body.as_bytes()).await;
     let response = read_response(&mut s).await;
     assert_eq!(status_of(&response), Some(413), "{response}");
@@ -403,50 +364,10 @@ async fn a_body_larger_than_the_whole_budget_is_413_not_retry_later() {
 
 /// The request body bytes the API's listener holds, from `/metrics`.
 async fn buffered_body_bytes(app: &TestApp) -> f64 {
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
+    app.metrics_text()
+        .await
+        .lines()
         .find(|l| l.starts_with("http_buffered_body_bytes{listener=\"api\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// A response head (an interim `100 Continue`), read byte by byte so nothing after it is taken.
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let read = async {
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut byte).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => head.push(byte[0]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(PATIENCE, read).await;
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// One HTTP response, read until its declared length.
-async fn read_response(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 8192];
-    let read = async {
-        loop {
-            let text = String::from_utf8_lossy(&all).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
-                if len.is_some_and(|n| body.len() >= n) {
-                    return;
-                }
-            }
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(PATIENCE, read).await;
-    String::from_utf8_lossy(&all).into_owned()
 }

@@ -3,56 +3,15 @@
 //! CLI shows of them, in tw-cli's `hardening::deliveries`.)
 use crate::support::*;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "deliveries-secret";
 /// Each source needs its own secret.
 const QUIET_SECRET: &str = "deliveries-quiet-secret";
 /// Generous: the flush of counted refusals runs every second, pruning as configured.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Retries `f` until it returns `Some`, or panics with the last value after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() > until => panic!("{what}: still not so after {DEADLINE:?}; last: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// A signed delivery with an own `X-Request-Id` (when given): (status, body, X-Request-Id,
-/// X-Tw-Request-Id).
-async fn deliver_with_id(app: &TestApp, source: &str, secret: &str, body: &str, rid: Option<&str>) -> (u16, Value, String, String) {
-    let ts = now();
-    let mut req = signed_request(&app.http, &app.base, source, secret, ts, body);
-    if let Some(r) = rid {
-        req = req.header("x-request-id", r);
-    }
-    let resp = req.send().await.expect("request");
-    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let (echoed, own) = (header("x-request-id"), header("x-tw-request-id"));
-    let (status, v) = into_json(resp).await;
-    (status.as_u16(), v, echoed, own)
-}
-
-fn alert(id: &str) -> String {
-    json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": "high"}}).to_string()
-}
-
-async fn events(app: &TestApp, source: &str) -> Vec<Value> {
-    let (status, v) = app.admin(Method::GET, &format!("/api/webhooks/{source}/events?tail=1000"), None).await;
-    assert_eq!(status, 200, "{v}");
-    v["data"].as_array().cloned().unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_the_oldest_and_the_expired_never_incidents() {
@@ -77,7 +36,7 @@ async fn retention_prunes_the_oldest_and_the_expired_never_incidents() {
     }
     // The newest 5 of the busy source are kept; the quiet one keeps its 2 (per source).
     let newest: Vec<String> = busy.iter().rev().take(5).cloned().collect();
-    eventually("the busy source pruned to its newest 5", || async {
+    eventually("the busy source pruned to its newest 5", DEADLINE, || async {
         let ids: Vec<String> = events(&app, "busy").await.iter().map(|d| d["request_id"].as_str().unwrap().to_string()).collect();
         if ids == newest { Ok(()) } else { Err(format!("{ids:?}")) }
     })
@@ -86,7 +45,7 @@ async fn retention_prunes_the_oldest_and_the_expired_never_incidents() {
 
     // 31 days later every record is past the age limit.
     clock.set(now() + 31 * 86_400);
-    eventually("every record expired", || async {
+    eventually("every record expired", DEADLINE, || async {
         let (b, q) = (events(&app, "busy").await.len(), events(&app, "quiet").await.len());
         if b + q == 0 { Ok(()) } else { Err(format!("busy {b}, quiet {q}")) }
     })

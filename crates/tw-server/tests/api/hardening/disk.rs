@@ -107,7 +107,7 @@ async fn a_full_disk_answers_503_says_so_in_ready_and_recovers_by_itself() {
     assert_eq!(v["checks"]["store_writes"]["ok"], false, "{v}");
     let why = v["checks"]["store_writes"]["error"].as_str().unwrap_or_default();
     assert!(why.contains("full"), "the readiness check should name the cause: {v}");
-    let metrics = metrics_text(&app).await;
+    let metrics = app.metrics_text().await;
     assert!(metrics.contains("store_writable 0"), "{metrics}");
     // It stays so while the disk is full, though the idle workers' claims keep committing
     // (changing nothing) and the probe keeps trying.
@@ -128,7 +128,7 @@ async fn a_full_disk_answers_503_says_so_in_ready_and_recovers_by_itself() {
         assert!(Instant::now() < deadline, "still not ready after space returned: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(metrics_text(&app).await.contains("store_writable 1"));
+    assert!(app.metrics_text().await.contains("store_writable 1"));
     let (status, v) = app.deliver("disk-test", secret, &alert(first_refused)).await;
     assert_eq!(status, 201, "the refused alert is accepted once space returns: {v}");
     // Nothing acknowledged was lost: every 201 is an incident.
@@ -140,10 +140,6 @@ async fn a_full_disk_answers_503_says_so_in_ready_and_recovers_by_itself() {
 
 async fn post_raw(app: &TestApp, source: &str, secret: &str, body: &str) -> reqwest::Response {
     signed_request(&app.http, &app.base, source, secret, now(), body).send().await.unwrap()
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 const DEADLINE: Duration = Duration::from_secs(30);

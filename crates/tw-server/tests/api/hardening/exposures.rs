@@ -5,7 +5,7 @@
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A playbook whose one step copies the whole raw payload into its reason 200 times: the issue's
 /// reproduction (a 1 MB payload made a 600 MB response).
@@ -35,15 +35,7 @@ fn alert_with_body(id: &str, len: usize) -> Value {
 
 /// Polls `GET path` (admin key) until `done`; panics with the last answer after a minute.
 async fn poll(app: &TestApp, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, v) = app.admin(Method::GET, path, None).await;
-        if status == StatusCode::OK && done(&v) {
-            return v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{path}: not reached; last answer {status} {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(app, path, path, Duration::from_secs(60), done).await
 }
 
 fn field_errors(v: &Value) -> Vec<(String, String)> {
@@ -230,17 +222,6 @@ async fn every_response_says_nosniff() {
 }
 
 const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
-
-/// `GET /metrics` on `base` with an optional bearer token.
-async fn scrape(http: &reqwest::Client, base: &str, token: Option<&str>) -> (StatusCode, String, Option<String>) {
-    let mut req = http.get(format!("{base}/metrics"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let nosniff = resp.headers().get("x-content-type-options").and_then(|v| v.to_str().ok()).map(str::to_string);
-    (resp.status(), resp.text().await.unwrap(), nosniff)
-}
 
 #[tokio::test]
 async fn metrics_with_a_token_needs_it() {

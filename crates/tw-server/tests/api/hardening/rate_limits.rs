@@ -5,7 +5,6 @@
 //!
 //! The in-process servers' clocks stand still ([`ManualClock`]): a bucket refills only when a test moves the
 //! clock, so no test depends on how fast it runs.
-use super::metric;
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -198,7 +197,7 @@ async fn forged_signatures_from_one_address_turn_into_429_while_other_addresses_
     assert_eq!(metric(&app, "tw_auth_failures_total", &[("kind", "signature")]).await, 6.0);
     assert_eq!(metric(&app, "tw_rate_limited_total", &[("reason", "auth_failures")]).await, 24.0);
     // Counted, never labelled by address.
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics_text().await;
     assert!(!text.contains("203.0.113.9"), "an address became a label:\n{text}");
 }
 
@@ -259,7 +258,7 @@ async fn wrong_api_keys_from_one_address_turn_into_429_for_the_api_and_the_intak
     assert_eq!(metric(&app, "tw_auth_failures_total", &[("kind", "api_key")]).await, 4.0);
     assert_eq!(metric(&app, "tw_rate_limited_total", &[("reason", "auth_failures")]).await, 3.0);
     // Every series exists from the start (at 0), so an alert on its rate has something to watch.
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics_text().await;
     for series in [r#"tw_auth_failures_total{kind="signature"} 0"#, r#"tw_rate_limited_total{reason="playbook_test"} 0"#] {
         assert!(text.lines().any(|l| l == series), "{series} missing:\n{text}");
     }
