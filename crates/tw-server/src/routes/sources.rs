@@ -483,3 +483,33 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
         .collect();
     Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field names of a documented request type.
+    fn documented<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"].as_object().expect("an object schema").keys().cloned().collect()
+    }
+
+    /// The parser of settings reads every field `SourceSettingsInput` documents (with
+    /// `additionalProperties: false` the document promises the rest are refused): a field added
+    /// to the type and not to the parser fails here.
+    #[test]
+    fn the_settings_parser_reads_every_documented_field() {
+        let fields = documented::<crate::api::sources::SourceSettingsInput>();
+        assert!(fields.len() >= 10, "{fields:?}");
+        let unknown = |name: &str| {
+            let mut errors = Vec::new();
+            let body: Map<String, Value> = [(name.to_string(), Value::Null)].into_iter().collect();
+            parse_fields(&body, &[], &mut errors);
+            errors.iter().any(|e| e.message.starts_with("unknown field"))
+        };
+        for f in &fields {
+            assert!(!unknown(f), "{f} is documented but the parser refuses it as unknown");
+        }
+        assert!(unknown("no_such_setting"));
+    }
+}
