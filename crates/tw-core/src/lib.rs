@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod formats;
 pub mod incident;
+pub mod schemes;
 pub mod secret;
 pub mod severity;
 pub mod signature;
