@@ -5,7 +5,7 @@ use crate::ApiError;
 use crate::auth::AdminAccess;
 use crate::api::FieldError;
 use crate::api::audit::{ApiKeyList, ApiKeyView, AuditList, AuditMeta, AuditParams, AuditRecord};
-use crate::api::{DEFAULT_PER_PAGE, ErrorBody, MAX_PER_PAGE};
+use crate::api::{DEFAULT_PER_PAGE, ErrorBody, PageParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -65,33 +65,32 @@ fn valid_action(a: &str) -> bool {
 )]
 pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Query<AuditParams>) -> Result<Json<AuditList>, ApiError> {
     let mut errors = Vec::new();
-    // As sent: the query extractor refused empty values; anything else is checked as it is.
-    let given = |v: &Option<String>| v.clone();
-    let action = given(&q.action);
+    // As sent (the query extractor refused empty values): checked as it is.
+    let AuditParams { action, target, since, cursor, per_page } = q;
     if action.as_deref().is_some_and(|a| !valid_action(a)) {
         errors.push(FieldError::new("action", "must be an action (source.create) or a family of them (source)"));
     }
-    let target = given(&q.target);
     if target.as_deref().is_some_and(|t| t.len() > 256) {
         errors.push(FieldError::new("target", "must be at most 256 characters"));
     }
-    let since = given(&q.since)
+    let since = since
         .and_then(|s| parse_since(&s, state.clock.now()).map_err(|e| errors.push(FieldError::new("since", e))).ok())
         .flatten();
-    let before_seq = given(&q.cursor).and_then(|c| {
+    let before_seq = cursor.and_then(|c| {
         let parsed = parse_cursor(&c);
         if parsed.is_none() {
             errors.push(FieldError::new("cursor", "is not a cursor from this API: send meta.next_cursor back exactly as received"));
         }
         parsed
     });
-    let per_page = match given(&q.per_page) {
-        None => DEFAULT_PER_PAGE,
-        Some(p) => p.parse::<u32>().ok().filter(|n| (1..=MAX_PER_PAGE).contains(n)).unwrap_or_else(|| {
-            errors.push(FieldError::new("per_page", format!("must be a whole number from 1 to {MAX_PER_PAGE}")));
+    // The audit log pages by cursor only; its page size reads like every list's.
+    let per_page = PageParams { page: None, per_page }.parse().map_or_else(
+        |e| {
+            errors.extend(e);
             DEFAULT_PER_PAGE
-        }),
-    };
+        },
+        |p| p.per_page,
+    );
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }

@@ -4,7 +4,7 @@ use crate::ApiError;
 use crate::auth::ReadAccess;
 use crate::api::FieldError;
 use crate::api::incidents::{Incident as IncidentView, IncidentDetail, IncidentList, IncidentListMeta, IncidentListParams};
-use crate::api::{ErrorBody, PageParams};
+use crate::api::{ErrorBody, PageMeta, PageParams};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -72,14 +72,13 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         errors.extend(e);
         tw_store::Page { page: 1, per_page: 1 }
     });
-    // As sent: the query extractor refused empty values; anything else is checked as it is.
-    let given = |v: &Option<String>| v.clone();
+    // As sent (the query extractor refused empty values): checked as it is.
     let source =
-        given(&q.source).and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
+        q.source.and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
     let severity =
-        given(&q.severity).and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
-    let status = given(&q.status).and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
-    let cursor_text = given(&q.cursor);
+        q.severity.and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
+    let status = q.status.and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
+    let cursor_text = q.cursor;
     let cursor = cursor_text.as_deref().and_then(|c| {
         let parsed = Cursor::parse(c);
         if parsed.is_none() {
@@ -87,7 +86,7 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         }
         parsed
     });
-    if cursor_text.is_some() && given(&q.page.page).is_some() {
+    if cursor_text.is_some() && q.page.page.is_some() {
         errors.push(FieldError::new("page", "cannot be combined with cursor: the cursor already says where the page starts"));
     } else if page.offset() > MAX_PAGE_OFFSET {
         errors.push(FieldError::new(
@@ -103,12 +102,13 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         None => PageStart::Offset(page.offset()),
     };
     let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start }).await?;
+    let paged = PageMeta::new(page, found.total);
     let meta = IncidentListMeta {
         // A page asked for by cursor has no number.
-        page: cursor.is_none().then_some(page.page),
-        per_page: page.per_page,
-        total: found.total,
-        total_pages: found.total.div_ceil(u64::from(page.per_page.max(1))),
+        page: cursor.is_none().then_some(paged.page),
+        per_page: paged.per_page,
+        total: paged.total,
+        total_pages: paged.total_pages,
         next_cursor: found.next.map(|n| Cursor(n).encode()),
     };
     Ok(Json(IncidentList { data: found.items.into_iter().map(IncidentView::from).collect(), meta }))
