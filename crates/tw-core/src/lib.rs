@@ -12,6 +12,7 @@ pub mod severity;
 pub mod signature;
 pub mod source;
 pub mod triage;
+pub mod verification;
 
 pub use alert::{Alert, Entity, EntityKind};
 pub use formats::{Format, NormalizeError, normalize};
@@ -19,3 +20,4 @@ pub use incident::IncidentNumber;
 pub use secret::Secret;
 pub use severity::Severity;
 pub use source::{SourceMode, SourceName, SourceNameError};
+pub use verification::Verification;

@@ -16,6 +16,14 @@ pub enum ApiError {
     SourceDisabled(String),
     #[error("{0}")]
     Verify(#[from] VerifyError),
+    /// A scheme other than the spec's HMAC refused the delivery: `code` is one of the
+    /// verification codes (`missing_signature`, `invalid_signature`, `missing_timestamp`,
+    /// `timestamp_invalid`, `timestamp_expired`), `message` says what the scheme expected. Never
+    /// carries the secret, a token or a signature.
+    #[error("{message}")]
+    Unverified { code: &'static str, message: String },
+    #[error("Deliveries to source '{0}' are not accepted from this address")]
+    AddressNotAllowed(String),
     #[error("Request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(u64),
     #[error("{0}")]
@@ -63,6 +71,8 @@ impl ApiError {
                 VerifyError::TimestampExpired(_) => "timestamp_expired",
                 VerifyError::InvalidSignature => "invalid_signature",
             },
+            ApiError::Unverified { code, .. } => code,
+            ApiError::AddressNotAllowed(_) => "ip_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -86,7 +96,8 @@ impl ApiError {
         match self {
             ApiError::UnknownSource(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::SourceDisabled(_) | ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::Verify(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Verify(_) | ApiError::Unverified { .. } | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AddressNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,

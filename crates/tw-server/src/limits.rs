@@ -335,6 +335,8 @@ pub enum FailureKind {
     /// counted so that an address holding connections with slow bodies is refused (429) before
     /// its next body is read, instead of holding a slot and budget until each body times out.
     SlowBody,
+    /// An intake request from an address outside its source's `allowed_ips` (403).
+    Address,
 }
 
 impl FailureKind {
@@ -344,6 +346,7 @@ impl FailureKind {
             FailureKind::ApiKey => "api_key",
             FailureKind::UnknownSource => "unknown_source",
             FailureKind::SlowBody => "slow_body",
+            FailureKind::Address => "address",
         }
     }
 }

@@ -20,6 +20,38 @@ pub fn parse_mapping(v: &Value) -> Result<BTreeMap<String, Severity>, String> {
     Ok(out)
 }
 
+/// The most ranges an `allowed_ips` list holds.
+pub const MAX_ALLOWED_IPS: usize = 64;
+
+/// Reads an `allowed_ips` list (`["10.0.0.0/8", "192.0.2.7"]`; `null` or `[]` for any address)
+/// into ranges, or the problems as (field, message): `allowed_ips` or `allowed_ips[i]`.
+pub fn parse_allowed_ips(v: &Value) -> Result<Vec<ipnet::IpNet>, Vec<(String, String)>> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => return Err(vec![("allowed_ips".into(), "must be a list of addresses or CIDR ranges, e.g. [\"192.0.2.0/24\"]".into())]),
+    };
+    if items.len() > MAX_ALLOWED_IPS {
+        return Err(vec![("allowed_ips".into(), format!("must hold at most {MAX_ALLOWED_IPS} ranges"))]);
+    }
+    let mut nets = Vec::new();
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().map(crate::client::TrustedProxies::parse_cidr) {
+            Some(Ok(net)) => nets.push(net.trunc()),
+            Some(Err(e)) => errors.push((format!("allowed_ips[{i}]"), e)),
+            None => errors.push((format!("allowed_ips[{i}]"), "must be a string".into())),
+        }
+    }
+    if errors.is_empty() { Ok(nets) } else { Err(errors) }
+}
+
+/// Whether `secret` fits `verification`: [`Secret::validate`]'s rules and the scheme's form.
+pub fn check_secret(verification: &tw_core::Verification, secret: &str) -> Result<(), String> {
+    Secret::validate(secret)?;
+    verification.check_secret(secret)
+}
+
 /// The first source other than `except` that `secret` verifies for at `now` (its current secret,
 /// or its previous one during a rotation's grace period). Every secret is compared in constant
 /// time, whatever matches, so the time taken does not say which source (or how much) matched.

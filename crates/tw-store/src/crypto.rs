@@ -149,12 +149,13 @@ fn write_private(path: &Path, contents: &str) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))
 }
 
-/// A fresh random secret for a source that did not bring its own: `whsec_` and 32 random bytes
-/// in hex.
-pub fn generate_secret() -> Result<Secret, StoreError> {
+/// A new secret of 256 random bits in the form `verification` needs (`whsec_` and hex, or
+/// `whsec_` and base64 for Standard Webhooks): usable as an HMAC key, a header value and a URL
+/// path segment alike, except the base64 form, which only Standard Webhooks uses.
+pub fn generate_secret(verification: &tw_core::Verification) -> Result<Secret, StoreError> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut bytes[..]).map_err(|e| StoreError::Config(format!("no randomness: {e}")))?;
-    Ok(Secret::new(format!("whsec_{}", hex::encode(&bytes[..]))))
+    Ok(Secret::new(verification.secret_from(&bytes)))
 }
 
 #[cfg(test)]

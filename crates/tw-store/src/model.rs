@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tw_core::{Alert, Entity, Format, IncidentNumber, Secret, Severity, SourceMode, SourceName};
+use ipnet::IpNet;
+use tw_core::{Alert, Entity, Format, IncidentNumber, Secret, Severity, SourceMode, SourceName, Verification};
 use uuid::Uuid;
 
 /// Everything needed to register a source.
@@ -15,7 +16,7 @@ pub struct NewSource {
 }
 
 /// A source's settings (everything but its name and secrets).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceSettings {
     pub enabled: bool,
     pub auto_triage: bool,
@@ -29,6 +30,10 @@ pub struct SourceSettings {
     pub max_body_bytes: u64,
     /// Verified deliveries this source may make (a token bucket per process); `None`: unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// How deliveries prove they come from the source.
+    pub verification: Verification,
+    /// Client addresses allowed to deliver (CIDR ranges); empty: any.
+    pub allowed_ips: Vec<IpNet>,
 }
 
 impl Default for SourceSettings {
@@ -43,6 +48,8 @@ impl Default for SourceSettings {
             timestamp_tolerance_secs: tw_core::signature::DEFAULT_TOLERANCE_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             rate_limit: None,
+            verification: Verification::Hmac,
+            allowed_ips: Vec::new(),
         }
     }
 }
@@ -121,6 +128,8 @@ pub struct SourcePatch {
     pub max_body_bytes: Option<u64>,
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<RateLimit>>,
+    pub verification: Option<Verification>,
+    pub allowed_ips: Option<Vec<IpNet>>,
     pub secret: Option<Secret>,
 }
 
@@ -153,6 +162,12 @@ impl SourcePatch {
         }
         if let Some(v) = self.rate_limit {
             s.rate_limit = v
+        }
+        if let Some(v) = &self.verification {
+            s.verification = v.clone()
+        }
+        if let Some(v) = &self.allowed_ips {
+            s.allowed_ips = v.clone()
         }
     }
 }

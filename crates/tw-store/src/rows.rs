@@ -6,13 +6,13 @@ use crate::model::{
 };
 use crate::{MasterKey, StoreError};
 use chrono::{DateTime, Utc};
-use tw_core::{Format, IncidentNumber, Severity, SourceMode, SourceName};
+use tw_core::{Format, IncidentNumber, Severity, SourceMode, SourceName, Verification};
 use uuid::Uuid;
 
 /// The `sources` columns, in the order [`SourceRow`] is read.
 pub(crate) const SOURCE_COLUMNS: &str = "name, secret_enc, previous_secret_enc, previous_secret_expires_at, enabled, auto_triage, \
     playbook, format, mode, severity_mapping, timestamp_tolerance_secs, max_body_bytes, managed_by_config, created_at, \
-    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count, rate_limit_per_second, rate_limit_burst";
+    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count, rate_limit_per_second, rate_limit_burst, verification, allowed_ips";
 
 /// A `sources` row with its secrets still encrypted.
 pub(crate) struct SourceRow {
@@ -38,6 +38,10 @@ pub(crate) struct SourceRow {
     /// Both set, or both NULL (no limit).
     pub rate_limit_per_second: Option<f64>,
     pub rate_limit_burst: Option<i64>,
+    /// The scheme as its JSON object.
+    pub verification: String,
+    /// A JSON array of CIDR ranges; NULL: any address.
+    pub allowed_ips: Option<String>,
 }
 
 pub(crate) fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
@@ -71,6 +75,17 @@ impl SourceRow {
                 ),
                 _ => None,
             },
+            verification: serde_json::from_str::<serde_json::Value>(&self.verification)
+                .map_err(|e| e.to_string())
+                .and_then(|v| Verification::parse(&v).map_err(|e| format!("{}: {}", e.field, e.message)))
+                .map_err(corrupt("verification"))?,
+            allowed_ips: match &self.allowed_ips {
+                None => Vec::new(),
+                Some(text) => serde_json::from_str::<Vec<String>>(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| v.iter().map(|n| n.parse::<ipnet::IpNet>().map_err(|e| e.to_string())).collect())
+                    .map_err(corrupt("allowed_ips"))?,
+            },
         };
         Ok(SourceRecord {
             secret_fingerprint: key.fingerprint(&secret),
@@ -91,7 +106,13 @@ impl SourceRow {
 
 /// The `sources` columns that hold [`SourceSettings`], in the order of [`SettingsValues`].
 pub(crate) const SETTINGS_COLUMNS: &str = "enabled, auto_triage, playbook, format, mode, severity_mapping, timestamp_tolerance_secs, \
-    max_body_bytes, rate_limit_per_second, rate_limit_burst";
+    max_body_bytes, rate_limit_per_second, rate_limit_burst, verification, allowed_ips";
+
+/// `?1, ?2, ...` (or `$1, ...`) for the settings columns and `extra` values after them: the
+/// statements that write settings hold no count of their columns.
+pub(crate) fn settings_placeholders(mark: char, extra: usize) -> Vec<String> {
+    (1..=SettingsValues::COUNT + extra).map(|i| format!("{mark}{i}")).collect()
+}
 
 /// [`SourceSettings`] as the values of [`SETTINGS_COLUMNS`], for inserts and updates alike.
 pub(crate) struct SettingsValues {
@@ -105,6 +126,13 @@ pub(crate) struct SettingsValues {
     pub max_body_bytes: i64,
     pub rate_limit_per_second: Option<f64>,
     pub rate_limit_burst: Option<i64>,
+    pub verification: String,
+    pub allowed_ips: Option<String>,
+}
+
+impl SettingsValues {
+    /// How many columns [`SETTINGS_COLUMNS`] names.
+    pub const COUNT: usize = 12;
 }
 
 impl From<&SourceSettings> for SettingsValues {
@@ -120,6 +148,9 @@ impl From<&SourceSettings> for SettingsValues {
             max_body_bytes: i64::try_from(s.max_body_bytes).unwrap_or(i64::MAX),
             rate_limit_per_second: s.rate_limit.map(|r| r.per_second()),
             rate_limit_burst: s.rate_limit.map(|r| i64::from(r.burst())),
+            verification: s.verification.to_value().to_string(),
+            allowed_ips: (!s.allowed_ips.is_empty())
+                .then(|| serde_json::to_string(&s.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default()),
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     TimestampInvalid,
     TimestampExpired,
     InvalidSignature,
+    /// The source's `allowed_ips` does not hold the client's address.
+    IpNotAllowed,
     PayloadTooLarge,
     InvalidPayload,
     Unauthorized,

@@ -52,6 +52,67 @@ pub struct RateLimitSetting {
     pub burst: u32,
 }
 
+/// A verification scheme's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// The spec's: `X-Webhook-Signature: sha256=<hex HMAC-SHA256 of "<X-Webhook-Timestamp>.<body>">`.
+    Hmac,
+    /// Standard Webhooks (Svix): `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`; `whsec_` secrets.
+    StandardWebhooks,
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`; no timestamp.
+    Github,
+    /// The named `header` holds the secret (`Authorization: Bearer <secret>` also accepted).
+    HeaderToken,
+    /// HTTP Basic, the secret as password, any user name.
+    Basic,
+    /// The secret as the URL's last segment: `POST /api/webhooks/{source}/{token}`.
+    UrlToken,
+}
+
+/// A scheme named alone (every scheme but `header-token`, which needs its header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeName {
+    Hmac,
+    StandardWebhooks,
+    Github,
+    Basic,
+    UrlToken,
+}
+
+/// A verification scheme with its settings, as every source shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationView {
+    pub scheme: Scheme,
+    /// `header-token` only: the header that carries the token (shown lowercase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "x-api-key", nullable = false, pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+    pub header: Option<String>,
+}
+
+impl From<&tw_core::Verification> for VerificationView {
+    fn from(v: &tw_core::Verification) -> Self {
+        // The scheme's name is its one definition ([`tw_core::Verification::scheme`]).
+        let scheme = serde_json::from_value(serde_json::Value::String(v.scheme().into())).unwrap_or(Scheme::Hmac);
+        let header = match v {
+            tw_core::Verification::HeaderToken { header } => Some(header.as_str().to_string()),
+            _ => None,
+        };
+        VerificationView { scheme, header }
+    }
+}
+
+/// How deliveries prove they come from the source: a scheme's name, or the scheme with its
+/// settings (`{"scheme": "header-token", "header": "X-Api-Key"}`). Default `hmac`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum VerificationSetting {
+    Name(SchemeName),
+    Object(VerificationView),
+}
+
 /// A source as shown by the API: settings and statistics, never the secret itself (except
 /// `secret`, once, on the answer that made it).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -71,6 +132,10 @@ pub struct SourceView {
     /// Verified deliveries allowed (per server process); null: unlimited.
     #[schema(required = true)]
     pub rate_limit: Option<RateLimitSetting>,
+    pub verification: VerificationView,
+    /// Client addresses allowed to deliver; empty: any.
+    #[schema(example = json!(["192.0.2.0/24"]))]
+    pub allowed_ips: Vec<String>,
     /// Defined in the config file: only changeable there.
     pub managed_by_config: bool,
     /// `hmac:` and the first 8 hex digits of an HMAC of the secret: tells two secrets apart
@@ -109,6 +174,8 @@ impl From<&SourceRecord> for SourceView {
             timestamp_tolerance_secs: st.timestamp_tolerance_secs,
             max_body_bytes: st.max_body_bytes,
             rate_limit: st.rate_limit.map(|r| RateLimitSetting { per_second: r.per_second(), burst: r.burst() }),
+            verification: (&st.verification).into(),
+            allowed_ips: st.allowed_ips.iter().map(ToString::to_string).collect(),
             managed_by_config: s.managed_by_config,
             secret_fingerprint: s.secret_fingerprint.clone(),
             secret_rotated_at: s.secret_rotated_at,
@@ -141,7 +208,9 @@ pub struct SourceSettingsInput {
     #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     #[schema(nullable = false)]
     pub source: Option<String>,
-    /// At least 16 characters; generated (and returned once) when omitted on create.
+    /// At least 16 characters, in the form the source's `verification` needs (`standard-webhooks`:
+    /// `whsec_` and base64; `header-token`, `basic`: visible ASCII; `url-token`: letters, digits,
+    /// `-._~`); generated (and returned once) when omitted on create.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     #[schema(nullable = false)]
@@ -175,6 +244,16 @@ pub struct SourceSettingsInput {
     /// A token bucket of verified deliveries; null removes the limit (the default: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<Option<RateLimitSetting>>,
+    /// A change of scheme whose form the current secret does not have needs a new `secret` with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub verification: Option<VerificationSetting>,
+    /// Addresses or CIDR ranges allowed to deliver (at most 64); null or [] for any. Behind a
+    /// proxy, the client address is read from `X-Forwarded-For` only when the proxy is trusted
+    /// (`--trusted-proxy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 64, example = json!(["192.0.2.0/24", "2001:db8::/32"]))]
+    pub allowed_ips: Option<Option<Vec<String>>>,
 }
 
 /// `POST /api/webhooks`: a new source: the settable fields, `source` required.

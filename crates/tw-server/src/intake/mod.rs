@@ -8,7 +8,7 @@
 pub mod service;
 pub mod verify;
 
-pub use service::{Outcome, Refusal, TEST_EVENT_TYPE, accepting, queued_request, receive, source, test_event};
+pub use service::{Delivery, Outcome, Refusal, TEST_EVENT_TYPE, accepting, queued_request, receive, source, test_event};
 
 /// A sender-chosen name cut to `max` characters, for an error or a log line: the sender picks its
 /// length.

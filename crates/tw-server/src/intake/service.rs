@@ -93,31 +93,45 @@ pub async fn source(state: &AppState, raw_name: &str, client: Option<IpAddr>) ->
     state.sources.get(&name).await?.ok_or_else(unknown)
 }
 
-/// The most body `source` takes, when it accepts deliveries at all: a disabled source is refused
-/// before its body is read.
-pub fn accepting(source: &SourceRecord) -> Result<u64, ApiError> {
+/// The most body `source` takes, when it accepts deliveries at all, from `client` (as for
+/// [`source`]): a disabled source, or an address outside the source's `allowed_ips`, is refused
+/// before its body is read. A refused address spends its budget of failed verifications.
+pub fn accepting(state: &AppState, source: &SourceRecord, client: Option<IpAddr>) -> Result<u64, ApiError> {
     if !source.settings.enabled {
         return Err(ApiError::SourceDisabled(source.name.to_string()));
+    }
+    if let Some(client) = client
+        && !source.settings.allowed_ips.is_empty()
+        && !source.settings.allowed_ips.iter().any(|net| net.contains(&client))
+    {
+        crate::limits::count_failure(state, client, FailureKind::Address);
+        return Err(ApiError::AddressNotAllowed(source.name.to_string()));
     }
     Ok(source.settings.max_body_bytes)
 }
 
-/// Decides and commits a delivery of `body` to `source` (see the module's order). `rid`: the
-/// server's id of the request, stored with what it became; `client` as for [`source`].
-pub async fn receive(
-    state: &AppState,
-    source: &SourceRecord,
-    headers: &HeaderMap,
-    body: &Bytes,
-    rid: &str,
-    client: Option<IpAddr>,
-) -> Result<Outcome, Refusal> {
+/// A delivery as the intake route received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub headers: &'a HeaderMap,
+    /// The path segment after the source's name (`url-token`), when there was one.
+    pub url_token: Option<&'a str>,
+    pub body: &'a Bytes,
+    /// The server's id of the request, stored with what it became.
+    pub rid: &'a str,
+    /// As for [`source`].
+    pub client: Option<IpAddr>,
+}
+
+/// Decides and commits a delivery to `source` (see the module's order).
+pub async fn receive(state: &AppState, source: &SourceRecord, delivery: Delivery<'_>) -> Result<Outcome, Refusal> {
+    let Delivery { headers, url_token, body, rid, client } = delivery;
     let now = state.clock.now();
-    let verified = verify::verify(source, headers, body, now).map_err(|e| {
+    let verified = verify::verify(source, headers, url_token, body, now).map_err(|e| {
         if let Some(client) = client {
             crate::limits::count_failure(state, client, FailureKind::Signature);
         }
-        Refusal::Unverified(e.into())
+        Refusal::Unverified(e)
     })?;
     // The source's own limit counts verified deliveries only, so forgeries cannot spend it.
     if client.is_some()

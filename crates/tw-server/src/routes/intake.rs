@@ -59,12 +59,12 @@ struct Seen {
     path = "/api/webhooks/{source}",
     tag = "intake",
     operation_id = "receive_webhook",
-    summary = "Deliver a signed alert (HMAC, no API key)",
-    description = "Checks, cheap first and nothing stored before the signature is proven: source registered and enabled, body size, signature headers, timestamp window, HMAC, JSON object. Every response carries `X-Request-Id` (the sender's own, echoed, else the server's) and `X-Tw-Request-Id` (the server's own, unique: the id of the stored delivery).",
+    summary = "Deliver a signed alert (no API key; verified by the source's scheme)",
+    description = "Checks, cheap first and nothing stored before the signature is proven: source registered and enabled, client address in the source's `allowed_ips` (when set), body size, the source's `verification` (default `hmac`, below; `standard-webhooks`: `webhook-id`, `webhook-timestamp`, `webhook-signature`; `github`: `X-Hub-Signature-256`; `header-token`: the source's header; `basic`: `Authorization: Basic`; `url-token` sources take `POST /api/webhooks/{source}/{token}` and refuse this path), JSON object. Every response carries `X-Request-Id` (the sender's own, echoed, else the server's) and `X-Tw-Request-Id` (the server's own, unique: the id of the stored delivery).",
     params(
         ("source" = String, Path, description = "The registered source name"),
-        ("X-Webhook-Signature" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 with the source's secret of `<X-Webhook-Timestamp>.<raw body>`; several values may be sent, separated by commas or spaces (one valid value is enough; only the first 8 digests are tried, the rest ignored). A header that is not UTF-8 text is `invalid_signature`"),
-        ("X-Webhook-Timestamp" = String, Header, description = "Unix seconds; at most `timestamp_tolerance_secs` (default 300) old and as far in the future. Anything but digits (including a header that is not UTF-8 text) is `timestamp_invalid`"),
+        ("X-Webhook-Signature" = Option<String>, Header, description = "`hmac` sources (the default): `sha256=<hex>`: HMAC-SHA256 with the source's secret of `<X-Webhook-Timestamp>.<raw body>`; several values may be sent, separated by commas or spaces (one valid value is enough; only the first 8 digests are tried, the rest ignored). A header that is not UTF-8 text is `invalid_signature`"),
+        ("X-Webhook-Timestamp" = Option<String>, Header, description = "`hmac` sources: unix seconds; at most `timestamp_tolerance_secs` (default 300) old and as far in the future. Anything but digits (including a header that is not UTF-8 text) is `timestamp_invalid`"),
         ("X-Request-Id" = Option<String>, Header, description = "Echoed in the response; generated when absent"),
     ),
     request_body(content = Object, content_type = "application/json", description = "The vendor's alert: a JSON object (generic, Defender, CrowdStrike or Splunk shape; detected unless the source pins a format)"),
@@ -73,8 +73,8 @@ struct Seen {
         (status = 200, description = "A second delivery of a known alert (`duplicate`), or a signed test event (`test`, not stored)", body = IntakeOk, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
         (status = 202, description = "Stored for a worker (`queued`: async source, or sync intake saturated), or kept as a dead letter (`dead_lettered`) when it could not be normalized", body = IntakeAccepted, headers(("X-Request-Id" = String, description = "The sender's X-Request-Id, or a generated one"))),
         (status = 400, description = "`invalid_payload`: the body is not a JSON object (checked only after the signature)", body = ErrorBody),
-        (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the signature headers are missing or do not verify", body = ErrorBody),
-        (status = 403, description = "`source_disabled`: the source is disabled", body = ErrorBody),
+        (status = 401, description = "`missing_signature` | `missing_timestamp` | `timestamp_invalid` | `timestamp_expired` | `invalid_signature`: the scheme's headers are missing or do not verify", body = ErrorBody),
+        (status = 403, description = "`source_disabled`: the source is disabled; `ip_not_allowed`: the client address is outside the source's `allowed_ips`", body = ErrorBody),
         (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
         (status = 408, description = "`request_timeout`: the body did not arrive within the server's body timeout (`--body-timeout-secs`); the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes` (refused on Content-Length before it is read)", body = ErrorBody),
@@ -82,19 +82,65 @@ struct Seen {
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = ErrorBody),
     )
 )]
-pub async fn receive(State(state): State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(state: State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    intake(state, client, uri, headers, body).await
+}
+
+/// The intake handler for senders that can set nothing but a URL (a Splunk alert action): the
+/// token is the source's secret. It never appears in a log line, metric, delivery record or error.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{source}/{token}",
+    tag = "intake",
+    operation_id = "receive_webhook_with_token",
+    summary = "Deliver an alert to a url-token source (the token in the URL, no headers)",
+    description = "For sources whose `verification` is `url-token`: the last path segment is the source's secret. Otherwise the same checks and answers as `POST /api/webhooks/{source}`; a source of any other scheme answers 401 `invalid_signature`. Replay protection is idempotency: the same alert id, or the same body, is counted on its incident (200 `duplicate`).",
+    params(
+        ("source" = String, Path, description = "The registered source name"),
+        ("token" = String, Path, description = "The source's secret (letters, digits, '-', '.', '_', '~'); never logged"),
+        ("X-Request-Id" = Option<String>, Header, description = "Echoed in the response; generated when absent"),
+    ),
+    request_body(content = Object, content_type = "application/json", description = "The vendor's alert: a JSON object"),
+    responses(
+        (status = 201, description = "A new incident was committed", body = IntakeCreated),
+        (status = 200, description = "A second delivery of a known alert (`duplicate`), or a test event (`test`, not stored)", body = IntakeOk),
+        (status = 202, description = "Stored for a worker (`queued`), or kept as a dead letter (`dead_lettered`)", body = IntakeAccepted),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object (checked only after the token)", body = ErrorBody),
+        (status = 401, description = "`invalid_signature`: the token does not match, or the source takes no token in its URL", body = ErrorBody),
+        (status = 403, description = "`source_disabled`, or `ip_not_allowed`: the client address is outside the source's `allowed_ips`", body = ErrorBody),
+        (status = 404, description = "`unknown_source`: the source is not registered", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds the source's `max_body_bytes`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: over the source's `rate_limit`, or the client address failed verification too often", body = ErrorBody, headers(("Retry-After" = u64, description = "Whole seconds to wait (at least 1)"))),
+        (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = ErrorBody),
+    )
+)]
+pub async fn receive_with_token(
+    state: State<AppState>,
+    client: crate::client::ClientIp,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    intake(state, client, uri, headers, body).await
+}
+
+/// Both intake paths: the source's name and, after it, an optional token.
+async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     // The name is read from the raw path and decoded leniently (a path extractor would refuse
     // invalid UTF-8 before this handler): such a name is simply not registered, and is answered
-    // and counted like any other unknown source.
+    // and counted like any other unknown source. The token is never logged or echoed.
     let raw = uri.path().strip_prefix("/api/webhooks/").unwrap_or_default();
-    let source = percent_decode(raw.split('/').next().unwrap_or_default());
+    let mut segments = raw.splitn(2, '/');
+    let source = percent_decode(segments.next().unwrap_or_default());
+    let url_token = segments.next().map(|t| zeroize::Zeroizing::new(percent_decode(t)));
     let received_at = state.clock.now();
     let ids = RequestIds::of(&headers);
     let rid = ids.own.clone();
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut seen = Seen { client: Some(client.0), ..Seen::default() };
-    let (mut resp, code, done) = match handle(&state, &source, &headers, body, &rid, &mut seen).await {
+    let (mut resp, code, done) = match handle(&state, &source, url_token.as_deref().map(String::as_str), &headers, body, &rid, &mut seen).await {
         Ok((resp, done)) => (resp, None, done),
         Err(e) => {
             let code = e.code();
@@ -223,13 +269,21 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
 
 /// Runs a delivery through the intake's checks and normalization without storing anything when
 /// it is a signed test event (`webhook test`). Ok when it would be accepted.
-pub(crate) async fn check(state: &AppState, source: &str, headers: &HeaderMap, body: Body, rid: &str) -> Result<(), ApiError> {
-    handle(state, source, headers, body, rid, &mut Seen::default()).await.map(|_| ())
+pub(crate) async fn check(
+    state: &AppState,
+    source: &str,
+    url_token: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    rid: &str,
+) -> Result<(), ApiError> {
+    handle(state, source, url_token, headers, body, rid, &mut Seen::default()).await.map(|_| ())
 }
 
 async fn handle(
     state: &AppState,
     raw_name: &str,
+    url_token: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     rid: &str,
@@ -238,10 +292,11 @@ async fn handle(
     let source = intake::source(state, raw_name, seen.client).await?;
     seen.source = Some(source.name.clone());
     // A refusal is counted against the source with its delivery record (see `report`).
-    let limit = intake::accepting(&source)?;
+    let limit = intake::accepting(state, &source, seen.client)?;
     let bytes = read_limited(state, headers, body, limit, seen.client).await?;
     seen.body = Some(bytes.clone());
-    match intake::receive(state, &source, headers, &bytes, rid, seen.client).await {
+    let delivery = intake::Delivery { headers, url_token, body: &bytes, rid, client: seen.client };
+    match intake::receive(state, &source, delivery).await {
         Ok(outcome) => {
             seen.verified = true;
             Ok(respond(&source, outcome))

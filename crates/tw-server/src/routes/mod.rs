@@ -51,7 +51,8 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
     let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    let intake = method == axum::http::Method::POST && route.as_deref() == Some("/api/webhooks/{source}");
+    let intake = method == axum::http::Method::POST
+        && matches!(route.as_deref(), Some("/api/webhooks/{source}" | "/api/webhooks/{source}/{token}"));
     let quiet = matches!(route.as_deref(), Some("/metrics" | "/api/health" | "/api/ready"));
     if !intake {
         let status = resp.status().as_u16();
@@ -109,6 +110,7 @@ pub(crate) fn api_routes(with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(intake::receive, sources::show, sources::update, sources::remove))
         .routes(routes!(sources::rotate_secret))
         .routes(routes!(sources::test))
+        .routes(routes!(intake::receive_with_token))
         .routes(routes!(incidents::list))
         .routes(routes!(incidents::get))
         .routes(routes!(incidents::raw))

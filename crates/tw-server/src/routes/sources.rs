@@ -10,15 +10,14 @@ use crate::auth::{AdminAccess, ReadAccess};
 use crate::api::FieldError;
 use crate::api::ErrorBody;
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
-use crate::sources::{parse_mapping, secret_owner};
+use crate::sources::{parse_allowed_ips, parse_mapping, secret_owner};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
-use tw_core::signature::sign;
-use tw_core::{Format, Secret, SourceMode, SourceName};
+use tw_core::{Format, Secret, SourceMode, SourceName, Verification};
 use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
 
 /// The default grace period of a rotated-out secret.
@@ -62,12 +61,21 @@ fn parse_fields(body: &Map<String, Value>, playbooks: &[String], errors: &mut Ve
         let mut bad = |msg: &str| errors.push(FieldError::new(key.as_str(), msg));
         match key.as_str() {
             "source" => {}
+            // Its form for the scheme is checked once the scheme is known (`check_secret_form`).
             "secret" => match v.as_str() {
                 Some(s) => match Secret::validate(s) {
                     Ok(()) => p.secret = Some(Secret::new(s)),
                     Err(e) => bad(&e),
                 },
                 None => bad("must be a string"),
+            },
+            "verification" => match Verification::parse(v) {
+                Ok(scheme) => p.verification = Some(scheme),
+                Err(e) => errors.push(FieldError::new(e.field, e.message)),
+            },
+            "allowed_ips" => match parse_allowed_ips(v) {
+                Ok(nets) => p.allowed_ips = Some(nets),
+                Err(problems) => errors.extend(problems.into_iter().map(|(f, m)| FieldError::new(f, m))),
             },
             "auto_triage" => match as_bool(v) {
                 Some(b) => p.auto_triage = Some(b),
@@ -166,6 +174,24 @@ async fn check_secret_unused(
     Ok(())
 }
 
+/// Refuses a secret that does not have the form the source's scheme needs: a new `secret` is at
+/// fault (as a `secret` field error); otherwise the kept one is, and the change of `verification`
+/// must bring a new secret with it.
+fn check_secret_form(verification: &Verification, new: Option<&Secret>, kept: Option<&Secret>, errors: &mut Vec<FieldError>) {
+    if let Some(secret) = new {
+        if let Err(e) = verification.check_secret(secret.expose()) {
+            errors.push(FieldError::new("secret", e));
+        }
+    } else if let Some(secret) = kept
+        && let Err(e) = verification.check_secret(secret.expose())
+    {
+        errors.push(FieldError::new(
+            "verification",
+            format!("the source's current secret does not fit {}: {e}; send a new `secret` in the same request", verification.scheme()),
+        ));
+    }
+}
+
 fn check_auto_triage(s: &SourceSettings, errors: &mut Vec<FieldError>) {
     if s.auto_triage && s.playbook.is_none() {
         errors.push(FieldError::new("playbook", "is required when auto_triage is true"));
@@ -217,6 +243,7 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     let mut settings = SourceSettings::default();
     patch.apply(&mut settings);
     check_auto_triage(&settings, &mut errors);
+    check_secret_form(&settings.verification, patch.secret.as_ref(), None, &mut errors);
     // A generated secret is 256 random bits: only a given one can collide.
     if let Some(secret) = &patch.secret {
         check_secret_unused(&state, secret, name.as_ref(), &mut errors).await?;
@@ -225,7 +252,7 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     let generated = patch.secret.is_none();
     let secret = match patch.secret {
         Some(s) => s,
-        None => tw_store::crypto::generate_secret()?,
+        None => tw_store::crypto::generate_secret(&settings.verification)?,
     };
     let record = state.store.create_source(NewSource { name: name.clone(), secret: secret.clone(), settings }).await?;
     state.sources.invalidate(&name);
@@ -316,6 +343,7 @@ pub async fn update(
     let mut merged = current.settings.clone();
     patch.apply(&mut merged);
     check_auto_triage(&merged, &mut errors);
+    check_secret_form(&merged.verification, patch.secret.as_ref(), Some(&current.secret), &mut errors);
     if let Some(secret) = &patch.secret {
         check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
     }
@@ -403,6 +431,7 @@ pub async fn rotate_secret(
             other => errors.push(FieldError::new(other, format!("unknown field '{other}'"))),
         }
     }
+    check_secret_form(&current.settings.verification, secret.as_ref(), None, &mut errors);
     if let Some(secret) = &secret {
         check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
     }
@@ -411,7 +440,7 @@ pub async fn rotate_secret(
     }
     let secret = match secret {
         Some(s) => s,
-        None => tw_store::crypto::generate_secret()?,
+        None => tw_store::crypto::generate_secret(&current.settings.verification)?,
     };
     let until = state.clock.now() + chrono::Duration::seconds(grace);
     let record = state.store.rotate_secret(&name, secret.clone(), until).await?;
@@ -443,16 +472,18 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     let source = load(&state, &name).await?;
     let now = state.clock.now();
     let body = serde_json::to_vec(&crate::intake::test_event(&name, now)).unwrap_or_default();
-    let ts = now.timestamp().to_string();
+    let signed = source.settings.verification.sign(source.secret.expose(), &body, now.timestamp(), &format!("msg_test_{}", uuid::Uuid::now_v7().simple()));
     let mut headers = axum::http::HeaderMap::new();
-    let header = |v: String| axum::http::HeaderValue::from_str(&v).map_err(|_| ApiError::Internal("test headers".into()));
-    headers.insert("x-webhook-timestamp", header(ts.clone())?);
-    headers.insert("x-webhook-signature", header(format!("sha256={}", sign(&source.secret, &ts, &body)))?);
-    headers.insert(axum::http::header::CONTENT_LENGTH, header(body.len().to_string())?);
-    // The real intake path (source cache, body limit, header parsing, window, HMAC, JSON,
-    // normalization); a test event is never stored.
+    for (n, v) in &signed.headers {
+        let name = axum::http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| ApiError::Internal("test headers".into()))?;
+        headers.insert(name, axum::http::HeaderValue::from_str(v).map_err(|_| ApiError::Internal("test headers".into()))?);
+    }
+    headers.insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from(body.len()));
+    // The real intake path (source cache, body limit, the scheme's check, JSON, normalization); a
+    // test event is never stored.
     let rid = format!("test_{}", uuid::Uuid::now_v7().simple());
-    let result = crate::routes::intake::check(&state, name.as_str(), &headers, axum::body::Body::from(body), &rid).await;
+    let result =
+        crate::routes::intake::check(&state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
     const STAGES: [&str; 4] = ["registered", "enabled", "signature", "payload"];
     let failed_at = match &result {
         Ok(()) => STAGES.len(),
@@ -466,7 +497,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     let passed = [
         format!("source {name} exists"),
         "accepting deliveries".to_string(),
-        "HMAC-SHA256 verified with the stored secret, through the intake path".to_string(),
+        format!("{} verified with the stored secret, through the intake path", source.settings.verification.scheme()),
         "normalized; a test event is not stored".to_string(),
     ];
     let checks = STAGES

@@ -3,7 +3,7 @@
 
 use super::{PgStore, execute, query, query_one, query_opt};
 use crate::model::*;
-use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
+use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow, settings_placeholders};
 use crate::{MasterKey, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,8 @@ fn source_row(r: &Row) -> SourceRow {
         error_count: r.get(18),
         rate_limit_per_second: r.get(19),
         rate_limit_burst: r.get(20),
+        verification: r.get(21),
+        allowed_ips: r.get(22),
     }
 }
 
@@ -53,7 +55,7 @@ async fn lock_source(c: &impl GenericClient, key: &MasterKey, name: &str) -> Res
 }
 
 impl SettingsValues {
-    fn pg_params(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn pg_params(&self) -> [&(dyn ToSql + Sync); SettingsValues::COUNT] {
         [
             &self.enabled,
             &self.auto_triage,
@@ -65,6 +67,8 @@ impl SettingsValues {
             &self.max_body_bytes,
             &self.rate_limit_per_second,
             &self.rate_limit_burst,
+            &self.verification,
+            &self.allowed_ips,
         ]
     }
 }
@@ -72,7 +76,7 @@ impl SettingsValues {
 async fn write_settings(c: &impl GenericClient, name: &str, s: &SourceSettings, now: DateTime<Utc>) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
     let sql =
-        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE name = $12");
+        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ${}", settings_placeholders('$', 1).join(", "), SettingsValues::COUNT + 2);
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&now as &(dyn ToSql + Sync), &name]).collect();
     execute(c, &sql, &params).await?;
     Ok(())
@@ -89,7 +93,7 @@ async fn insert_source(
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"
+         VALUES ({}, ${n})", settings_placeholders('$', 4).join(", "), n = SettingsValues::COUNT + 4
     );
     let name = new.name.as_str();
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&name as &(dyn ToSql + Sync), &enc, &managed, &now]).collect();

@@ -5,7 +5,7 @@ use crate::MasterKey;
 use crate::StoreError;
 use crate::model::*;
 use crate::rows::corrupt;
-use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow};
+use crate::rows::{SETTINGS_COLUMNS, SOURCE_COLUMNS, SettingsValues, SourceRow, settings_placeholders};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
@@ -34,6 +34,8 @@ fn source_row(r: &Row<'_>) -> Result<SourceRow, StoreError> {
         error_count: r.get(18)?,
         rate_limit_per_second: r.get(19)?,
         rate_limit_burst: r.get(20)?,
+        verification: r.get(21)?,
+        allowed_ips: r.get(22)?,
     })
 }
 
@@ -48,7 +50,7 @@ pub(super) fn load_source(conn: &Connection, key: &MasterKey, name: &str) -> Res
 }
 
 impl SettingsValues {
-    fn sqlite_params(&self) -> [&dyn rusqlite::ToSql; 10] {
+    fn sqlite_params(&self) -> [&dyn rusqlite::ToSql; SettingsValues::COUNT] {
         [
             &self.enabled,
             &self.auto_triage,
@@ -60,6 +62,8 @@ impl SettingsValues {
             &self.max_body_bytes,
             &self.rate_limit_per_second,
             &self.rate_limit_burst,
+            &self.verification,
+            &self.allowed_ips,
         ]
     }
 }
@@ -67,7 +71,7 @@ impl SettingsValues {
 fn write_settings(conn: &Connection, name: &str, s: &SourceSettings, now: &str) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
     let sql =
-        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) WHERE name = ?12");
+        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ?{}", settings_placeholders('?', 1).join(", "), SettingsValues::COUNT + 2);
     let rest: [&dyn rusqlite::ToSql; 2] = [&now, &name];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
     Ok(())
@@ -78,7 +82,7 @@ fn insert_source(conn: &Connection, key: &MasterKey, new: &NewSource, managed: b
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)"
+         VALUES ({}, ?{n})", settings_placeholders('?', 4).join(", "), n = SettingsValues::COUNT + 4
     );
     let rest: [&dyn rusqlite::ToSql; 4] = [&new.name.as_str(), &enc, &managed, &now];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
