@@ -65,6 +65,30 @@ const KEYS: &[&str] = &[
     "address",
     "p2Sender",
     "emailAddress",
+    "threatInfo",
+    "threatId",
+    "threatName",
+    "confidenceLevel",
+    "agentRealtimeInfo",
+    "networkInterfaces",
+    "inet",
+    "indicators",
+    "objectSchemaType",
+    "object",
+    "relatedEntities",
+    "SystemAlertId",
+    "AlertDisplayName",
+    "Entities",
+    "kibana",
+    "alert",
+    "uuid",
+    "kibana.alert.uuid",
+    "signal",
+    "rule",
+    "rule_name",
+    "risk_score",
+    "original_time",
+    "terms",
     "x",
 ];
 
@@ -119,7 +143,7 @@ proptest! {
     #[test]
     fn normalize_never_panics(v in json_object()) {
         let mapping = BTreeMap::new();
-        for pinned in [None, Some(Format::Generic), Some(Format::Defender), Some(Format::Crowdstrike), Some(Format::Splunk)] {
+        for pinned in std::iter::once(None).chain(Format::ALL.map(Some)) {
             let a = normalize(&v, pinned, &mapping).expect("objects always normalize");
             prop_assert!(!a.title.is_empty());
             prop_assert!(a.title.chars().count() <= 512);
@@ -135,7 +159,7 @@ fn huge_payloads_are_bounded() {
     let ips: Vec<Value> = (0..5000).map(|i| Value::from(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))).collect();
     let urls: Vec<Value> = (0..5000).map(|i| Value::from(format!("https://h{i}.example.com/{}", "a".repeat(100)))).collect();
     let v = serde_json::json!({"data": {"ips": ips, "urls": urls, "title": "x".repeat(100_000)}, "event_type": "t"});
-    for pinned in [None, Some(Format::Defender), Some(Format::Crowdstrike), Some(Format::Splunk)] {
+    for pinned in std::iter::once(None).chain(Format::ALL.map(Some)) {
         let a = normalize(&v, pinned, &BTreeMap::new()).unwrap();
         assert!(a.entities.len() <= 200);
         assert!(a.title.chars().count() <= 512);
