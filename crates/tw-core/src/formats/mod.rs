@@ -16,11 +16,13 @@ pub mod detect;
 pub mod elastic;
 pub mod entities;
 pub mod generic;
+pub mod mapping;
 pub mod sentinel;
 pub mod sentinelone;
 pub mod splunk;
 
 pub use detect::detect;
+pub use mapping::{Mapping, MappingError, MappingProblem, normalize_mapped};
 
 /// A payload format we understand.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
