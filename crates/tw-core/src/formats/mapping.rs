@@ -21,7 +21,7 @@
 //! * each entity pointer may point at one value or at an array (one entity per scalar element);
 //!   values are validated as their kind (an `ip` pointer at `"n/a"` adds nothing) and added to
 //!   the generically extracted entities without duplicates;
-//! * the alert's format stays [`Format::Generic`].
+//! * the alert's format stays [`Format::Generic`](crate::Format::Generic).
 use super::entities::{self, MAX_ENTITIES};
 use super::generic::{self, read_severity};
 use super::{NormalizeError, apply_severity_mapping, json_type};
