@@ -24,6 +24,9 @@ fn payload(format: Format) -> &'static str {
         Format::Defender => include_str!("data/defender-o365-phish-typical.json"),
         Format::Crowdstrike => include_str!("data/crowdstrike-detection-summary-critical.json"),
         Format::Splunk => include_str!("data/splunk-alert-process-many-entities.json"),
+        Format::Sentinelone => include_str!("data/sentinelone-threat-many-indicators.json"),
+        Format::Sentinel => include_str!("data/sentinel-incident-many-entities.json"),
+        Format::Elastic => include_str!("data/elastic-security-alert-many-entities.json"),
     }
 }
 

@@ -15,7 +15,7 @@ pub mod triage;
 pub mod verification;
 
 pub use alert::{Alert, Entity, EntityKind};
-pub use formats::{Format, NormalizeError, normalize};
+pub use formats::{Format, Mapping, NormalizeError, normalize, normalize_mapped};
 pub use incident::IncidentNumber;
 pub use secret::Secret;
 pub use severity::Severity;

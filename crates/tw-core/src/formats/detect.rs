@@ -10,8 +10,18 @@
 //!    and `incidentName` or `redirectIncidentId`); a Management Activity record (`RecordType` 40 or
 //!    `"40"` or `"SecurityComplianceAlerts"`); or the spec's shape (`eventType` with `entityType`,
 //!    or with a `data` object holding `sender`/`recipients`).
+//! 4. **SentinelOne**: a `threatInfo` object with `threatId`, `threatName`, `confidenceLevel` or
+//!    `classification`, at the top level or in the first item of a `data[]` array.
+//! 5. **Sentinel**: the incident trigger (`objectSchemaType` text with an `object` object holding
+//!    `properties`), or the alert trigger (`SystemAlertId` text with `AlertDisplayName` or an
+//!    `Entities` array).
+//! 6. **Elastic**: an `alerts` array whose first object is an Elastic Security alert
+//!    (`kibana.alert.uuid` / `kibana.alert.rule`, nested or dotted, or a legacy `signal` with a
+//!    `rule`); a `rule` object with `rule_name` or `rule_id` and an `alerts` array or
+//!    `alerts_count` (the connector's template with no alert); or one alert document itself.
 use super::entities::{has_ignore_case, text_at};
 use super::{Format, Object};
+use super::{elastic, sentinelone};
 use serde_json::Value;
 
 /// Which format a payload object is.
@@ -22,6 +32,12 @@ pub fn detect(obj: &Object) -> Format {
         Format::Splunk
     } else if is_defender(obj) {
         Format::Defender
+    } else if is_sentinelone(obj) {
+        Format::Sentinelone
+    } else if is_sentinel(obj) {
+        Format::Sentinel
+    } else if is_elastic(obj) {
+        Format::Elastic
     } else {
         Format::Generic
     }
@@ -61,6 +77,31 @@ fn is_defender(obj: &Object) -> bool {
         && (obj.contains_key("entityType")
             || obj.get("data").and_then(Value::as_object).is_some_and(|d| has_any(d, &["sender", "recipients", "subject"])));
     graph_alert || incident || mgmt || spec
+}
+
+fn is_sentinelone(obj: &Object) -> bool {
+    let threat = sentinelone::threat(obj);
+    threat
+        .get("threatInfo")
+        .and_then(Value::as_object)
+        .is_some_and(|t| has_any(t, &["threatId", "threatName", "confidenceLevel", "classification"]))
+}
+
+fn is_sentinel(obj: &Object) -> bool {
+    let incident = text_at(obj, "objectSchemaType").is_some()
+        && obj.get("object").and_then(Value::as_object).is_some_and(|o| o.get("properties").is_some_and(Value::is_object));
+    let alert = text_at(obj, "SystemAlertId").is_some()
+        && (obj.contains_key("AlertDisplayName") || obj.get("Entities").is_some_and(Value::is_array));
+    incident || alert
+}
+
+fn is_elastic(obj: &Object) -> bool {
+    let alerts = obj.get("alerts").and_then(Value::as_array);
+    let first_is_alert = alerts.and_then(|a| a.first()).and_then(Value::as_object).is_some_and(elastic::is_alert_doc);
+    let template = obj.get("rule").is_some_and(Value::is_object)
+        && has_any(obj, &["rule_name", "rule_id"])
+        && (alerts.is_some() || obj.contains_key("alerts_count"));
+    first_is_alert || template || elastic::is_alert_doc(obj)
 }
 
 #[cfg(test)]
@@ -103,5 +144,14 @@ mod tests {
         assert_eq!(d(json!({"RecordType": 15})), Format::Generic);
         assert_eq!(d(json!({"RecordType": "40"})), Format::Defender);
         assert_eq!(d(json!({"eventType": "x"})), Format::Generic);
+        assert_eq!(d(json!({"threatInfo": {}})), Format::Generic);
+        assert_eq!(d(json!({"data": [{"threatInfo": {"threatId": "1"}}]})), Format::Sentinelone);
+        assert_eq!(d(json!({"objectSchemaType": "Incident", "object": {"properties": []}})), Format::Generic);
+        assert_eq!(d(json!({"SystemAlertId": "x"})), Format::Generic);
+        assert_eq!(d(json!({"SystemAlertId": "x", "Entities": []})), Format::Sentinel);
+        assert_eq!(d(json!({"alerts": [{"signal": {}}]})), Format::Generic);
+        assert_eq!(d(json!({"alerts": [{"signal": {"rule": {}}}]})), Format::Elastic);
+        assert_eq!(d(json!({"kibana.alert.uuid": "u"})), Format::Elastic);
+        assert_eq!(d(json!({"rule": {}, "rule_name": "r", "alerts": []})), Format::Elastic);
     }
 }

@@ -1,5 +1,5 @@
 //! The spec's generic format, and the fallback for every payload no other format recognises
-//! (Sentinel, SentinelOne, Elastic, ...).
+//! (and the reading a source's declarative mapping starts from: see [`super::mapping`]).
 //!
 //! Spec shape: `{event_type, timestamp, source, data: {alert_id, severity, details: {...}}}`.
 //!

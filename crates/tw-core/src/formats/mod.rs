@@ -13,11 +13,16 @@ use std::str::FromStr;
 pub mod crowdstrike;
 pub mod defender;
 pub mod detect;
+pub mod elastic;
 pub mod entities;
 pub mod generic;
+pub mod mapping;
+pub mod sentinel;
+pub mod sentinelone;
 pub mod splunk;
 
 pub use detect::detect;
+pub use mapping::{Mapping, MappingError, MappingProblem, normalize_mapped};
 
 /// A payload format we understand.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -32,17 +37,29 @@ pub enum Format {
     Crowdstrike,
     /// Splunk webhook alert action.
     Splunk,
+    /// SentinelOne threats.
+    Sentinelone,
+    /// Microsoft Sentinel incidents and alerts (playbook triggers).
+    Sentinel,
+    /// Elastic Security alerts sent by the Kibana webhook connector.
+    Elastic,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Generic, Format::Defender, Format::Crowdstrike, Format::Splunk];
+    /// Every format, in the order they are listed to operators.
+    pub const ALL: [Format; 7] =
+        [Format::Generic, Format::Defender, Format::Crowdstrike, Format::Splunk, Format::Sentinelone, Format::Sentinel, Format::Elastic];
 
+    /// The serialized name (`"sentinelone"`), as in a source's `format` setting.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Generic => "generic",
             Format::Defender => "defender",
             Format::Crowdstrike => "crowdstrike",
             Format::Splunk => "splunk",
+            Format::Sentinelone => "sentinelone",
+            Format::Sentinel => "sentinel",
+            Format::Elastic => "elastic",
         }
     }
 }
@@ -56,10 +73,9 @@ impl fmt::Display for Format {
 impl FromStr for Format {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.as_str() == s)
-            .ok_or_else(|| format!("unknown format '{s}' (expected generic, defender, crowdstrike or splunk)"))
+        Format::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
+            format!("unknown format '{s}' (expected generic, defender, crowdstrike, splunk, sentinelone, sentinel or elastic)")
+        })
     }
 }
 
@@ -81,6 +97,9 @@ pub fn normalize(payload: &Value, pinned: Option<Format>, severity_mapping: &BTr
         Format::Defender => defender::normalize(obj),
         Format::Crowdstrike => crowdstrike::normalize(obj),
         Format::Splunk => splunk::normalize(obj),
+        Format::Sentinelone => sentinelone::normalize(obj),
+        Format::Sentinel => sentinel::normalize(obj),
+        Format::Elastic => elastic::normalize(obj),
     };
     alert.format = format;
     apply_severity_mapping(&mut alert, severity_mapping);

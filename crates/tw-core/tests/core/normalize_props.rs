@@ -1,9 +1,11 @@
-//! normalize() never panics, whatever JSON object it is given and whatever format is pinned.
+//! normalize() never panics, whatever JSON object it is given and whatever format is pinned;
+//! normalize_mapped() never panics whatever JSON it is given, and Mapping::parse whatever
+//! mapping.
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use tw_core::{Format, normalize};
+use tw_core::{Format, Mapping, normalize, normalize_mapped};
 
 /// Keys the normalizers look for, so random payloads reach the interesting code paths.
 const KEYS: &[&str] = &[
@@ -65,6 +67,30 @@ const KEYS: &[&str] = &[
     "address",
     "p2Sender",
     "emailAddress",
+    "threatInfo",
+    "threatId",
+    "threatName",
+    "confidenceLevel",
+    "agentRealtimeInfo",
+    "networkInterfaces",
+    "inet",
+    "indicators",
+    "objectSchemaType",
+    "object",
+    "relatedEntities",
+    "SystemAlertId",
+    "AlertDisplayName",
+    "Entities",
+    "kibana",
+    "alert",
+    "uuid",
+    "kibana.alert.uuid",
+    "signal",
+    "rule",
+    "rule_name",
+    "risk_score",
+    "original_time",
+    "terms",
     "x",
 ];
 
@@ -119,12 +145,74 @@ proptest! {
     #[test]
     fn normalize_never_panics(v in json_object()) {
         let mapping = BTreeMap::new();
-        for pinned in [None, Some(Format::Generic), Some(Format::Defender), Some(Format::Crowdstrike), Some(Format::Splunk)] {
+        for pinned in std::iter::once(None).chain(Format::ALL.map(Some)) {
             let a = normalize(&v, pinned, &mapping).expect("objects always normalize");
             prop_assert!(!a.title.is_empty());
             prop_assert!(a.title.chars().count() <= 512);
             prop_assert!(a.entities.len() <= 200);
             prop_assert!(a.entities.iter().all(|e| !e.value.trim().is_empty()));
+        }
+    }
+}
+
+/// A mapping whose pointers reach into the random payloads' keys, arrays and escapes.
+fn fixed_mapping() -> Mapping {
+    Mapping::parse(&serde_json::json!({
+        "title": "/title",
+        "severity": "/data/severity",
+        "alert_id": "/data/alert_id",
+        "event_time": "/timestamp",
+        "description": "/details/0",
+        "entities": {
+            "ip": ["/src_ip", "/data/details/src_ip", "/alerts/0/address", ""],
+            "user": ["/user", "/x/~1y/~0z"],
+            "url": ["/url", "/entities/1"],
+            "email": ["/recipients", "/data/recipients"],
+            "file_hash": ["/Hashes"],
+            "hostname": ["/hostName", "/properties/hostName"],
+        }
+    }))
+    .expect("the fixed mapping is valid")
+}
+
+fn any_json() -> impl Strategy<Value = Value> {
+    prop_oneof![json_value(), json_object()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn normalize_mapped_never_panics(v in any_json()) {
+        let mapping = fixed_mapping();
+        let severities = BTreeMap::from([("high".to_string(), tw_core::Severity::Critical)]);
+        match normalize_mapped(&v, &mapping, &severities) {
+            Ok(a) => {
+                prop_assert!(v.is_object());
+                prop_assert!(!a.title.is_empty());
+                prop_assert!(a.title.chars().count() <= 512);
+                prop_assert!(a.entities.len() <= 200);
+                prop_assert!(a.entities.iter().all(|e| !e.value.trim().is_empty()));
+                prop_assert_eq!(a.format, Format::Generic);
+            }
+            Err(_) => prop_assert!(!v.is_object()),
+        }
+    }
+
+    #[test]
+    fn mapping_parse_never_panics(v in any_json(), p in ".{0,40}", q in "(/[a-z~0-9]{0,6}){0,4}") {
+        let _ = Mapping::parse(&v);
+        for m in [
+            serde_json::json!({"title": p.clone(), "entities": {"ip": [q.clone(), p.clone()]}}),
+            serde_json::json!({"severity": q.clone()}),
+            serde_json::json!({"entities": {p.clone(): [q.clone()]}}),
+        ] {
+            if let Ok(parsed) = Mapping::parse(&m) {
+                // A parsed mapping round-trips, and normalizes any payload without panicking.
+                let back: Mapping = serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+                prop_assert_eq!(&back, &parsed);
+                let _ = normalize_mapped(&v, &parsed, &BTreeMap::new());
+            }
         }
     }
 }
@@ -135,7 +223,7 @@ fn huge_payloads_are_bounded() {
     let ips: Vec<Value> = (0..5000).map(|i| Value::from(format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256))).collect();
     let urls: Vec<Value> = (0..5000).map(|i| Value::from(format!("https://h{i}.example.com/{}", "a".repeat(100)))).collect();
     let v = serde_json::json!({"data": {"ips": ips, "urls": urls, "title": "x".repeat(100_000)}, "event_type": "t"});
-    for pinned in [None, Some(Format::Defender), Some(Format::Crowdstrike), Some(Format::Splunk)] {
+    for pinned in std::iter::once(None).chain(Format::ALL.map(Some)) {
         let a = normalize(&v, pinned, &BTreeMap::new()).unwrap();
         assert!(a.entities.len() <= 200);
         assert!(a.title.chars().count() <= 512);

@@ -1,4 +1,4 @@
-//! Every vendor fixture in `shared/fixtures/vendors` normalized: formats detected, titles,
+//! Every vendor fixture (`shared/fixtures/vendors` and `tests/core/fixtures`) normalized: formats detected, titles,
 //! severities, times, ids and entities checked against values read in the fixtures, console
 //! links never extracted, and every normalized alert snapshotted with insta.
 
@@ -26,7 +26,7 @@ fn time(a: &Alert) -> String {
 #[test]
 fn snapshot_every_fixture() {
     let names = all_fixture_names();
-    assert!(names.len() >= 26, "expected the whole fixture set, found {}", names.len());
+    assert!(names.len() >= 28, "expected the whole fixture set, found {}", names.len());
     for name in names {
         let alert = norm(&name);
         insta::assert_json_snapshot!(name.trim_end_matches(".json").to_string(), alert);
@@ -59,6 +59,12 @@ fn spec_vendors_are_detected() {
             Format::Defender
         } else if name.starts_with("splunk-") {
             Format::Splunk
+        } else if name.starts_with("sentinelone-") {
+            Format::Sentinelone
+        } else if name.starts_with("sentinel-") {
+            Format::Sentinel
+        } else if name.starts_with("elastic-") {
+            Format::Elastic
         } else {
             Format::Generic
         };
@@ -258,55 +264,213 @@ fn splunk_fixtures() {
 }
 
 #[test]
-fn other_vendors_are_generic_incidents() {
+fn sentinelone_fixtures() {
+    let v = load("sentinelone-threat.json");
+    let a = norm("sentinelone-threat.json");
+    assert_eq!(
+        a.title,
+        format!("{}: {}", v["threatInfo"]["classification"].as_str().unwrap(), v["threatInfo"]["threatName"].as_str().unwrap())
+    );
+    assert_eq!(a.title, "Trojan: zoom_update_5.17.exe");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::High, Some("malicious")), "confidenceLevel malicious");
+    assert_eq!(time(&a), "2024-06-10T15:22:41.517302+00:00", "createdAt");
+    assert_eq!(a.external_id.as_deref(), v["threatInfo"]["threatId"].as_str());
+    assert_eq!(a.external_id.as_deref(), Some("1968443120875512321"));
+    assert_eq!(a.event_type.as_deref(), Some("Trojan"));
+    assert_eq!(a.description, None, "no indicators");
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "WS-SALES-0211", "host"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "192.0.2.211"), Some("host"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "198.51.100.9"), Some("external"));
+    assert!(has(&a, EntityKind::User, "CORP\\bchen"));
+    assert_eq!(role_of(&a, EntityKind::Process, "msedge.exe"), Some("originator"), "originatorProcess");
+    assert!(has(&a, EntityKind::File, "\\Device\\HarddiskVolume3\\Users\\bchen\\Downloads\\zoom_update_5.17.exe"));
+    for h in [
+        "52e21c166c94691fcf6090aa4bd5e7ae11e3383d3a8a3fd40952aa5072dde9c0",
+        "e510e371615d50dd44d458a3f1d325bb86df9450",
+        "6ec33172719759ecf0331967b59efc0e",
+    ] {
+        assert!(has(&a, EntityKind::FileHash, h), "{h}");
+    }
+    assert!(!has(&a, EntityKind::Ip, "23.4.2.14"), "agentVersion is not an IP");
+
+    let a = norm("sentinelone-threat-suspicious-nulls.json");
+    assert_eq!(a.title, "PUA: helperd");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Medium, Some("suspicious")));
+    assert_eq!(a.external_id.as_deref(), Some("1968533309128811004"));
+    assert_eq!(time(&a), "2024-06-10T18:44:09.100+00:00");
+    assert!(has(&a, EntityKind::FileHash, "4283d308f134bc6ff90f4889bd48b0257bfffbb4"));
+    assert!(!a.entities.iter().any(|e| e.kind == EntityKind::User), "processUser and logged-in user are \"\"");
+    assert!(has(&a, EntityKind::File, "/Users/Shared/.cache/helperd"));
+
+    let a = norm("sentinelone-threat-many-indicators.json");
+    assert_eq!(a.title, "Malware: vcruntime_ext.dll");
+    assert_eq!(a.external_id.as_deref(), Some("1968501177340028877"), "threatId");
+    assert_eq!(role_of(&a, EntityKind::Ip, "2001:db8:10::103"), Some("host"), "IPv6");
+    assert_eq!(role_of(&a, EntityKind::Ip, "198.51.100.103"), Some("host"));
+    assert!(has(&a, EntityKind::Url, "https://sync.example.net/api/v2/beacon"), "URL in the process arguments");
+    assert!(
+        a.entities
+            .iter()
+            .any(|e| e.kind == EntityKind::Process && e.role.as_deref() == Some("process") && e.value.starts_with("rundll32.exe"))
+    );
+    let d = a.description.as_deref().unwrap();
+    assert!(d.starts_with("File flagged by on-write static model.\nScheduled task registered"), "{d}");
+    assert_eq!(d.lines().count(), 5);
+}
+
+#[test]
+fn sentinel_fixtures() {
+    let v = load("sentinel-incident.json");
     let a = norm("sentinel-incident.json");
+    let p = &v["object"]["properties"];
+    assert_eq!(a.title, p["title"].as_str().unwrap());
     assert_eq!(a.title, "Multiple failed sign-ins followed by a success from a new country");
-    assert_eq!(a.severity, Severity::Medium);
-    assert_eq!(a.external_id, None, "incidentNumber is nested, not data.alert_id");
-    assert!(a.event_time.is_some());
-    assert!(has(&a, EntityKind::Ip, "203.0.113.45") && has(&a, EntityKind::User, "jdoe"));
+    assert_eq!(a.description.as_deref(), p["description"].as_str());
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Medium, Some("Medium")));
+    assert_eq!(time(&a), "2024-06-10T15:06:30.886666700+00:00", "createdTimeUtc");
+    assert_eq!(a.external_id.as_deref(), Some("3187"), "incidentNumber");
+    assert_eq!(a.event_type.as_deref(), Some("Incident"));
+    assert_eq!(a.entities, vec![Entity::new(EntityKind::User, "jdoe"), Entity::new(EntityKind::Ip, "203.0.113.45")]);
+
+    // An Update of the same incident carries the same id: the store recognises it.
+    let u = norm("sentinel-incident-update.json");
+    assert_eq!(u.format, Format::Sentinel);
+    assert_eq!(u.external_id, a.external_id);
+    assert_eq!(u.title, a.title);
+    assert_eq!((u.severity, u.vendor_severity.as_deref()), (Severity::Low, Some("Low")));
+    assert_eq!(u.event_time, a.event_time, "createdTimeUtc does not move on update");
+    assert!(!has(&u, EntityKind::Email, "soc-lead@corp.example.com"), "the owner is not an entity");
 
     let a = norm("sentinel-incident-minimal-nulls.json");
-    assert_eq!((a.title.as_str(), a.severity), ("Rare process observed on server", Severity::Info));
+    assert_eq!(a.title, "Rare process observed on server");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Info, Some("Informational")));
+    assert_eq!(a.description, None);
+    assert_eq!(a.external_id.as_deref(), Some("3201"));
+    assert_eq!(time(&a), "2024-06-10T19:00:04.810+00:00");
+    assert!(a.entities.is_empty());
 
     let a = norm("sentinel-incident-many-entities.json");
     assert_eq!(a.title, "Phishing link click followed by malware execution on endpoint");
     assert_eq!(a.severity, Severity::High);
-    assert!(has(&a, EntityKind::Hostname, "ws-0427.corp.example.com"));
+    assert_eq!(a.external_id.as_deref(), Some("3190"));
+    assert_eq!(role_of(&a, EntityKind::Hostname, "ws-0427.corp.example.com"), Some("host"));
+    for ip in ["192.0.2.57", "203.0.113.66", "198.51.100.77"] {
+        assert!(has(&a, EntityKind::Ip, ip), "{ip}");
+    }
+    assert!(has(&a, EntityKind::Url, "https://login.example.net/session/renew?id=7731"));
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/a/run.ps1"));
+    assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
+    assert!(has(&a, EntityKind::FileHash, "d3efb95a3e2ae4b40402ea7d1885420c"));
+    assert!(has(&a, EntityKind::File, "C:\\Users\\jdoe\\Downloads\\remittance_0610.docm"));
+    assert_eq!(role_of(&a, EntityKind::Process, "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA"), Some("process"));
+    assert_eq!(role_of(&a, EntityKind::Email, "billing@invoices.example.net"), Some("sender"));
+    assert_eq!(role_of(&a, EntityKind::Email, "jdoe@corp.example.com"), Some("recipient"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
+    assert!(!has(&a, EntityKind::Email, "soc-lead@corp.example.com"), "the owner is not an entity");
 
+    let v = load("sentinel-alert-trigger.json");
     let a = norm("sentinel-alert-trigger.json");
     assert_eq!(a.title, "Suspicious PowerShell command line");
-    assert_eq!(a.severity, Severity::High);
-    assert_eq!(a.external_id, None, "SystemAlertId is not a generic-format id");
-    assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
+    assert_eq!(a.description.as_deref(), v["Description"].as_str());
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::High, Some("High")));
+    assert_eq!(time(&a), "2024-06-10T15:01:31.442+00:00", "StartTimeUtc");
+    assert_eq!(a.external_id.as_deref(), v["SystemAlertId"].as_str());
+    assert_eq!(a.event_type.as_deref(), Some("Execution"), "Intent");
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "ws-0427.corp.example.com", "host"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
     assert!(has(&a, EntityKind::Ip, "203.0.113.66"));
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/a/run.ps1"));
+    assert!(has(&a, EntityKind::FileHash, "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21"));
+    assert!(has(&a, EntityKind::Process, "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA"));
+}
 
-    let a = norm("sentinelone-threat.json");
-    assert_eq!(a.title, "zoom_update_5.17.exe");
-    assert_eq!(a.severity, Severity::High, "confidenceLevel malicious");
-    assert_eq!(a.external_id, None, "a SentinelOne id is not a generic-format id");
-    assert_eq!(time(&a), "2024-06-10T15:22:41.517302+00:00");
-    assert!(has(&a, EntityKind::Hostname, "WS-SALES-0211"));
-    assert!(has(&a, EntityKind::FileHash, "52e21c166c94691fcf6090aa4bd5e7ae11e3383d3a8a3fd40952aa5072dde9c0"));
-    assert!(!has(&a, EntityKind::Ip, "23.4.2.14"), "agentVersion is not an IP");
-
-    let a = norm("sentinelone-threat-suspicious-nulls.json");
-    assert_eq!((a.title.as_str(), a.severity), ("helperd", Severity::Medium));
-    let a = norm("sentinelone-threat-many-indicators.json");
-    assert!(has(&a, EntityKind::Ip, "2001:db8:10::103"), "IPv6");
-
+#[test]
+fn elastic_fixtures() {
+    let v = load("elastic-security-alert.json");
     let a = norm("elastic-security-alert.json");
+    assert_eq!(a.title, v["rule_name"].as_str().unwrap());
     assert_eq!(a.title, "Encoded PowerShell Launched by Office Application");
-    assert_eq!(a.severity, Severity::High);
+    assert_eq!(a.description.as_deref(), v["alerts"][0]["kibana"]["alert"]["reason"].as_str(), "the alert's reason");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::High, Some("high")));
     assert_eq!(time(&a), "2024-06-10T15:01:31.442+00:00", "original_time");
-    assert_eq!(a.external_id, None, "never a deep-searched uuid");
-    assert!(has(&a, EntityKind::Hostname, "ws-0427") && has(&a, EntityKind::User, "jdoe"));
+    assert_eq!(a.external_id.as_deref(), Some("7957ed1b-52bf-5f2c-4f9f-b66cf2da10ed"), "kibana.alert.uuid");
+    assert_eq!(a.event_type.as_deref(), Some("query"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "ws-0427", "host"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "192.0.2.57"), Some("host"));
+    assert!(has(&a, EntityKind::User, "jdoe"));
+    assert_eq!(role_of(&a, EntityKind::Process, "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA"), Some("process"));
+    assert!(
+        a.entities
+            .iter()
+            .any(|e| e.role.as_deref() == Some("parent_process") && e.kind == EntityKind::Process && e.value.contains("WINWORD.EXE"))
+    );
+    assert!(has(&a, EntityKind::File, "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"));
+    for h in [
+        "b9c088258bf895c0fe8ab2d26860aa1719a6e533729a62bf405c0d29bdff1d21",
+        "da16cc2bbd7dbc782aabb7489d3f0d6c",
+        "fb874e7aceed8dda9a17809df8005c4beb4e0322",
+    ] {
+        assert_eq!(role_of(&a, EntityKind::FileHash, h), Some("process"), "{h}");
+    }
+    assert!(!has(&a, EntityKind::FileHash, "798df62af1a42baa86c7d9e581d00f4b"), "host.id is not a hash");
+
     let a = norm("elastic-security-alert-minimal.json");
-    assert_eq!((a.title.as_str(), a.severity), ("Threshold - Excessive Failed SSH Logins", Severity::Low));
-    assert!(has(&a, EntityKind::Ip, "198.51.100.250"));
+    assert_eq!(a.title, "Threshold - Excessive Failed SSH Logins");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Low, Some("low")));
+    assert_eq!(a.description.as_deref(), Some("event created low alert Threshold - Excessive Failed SSH Logins."));
+    assert_eq!(time(&a), "2024-06-10T19:14:00+00:00");
+    assert_eq!(a.external_id.as_deref(), Some("2ce91a9a-683d-bd81-9645-022ab9a25942"));
+    assert_eq!(a.event_type.as_deref(), Some("threshold"));
+    assert_eq!(
+        a.entities,
+        vec![Entity::with_role(EntityKind::Ip, "198.51.100.250", "src")],
+        "rule_url \"\" and results_link are not entities"
+    );
+
     let a = norm("elastic-security-alert-many-entities.json");
-    assert_eq!(a.severity, Severity::Critical);
-    assert!(has(&a, EntityKind::FileHash, "67d8e67b69e8d92b991e4b871ae3e0a6bf6deeece09c78990775e9a48ee5da93"));
+    assert_eq!(a.title, "Office Child Process Downloads From Newly Seen Domain");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Critical, Some("critical")));
+    assert_eq!(time(&a), "2024-06-10T15:01:33.905+00:00", "the first alert's original_time");
+    assert_eq!(a.external_id.as_deref(), Some("eb36350a-66d1-100d-e8cd-e6485022006d"), "the first alert's uuid");
+    assert!(has(&a, EntityKind::FileHash, "67d8e67b69e8d92b991e4b871ae3e0a6bf6deeece09c78990775e9a48ee5da93"), "from the second alert");
+    assert!(has(&a, EntityKind::File, "C:\\Users\\jdoe\\AppData\\Local\\Temp\\stage2.bin"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "203.0.113.66"), Some("dest"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "192.0.2.57"), Some("host"));
+    assert!(has(&a, EntityKind::Ip, "198.51.100.140"), "related.ip");
+    assert!(has(&a, EntityKind::Url, "http://cdn.example.org/a/run.ps1"));
+    assert!(has(&a, EntityKind::Domain, "cdn.example.org"));
+    assert_eq!(role_of(&a, EntityKind::Email, "billing@invoices.example.net"), Some("sender"));
+    assert!(has(&a, EntityKind::Email, "jdoe@corp.example.com"), "user.email, then the recipient");
+
+    let v = load("elastic-security-alert-legacy-signal.json");
+    let a = norm("elastic-security-alert-legacy-signal.json");
+    assert_eq!(a.title, "Outbound RDP to the Internet");
+    assert_eq!(a.description.as_deref(), v["alerts"][0]["signal"]["reason"].as_str(), "signal.reason");
+    assert_eq!((a.severity, a.vendor_severity.as_deref()), (Severity::Medium, Some("medium")));
+    assert_eq!(time(&a), "2021-11-08T09:38:51.106+00:00", "signal.original_time");
+    assert_eq!(a.external_id.as_deref(), v["alerts"][0]["_id"].as_str(), "the alert document's _id");
+    assert_eq!(a.event_type.as_deref(), Some("query"));
+    assert_eq!(a.entities[0], Entity::with_role(EntityKind::Hostname, "ws-0312", "host"));
+    assert_eq!(role_of(&a, EntityKind::Ip, "203.0.113.190"), Some("dest"));
+    assert!(has(&a, EntityKind::User, "mlopez"));
+    assert!(!a.entities.iter().any(|e| e.kind == EntityKind::FileHash), "the 64-hex _id is not a hash");
+    // The body without `rule` or `rule_name` (another template) still reads the signal copy.
+    let mut bare = v.clone();
+    bare.as_object_mut().unwrap().retain(|k, _| k == "alerts");
+    let b = normalize(&bare, None, &BTreeMap::new()).unwrap();
+    assert_eq!((b.format, b.title.as_str(), b.severity), (Format::Elastic, "Outbound RDP to the Internet", Severity::Medium));
+    assert_eq!((b.external_id, b.event_type.as_deref()), (a.external_id.clone(), Some("query")));
+}
+
+/// A vendor format is never detected on another vendor's fixture, and every fixture is
+/// detected as exactly its own (the prefix of its name).
+#[test]
+fn new_formats_do_not_steal_and_are_not_stolen() {
+    for name in all_fixture_names() {
+        let detected = norm(&name).format;
+        let own = Format::ALL.into_iter().find(|f| name.starts_with(&format!("{}-", f.as_str()))).unwrap_or(Format::Generic);
+        assert_eq!(detected, own, "{name}");
+    }
 }
 
 #[test]
@@ -348,6 +512,18 @@ fn severity_mapping_wins_over_the_default() {
     let v = load("splunk-alert-failed-login.json");
     let mapping = BTreeMap::from([("medium".to_string(), Severity::Critical)]);
     assert_eq!(normalize(&v, None, &mapping).unwrap().severity, Severity::Medium);
+    // The new formats keep their vendor's word for the mapping too.
+    for (name, vendor, default) in [
+        ("sentinelone-threat-suspicious-nulls.json", "Suspicious", Severity::Medium),
+        ("sentinel-incident-minimal-nulls.json", "informational", Severity::Info),
+        ("sentinel-alert-trigger.json", "HIGH", Severity::High),
+        ("elastic-security-alert-minimal.json", "low", Severity::Low),
+    ] {
+        let v = load(name);
+        let mapping = BTreeMap::from([(vendor.to_string(), Severity::Critical)]);
+        assert_eq!(normalize(&v, None, &mapping).unwrap().severity, Severity::Critical, "{name}");
+        assert_eq!(normalize(&v, None, &BTreeMap::new()).unwrap().severity, default, "{name}");
+    }
 }
 
 #[test]
@@ -372,34 +548,31 @@ fn generic_external_id_is_never_deep_searched() {
     assert_eq!((a.format, b.format), (Format::Generic, Format::Generic));
     assert_eq!((a.external_id, b.external_id), (None, None), "two alerts sharing actor.id are not one incident");
 
-    // Elastic webhook bodies: the rule's ids are the same for every execution of the rule.
-    for name in ["elastic-security-alert.json", "elastic-security-alert-minimal.json", "elastic-security-alert-many-entities.json"] {
+    // Read with the generic rules (a source pinned to `generic`), vendor bodies get no id from
+    // their nested ids: Elastic rule ids are the same for every execution of the rule, Sentinel
+    // incident numbers and SentinelOne threat ids are not the spec's `data.alert_id`.
+    let generic = |v: &Value| normalize(v, Some(Format::Generic), &BTreeMap::new()).unwrap();
+    for name in all_fixture_names().iter().filter(|n| ["elastic-", "sentinel-", "sentinelone-"].iter().any(|p| n.starts_with(p))) {
         let v = load(name);
-        let a = norm(name);
-        assert_eq!(a.format, Format::Generic, "{name}");
-        assert_eq!(a.external_id, None, "{name}");
-        // Another alert of the same rule (same rule ids, other content) gets no shared key either.
+        assert_eq!(generic(&v).external_id, None, "{name}");
         let mut other = v.clone();
         other.as_object_mut().unwrap().insert("extra".into(), Value::from("second execution"));
-        assert_eq!(normalize(&other, None, &BTreeMap::new()).unwrap().external_id, None, "{name}");
+        assert_eq!(generic(&other).external_id, None, "{name}");
     }
-    for name in [
-        "sentinel-incident.json",
-        "sentinel-incident-minimal-nulls.json",
-        "sentinel-incident-many-entities.json",
-        "sentinel-alert-trigger.json",
-        "sentinelone-threat.json",
-        "sentinelone-threat-suspicious-nulls.json",
-        "sentinelone-threat-many-indicators.json",
-    ] {
-        let a = norm(name);
-        assert_eq!((a.format, a.external_id), (Format::Generic, None), "{name}");
-    }
+    // Detected as Elastic, the id is the alert's own uuid: another alert of the same rule (same
+    // rule ids) gets another id.
+    let v = load("elastic-security-alert.json");
+    let mut other = v.clone();
+    other["alerts"][0]["kibana"]["alert"]["uuid"] = Value::from("0b7c3f7e-2d9a-4a57-9c61-3f0e8d2b1a44");
+    let (a, b) = (normalize(&v, None, &BTreeMap::new()).unwrap(), normalize(&other, None, &BTreeMap::new()).unwrap());
+    assert_eq!((a.format, b.format), (Format::Elastic, Format::Elastic));
+    assert_ne!(a.external_id, b.external_id);
+    assert_eq!(a.external_id.as_deref(), Some("7957ed1b-52bf-5f2c-4f9f-b66cf2da10ed"));
 
     // A payload with the spec's data.alert_id keeps it, whatever else it nests.
     let mut v = load("elastic-security-alert.json");
     v.as_object_mut().unwrap().insert("data".into(), serde_json::json!({"alert_id": "alert-777"}));
-    assert_eq!(normalize(&v, None, &BTreeMap::new()).unwrap().external_id.as_deref(), Some("alert-777"));
+    assert_eq!(generic(&v).external_id.as_deref(), Some("alert-777"));
     let a = n(serde_json::json!({"event_type": "login_failed", "actor": {"id": 42}, "data": {"alert_id": "alert-1"}}));
     assert_eq!(a.external_id.as_deref(), Some("alert-1"));
     assert_eq!(norm("generic-full.json").external_id.as_deref(), Some("alert-20240610-0002"));
