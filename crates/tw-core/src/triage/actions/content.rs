@@ -219,7 +219,9 @@ pub fn check_urls(input: &ActionInput) -> ActionOutput {
     let p = input.params;
     let protected = &input.intel.protected_domains;
     let max_distance = number(p, "max_distance", 2.0).clamp(0.0, 10.0) as usize;
-    let shorteners = strings_or(p, "shorteners", SHORTENERS);
+    // Shortener hosts in ASCII form, read once (a listed name that is no domain is skipped).
+    let shorteners: Vec<(String, DomainName)> =
+        strings_or(p, "shorteners", SHORTENERS).into_iter().filter_map(|s| DomainName::parse(&s).map(|d| (s, d))).collect();
     let tlds = strings_or(p, "suspicious_tlds", SUSPICIOUS_TLDS);
     let keywords = strings_or(p, "keywords", CREDENTIAL_KEYWORDS);
     let asks_credentials = !strings(p, "credential_cues").is_empty();
@@ -240,16 +242,16 @@ pub fn check_urls(input: &ActionInput) -> ActionOutput {
         let before = findings.len();
         let u = Some(url.as_str());
         let (mut shortened, mut abused_tld) = (false, false);
-        let name = if hosts::url_ip(&parsed).is_some() { None } else { DomainName::parse(&host) };
-        if hosts::url_ip(&parsed).is_some() {
+        let is_ip = hosts::url_ip(&parsed).is_some();
+        let name = if is_ip { None } else { DomainName::parse(&host) };
+        if is_ip {
             findings.push(finding("url_ip_literal", format!("{url} points at a bare IP address"), u));
         } else if let Some(name) = &name {
             let ascii = name.ascii();
             if name.is_idn() {
                 findings.push(finding("url_punycode", format!("{url} uses a punycode host {ascii} ({})", name.unicode()), u));
             }
-            let same = |listed: &str| DomainName::parse(listed).is_some_and(|l| hosts::is_within(ascii, l.ascii()));
-            if let Some(s) = shorteners.iter().find(|s| same(s)) {
+            if let Some((s, _)) = shorteners.iter().find(|(_, d)| hosts::is_within(ascii, d.ascii())) {
                 shortened = true;
                 findings.push(finding("url_shortener", format!("{url} goes through the shortener {s}"), u));
             }
