@@ -252,4 +252,22 @@ mod tests {
         assert_ne!(skeleton("example"), skeleton("exemple"));
         assert_eq!(skeleton(&"a".repeat(10_000)).chars().count(), MAX_SKELETON_INPUT);
     }
+
+    proptest::proptest! {
+        /// Attacker-controlled text never panics any reading of a host, and what is read
+        /// holds together: both forms of a name read back as the same name.
+        #[test]
+        fn any_text_is_read_without_panic(prefix in "(https?://|ftp:|xn--|)", s in "\\PC{0,60}") {
+            let text = format!("{prefix}{s}");
+            if let Some(url) = web_url(&text) {
+                let _ = (url_host_text(&url), url_ip(&url));
+            }
+            if let Some(name) = DomainName::parse(&text) {
+                let _ = (name.registrable(), name.brand(), name.labels_before_suffix(), name.is_idn());
+                proptest::prop_assert_eq!(DomainName::parse(name.unicode()), Some(name.clone()));
+                proptest::prop_assert_eq!(DomainName::parse(name.ascii()), Some(name.clone()));
+            }
+            let _ = skeleton(&text);
+        }
+    }
 }

@@ -408,7 +408,8 @@ fn unicode_and_punycode_hosts_are_one_host() {
     let intel = intel("example.com\n", "", "");
     for link in ["https://exämple.com/login", "https://xn--exmple-cua.com/login"] {
         let out = triage("phishing_triage", &incident_from(mail_with_links(&[link], SIGN_IN, "")), &intel);
-        let lookalike = out.findings.iter().find(|f| f.rule == "url_lookalike_domain").unwrap_or_else(|| panic!("{link}: {:#?}", out.findings));
+        let lookalike =
+            out.findings.iter().find(|f| f.rule == "url_lookalike_domain").unwrap_or_else(|| panic!("{link}: {:#?}", out.findings));
         assert!(lookalike.detail.contains("exämple.com") && lookalike.detail.contains("example.com"), "{}", lookalike.detail);
         assert!(out.findings.iter().any(|f| f.rule == "url_punycode"), "{link}");
     }

@@ -114,7 +114,14 @@ fn arb_rest() -> impl Strategy<Value = String> {
 /// A URL assembled from adversarial parts, with ASCII tabs and newlines (which the standard
 /// drops) inserted at random places after the scheme.
 fn arb_url() -> impl Strategy<Value = String> {
-    (arb_scheme(), arb_userinfo(), arb_host(), arb_port(), arb_rest(), prop::collection::vec((any::<prop::sample::Index>(), 0..3usize), 0..3))
+    (
+        arb_scheme(),
+        arb_userinfo(),
+        arb_host(),
+        arb_port(),
+        arb_rest(),
+        prop::collection::vec((any::<prop::sample::Index>(), 0..3usize), 0..3),
+    )
         .prop_map(|(scheme, user, host, port, rest, breaks)| {
             let mut tail: Vec<char> = format!("{user}{host}{port}{rest}").chars().collect();
             for (at, which) in breaks {

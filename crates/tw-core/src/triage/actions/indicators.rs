@@ -423,14 +423,7 @@ mod tests {
         intel.bad_domains.insert("exämple.com".into());
         intel.bad_domains.insert("xn--bse-sna.example".into());
         let inc = incident(vec![], json!({}));
-        let out = run(
-            "lookup_intel",
-            json!({"indicators": {"domains": ["www.xn--exmple-cua.com", "böse.example"]}}),
-            &inc,
-            &intel,
-            &[],
-            0,
-        );
+        let out = run("lookup_intel", json!({"indicators": {"domains": ["www.xn--exmple-cua.com", "böse.example"]}}), &inc, &intel, &[], 0);
         assert_eq!(
             rules(&out),
             [

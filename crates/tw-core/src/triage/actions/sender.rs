@@ -2,8 +2,8 @@
 
 use super::indicators::{email_domain, split_mailbox};
 use super::lookalike::{brand_of, is_internal, lookalike, normalize_domain};
-use crate::hosts::DomainName;
 use super::{ActionInput, ActionOutput, finding, number, strings, strings_or};
+use crate::hosts::DomainName;
 use serde_json::json;
 
 /// Free-mail providers: anyone can get an address there.
