@@ -410,6 +410,10 @@ mod tests {
         assert_eq!(super::email_domain("a@B.com>").as_deref(), Some("b.com"));
     }
 
+    fn listed(text: &str) -> std::collections::HashSet<String> {
+        crate::triage::Intel::parse_list(text)
+    }
+
     #[test]
     fn domains_are_looked_up_in_both_forms_down_to_the_registrable_domain() {
         assert_eq!(super::domain_lookup_names("a.b.evil.example"), ["a.b.evil.example", "b.evil.example", "evil.example"]);
@@ -420,8 +424,8 @@ mod tests {
         );
         assert_eq!(super::domain_lookup_names("co.uk"), ["co.uk"]);
         let mut intel = intel();
-        intel.bad_domains.insert("exämple.com".into());
-        intel.bad_domains.insert("xn--bse-sna.example".into());
+        intel.bad_domains.extend(listed("EXÄMPLE.com"));
+        intel.bad_domains.extend(listed("XN--BSE-SNA.example"));
         let inc = incident(vec![], json!({}));
         let out = run("lookup_intel", json!({"indicators": {"domains": ["www.xn--exmple-cua.com", "böse.example"]}}), &inc, &intel, &[], 0);
         assert_eq!(
