@@ -5,6 +5,7 @@
 
 pub mod alert;
 pub mod formats;
+pub mod hosts;
 pub mod incident;
 pub mod schemes;
 pub mod secret;

@@ -17,6 +17,7 @@
 //! order that makes sense for the vendor.
 
 use super::Object;
+use crate::hosts::{self, DomainName};
 use crate::{Entity, EntityKind, Severity};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
@@ -24,6 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
+use url::Url;
 
 /// How deep the generic walker descends.
 pub const MAX_DEPTH: usize = 32;
@@ -33,6 +35,11 @@ pub const MAX_ENTITIES: usize = 200;
 pub const MAX_STR_LEN: usize = 2048;
 /// How many JSON values one walk visits at most.
 pub const MAX_NODES: usize = 20_000;
+/// How many strings shaped like URLs one [`EntitySet`] hands to the URL parser at most (each
+/// at most [`MAX_STR_LEN`] bytes), so that a payload of many long URLs costs bounded time.
+pub const MAX_URL_PARSES: usize = 1000;
+/// How many bytes of one free text [`EntitySet::add_urls_in_text`] scans.
+pub const MAX_TEXT_SCAN: usize = 16 * 1024;
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 512;
 /// Longest description, in characters.
@@ -503,67 +510,53 @@ fn hostname_str(s: &str) -> Option<&str> {
     (letter && parse_ip(t).is_none()).then_some(t)
 }
 
-/// A DNS domain: a host name with at least one dot and a letter TLD; lowercased.
+/// A DNS domain: a host name with at least one dot and a letter (or punycode) TLD; lowercased.
+/// An internationalized name (`exämple.com`) is given in its ASCII form (`xn--exmple-cua.com`),
+/// the form URL hosts are reported in, so that both forms of one name meet.
 pub fn as_domain(s: &str) -> Option<String> {
-    domain_str(s).map(str::to_ascii_lowercase)
+    if let Some(d) = domain_str(s) {
+        return Some(d.to_ascii_lowercase());
+    }
+    let t = trim(s);
+    if t.is_ascii() || t.len() > MAX_STR_LEN {
+        return None;
+    }
+    let name = DomainName::parse(t)?;
+    domain_str(name.ascii()).map(str::to_string)
 }
 
 /// The domain [`as_domain`] accepts, before it is lowercased.
 fn domain_str(s: &str) -> Option<&str> {
     let h = hostname_str(s)?;
     let tld = h.rsplit('.').next()?;
-    (h.contains('.') && tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic())).then_some(h)
+    let letters = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
+    let punycode = tld.len() > 4 && starts_with_ignore_case(tld, "xn--");
+    (h.contains('.') && (letters || punycode)).then_some(h)
 }
 
-/// An absolute `http(s)`/`ftp` URL with a host and no whitespace.
+/// An absolute `http(s)`/`ftp` URL with a host, read as a browser reads it (WHATWG: `\` ends
+/// an http(s) host, tabs and newlines are dropped, the host is percent-decoded, IDNA-mapped and
+/// lowercased), in its standard serialization: what the browser would request, so that no
+/// later reader can find another host in it.
 pub fn as_url(s: &str) -> Option<String> {
-    url_str(s).map(str::to_string)
+    hosts::web_url(s).map(String::from)
 }
 
-/// The URL [`as_url`] accepts (trimmed).
-fn url_str(s: &str) -> Option<&str> {
-    let t = trim(s);
-    let scheme_len = if starts_with_ignore_case(t, "https://") {
-        8
-    } else if starts_with_ignore_case(t, "http://") {
-        7
-    } else if starts_with_ignore_case(t, "ftp://") {
-        6
-    } else {
-        return None;
-    };
-    // The scheme is ASCII, so `scheme_len` is a character boundary.
-    let rest = &t[scheme_len..];
-    if rest.is_empty() || has_whitespace(t) || url_host_str(t).is_none() {
-        return None;
-    }
-    Some(t)
-}
-
-/// `s.chars().any(char::is_whitespace)`, on bytes when `s` is ASCII (the usual case).
-fn has_whitespace(s: &str) -> bool {
+/// `s` holds whitespace that the URL parser keeps (anything but the ASCII tab, line feed and
+/// carriage return it drops): a value with a space in it is prose, not a link, unless its key
+/// says it is a URL.
+fn has_prose_whitespace(s: &str) -> bool {
     if s.is_ascii() {
-        // The ASCII characters `char::is_whitespace` accepts: tab to carriage return, and space.
-        s.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' '))
+        s.bytes().any(|b| matches!(b, b'\x0b' | b'\x0c' | b' '))
     } else {
-        s.chars().any(char::is_whitespace)
+        s.chars().any(|c| c.is_whitespace() && !matches!(c, '\t' | '\n' | '\r'))
     }
 }
 
-/// The host of a URL, lowercased, without port or credentials.
+/// The host of a URL as a browser reads it, without port or credentials: a domain in its ASCII
+/// (punycode) form, lowercase; an IP address in canonical form (IPv6 without brackets).
 pub fn url_host(url: &str) -> Option<String> {
-    url_host_str(url).map(str::to_ascii_lowercase)
-}
-
-/// The host [`url_host`] finds, before it is lowercased.
-fn url_host_str(url: &str) -> Option<&str> {
-    // `split_once("://")` without setting up a substring searcher.
-    let scheme_end = url.as_bytes().windows(3).position(|w| w == b"://")?;
-    let after = &url[scheme_end + 3..];
-    let authority = after.split(['/', '?', '#']).next()?;
-    let hostport = authority.rsplit('@').next()?;
-    let host = if let Some(rest) = hostport.strip_prefix('[') { rest.split(']').next()? } else { hostport.split(':').next()? };
-    (!host.is_empty()).then_some(host)
+    hosts::web_url(url).as_ref().and_then(hosts::url_host_text)
 }
 
 /// Hosts that only ever serve vendor consoles or reference pages, never an IOC.
@@ -584,8 +577,14 @@ const CONSOLE_HOSTS: &[&str] = &[
 
 /// Whether a URL is a vendor console / results / reference link rather than an indicator.
 pub fn is_console_link(url: &str) -> bool {
-    // Hosts and paths are compared ignoring ASCII case, without lowercased copies.
-    let Some(host) = url_host_str(url) else { return false };
+    hosts::web_url(url).is_some_and(|u| is_console_url(&u))
+}
+
+/// [`is_console_link`] of a parsed URL.
+fn is_console_url(parsed: &Url) -> bool {
+    // The parser lowercased the host; paths are compared ignoring ASCII case.
+    let Some(host) = parsed.host_str() else { return false };
+    let url = parsed.as_str();
     let is_host_or_subdomain = |h: &str| {
         host.eq_ignore_ascii_case(h)
             || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
@@ -648,6 +647,8 @@ pub struct EntitySet {
     seen: HashMap<u64, usize, BuildHasherDefault<KeyHashHasher>>,
     /// The (random) key of those hashes, so that payloads cannot be built to collide.
     keys: RandomState,
+    /// How many strings went to the URL parser (at most [`MAX_URL_PARSES`]).
+    urls_parsed: usize,
 }
 
 /// The hasher of [`EntitySet`]'s map, whose keys are already keyed SipHash values: it passes
@@ -685,7 +686,19 @@ impl EntitySet {
             items: Vec::with_capacity(16),
             seen: HashMap::with_capacity_and_hasher(16, Default::default()),
             keys: RandomState::new(),
+            urls_parsed: 0,
         }
+    }
+
+    /// [`hosts::web_url`] within the set's parse budget: strings that do not start with a web
+    /// scheme are refused without parsing and cost nothing.
+    fn parse_url(&mut self, s: &str) -> Option<Url> {
+        let t = s.trim_matches(|c: char| c <= ' ');
+        if self.urls_parsed >= MAX_URL_PARSES || !hosts::has_web_scheme(t) {
+            return None;
+        }
+        self.urls_parsed += 1;
+        hosts::web_url(t)
     }
 
     /// The keyed hash of an entity's dedup key.
@@ -738,7 +751,7 @@ impl EntitySet {
             EntityKind::Email => as_email(t),
             EntityKind::Hostname => as_hostname(t),
             EntityKind::Domain => as_domain(t),
-            EntityKind::Url => as_url(t).filter(|u| !is_console_link(u)),
+            EntityKind::Url => self.parse_url(t).filter(|u| !is_console_url(u)).map(String::from),
             EntityKind::User => (!t.chars().any(|c| c.is_whitespace() || c.is_control()) && t.len() <= 256).then(|| t.to_string()),
             EntityKind::File | EntityKind::Process => {
                 (!t.chars().any(char::is_control) || kind == EntityKind::Process).then(|| t.to_string())
@@ -799,22 +812,30 @@ impl EntitySet {
         }
     }
 
-    /// Adds the URLs found inside free text (a command line): `http(s)://` up to whitespace or
-    /// a quote/bracket.
+    /// Adds the URLs found inside free text (a command line, a mail body): from `http` up to
+    /// whitespace or a quote/bracket, or, for a URL that opens a quoted value (`href="http…"`),
+    /// up to the closing quote, since a browser drops the tabs and newlines inside an
+    /// attribute. Each URL is read as a browser reads it ([`as_url`]). Only the first
+    /// [`MAX_TEXT_SCAN`] bytes are scanned.
     pub fn add_urls_in_text(&mut self, s: &str, role: Option<&str>) {
-        if s.len() > MAX_STR_LEN * 4 {
-            return;
+        let mut cut = s.len().min(MAX_TEXT_SCAN);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
         }
+        let s = &s[..cut];
         let mut from = 0;
         while let Some(start) = find_ignore_case(s, from, "http") {
             let tail = s.get(start..).unwrap_or("");
-            let end = tail.find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c)).unwrap_or(tail.len());
+            let quoted = s[..start].chars().next_back().filter(|c| matches!(c, '"' | '\''));
+            let end = quoted
+                .and_then(|q| tail.find(q))
+                .filter(|end| *end <= MAX_STR_LEN)
+                .or_else(|| tail.find(|c: char| c.is_whitespace() || "'\"<>()[]{}|`,;".contains(c)))
+                .unwrap_or(tail.len());
             let candidate = tail.get(..end).unwrap_or("");
-            if as_url(candidate).is_some() {
-                self.add(EntityKind::Url, candidate, role);
-            }
+            self.add(EntityKind::Url, candidate, role);
             from = start + end.max(4);
-            if self.is_full() {
+            if self.is_full() || self.urls_parsed >= MAX_URL_PARSES {
                 break;
             }
         }
@@ -1295,10 +1316,11 @@ pub fn classify_string(s: &str, key: &str, parent: &str, set: &mut EntitySet) {
         set.insert(EntityKind::Email, address.to_ascii_lowercase(), role);
         return;
     }
-    if let Some(url) = url_str(t) {
+    let prose = hint != Some(Hint::Url) && has_prose_whitespace(t);
+    if !prose && let Some(url) = set.parse_url(t) {
         if !is_link_key(key) && !matches!(hint, Some(Hint::Process)) {
-            if !is_console_link(url) {
-                set.insert(EntityKind::Url, url.to_string(), None);
+            if !is_console_url(&url) {
+                set.insert(EntityKind::Url, url.into(), None);
             }
         } else if hint == Some(Hint::Process) {
             set.add(EntityKind::Process, t, role());

@@ -5,10 +5,10 @@
 //!
 //! | action | parameters (`*` required) | outputs | findings (default weight) |
 //! |---|---|---|---|
-//! | `extract_indicators` | `include_raw` bool (true): also walk `incident.raw` (bounded) | `emails domains urls ips hashes hostnames users senders recipients files processes subjects bodies sender_display_names` (arrays, normalized, deduplicated) | - |
-//! | `lookup_intel` | `indicators`* object with any of `domains ips hashes urls emails` | `matches[{kind,indicator,listed}] indicators count` | `intel_bad_domain` 50 (parent domains match too), `intel_bad_ip` 40, `intel_bad_hash` 70, `intel_bad_url` 60 |
+//! | `extract_indicators` | `include_raw` bool (true): also walk `incident.raw` (bounded), and take the links written in mail bodies | `emails domains urls ips hashes hostnames users senders recipients files processes subjects bodies sender_display_names` (arrays, normalized, deduplicated; URLs as a browser would request them, domains in ASCII form) | - |
+//! | `lookup_intel` | `indicators`* object with any of `domains ips hashes urls emails` | `matches[{kind,indicator,listed}] indicators count` | `intel_bad_domain` 50 (parent domains down to the registrable one match too, each in its ASCII and Unicode form), `intel_bad_ip` 40, `intel_bad_hash` 70, `intel_bad_url` 60 |
 //! | `check_sender` | `senders`* list (`a@b` or `Name <a@b>`), `display_names` list, `max_distance` number (2), `free_mail_domains` list, `internal_keywords` list | `senders domains internal lookalike lookalikes freemail` | `sender_lookalike_domain` 40, `sender_punycode_domain` 25, `sender_display_name_mismatch` 20, `sender_freemail_impersonation` 25 |
-//! | `check_urls` | `urls`* list, `max_distance` number (2), `shorteners` list, `suspicious_tlds` list, `keywords` list | `suspicious hosts count` | `url_ip_literal` 20, `url_punycode` 20, `url_shortener` 10, `url_suspicious_tld` 10, `url_credential_keywords` 15, `url_lookalike_domain` 35 |
+//! | `check_urls` | `urls`* list (read as a browser reads them), `max_distance` number (2), `shorteners` list, `suspicious_tlds` list, `keywords` list, `credential_cues` list (`check_text`'s `credentials`: the message asks for credentials) | `suspicious hosts count` | `url_ip_literal` 20, `url_punycode` 20, `url_shortener` 10, `url_suspicious_tld` 10, `url_credential_keywords` 15, `url_lookalike_domain` 35; with `credential_cues`, once per message: `url_shortener_credential_lure` 25 (a shortened link), `url_tld_credential_lure` 15 (an abused-TLD link with credential words in its path) |
 //! | `check_text` | `texts`* list | `urgency payment credentials` (cues found) | `text_urgency` 10, `text_payment` 10, `text_credentials` 10 |
 //! | `check_file` | `hashes` list, `names` list (file names, paths, command lines, detection names), `keywords` list | `bad_hashes malicious_names double_extensions suspicious_paths` | `intel_bad_hash` 70, `file_malicious_name` 30 (one per bad word), `file_double_extension` 25, `file_suspicious_path` 10 (one per file name) |
 //! | `asset_criticality` | `hosts`* list | `max_criticality hosts[{host,asset,criticality,owner,tags}] critical` | `asset_critical` 0, `asset_high_value` 0 (context, not evidence) |
@@ -161,6 +161,7 @@ pub const ACTIONS: &[ActionSpec] = &[
             opt("shorteners", ParamType::List),
             opt("suspicious_tlds", ParamType::List),
             opt("keywords", ParamType::List),
+            opt("credential_cues", ParamType::List),
         ],
         run: content::check_urls,
     },
@@ -269,6 +270,11 @@ pub fn default_weight(rule: &str) -> i64 {
         "url_ip_literal" | "url_punycode" => 20,
         "url_credential_keywords" => 15,
         "url_shortener" | "url_suspicious_tld" => 10,
+        // Weak signals that together are a credential phish: with the shortener (10) or the
+        // TLD and path words (10 + 15) and the message's credential cues (10), at least the
+        // default suspicious threshold (40); each signal alone stays below it.
+        "url_shortener_credential_lure" => 25,
+        "url_tld_credential_lure" => 15,
         "text_urgency" | "text_payment" | "text_credentials" => 10,
         "file_malicious_name" => 30,
         "file_double_extension" => 25,

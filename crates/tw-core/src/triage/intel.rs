@@ -43,9 +43,10 @@ pub const LIST_FILES: &[&str] = &["bad-domains.txt", "bad-ips.txt", "bad-hashes.
 pub const ASSETS_FILE: &str = "assets.yaml";
 
 impl Intel {
-    /// Parses a list file: one indicator a line, `#` comments, blank lines ignored, lowercased.
+    /// Parses a list file: one indicator a line, `#` comments, blank lines ignored, lowercased
+    /// (Unicode too: lookups compare lowercase Unicode domain names, `BÖSE.example` included).
     pub fn parse_list(text: &str) -> HashSet<String> {
-        text.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect()
+        text.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_lowercase()).filter(|l| !l.is_empty()).collect()
     }
 
     /// Parses `assets.yaml`: a mapping of host name to `{criticality, owner?, tags?}` (or just a

@@ -332,3 +332,132 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Links read as a browser reads them, and weak signals that add up
+// ---------------------------------------------------------------------------------------------
+
+/// A mail from an outside sender with `urls` listed as its links, `body` as its text.
+fn mail_with_links(urls: &[&str], subject: &str, body: &str) -> Value {
+    json!({
+        "event_type": "email_threat",
+        "timestamp": "2024-06-10T15:01:12Z",
+        "source": "email-gateway",
+        "data": {
+            "alert_id": "mail-9001",
+            "severity": "medium",
+            "details": {
+                "title": "User-reported message",
+                "sender": "noreply@docs-share.test",
+                "recipients": ["jdoe@good.com"],
+                "subject": subject,
+                "body": body,
+                "urls": urls
+            }
+        }
+    })
+}
+
+const SIGN_IN: &str = "Please sign in to read the shared document";
+
+/// The reported case: `\` ends the host of an https URL in a browser, so the link below goes
+/// to evil.example (on the bad-domains list), not to the protected good.com. It was judged
+/// inconclusive (score 10) while the plain link was malicious (75).
+#[test]
+fn a_backslash_before_an_at_sign_does_not_hide_a_bad_host() {
+    let intel = intel("good.com\n", "", "");
+    let plain = triage("phishing_triage", &incident_from(mail_with_links(&["https://evil.example/login"], SIGN_IN, "")), &intel);
+    let tricky =
+        triage("phishing_triage", &incident_from(mail_with_links(&["https://evil.example\\@good.com/login"], SIGN_IN, "")), &intel);
+    assert_eq!(plain.verdict, Verdict::Malicious, "{:#?}", plain.findings);
+    assert_eq!(plain.score, 75);
+    assert_eq!(tricky.verdict, Verdict::Malicious, "{:#?}", tricky.findings);
+    assert_eq!(tricky.score, plain.score);
+    assert!(rules(&tricky).contains(&("intel_bad_domain".into(), Some("evil.example".into()))), "{:?}", rules(&tricky));
+    // The link to block is the one the browser follows, which no reader can mistake for good.com.
+    let block: Vec<_> = tricky.recommended_actions.iter().filter(|r| r.action == "block_url").filter_map(|r| r.target.clone()).collect();
+    assert_eq!(block, ["https://evil.example/@good.com/login"]);
+
+    // The same link written in the body, not listed by the gateway; and in an HTML attribute
+    // split by a newline, which the browser drops.
+    for body in [
+        "Hello,\nsign in at https://evil.example\\@good.com/login to read it.",
+        "<p>Hello, <a href=\"https://evil.exa\nmple/login\">https://good.com/login</a></p>",
+    ] {
+        let out = triage("phishing_triage", &incident_from(mail_with_links(&[], SIGN_IN, body)), &intel);
+        assert_eq!(out.verdict, Verdict::Malicious, "{body}: {:#?}", out.findings);
+        assert!(rules(&out).contains(&("intel_bad_domain".into(), Some("evil.example".into()))), "{body}");
+    }
+}
+
+/// A host in its Unicode or its punycode form is one host: either form of the link meets a
+/// bad-domains entry in either form, and the look-alike check sees what the reader sees.
+#[test]
+fn unicode_and_punycode_hosts_are_one_host() {
+    let ascii = url::Url::parse("https://bäd.example/").unwrap().host_str().unwrap().to_string();
+    assert!(ascii.starts_with("xn--"));
+    for listed in ["bäd.example", ascii.as_str()] {
+        let mut intel = intel("good.com\n", "", "");
+        intel.bad_domains = Intel::parse_list(listed);
+        for link in ["https://bäd.example/login".to_string(), format!("https://{ascii}/login"), format!("https://www.{ascii}/login")] {
+            let out = triage("phishing_triage", &incident_from(mail_with_links(&[&link], SIGN_IN, "")), &intel);
+            assert!(out.findings.iter().any(|f| f.rule == "intel_bad_domain"), "{link} against {listed}: {:#?}", out.findings);
+            assert_eq!(out.verdict, Verdict::Malicious, "{link} against {listed}");
+        }
+    }
+    let intel = intel("example.com\n", "", "");
+    for link in ["https://exämple.com/login", "https://xn--exmple-cua.com/login"] {
+        let out = triage("phishing_triage", &incident_from(mail_with_links(&[link], SIGN_IN, "")), &intel);
+        let lookalike =
+            out.findings.iter().find(|f| f.rule == "url_lookalike_domain").unwrap_or_else(|| panic!("{link}: {:#?}", out.findings));
+        assert!(lookalike.detail.contains("exämple.com") && lookalike.detail.contains("example.com"), "{}", lookalike.detail);
+        assert!(out.findings.iter().any(|f| f.rule == "url_punycode"), "{link}");
+    }
+}
+
+fn verdict_of(urls: &[&str], subject: &str) -> (Verdict, u8, Vec<String>) {
+    let out = triage("phishing_triage", &incident_from(mail_with_links(urls, subject, "")), &intel("good.com\n", "", ""));
+    (out.verdict, out.score, out.findings.iter().map(|f| f.rule.clone()).collect())
+}
+
+/// A shortened link alone, or a request to sign in alone, is common in honest mail; the two
+/// together are how a credential phish hides where it goes.
+#[test]
+fn a_shortened_link_in_a_mail_asking_for_credentials_is_suspicious() {
+    let (verdict, score, rules) = verdict_of(&["https://bit.ly/3xYzq"], "Please sign in to confirm your password");
+    assert!(matches!(verdict, Verdict::Suspicious | Verdict::Malicious), "{score} {rules:?}");
+    assert!(rules.contains(&"url_shortener_credential_lure".to_string()), "{rules:?}");
+    // Each signal alone stays below the suspicious threshold (40).
+    let (verdict, score, rules) = verdict_of(&["https://bit.ly/3xYzq"], "Photos from the weekend");
+    assert_eq!(verdict, Verdict::Inconclusive, "{score} {rules:?}");
+    assert!(!rules.contains(&"url_shortener_credential_lure".to_string()));
+    let (verdict, score, rules) = verdict_of(&[], "Please sign in to confirm your password");
+    assert_eq!(verdict, Verdict::Inconclusive, "{score} {rules:?}");
+    // Several shortened links are one lure, not one each.
+    let (_, _, rules) = verdict_of(&["https://bit.ly/a1", "https://tinyurl.com/b2", "https://t.co/c3"], SIGN_IN);
+    assert_eq!(rules.iter().filter(|r| *r == "url_shortener_credential_lure").count(), 1);
+}
+
+/// A link on an often-abused TLD with credential words in its path, in a mail that asks for
+/// credentials, is suspicious; the TLD with either the path words or the mail's request alone
+/// is not.
+#[test]
+fn an_abused_tld_with_credential_words_in_link_and_text_is_suspicious() {
+    let (verdict, score, rules) = verdict_of(&["https://docs-portal.top/signin/verify"], SIGN_IN);
+    assert!(matches!(verdict, Verdict::Suspicious | Verdict::Malicious), "{score} {rules:?}");
+    for rule in ["url_suspicious_tld", "url_credential_keywords", "text_credentials", "url_tld_credential_lure"] {
+        assert!(rules.contains(&rule.to_string()), "{rule}: {rules:?}");
+    }
+    // Percent-encoded path words are still words.
+    let (verdict, _, rules) = verdict_of(&["https://docs-portal.top/s%69gnin/verify"], SIGN_IN);
+    assert_eq!(verdict, Verdict::Suspicious, "{rules:?}");
+    for (urls, subject) in [
+        (["https://docs-portal.top/signin/verify"], "Photos from the weekend"),
+        (["https://docs-portal.top/photos/2024"], SIGN_IN),
+        (["https://docs-portal.com/signin/verify"], SIGN_IN),
+    ] {
+        let (verdict, score, rules) = verdict_of(&urls, subject);
+        assert_eq!(verdict, Verdict::Inconclusive, "{urls:?} / {subject}: {score} {rules:?}");
+        assert!(!rules.contains(&"url_tld_credential_lure".to_string()));
+    }
+}

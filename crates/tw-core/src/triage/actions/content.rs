@@ -1,10 +1,11 @@
 //! `check_urls`, `check_text` and `check_file`: what the alert's URLs, words and files say.
 
-use super::lookalike::{is_internal, is_punycode, lookalike, normalize_domain};
+use super::lookalike::{is_internal, lookalike};
 use super::sender::has_word;
 use super::{ActionInput, ActionOutput, cap, finding, number, strings, strings_or};
-use crate::formats::entities::{as_ip, url_host};
+use crate::hosts::{self, DomainName};
 use serde_json::json;
+use url::Position;
 
 /// Known URL shorteners.
 pub const SHORTENERS: &[&str] = &[
@@ -198,52 +199,77 @@ const SUSPICIOUS_PATHS: &[&str] = &[
 /// Most URLs checked by one step.
 const MAX_URLS: usize = 500;
 
-/// `check_urls`.
+/// Whether the words of a URL's path and query (lowercase, percent-decoded) name one of the
+/// credential keywords; the first five found.
+fn credential_words<'k>(tail: &str, keywords: &'k [String]) -> Vec<&'k str> {
+    keywords
+        .iter()
+        .map(String::as_str)
+        .filter(|k| tail.split(|c: char| !c.is_alphanumeric() && c != '-').any(|tok| tok == *k || (k.len() >= 5 && tok.contains(*k))))
+        .take(5)
+        .collect()
+}
+
+/// `check_urls`. Every URL is read as a browser reads it (WHATWG), so the host judged is the
+/// host a click reaches; hosts are judged in both forms (punycode for lists, Unicode for
+/// look-alikes). With `credential_cues` (what `check_text` found), weak link signals that
+/// together make a credential phish are scored as such: a shortened link, or a link on an
+/// often-abused TLD with credential words in its path, in a message asking for credentials.
 pub fn check_urls(input: &ActionInput) -> ActionOutput {
     let p = input.params;
     let protected = &input.intel.protected_domains;
     let max_distance = number(p, "max_distance", 2.0).clamp(0.0, 10.0) as usize;
-    let shorteners = strings_or(p, "shorteners", SHORTENERS);
+    // Shortener hosts in ASCII form, read once (a listed name that is no domain is skipped).
+    let shorteners: Vec<(String, DomainName)> =
+        strings_or(p, "shorteners", SHORTENERS).into_iter().filter_map(|s| DomainName::parse(&s).map(|d| (s, d))).collect();
     let tlds = strings_or(p, "suspicious_tlds", SUSPICIOUS_TLDS);
     let keywords = strings_or(p, "keywords", CREDENTIAL_KEYWORDS);
+    let asks_credentials = !strings(p, "credential_cues").is_empty();
     let mut findings = Vec::new();
     let mut suspicious = Vec::new();
-    let mut hosts = Vec::new();
+    let mut seen_hosts = Vec::new();
+    // The first link of each credential-lure kind (one finding per message, not per link).
+    let (mut shortened_lure, mut tld_lure) = (None, None);
     for url in strings(p, "urls").into_iter().take(MAX_URLS) {
-        let Some(host) = url_host(&url).map(|h| normalize_domain(&h)) else { continue };
-        if !hosts.contains(&host) {
-            hosts.push(host.clone());
+        let Some(parsed) = hosts::web_url(&url) else { continue };
+        let Some(host) = hosts::url_host_text(&parsed) else { continue };
+        if !seen_hosts.contains(&host) {
+            seen_hosts.push(host.clone());
         }
         if is_internal(&host, protected) {
             continue;
         }
         let before = findings.len();
         let u = Some(url.as_str());
-        if as_ip(&host).is_some() {
+        let (mut shortened, mut abused_tld) = (false, false);
+        let is_ip = hosts::url_ip(&parsed).is_some();
+        let name = if is_ip { None } else { DomainName::parse(&host) };
+        if is_ip {
             findings.push(finding("url_ip_literal", format!("{url} points at a bare IP address"), u));
-        } else {
-            if is_punycode(&host) {
-                findings.push(finding("url_punycode", format!("{url} uses a punycode host {host}"), u));
+        } else if let Some(name) = &name {
+            let ascii = name.ascii();
+            if name.is_idn() {
+                findings.push(finding("url_punycode", format!("{url} uses a punycode host {ascii} ({})", name.unicode()), u));
             }
-            if let Some(s) = shorteners.iter().find(|s| host == **s || host.ends_with(&format!(".{s}"))) {
+            if let Some((s, _)) = shorteners.iter().find(|(_, d)| hosts::is_within(ascii, d.ascii())) {
+                shortened = true;
                 findings.push(finding("url_shortener", format!("{url} goes through the shortener {s}"), u));
             }
-            let tld = host.rsplit('.').next().unwrap_or("");
-            if tlds.iter().any(|t| t.trim_start_matches('.').eq_ignore_ascii_case(tld)) {
-                findings.push(finding("url_suspicious_tld", format!("{url} uses the often-abused TLD .{tld}"), u));
+            let tld = ascii.rsplit('.').next().unwrap_or("");
+            let tld_shown = name.unicode().rsplit('.').next().unwrap_or("");
+            if tlds.iter().map(|t| t.trim_start_matches('.')).any(|t| t.eq_ignore_ascii_case(tld) || t.to_lowercase() == tld_shown) {
+                abused_tld = true;
+                findings.push(finding("url_suspicious_tld", format!("{url} uses the often-abused TLD .{tld_shown}"), u));
             }
-            if let Some(l) = lookalike(&host, protected, max_distance) {
-                findings.push(finding("url_lookalike_domain", format!("{url}: host {host} {}", l.reason), u));
+            if let Some(l) = lookalike(name.unicode(), protected, max_distance) {
+                findings.push(finding("url_lookalike_domain", format!("{url}: host {} {}", name.unicode(), l.reason), u));
             }
         }
-        let tail = url.split_once("://").map_or("", |(_, rest)| rest.find(['/', '?']).map_or("", |i| &rest[i..]));
-        let tail = cap(tail, 4096).to_lowercase();
-        let hit: Vec<&str> = keywords
-            .iter()
-            .map(String::as_str)
-            .filter(|k| tail.split(|c: char| !c.is_alphanumeric() && c != '-').any(|tok| tok == *k || (k.len() >= 5 && tok.contains(*k))))
-            .take(5)
-            .collect();
+        // The path, query and fragment as the browser sends them, percent-decoded so that
+        // `/l%6Fgin` reads `login`.
+        let tail = cap(&parsed[Position::BeforePath..], 4096);
+        let tail = percent_encoding::percent_decode_str(tail).decode_utf8_lossy().to_lowercase();
+        let hit = credential_words(&tail, &keywords);
         if !hit.is_empty() {
             findings.push(finding(
                 "url_credential_keywords",
@@ -251,12 +277,32 @@ pub fn check_urls(input: &ActionInput) -> ActionOutput {
                 u,
             ));
         }
+        if asks_credentials && shortened && shortened_lure.is_none() {
+            shortened_lure = Some(url.clone());
+        }
+        if asks_credentials && abused_tld && !hit.is_empty() && tld_lure.is_none() {
+            tld_lure = Some(url.clone());
+        }
         if findings.len() > before {
             suspicious.push(url.clone());
         }
     }
+    if let Some(url) = shortened_lure {
+        findings.push(finding(
+            "url_shortener_credential_lure",
+            format!("{url} hides where it goes behind a shortener, in a message that asks for credentials"),
+            Some(&url),
+        ));
+    }
+    if let Some(url) = tld_lure {
+        findings.push(finding(
+            "url_tld_credential_lure",
+            format!("{url} asks for credentials on an often-abused TLD, in a message that asks for credentials"),
+            Some(&url),
+        ));
+    }
     let count = suspicious.len();
-    ActionOutput { outputs: json!({"suspicious": suspicious, "hosts": hosts, "count": count}), findings, ..Default::default() }
+    ActionOutput { outputs: json!({"suspicious": suspicious, "hosts": seen_hosts, "count": count}), findings, ..Default::default() }
 }
 
 /// `check_text`: one finding per category with the cues found.

@@ -2,13 +2,16 @@
 
 use super::{ActionInput, ActionOutput, OrderedSet, boolean, cap, finding, strings};
 use crate::EntityKind;
-use crate::formats::entities::{self, EntitySet, as_domain, as_email, as_ip, norm_key, url_host};
+use crate::formats::entities::{self, EntitySet, as_domain, as_email, as_ip, as_url, norm_key, url_host};
+use crate::hosts::DomainName;
 use serde_json::{Map, Value, json};
 
 /// How many raw values the subject/body/display-name scan visits at most.
 const RAW_SCAN_NODES: usize = 20_000;
 /// How deep it descends.
 const RAW_SCAN_DEPTH: usize = 16;
+/// How many mail bodies are scanned for links (each up to `entities::MAX_TEXT_SCAN` bytes).
+const MAX_BODIES_SCANNED: usize = 16;
 
 const SUBJECT_KEYS: &[&str] = &["subject", "ms", "emailsubject", "mailsubject", "messagesubject"];
 const BODY_KEYS: &[&str] = &["body", "bodypreview", "emailbody", "messagebody", "textbody", "plaintextbody", "htmlbody", "bodytext"];
@@ -123,8 +126,15 @@ pub fn extract_indicators(input: &ActionInput) -> ActionOutput {
     for e in &input.incident.entities {
         set.add(e.kind, &e.value, e.role.as_deref());
     }
+    let mut raw = RawFinds::default();
     if include_raw {
         entities::walk(&input.incident.raw, &mut set);
+        let mut budget = RAW_SCAN_NODES;
+        scan_raw(&input.incident.raw, "", "", 0, &mut budget, &mut raw);
+        // Links written in a mail body, read as the reader's browser would follow them.
+        for body in raw.bodies.items.iter().take(MAX_BODIES_SCANNED) {
+            set.add_urls_in_text(body, None);
+        }
     }
     let mut emails = OrderedSet::default();
     let mut domains = OrderedSet::default();
@@ -179,11 +189,6 @@ pub fn extract_indicators(input: &ActionInput) -> ActionOutput {
             EntityKind::Process => processes.add(v.to_string()),
         }
     }
-    let mut raw = RawFinds::default();
-    if include_raw {
-        let mut budget = RAW_SCAN_NODES;
-        scan_raw(&input.incident.raw, "", "", 0, &mut budget, &mut raw);
-    }
     // Senders found only by the raw scan (display-name form, or non-ASCII look-alike domains
     // the strict e-mail shape rejects) still count as senders.
     for s in raw.senders.into_strings() {
@@ -223,33 +228,47 @@ impl OrderedSet {
     }
 }
 
-/// A domain and its parents down to two labels (`a.b.evil.example` -> itself, `b.evil.example`,
-/// `evil.example`).
-fn domain_and_parents(d: &str) -> Vec<&str> {
-    let mut out = vec![d];
-    let mut rest = d;
-    while let Some((_, parent)) = rest.split_once('.') {
-        if !parent.contains('.') {
-            break;
+/// The names a domain is looked up under: the domain and each parent down to its registrable
+/// domain (`a.b.evil.example` -> itself, `b.evil.example`, `evil.example`; never a public
+/// suffix such as `co.uk`), each in its ASCII (punycode) and its Unicode form, so that a list
+/// may hold either form. Text that is not a domain name is looked up as it is.
+fn domain_lookup_names(d: &str) -> Vec<String> {
+    let Some(name) = DomainName::parse(d) else { return vec![d.to_lowercase()] };
+    let suffix = name.suffix_labels();
+    let labels = |s: &str| s.split('.').map(str::to_string).collect::<Vec<_>>();
+    let ascii = labels(name.ascii());
+    // Both forms have as many labels; should one ever not, only the ASCII form is used.
+    let unicode = Some(labels(name.unicode())).filter(|u| u.len() == ascii.len()).unwrap_or_else(|| ascii.clone());
+    // The registrable domain has one label more than the suffix (a bare suffix: itself only).
+    let deepest = ascii.len().saturating_sub(suffix + 1).min(ascii.len() - 1);
+    let mut out = Vec::new();
+    for skip in 0..=deepest {
+        for form in [&ascii, &unicode] {
+            let n = form[skip..].join(".");
+            if !out.contains(&n) {
+                out.push(n);
+            }
         }
-        out.push(parent);
-        rest = parent;
     }
     out
 }
 
 /// The forms a URL is looked up under: lowercase, without a fragment, with and without a
-/// trailing slash, with and without its scheme.
+/// trailing slash, with and without its scheme; and the same of its browser serialization.
 fn url_forms(url: &str) -> Vec<String> {
-    let lower = url.trim().to_lowercase();
-    let no_frag = lower.split('#').next().unwrap_or("").to_string();
-    let mut forms = vec![lower.clone(), no_frag.clone(), no_frag.trim_end_matches('/').to_string()];
-    for f in forms.clone() {
-        if let Some((_, rest)) = f.split_once("://") {
-            forms.push(rest.to_string());
+    let mut forms = Vec::new();
+    for u in std::iter::once(url.to_string()).chain(as_url(url)) {
+        let lower = u.trim().to_lowercase();
+        let no_frag = lower.split('#').next().unwrap_or("").to_string();
+        for f in [lower.clone(), no_frag.clone(), no_frag.trim_end_matches('/').to_string()] {
+            let bare = f.split_once("://").map(|(_, rest)| rest.to_string());
+            for g in std::iter::once(f).chain(bare) {
+                if !forms.contains(&g) {
+                    forms.push(g);
+                }
+            }
         }
     }
-    forms.dedup();
     forms
 }
 
@@ -281,8 +300,8 @@ pub fn lookup_intel(input: &ActionInput) -> ActionOutput {
     }
     for d in &domains {
         let d = d.to_lowercase();
-        if let Some(listed) = domain_and_parents(&d).into_iter().find(|c| intel.bad_domains.contains(*c)) {
-            hit("domain", "intel_bad_domain", &d, listed);
+        if let Some(listed) = domain_lookup_names(&d).into_iter().find(|c| intel.bad_domains.contains(c)) {
+            hit("domain", "intel_bad_domain", &d, &listed);
         }
     }
     for ip in strings(ind, "ips") {
@@ -333,7 +352,8 @@ mod tests {
         let out = run("extract_indicators", json!({}), &inc, &intel(), &[], 0).outputs;
         assert_eq!(out["senders"], json!(["phisher@examp1e.com", "helpdesk@gmail.com", "x@y.example.net"]));
         assert_eq!(out["recipients"], json!(["jdoe@corp.example.com"]));
-        assert_eq!(out["urls"][0], json!("http://Examp1e-Login.top/verify/account"));
+        // URLs are given as a browser would request them: the host lowercased.
+        assert_eq!(out["urls"][0], json!("http://examp1e-login.top/verify/account"));
         assert!(out["urls"].as_array().unwrap().contains(&json!("https://cdn.example.org/a.js")));
         assert_eq!(out["ips"], json!(["198.51.100.9"]));
         assert_eq!(out["hashes"], json!(["da16cc2bbd7dbc782aabb7489d3f0d6c"]));
@@ -388,5 +408,32 @@ mod tests {
         assert_eq!(super::split_mailbox("a@b.c"), (None, Some("a@b.c".into())));
         assert_eq!(super::split_mailbox("just words"), (None, None));
         assert_eq!(super::email_domain("a@B.com>").as_deref(), Some("b.com"));
+    }
+
+    fn listed(text: &str) -> std::collections::HashSet<String> {
+        crate::triage::Intel::parse_list(text)
+    }
+
+    #[test]
+    fn domains_are_looked_up_in_both_forms_down_to_the_registrable_domain() {
+        assert_eq!(super::domain_lookup_names("a.b.evil.example"), ["a.b.evil.example", "b.evil.example", "evil.example"]);
+        assert_eq!(super::domain_lookup_names("mail.acme.co.uk"), ["mail.acme.co.uk", "acme.co.uk"]);
+        assert_eq!(
+            super::domain_lookup_names("login.xn--exmple-cua.com"),
+            ["login.xn--exmple-cua.com", "login.exämple.com", "xn--exmple-cua.com", "exämple.com"]
+        );
+        assert_eq!(super::domain_lookup_names("co.uk"), ["co.uk"]);
+        let mut intel = intel();
+        intel.bad_domains.extend(listed("EXÄMPLE.com"));
+        intel.bad_domains.extend(listed("XN--BSE-SNA.example"));
+        let inc = incident(vec![], json!({}));
+        let out = run("lookup_intel", json!({"indicators": {"domains": ["www.xn--exmple-cua.com", "böse.example"]}}), &inc, &intel, &[], 0);
+        assert_eq!(
+            rules(&out),
+            [
+                ("intel_bad_domain".to_string(), Some("www.xn--exmple-cua.com".to_string())),
+                ("intel_bad_domain".to_string(), Some("böse.example".to_string())),
+            ]
+        );
     }
 }

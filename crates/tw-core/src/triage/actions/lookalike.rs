@@ -1,7 +1,13 @@
-//! Look-alike domains: edit distance (Damerau-Levenshtein, optimal string alignment), confusable
-//! characters (`rn` -> `m`, `0` -> `o`, `1` -> `l`, `vv` -> `w`, Cyrillic and Greek homoglyphs)
-//! and a protected brand embedded in another domain (`example-login.top`, `example.net`).
-//! A protected domain itself and its subdomains are never look-alikes.
+//! Look-alike domains: edit distance (Damerau-Levenshtein, optimal string alignment),
+//! confusable characters (Unicode's UTS #39 skeletons: `rn` -> `m`, `0` -> `o`, `1` -> `l`,
+//! Cyrillic and Greek homoglyphs, accents) and a protected brand embedded in another domain
+//! (`example-login.top`, `example.net`). Names are compared in their Unicode form, so a
+//! punycode host (`xn--exmple-cua.com`) is judged by what it shows (`exämple.com`); brands and
+//! public suffixes come from the Public Suffix List. A protected domain itself and its
+//! subdomains are never look-alikes.
+
+use crate::hosts::DomainName;
+pub use crate::hosts::skeleton;
 
 /// Longest input compared by edit distance (longer strings are never "close").
 const MAX_LEN: usize = 128;
@@ -35,70 +41,23 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     d[n][m]
 }
 
-/// The "skeleton" of a name: what it looks like, with confusable characters folded together.
-pub fn skeleton(s: &str) -> String {
-    let mut folded = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        let f = match c {
-            '0' | 'о' | 'ο' | 'ө' => 'o',
-            '1' | 'i' | '|' | 'і' | 'ӏ' | 'ι' | 'l' | 'ł' | '!' => 'l',
-            'а' | 'α' | 'à' | 'á' | 'â' | 'ä' | 'å' | '@' => 'a',
-            'е' | 'ε' | 'è' | 'é' | 'ê' | 'ë' | '3' => 'e',
-            'р' | 'ρ' => 'p',
-            'с' | 'ϲ' | 'ç' => 'c',
-            'х' | 'χ' => 'x',
-            'у' | 'γ' => 'y',
-            'ј' => 'j',
-            'ѕ' | '5' | '$' => 's',
-            'ԁ' => 'd',
-            'һ' => 'h',
-            'ո' | 'п' => 'n',
-            'м' => 'm',
-            'т' | 'τ' => 't',
-            'в' | 'β' => 'b',
-            'к' | 'κ' => 'k',
-            'ν' | 'ѵ' => 'v',
-            'ѡ' | 'ω' => 'w',
-            'ɡ' => 'g',
-            'ü' | 'ú' | 'ù' | 'û' | 'υ' => 'u',
-            'ö' | 'ó' | 'ò' | 'ô' => 'o',
-            '_' => '-',
-            other => other,
-        };
-        folded.push(f);
-    }
-    // Multi-character confusables.
-    folded.replace("rn", "m").replace("vv", "w").replace("cl", "d")
+/// The organisation part of a domain, by the Public Suffix List (`mail.example.co.uk` ->
+/// `example`), in Unicode form; empty when the text is not a domain name.
+pub fn brand_of(domain: &str) -> String {
+    DomainName::parse(domain).map(|d| d.brand()).unwrap_or_default()
 }
 
-/// The organisation part of a domain (`mail.example.co.uk` -> `example`).
-pub fn brand_of(domain: &str) -> &str {
-    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
-    match labels.len() {
-        0 => "",
-        1 => labels[0],
-        n => {
-            let sld = labels[n - 2];
-            if n >= 3 && labels[n - 1].len() == 2 && matches!(sld, "co" | "com" | "net" | "org" | "gov" | "ac" | "edu" | "ne" | "or") {
-                labels[n - 3]
-            } else {
-                sld
-            }
-        }
-    }
-}
-
-/// Normalizes a domain for comparison: trimmed, lowercase, no trailing dot.
+/// Normalizes a domain for comparison: the Unicode form of the name (IDNA: lowercase, punycode
+/// decoded, no trailing dot), so that both forms of one name compare equal; text that is not a
+/// domain name is only trimmed and lowercased.
 pub fn normalize_domain(d: &str) -> String {
-    d.trim().trim_end_matches('.').to_lowercase()
+    match DomainName::parse(d) {
+        Some(name) => name.unicode().to_string(),
+        None => d.trim().trim_end_matches('.').to_lowercase(),
+    }
 }
 
-/// Whether `host` is `protected` or one of its subdomains.
-pub fn is_within(host: &str, protected: &str) -> bool {
-    !protected.is_empty()
-        && (host == protected
-            || (host.len() > protected.len() && host.ends_with(protected) && host[..host.len() - protected.len()].ends_with('.')))
-}
+pub use crate::hosts::is_within;
 
 /// Whether `host` belongs to any protected domain.
 pub fn is_internal(host: &str, protected: &[String]) -> bool {
@@ -118,45 +77,52 @@ pub struct Lookalike {
     pub reason: String,
 }
 
-/// Whether `host` imitates one of the protected domains (never when it is one of them or a
-/// subdomain of one). `max_distance` bounds the edit distance.
+/// Whether `host` (either form) imitates one of the protected domains (never when it is one of
+/// them or a subdomain of one). `max_distance` bounds the edit distance.
 pub fn lookalike(host: &str, protected: &[String], max_distance: usize) -> Option<Lookalike> {
-    let host = normalize_domain(host);
-    if host.is_empty() || host.len() > 253 || is_internal(&host, protected) {
+    let name = DomainName::parse(host)?;
+    let host = name.unicode();
+    if is_internal(host, protected) {
         return None;
     }
-    let host_skel = skeleton(&host);
-    // Tokens of the host without its TLD: `a.examp1e-login.top` -> a, examp1e, login.
-    let without_tld = host.rsplit_once('.').map_or(host.as_str(), |(rest, _)| rest);
-    let tokens: Vec<&str> = without_tld.split(['.', '-', '_']).filter(|t| !t.is_empty()).take(32).collect();
+    let host_skel = skeleton(host);
+    // Tokens of the host without its public suffix: `a.examp1e-login.co.uk` -> a, examp1e, login.
+    let tokens: Vec<(&str, String)> = name
+        .labels_before_suffix()
+        .into_iter()
+        .flat_map(|l| l.split(['-', '_']))
+        .filter(|t| !t.is_empty())
+        .take(32)
+        .map(|t| (t, skeleton(t)))
+        .collect();
     for p in protected {
-        let p = normalize_domain(p);
-        if p.is_empty() {
-            continue;
-        }
-        let brand = brand_of(&p);
-        let found = |reason: String| Some(Lookalike { protected: p.clone(), reason });
-        if host_skel == skeleton(&p) {
+        let Some(pname) = DomainName::parse(p) else { continue };
+        let p = pname.unicode();
+        let brand = pname.brand();
+        let found = |reason: String| Some(Lookalike { protected: p.to_string(), reason });
+        if host_skel == skeleton(p) {
             return found(format!("uses confusable characters to imitate {p}"));
         }
-        let d = edit_distance(&host, &p);
-        if p.len() >= 6 && d <= max_distance {
+        let d = edit_distance(host, p);
+        if p.chars().count() >= 6 && d <= max_distance {
             return found(format!("is {d} edit(s) away from {p}"));
         }
-        if brand.chars().count() < 4 {
+        let brand_len = brand.chars().count();
+        if brand_len < 4 {
             continue;
         }
-        let brand_skel = skeleton(brand);
-        let tolerance = max_distance.min((brand.chars().count() / 4).max(1));
-        for tok in &tokens {
+        let brand_skel = skeleton(&brand);
+        let tolerance = max_distance.min((brand_len / 4).max(1));
+        for (tok, tok_skel) in &tokens {
             if *tok == brand {
                 return found(format!("embeds the brand '{brand}' of {p} in another domain"));
             }
-            if skeleton(tok) == brand_skel {
+            if *tok_skel == brand_skel {
                 return found(format!("uses confusable characters to imitate '{brand}' of {p}"));
             }
-            if brand.chars().count() >= 5 && edit_distance(tok, brand) <= tolerance {
-                return found(format!("'{tok}' is {} edit(s) away from the brand '{brand}' of {p}", edit_distance(tok, brand)));
+            let d = edit_distance(tok, &brand);
+            if brand_len >= 5 && d <= tolerance {
+                return found(format!("'{tok}' is {d} edit(s) away from the brand '{brand}' of {p}"));
             }
         }
     }
@@ -187,6 +153,7 @@ mod tests {
         assert_eq!(skeleton("g00gle"), skeleton("google"));
         assert_eq!(skeleton("vvave"), skeleton("wave"));
         assert_eq!(skeleton("ехаmple"), skeleton("example")); // Cyrillic е, х, а
+        assert_eq!(skeleton("exämple"), skeleton("example"));
     }
 
     #[test]
@@ -201,9 +168,25 @@ mod tests {
             "ехаmple.com",
             "micros0ft-support.xyz",
             "acme.com",
+            "xn--exmple-cua.com",
+            "exämple.com",
+            "examp1e.co.uk",
+            "login.rnicrosoft.com.au",
         ] {
             assert!(lookalike(host, &p, 2).is_some(), "{host}");
         }
+    }
+
+    /// The two forms of one name are one name: a protected domain given in Unicode covers its
+    /// punycode host, and the reverse.
+    #[test]
+    fn both_forms_are_one_name() {
+        let p = vec!["exämple.com".to_string()];
+        assert!(is_internal("xn--exmple-cua.com", &p) && is_internal("www.EXÄMPLE.com", &p));
+        assert!(lookalike("xn--exmple-cua.com", &p, 2).is_none());
+        let p = vec!["xn--exmple-cua.com".to_string()];
+        assert!(is_internal("exämple.com", &p));
+        assert_eq!(normalize_domain("XN--EXMPLE-CUA.COM."), "exämple.com");
     }
 
     #[test]
@@ -218,6 +201,8 @@ mod tests {
             "github.com",
             "amazon.com",
             "bank.example",
+            "examination.com",
+            "not a domain",
         ] {
             assert!(lookalike(host, &p, 2).is_none(), "{host}");
         }
@@ -228,6 +213,8 @@ mod tests {
     fn helpers() {
         assert_eq!(brand_of("mail.acme.co.uk"), "acme");
         assert_eq!(brand_of("corp.example.com"), "example");
+        assert_eq!(brand_of("x.github.io"), "x");
+        assert_eq!(brand_of("not a domain"), "");
         assert!(is_within("a.example.com", "example.com"));
         assert!(!is_within("badexample.com", "example.com"));
         assert!(is_punycode("xn--exmple-cua.com"));

@@ -1,8 +1,9 @@
 //! `check_sender`: who the mail claims to come from, against the protected domains.
 
 use super::indicators::{email_domain, split_mailbox};
-use super::lookalike::{brand_of, is_internal, is_punycode, lookalike, normalize_domain};
+use super::lookalike::{brand_of, is_internal, lookalike, normalize_domain};
 use super::{ActionInput, ActionOutput, finding, number, strings, strings_or};
+use crate::hosts::DomainName;
 use serde_json::json;
 
 /// Free-mail providers: anyone can get an address there.
@@ -118,8 +119,13 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
             findings.push(finding("sender_lookalike_domain", format!("sender {addr}: domain {domain} {}", l.reason), Some(&domain)));
             lookalikes.push(json!({"domain": domain, "protected": l.protected, "reason": l.reason}));
         }
-        if is_punycode(&domain) {
-            findings.push(finding("sender_punycode_domain", format!("sender {addr} uses a punycode domain {domain}"), Some(&domain)));
+        // Either form of an internationalized name: `exämple.com` is `xn--exmple-cua.com`.
+        if let Some(name) = DomainName::parse(&domain).filter(DomainName::is_idn) {
+            findings.push(finding(
+                "sender_punycode_domain",
+                format!("sender {addr} uses an internationalized (punycode) domain {} ({})", name.ascii(), name.unicode()),
+                Some(&domain),
+            ));
         }
         let is_free = free_mail.iter().any(|f| f.eq_ignore_ascii_case(&domain));
         freemail |= is_free;
@@ -138,7 +144,7 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
             if !internal {
                 let claimed = protected.iter().find(|pd| {
                     let brand = brand_of(pd);
-                    lname.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(&lname, brand))
+                    lname.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(&lname, &brand))
                 });
                 if let Some(pd) = claimed {
                     findings.push(finding(
@@ -163,7 +169,10 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
         if is_free && !findings.iter().any(|f| f.rule == "sender_freemail_impersonation" && f.indicator.as_deref() == Some(addr)) {
             let claims_org = display_names.iter().any(|n| {
                 let n = n.to_lowercase();
-                protected.iter().any(|pd| n.contains(pd.as_str()) || (brand_of(pd).chars().count() >= 4 && has_word(&n, brand_of(pd))))
+                protected.iter().any(|pd| {
+                    let brand = brand_of(pd);
+                    n.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(&n, &brand))
+                })
             });
             if claims_org {
                 findings.push(finding(
