@@ -8,6 +8,11 @@
 //!     playbook: phishing_triage
 //!     severity_mapping: {critical: critical, high: high}
 //!     rate_limit: {per_second: 10, burst: 50}   # optional; none by default
+//!   splunk:
+//!     secret: "${SPLUNK_TOKEN}"
+//!     verification: url-token          # or {scheme: header-token, header: X-Api-Key}, ...
+//!     allowed_ips: [192.0.2.0/24]      # optional; any address by default
+//!     mapping: {title: /search_name}   # optional JSON pointers; the format's reading by default
 //! ```
 //!
 //! `${VAR}` and `${VAR:-default}` are expanded inside parsed string values (never in the raw
@@ -55,6 +60,13 @@ struct FileSource {
     max_body_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     rate_limit: Option<FileRateLimit>,
+    /// A scheme name, or `{scheme: header-token, header: X-Api-Key}`.
+    #[serde(default)]
+    verification: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    allowed_ips: Option<Spanned<serde_json::Value>>,
+    #[serde(default)]
+    mapping: Option<Spanned<serde_json::Value>>,
 }
 
 /// `rate_limit: {per_second: 10, burst: 50}` (`burst` defaults to one second's worth).
@@ -152,6 +164,23 @@ pub fn parse(file: &str, text: &str, playbooks: &[String], env: &dyn Fn(&str) ->
                 at(line, &format!("rate_limit.{}", e.field()), e.to_string())
             })?;
             settings.rate_limit = Some(limit);
+        }
+        if let Some(v) = &s.verification {
+            settings.verification = tw_core::Verification::parse(&v.value).map_err(|e| at(v.referenced.line(), &e.field, e.message))?;
+        }
+        let secret_line = s.verification.as_ref().map_or(s.secret.referenced.line(), |v| v.referenced.line());
+        settings.verification.check_secret(&secret).map_err(|e| at(secret_line, "secret", e))?;
+        if let Some(v) = &s.allowed_ips {
+            settings.allowed_ips = crate::sources::parse_allowed_ips(&v.value).map_err(|problems| {
+                let (field, msg) = problems.into_iter().next().unwrap_or_default();
+                at(v.referenced.line(), &field, msg)
+            })?;
+        }
+        if let Some(v) = &s.mapping {
+            settings.mapping = Some(tw_core::formats::Mapping::parse(&v.value).map_err(|problems| {
+                let msg = problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                ConfigError(format!("{file}:{}: sources.{raw_name}.{msg}", v.referenced.line()))
+            })?);
         }
         out.push(NewSource { name, secret: Secret::new(secret), settings });
     }
@@ -258,6 +287,27 @@ sources:
     auto_triage: true
     playbook: malware_triage
 "#;
+
+    #[test]
+    fn verification_allow_list_and_mapping_are_read_and_checked() {
+        let text = "sources:\n  splunk:\n    secret: abcdefgh-12345678\n    verification: url-token\n    allowed_ips: [192.0.2.0/24, 2001:db8::1]\n    mapping: {title: /search_name, entities: {ip: [/result/src_ip]}}\n  kibana:\n    secret: abcdefgh-87654321\n    verification: {scheme: header-token, header: X-Api-Key}\n";
+        let sources = parse("w.yaml", text, &playbooks(), &env).unwrap();
+        let get = |n: &str| &sources.iter().find(|s| s.name.as_str() == n).unwrap().settings;
+        assert_eq!(get("splunk").verification, tw_core::Verification::UrlToken);
+        assert_eq!(get("splunk").allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>(), ["192.0.2.0/24", "2001:db8::1/128"]);
+        assert_eq!(get("splunk").mapping.as_ref().unwrap().title(), Some("/search_name"));
+        assert_eq!(get("kibana").verification.to_value(), serde_json::json!({"scheme": "header-token", "header": "x-api-key"}));
+
+        let err = |text: &str| parse("w.yaml", text, &playbooks(), &env).unwrap_err().0;
+        let e = err("sources:\n  s:\n    secret: abcdefgh-12345678\n    verification: {scheme: header-token}\n");
+        assert!(e.starts_with("w.yaml:4: sources.s.verification.header: header-token needs"), "{e}");
+        let e = err("sources:\n  s:\n    secret: abcdefgh-12345678\n    verification: standard-webhooks\n");
+        assert!(e.starts_with("w.yaml:4: sources.s.secret: a standard-webhooks secret is 'whsec_'"), "{e}");
+        let e = err("sources:\n  s:\n    secret: abcdefgh-12345678\n    allowed_ips: [10.0.0.0/33]\n");
+        assert!(e.starts_with("w.yaml:4: sources.s.allowed_ips[0]: '10.0.0.0/33' is not"), "{e}");
+        let e = err("sources:\n  s:\n    secret: abcdefgh-12345678\n    mapping: {title: name}\n");
+        assert!(e.starts_with("w.yaml:4: sources.s.mapping.title: is not a JSON pointer"), "{e}");
+    }
 
     #[test]
     fn parses_the_spec_example() {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use ipnet::IpNet;
+use tw_core::formats::Mapping;
 use tw_core::{Alert, Entity, Format, IncidentNumber, Secret, Severity, SourceMode, SourceName, Verification};
 use uuid::Uuid;
 
@@ -34,6 +35,8 @@ pub struct SourceSettings {
     pub verification: Verification,
     /// Client addresses allowed to deliver (CIDR ranges); empty: any.
     pub allowed_ips: Vec<IpNet>,
+    /// Where the vendor keeps each alert field; `None`: the format's own reading.
+    pub mapping: Option<Mapping>,
 }
 
 impl Default for SourceSettings {
@@ -50,6 +53,7 @@ impl Default for SourceSettings {
             rate_limit: None,
             verification: Verification::Hmac,
             allowed_ips: Vec::new(),
+            mapping: None,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct SourcePatch {
     pub rate_limit: Option<Option<RateLimit>>,
     pub verification: Option<Verification>,
     pub allowed_ips: Option<Vec<IpNet>>,
+    /// `Some(None)` removes the mapping.
+    pub mapping: Option<Option<Mapping>>,
     pub secret: Option<Secret>,
 }
 
@@ -168,6 +174,9 @@ impl SourcePatch {
         }
         if let Some(v) = &self.allowed_ips {
             s.allowed_ips = v.clone()
+        }
+        if let Some(v) = &self.mapping {
+            s.mapping = v.clone()
         }
     }
 }

@@ -6,13 +6,14 @@ use crate::model::{
 };
 use crate::{MasterKey, StoreError};
 use chrono::{DateTime, Utc};
+use tw_core::formats::Mapping;
 use tw_core::{Format, IncidentNumber, Severity, SourceMode, SourceName, Verification};
 use uuid::Uuid;
 
 /// The `sources` columns, in the order [`SourceRow`] is read.
 pub(crate) const SOURCE_COLUMNS: &str = "name, secret_enc, previous_secret_enc, previous_secret_expires_at, enabled, auto_triage, \
     playbook, format, mode, severity_mapping, timestamp_tolerance_secs, max_body_bytes, managed_by_config, created_at, \
-    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count, rate_limit_per_second, rate_limit_burst, verification, allowed_ips";
+    updated_at, secret_rotated_at, last_delivery_at, delivery_count, error_count, rate_limit_per_second, rate_limit_burst, verification, allowed_ips, mapping";
 
 /// A `sources` row with its secrets still encrypted.
 pub(crate) struct SourceRow {
@@ -42,6 +43,8 @@ pub(crate) struct SourceRow {
     pub verification: String,
     /// A JSON array of CIDR ranges; NULL: any address.
     pub allowed_ips: Option<String>,
+    /// The mapping as its JSON object; NULL: none.
+    pub mapping: Option<String>,
 }
 
 pub(crate) fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
@@ -86,6 +89,7 @@ impl SourceRow {
                     .and_then(|v| v.iter().map(|n| n.parse::<ipnet::IpNet>().map_err(|e| e.to_string())).collect())
                     .map_err(corrupt("allowed_ips"))?,
             },
+            mapping: self.mapping.as_deref().map(serde_json::from_str::<Mapping>).transpose().map_err(corrupt("mapping"))?,
         };
         Ok(SourceRecord {
             secret_fingerprint: key.fingerprint(&secret),
@@ -106,7 +110,7 @@ impl SourceRow {
 
 /// The `sources` columns that hold [`SourceSettings`], in the order of [`SettingsValues`].
 pub(crate) const SETTINGS_COLUMNS: &str = "enabled, auto_triage, playbook, format, mode, severity_mapping, timestamp_tolerance_secs, \
-    max_body_bytes, rate_limit_per_second, rate_limit_burst, verification, allowed_ips";
+    max_body_bytes, rate_limit_per_second, rate_limit_burst, verification, allowed_ips, mapping";
 
 /// `?1, ?2, ...` (or `$1, ...`) for the settings columns and `extra` values after them: the
 /// statements that write settings hold no count of their columns.
@@ -128,11 +132,12 @@ pub(crate) struct SettingsValues {
     pub rate_limit_burst: Option<i64>,
     pub verification: String,
     pub allowed_ips: Option<String>,
+    pub mapping: Option<String>,
 }
 
 impl SettingsValues {
     /// How many columns [`SETTINGS_COLUMNS`] names.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 }
 
 impl From<&SourceSettings> for SettingsValues {
@@ -151,6 +156,7 @@ impl From<&SourceSettings> for SettingsValues {
             verification: s.verification.to_value().to_string(),
             allowed_ips: (!s.allowed_ips.is_empty())
                 .then(|| serde_json::to_string(&s.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default()),
+            mapping: s.mapping.as_ref().and_then(|m| serde_json::to_string(m).ok()),
         }
     }
 }

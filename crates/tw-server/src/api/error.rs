@@ -121,6 +121,8 @@ mod tests {
             ApiError::Internal("x".into()),
             ApiError::Unavailable,
             ApiError::RequestTimeout,
+            ApiError::AddressNotAllowed("x".into()),
+            ApiError::Unverified { code: "invalid_signature", message: "x".into() },
             ApiError::RateLimited(crate::limits::Limited { reason: crate::limits::LimitReason::Source, retry_after_secs: 1 }),
         ];
         for e in &all {
@@ -149,6 +151,8 @@ mod tests {
                 | ApiError::Internal(_)
                 | ApiError::Unavailable
                 | ApiError::RequestTimeout
+                | ApiError::AddressNotAllowed(_)
+                | ApiError::Unverified { .. }
                 | ApiError::RateLimited(_) => {}
             }
         }

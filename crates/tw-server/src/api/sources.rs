@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use tw_core::formats::Mapping;
 use tw_core::{Format, Severity, SourceMode};
 use tw_store::SourceRecord;
 use utoipa::ToSchema;
@@ -136,6 +137,9 @@ pub struct SourceView {
     /// Client addresses allowed to deliver; empty: any.
     #[schema(example = json!(["192.0.2.0/24"]))]
     pub allowed_ips: Vec<String>,
+    /// Where the vendor keeps each alert field (JSON pointers); null: the format's own reading.
+    #[schema(required = true)]
+    pub mapping: Option<Mapping>,
     /// Defined in the config file: only changeable there.
     pub managed_by_config: bool,
     /// `hmac:` and the first 8 hex digits of an HMAC of the secret: tells two secrets apart
@@ -176,6 +180,7 @@ impl From<&SourceRecord> for SourceView {
             rate_limit: st.rate_limit.map(|r| RateLimitSetting { per_second: r.per_second(), burst: r.burst() }),
             verification: (&st.verification).into(),
             allowed_ips: st.allowed_ips.iter().map(ToString::to_string).collect(),
+            mapping: st.mapping.clone(),
             managed_by_config: s.managed_by_config,
             secret_fingerprint: s.secret_fingerprint.clone(),
             secret_rotated_at: s.secret_rotated_at,
@@ -254,6 +259,12 @@ pub struct SourceSettingsInput {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 64, example = json!(["192.0.2.0/24", "2001:db8::/32"]))]
     pub allowed_ips: Option<Option<Vec<String>>>,
+    /// Where a vendor without a built-in format keeps each alert field, as JSON pointers
+    /// (`{"title": "/alert/name", "severity": "/alert/level", "alert_id": "/alert/uid",
+    /// "entities": {"ip": ["/alert/src_ip"]}}`); mapped fields win over the generic reading, and
+    /// the severity goes through `severity_mapping`. null removes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapping: Option<Option<Mapping>>,
 }
 
 /// `POST /api/webhooks`: a new source: the settable fields, `source` required.

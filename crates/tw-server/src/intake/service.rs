@@ -249,7 +249,11 @@ fn ingest_request(
 /// Normalizes with the source's settings; a panic in a normalizer is contained and reported as a
 /// reason, so no payload can take the server down or be lost.
 fn normalize(source: &SourceRecord, value: &Value) -> Result<Alert, String> {
-    let run = || tw_core::normalize(value, source.settings.format, &source.settings.severity_mapping);
+    let settings = &source.settings;
+    let run = || match &settings.mapping {
+        Some(mapping) => tw_core::formats::normalize_mapped(value, mapping, &settings.severity_mapping),
+        None => tw_core::normalize(value, settings.format, &settings.severity_mapping),
+    };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(alert)) => Ok(alert),
         Ok(Err(e)) => Err(e.to_string()),

@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
+use tw_core::formats::Mapping;
 use tw_core::{Format, Secret, SourceMode, SourceName, Verification};
 use tw_store::{NewSource, RateLimit, RateLimitError, SourcePatch, SourceRecord, SourceSettings};
 
@@ -72,6 +73,13 @@ fn parse_fields(body: &Map<String, Value>, playbooks: &[String], errors: &mut Ve
             "verification" => match Verification::parse(v) {
                 Ok(scheme) => p.verification = Some(scheme),
                 Err(e) => errors.push(FieldError::new(e.field, e.message)),
+            },
+            "mapping" => match v {
+                Value::Null => p.mapping = Some(None),
+                _ => match Mapping::parse(v) {
+                    Ok(m) => p.mapping = Some(Some(m)),
+                    Err(problems) => errors.extend(problems.into_iter().map(|e| FieldError::new(e.field, e.problem.to_string()))),
+                },
             },
             "allowed_ips" => match parse_allowed_ips(v) {
                 Ok(nets) => p.allowed_ips = Some(nets),

@@ -36,6 +36,7 @@ fn source_row(r: &Row<'_>) -> Result<SourceRow, StoreError> {
         rate_limit_burst: r.get(20)?,
         verification: r.get(21)?,
         allowed_ips: r.get(22)?,
+        mapping: r.get(23)?,
     })
 }
 
@@ -64,6 +65,7 @@ impl SettingsValues {
             &self.rate_limit_burst,
             &self.verification,
             &self.allowed_ips,
+            &self.mapping,
         ]
     }
 }
