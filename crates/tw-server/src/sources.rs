@@ -71,3 +71,66 @@ pub fn secret_owner<'a>(
     }
     owner
 }
+
+/// One line of a [`recipe`]: what the vendor's form calls it, and what to paste.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeLine {
+    pub label: &'static str,
+    pub value: String,
+}
+
+/// What to paste into the sending tool's webhook form for a source of `verification`: its URL
+/// (`base`: how the sender reaches this server, e.g. `https://tw.example.com`), and the header,
+/// credentials or signing secret the scheme takes. Holds the secret: shown once, to an admin.
+pub fn recipe(verification: &tw_core::Verification, base: &str, source: &SourceName, secret: &str) -> Vec<RecipeLine> {
+    use tw_core::Verification as V;
+    let line = |label, value: String| RecipeLine { label, value };
+    let base = base.trim_end_matches('/');
+    let url = format!("{base}/api/webhooks/{source}");
+    let mut lines = vec![line("Method", "POST, Content-Type: application/json".into())];
+    match verification {
+        V::Hmac => {
+            lines.insert(0, line("URL", url));
+            lines.push(line("Secret", secret.to_string()));
+            lines.push(line("Sign", "X-Webhook-Timestamp: <unix seconds>; X-Webhook-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">".into()));
+        }
+        V::StandardWebhooks => {
+            lines.insert(0, line("Endpoint URL", url));
+            lines.push(line("Signing secret", secret.to_string()));
+            lines.push(line("Sign", "the sender's Standard Webhooks / Svix library signs (webhook-id, webhook-timestamp, webhook-signature)".into()));
+        }
+        V::Github => {
+            lines.insert(0, line("Payload URL", url));
+            lines.push(line("Secret", secret.to_string()));
+            lines.push(line("Sign", "X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>".into()));
+        }
+        V::HeaderToken { header } => {
+            lines.insert(0, line("URL", url));
+            lines.push(line("Header name", header_display(header.as_str())));
+            lines.push(line("Header value", secret.to_string()));
+        }
+        V::Basic => {
+            lines.insert(0, line("URL", url));
+            lines.push(line("Authentication", "Basic".into()));
+            lines.push(line("Username", "any (e.g. tw)".into()));
+            lines.push(line("Password", secret.to_string()));
+        }
+        V::UrlToken => {
+            lines.insert(0, line("URL", format!("{url}/{secret}")));
+            lines.push(line("Note", "the URL holds the token: treat it as the secret".into()));
+        }
+    }
+    lines
+}
+
+/// A header name as senders write it (`X-Api-Key` for the stored `x-api-key`).
+pub fn header_display(lower: &str) -> String {
+    lower
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}

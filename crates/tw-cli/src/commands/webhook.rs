@@ -8,8 +8,6 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use std::process::ExitCode;
-use tw_core::Secret;
-use tw_core::signature::sign;
 use tw_server::api::deliveries::{Delivery, DeliveryList};
 use tw_server::api::intake::IntakeAnswer;
 use tw_server::api::sources::{SourceList, SourceTestResult, SourceView};
@@ -37,8 +35,8 @@ pub enum WebhookCommand {
         grace_period: i64,
     },
     /// Check a source end to end. Without --secret the server signs a test event with the stored
-    /// secret; with --secret the CLI signs it and posts it to the public endpoint, proving the
-    /// sender's secret matches. Nothing is stored either way.
+    /// secret; with --secret the CLI signs it by the source's verification scheme and posts it to
+    /// the public endpoint, proving the sender's secret matches. Nothing is stored either way.
     Test {
         source: String,
         /// The secret the sending tool is configured with.
@@ -62,11 +60,17 @@ pub enum WebhookCommand {
         #[arg(long, default_value_t = 20)]
         tail: u32,
     },
-    /// Sign a body and print ready-to-run curl headers.
+    /// Sign a body as a sender of the scheme would and print a ready-to-run curl command.
     Sign {
         source: String,
         #[arg(long)]
         secret: String,
+        /// The source's verification scheme (default hmac).
+        #[arg(long, value_parser = tw_core::verification::SCHEMES, default_value = "hmac")]
+        verification: String,
+        /// header-token: the header that carries the token.
+        #[arg(long, value_name = "NAME")]
+        token_header: Option<String>,
         /// The JSON body, or @FILE to read it from a file.
         #[arg(long)]
         body: String,
@@ -109,7 +113,7 @@ pub struct SettingArgs {
     /// Playbook used for auto-triage (phishing_triage, malware_triage).
     #[arg(long)]
     playbook: Option<String>,
-    /// Payload format: auto, generic, defender, crowdstrike, splunk.
+    /// Payload format: auto, generic, defender, crowdstrike, splunk, sentinelone, sentinel, elastic.
     #[arg(long)]
     format: Option<String>,
     /// sync: incident created before the response; async: queued (202), created by a worker.
@@ -137,6 +141,48 @@ pub struct SettingArgs {
     /// Enable or disable deliveries.
     #[arg(long, value_name = "BOOL")]
     enabled: Option<bool>,
+    /// How deliveries prove they come from the source: hmac (the default), standard-webhooks,
+    /// github, header-token (with --token-header), basic or url-token.
+    #[arg(long, value_parser = tw_core::verification::SCHEMES, value_name = "SCHEME")]
+    verification: Option<String>,
+    /// header-token: the header that carries the token, e.g. X-Api-Key (implies
+    /// --verification header-token).
+    #[arg(long, value_name = "NAME")]
+    token_header: Option<String>,
+    /// Accept deliveries only from this address or CIDR range (repeatable); behind a proxy, the
+    /// client address counts only when the proxy is trusted (--trusted-proxy on serve).
+    #[arg(long = "allowed-ip", value_name = "CIDR", conflicts_with = "any_ip")]
+    allowed_ip: Vec<String>,
+    /// Remove the address allow-list: accept deliveries from any address.
+    #[arg(long)]
+    any_ip: bool,
+    /// Where the vendor keeps each alert field, as JSON pointers: a JSON object or @FILE, e.g.
+    /// '{"title": "/alert/name", "alert_id": "/alert/uid", "entities": {"ip": ["/alert/src_ip"]}}'.
+    #[arg(long, value_name = "JSON|@FILE", conflicts_with = "no_mapping")]
+    mapping: Option<String>,
+    /// Remove the source's mapping (back to the format's own reading).
+    #[arg(long)]
+    no_mapping: bool,
+}
+
+/// `--verification` with `--token-header` as the API's `verification` value.
+fn verification_value(scheme: Option<&str>, header: Option<&str>) -> Result<Option<Value>> {
+    Ok(match (scheme, header) {
+        (None, None) => None,
+        (Some("header-token") | None, Some(h)) => Some(json!({"scheme": "header-token", "header": h})),
+        (Some("header-token"), None) => bail!("--verification header-token needs --token-header NAME (e.g. X-Api-Key)"),
+        (Some(s), Some(_)) => bail!("--token-header applies to --verification header-token, not {s}"),
+        (Some(s), None) => Some(Value::String(s.to_string())),
+    })
+}
+
+/// A JSON argument given inline or as @FILE.
+fn json_arg(flag: &str, raw: &str) -> Result<Value> {
+    let text = match raw.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {path}"))?,
+        None => raw.to_string(),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{flag}: not valid JSON"))
 }
 
 impl SettingArgs {
@@ -181,6 +227,21 @@ impl SettingArgs {
         if let Some(v) = self.enabled {
             body.insert("enabled".into(), v.into());
         }
+        if let Some(v) = verification_value(self.verification.as_deref(), self.token_header.as_deref())? {
+            body.insert("verification".into(), v);
+        }
+        if !self.allowed_ip.is_empty() {
+            body.insert("allowed_ips".into(), self.allowed_ip.into());
+        }
+        if self.any_ip {
+            body.insert("allowed_ips".into(), Value::Null);
+        }
+        if let Some(m) = &self.mapping {
+            body.insert("mapping".into(), json_arg("--mapping", m)?);
+        }
+        if self.no_mapping {
+            body.insert("mapping".into(), Value::Null);
+        }
         Ok(())
     }
 }
@@ -189,7 +250,8 @@ impl SettingArgs {
 pub struct AddArgs {
     /// Source name, as in POST /api/webhooks/<source>.
     source: String,
-    /// Shared HMAC secret (default: a strong one is generated and printed once).
+    /// The source's secret, in its scheme's form (default: a strong one is generated and printed
+    /// once, with what to paste into the sending tool).
     #[arg(long)]
     secret: Option<String>,
     #[command(flatten)]
@@ -211,12 +273,16 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
         WebhookCommand::Add(a) => {
             let mut body = Map::new();
             body.insert("source".into(), a.source.clone().into());
+            let given = a.secret.clone();
             if let Some(s) = a.secret {
                 body.insert("secret".into(), s.into());
             }
             a.settings.into_body(&mut body)?;
             let v: SourceView = ctx.client()?.send_json(Method::POST, "/api/webhooks", Some(&Value::Object(body))).await?;
             print_source(ctx, &v, &format!("Registered source '{}'.", a.source));
+            if let Some(secret) = v.secret.as_ref().or(given.as_ref()) {
+                print_recipe(ctx, &v, secret)?;
+            }
         }
         WebhookCommand::Update(a) => {
             let mut body = Map::new();
@@ -279,6 +345,9 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                     println!("Rotated the secret of '{source}'. New secret (shown once):");
                     println!("{}", cell(&v.secret));
                     println!("The previous secret keeps verifying until {}.", cell(&v.previous_secret_expires_at));
+                    if let Some(secret) = &v.secret {
+                        print_recipe(ctx, &v, secret)?;
+                    }
                 }
             }
         }
@@ -347,7 +416,7 @@ payload:"
                 }
             }
         }
-        WebhookCommand::Sign { source, secret, body, timestamp } => {
+        WebhookCommand::Sign { source, secret, verification, token_header, body, timestamp } => {
             let body = if let Some(path) = body.strip_prefix('@') {
                 std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?
             } else {
@@ -356,18 +425,34 @@ payload:"
             if serde_json::from_str::<Value>(&body).is_err() {
                 eprintln!("warning: the body is not valid JSON; the server will refuse it with invalid_payload");
             }
-            let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp()).to_string();
-            let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, body.as_bytes()));
-            let url = format!("{}/api/webhooks/{}", ctx.url.trim_end_matches('/'), seg(&source));
-            let curl = format!(
-                "curl -X POST \"{url}\" \\\n  -H \"Content-Type: application/json\" \\\n  -H \"X-Webhook-Signature: {signature}\" \\\n  -H \"X-Webhook-Timestamp: {ts}\" \\\n  --data-binary '{}'",
-                body.replace('\'', "'\\''")
-            );
+            let scheme = verification_value(Some(&verification), token_header.as_deref())?.unwrap_or_default();
+            let scheme = tw_core::Verification::parse(&scheme).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+            let ts = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
+            let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+            let signed = scheme.sign(&secret, body.as_bytes(), ts, &message_id);
+            let mut url = format!("{}/api/webhooks/{}", ctx.url.trim_end_matches('/'), seg(&source));
+            if let Some(token) = &signed.path_token {
+                url = format!("{url}/{}", seg(token));
+            }
+            let mut curl = format!("curl -X POST \"{url}\" \\\n  -H \"Content-Type: application/json\"");
+            for (n, v) in &signed.headers {
+                curl.push_str(&format!(" \\\n  -H \"{n}: {v}\""));
+            }
+            curl.push_str(&format!(" \\\n  --data-binary '{}'", body.replace('\'', "'\\''")));
             match ctx.output {
-                Output::Json => output::json(&json!({"timestamp": ts, "signature": signature, "url": url, "curl": curl})),
+                Output::Json => {
+                    let headers: Map<String, Value> = signed.headers.iter().map(|(n, v)| (n.clone(), v.clone().into())).collect();
+                    let mut out = json!({"timestamp": ts.to_string(), "headers": headers, "url": url, "curl": curl});
+                    // The spec's scheme's fields, as they always were.
+                    if scheme == tw_core::Verification::Hmac {
+                        out["signature"] = headers.get("X-Webhook-Signature").cloned().unwrap_or_default();
+                    }
+                    output::json(&out)
+                }
                 Output::Table => {
-                    println!("X-Webhook-Timestamp: {ts}");
-                    println!("X-Webhook-Signature: {signature}");
+                    for (n, v) in &signed.headers {
+                        println!("{n}: {v}");
+                    }
                     println!();
                     println!("{curl}");
                 }
@@ -399,7 +484,8 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
         }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     };
-    let v = signed_test(&client, source, &secret).await?;
+    let view: SourceView = client.get(&format!("/api/webhooks/{}", seg(source))).await.context("reading the source's verification scheme")?;
+    let v = signed_test(&client, source, &scheme_of(&view)?, &secret).await?;
     match ctx.output {
         Output::Json => output::json(&v),
         Output::Table => println!("ok: the server verified a test event signed with this secret for '{source}' (nothing stored)"),
@@ -407,19 +493,44 @@ async fn test(ctx: &Ctx, source: &str, secret: Option<String>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Posts a test event signed with `secret` to `source`'s public intake, as its sender would: the
-/// server verifies it and stores nothing. Its answer, or why it was refused.
-pub async fn signed_test(client: &crate::client::Client, source: &str, secret: &str) -> Result<IntakeAnswer> {
+/// The scheme a source shows, as the core type that signs.
+pub fn scheme_of(view: &SourceView) -> Result<tw_core::Verification> {
+    let v = serde_json::to_value(&view.verification)?;
+    tw_core::Verification::parse(&v).map_err(|e| anyhow::anyhow!("unexpected verification from the server: {}", e.message))
+}
+
+/// Posts a test event signed with `secret` by `scheme` to `source`'s public intake, as its
+/// sender would: the server verifies it and stores nothing. Its answer, or why it was refused.
+pub async fn signed_test(client: &crate::client::Client, source: &str, scheme: &tw_core::Verification, secret: &str) -> Result<IntakeAnswer> {
     let now = chrono::Utc::now();
     let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
     let body = serde_json::to_vec(&tw_server::intake::test_event(&name, now))?;
-    let ts = now.timestamp().to_string();
-    let signature = format!("sha256={}", sign(&Secret::new(secret), &ts, &body));
-    let headers = vec![("x-webhook-timestamp".to_string(), ts), ("x-webhook-signature".to_string(), signature)];
-    match client.post_raw(&format!("/api/webhooks/{}", seg(source)), body, headers).await {
+    let signed = scheme.sign(secret, &body, now.timestamp(), &format!("msg_{}", uuid::Uuid::new_v4().simple()));
+    let mut path = format!("/api/webhooks/{}", seg(source));
+    if let Some(token) = &signed.path_token {
+        path = format!("{path}/{}", seg(token));
+    }
+    match client.post_raw(&path, body, signed.headers).await {
         Ok((_, v)) => serde_json::from_value(v).context("unexpected answer from the server (another version?)"),
         Err(e) => Err(e.context(format!("test delivery to '{source}' was refused"))),
     }
+}
+
+/// What to paste into the sending tool's form, for the source's scheme (table output only: the
+/// JSON answer already holds the secret and the scheme).
+fn print_recipe(ctx: &Ctx, v: &SourceView, secret: &str) -> Result<()> {
+    if ctx.output != Output::Table {
+        return Ok(());
+    }
+    let name = tw_core::SourceName::parse(&v.source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let lines = tw_server::sources::recipe(&scheme_of(v)?, &ctx.url, &name, secret);
+    println!();
+    println!("Paste into the sending tool ({} verification):", v.verification.scheme_name());
+    let width = lines.iter().map(|l| l.label.len()).max().unwrap_or(0);
+    for l in lines {
+        println!("  {:<width$}  {}", l.label, l.value);
+    }
+    Ok(())
 }
 
 fn print_source(ctx: &Ctx, v: &SourceView, headline: &str) {
@@ -450,6 +561,15 @@ fn print_source(ctx: &Ctx, v: &SourceView, headline: &str) {
                         None => "none".into(),
                     },
                 ),
+                (
+                    "verification",
+                    match &v.verification.header {
+                        Some(h) => format!("{} ({})", v.verification.scheme_name(), tw_server::sources::header_display(h)),
+                        None => v.verification.scheme_name().to_string(),
+                    },
+                ),
+                ("allowed_ips", if v.allowed_ips.is_empty() { "any".into() } else { v.allowed_ips.join(", ") }),
+                ("mapping", v.mapping.as_ref().and_then(|m| serde_json::to_string(m).ok()).unwrap_or_else(|| "-".into())),
                 ("managed_by_config", v.managed_by_config.to_string()),
                 ("secret_fingerprint", v.secret_fingerprint.clone()),
                 ("created_at", cell(&v.created_at)),

@@ -93,6 +93,13 @@ pub struct VerificationView {
     pub header: Option<String>,
 }
 
+impl VerificationView {
+    /// The scheme's name as written in settings (`header-token`).
+    pub fn scheme_name(&self) -> String {
+        serde_json::to_value(self.scheme).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
 impl From<&tw_core::Verification> for VerificationView {
     fn from(v: &tw_core::Verification) -> Self {
         // The scheme's name is its one definition ([`tw_core::Verification::scheme`]).

@@ -19,6 +19,7 @@ mod intake;
 mod observability;
 mod openapi;
 mod restart;
+mod schemes;
 mod sources;
 mod triage;
 

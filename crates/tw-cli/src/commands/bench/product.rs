@@ -99,7 +99,7 @@ pub async fn running(
     let counting = api_key.is_some();
     let api = Client::new(url, api_key)?;
     // A wrong name or secret shows here, before the load, in the server's own words.
-    crate::commands::webhook::signed_test(&api, source, secret).await?;
+    crate::commands::webhook::signed_test(&api, source, &tw_core::Verification::Hmac, secret).await?;
     let addr = resolve(host, port).await?;
     let path = format!("{}/api/webhooks/{}", parsed.path().trim_end_matches('/'), seg(source));
     let target = Target::new(addr, &authority, &path)?;
