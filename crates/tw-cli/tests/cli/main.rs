@@ -10,6 +10,7 @@ mod hardening;
 mod multi_instance;
 mod observability;
 mod schemathesis;
+mod senders;
 mod triage;
 
 use std::path::Path;
