@@ -24,6 +24,7 @@ const KNOWN_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/webhooks/{source}"),
     ("POST", "/api/webhooks/{source}/rotate-secret"),
     ("POST", "/api/webhooks/{source}/test"),
+    ("POST", "/api/webhooks/{source}/{token}"),
     ("GET", "/api/incidents"),
     ("GET", "/api/incidents/{id}"),
     ("GET", "/api/incidents/{id}/raw"),
@@ -196,6 +197,7 @@ fn every_operation_documents_its_errors_with_the_error_schema() {
         ("401", "timestamp_expired"),
         ("401", "invalid_signature"),
         ("403", "source_disabled"),
+        ("403", "ip_not_allowed"),
         ("404", "unknown_source"),
         ("413", "payload_too_large"),
     ] {
@@ -558,6 +560,14 @@ async fn responses_match_their_documented_schemas() {
     assert_eq!(api.call("GET", "/api/deliveries/{request_id}", "/api/deliveries/nope", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/webhooks/{source}/events", "/api/webhooks/nope/events", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/webhooks/{source}/events", "/api/webhooks/s1/events?status=bogus", None, &[]).await.0, 422);
+    // A url-token source: a delivery with the token, and one with another.
+    let body = r#"{"source":"splunk","verification":"url-token","secret":"splunk-token-0123456789","allowed_ips":["127.0.0.1"],"mapping":{"title":"/search_name"}}"#;
+    assert_eq!(api.call("POST", "/api/webhooks", "/api/webhooks", Some(body), &[]).await.0, 201);
+    let token_path = "/api/webhooks/{source}/{token}";
+    let alert = r#"{"sid":"rt_1","search_name":"Failed Login Alert","result":{"user":"bob"}}"#;
+    assert_eq!(api.call("POST", token_path, "/api/webhooks/splunk/splunk-token-0123456789", Some(alert), &[]).await.0, 201);
+    assert_eq!(api.call("POST", token_path, "/api/webhooks/splunk/splunk-token-9876543210", Some(alert), &[]).await.0, 401);
+    assert_eq!(api.call("GET", "/api/webhooks/{source}", "/api/webhooks/splunk", None, &[]).await.0, 200);
     assert_eq!(api.call("DELETE", "/api/webhooks/{source}", "/api/webhooks/s1", None, &[]).await.0, 204);
     // The audit log holds the changes above; API keys are listed without secrets.
     let (status, audit) = api.call("GET", "/api/audit", "/api/audit?action=source&per_page=2", None, &[]).await;
