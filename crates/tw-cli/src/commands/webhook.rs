@@ -303,7 +303,7 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                 Output::Json => output::json(&v),
                 Output::Table => {
                     output::table_of(
-                        &["SOURCE", "ENABLED", "MODE", "FORMAT", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"],
+                        &["SOURCE", "ENABLED", "MODE", "FORMAT", "VERIFICATION", "AUTO-TRIAGE", "DELIVERIES", "ERRORS", "LAST DELIVERY"],
                         &v.data,
                         |s| {
                             vec![
@@ -311,6 +311,7 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
                                 if s.enabled { "yes".into() } else { "no".into() },
                                 cell(&s.mode),
                                 cell(&s.format),
+                                s.verification.scheme_name(),
                                 if s.auto_triage { cell(&s.playbook) } else { "-".into() },
                                 s.delivery_count.to_string(),
                                 s.error_count.to_string(),
