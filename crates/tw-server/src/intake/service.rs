@@ -196,6 +196,7 @@ async fn commit(
                 received_at: now,
                 request_id: Some(rid.to_string()),
                 queue_id: None,
+                request_key: Some(request_key),
             };
             let id = state.store.dead_letter(letter).await?;
             return Ok(Outcome::DeadLettered { id, reason });
