@@ -133,7 +133,7 @@ async fn dead_letters_that_now_normalize_become_incidents_once() {
     let app = TestApp::spawn_in(app.stop().await, |_| {}).await;
     poll(&app, "/api/dead-letters?source=edr", "dead-lettered", |v| v["meta"]["total"] == 1).await;
 
-    add(&app, "edr", SECRET, json!({})).await;
+    add(&app, "edr", SECRET, json!({"auto_triage": true, "playbook": "malware_triage"})).await;
     // Without `dead_letters`, they are not touched.
     assert_eq!(reprocess(&app, "edr", json!({})).await["dead_letters"]["scanned"], 0);
     let v = reprocess(&app, "edr", json!({"dead_letters": true})).await;
@@ -142,6 +142,9 @@ async fn dead_letters_that_now_normalize_become_incidents_once() {
     let list = get_ok(&app, "/api/incidents?source=edr").await;
     assert_eq!(list["meta"]["total"], 1, "{list}");
     assert_eq!(list["data"][0]["title"], "security_alert: alert dl-1");
+    // Auto-triage applies as to a live delivery.
+    let id = list["data"][0]["id"].as_str().unwrap().to_string();
+    poll(&app, &format!("/api/incidents/{id}"), "auto-triaged", |v| !v["triage"].is_null()).await;
 
     // Again: nothing left to ingest; the same alert delivered live is a duplicate of it.
     let v = reprocess(&app, "edr", json!({"dead_letters": true})).await;
