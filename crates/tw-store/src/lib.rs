@@ -38,7 +38,8 @@ use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tw_core::{Secret, SourceName};
+use tw_core::{Alert, IncidentNumber, Secret, SourceName};
+use uuid::Uuid;
 
 /// True at most once a second per `last` (which keeps the unix second it last said true), for
 /// log lines that a failure would repeat once per request.
@@ -186,6 +187,28 @@ pub trait IncidentStore: Send + Sync {
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError>;
 }
 
+/// Normalizing stored events again after a source's mapping or parser changed
+/// (`*/reprocess.rs`): pages of payloads in, updates in place out. Every page is read and written
+/// on its own, so memory stays bounded by the page, whatever the number of incidents.
+#[async_trait]
+pub trait ReprocessStore: Send + Sync {
+    /// A page of the source's incidents with their payloads, by number, after `page.after`.
+    async fn incident_payloads(&self, page: &PayloadPage<IncidentNumber>) -> Result<Vec<StoredPayload>, StoreError>;
+    /// Replaces the normalized fields of the source's incidents (title, description, severity,
+    /// vendor severity, format, event type and time, alert id, entities) with `alerts`, in one
+    /// transaction, one outcome per alert in order. Id, number, status, triage and delivery counts
+    /// stay. The dedupe key follows a changed alert id unless another incident of the source
+    /// holds the new one ([`Renormalized::Conflict`], left unchanged); an alert without an id
+    /// keeps the key the incident had.
+    async fn renormalize_incidents(&self, source: &SourceName, alerts: Vec<(Uuid, Alert)>) -> Result<Vec<Renormalized>, StoreError>;
+    /// A page of the source's dead letters with their payloads, by id, after `page.after`.
+    async fn dead_letter_payloads(&self, page: &PayloadPage<String>) -> Result<Vec<DeadLetterPayload>, StoreError>;
+    /// Finishes dead letters normalized again, in one transaction: `Ok` ingests the request as a
+    /// live delivery is (dedupe, number, auto-triage job) and removes the dead letter with it, so
+    /// it is never lost and never ingested twice; `Err` keeps it with the new reason.
+    async fn resolve_dead_letters(&self, resolved: Vec<(String, Result<IngestRequest, String>)>) -> Result<Vec<DeadLetterResolution>, StoreError>;
+}
+
 /// Triage jobs (`*/triage.rs`); the rules are [`triage::TriageState`]'s.
 #[async_trait]
 pub trait TriageStore: Send + Sync {
@@ -300,18 +323,18 @@ pub trait HealthStore: Send + Sync {
 /// The persistence interface of the intake: every concern. Implementations are cheap to share
 /// (`Arc<dyn Store>`). Bring the concern traits into scope with `use tw_store::prelude::*`.
 pub trait Store:
-    SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
+    SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
 {
 }
 
 impl<T> Store for T where
-    T: SourceStore + IngestStore + QueueStore + IncidentStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
+    T: SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
 {
 }
 
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, AuditStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, SourceStore, Store};
+    pub use crate::{ApiKeyStore, AuditStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, ReprocessStore, SourceStore, Store};
 }
 
 /// Where the data lives, parsed from `--database-url`.

@@ -235,11 +235,14 @@ impl IngestRequest {
     /// What makes two deliveries the same alert: the vendor's alert id when the payload has one,
     /// else the exact signed request.
     pub fn dedupe_key(&self) -> String {
-        match &self.alert.external_id {
-            Some(id) => format!("id:{id}"),
-            None => format!("req:{}", self.request_key),
-        }
+        alert_dedupe_key(&self.alert).unwrap_or_else(|| format!("req:{}", self.request_key))
     }
+}
+
+/// The dedupe key an alert's own id gives it (`id:<external_id>`); `None` when it has no id, and
+/// the request decides ([`IngestRequest::dedupe_key`]).
+pub fn alert_dedupe_key(alert: &Alert) -> Option<String> {
+    alert.external_id.as_ref().map(|id| format!("id:{id}"))
 }
 
 /// A created or recognised incident.
@@ -333,6 +336,9 @@ pub struct NewDeadLetter {
     pub received_at: DateTime<Utc>,
     pub request_id: Option<String>,
     pub queue_id: Option<String>,
+    /// The verified request's key ([`IngestRequest::request_key`]), so that a dead letter that
+    /// normalizes later dedupes exactly as its delivery would have.
+    pub request_key: Option<String>,
 }
 
 /// A stored dead letter.
@@ -644,4 +650,62 @@ pub enum DeliveryFilter {
     Ok,
     /// Everything else.
     Failed,
+}
+
+/// An incident's stored payload, read to normalize it again (`tw-cli webhook reprocess`).
+#[derive(Debug, Clone)]
+pub struct StoredPayload {
+    pub id: Uuid,
+    pub number: IncidentNumber,
+    pub received_at: DateTime<Utc>,
+    /// The body exactly as received.
+    pub raw: Vec<u8>,
+}
+
+/// Which payloads a reprocessing page reads: a source's, received at or after `since`, after a
+/// position (an incident number, or a dead letter id), at most `limit` of them, in that order.
+#[derive(Debug, Clone)]
+pub struct PayloadPage<K> {
+    pub source: SourceName,
+    pub since: Option<DateTime<Utc>>,
+    /// Where the previous page ended; `None`: from the start.
+    pub after: Option<K>,
+    pub limit: u32,
+}
+
+/// What normalizing a stored incident again did to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renormalized {
+    /// Its normalized fields (and dedupe key, when the alert id changed) were updated in place.
+    Updated,
+    /// The new normalization is what was stored.
+    Unchanged,
+    /// Its new alert id is another incident's (`holder`): it was left as it was, so that no two
+    /// incidents of a source share a dedupe key.
+    Conflict { holder: IncidentNumber },
+    /// No such incident of the source (deleted meanwhile).
+    NotFound,
+}
+
+/// A dead letter's stored payload, read to normalize it again.
+#[derive(Debug, Clone)]
+pub struct DeadLetterPayload {
+    pub id: String,
+    pub received_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+    /// `None` for dead letters stored before request keys were kept with them.
+    pub request_key: Option<String>,
+    pub raw: Vec<u8>,
+}
+
+/// What became of a dead letter normalized again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterResolution {
+    /// It became an incident, or was counted on the incident of the same alert
+    /// ([`IngestOutcome::Duplicate`]); the dead letter was removed in the same transaction.
+    Ingested(IngestOutcome),
+    /// It still does not normalize; its reason was replaced by the new one.
+    StillFailing,
+    /// It was no longer there (another run took it).
+    Gone,
 }

@@ -841,6 +841,8 @@ contract!(
     refused_counts_add_up_in_one_row_whichever_write_comes_first,
     retention_keeps_the_newest_per_source_and_drops_the_expired,
     refused_records_cannot_push_verified_ones_out,
+    reprocessing_updates_incidents_in_place_and_never_duplicates,
+    reprocessed_dead_letters_are_ingested_once_or_kept,
 );
 
 #[tokio::test]
@@ -1684,4 +1686,106 @@ async fn postgres_refusal_flush_locks_in_the_writers_order() {
     flush.await.unwrap().unwrap();
     let d = store.get_delivery("req_agg").await.unwrap().unwrap();
     assert_eq!(d.refused_count, Some(12));
+}
+
+fn payload_page<K>(src: &str, after: Option<K>, limit: u32) -> PayloadPage<K> {
+    PayloadPage { source: name(src), since: None, after, limit }
+}
+
+/// Normalizing stored incidents again updates them in place (same id and number, status and
+/// delivery count), moves the dedupe key with a changed alert id unless another incident holds
+/// it, and writes nothing when nothing changed.
+async fn reprocessing_updates_incidents_in_place_and_never_duplicates(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "s")).await.unwrap();
+    store.create_source(source("other", "s")).await.unwrap();
+    let a = store.ingest(ingest_req("edr", Some("a1"), "k1")).await.unwrap().incident();
+    let b = store.ingest(ingest_req("edr", Some("b1"), "k2")).await.unwrap().incident();
+    let c = store.ingest(ingest_req("edr", None, "k3")).await.unwrap().incident();
+    store.ingest(ingest_req("other", Some("a1"), "k4")).await.unwrap();
+    store.ingest(ingest_req("edr", Some("a1"), "k1b")).await.unwrap();
+
+    // Pages by number, the source's only, with their payloads.
+    let first = store.incident_payloads(&payload_page("edr", None, 2)).await.unwrap();
+    assert_eq!(first.iter().map(|p| p.number).collect::<Vec<_>>(), vec![a.number, b.number]);
+    assert_eq!(first[0].raw, br#"{"raw": true}"#.to_vec());
+    assert_eq!(first[0].id, a.id);
+    let rest = store.incident_payloads(&payload_page("edr", Some(b.number), 2)).await.unwrap();
+    assert_eq!(rest.iter().map(|p| p.number).collect::<Vec<_>>(), vec![c.number]);
+    assert!(store.incident_payloads(&payload_page("edr", Some(c.number), 2)).await.unwrap().is_empty());
+    let mut later = payload_page("edr", None, 10);
+    later.since = Some(Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 1).unwrap());
+    assert!(store.incident_payloads(&later).await.unwrap().is_empty(), "received before `since`");
+
+    let mut new_a = alert(Some("a2"));
+    new_a.title = "renamed".into();
+    new_a.severity = Severity::Low;
+    let taken = alert(Some("a2"));
+    let outcomes = store
+        .renormalize_incidents(&name("edr"), vec![(a.id, new_a.clone()), (b.id, taken), (c.id, alert(None)), (uuid::Uuid::now_v7(), alert(None))])
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![Renormalized::Updated, Renormalized::Conflict { holder: a.number }, Renormalized::Unchanged, Renormalized::NotFound]);
+    let got = store.get_incident(&IncidentKey::Id(a.id)).await.unwrap().unwrap();
+    assert_eq!((got.incident_number, got.title.as_str(), got.severity), (a.number, "renamed", Severity::Low));
+    assert_eq!((got.external_id.as_deref(), got.delivery_count, got.status), (Some("a2"), 2, IncidentStatus::Open));
+    let kept = store.get_incident(&IncidentKey::Id(b.id)).await.unwrap().unwrap();
+    assert_eq!(kept.external_id.as_deref(), Some("b1"), "a conflict leaves the incident as it was");
+    // The totals follow the severity.
+    assert_eq!(walk(&store, &filter(Some("edr"), Some(Severity::Low), None, 10)).await.1, 1);
+    assert_eq!(walk(&store, &filter(Some("edr"), Some(Severity::High), None, 10)).await.1, 2);
+
+    // Again: nothing to write. An incident of another source is not touched.
+    assert_eq!(store.renormalize_incidents(&name("edr"), vec![(a.id, new_a)]).await.unwrap(), vec![Renormalized::Unchanged]);
+    assert_eq!(store.renormalize_incidents(&name("other"), vec![(a.id, alert(None))]).await.unwrap(), vec![Renormalized::NotFound]);
+
+    // The dedupe key moved: the new id is a duplicate of the same incident, the old one is free.
+    let again = store.ingest(ingest_req("edr", Some("a2"), "k5")).await.unwrap();
+    assert_eq!(again, IngestOutcome::Duplicate { incident: a, delivery_count: 3 });
+    assert!(matches!(store.ingest(ingest_req("edr", Some("a1"), "k6")).await.unwrap(), IngestOutcome::Created(_)));
+}
+
+/// A dead letter that now normalizes becomes an incident (deduped like a live delivery) and
+/// leaves the dead letters in the same transaction, exactly once; one that still fails stays,
+/// with its new reason.
+async fn reprocessed_dead_letters_are_ingested_once_or_kept(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "s")).await.unwrap();
+    let letter = |raw: &str, key: Option<&str>| NewDeadLetter {
+        source: name("edr"),
+        raw: raw.as_bytes().to_vec(),
+        reason: "no title".into(),
+        received_at: Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap(),
+        request_id: Some("rq".into()),
+        queue_id: None,
+        request_key: key.map(str::to_string),
+    };
+    let d1 = store.dead_letter(letter("{\"n\":1}", Some("dk1"))).await.unwrap();
+    let d2 = store.dead_letter(letter("{\"n\":2}", None)).await.unwrap();
+    let d3 = store.dead_letter(letter("{\"n\":3}", Some("dk3"))).await.unwrap();
+    let page = store.dead_letter_payloads(&payload_page("edr", None, 2)).await.unwrap();
+    assert_eq!(page.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec![d1.as_str(), d2.as_str()]);
+    assert_eq!((page[0].request_key.as_deref(), page[1].request_key.as_deref()), (Some("dk1"), None));
+    assert_eq!(page[0].raw, b"{\"n\":1}".to_vec());
+    let rest = store.dead_letter_payloads(&payload_page("edr", Some(d2.clone()), 2)).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec![d3.as_str()]);
+
+    let done = store
+        .resolve_dead_letters(vec![
+            (d1.clone(), Ok(ingest_req("edr", Some("x1"), "dk1"))),
+            (d2.clone(), Err("still no title".into())),
+            (d3.clone(), Ok(ingest_req("edr", Some("x1"), "dk3"))),
+        ])
+        .await
+        .unwrap();
+    let DeadLetterResolution::Ingested(IngestOutcome::Created(inc)) = done[0] else { panic!("{done:?}") };
+    assert_eq!(done[1], DeadLetterResolution::StillFailing);
+    assert_eq!(done[2], DeadLetterResolution::Ingested(IngestOutcome::Duplicate { incident: inc, delivery_count: 2 }));
+    let (left, total) = store.list_dead_letters(Some(&name("edr")), Page { page: 1, per_page: 10 }).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!((left[0].id.as_str(), left[0].reason.as_str()), (d2.as_str(), "still no title"));
+
+    // A second run finds them gone: no second incident, no second count.
+    let again = store.resolve_dead_letters(vec![(d1, Ok(ingest_req("edr", Some("x2"), "dk1")))]).await.unwrap();
+    assert_eq!(again, vec![DeadLetterResolution::Gone]);
+    assert_eq!(walk(&store, &filter(Some("edr"), None, None, 10)).await.0, vec![inc.number]);
+    assert_eq!(store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().unwrap().delivery_count, 2);
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use std::process::ExitCode;
 use tw_server::api::deliveries::{Delivery, DeliveryList};
 use tw_server::api::intake::IntakeAnswer;
+use tw_server::api::reprocess::ReprocessResult;
 use tw_server::api::sources::{SourceList, SourceTestResult, SourceView};
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +60,27 @@ pub enum WebhookCommand {
         /// How many of the newest.
         #[arg(long, default_value_t = 20)]
         tail: u32,
+    },
+    /// Normalize a source's stored incidents again, after changing its mapping or format.
+    ///
+    /// Each incident is updated in place with the source's current settings (same number; status,
+    /// triage and delivery counts kept), never duplicated. An incident whose new alert id already
+    /// belongs to another is left as it was and listed as a conflict. Runs in bounded server calls
+    /// until done.
+    ///
+    /// Example: tw-cli webhook reprocess edr --since 24h --dead-letters
+    Reprocess {
+        /// The source name.
+        source: String,
+        /// Only events received since then: a duration back from now (30m, 24h, 7d, 2w) or an
+        /// RFC 3339 time (2026-01-31T00:00:00Z). Default: all.
+        #[arg(long)]
+        since: Option<String>,
+        /// Also normalize the source's dead letters again: each that now normalizes becomes an
+        /// incident (deduped like a live delivery) and leaves the dead letters; the others stay
+        /// with their new reason.
+        #[arg(long)]
+        dead_letters: bool,
     },
     /// Sign a body as a sender of the scheme would and print a ready-to-run curl command.
     Sign {
@@ -353,6 +375,7 @@ pub async fn run(ctx: &Ctx, cmd: WebhookCommand) -> Result<ExitCode> {
             }
         }
         WebhookCommand::Test { source, secret } => return test(ctx, &source, secret).await,
+        WebhookCommand::Reprocess { source, since, dead_letters } => reprocess(ctx, &source, since, dead_letters).await?,
         WebhookCommand::Events { get: Some(EventsCommand::Get { request_id }), .. } => {
             let v: Delivery = ctx.client()?.get(&format!("/api/deliveries/{}", seg(&request_id))).await?;
             match ctx.output {
@@ -585,4 +608,80 @@ fn print_source(ctx: &Ctx, v: &SourceView, headline: &str) {
             output::pairs(&items);
         }
     }
+}
+
+/// `webhook reprocess`: calls the API until it has no `next`, adding up what every call did.
+async fn reprocess(ctx: &Ctx, source: &str, since: Option<String>, dead_letters: bool) -> Result<()> {
+    let client = ctx.client()?;
+    let path = format!("/api/webhooks/{}/reprocess", seg(source));
+    let mut body = json!({"dead_letters": dead_letters});
+    if let Some(s) = since {
+        body["since"] = s.into();
+    }
+    let mut total: Option<ReprocessResult> = None;
+    loop {
+        let v: ReprocessResult = client.send_json(Method::POST, &path, Some(&body)).await?;
+        let next = v.next.clone();
+        // The server resolved `since` once: later calls send that time, so the window does not move.
+        match v.since {
+            Some(t) => body["since"] = t.to_rfc3339().into(),
+            None => {
+                body.as_object_mut().map(|b| b.remove("since"));
+            }
+        }
+        total = Some(match total.take() {
+            None => v,
+            Some(mut t) => {
+                let (i, d) = (&mut t.incidents, &v.incidents);
+                (i.scanned, i.updated, i.unchanged, i.conflicts, i.failed) =
+                    (i.scanned + d.scanned, i.updated + d.updated, i.unchanged + d.unchanged, i.conflicts + d.conflicts, i.failed + d.failed);
+                let (l, d) = (&mut t.dead_letters, &v.dead_letters);
+                (l.scanned, l.created, l.duplicates, l.still_failing) =
+                    (l.scanned + d.scanned, l.created + d.created, l.duplicates + d.duplicates, l.still_failing + d.still_failing);
+                t.conflicting.extend(v.conflicting);
+                t
+            }
+        });
+        match next {
+            Some(cursor) => {
+                body["cursor"] = cursor.into();
+                if ctx.output == Output::Table {
+                    let t = total.as_ref().map_or(0, |t| t.incidents.scanned + t.dead_letters.scanned);
+                    eprintln!("... {t} events so far");
+                }
+            }
+            None => break,
+        }
+    }
+    let Some(mut t) = total else { bail!("the server answered nothing") };
+    t.next = None;
+    match ctx.output {
+        Output::Json => output::json(&t),
+        Output::Table => {
+            let window = t.since.map(|s| format!(" (received since {})", cell(&s))).unwrap_or_default();
+            println!("Reprocessed source '{}'{window}.", t.source);
+            let i = &t.incidents;
+            println!(
+                "incidents:    {} scanned, {} updated, {} unchanged, {} conflicts, {} failed",
+                i.scanned, i.updated, i.unchanged, i.conflicts, i.failed
+            );
+            if dead_letters {
+                let d = &t.dead_letters;
+                println!(
+                    "dead letters: {} scanned, {} created, {} duplicates, {} still failing",
+                    d.scanned, d.created, d.duplicates, d.still_failing
+                );
+            }
+            if i.failed > 0 {
+                println!("Incidents whose payload no longer normalizes were left as they were (see the server log).");
+            }
+            if !t.conflicting.is_empty() {
+                println!("Left as they were, their new alert id belongs to another incident:");
+                output::table_of(&["INCIDENT", "ALERT ID", "HELD BY"], &t.conflicting, |c| {
+                    vec![c.incident_number.clone(), c.external_id.clone(), c.held_by.clone()]
+                });
+            }
+        }
+    }
+    Ok(())
 }

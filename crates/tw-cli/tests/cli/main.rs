@@ -894,3 +894,55 @@ fn bench_loads_a_running_server_through_url_source_and_secret() {
     // --url alone cannot say which source to load.
     fails_with(tw().args(["bench", "--url", e.url()]).output().unwrap(), &["--source", "--secret"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// webhook reprocess
+// ---------------------------------------------------------------------------------------------
+
+/// After a source's mapping changes, `webhook reprocess` updates its incidents in place (same
+/// numbers, new titles, none added), and a second run finds nothing to change.
+#[test]
+fn webhook_reprocess_applies_a_new_mapping_to_stored_incidents() {
+    let e = env_with(&[], &[]);
+    ok(e.cli(&["webhook", "add", "edr", "--secret", SPEC_SECRET]));
+    let mut numbers = Vec::new();
+    for n in 1..=2 {
+        let body = format!(
+            r#"{{"event_type":"security_alert","data":{{"alert_id":"g-{n}","severity":"low"}},"alert":{{"name":"Mapped {n}","uid":"u-{n}"}}}}"#
+        );
+        let (status, v) = curl_deliver(e.url(), "edr", SPEC_SECRET, &body);
+        assert_eq!(status, 201, "{v}");
+        numbers.push(v["incident_number"].as_str().unwrap().to_string());
+    }
+    let patch = bash(&format!(
+        r#"curl -s -o /dev/null -w '%{{http_code}}' -X PATCH -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
+           -d '{{"mapping": {{"title": "/alert/name", "alert_id": "/alert/uid"}}}}' {}/api/webhooks/edr"#,
+        e.admin,
+        e.url()
+    ));
+    assert_eq!(stdout(&patch), "200", "{}", show(&patch));
+
+    let out = ok(e.cli(&["webhook", "reprocess", "edr", "--since", "1h", "--dead-letters"]));
+    assert!(out.contains("Reprocessed source 'edr'"), "{out}");
+    assert!(out.contains("2 scanned, 2 updated, 0 unchanged, 0 conflicts, 0 failed"), "{out}");
+    assert!(out.contains("dead letters: 0 scanned"), "{out}");
+
+    let list = ok_json(e.cli(&["incident", "list", "--output", "json"]));
+    assert_eq!(list["meta"]["total"], 2, "{list}");
+    let mut seen: Vec<(String, String)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["incident_number"].as_str().unwrap().to_string(), i["title"].as_str().unwrap().to_string()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![(numbers[0].clone(), "Mapped 1".to_string()), (numbers[1].clone(), "Mapped 2".to_string())]);
+
+    let v = ok_json(e.cli(&["webhook", "reprocess", "edr", "--output", "json"]));
+    assert_eq!(v["incidents"]["updated"], 0, "{v}");
+    assert_eq!(v["incidents"]["unchanged"], 2, "{v}");
+    assert!(v.get("next").is_none(), "{v}");
+
+    fails_with(e.cli(&["webhook", "reprocess", "nope"]), &["unknown_source"]);
+    fails_with(e.cli(&["webhook", "reprocess", "edr", "--since", "yesterday"]), &["since"]);
+}

@@ -21,6 +21,7 @@ pub mod intel;
 pub mod logs;
 pub mod playbooks;
 pub mod queue;
+pub mod reprocess;
 pub mod sources;
 pub mod triage;
 

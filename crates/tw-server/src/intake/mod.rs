@@ -5,6 +5,7 @@
 //! or [`Refusal`] to its answer; the queue worker ([`crate::workers::queue`]) turns queued events
 //! into store requests with the same normalization ([`queued_request`]).
 
+pub mod reprocess;
 pub mod service;
 pub mod verify;
 

@@ -196,6 +196,7 @@ async fn commit(
                 received_at: now,
                 request_id: Some(rid.to_string()),
                 queue_id: None,
+                request_key: Some(request_key),
             };
             let id = state.store.dead_letter(letter).await?;
             return Ok(Outcome::DeadLettered { id, reason });
@@ -217,14 +218,13 @@ async fn commit(
 /// A queued event as the store's request to create its incident, normalized as a sync delivery
 /// is; `Err`: why it cannot be (it is dead-lettered with that reason).
 pub fn queued_request(state: &AppState, source: &SourceRecord, event: QueuedEvent) -> Result<IngestRequest, String> {
-    let value = serde_json::from_slice::<Value>(&event.raw).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    let alert = normalize(source, &value)?;
+    let alert = normalize_raw(source, &event.raw)?;
     Ok(ingest_request(state, source, alert, event.raw, event.request_key, event.received_at, event.request_id))
 }
 
 /// The store's request for an alert of `source`: the one definition for the sync path and the
 /// queue, so an incident and its auto-triage job are the same whichever path created them.
-fn ingest_request(
+pub(crate) fn ingest_request(
     state: &AppState,
     source: &SourceRecord,
     alert: Alert,
@@ -244,6 +244,13 @@ fn ingest_request(
         playbook: source.settings.playbook.clone(),
         triage_max_attempts: state.triage.max_attempts,
     }
+}
+
+/// Normalizes a stored body (queued, or kept with an incident or a dead letter) with the source's
+/// settings, as the intake normalized it when it arrived.
+pub(crate) fn normalize_raw(source: &SourceRecord, raw: &[u8]) -> Result<Alert, String> {
+    let value = serde_json::from_slice::<Value>(raw).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    normalize(source, &value)
 }
 
 /// Normalizes with the source's settings; a panic in a normalizer is contained and reported as a

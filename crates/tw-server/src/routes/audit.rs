@@ -27,7 +27,7 @@ fn parse_cursor(text: &str) -> Option<i64> {
 
 /// `since`: an RFC 3339 time, or a duration back from now (`30m`, `12h`, `90d`); `None` inside
 /// `Ok`: no lower bound.
-fn parse_since(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+pub(crate) fn parse_since(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(Some(at.with_timezone(&Utc)));
     }

@@ -110,6 +110,7 @@ pub(crate) fn api_routes(with_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(intake::receive, sources::show, sources::update, sources::remove))
         .routes(routes!(sources::rotate_secret))
         .routes(routes!(sources::test))
+        .routes(routes!(sources::reprocess))
         .routes(routes!(intake::receive_with_token))
         .routes(routes!(incidents::list))
         .routes(routes!(incidents::get))

@@ -1,5 +1,6 @@
 //! Source management: `POST/GET /api/webhooks`, `GET/PATCH/DELETE /api/webhooks/:source`,
-//! `POST /api/webhooks/:source/rotate-secret`, `POST /api/webhooks/:source/test`.
+//! `POST /api/webhooks/:source/rotate-secret`, `POST /api/webhooks/:source/test`,
+//! `POST /api/webhooks/:source/reprocess`.
 //!
 //! Bodies are read as JSON whatever their Content-Type says: the spec's own curl example sends
 //! JSON labelled as a form.
@@ -9,6 +10,7 @@ use crate::audit::{Admin, source_snapshot};
 use crate::auth::{AdminAccess, ReadAccess};
 use crate::api::FieldError;
 use crate::api::ErrorBody;
+use crate::api::reprocess::{ReprocessRequest, ReprocessResult};
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
 use crate::sources::{parse_allowed_ips, parse_mapping, secret_owner};
 use crate::state::AppState;
@@ -521,6 +523,87 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
         })
         .collect();
     Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
+}
+
+/// `POST /api/webhooks/:source/reprocess`: normalizes the source's stored events again with its
+/// current settings (after a `mapping`, `format` or `severity_mapping` change), updating
+/// incidents in place and, with `dead_letters`, turning dead letters that now normalize into
+/// incidents. Bounded per call; `next` says where to go on.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{source}/reprocess",
+    tag = "sources",
+    operation_id = "reprocess_source",
+    summary = "Normalize a source's stored incidents (and dead letters) again",
+    description = "Re-normalizes the raw payloads of the source's incidents with its current `mapping`, `format` and \
+`severity_mapping`, updating each incident in place: same id and number; status, triage and delivery counts kept. \
+Never creates a duplicate: an incident whose new alert id belongs to another incident is left as it was and \
+reported in `conflicting`. With `dead_letters`, each dead letter that now normalizes is ingested as a live \
+delivery would be (deduped by alert id or request key, auto-triaged) and removed from the dead letters in the \
+same transaction; the others keep their new reason. One call reads at most `limit` events: while the answer has \
+`next`, call again with `cursor` set to it (and `since` to the answer's `since`).",
+    security(("api_key" = ["admin"])),
+    params(("source" = String, Path, description = "The source name")),
+    request_body(content = ReprocessRequest, description = "Optional: an empty body reprocesses every incident of the source, from the start."),
+    responses(
+        (status = 200, description = "What this call did, and `next` when there is more", body = ReprocessResult),
+        (status = 400, description = "`invalid_payload`: the body is not a JSON object", body = ErrorBody),
+        (status = 404, description = "`unknown_source`: no such source", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad `since`, `dead_letters`, `cursor` or `limit`, or an unknown field (see `details`)", body = ErrorBody),
+    )
+)]
+pub async fn reprocess(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<ReprocessResult>, ApiError> {
+    use crate::intake::reprocess::{self, Cursor};
+    let name = parse_name(&name)?;
+    let body = parse_body(&body, true)?;
+    // The stored settings, not the cache: a mapping changed a moment ago on another instance applies.
+    let source = load(&state, &name).await?;
+    let mut errors = Vec::new();
+    let (mut since, mut dead_letters, mut cursor, mut limit) = (None, false, Cursor::Incidents(None), reprocess::LIMIT);
+    for (k, v) in &body {
+        match k.as_str() {
+            "since" => match v.as_str().map(|s| crate::routes::audit::parse_since(s, state.clock.now())) {
+                Some(Ok(t)) => since = t,
+                Some(Err(e)) => errors.push(FieldError::new("since", e)),
+                None => errors.push(FieldError::new("since", "must be a string: an RFC 3339 time or a duration like 24h")),
+            },
+            "dead_letters" => match as_bool(v) {
+                Some(b) => dead_letters = b,
+                None => errors.push(FieldError::new("dead_letters", "must be true or false")),
+            },
+            "cursor" => match v.as_str().and_then(Cursor::parse) {
+                Some(c) => cursor = c,
+                None => errors.push(FieldError::new("cursor", "must be the `next` of a previous answer")),
+            },
+            "limit" => match as_int(v) {
+                Some(n) if (1..=i64::from(reprocess::LIMIT)).contains(&n) => limit = n as u32,
+                _ => errors.push(FieldError::new("limit", format!("must be a whole number from 1 to {}", reprocess::LIMIT))),
+            },
+            other => errors.push(FieldError::new(other, format!("unknown field '{other}'"))),
+        }
+    }
+    if !dead_letters && matches!(cursor, Cursor::DeadLetters(_)) {
+        errors.push(FieldError::new("cursor", "goes on through dead letters: send `dead_letters: true` with it"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::fields(errors));
+    }
+    let started = cursor.to_string();
+    let result = reprocess::run(&state, &source, since, dead_letters, cursor, limit).await?;
+    let (i, d) = (&result.incidents, &result.dead_letters);
+    tracing::info!(
+        target: "api", source = %name, from = %started, incidents_updated = i.updated, incidents_unchanged = i.unchanged,
+        conflicts = i.conflicts, failed = i.failed, dead_letters_created = d.created, dead_letters_duplicates = d.duplicates,
+        still_failing = d.still_failing, more = result.next.is_some(), "source reprocessed"
+    );
+    let after = serde_json::json!({"request": {"since": result.since, "dead_letters": dead_letters, "cursor": started}, "result": &result});
+    who.record(&state, "source.reprocess", name.as_str(), None, Some(after)).await;
+    Ok(Json(result))
 }
 
 #[cfg(test)]

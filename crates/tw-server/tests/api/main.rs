@@ -18,6 +18,7 @@ mod incidents;
 mod intake;
 mod observability;
 mod openapi;
+mod reprocess;
 mod restart;
 mod schemes;
 mod sources;

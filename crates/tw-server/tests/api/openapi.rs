@@ -25,6 +25,7 @@ const KNOWN_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/webhooks/{source}/rotate-secret"),
     ("POST", "/api/webhooks/{source}/test"),
     ("POST", "/api/webhooks/{source}/{token}"),
+    ("POST", "/api/webhooks/{source}/reprocess"),
     ("GET", "/api/incidents"),
     ("GET", "/api/incidents/{id}"),
     ("GET", "/api/incidents/{id}/raw"),
@@ -496,6 +497,11 @@ async fn responses_match_their_documented_schemas() {
     assert_eq!(api.call("GET", "/api/webhooks/queue/{queue_id}", &queue_path, None, &[]).await.0, 200);
     assert_eq!(api.call("GET", "/api/webhooks/queue/{queue_id}", "/api/webhooks/queue/nope", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/dead-letters", "/api/dead-letters", None, &[]).await.0, 200);
+    let rp = "/api/webhooks/{source}/reprocess";
+    assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some(r#"{"since":"1h","dead_letters":true,"limit":1}"#), &[]).await.0, 200);
+    assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some(r#"{"cursor":"nope"}"#), &[]).await.0, 422);
+    assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some("[1]"), &[]).await.0, 400);
+    assert_eq!(api.call("POST", rp, "/api/webhooks/nope/reprocess", None, &[]).await.0, 404);
 
     // Incidents and triage.
     let number = created["incident_number"].as_str().unwrap().to_string();

@@ -19,7 +19,7 @@ use tw_core::IncidentNumber;
 use uuid::Uuid;
 
 /// The advisory lock every ingest transaction holds ("tw-ingst").
-const INGEST_LOCK: i64 = 0x7477_2d69_6e67_7374;
+pub(super) const INGEST_LOCK: i64 = 0x7477_2d69_6e67_7374;
 
 /// Deliveries of one alert within a batch: the requests' indexes, in arrival order.
 struct Group {
@@ -310,8 +310,9 @@ pub(super) async fn insert_dead_letter(tx: &impl GenericClient, l: &NewDeadLette
     let id = crate::rows::new_id("dl");
     execute(
         tx,
-        "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&id, &l.source.as_str(), &pg_text(&l.reason), &l.raw, &l.received_at, &pg_opt_text(&l.request_id), &l.queue_id],
+        "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id, request_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&id, &l.source.as_str(), &pg_text(&l.reason), &l.raw, &l.received_at, &pg_opt_text(&l.request_id), &l.queue_id, &pg_opt_text(&l.request_key)],
     )
     .await?;
     Ok(id)

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("schema_v4.sql")),
     (5, include_str!("schema_v5.sql")),
     (6, include_str!("schema_v6.sql")),
+    (7, include_str!("schema_v7.sql")),
 ];
 /// The advisory lock held while migrating ("tw-migr").
 const MIGRATION_LOCK: i64 = 0x0074_772d_6d69_6772;

@@ -22,6 +22,7 @@ mod ingest;
 mod migrations;
 mod playbooks;
 mod queue;
+mod reprocess;
 mod sources;
 mod triage;
 mod writer;

@@ -36,7 +36,7 @@ async fn load_queue_entry(c: &impl GenericClient, id: &str) -> Result<Option<Que
 /// Dead-letters a queued event (with its request id) and marks it failed, in the caller's
 /// transaction.
 async fn fail_queued(tx: &impl GenericClient, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let r = query_one(tx, "SELECT source, raw_payload, received_at, request_id FROM queue WHERE id = $1", &[&id]).await?;
+    let r = query_one(tx, "SELECT source, raw_payload, received_at, request_id, request_key FROM queue WHERE id = $1", &[&id]).await?;
     let source: String = r.get(0);
     let letter = NewDeadLetter {
         source: SourceName::parse(&source).map_err(corrupt("source"))?,
@@ -45,6 +45,7 @@ async fn fail_queued(tx: &impl GenericClient, id: &str, reason: &str, now: DateT
         received_at: r.get(2),
         request_id: r.get(3),
         queue_id: Some(id.to_string()),
+        request_key: Some(r.get(4)),
     };
     insert_dead_letter(tx, &letter).await?;
     // The payload now lives in the dead letter: the queue's copy goes.

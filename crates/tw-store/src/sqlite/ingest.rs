@@ -103,9 +103,10 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
 pub(super) fn insert_dead_letter(conn: &Connection, l: &NewDeadLetter) -> Result<String, StoreError> {
     let id = crate::rows::new_id("dl");
     conn.prepare_cached(
-        "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO dead_letters (id, source, reason, raw_payload, received_at, request_id, queue_id, request_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, l.source.as_str(), l.reason, l.raw, ts(l.received_at), l.request_id, l.queue_id])?;
+    .execute(params![id, l.source.as_str(), l.reason, l.raw, ts(l.received_at), l.request_id, l.queue_id, l.request_key])?;
     Ok(id)
 }
 

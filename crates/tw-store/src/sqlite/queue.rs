@@ -13,9 +13,9 @@ use uuid::Uuid;
 
 /// Dead-letters a queued event (with its request id) and marks it failed, in one transaction.
 fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(), StoreError> {
-    let (source, raw, received_at, request_id): (String, Vec<u8>, String, Option<String>) =
-        conn.query_row("SELECT source, raw_payload, received_at, request_id FROM queue WHERE id = ?1", [id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    let (source, raw, received_at, request_id, request_key): (String, Vec<u8>, String, Option<String>, String) =
+        conn.query_row("SELECT source, raw_payload, received_at, request_id, request_key FROM queue WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
     let letter = NewDeadLetter {
         source: SourceName::parse(&source).map_err(corrupt("source"))?,
@@ -24,6 +24,7 @@ fn fail_queued(conn: &Connection, id: &str, reason: &str, now: &str) -> Result<(
         received_at: parse_ts(&received_at)?,
         request_id,
         queue_id: Some(id.to_string()),
+        request_key: Some(request_key),
     };
     insert_dead_letter(conn, &letter)?;
     conn.execute(
