@@ -24,7 +24,8 @@ impl Secret {
 
     /// Checks a user-supplied secret's length and characters; returns a reason when it is unfit.
     pub fn validate(value: &str) -> Result<(), String> {
-        if value.len() < MIN_SECRET_LEN {
+        // Characters, as the API document's `minLength` counts them (not bytes).
+        if value.chars().count() < MIN_SECRET_LEN {
             return Err(format!("must be at least {MIN_SECRET_LEN} characters"));
         }
         if value.chars().count() > MAX_SECRET_LEN {

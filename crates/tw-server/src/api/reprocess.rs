@@ -12,7 +12,11 @@ pub struct ReprocessRequest {
     /// Only events received at or after this: an RFC 3339 time (`2026-01-31T00:00:00Z`) or a
     /// duration back from now (`30m`, `24h`, `90d`, `2w`). Default: all.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false, example = "24h")]
+    #[schema(
+        nullable = false,
+        example = "24h",
+        pattern = "^([0-9]{1,9}[smhdw]|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9]))$"
+    )]
     pub since: Option<String>,
     /// Also normalize the source's dead letters again: each that now normalizes becomes an
     /// incident (deduped like a live delivery) and leaves the dead letters. Default false.

@@ -220,11 +220,11 @@ pub struct SourceSettingsInput {
     #[schema(example = "email-gateway", pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     #[schema(nullable = false)]
     pub source: Option<String>,
-    /// At least 16 characters, in the form the source's `verification` needs (`standard-webhooks`:
+    /// 8 to 512 characters (the spec's example `your-secret-key` is 15), in the form the source's `verification` needs (`standard-webhooks`:
     /// `whsec_` and base64; `header-token`, `basic`: visible ASCII; `url-token`: letters, digits,
     /// `-._~`); generated (and returned once) when omitted on create.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[schema(min_length = 8, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     #[schema(nullable = false)]
     pub secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,7 +305,7 @@ impl ToSchema for CreateSource {
 pub struct RotateSecret {
     /// The new secret; generated when omitted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 16, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    #[schema(min_length = 8, max_length = 512, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     #[schema(nullable = false)]
     pub secret: Option<String>,
     /// How long the old secret keeps verifying (default 86400).
