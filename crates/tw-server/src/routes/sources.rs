@@ -233,7 +233,14 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
     )
 )]
 pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<SourceView>), ApiError> {
-    let body = parse_body(&body, false)?;
+    let view = create_source(&state, &who, &parse_body(&body, false)?).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Registers the source `body` describes (the fields of [`CreateSource`], as JSON values), with
+/// every rule the API states; the API's `create` and the console's form both call it. The view
+/// holds the secret when it was generated (shown once).
+pub async fn create_source(state: &AppState, who: &Admin, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
     let playbooks = state.playbooks.names().await?;
     let mut errors = Vec::new();
     let name = match body.get("source") {
@@ -247,14 +254,14 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
             None
         }
     };
-    let patch = parse_fields(&body, &playbooks, &mut errors);
+    let patch = parse_fields(body, &playbooks, &mut errors);
     let mut settings = SourceSettings::default();
     patch.apply(&mut settings);
     check_auto_triage(&settings, &mut errors);
     check_secret_form(&settings.verification, patch.secret.as_ref(), None, &mut errors);
     // A generated secret is 256 random bits: only a given one can collide.
     if let Some(secret) = &patch.secret {
-        check_secret_unused(&state, secret, name.as_ref(), &mut errors).await?;
+        check_secret_unused(state, secret, name.as_ref(), &mut errors).await?;
     }
     let Some(name) = name.filter(|_| errors.is_empty()) else { return Err(ApiError::fields(errors)) };
     let generated = patch.secret.is_none();
@@ -265,12 +272,12 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     let record = state.store.create_source(NewSource { name: name.clone(), secret: secret.clone(), settings }).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source registered");
-    who.record(&state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
+    who.record(state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
     let mut view = SourceView::from(&record);
     if generated {
         view.secret = Some(secret.expose().to_string());
     }
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(view)
 }
 
 /// `GET /api/webhooks`: every source.
@@ -337,9 +344,14 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
-    let name = parse_name(&name)?;
-    let body = parse_body(&body, false)?;
-    let current = load(&state, &name).await?;
+    update_source(&state, &who, &name, &parse_body(&body, false)?).await.map(Json)
+}
+
+/// Changes the settings `body` names (the fields of [`SourceSettingsInput`]) of the source
+/// `name`; the API's `update` and the console both call it.
+pub async fn update_source(state: &AppState, who: &Admin, name: &str, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let name = parse_name(name)?;
+    let current = load(state, &name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     if let Some(v) = body.get("source")
@@ -347,13 +359,13 @@ pub async fn update(
             errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
         }
     let playbooks = state.playbooks.names().await?;
-    let patch = parse_fields(&body, &playbooks, &mut errors);
+    let patch = parse_fields(body, &playbooks, &mut errors);
     let mut merged = current.settings.clone();
     patch.apply(&mut merged);
     check_auto_triage(&merged, &mut errors);
     check_secret_form(&merged.verification, patch.secret.as_ref(), Some(&current.secret), &mut errors);
     if let Some(secret) = &patch.secret {
-        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(&name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -361,8 +373,8 @@ pub async fn update(
     let record = state.store.update_source(&name, patch).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source updated");
-    who.record(&state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
-    Ok(Json(SourceView::from(&record)))
+    who.record(state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
+    Ok(SourceView::from(&record))
 }
 
 /// `DELETE /api/webhooks/:source`.
@@ -381,16 +393,22 @@ pub async fn update(
     )
 )]
 pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    let name = parse_name(&name)?;
-    let current = load(&state, &name).await?;
+    remove_source(&state, &who, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes the source `name`; the API's `remove` and the console both call it.
+pub async fn remove_source(state: &AppState, who: &Admin, name: &str) -> Result<(), ApiError> {
+    let name = parse_name(name)?;
+    let current = load(state, &name).await?;
     refuse_managed(&current)?;
     if !state.store.delete_source(&name).await? {
         return Err(ApiError::UnknownSource(name.to_string()));
     }
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source removed");
-    who.record(&state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
-    Ok(StatusCode::NO_CONTENT)
+    who.record(state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
+    Ok(())
 }
 
 /// `POST /api/webhooks/:source/rotate-secret`: a new secret (given as `secret`, or generated),
@@ -418,14 +436,20 @@ pub async fn rotate_secret(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
-    let name = parse_name(&name)?;
-    let body = parse_body(&body, true)?;
-    let current = load(&state, &name).await?;
+    rotate_source_secret(&state, &who, &name, &parse_body(&body, true)?).await.map(Json)
+}
+
+/// Rotates the secret of the source `name` as `body` asks (the fields of [`RotateSecret`]; empty:
+/// a generated secret, 24 h of grace for the old one). The view holds the new secret (shown
+/// once). The API's `rotate_secret` and the console both call it.
+pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &str, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let name = parse_name(name)?;
+    let current = load(state, &name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     let mut secret = None;
     let mut grace = DEFAULT_GRACE_SECS;
-    for (k, v) in &body {
+    for (k, v) in body {
         match k.as_str() {
             "secret" => match v.as_str().map(|s| Secret::validate(s).map(|_| s)) {
                 Some(Ok(s)) => secret = Some(Secret::new(s)),
@@ -441,7 +465,7 @@ pub async fn rotate_secret(
     }
     check_secret_form(&current.settings.verification, secret.as_ref(), None, &mut errors);
     if let Some(secret) = &secret {
-        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(&name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -454,10 +478,10 @@ pub async fn rotate_secret(
     let record = state.store.rotate_secret(&name, secret.clone(), until).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, grace_secs = grace, "secret rotated");
-    who.record(&state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
+    who.record(state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     let mut view = SourceView::from(&record);
     view.secret = Some(secret.expose().to_string());
-    Ok(Json(view))
+    Ok(view)
 }
 
 /// `POST /api/webhooks/:source/test`: signs a test event with the stored secret and runs it
@@ -476,8 +500,15 @@ pub async fn rotate_secret(
     )
 )]
 pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<SourceTestResult>, ApiError> {
-    let name = parse_name(&name)?;
-    let source = load(&state, &name).await?;
+    test_source(&state, &name).await.map(Json)
+}
+
+/// Signs a test event with the stored secret of the source `name` and runs it through the
+/// intake's checks, storing nothing; the API's `test` and the console's "send test event" both
+/// call it.
+pub async fn test_source(state: &AppState, name: &str) -> Result<SourceTestResult, ApiError> {
+    let name = parse_name(name)?;
+    let source = load(state, &name).await?;
     let now = state.clock.now();
     let body = serde_json::to_vec(&crate::intake::test_event(&name, now)).unwrap_or_default();
     let signed = source.settings.verification.sign(source.secret.expose(), &body, now.timestamp(), &format!("msg_test_{}", uuid::Uuid::now_v7().simple()));
@@ -491,7 +522,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     // test event is never stored.
     let rid = format!("test_{}", uuid::Uuid::now_v7().simple());
     let result =
-        crate::routes::intake::check(&state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
+        crate::routes::intake::check(state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
     const STAGES: [&str; 4] = ["registered", "enabled", "signature", "payload"];
     let failed_at = match &result {
         Ok(()) => STAGES.len(),
@@ -520,7 +551,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
             SourceCheck { check: check.to_string(), result: outcome.into() }
         })
         .collect();
-    Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
+    Ok(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint })
 }
 
 #[cfg(test)]
