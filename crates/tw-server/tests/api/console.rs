@@ -397,3 +397,20 @@ async fn assets_have_hashed_names_and_are_cached_for_a_year() {
     assert_eq!(page.status, 404);
     assert_ne!(page.headers["cache-control"], "public, max-age=31536000, immutable");
 }
+
+/// A session slides with use and ends after 30 minutes without a request, by the server's clock.
+#[tokio::test]
+async fn an_idle_session_expires() {
+    let clock = std::sync::Arc::new(tw_server::state::ManualClock::at(now()));
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |cfg| cfg.clock = c).await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    for minutes in [20, 40, 60] {
+        clock.set(now() + minutes * 60);
+        assert_eq!(b.get("/console/sources").await.status, 200, "used every 20 minutes: alive at {minutes}");
+    }
+    clock.set(now() + 91 * 60);
+    let page = b.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")), "31 minutes idle");
+    assert!(page.cookie("tw_console").is_some_and(|c| c.contains("Max-Age=0")));
+}
