@@ -46,6 +46,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/console", get(pages::overview))
+        .route("/console/", get(|| async { redirect("/console", &[]) }))
         .route("/console/login", get(login::form).post(login::sign_in))
         .route("/console/logout", post(login::sign_out))
         .route("/console/sources", get(sources::list).post(sources::create))

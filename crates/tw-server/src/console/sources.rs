@@ -285,6 +285,7 @@ pub async fn create(State(state): State<AppState>, console: Console, body: Bytes
 pub async fn rotate(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Markup, PageError> {
     console.form(&body)?;
     let who = console.admin()?;
+    let name = service::parse_name(&name).map_err(|e| console.error(e))?;
     let view = service::rotate_source_secret(&state, &who, &name, &Map::new()).await.map_err(|e| console.error(e))?;
     let lead = html! {
         "The secret of " code { (view.source) } " was rotated."
@@ -303,6 +304,7 @@ pub async fn set_enabled(
     let form = console.form(&body)?;
     let who = console.admin()?;
     let body: Map<String, Value> = [("enabled".to_string(), Value::String(form.text("enabled").to_string()))].into_iter().collect();
+    let name = service::parse_name(&name).map_err(|e| console.error(e))?;
     service::update_source(&state, &who, &name, &body).await.map_err(|e| console.error(e))?;
     Ok(redirect("/console/sources", &[]))
 }
@@ -310,7 +312,7 @@ pub async fn set_enabled(
 /// `GET /console/sources/{name}/delete` (admin): the confirmation step.
 pub async fn confirm_delete(State(state): State<AppState>, console: Console, Path(name): Path<String>) -> Result<Markup, PageError> {
     console.admin()?;
-    let source = SourceName::parse(&name).map_err(|_| console.error(ApiError::UnknownSource(name.chars().take(64).collect())))?;
+    let source = service::parse_name(&name).map_err(|e| console.error(e))?;
     let record = state.store.get_source(&source).await.map_err(|e| console.error(ApiError::from(e)))?;
     let record = record.ok_or_else(|| console.error(ApiError::UnknownSource(source.to_string())))?;
     Ok(layout(
@@ -339,6 +341,7 @@ pub async fn confirm_delete(State(state): State<AppState>, console: Console, Pat
 pub async fn delete(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Response, PageError> {
     console.form(&body)?;
     let who = console.admin()?;
+    let name = service::parse_name(&name).map_err(|e| console.error(e))?;
     service::remove_source(&state, &who, &name).await.map_err(|e| console.error(e))?;
     Ok(redirect("/console/sources", &[]))
 }
@@ -380,6 +383,7 @@ pub fn test_page(result: &SourceTestResult, viewer: &Viewer) -> Markup {
 pub async fn test(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Markup, PageError> {
     console.form(&body)?;
     console.admin()?;
+    let name = service::parse_name(&name).map_err(|e| console.error(e))?;
     let result = service::test_source(&state, &name).await.map_err(|e| console.error(e))?;
     Ok(test_page(&result, &console.viewer))
 }

@@ -206,7 +206,8 @@ fn check_auto_triage(s: &SourceSettings, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn parse_name(raw: &str) -> Result<SourceName, ApiError> {
+/// A source name from a path: one that cannot be a source's is an unknown source (404).
+pub(crate) fn parse_name(raw: &str) -> Result<SourceName, ApiError> {
     SourceName::parse(raw).map_err(|_| ApiError::UnknownSource(raw.chars().take(64).collect()))
 }
 
@@ -344,14 +345,14 @@ pub async fn update(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
+    let name = parse_name(&name)?;
     update_source(&state, &who, &name, &parse_body(&body, false)?).await.map(Json)
 }
 
 /// Changes the settings `body` names (the fields of [`SourceSettingsInput`]) of the source
 /// `name`; the API's `update` and the console both call it.
-pub async fn update_source(state: &AppState, who: &Admin, name: &str, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
-    let name = parse_name(name)?;
-    let current = load(state, &name).await?;
+pub async fn update_source(state: &AppState, who: &Admin, name: &SourceName, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     if let Some(v) = body.get("source")
@@ -365,13 +366,13 @@ pub async fn update_source(state: &AppState, who: &Admin, name: &str, body: &Map
     check_auto_triage(&merged, &mut errors);
     check_secret_form(&merged.verification, patch.secret.as_ref(), Some(&current.secret), &mut errors);
     if let Some(secret) = &patch.secret {
-        check_secret_unused(state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
-    let record = state.store.update_source(&name, patch).await?;
-    state.sources.invalidate(&name);
+    let record = state.store.update_source(name, patch).await?;
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, "source updated");
     who.record(state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     Ok(SourceView::from(&record))
@@ -393,19 +394,18 @@ pub async fn update_source(state: &AppState, who: &Admin, name: &str, body: &Map
     )
 )]
 pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    remove_source(&state, &who, &name).await?;
+    remove_source(&state, &who, &parse_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Removes the source `name`; the API's `remove` and the console both call it.
-pub async fn remove_source(state: &AppState, who: &Admin, name: &str) -> Result<(), ApiError> {
-    let name = parse_name(name)?;
-    let current = load(state, &name).await?;
+pub async fn remove_source(state: &AppState, who: &Admin, name: &SourceName) -> Result<(), ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
-    if !state.store.delete_source(&name).await? {
+    if !state.store.delete_source(name).await? {
         return Err(ApiError::UnknownSource(name.to_string()));
     }
-    state.sources.invalidate(&name);
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, "source removed");
     who.record(state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
     Ok(())
@@ -436,15 +436,15 @@ pub async fn rotate_secret(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
+    let name = parse_name(&name)?;
     rotate_source_secret(&state, &who, &name, &parse_body(&body, true)?).await.map(Json)
 }
 
 /// Rotates the secret of the source `name` as `body` asks (the fields of [`RotateSecret`]; empty:
 /// a generated secret, 24 h of grace for the old one). The view holds the new secret (shown
 /// once). The API's `rotate_secret` and the console both call it.
-pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &str, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
-    let name = parse_name(name)?;
-    let current = load(state, &name).await?;
+pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &SourceName, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     let mut secret = None;
@@ -465,7 +465,7 @@ pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &str, bod
     }
     check_secret_form(&current.settings.verification, secret.as_ref(), None, &mut errors);
     if let Some(secret) = &secret {
-        check_secret_unused(state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -475,8 +475,8 @@ pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &str, bod
         None => tw_store::crypto::generate_secret(&current.settings.verification)?,
     };
     let until = state.clock.now() + chrono::Duration::seconds(grace);
-    let record = state.store.rotate_secret(&name, secret.clone(), until).await?;
-    state.sources.invalidate(&name);
+    let record = state.store.rotate_secret(name, secret.clone(), until).await?;
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, grace_secs = grace, "secret rotated");
     who.record(state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     let mut view = SourceView::from(&record);
@@ -500,17 +500,16 @@ pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &str, bod
     )
 )]
 pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<SourceTestResult>, ApiError> {
-    test_source(&state, &name).await.map(Json)
+    test_source(&state, &parse_name(&name)?).await.map(Json)
 }
 
 /// Signs a test event with the stored secret of the source `name` and runs it through the
 /// intake's checks, storing nothing; the API's `test` and the console's "send test event" both
 /// call it.
-pub async fn test_source(state: &AppState, name: &str) -> Result<SourceTestResult, ApiError> {
-    let name = parse_name(name)?;
-    let source = load(state, &name).await?;
+pub async fn test_source(state: &AppState, name: &SourceName) -> Result<SourceTestResult, ApiError> {
+    let source = load(state, name).await?;
     let now = state.clock.now();
-    let body = serde_json::to_vec(&crate::intake::test_event(&name, now)).unwrap_or_default();
+    let body = serde_json::to_vec(&crate::intake::test_event(name, now)).unwrap_or_default();
     let signed = source.settings.verification.sign(source.secret.expose(), &body, now.timestamp(), &format!("msg_test_{}", uuid::Uuid::now_v7().simple()));
     let mut headers = axum::http::HeaderMap::new();
     for (n, v) in &signed.headers {

@@ -159,6 +159,8 @@ async fn an_admin_signs_in_with_a_locked_down_session_cookie() {
     let page = anonymous.get("/console/sources").await;
     assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
     assert_locked_down(&page);
+    let page = anonymous.get("/console/").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console")));
     let page = anonymous.get("/console/nope").await;
     assert_eq!(page.status, 404);
     assert_locked_down(&page);
