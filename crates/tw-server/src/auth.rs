@@ -12,36 +12,64 @@ pub struct ReadAccess(pub ApiKeyRecord);
 /// A caller with an admin key (routes that change things).
 pub struct AdminAccess(pub ApiKeyRecord);
 
-/// Checks the key, and logs a refusal under the `auth` component (never the key itself).
-///
-/// An address that spent its budget of failed authentications is refused (429) before its key is
-/// hashed or looked up; a wrong key counts against that budget. A request without any
-/// `Authorization` header guesses nothing and costs nothing, so it is not counted.
+/// Checks the bearer key of an API request (see [`authenticate_key`]).
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
     let client = crate::client::ClientIp::of(parts, &state.trusted_proxies).0;
+    // A request without any `Authorization` header guesses nothing and costs nothing.
+    let presented = parts.headers.contains_key(axum::http::header::AUTHORIZATION);
+    authenticate_key(state, client, &parts.method, parts.uri.path(), bearer_token(&parts.headers), presented).await
+}
+
+/// Checks a key a caller presented (`token`: the key's text, or why none could be read), and logs
+/// a refusal under the `auth` component (never the key itself). The API's bearer header and the
+/// console's sign-in form both come here, so both spend the same budget and log alike.
+///
+/// An address that spent its budget of failed authentications is refused (429) before the key is
+/// hashed or looked up; a wrong key counts against that budget when `presented` (a caller that
+/// sent no key at all guessed nothing).
+pub async fn authenticate_key(
+    state: &AppState,
+    client: std::net::IpAddr,
+    method: &axum::http::Method,
+    path: &str,
+    token: Result<&str, ApiError>,
+    presented: bool,
+) -> Result<ApiKeyRecord, ApiError> {
     crate::limits::refuse_throttled(state, client)?;
-    let result = check_key(parts, state).await;
+    let result = match token {
+        Ok(token) => check_key(state, token).await,
+        Err(e) => Err(e),
+    };
     if let Err(e @ ApiError::Unauthorized(_)) = &result {
-        tracing::warn!(target: "auth", method = %parts.method, path = %parts.uri.path(), reason = %e, "API key refused");
-        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+        tracing::warn!(target: "auth", %method, %path, reason = %e, "API key refused");
+        if presented {
             crate::limits::count_failure(state, client, crate::limits::FailureKind::ApiKey);
         }
     }
     result
 }
 
-/// The hash of the bearer token in `headers`, as the store keeps keys; refused when there is no
-/// well-formed token.
-pub fn token_hash(headers: &axum::http::HeaderMap) -> Result<[u8; 32], ApiError> {
+/// The bearer token of `headers`' `Authorization`; refused when there is none.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized("Missing API key: send Authorization: Bearer tw_..."))?;
     let value = header.to_str().map_err(|_| ApiError::Unauthorized("Invalid API key"))?.trim();
-    let token = value
+    value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or(ApiError::Unauthorized("Authorization must be 'Bearer tw_...'"))?;
+        .ok_or(ApiError::Unauthorized("Authorization must be 'Bearer tw_...'"))
+}
+
+/// The hash of the bearer token in `headers`, as the store keeps keys; refused when there is no
+/// well-formed token.
+pub fn token_hash(headers: &axum::http::HeaderMap) -> Result<[u8; 32], ApiError> {
+    key_hash(bearer_token(headers)?)
+}
+
+/// The hash of an API key's text, as the store keeps keys; refused when it is not shaped like one.
+pub fn key_hash(token: &str) -> Result<[u8; 32], ApiError> {
     if !token.starts_with(tw_store::api_key::PREFIX) || token.len() > 256 {
         return Err(ApiError::Unauthorized("Invalid API key"));
     }
@@ -60,14 +88,24 @@ pub async fn accepted_key(state: &AppState, hash: [u8; 32], now: chrono::DateTim
     Ok(key)
 }
 
-async fn check_key(parts: &Parts, state: &AppState) -> Result<ApiKeyRecord, ApiError> {
-    let hash = token_hash(&parts.headers)?;
+async fn check_key(state: &AppState, token: &str) -> Result<ApiKeyRecord, ApiError> {
+    let hash = key_hash(token)?;
     // Looked up on every request (no cache), so a revocation is honoured at once by every server
     // on the database.
     let now = state.clock.now();
     let key = accepted_key(state, hash, now).await?;
     state.key_usage.used(&state.store, &key.id, now);
     Ok(key)
+}
+
+/// The scope rule of every route that changes something: an admin key, else 403 (logged under
+/// `auth`). The API's [`AdminAccess`] and the console's change handlers both apply it.
+pub fn require_admin(key: &ApiKeyRecord, method: &axum::http::Method, path: &str) -> Result<(), ApiError> {
+    if key.scope != Scope::Admin {
+        tracing::warn!(target: "auth", %method, %path, key = %key.prefix, key_name = %key.name, "admin scope required");
+        return Err(ApiError::Forbidden);
+    }
+    Ok(())
 }
 
 impl FromRequestParts<AppState> for ReadAccess {
@@ -81,10 +119,7 @@ impl FromRequestParts<AppState> for AdminAccess {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = authenticate(parts, state).await?;
-        if key.scope != Scope::Admin {
-            tracing::warn!(target: "auth", method = %parts.method, path = %parts.uri.path(), key = %key.prefix, key_name = %key.name, "admin scope required");
-            return Err(ApiError::Forbidden);
-        }
+        require_admin(&key, &parts.method, parts.uri.path())?;
         Ok(AdminAccess(key))
     }
 }

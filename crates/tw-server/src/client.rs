@@ -114,6 +114,20 @@ impl ClientIp {
     }
 }
 
+/// Whether the browser reached us over TLS. This server speaks plain HTTP itself (TLS ends at a
+/// proxy in front of it), so only a trusted proxy's `X-Forwarded-Proto: https` says so; the
+/// header from anyone else is sender-chosen text. The console marks its cookies `Secure` by it.
+pub fn over_tls(parts: &Parts, proxies: &TrustedProxies) -> bool {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    forwarded_https(peer, &parts.headers, proxies)
+}
+
+fn forwarded_https(peer: Option<IpAddr>, headers: &HeaderMap, proxies: &TrustedProxies) -> bool {
+    // The nearest proxy's word: the last value of the last header.
+    let proto = headers.get_all("x-forwarded-proto").iter().last().and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next());
+    peer.is_some_and(|p| proxies.contains(p)) && proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// Extracted with the trusted proxies of the server's state, which hands them over as `AsRef`:
 /// the state carries a [`TrustedProxies`], so this module does not import the state back.
 impl<S: AsRef<TrustedProxies> + Send + Sync> FromRequestParts<S> for ClientIp {
@@ -126,6 +140,21 @@ impl<S: AsRef<TrustedProxies> + Send + Sync> FromRequestParts<S> for ClientIp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_trusted_proxy_says_the_request_came_over_tls() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(forwarded_https(Some(proxy), &h, &trusted));
+        assert!(!forwarded_https(Some(stranger), &h, &trusted), "anyone can send the header");
+        assert!(!forwarded_https(None, &h, &trusted));
+        assert!(!forwarded_https(Some(proxy), &HeaderMap::new(), &trusted));
+        h.insert("x-forwarded-proto", "https, http".parse().unwrap());
+        assert!(!forwarded_https(Some(proxy), &h, &trusted), "the nearest hop said http");
+    }
 
     fn headers(xff: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

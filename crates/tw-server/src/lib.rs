@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod intake;
 pub mod intel;
@@ -310,6 +311,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         key_usage: Arc::new(key_usage::KeyUsage::new()),
         store_health,
         refusals: Arc::new(refusals::RefusalSampler::new()),
+        console_sessions: Arc::new(console::session::Sessions::default()),
         logs: cfg.log_buffer.clone(),
         stopping: stopping_rx,
         heartbeats: Arc::new(state::Heartbeats {

@@ -123,6 +123,8 @@ pub struct AppStateInner {
     pub store_health: Arc<crate::store_health::StoreHealth>,
     /// Refused requests: which are stored in full, which counted ([`crate::refusals`]).
     pub refusals: Arc<crate::refusals::RefusalSampler>,
+    /// Who is signed in to the console ([`crate::console::session`]).
+    pub console_sessions: Arc<crate::console::session::Sessions>,
 }
 
 /// The last time (unix seconds) each kind of background worker was alive, and how many run.

@@ -25,10 +25,14 @@ pub fn metrics_router(state: AppState) -> Router {
     router.layer(axum::middleware::map_response(nosniff)).with_state(state)
 }
 
-/// Every route of the API; `/metrics` too unless it is served on its own address.
+/// Every route of the API, and the console's pages; `/metrics` too unless it is served on its own
+/// address.
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let (router, _) = api_routes(with_metrics).split_for_parts();
+    // The console is HTML for people, deliberately outside the OpenAPI document: its own router
+    // (crate::console), merged here so it shares the logs, panic handling and nosniff.
     router
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(error_shape))
         .layer(axum::middleware::from_fn(access_log))
@@ -71,14 +75,14 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
 
 /// Gives every error the spec's shape `{"error":{"code","message"}}`: the framework's own
 /// rejections (405, a malformed query string or path, a body over axum's limit) answer in plain
-/// text otherwise. Headers such as `Allow` are kept.
+/// text otherwise. Headers such as `Allow` are kept. The console's HTML error pages stay HTML.
 async fn error_shape(resp: axum::response::Response) -> axum::response::Response {
     let status = resp.status();
     let json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || json {
         return resp;
     }

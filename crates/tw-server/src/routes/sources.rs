@@ -208,7 +208,8 @@ fn check_auto_triage(s: &SourceSettings, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn parse_name(raw: &str) -> Result<SourceName, ApiError> {
+/// A source name from a path: one that cannot be a source's is an unknown source (404).
+pub(crate) fn parse_name(raw: &str) -> Result<SourceName, ApiError> {
     SourceName::parse(raw).map_err(|_| ApiError::UnknownSource(raw.chars().take(64).collect()))
 }
 
@@ -235,7 +236,14 @@ async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiEr
     )
 )]
 pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> Result<(StatusCode, Json<SourceView>), ApiError> {
-    let body = parse_body(&body, false)?;
+    let view = create_source(&state, &who, &parse_body(&body, false)?).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Registers the source `body` describes (the fields of [`CreateSource`], as JSON values), with
+/// every rule the API states; the API's `create` and the console's form both call it. The view
+/// holds the secret when it was generated (shown once).
+pub async fn create_source(state: &AppState, who: &Admin, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
     let playbooks = state.playbooks.names().await?;
     let mut errors = Vec::new();
     let name = match body.get("source") {
@@ -249,14 +257,14 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
             None
         }
     };
-    let patch = parse_fields(&body, &playbooks, &mut errors);
+    let patch = parse_fields(body, &playbooks, &mut errors);
     let mut settings = SourceSettings::default();
     patch.apply(&mut settings);
     check_auto_triage(&settings, &mut errors);
     check_secret_form(&settings.verification, patch.secret.as_ref(), None, &mut errors);
     // A generated secret is 256 random bits: only a given one can collide.
     if let Some(secret) = &patch.secret {
-        check_secret_unused(&state, secret, name.as_ref(), &mut errors).await?;
+        check_secret_unused(state, secret, name.as_ref(), &mut errors).await?;
     }
     let Some(name) = name.filter(|_| errors.is_empty()) else { return Err(ApiError::fields(errors)) };
     let generated = patch.secret.is_none();
@@ -267,12 +275,12 @@ pub async fn create(State(state): State<AppState>, who: Admin, body: Bytes) -> R
     let record = state.store.create_source(NewSource { name: name.clone(), secret: secret.clone(), settings }).await?;
     state.sources.invalidate(&name);
     tracing::info!(target: "api", source = %name, "source registered");
-    who.record(&state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
+    who.record(state, "source.create", name.as_str(), None, Some(source_snapshot(&record))).await;
     let mut view = SourceView::from(&record);
     if generated {
         view.secret = Some(secret.expose().to_string());
     }
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok(view)
 }
 
 /// `GET /api/webhooks`: every source.
@@ -340,8 +348,13 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
     let name = parse_name(&name)?;
-    let body = parse_body(&body, false)?;
-    let current = load(&state, &name).await?;
+    update_source(&state, &who, &name, &parse_body(&body, false)?).await.map(Json)
+}
+
+/// Changes the settings `body` names (the fields of [`SourceSettingsInput`]) of the source
+/// `name`; the API's `update` and the console both call it.
+pub async fn update_source(state: &AppState, who: &Admin, name: &SourceName, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     if let Some(v) = body.get("source")
@@ -349,22 +362,22 @@ pub async fn update(
             errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
         }
     let playbooks = state.playbooks.names().await?;
-    let patch = parse_fields(&body, &playbooks, &mut errors);
+    let patch = parse_fields(body, &playbooks, &mut errors);
     let mut merged = current.settings.clone();
     patch.apply(&mut merged);
     check_auto_triage(&merged, &mut errors);
     check_secret_form(&merged.verification, patch.secret.as_ref(), Some(&current.secret), &mut errors);
     if let Some(secret) = &patch.secret {
-        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
-    let record = state.store.update_source(&name, patch).await?;
-    state.sources.invalidate(&name);
+    let record = state.store.update_source(name, patch).await?;
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, "source updated");
-    who.record(&state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
-    Ok(Json(SourceView::from(&record)))
+    who.record(state, "source.update", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
+    Ok(SourceView::from(&record))
 }
 
 /// `DELETE /api/webhooks/:source`.
@@ -383,16 +396,21 @@ pub async fn update(
     )
 )]
 pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    let name = parse_name(&name)?;
-    let current = load(&state, &name).await?;
+    remove_source(&state, &who, &parse_name(&name)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes the source `name`; the API's `remove` and the console both call it.
+pub async fn remove_source(state: &AppState, who: &Admin, name: &SourceName) -> Result<(), ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
-    if !state.store.delete_source(&name).await? {
+    if !state.store.delete_source(name).await? {
         return Err(ApiError::UnknownSource(name.to_string()));
     }
-    state.sources.invalidate(&name);
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, "source removed");
-    who.record(&state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
-    Ok(StatusCode::NO_CONTENT)
+    who.record(state, "source.delete", name.as_str(), Some(source_snapshot(&current)), None).await;
+    Ok(())
 }
 
 /// `POST /api/webhooks/:source/rotate-secret`: a new secret (given as `secret`, or generated),
@@ -421,13 +439,19 @@ pub async fn rotate_secret(
     body: Bytes,
 ) -> Result<Json<SourceView>, ApiError> {
     let name = parse_name(&name)?;
-    let body = parse_body(&body, true)?;
-    let current = load(&state, &name).await?;
+    rotate_source_secret(&state, &who, &name, &parse_body(&body, true)?).await.map(Json)
+}
+
+/// Rotates the secret of the source `name` as `body` asks (the fields of [`RotateSecret`]; empty:
+/// a generated secret, 24 h of grace for the old one). The view holds the new secret (shown
+/// once). The API's `rotate_secret` and the console both call it.
+pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &SourceName, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+    let current = load(state, name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     let mut secret = None;
     let mut grace = DEFAULT_GRACE_SECS;
-    for (k, v) in &body {
+    for (k, v) in body {
         match k.as_str() {
             "secret" => match v.as_str().map(|s| Secret::validate(s).map(|_| s)) {
                 Some(Ok(s)) => secret = Some(Secret::new(s)),
@@ -443,7 +467,7 @@ pub async fn rotate_secret(
     }
     check_secret_form(&current.settings.verification, secret.as_ref(), None, &mut errors);
     if let Some(secret) = &secret {
-        check_secret_unused(&state, secret, Some(&name), &mut errors).await?;
+        check_secret_unused(state, secret, Some(name), &mut errors).await?;
     }
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
@@ -453,13 +477,13 @@ pub async fn rotate_secret(
         None => tw_store::crypto::generate_secret(&current.settings.verification)?,
     };
     let until = state.clock.now() + chrono::Duration::seconds(grace);
-    let record = state.store.rotate_secret(&name, secret.clone(), until).await?;
-    state.sources.invalidate(&name);
+    let record = state.store.rotate_secret(name, secret.clone(), until).await?;
+    state.sources.invalidate(name);
     tracing::info!(target: "api", source = %name, grace_secs = grace, "secret rotated");
-    who.record(&state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
+    who.record(state, "source.rotate_secret", name.as_str(), Some(source_snapshot(&current)), Some(source_snapshot(&record))).await;
     let mut view = SourceView::from(&record);
     view.secret = Some(secret.expose().to_string());
-    Ok(Json(view))
+    Ok(view)
 }
 
 /// `POST /api/webhooks/:source/test`: signs a test event with the stored secret and runs it
@@ -478,10 +502,16 @@ pub async fn rotate_secret(
     )
 )]
 pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name): Path<String>) -> Result<Json<SourceTestResult>, ApiError> {
-    let name = parse_name(&name)?;
-    let source = load(&state, &name).await?;
+    test_source(&state, &parse_name(&name)?).await.map(Json)
+}
+
+/// Signs a test event with the stored secret of the source `name` and runs it through the
+/// intake's checks, storing nothing; the API's `test` and the console's "send test event" both
+/// call it.
+pub async fn test_source(state: &AppState, name: &SourceName) -> Result<SourceTestResult, ApiError> {
+    let source = load(state, name).await?;
     let now = state.clock.now();
-    let body = serde_json::to_vec(&crate::intake::test_event(&name, now)).unwrap_or_default();
+    let body = serde_json::to_vec(&crate::intake::test_event(name, now)).unwrap_or_default();
     let signed = source.settings.verification.sign(source.secret.expose(), &body, now.timestamp(), &format!("msg_test_{}", uuid::Uuid::now_v7().simple()));
     let mut headers = axum::http::HeaderMap::new();
     for (n, v) in &signed.headers {
@@ -493,7 +523,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
     // test event is never stored.
     let rid = format!("test_{}", uuid::Uuid::now_v7().simple());
     let result =
-        crate::routes::intake::check(&state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
+        crate::routes::intake::check(state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
     const STAGES: [&str; 4] = ["registered", "enabled", "signature", "payload"];
     let failed_at = match &result {
         Ok(()) => STAGES.len(),
@@ -522,7 +552,7 @@ pub async fn test(State(state): State<AppState>, _auth: AdminAccess, Path(name):
             SourceCheck { check: check.to_string(), result: outcome.into() }
         })
         .collect();
-    Ok(Json(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint }))
+    Ok(SourceTestResult { ok: result.is_ok(), source: name.to_string(), checks, secret_fingerprint: source.secret_fingerprint })
 }
 
 /// `POST /api/webhooks/:source/reprocess`: normalizes the source's stored events again with its

@@ -12,6 +12,7 @@ use support::*;
 mod async_queue;
 mod concurrency;
 mod config_file;
+mod console;
 mod database_down;
 mod hardening;
 mod incidents;

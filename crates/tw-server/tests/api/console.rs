@@ -1,0 +1,418 @@
+//! The console over HTTP, as a browser without JavaScript speaks to it: sign-in and its cookie,
+//! the security headers, CSRF tokens, what a read key sees and may do, adding a source (the secret
+//! and recipe shown once), the other source actions, sign-out, revocation, the assets.
+//!
+//! Browser tests (a real headless Chromium) are not here yet.
+
+use super::*;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+
+/// A browser: no redirects followed, cookies kept by hand (only the console's own).
+struct Browser<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+    session: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    fn location(&self) -> Option<&str> {
+        self.headers.get("location").map(|v| v.to_str().unwrap())
+    }
+
+    /// The first CSRF field's value.
+    fn csrf(&self) -> String {
+        between(&self.body, r#"name="csrf" value=""#, "\"").unwrap_or_else(|| panic!("no csrf field: {}", self.body))
+    }
+}
+
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    Some(text[from..from + text[from..].find(end)?].to_string())
+}
+
+fn value_of(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_string()
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(fields).unwrap()
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Browser<'a> {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { app, http, session: None }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, cookie: Option<String>) -> Page {
+        let req = match cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        Page { status: resp.status(), headers: resp.headers().clone(), body: resp.text().await.unwrap() }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        let cookie = self.session.as_ref().map(|s| format!("tw_console={s}"));
+        self.send(self.http.get(self.app.url(path)), cookie).await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let cookie = self.session.as_ref().map(|s| format!("tw_console={s}"));
+        let req = self.http.post(self.app.url(path)).header("content-type", "application/x-www-form-urlencoded").body(form(fields));
+        self.send(req, cookie).await
+    }
+
+    /// Signs in with `key` (the form's token from its cookie, as a browser would); the answer.
+    async fn try_sign_in(&mut self, key: &str, extra: &[(&str, &str)]) -> Page {
+        let login = self.send(self.http.get(self.app.url("/console/login")), None).await;
+        assert_eq!(login.status, 200, "{}", login.body);
+        let token = value_of(&login.cookie("tw_console_login").expect("a sign-in token cookie"));
+        assert_eq!(login.csrf(), token);
+        let mut req = self
+            .http
+            .post(self.app.url("/console/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&[("csrf", &token), ("api_key", key)]));
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let page = self.send(req, Some(format!("tw_console_login={token}"))).await;
+        if let Some(c) = page.cookie("tw_console") {
+            self.session = Some(value_of(&c));
+        }
+        page
+    }
+
+    async fn sign_in(app: &'a TestApp, key: &str) -> Browser<'a> {
+        let mut b = Browser::new(app);
+        let page = b.try_sign_in(key, &[]).await;
+        assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console")), "{}", page.body);
+        b
+    }
+
+    /// The CSRF token of this session (from the sources page).
+    async fn csrf(&self) -> String {
+        self.get("/console/sources").await.csrf()
+    }
+}
+
+fn assert_locked_down(page: &Page) {
+    let h = &page.headers;
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    if h.get("content-type").is_some_and(|v| v.to_str().unwrap().starts_with("text/html")) {
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(!page.body.contains("<style") && !page.body.contains(" style="), "no inline style");
+        assert!(page.body.matches("<script").count() == page.body.matches("<script src=\"/console/assets/").count(), "no inline script");
+    }
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_with_a_locked_down_session_cookie() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let page = b.try_sign_in(&app.admin_key, &[]).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_locked_down(&page);
+    let cookie = page.cookie("tw_console").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.split("; ").any(|a| a == attr), "{attr} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure ({cookie})");
+    let id = value_of(&cookie);
+    assert_eq!(id.len(), 64);
+    assert!(!cookie.contains(&app.admin_key) && !app.admin_key.contains(&id), "the key is never in the cookie");
+    assert!(page.cookie("tw_console_login").is_some_and(|c| c.contains("Max-Age=0")), "the sign-in token is spent");
+
+    let page = b.get("/console").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains("Overview") && page.body.contains("Sign out"), "{}", page.body);
+    let page = b.get("/console/sources").await;
+    assert_eq!(page.status, 200);
+    assert_locked_down(&page);
+    assert!(page.body.contains("No sources yet") && page.body.contains("tw-cli webhook add"), "{}", page.body);
+
+    // Without a session: to the sign-in page.
+    let anonymous = Browser::new(&app);
+    let page = anonymous.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
+    assert_locked_down(&page);
+    let page = anonymous.get("/console/").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console")));
+    let page = anonymous.get("/console/nope").await;
+    assert_eq!(page.status, 404);
+    assert_locked_down(&page);
+}
+
+/// Behind a trusted proxy that terminated TLS, the cookie is `Secure`; the same header from
+/// anyone else changes nothing.
+#[tokio::test]
+async fn the_cookie_is_secure_when_a_trusted_proxy_says_https() {
+    let app = TestApp::spawn_with(|c| {
+        c.trusted_proxies =
+            tw_server::client::TrustedProxies::new(vec![tw_server::client::TrustedProxies::parse_cidr("127.0.0.1").unwrap()]);
+    })
+    .await;
+    let page = Browser::new(&app).try_sign_in(&app.admin_key, &[("x-forwarded-proto", "https")]).await;
+    assert!(page.cookie("tw_console").unwrap().ends_with("; Secure"), "{:?}", page.set_cookies());
+    let app = TestApp::spawn().await;
+    let page = Browser::new(&app).try_sign_in(&app.admin_key, &[("x-forwarded-proto", "https")]).await;
+    assert!(!page.cookie("tw_console").unwrap().contains("Secure"), "{:?}", page.set_cookies());
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_401_and_spends_the_failure_budget() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.auth_failure_burst = 2;
+        c.limits.auth_failure_per_minute = 1;
+    })
+    .await;
+    let mut b = Browser::new(&app);
+    let page = b.try_sign_in("tw_not_a_real_key_at_all_000000000000", &[]).await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains("Invalid API key") && page.body.contains("name=\"api_key\""), "the form again: {}", page.body);
+    assert!(page.cookie("tw_console").is_none());
+    let metrics = app.metrics_text().await;
+    assert!(metrics.contains(r#"tw_auth_failures_total{kind="api_key"} 1"#), "{metrics}");
+
+    assert_eq!(b.try_sign_in("tw_wrong_again", &[]).await.status, 401);
+    let page = b.try_sign_in(&app.admin_key, &[]).await;
+    assert_eq!(page.status, 429, "over the budget even the right key waits: {}", page.body);
+    assert!(page.headers.contains_key("retry-after"));
+    assert!(page.cookie("tw_console").is_none());
+}
+
+#[tokio::test]
+async fn a_read_key_sees_no_change_controls_and_its_forged_posts_are_refused() {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "edr", "secret": "edr-secret-123456"})).await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console/sources").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("edr") && page.body.contains("read"), "{}", page.body);
+    for control in ["Add source", "Delete", "Rotate secret", "Send test event", "Disable"] {
+        assert!(!page.body.contains(control), "{control} shown to a read key: {}", page.body);
+    }
+    let csrf = page.csrf(); // the sign-out form's
+    for (path, fields) in [
+        ("/console/sources/edr/delete", vec![("csrf", csrf.as_str())]),
+        ("/console/sources/edr/rotate", vec![("csrf", csrf.as_str())]),
+        ("/console/sources/edr/enabled", vec![("csrf", csrf.as_str()), ("enabled", "false")]),
+        ("/console/sources/edr/test", vec![("csrf", csrf.as_str())]),
+        ("/console/sources", vec![("csrf", csrf.as_str()), ("source", "forged")]),
+    ] {
+        let page = b.post(path, &fields).await;
+        assert_eq!(page.status, 403, "{path}: {}", page.body);
+        assert_locked_down(&page);
+    }
+    assert_eq!(b.get("/console/sources/new").await.status, 403);
+    assert_eq!(b.get("/console/sources/edr/delete").await.status, 403);
+    let (status, v) = app.admin(Method::GET, "/api/webhooks/edr", None).await;
+    assert_eq!((status.as_u16(), &v["enabled"]), (200, &json!(true)), "nothing changed: {v}");
+    let (_, v) = app.admin(Method::GET, "/api/webhooks/forged", None).await;
+    assert_eq!(v["error"]["code"], "unknown_source");
+}
+
+#[tokio::test]
+async fn a_post_without_the_csrf_token_is_refused() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let csrf = b.csrf().await;
+    let zeros = "0".repeat(64);
+    for fields in [vec![("source", "mail")], vec![("csrf", zeros.as_str()), ("source", "mail")], vec![("csrf", ""), ("source", "mail")]] {
+        let page = b.post("/console/sources", &fields).await;
+        assert_eq!(page.status, 403, "{fields:?}: {}", page.body);
+    }
+    assert_eq!(b.post("/console/logout", &[]).await.status, 403);
+    assert_eq!(b.get("/console/sources").await.status, 200, "a refused sign-out left the session alone");
+    let (_, v) = app.admin(Method::GET, "/api/webhooks", None).await;
+    assert_eq!(v["data"], json!([]));
+    // The sign-in form's own token is required too.
+    let page = Browser::new(&app)
+        .send(
+            b.http
+                .post(app.url("/console/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form(&[("api_key", &app.admin_key)])),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(page.cookie("tw_console").is_none());
+    // With the right token the same POST works.
+    let page = b.post("/console/sources", &[("csrf", &csrf), ("source", "mail")]).await;
+    assert_eq!(page.status, 201, "{}", page.body);
+}
+
+#[tokio::test]
+async fn adding_a_source_shows_its_secret_and_recipe_once() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let csrf = b.csrf().await;
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("source", "kibana"),
+        ("verification", "header-token"),
+        ("header", "X-Api-Key"),
+        ("format", "elastic"),
+        ("mode", "sync"),
+    ];
+    let page = b.post("/console/sources", &fields).await;
+    assert_eq!(page.status, 201, "{}", page.body);
+    assert_locked_down(&page);
+    let url = format!("http://{}/api/webhooks/kibana", app.addr);
+    assert!(page.body.contains(&url), "the URL from the Host the browser used: {}", page.body);
+    assert!(page.body.contains(r#"<code data-copy="Header name">X-Api-Key</code>"#), "{}", page.body);
+    let secret = between(&page.body, r#"<code data-copy="Header value">"#, "<").expect("the secret");
+    assert!(secret.len() >= 32, "{secret}");
+
+    // The secret works as the recipe says, and is never shown again.
+    let resp =
+        app.http.post(&url).header("x-api-key", &secret).header("content-type", "application/json").body(GENERIC).send().await.unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let page = b.get("/console/sources").await;
+    assert!(
+        page.body.contains("kibana") && page.body.contains("header-token (X-Api-Key)") && page.body.contains("elastic"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&secret));
+    let (_, v) = app.admin(Method::GET, "/api/webhooks/kibana", None).await;
+    assert_eq!((&v["format"], &v["delivery_count"]), (&json!("elastic"), &json!(1)), "{v}");
+    // The change is in the audit log under the signed-in key.
+    let (_, audit) = app.admin(Method::GET, "/api/audit", None).await;
+    assert!(audit.to_string().contains("source.create"), "{audit}");
+
+    // The API's rules, the API's messages: the form comes back with the values kept.
+    let fields = [("csrf", csrf.as_str()), ("source", "Bad Name!"), ("verification", "basic")];
+    let page = b.post("/console/sources", &fields).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<code>source</code>: ") && page.body.contains(r#"value="Bad Name!""#), "{}", page.body);
+    let page = b.post("/console/sources", &[("csrf", csrf.as_str()), ("source", "kibana")]).await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(page.body.contains("already exists"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn test_disable_rotate_and_delete_a_source() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let csrf = b.csrf().await;
+    assert_eq!(b.post("/console/sources", &[("csrf", &csrf), ("source", "mail")]).await.status, 201);
+
+    let page = b.post("/console/sources/mail/test", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Passed") && !page.body.contains("failed"), "{}", page.body);
+
+    let page = b.post("/console/sources/mail/enabled", &[("csrf", &csrf), ("enabled", "false")]).await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/sources")), "{}", page.body);
+    let list = b.get("/console/sources").await.body;
+    assert!(list.contains("disabled") && list.contains(">Enable<"), "{list}");
+    let page = b.post("/console/sources/mail/test", &[("csrf", &csrf)]).await;
+    assert!(page.body.contains("Failed") && page.body.contains("source_disabled"), "{}", page.body);
+
+    let (_, before) = app.admin(Method::GET, "/api/webhooks/mail", None).await;
+    let page = b.post("/console/sources/mail/rotate", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let secret = between(&page.body, r#"<code data-copy="Secret">"#, "<").expect("the new secret");
+    assert!(page.body.contains("keeps verifying until"), "{}", page.body);
+    let (_, after) = app.admin(Method::GET, "/api/webhooks/mail", None).await;
+    assert_ne!(before["secret_fingerprint"], after["secret_fingerprint"]);
+    assert!(!b.get("/console/sources").await.body.contains(&secret));
+
+    let page = b.get("/console/sources/mail/delete").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Delete source") && page.body.contains(r#"action="/console/sources/mail/delete""#), "{}", page.body);
+    let page = b.post("/console/sources/mail/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (_, v) = app.admin(Method::GET, "/api/webhooks/mail", None).await;
+    assert_eq!(v["error"]["code"], "unknown_source");
+    let page = b.post("/console/sources/mail/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let csrf = b.csrf().await;
+    let page = b.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
+    assert!(page.cookie("tw_console").is_some_and(|c| c.contains("Max-Age=0")), "{:?}", page.set_cookies());
+    // The old cookie opens nothing any more.
+    let page = b.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
+    assert_eq!(b.post("/console/sources", &[("csrf", &csrf), ("source", "late")]).await.status, 303);
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_sessions_at_the_next_request() {
+    let app = TestApp::spawn().await;
+    let (key, record) = new_key(app.store(), "temp", tw_store::Scope::Admin).await;
+    let b = Browser::sign_in(&app, &key).await;
+    assert_eq!(b.get("/console/sources").await.status, 200);
+    app.store().revoke_api_key(&record.id, chrono::Utc::now(), None).await.unwrap();
+    let page = b.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
+}
+
+#[tokio::test]
+async fn assets_have_hashed_names_and_are_cached_for_a_year() {
+    let app = TestApp::spawn().await;
+    let login = Browser::new(&app).get("/console/login").await;
+    let css = between(&login.body, r#"<link rel="stylesheet" href=""#, "\"").unwrap();
+    let js = between(&login.body, r#"<script src=""#, "\"").unwrap();
+    assert!(css.starts_with("/console/assets/app.") && css.ends_with(".css"), "{css}");
+    for (path, kind) in [(&css, "text/css"), (&js, "text/javascript")] {
+        let page = Browser::new(&app).get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.headers["content-type"].to_str().unwrap().starts_with(kind));
+        assert_eq!(page.headers["cache-control"], "public, max-age=31536000, immutable");
+        assert_locked_down(&page);
+        assert!(!page.body.is_empty());
+    }
+    assert!(Browser::new(&app).get(&css).await.body.contains("prefers-color-scheme: dark"));
+    let page = Browser::new(&app).get("/console/assets/app.000000000000.css").await;
+    assert_eq!(page.status, 404);
+    assert_ne!(page.headers["cache-control"], "public, max-age=31536000, immutable");
+}
+
+/// A session slides with use and ends after 30 minutes without a request, by the server's clock.
+#[tokio::test]
+async fn an_idle_session_expires() {
+    let clock = std::sync::Arc::new(tw_server::state::ManualClock::at(now()));
+    let c = clock.clone();
+    let app = TestApp::spawn_with(move |cfg| cfg.clock = c).await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    for minutes in [20, 40, 60] {
+        clock.set(now() + minutes * 60);
+        assert_eq!(b.get("/console/sources").await.status, 200, "used every 20 minutes: alive at {minutes}");
+    }
+    clock.set(now() + 91 * 60);
+    let page = b.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")), "31 minutes idle");
+    assert!(page.cookie("tw_console").is_some_and(|c| c.contains("Max-Age=0")));
+}
