@@ -6,6 +6,7 @@
 mod support;
 use support::*;
 
+mod browser;
 mod hardening;
 mod multi_instance;
 mod observability;

@@ -46,6 +46,8 @@ pub fn layout(title: &str, nav: Nav, viewer: Option<&Viewer>, content: Markup) -
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
                 title { (title) " · tw console" }
+                // No icon to fetch: a browser would otherwise ask for /favicon.ico on every page.
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(CSS.path());
                 script src=(JS.path()) defer {}
             }
