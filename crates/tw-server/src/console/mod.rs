@@ -18,6 +18,7 @@
 //! registered here and merged into the server's router by [`crate::routes::router`].
 
 pub mod assets;
+mod deliveries;
 mod login;
 mod pages;
 pub mod session;
@@ -55,6 +56,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/sources/{name}/enabled", post(sources::set_enabled))
         .route("/console/sources/{name}/rotate", post(sources::rotate))
         .route("/console/sources/{name}/delete", get(sources::confirm_delete).post(sources::delete))
+        .route("/console/deliveries", get(deliveries::list))
+        .route("/console/deliveries/stream", get(deliveries::stream))
+        .route("/console/deliveries/{request_id}", get(deliveries::detail))
+        .route("/console/sources/{name}/reprocess-dead-letters", post(deliveries::reprocess))
         .route("/console/incidents", get(pages::incidents))
         .route("/console/assets/{file}", get(assets::serve))
         .route("/console/{*rest}", any(pages::not_found))
