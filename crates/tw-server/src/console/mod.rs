@@ -18,8 +18,10 @@
 //! registered here and merged into the server's router by [`crate::routes::router`].
 
 pub mod assets;
+mod charts;
 mod deliveries;
 mod login;
+mod overview;
 mod pages;
 pub mod session;
 mod sources;
@@ -46,7 +48,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// Every console route. Not described in the OpenAPI document (HTML for people, not API).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(pages::overview))
+        .route("/console", get(overview::overview))
         .route("/console/", get(|| async { redirect("/console", &[]) }))
         .route("/console/login", get(login::form).post(login::sign_in))
         .route("/console/logout", post(login::sign_out))

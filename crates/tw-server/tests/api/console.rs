@@ -544,3 +544,23 @@ async fn only_an_admin_reprocesses_dead_letters_and_a_forged_post_is_refused() {
     let audit = get_ok(&app, "/api/audit").await;
     assert!(audit.to_string().contains("source.reprocess"), "{audit}");
 }
+
+#[tokio::test]
+async fn the_overview_draws_the_days_counts_as_svg() {
+    let fresh = TestApp::spawn().await;
+    let b = Browser::sign_in(&fresh, &fresh.read_key).await;
+    let page = b.get("/console").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<svg") && page.body.contains("add the first source"), "{}", page.body);
+
+    let (app, _) = app_with_deliveries().await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains("<svg"), "{}", page.body);
+    for text in ["2 deliveries", "1 errors", "1 incidents", "edr: 2", "Incidents by severity", "Triage backlog now"] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(page.body.contains(r#"<a href="/console/deliveries">Deliveries</a>"#), "the nav links to deliveries: {}", page.body);
+}
