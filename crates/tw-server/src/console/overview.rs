@@ -3,7 +3,7 @@
 //! backlog now. One bounded store call ([`tw_store::IncidentStore::activity`]: aggregate counts
 //! over at most a day) plus the sources list.
 
-use super::charts::{Layer, PALETTE, bars, stacked_columns};
+use super::charts::{Layer, PALETTE, bars, sparkline, stacked_columns};
 use super::views::{Nav, Viewer, layout};
 use super::{Console, PageError};
 use crate::ApiError;
@@ -11,6 +11,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use maud::{Markup, html};
+use std::collections::HashMap;
 use tw_store::Activity;
 
 /// Hours the charts cover (the current one included).
@@ -57,6 +58,45 @@ pub fn hourly_layers(a: &Activity, start: DateTime<Utc>, errors: bool) -> Vec<La
         layers.push(Layer { name: format!("{} other sources", per.len() - LAYERS), class: format!("c{LAYERS}"), values: other });
     }
     layers
+}
+
+/// One source's day: deliveries and errors per hour, oldest first ([`HOURS`] each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDay {
+    pub deliveries: Vec<u64>,
+    pub errors: Vec<u64>,
+}
+
+/// Each source's day in `a`, counted from `start`.
+pub fn source_days(a: &Activity, start: DateTime<Utc>) -> HashMap<String, SourceDay> {
+    let mut days: HashMap<String, SourceDay> = HashMap::new();
+    for h in &a.deliveries {
+        let slot = (h.hour - start).num_hours();
+        if !(0..HOURS as i64).contains(&slot) {
+            continue;
+        }
+        let d = days.entry(h.source.clone()).or_insert_with(|| SourceDay { deliveries: vec![0; HOURS], errors: vec![0; HOURS] });
+        d.deliveries[slot as usize] += h.ok + h.failed;
+        d.errors[slot as usize] += h.failed;
+    }
+    days
+}
+
+/// The sources table's cell for a source's day: the current hour's deliveries and errors, and
+/// a sparkline of the day's deliveries.
+pub fn last_hour_cell(day: Option<&SourceDay>, source: &str) -> Markup {
+    let (n, e) = day.map_or((0, 0), |d| (d.deliveries[HOURS - 1], d.errors[HOURS - 1]));
+    html! {
+        (n) " / " @if e > 0 { span.fail { (e) } } @else { (e) }
+        @if let Some(d) = day { " " (sparkline(&d.deliveries, &format!("Deliveries to {source} per hour, last 24 hours"))) }
+    }
+}
+
+/// The day's counts of `state`'s store, from the first hour the charts show.
+pub async fn day_of(state: &AppState) -> Result<(Activity, DateTime<Utc>), ApiError> {
+    let now = state.clock.now();
+    let start = first_hour(now);
+    Ok((state.store.activity(start, now + TimeDelta::seconds(1)).await?, start))
 }
 
 /// The overview page for `a`, counted from `start` (an hour's start).
@@ -107,10 +147,8 @@ pub fn overview_page(a: &Activity, start: DateTime<Utc>, sources: usize, viewer:
 
 /// `GET /console`.
 pub async fn overview(State(state): State<AppState>, console: Console) -> Result<Markup, PageError> {
-    let now = state.clock.now();
-    let start = first_hour(now);
     let sources = state.store.list_sources().await.map_err(|e| console.error(ApiError::from(e)))?.len();
-    let activity = state.store.activity(start, now + TimeDelta::seconds(1)).await.map_err(|e| console.error(ApiError::from(e)))?;
+    let (activity, start) = day_of(&state).await.map_err(|e| console.error(e))?;
     Ok(overview_page(&activity, start, sources, &console.viewer))
 }
 
@@ -144,6 +182,11 @@ mod tests {
         assert_eq!(layers.len(), LAYERS + 1);
         assert_eq!(layers[LAYERS].name, format!("{} other sources", 10 - LAYERS));
         assert_eq!(first_hour(at(23) + TimeDelta::minutes(30)), at(0));
+        let days = source_days(&a, start);
+        assert_eq!((days["edr"].deliveries[23], days["edr"].errors[0], days["mail"].errors[5]), (1, 1, 4));
+        let cell = last_hour_cell(days.get("edr"), "edr").into_string();
+        assert!(cell.starts_with("1 / 0 <svg class=\"spark\""), "{cell}");
+        assert_eq!(last_hour_cell(None, "new").into_string(), "0 / 0");
     }
 
     #[test]

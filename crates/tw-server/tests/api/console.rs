@@ -563,4 +563,7 @@ async fn the_overview_draws_the_days_counts_as_svg() {
         assert!(page.body.contains(text), "{text}: {}", page.body);
     }
     assert!(page.body.contains(r#"<a href="/console/deliveries">Deliveries</a>"#), "the nav links to deliveries: {}", page.body);
+    // The sources list: this hour's deliveries / errors and the day's line.
+    let page = b.get("/console/sources").await;
+    assert!(page.body.contains(r#"<td>2 / <span class="fail">1</span> <svg class="spark""#), "{}", page.body);
 }
