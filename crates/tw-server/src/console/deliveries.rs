@@ -412,7 +412,12 @@ pub fn reprocessed_page(r: &ReprocessResult, viewer: &Viewer) -> Markup {
 
 /// `POST /console/sources/{name}/reprocess-dead-letters` (admin): one bounded step of
 /// `POST /api/webhooks/{source}/reprocess` with `dead_letters: true`, audited as the API's.
-pub async fn reprocess(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Markup, PageError> {
+pub async fn reprocess(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Markup, PageError> {
     console.form(&body)?;
     let who = console.admin()?;
     let name = source_service::parse_name(&name).map_err(|e| console.error(e))?;
@@ -516,7 +521,7 @@ struct Live {
 }
 
 enum Next {
-    Row(Delivery),
+    Row(Box<Delivery>),
     End(&'static str),
 }
 
@@ -527,7 +532,7 @@ impl Live {
                 return Next::End("stopping");
             }
             if let Some(d) = self.pending.pop_front() {
-                return Next::Row(d);
+                return Next::Row(Box::new(d));
             }
             tokio::select! {
                 r = self.stopping.changed() => {

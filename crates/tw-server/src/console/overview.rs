@@ -46,8 +46,12 @@ pub fn hourly_layers(a: &Activity, start: DateTime<Utc>, errors: bool) -> Vec<La
     }
     per.retain(|(_, v)| v.iter().any(|n| *n > 0));
     per.sort_by(|a, b| b.1.iter().sum::<u64>().cmp(&a.1.iter().sum::<u64>()).then_with(|| a.0.cmp(&b.0)));
-    let mut layers: Vec<Layer> =
-        per.iter().take(LAYERS).enumerate().map(|(i, (s, v))| Layer { name: s.clone(), class: format!("c{i}"), values: v.clone() }).collect();
+    let mut layers: Vec<Layer> = per
+        .iter()
+        .take(LAYERS)
+        .enumerate()
+        .map(|(i, (s, v))| Layer { name: s.clone(), class: format!("c{i}"), values: v.clone() })
+        .collect();
     if per.len() > LAYERS {
         let mut other = vec![0; HOURS];
         for (_, v) in &per[LAYERS..] {
@@ -113,9 +117,13 @@ pub fn overview_page(a: &Activity, start: DateTime<Utc>, sources: usize, viewer:
             severities.push((s.clone(), *n, "sev-other".into()));
         }
     }
-    let verdicts: Vec<(String, u64, String)> =
-        a.verdicts.iter().map(|(v, n)| (v.clone(), *n, format!("verdict-{}", v.chars().filter(char::is_ascii_alphanumeric).collect::<String>()))).collect();
-    let backlog = vec![("pending".to_string(), a.triage_pending, "c1".to_string()), ("running".to_string(), a.triage_running, "c0".to_string())];
+    let verdicts: Vec<(String, u64, String)> = a
+        .verdicts
+        .iter()
+        .map(|(v, n)| (v.clone(), *n, format!("verdict-{}", v.chars().filter(char::is_ascii_alphanumeric).collect::<String>())))
+        .collect();
+    let backlog =
+        vec![("pending".to_string(), a.triage_pending, "c1".to_string()), ("running".to_string(), a.triage_running, "c0".to_string())];
     layout(
         "Overview",
         Nav::Overview,
@@ -193,7 +201,10 @@ mod tests {
     fn the_page_draws_each_chart_or_says_there_is_nothing() {
         let viewer = Viewer { key_name: "k".into(), key_prefix: "tw_x".into(), admin: false, csrf: "t".into() };
         let empty = overview_page(&Activity::default(), at(0), 0, &viewer).into_string();
-        assert!(!empty.contains("<svg") && empty.contains("No deliveries in the last 24 hours") && empty.contains("add the first source"), "{empty}");
+        assert!(
+            !empty.contains("<svg") && empty.contains("No deliveries in the last 24 hours") && empty.contains("add the first source"),
+            "{empty}"
+        );
         let a = Activity {
             deliveries: vec![hour("edr", 3, 5, 2)],
             incidents_by_severity: vec![("high".into(), 3)],
