@@ -285,6 +285,8 @@ pub enum LimitReason {
     PlaybookTest,
     /// Every log stream this process serves at once is taken (each holds a connection).
     LogFollowers,
+    /// The console's live delivery streams: every one this process serves, or this session's.
+    ConsoleStreams,
 }
 
 impl LimitReason {
@@ -295,6 +297,7 @@ impl LimitReason {
             LimitReason::AuthFailures => "auth_failures",
             LimitReason::PlaybookTest => "playbook_test",
             LimitReason::LogFollowers => "log_followers",
+            LimitReason::ConsoleStreams => "console_streams",
         }
     }
 }
@@ -313,6 +316,7 @@ impl std::fmt::Display for Limited {
             LimitReason::AuthFailures => "Too many failed authentication attempts from this address",
             LimitReason::PlaybookTest => "Too many playbook tests with this API key",
             LimitReason::LogFollowers => "Too many log streams are open; close one",
+            LimitReason::ConsoleStreams => "Too many live delivery lists are open; close a tab or refresh instead",
         };
         match self.retry_after_secs {
             1 => write!(f, "{why}; retry after 1 second"),

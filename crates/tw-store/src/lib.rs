@@ -185,6 +185,10 @@ pub trait IncidentStore: Send + Sync {
     async fn list_incidents(&self, filter: &IncidentFilter) -> Result<IncidentPage, StoreError>;
     /// A page of dead letters, newest first, and the total.
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError>;
+    /// Deliveries, incidents and verdicts from `since` to `until` (at most [`ACTIVITY_SPAN`]
+    /// before `until`: an earlier `since` is moved up), and the triage backlog now: aggregate
+    /// counts, the rows never leave the database.
+    async fn activity(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Activity, StoreError>;
 }
 
 /// Normalizing stored events again after a source's mapping or parser changed

@@ -709,3 +709,35 @@ pub enum DeadLetterResolution {
     /// It was no longer there (another run took it).
     Gone,
 }
+
+/// The longest span [`crate::IncidentStore::activity`] counts: a day.
+pub const ACTIVITY_SPAN: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// What happened in a span of at most [`ACTIVITY_SPAN`], counted by the database (the console's
+/// overview). Every list is in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Deliveries per source and hour, by source then hour; an aggregate row of refused requests
+    /// counts as the requests it stands for, in the hour of its first.
+    pub deliveries: Vec<HourlyDeliveries>,
+    /// Incidents received in the span, per severity (`critical`, ...), by name.
+    pub incidents_by_severity: Vec<(String, u64)>,
+    /// Those incidents' triage verdicts (`malicious`, ...), by name; untriaged ones not counted.
+    pub verdicts: Vec<(String, u64)>,
+    /// Triage jobs waiting now (not only those of the span).
+    pub triage_pending: u64,
+    /// Triage jobs running now.
+    pub triage_running: u64,
+}
+
+/// The deliveries of one source in one hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyDeliveries {
+    pub source: String,
+    /// The hour's start (UTC).
+    pub hour: DateTime<Utc>,
+    /// Answered 2xx.
+    pub ok: u64,
+    /// Answered otherwise.
+    pub failed: u64,
+}

@@ -781,6 +781,60 @@ async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>
 }
 
 /// A store on a fresh PostgreSQL database, or `None` when no server answers.
+/// A delivery record of `edr` at `at`.
+fn delivery_at(id: &str, at: chrono::DateTime<Utc>, status: u16, refused_count: Option<u64>) -> Delivery {
+    Delivery {
+        request_id: id.into(),
+        source: name("edr"),
+        received_at: at,
+        status,
+        code: (status >= 300).then(|| "invalid_signature".into()),
+        incident_id: None,
+        incident_number: None,
+        queue_id: None,
+        duplicate: false,
+        body_len: Some(2),
+        latency_ms: 1.0,
+        verified: status < 300,
+        raw_payload: None,
+        sender_request_id: None,
+        refused_count,
+        last_received_at: refused_count.map(|_| at),
+    }
+}
+
+async fn activity_counts_a_day_by_hour_severity_and_verdict(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let at = |d: u32, h: u32, m: u32| Utc.with_ymd_and_hms(2024, 1, d, h, m, 0).unwrap();
+    let first = store.ingest(ingest_req("edr", Some("a-1"), "k1")).await.unwrap().incident();
+    let second = store.ingest(ingest_req("edr", Some("a-2"), "k2")).await.unwrap().incident();
+    triage_to(&store, &first, None).await;
+    store.enqueue_triage(&IncidentKey::Id(second.id), "malware_triage", serde_json::Map::new(), 3).await.unwrap();
+    store.record_delivery(delivery_at("rq-ok", at(15, 10, 5), 201, None), None);
+    store.record_delivery(delivery_at("rq-bad", at(15, 10, 30), 401, None), None);
+    store.record_delivery(delivery_at("rq-many", at(15, 11, 10), 401, Some(5)), None);
+    // More than a day before `until`: outside the span, however early `since` is.
+    store.record_delivery(delivery_at("rq-old", at(14, 6, 0), 201, None), None);
+    store.flush().await.unwrap();
+
+    let a = store.activity(at(10, 0, 0), at(15, 12, 0)).await.unwrap();
+    assert_eq!(
+        a.deliveries,
+        vec![
+            HourlyDeliveries { source: "edr".into(), hour: at(15, 10, 0), ok: 1, failed: 1 },
+            HourlyDeliveries { source: "edr".into(), hour: at(15, 11, 0), ok: 0, failed: 5 },
+        ]
+    );
+    assert_eq!(a.incidents_by_severity, vec![("high".to_string(), 2)]);
+    assert_eq!(a.verdicts, vec![("malicious".to_string(), 1)]);
+    assert_eq!((a.triage_pending, a.triage_running), (1, 0));
+
+    // A span with nothing in it counts nothing but the backlog.
+    let empty = store.activity(at(16, 0, 0), at(16, 12, 0)).await.unwrap();
+    assert!(empty.deliveries.is_empty() && empty.incidents_by_severity.is_empty() && empty.verdicts.is_empty(), "{empty:?}");
+    assert_eq!(empty.triage_pending, 1);
+}
+
 async fn open_pg(dir: &std::path::Path) -> Option<(Arc<dyn Store>, TestDatabase)> {
     let db = TestDatabase::create().await?;
     let key = MasterKey::load_or_create(None, dir).unwrap();
@@ -843,6 +897,7 @@ contract!(
     refused_records_cannot_push_verified_ones_out,
     reprocessing_updates_incidents_in_place_and_never_duplicates,
     reprocessed_dead_letters_are_ingested_once_or_kept,
+    activity_counts_a_day_by_hour_severity_and_verdict,
 );
 
 #[tokio::test]

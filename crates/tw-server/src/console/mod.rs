@@ -18,7 +18,10 @@
 //! registered here and merged into the server's router by [`crate::routes::router`].
 
 pub mod assets;
+mod charts;
+mod deliveries;
 mod login;
+mod overview;
 mod pages;
 pub mod session;
 mod sources;
@@ -45,7 +48,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// Every console route. Not described in the OpenAPI document (HTML for people, not API).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(pages::overview))
+        .route("/console", get(overview::overview))
         .route("/console/", get(|| async { redirect("/console", &[]) }))
         .route("/console/login", get(login::form).post(login::sign_in))
         .route("/console/logout", post(login::sign_out))
@@ -55,6 +58,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/sources/{name}/enabled", post(sources::set_enabled))
         .route("/console/sources/{name}/rotate", post(sources::rotate))
         .route("/console/sources/{name}/delete", get(sources::confirm_delete).post(sources::delete))
+        .route("/console/deliveries", get(deliveries::list))
+        .route("/console/deliveries/stream", get(deliveries::stream))
+        .route("/console/deliveries/{request_id}", get(deliveries::detail))
+        .route("/console/sources/{name}/reprocess-dead-letters", post(deliveries::reprocess))
         .route("/console/incidents", get(pages::incidents))
         .route("/console/assets/{file}", get(assets::serve))
         .route("/console/{*rest}", any(pages::not_found))

@@ -106,6 +106,12 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// The live session of `id` at `now`, without counting this as a use (a live stream looks,
+    /// and must not keep an unattended session alive).
+    pub fn peek(&self, id: &str, now: DateTime<Utc>) -> Option<Session> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner()).get(&id_hash(id)).filter(|s| s.alive(now)).cloned()
+    }
+
     /// Ends the session of `id` (sign-out, or its key no longer accepted).
     pub fn close(&self, id: &str) {
         self.table.lock().unwrap_or_else(|p| p.into_inner()).remove(&id_hash(id));

@@ -3,7 +3,9 @@
 //! the function the API's handler calls (`routes::sources::create_source`, ...), with the caller
 //! as the audit log's author.
 
+use super::overview::{SourceDay, last_hour_cell, source_days};
 use super::views::{Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
+use std::collections::HashMap;
 use super::{Console, Form, PageError, redirect};
 use crate::ApiError;
 use crate::api::FieldError;
@@ -58,7 +60,7 @@ fn row_actions(v: &SourceView, viewer: &Viewer) -> Markup {
 }
 
 /// The sources table (or, on a new install, how to add the first source).
-pub fn list_page(sources: &[SourceView], viewer: &Viewer) -> Markup {
+pub fn list_page(sources: &[SourceView], days: &HashMap<String, SourceDay>, viewer: &Viewer) -> Markup {
     layout(
         "Sources",
         Nav::Sources,
@@ -85,6 +87,7 @@ pub fn list_page(sources: &[SourceView], viewer: &Viewer) -> Markup {
                         th scope="col" { "Name" } th scope="col" { "Enabled" } th scope="col" { "Format" }
                         th scope="col" { "Verification" } th scope="col" { "Mode" } th scope="col" { "Auto-triage" }
                         th scope="col" { "Last delivery" } th.num scope="col" { "Deliveries" } th.num scope="col" { "Errors" }
+                        th scope="col" title="Deliveries / errors this hour; the line: deliveries per hour over 24 hours" { "Last hour" }
                         @if viewer.admin { th scope="col" { "Actions" } }
                     } }
                     tbody {
@@ -105,6 +108,7 @@ pub fn list_page(sources: &[SourceView], viewer: &Viewer) -> Markup {
                                 td { (maybe_time(v.last_delivery_at, "never")) }
                                 td.num { (v.delivery_count) }
                                 td.num { (v.error_count) }
+                                td { (last_hour_cell(days.get(&v.source), &v.source)) }
                                 @if viewer.admin { td { (row_actions(v, viewer)) } }
                             }
                         }
@@ -119,7 +123,8 @@ pub fn list_page(sources: &[SourceView], viewer: &Viewer) -> Markup {
 pub async fn list(State(state): State<AppState>, console: Console) -> Result<Markup, PageError> {
     let sources = state.store.list_sources().await.map_err(|e| console.error(ApiError::from(e)))?;
     let views: Vec<SourceView> = sources.iter().map(SourceView::from).collect();
-    Ok(list_page(&views, &console.viewer))
+    let (activity, start) = super::overview::day_of(&state).await.map_err(|e| console.error(e))?;
+    Ok(list_page(&views, &source_days(&activity, start), &console.viewer))
 }
 
 /// What the add form was filled with (kept when it comes back with problems).
@@ -427,7 +432,7 @@ mod tests {
 
     #[test]
     fn an_admin_sees_every_column_and_control() {
-        let html = list_page(&[view("edr")], &viewer(true)).into_string();
+        let html = list_page(&[view("edr")], &HashMap::new(), &viewer(true)).into_string();
         for text in ["Add source", "Send test event", "Disable", "Rotate secret", "Delete", "header-token (X-Api-Key)", "phishing_triage"] {
             assert!(html.contains(text), "{text}: {html}");
         }
@@ -438,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_read_key_sees_no_control_it_cannot_use() {
-        let html = list_page(&[view("edr")], &viewer(false)).into_string();
+        let html = list_page(&[view("edr")], &HashMap::new(), &viewer(false)).into_string();
         for text in
             ["Add source", "Send test event", "Disable", "Rotate secret", "Delete", "<form method=\"post\" action=\"/console/sources"]
         {
@@ -451,16 +456,16 @@ mod tests {
     fn a_config_source_offers_only_the_test() {
         let mut v = view("edr");
         v.managed_by_config = true;
-        let html = list_page(&[v], &viewer(true)).into_string();
+        let html = list_page(&[v], &HashMap::new(), &viewer(true)).into_string();
         assert!(html.contains("Send test event") && html.contains("config"), "{html}");
         assert!(!html.contains("Rotate secret") && !html.contains(">Delete<"), "{html}");
     }
 
     #[test]
     fn a_new_install_says_how_to_add_the_first_source() {
-        let html = list_page(&[], &viewer(true)).into_string();
+        let html = list_page(&[], &HashMap::new(), &viewer(true)).into_string();
         assert!(html.contains("No sources yet") && html.contains(r#"href="/console/sources/new""#) && html.contains(CLI_ADD), "{html}");
-        let html = list_page(&[], &viewer(false)).into_string();
+        let html = list_page(&[], &HashMap::new(), &viewer(false)).into_string();
         assert!(html.contains(CLI_ADD) && !html.contains("/console/sources/new"), "{html}");
     }
 

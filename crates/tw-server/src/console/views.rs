@@ -11,15 +11,17 @@ use maud::{DOCTYPE, Markup, html};
 pub enum Nav {
     Overview,
     Sources,
+    Deliveries,
     Incidents,
     /// Pages outside the sections (sign-in, errors).
     None,
 }
 
 impl Nav {
-    const ALL: [(Nav, &'static str, &'static str); 3] = [
+    const ALL: [(Nav, &'static str, &'static str); 4] = [
         (Nav::Overview, "Overview", "/console"),
         (Nav::Sources, "Sources", "/console/sources"),
+        (Nav::Deliveries, "Deliveries", "/console/deliveries"),
         (Nav::Incidents, "Incidents", "/console/incidents"),
     ];
 }

@@ -37,12 +37,7 @@ pub async fn list(
 ) -> Result<Json<DeliveryList>, ApiError> {
     let name = SourceName::parse(&source).map_err(|_| ApiError::UnknownSource(source.chars().take(64).collect()))?;
     state.store.get_source(&name).await?.ok_or_else(|| ApiError::UnknownSource(name.to_string()))?;
-    let filter = match p.status.as_deref() {
-        None | Some("") | Some("all") => DeliveryFilter::All,
-        Some("ok") => DeliveryFilter::Ok,
-        Some("failed") => DeliveryFilter::Failed,
-        Some(_) => return Err(ApiError::field("status", "must be ok, failed or all")),
-    };
+    let filter = parse_status(p.status.as_deref())?;
     let tail = match p.tail.as_deref().filter(|t| !t.is_empty()) {
         None => 50,
         Some(t) => t
@@ -53,6 +48,16 @@ pub async fn list(
     };
     let items = state.store.list_deliveries(&name, filter, tail).await?;
     Ok(Json(DeliveryList { data: items.into_iter().map(Delivery::from).collect() }))
+}
+
+/// The `status` filter of a delivery list: `ok`, `failed`, or `all` (also when absent).
+pub fn parse_status(status: Option<&str>) -> Result<DeliveryFilter, ApiError> {
+    match status {
+        None | Some("") | Some("all") => Ok(DeliveryFilter::All),
+        Some("ok") => Ok(DeliveryFilter::Ok),
+        Some("failed") => Ok(DeliveryFilter::Failed),
+        Some(_) => Err(ApiError::field("status", "must be ok, failed or all")),
+    }
 }
 
 /// How many other deliveries with the same sender's id one lookup names.
@@ -76,8 +81,14 @@ const OTHERS_SHOWN: u32 = 20;
     )
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_id): Path<String>) -> Result<Json<Delivery>, ApiError> {
+    find(&state, &request_id).await.map(Json)
+}
+
+/// One delivery with its payload, by its own or its sender's request id (see [`get`]); the
+/// console's delivery page shows the same.
+pub async fn find(state: &AppState, request_id: &str) -> Result<Delivery, ApiError> {
     let d =
-        state.store.get_delivery(&request_id).await?.ok_or_else(|| {
+        state.store.get_delivery(request_id).await?.ok_or_else(|| {
             ApiError::NotFound(format!("No delivery with request id '{}'", request_id.chars().take(128).collect::<String>()))
         })?;
     let by_sender = d.request_id != request_id;
@@ -86,7 +97,7 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_
     if by_sender {
         let others: Vec<String> = state
             .store
-            .deliveries_by_sender_request_id(&request_id, OTHERS_SHOWN + 1)
+            .deliveries_by_sender_request_id(request_id, OTHERS_SHOWN + 1)
             .await?
             .into_iter()
             .map(|o| o.request_id)
@@ -95,5 +106,5 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(request_
             .collect();
         v.other_request_ids = Some(others);
     }
-    Ok(Json(v))
+    Ok(v)
 }

@@ -213,7 +213,8 @@ pub(crate) fn parse_name(raw: &str) -> Result<SourceName, ApiError> {
     SourceName::parse(raw).map_err(|_| ApiError::UnknownSource(raw.chars().take(64).collect()))
 }
 
-async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiError> {
+/// The stored source `name` (not the cache), or 404 `unknown_source`.
+pub async fn load(state: &AppState, name: &SourceName) -> Result<SourceRecord, ApiError> {
     state.store.get_source(name).await?.ok_or_else(|| ApiError::UnknownSource(name.to_string()))
 }
 
@@ -623,8 +624,23 @@ pub async fn reprocess(
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
+    reprocess_source(&state, &who, &source, since, dead_letters, cursor, limit).await.map(Json)
+}
+
+/// Reprocesses one bounded step of `source` (see [`reprocess`]), logs what it did and records it
+/// in the audit log as `who`'s: the API's handler and the console's "reprocess dead letters" call it.
+pub async fn reprocess_source(
+    state: &AppState,
+    who: &Admin,
+    source: &SourceRecord,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    dead_letters: bool,
+    cursor: crate::intake::reprocess::Cursor,
+    limit: u32,
+) -> Result<ReprocessResult, ApiError> {
+    let name = &source.name;
     let started = cursor.to_string();
-    let result = reprocess::run(&state, &source, since, dead_letters, cursor, limit).await?;
+    let result = crate::intake::reprocess::run(state, source, since, dead_letters, cursor, limit).await?;
     let (i, d) = (&result.incidents, &result.dead_letters);
     tracing::info!(
         target: "api", source = %name, from = %started, incidents_updated = i.updated, incidents_unchanged = i.unchanged,
@@ -632,8 +648,8 @@ pub async fn reprocess(
         still_failing = d.still_failing, more = result.next.is_some(), "source reprocessed"
     );
     let after = serde_json::json!({"request": {"since": result.since, "dead_letters": dead_letters, "cursor": started}, "result": &result});
-    who.record(&state, "source.reprocess", name.as_str(), None, Some(after)).await;
-    Ok(Json(result))
+    who.record(state, "source.reprocess", name.as_str(), None, Some(after)).await;
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -416,3 +416,154 @@ async fn an_idle_session_expires() {
     assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")), "31 minutes idle");
     assert!(page.cookie("tw_console").is_some_and(|c| c.contains("Max-Age=0")));
 }
+
+const EDR_SECRET: &str = "edr-secret-123456";
+
+/// A source `edr` with one accepted delivery (an incident) and one refused for its signature;
+/// their rows as the API lists them (newest first).
+async fn app_with_deliveries() -> (TestApp, Value) {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "edr", "secret": EDR_SECRET})).await;
+    let (status, v) = app.deliver("edr", EDR_SECRET, &support::generic_with_id("alert-1")).await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = app.deliver("edr", "not-the-secret-999", &support::generic_with_id("alert-2")).await;
+    assert_eq!(status, 401, "{v}");
+    let rows = poll(&app, "/api/webhooks/edr/events", "two delivery records", |v| v["data"].as_array().is_some_and(|d| d.len() == 2)).await;
+    (app, rows["data"].clone())
+}
+
+#[tokio::test]
+async fn the_deliveries_page_lists_accepted_and_refused_deliveries_without_secrets() {
+    let (app, rows) = app_with_deliveries().await;
+    let (refused, accepted) = (&rows[0], &rows[1]);
+    let (refused_id, accepted_id) = (refused["request_id"].as_str().unwrap(), accepted["request_id"].as_str().unwrap());
+    let code = refused["code"].as_str().unwrap();
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let page = b.get("/console/deliveries").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains(r#"<a href="/console/deliveries" aria-current="page">Deliveries</a>"#), "{}", page.body);
+    for text in [refused_id, accepted_id, code, ">ok<", ">failed<", " 401", " 201"] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(page.body.find(refused_id) < page.body.find(accepted_id), "newest first");
+    assert!(!page.body.contains(EDR_SECRET) && !page.body.contains("not-the-secret"), "a secret shown: {}", page.body);
+    assert!(page.body.contains(r#"data-stream="/console/deliveries/stream?after="#), "{}", page.body);
+
+    // Filters: status, code, source.
+    let page = b.get("/console/deliveries?status=failed").await;
+    assert!(page.body.contains(refused_id) && !page.body.contains(accepted_id), "{}", page.body);
+    let page = b.get("/console/deliveries?status=ok&source=edr").await;
+    assert!(!page.body.contains(refused_id) && page.body.contains(accepted_id), "{}", page.body);
+    let page = b.get(&format!("/console/deliveries?code={code}")).await;
+    assert!(page.body.contains(refused_id) && !page.body.contains(accepted_id), "{}", page.body);
+    let page = b.get("/console/deliveries?code=no_such_code").await;
+    assert!(page.body.contains("No delivery matches these filters"), "{}", page.body);
+    assert_eq!(b.get("/console/deliveries?status=maybe").await.status, 422);
+    assert_eq!(b.get("/console/deliveries?source=nope").await.status, 404);
+
+    // The refused one's page: which check failed, never the secret or the signature.
+    let page = b.get(&format!("/console/deliveries/{refused_id}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains(code) && page.body.contains("not verified"), "{}", page.body);
+    assert!(!page.body.contains(EDR_SECRET) && !page.body.contains("not-the-secret") && !page.body.contains("sha256="), "{}", page.body);
+    // The accepted one's page links to its incident.
+    let number = accepted["incident_number"].as_str().unwrap();
+    let page = b.get(&format!("/console/deliveries/{accepted_id}")).await;
+    assert!(page.body.contains(&format!(r#"href="/console/incidents/{number}""#)), "{}", page.body);
+    assert!(page.body.contains("&quot;alert-1&quot;") || page.body.contains("alert-1"), "the payload: {}", page.body);
+    assert_eq!(b.get("/console/deliveries/req_nope").await.status, 404);
+}
+
+/// Reads a server-sent-events response until `want` appears (or panics after 15 s).
+async fn read_until(resp: &mut reqwest::Response, want: &str) -> String {
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(want) {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), read).await.is_err() || !text.contains(want) {
+        panic!("{want} not streamed: {text}");
+    }
+    text
+}
+
+#[tokio::test]
+async fn the_live_stream_needs_a_session_and_sends_new_deliveries() {
+    let (app, _) = app_with_deliveries().await;
+    let anonymous = Browser::new(&app).get("/console/deliveries/stream").await;
+    assert_eq!((anonymous.status.as_u16(), anonymous.location()), (303, Some("/console/login")));
+
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let open = || b.http.get(app.url("/console/deliveries/stream?source=edr")).header("cookie", format!("tw_console={}", b.session.as_ref().unwrap())).send();
+    let mut resp = open().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    let (status, v) = app.deliver("edr", EDR_SECRET, &support::generic_with_id("alert-live")).await;
+    assert_eq!(status, 201, "{v}");
+    let text = read_until(&mut resp, "</tr>").await;
+    assert!(text.contains("event: delivery\ndata: <tr data-id=\"req_"), "{text}");
+    assert!(text.contains(r#"<span class="badge on">ok</span> 201"#), "{text}");
+
+    // Two streams per session at once; the third is refused until one closes.
+    let second = open().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let third = open().await.unwrap();
+    assert_eq!(third.status(), 429, "{:?}", third.text().await);
+    drop(second);
+    drop(resp);
+}
+
+#[tokio::test]
+async fn only_an_admin_reprocesses_dead_letters_and_a_forged_post_is_refused() {
+    let (app, rows) = app_with_deliveries().await;
+    let refused_id = rows[0]["request_id"].as_str().unwrap().to_string();
+    let reader = Browser::sign_in(&app, &app.read_key).await;
+    let page = reader.get(&format!("/console/deliveries/{refused_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("reprocess-dead-letters") && !page.body.contains("Reprocess"), "{}", page.body);
+    let csrf = page.csrf();
+    let page = reader.post("/console/sources/edr/reprocess-dead-letters", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert_locked_down(&page);
+
+    let admin = Browser::sign_in(&app, &app.admin_key).await;
+    let page = admin.get(&format!("/console/deliveries/{refused_id}")).await;
+    assert!(page.body.contains(r#"action="/console/sources/edr/reprocess-dead-letters""#), "{}", page.body);
+    assert_eq!(admin.post("/console/sources/edr/reprocess-dead-letters", &[]).await.status, 403, "the CSRF token is required");
+    let csrf = page.csrf();
+    let page = admin.post("/console/sources/edr/reprocess-dead-letters", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("0 read: 0 became incidents"), "{}", page.body);
+    let audit = get_ok(&app, "/api/audit").await;
+    assert!(audit.to_string().contains("source.reprocess"), "{audit}");
+}
+
+#[tokio::test]
+async fn the_overview_draws_the_days_counts_as_svg() {
+    let fresh = TestApp::spawn().await;
+    let b = Browser::sign_in(&fresh, &fresh.read_key).await;
+    let page = b.get("/console").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<svg") && page.body.contains("add the first source"), "{}", page.body);
+
+    let (app, _) = app_with_deliveries().await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains("<svg"), "{}", page.body);
+    for text in ["2 deliveries", "1 errors", "1 incidents", "edr: 2", "Incidents by severity", "Triage backlog now"] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert!(page.body.contains(r#"<a href="/console/deliveries">Deliveries</a>"#), "the nav links to deliveries: {}", page.body);
+    // The sources list: this hour's deliveries / errors and the day's line.
+    let page = b.get("/console/sources").await;
+    assert!(page.body.contains(r#"<td>2 / <span class="fail">1</span> <svg class="spark""#), "{}", page.body);
+}

@@ -6,6 +6,7 @@ use crate::listing::{self, Arg};
 use crate::model::*;
 use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -100,6 +101,50 @@ impl crate::IncidentStore for PgStore {
             });
         }
         Ok((out, count(total)))
+    }
+
+    async fn activity(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Activity, StoreError> {
+        let since = since.max(until - ACTIVITY_SPAN);
+        let c = self.client().await?;
+        let mut a = Activity::default();
+        let rows = query(
+            &c,
+            "SELECT source, to_timestamp(floor(extract(epoch FROM received_at) / 3600) * 3600) AS hour, \
+             SUM(CASE WHEN status BETWEEN 200 AND 299 THEN COALESCE(refused_count, 1) ELSE 0 END)::BIGINT, \
+             SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE COALESCE(refused_count, 1) END)::BIGINT \
+             FROM deliveries WHERE received_at >= $1 AND received_at < $2 GROUP BY source, hour ORDER BY source, hour",
+            &[&since, &until],
+        )
+        .await?;
+        for r in rows {
+            a.deliveries.push(HourlyDeliveries { source: r.get(0), hour: r.get(1), ok: count(r.get(2)), failed: count(r.get(3)) });
+        }
+        let pairs = |rows: Vec<Row>| rows.into_iter().map(|r| (r.get::<_, String>(0), count(r.get(1)))).collect::<Vec<_>>();
+        a.incidents_by_severity = pairs(
+            query(
+                &c,
+                "SELECT severity, COUNT(*) FROM incidents WHERE received_at >= $1 AND received_at < $2 GROUP BY severity ORDER BY severity",
+                &[&since, &until],
+            )
+            .await?,
+        );
+        a.verdicts = pairs(
+            query(
+                &c,
+                "SELECT v, COUNT(*) FROM (SELECT triage::jsonb ->> 'verdict' AS v FROM incidents \
+                 WHERE received_at >= $1 AND received_at < $2 AND triage IS NOT NULL) t WHERE v IS NOT NULL GROUP BY v ORDER BY v",
+                &[&since, &until],
+            )
+            .await?,
+        );
+        for r in query(&c, "SELECT status, COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running') GROUP BY status", &[]).await? {
+            let status: String = r.get(0);
+            match status.as_str() {
+                "pending" => a.triage_pending = count(r.get(1)),
+                _ => a.triage_running = count(r.get(1)),
+            }
+        }
+        Ok(a)
     }
 }
 

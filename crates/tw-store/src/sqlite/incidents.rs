@@ -1,6 +1,7 @@
 //! Reading incidents and dead letters.
 
-use super::{SqliteStore, parse_opt_ts, parse_ts};
+use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
+use chrono::{DateTime, Utc};
 use crate::StoreError;
 use crate::listing::{self, Arg};
 use crate::model::*;
@@ -125,6 +126,58 @@ impl crate::IncidentStore for SqliteStore {
                 });
             }
             Ok((out, total.max(0) as u64))
+        })
+        .await
+    }
+
+    async fn activity(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> Result<Activity, StoreError> {
+        let (since, until) = (ts(since.max(until - ACTIVITY_SPAN)), ts(until));
+        self.read(move |conn, _| {
+            let mut a = Activity::default();
+            // Times are stored as fixed-width RFC 3339 text: their first 13 characters are the hour.
+            let mut stmt = conn.prepare_cached(
+                "SELECT source, substr(received_at, 1, 13) AS hour, \
+                 SUM(CASE WHEN status BETWEEN 200 AND 299 THEN COALESCE(refused_count, 1) ELSE 0 END), \
+                 SUM(CASE WHEN status BETWEEN 200 AND 299 THEN 0 ELSE COALESCE(refused_count, 1) END) \
+                 FROM deliveries WHERE received_at >= ?1 AND received_at < ?2 GROUP BY source, hour ORDER BY source, hour",
+            )?;
+            let mut rows = stmt.query(params![since, until])?;
+            while let Some(r) = rows.next()? {
+                let hour: String = r.get(1)?;
+                a.deliveries.push(HourlyDeliveries {
+                    source: r.get(0)?,
+                    hour: parse_ts(&format!("{hour}:00:00Z"))?,
+                    ok: r.get::<_, i64>(2)?.max(0) as u64,
+                    failed: r.get::<_, i64>(3)?.max(0) as u64,
+                });
+            }
+            let counts = |sql: &str| -> Result<Vec<(String, u64)>, StoreError> {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(params![since, until])?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64));
+                }
+                Ok(out)
+            };
+            a.incidents_by_severity = counts(
+                "SELECT severity, COUNT(*) FROM incidents WHERE received_at >= ?1 AND received_at < ?2 GROUP BY severity ORDER BY severity",
+            )?;
+            a.verdicts = counts(
+                "SELECT v, COUNT(*) FROM (SELECT json_extract(triage, '$.verdict') AS v FROM incidents \
+                 WHERE received_at >= ?1 AND received_at < ?2 AND triage IS NOT NULL AND json_valid(triage)) \
+                 WHERE v IS NOT NULL GROUP BY v ORDER BY v",
+            )?;
+            let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running') GROUP BY status")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (status, n): (String, i64) = (r.get(0)?, r.get(1)?);
+                match status.as_str() {
+                    "pending" => a.triage_pending = n.max(0) as u64,
+                    _ => a.triage_running = n.max(0) as u64,
+                }
+            }
+            Ok(a)
         })
         .await
     }
