@@ -101,10 +101,35 @@ try {
   check((await row.innerText()).includes("1"), `the row counts the delivery: ${await row.innerText()}`);
   await shot("07-sources-with-delivery");
 
+  step = "a signed delivery appears live in the deliveries list, and opens";
+  await page.goto(`${url}/console/deliveries`);
+  const before = await page.locator("tbody#deliveries tr[data-id]").count();
+  const body2 = JSON.stringify({ event_type: "security_alert", data: { alert_id: "browser-2", severity: "low", details: { title: "Live one" } } });
+  const ts2 = Math.floor(Date.now() / 1000).toString();
+  const sig2 = createHmac("sha256", secret).update(`${ts2}.${body2}`).digest("hex");
+  const second = await fetch(`${url}/api/webhooks/mail`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-webhook-timestamp": ts2, "x-webhook-signature": `sha256=${sig2}` },
+    body: body2,
+  });
+  check(second.status === 201, `second delivery answered ${second.status}`);
+  const liveId = second.headers.get("x-tw-request-id");
+  await page.waitForSelector(`tbody#deliveries tr.new[data-id="${liveId}"]`, { timeout: 20000 });
+  check((await page.locator("tbody#deliveries tr[data-id]").count()) === before + 1, "one row was added live, without a reload");
+  await shot("08-deliveries-live");
+  await page.locator(`tbody#deliveries tr[data-id="${liveId}"] a`).first().click();
+  const detail = await page.content();
+  check(detail.includes(liveId) && detail.includes("INC-"), "the delivery page names its request id and its incident");
+  await shot("08b-delivery");
+  await page.goto(`${url}/console`);
+  check((await page.locator("svg").count()) > 0, "the overview draws the day's charts");
+  await shot("08c-overview-with-data");
+
   step = "send a test event";
+  await page.goto(`${url}/console/sources`);
   await row.locator('button:has-text("Send test event")').click();
   check((await page.content()).toLowerCase().includes("verified"), "the test's result says it verified");
-  await shot("08-test-event");
+  await shot("08d-test-event");
 
   step = "rotate the secret: the new one is shown once";
   await page.goto(`${url}/console/sources`);
