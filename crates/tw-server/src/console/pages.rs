@@ -1,4 +1,4 @@
-//! The pages that are placeholders for now (overview, incidents), and the console's 404.
+//! The overview (a placeholder for its charts for now), and the console's 404.
 
 use super::views::{Nav, layout};
 use super::{Console, PageError};
@@ -32,22 +32,6 @@ pub async fn overview(State(state): State<AppState>, console: Console) -> Result
             }
         },
     ))
-}
-
-/// `GET /console/incidents`: not built yet; says where incidents are meanwhile.
-pub async fn incidents(console: Console) -> Markup {
-    layout(
-        "Incidents",
-        Nav::Incidents,
-        Some(&console.viewer),
-        html! {
-            h1 { "Incidents" }
-            div.panel {
-                p { "The incident list is not in the console yet." }
-                p { "Meanwhile: " code { "tw-cli incident list" } ", " code { "tw-cli incident get INC-2026-0001" } ", or " code { "GET /api/incidents" } "." }
-            }
-        },
-    )
 }
 
 /// Any other path under `/console`.

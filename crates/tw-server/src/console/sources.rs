@@ -3,7 +3,7 @@
 //! the function the API's handler calls (`routes::sources::create_source`, ...), with the caller
 //! as the audit log's author.
 
-use super::views::{Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
+use super::views::{self, Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
 use super::{Console, Form, PageError, redirect};
 use crate::ApiError;
 use crate::api::FieldError;
@@ -187,12 +187,7 @@ pub fn new_page(viewer: &Viewer, values: &NewSource, problems: &[FieldError]) ->
         Some(viewer),
         html! {
             h1 { "Add source" }
-            @if !problems.is_empty() {
-                div.notice.error role="alert" {
-                    "The source was not added:"
-                    ul.errors { @for p in problems { li { @if !p.field.is_empty() { code { (p.field) } ": " } (p.message) } } }
-                }
-            }
+            @if !problems.is_empty() { (views::problems("The source was not added:", problems)) }
             div.panel {
                 form.stack method="post" action="/console/sources" {
                     (csrf_field(&viewer.csrf))
