@@ -287,11 +287,8 @@ pub fn detail_page(d: &IncidentDetail, playbooks: &[String], viewer: &Viewer) ->
 /// `GET /console/incidents/{number}` (or its uuid).
 pub async fn detail(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Markup, PageError> {
     let d = service::incident_detail(&state, &id).await.map_err(|e| console.error(e))?;
-    let playbooks = if console.viewer.admin {
-        state.playbooks.names().await.map_err(|e| console.error(ApiError::from(e)))?
-    } else {
-        Vec::new()
-    };
+    let playbooks =
+        if console.viewer.admin { state.playbooks.names().await.map_err(|e| console.error(ApiError::from(e)))? } else { Vec::new() };
     Ok(detail_page(&d, &playbooks, &console.viewer))
 }
 
@@ -332,8 +329,10 @@ mod tests {
     }
 
     fn list(items: Vec<Incident>, next: Option<&str>) -> IncidentList {
-        serde_json::from_value(json!({"data": items, "meta": {"per_page": 50, "total": items.len(), "total_pages": 1, "next_cursor": next}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"data": items, "meta": {"per_page": 50, "total": items.len(), "total_pages": 1, "next_cursor": next}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -351,9 +350,15 @@ mod tests {
     fn rows_link_to_the_incident_with_severity_and_verdict() {
         let l = list(vec![incident("INC-2026-0007", json!({"status": "completed", "verdict": "malicious"}))], Some("2026-7"));
         let html = list_page(Some(&l), &ListQuery::default(), &["edr".into()], &[], &viewer(false)).into_string();
-        for text in [r#"href="/console/incidents/INC-2026-0007""#, "sev-high", "malicious", "Malicious &lt;file&gt;",
-            r#"<time datetime="2026-01-02T03:04:05Z""#, r#"href="/console/incidents?cursor=2026-7""#, r#"<option value="edr">edr</option>"#]
-        {
+        for text in [
+            r#"href="/console/incidents/INC-2026-0007""#,
+            "sev-high",
+            "malicious",
+            "Malicious &lt;file&gt;",
+            r#"<time datetime="2026-01-02T03:04:05Z""#,
+            r#"href="/console/incidents?cursor=2026-7""#,
+            r#"<option value="edr">edr</option>"#,
+        ] {
             assert!(html.contains(text), "{text}: {html}");
         }
     }
@@ -374,9 +379,16 @@ mod tests {
     fn the_detail_shows_entities_and_only_an_admin_gets_the_rerun_button() {
         let d = IncidentDetail { incident: incident("INC-2026-0001", Value::Null), raw_payload: Some(json!({"a": "<b>"})) };
         let html = detail_page(&d, &["malware_triage".into()], &viewer(true)).into_string();
-        for text in ["WS-01", "Entities (1)", "Not triaged", "Re-run triage", r#"action="/console/incidents/INC-2026-0001/triage""#,
-            r#"name="csrf" value="tok""#, "&quot;&lt;b&gt;&quot;", "the source's (malware_triage)"]
-        {
+        for text in [
+            "WS-01",
+            "Entities (1)",
+            "Not triaged",
+            "Re-run triage",
+            r#"action="/console/incidents/INC-2026-0001/triage""#,
+            r#"name="csrf" value="tok""#,
+            "&quot;&lt;b&gt;&quot;",
+            "the source's (malware_triage)",
+        ] {
             assert!(html.contains(text), "{text}: {html}");
         }
         let html = detail_page(&d, &[], &viewer(false)).into_string();

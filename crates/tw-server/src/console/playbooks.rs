@@ -188,7 +188,12 @@ fn answered(ok: bool, page: Markup) -> Response {
 }
 
 /// `POST /console/playbooks/{name}/validate`: `POST /api/playbooks/validate` on the form's YAML.
-pub async fn validate(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Response, PageError> {
+pub async fn validate(
+    State(state): State<AppState>,
+    console: Console,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, PageError> {
     let form = console.form(&body)?;
     let p = load(&state, &console, &name).await?;
     let yaml = form.get("yaml").unwrap_or_default().to_string();
@@ -260,12 +265,22 @@ mod tests {
         let entries = vec![
             PlaybookListEntry::Playbook(view("phishing_triage", true)),
             PlaybookListEntry::Playbook(view("mine", false)),
-            PlaybookListEntry::Broken(BrokenPlaybook { name: "old".into(), builtin: false, origin: PlaybookOrigin::Dir, error: "no longer parses".into() }),
+            PlaybookListEntry::Broken(BrokenPlaybook {
+                name: "old".into(),
+                builtin: false,
+                origin: PlaybookOrigin::Dir,
+                error: "no longer parses".into(),
+            }),
         ];
         let html = list_page(&entries, &viewer()).into_string();
-        for text in [r#"href="/console/playbooks/phishing_triage""#, "built-in", "added by API", r#"<td class="num">1</td>"#,
-            "no longer parses", "Checks &lt;mail&gt;"]
-        {
+        for text in [
+            r#"href="/console/playbooks/phishing_triage""#,
+            "built-in",
+            "added by API",
+            r#"<td class="num">1</td>"#,
+            "no longer parses",
+            "Checks &lt;mail&gt;",
+        ] {
             assert!(html.contains(text), "{text}: {html}");
         }
     }

@@ -134,10 +134,22 @@ mod tests {
     #[test]
     fn a_completed_triage_shows_verdict_findings_actions_and_trace() {
         let html = panel(&completed()).into_string();
-        for text in ["malicious", "85 / 100", "phishing_triage", "Findings (1)", "+40", "sender_lookalike_domain", "examp1e.com",
-            "Recommended actions (1)", "block_sender", "Step trace (2)", "check_sender", "skipped", "Severity set to",
-            r#"<time datetime="2026-01-02T03:04:05Z""#]
-        {
+        for text in [
+            "malicious",
+            "85 / 100",
+            "phishing_triage",
+            "Findings (1)",
+            "+40",
+            "sender_lookalike_domain",
+            "examp1e.com",
+            "Recommended actions (1)",
+            "block_sender",
+            "Step trace (2)",
+            "check_sender",
+            "skipped",
+            "Severity set to",
+            r#"<time datetime="2026-01-02T03:04:05Z""#,
+        ] {
             assert!(html.contains(text), "{text}: {html}");
         }
         assert!(html.contains("looks like &lt;example.com&gt;"), "escaped: {html}");

@@ -171,8 +171,11 @@ mod tests {
 
     #[test]
     fn problems_name_their_field() {
-        let html = problems("Not valid:", &[crate::api::FieldError::new("steps.a.action", "unknown <x>"), crate::api::FieldError::new("", "whole")])
-            .into_string();
+        let html = problems(
+            "Not valid:",
+            &[crate::api::FieldError::new("steps.a.action", "unknown <x>"), crate::api::FieldError::new("", "whole")],
+        )
+        .into_string();
         assert!(html.contains("Not valid:") && html.contains("<li><code>steps.a.action</code>: unknown &lt;x&gt;</li>"), "{html}");
         assert!(html.contains("<li>whole</li>"), "{html}");
         let page = layout("P", Nav::Playbooks, Some(&viewer(false)), html! {}).into_string();

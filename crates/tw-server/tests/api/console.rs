@@ -485,9 +485,20 @@ async fn the_incident_page_shows_entities_and_the_triage_and_an_admin_reruns_it(
     let page = admin.get(&format!("/console/incidents/{number}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert_locked_down(&page);
-    for text in [number.as_str(), "Suspicious login", entity.as_str(), "Entities (", verdict.as_str(), "/ 100", "Step trace (",
-        "Findings (", "Recommended actions (", "Raw payload", "alert-123", "Re-run triage"]
-    {
+    for text in [
+        number.as_str(),
+        "Suspicious login",
+        entity.as_str(),
+        "Entities (",
+        verdict.as_str(),
+        "/ 100",
+        "Step trace (",
+        "Findings (",
+        "Recommended actions (",
+        "Raw payload",
+        "alert-123",
+        "Re-run triage",
+    ] {
         assert!(page.body.contains(text), "{text}: {}", page.body);
     }
     let (_, list) = app.admin(Method::GET, "/api/incidents", None).await;
@@ -497,7 +508,9 @@ async fn the_incident_page_shows_entities_and_the_triage_and_an_admin_reruns_it(
     let csrf = page.csrf();
     let page = admin.post(&format!("/console/incidents/{number}/triage"), &[("csrf", &csrf), ("playbook", "")]).await;
     assert_eq!((page.status.as_u16(), page.location()), (303, Some(format!("/console/incidents/{number}").as_str())), "{}", page.body);
-    let again = poll_until(&app, &path, "the re-run completed", DEADLINE, |v| v["triage"]["status"] == "completed" && v["triage"]["job_id"] != job).await;
+    let again =
+        poll_until(&app, &path, "the re-run completed", DEADLINE, |v| v["triage"]["status"] == "completed" && v["triage"]["job_id"] != job)
+            .await;
     assert_eq!(again["triage"]["playbook"], "phishing_triage", "{again}");
     let page = admin.post(&format!("/console/incidents/{number}/triage"), &[("csrf", &csrf), ("playbook", "no_such_playbook")]).await;
     assert_eq!(page.status, 422, "{}", page.body);
