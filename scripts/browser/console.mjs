@@ -102,6 +102,13 @@ try {
   await shot("07-sources-with-delivery");
 
   step = "a signed delivery appears live in the deliveries list, and opens";
+  // Auto-triage on (through the API, as an operator's script would), so the incident gets a verdict.
+  const patched = await fetch(`${url}/api/webhooks/mail`, {
+    method: "PATCH",
+    headers: { "content-type": "application/json", authorization: `Bearer ${adminKey}` },
+    body: JSON.stringify({ auto_triage: true, playbook: "phishing_triage" }),
+  });
+  check(patched.status === 200, `auto-triage on: ${patched.status}`);
   await page.goto(`${url}/console/deliveries`);
   const before = await page.locator("tbody#deliveries tr[data-id]").count();
   const body2 = JSON.stringify({ event_type: "security_alert", data: { alert_id: "browser-2", severity: "low", details: { title: "Live one" } } });
@@ -121,6 +128,23 @@ try {
   const detail = await page.content();
   check(detail.includes(liveId) && detail.includes("INC-"), "the delivery page names its request id and its incident");
   await shot("08b-delivery");
+
+  step = "the delivery's incident shows its triage verdict";
+  await page.locator('a[href^="/console/incidents/"]').first().click();
+  let verdict = false;
+  for (let i = 0; i < 40 && !verdict; i++) {
+    verdict = (await page.content()).includes("<dt>Verdict</dt>");
+    if (!verdict) {
+      await page.waitForTimeout(500);
+      await page.reload();
+    }
+  }
+  check(verdict, "the incident page shows the verdict once triage ran");
+  await shot("08e-incident-triaged");
+  await page.goto(`${url}/console/incidents`);
+  await shot("08f-incidents");
+  await page.goto(`${url}/console/playbooks`);
+  await shot("08g-playbooks");
   await page.goto(`${url}/console`);
   check((await page.locator("svg").count()) > 0, "the overview draws the day's charts");
   await shot("08c-overview-with-data");

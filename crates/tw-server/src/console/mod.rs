@@ -12,7 +12,8 @@
 //!   key by the API's rule ([`crate::auth::require_admin`]); a read key's pages show no control
 //!   it cannot use.
 //! - Pages call the service functions the API handlers call (`routes::sources::create_source`,
-//!   ...), never a copy of their rules.
+//!   `routes::incidents::list_incidents`, `routes::triage::queue_triage`,
+//!   `routes::playbooks::validate_playbook`, ...), never a copy of their rules.
 //!
 //! The console's routes are HTML for people, deliberately not in the OpenAPI document; they are
 //! registered here and merged into the server's router by [`crate::routes::router`].
@@ -20,11 +21,14 @@
 pub mod assets;
 mod charts;
 mod deliveries;
+mod incidents;
 mod login;
 mod overview;
 mod pages;
+mod playbooks;
 pub mod session;
 mod sources;
+mod triage;
 pub mod views;
 
 use crate::ApiError;
@@ -62,7 +66,13 @@ pub fn router() -> Router<AppState> {
         .route("/console/deliveries/stream", get(deliveries::stream))
         .route("/console/deliveries/{request_id}", get(deliveries::detail))
         .route("/console/sources/{name}/reprocess-dead-letters", post(deliveries::reprocess))
-        .route("/console/incidents", get(pages::incidents))
+        .route("/console/incidents", get(incidents::list))
+        .route("/console/incidents/{id}", get(incidents::detail))
+        .route("/console/incidents/{id}/triage", post(incidents::rerun))
+        .route("/console/playbooks", get(playbooks::list))
+        .route("/console/playbooks/{name}", get(playbooks::show))
+        .route("/console/playbooks/{name}/validate", post(playbooks::validate))
+        .route("/console/playbooks/{name}/test", post(playbooks::test))
         .route("/console/assets/{file}", get(assets::serve))
         .route("/console/{*rest}", any(pages::not_found))
         .layer(axum::middleware::map_response(security_headers))

@@ -4,7 +4,7 @@
 //! as the audit log's author.
 
 use super::overview::{SourceDay, last_hour_cell, source_days};
-use super::views::{Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
+use super::views::{self, Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
 use std::collections::HashMap;
 use super::{Console, Form, PageError, redirect};
 use crate::ApiError;
@@ -192,12 +192,7 @@ pub fn new_page(viewer: &Viewer, values: &NewSource, problems: &[FieldError]) ->
         Some(viewer),
         html! {
             h1 { "Add source" }
-            @if !problems.is_empty() {
-                div.notice.error role="alert" {
-                    "The source was not added:"
-                    ul.errors { @for p in problems { li { @if !p.field.is_empty() { code { (p.field) } ": " } (p.message) } } }
-                }
-            }
+            @if !problems.is_empty() { (views::problems("The source was not added:", problems)) }
             div.panel {
                 form.stack method="post" action="/console/sources" {
                     (csrf_field(&viewer.csrf))

@@ -13,16 +13,18 @@ pub enum Nav {
     Sources,
     Deliveries,
     Incidents,
+    Playbooks,
     /// Pages outside the sections (sign-in, errors).
     None,
 }
 
 impl Nav {
-    const ALL: [(Nav, &'static str, &'static str); 4] = [
+    const ALL: [(Nav, &'static str, &'static str); 5] = [
         (Nav::Overview, "Overview", "/console"),
         (Nav::Sources, "Sources", "/console/sources"),
         (Nav::Deliveries, "Deliveries", "/console/deliveries"),
         (Nav::Incidents, "Incidents", "/console/incidents"),
+        (Nav::Playbooks, "Playbooks", "/console/playbooks"),
     ];
 }
 
@@ -117,6 +119,16 @@ pub fn message_page(title: &str, message: &str, viewer: Option<&Viewer>) -> Mark
     )
 }
 
+/// The API's objections to a submission, one per field (`steps.enrich.action: ...`), after `lead`.
+pub fn problems(lead: &str, details: &[crate::api::FieldError]) -> Markup {
+    html! {
+        div.notice.error role="alert" {
+            (lead)
+            ul.errors { @for p in details { li { @if !p.field.is_empty() { code { (p.field) } ": " } (p.message) } } }
+        }
+    }
+}
+
 /// What to paste into a sender, one line per field; values can be copied with one click.
 pub fn recipe(lines: &[crate::sources::RecipeLine]) -> Markup {
     html! {
@@ -159,6 +171,19 @@ mod tests {
         // The sign-out form carries the token; names are escaped.
         assert!(page.contains(r#"<input type="hidden" name="csrf" value="t0ken">"#), "{page}");
         assert!(page.contains("ops &lt;team&gt;") && page.contains("admin"), "{page}");
+    }
+
+    #[test]
+    fn problems_name_their_field() {
+        let html = problems(
+            "Not valid:",
+            &[crate::api::FieldError::new("steps.a.action", "unknown <x>"), crate::api::FieldError::new("", "whole")],
+        )
+        .into_string();
+        assert!(html.contains("Not valid:") && html.contains("<li><code>steps.a.action</code>: unknown &lt;x&gt;</li>"), "{html}");
+        assert!(html.contains("<li>whole</li>"), "{html}");
+        let page = layout("P", Nav::Playbooks, Some(&viewer(false)), html! {}).into_string();
+        assert!(page.contains(r#"<a href="/console/playbooks" aria-current="page">Playbooks</a>"#), "{page}");
     }
 
     #[test]

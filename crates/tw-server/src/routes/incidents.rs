@@ -67,6 +67,13 @@ impl Cursor {
     )
 )]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<IncidentListParams>) -> Result<Json<IncidentList>, ApiError> {
+    list_incidents(&state, q).await.map(Json)
+}
+
+/// A page of incidents by the filters and cursor of `q`, checked by the API's rules (every bad
+/// parameter in one 422) and read through the store's indexed listing: what `GET /api/incidents`
+/// and the console's incident list both show.
+pub async fn list_incidents(state: &AppState, q: IncidentListParams) -> Result<IncidentList, ApiError> {
     let mut errors: Vec<FieldError> = Vec::new();
     let page = q.page.parse().unwrap_or_else(|e| {
         errors.extend(e);
@@ -111,7 +118,7 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Qu
         total_pages: paged.total_pages,
         next_cursor: found.next.map(|n| Cursor(n).encode()),
     };
-    Ok(Json(IncidentList { data: found.items.into_iter().map(IncidentView::from).collect(), meta }))
+    Ok(IncidentList { data: found.items.into_iter().map(IncidentView::from).collect(), meta })
 }
 
 async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
@@ -136,12 +143,18 @@ async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
     )
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<IncidentDetail>, ApiError> {
-    let mut incident = load(&state, &id).await?;
+    incident_detail(&state, &id).await.map(Json)
+}
+
+/// One incident by uuid or INC number, with its raw payload as JSON (or as a string when it was
+/// not JSON): what `GET /api/incidents/{id}` and the console's incident page show.
+pub async fn incident_detail(state: &AppState, id: &str) -> Result<IncidentDetail, ApiError> {
+    let mut incident = load(state, id).await?;
     let raw_payload = incident
         .raw
         .take()
         .map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned())));
-    Ok(Json(IncidentDetail { incident: incident.into(), raw_payload }))
+    Ok(IncidentDetail { incident: incident.into(), raw_payload })
 }
 
 /// The payload exactly as the sender sent it.

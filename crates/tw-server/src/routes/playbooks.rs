@@ -28,7 +28,7 @@ pub const MAX_TEST_BODY_BYTES: usize = 1024 * 1024 + 64 * 1024;
 /// Names that are API paths under `/api/playbooks/`.
 const RESERVED: &[&str] = &["validate"];
 
-fn yaml_of(body: &Bytes) -> Result<String, ApiError> {
+fn yaml_of(body: &[u8]) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidPayload("Playbook must be UTF-8 YAML text".into()))?;
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
         && let Some(Value::String(y)) = m.get("yaml") {
@@ -91,6 +91,12 @@ async fn used_by(state: &AppState, name: &str) -> Result<Vec<String>, ApiError> 
     )
 )]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Json<PlaybookList>, ApiError> {
+    list_playbooks(&state).await.map(Json)
+}
+
+/// Every playbook, built-in first, with the sources that use each (a stored one that no longer
+/// parses as such): what `GET /api/playbooks` and the console's playbook list show.
+pub async fn list_playbooks(state: &AppState) -> Result<PlaybookList, ApiError> {
     let sources = state.store.list_sources().await?;
     let users = |name: &str| -> Vec<String> {
         sources.iter().filter(|s| s.settings.playbook.as_deref() == Some(name)).map(|s| s.name.to_string()).collect()
@@ -112,7 +118,7 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
             })),
         }
     }
-    Ok(Json(PlaybookList { data: out }))
+    Ok(PlaybookList { data: out })
 }
 
 /// One playbook with its YAML.
@@ -130,14 +136,20 @@ pub async fn list(State(state): State<AppState>, _auth: ReadAccess) -> Result<Js
     )
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(name): Path<String>) -> Result<Json<PlaybookView>, ApiError> {
+    get_playbook(&state, &name).await.map(Json)
+}
+
+/// One playbook with its YAML: what `GET /api/playbooks/{name}` and the console's playbook page
+/// show.
+pub async fn get_playbook(state: &AppState, name: &str) -> Result<PlaybookView, ApiError> {
     let not_found = || ApiError::NotFound(format!("Playbook '{}' not found", name.chars().take(80).collect::<String>()));
-    let resolved = state.playbooks.get(&name).await?.ok_or_else(not_found)?;
-    let used = used_by(&state, &name).await?;
+    let resolved = state.playbooks.get(name).await?.ok_or_else(not_found)?;
+    let used = used_by(state, name).await?;
     if resolved.builtin {
-        return Ok(Json(PlaybookView::new(&resolved.playbook, PlaybookOrigin::Builtin, builtin_yaml(&name), used)));
+        return Ok(PlaybookView::new(&resolved.playbook, PlaybookOrigin::Builtin, builtin_yaml(name), used));
     }
-    let stored = state.store.get_playbook(&name).await?.ok_or_else(not_found)?;
-    Ok(Json(PlaybookView::new(&resolved.playbook, PlaybookOrigin::of_stored(&stored.origin), Some(&stored.yaml), used)))
+    let stored = state.store.get_playbook(name).await?.ok_or_else(not_found)?;
+    Ok(PlaybookView::new(&resolved.playbook, PlaybookOrigin::of_stored(&stored.origin), Some(&stored.yaml), used))
 }
 
 /// Adds a user playbook (409 when the name exists).
@@ -267,8 +279,15 @@ pub async fn remove(State(state): State<AppState>, who: Admin, Path(name): Path<
     )
 )]
 pub async fn validate(_auth: ReadAccess, body: Bytes) -> Result<Json<PlaybookValidation>, ApiError> {
-    let playbook = parse_checked(&yaml_of(&body)?)?;
-    Ok(Json(PlaybookValidation { valid: true, steps: playbook.steps.len() as u64, name: playbook.name }))
+    validate_playbook(&body).map(Json)
+}
+
+/// Checks a playbook (its YAML text, or JSON `{"yaml": "..."}`) without storing it: what
+/// `POST /api/playbooks/validate` and the console's "Validate" do. An invalid one is a
+/// validation error with every problem (`steps.<step>.<field>`, with its line when known).
+pub fn validate_playbook(body: &[u8]) -> Result<PlaybookValidation, ApiError> {
+    let playbook = parse_checked(&yaml_of(body)?)?;
+    Ok(PlaybookValidation { valid: true, steps: playbook.steps.len() as u64, name: playbook.name })
 }
 
 /// Runs a playbook on a payload without storing anything:
@@ -307,6 +326,14 @@ pub async fn test(
         Ok(Value::Object(m)) => m,
         _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object with a 'payload'".into())),
     };
+    test_playbook(&state, name, &body).await.map(Json)
+}
+
+/// Runs playbook `name` on `body`'s `payload` (with its `format`, `variables` and `source`)
+/// without storing anything: what `POST /api/playbooks/{name}/test` and the console's "Test" do.
+/// The caller has taken the key's playbook-test budget ([`crate::limits::take_playbook_test`])
+/// and bounded the body to [`MAX_TEST_BODY_BYTES`].
+pub async fn test_playbook(state: &AppState, name: String, body: &Map<String, Value>) -> Result<PlaybookTestResult, ApiError> {
     let payload = body.get("payload").ok_or_else(|| ApiError::field("payload", "is required"))?;
     let format = match body.get("format") {
         None | Some(Value::Null) => None,
@@ -338,8 +365,8 @@ pub async fn test(
         entities: alert.entities.clone(),
         raw: payload.clone(),
     };
-    match run_playbook(&state, &name, incident, variables, false).await {
-        Ok(outcome) => Ok(Json(PlaybookTestResult { playbook: name, alert, triage: serde_json::to_value(outcome).unwrap_or_default() })),
+    match run_playbook(state, &name, incident, variables, false).await {
+        Ok(outcome) => Ok(PlaybookTestResult { playbook: name, alert, triage: serde_json::to_value(outcome).unwrap_or_default() }),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
         Err(RunError::Busy) => Err(ApiError::Unavailable),
         Err(RunError::Transient(m) | RunError::Failed(m)) => Err(ApiError::field("playbook", m)),

@@ -47,6 +47,15 @@ pub async fn run(
             _ => return Err(ApiError::InvalidPayload("Request body must be a JSON object".into())),
         }
     };
+    let queued = queue_triage(&state, &id, &body).await?;
+    Ok((StatusCode::ACCEPTED, Json(queued)))
+}
+
+/// Queues a triage of incident `id` (uuid or INC number) with `body`'s `playbook` and `variables`
+/// (default: the playbook of the incident's source), by the API's rules: what
+/// `POST /api/incidents/{id}/triage` and the console's "Re-run triage" do. The caller checks the
+/// admin scope.
+pub async fn queue_triage(state: &AppState, id: &str, body: &Map<String, Value>) -> Result<TriageQueued, ApiError> {
     for k in body.keys() {
         if k != "playbook" && k != "variables" {
             return Err(ApiError::field(k, format!("unknown field '{k}'")));
@@ -85,16 +94,13 @@ pub async fn run(
         })?;
     state.triage_wakeup.notify_one();
     tracing::info!(target: "triage", job_id = %job.job_id, incident = %incident.incident_number, playbook = %playbook, "triage requested");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TriageQueued {
-            job_id: job.job_id,
-            status: job.status,
-            incident_id: incident.id,
-            incident_number: incident.incident_number.to_string(),
-            playbook,
-        }),
-    ))
+    Ok(TriageQueued {
+        job_id: job.job_id,
+        status: job.status,
+        incident_id: incident.id,
+        incident_number: incident.incident_number.to_string(),
+        playbook,
+    })
 }
 
 /// One triage job's state.

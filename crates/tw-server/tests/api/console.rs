@@ -1,6 +1,7 @@
 //! The console over HTTP, as a browser without JavaScript speaks to it: sign-in and its cookie,
 //! the security headers, CSRF tokens, what a read key sees and may do, adding a source (the secret
-//! and recipe shown once), the other source actions, sign-out, revocation, the assets.
+//! and recipe shown once), the other source actions, sign-out, revocation, the assets, the
+//! incident list and page with a re-run of triage, and the playbook pages.
 //!
 //! Browser tests (a real headless Chromium) are not here yet.
 
@@ -566,4 +567,188 @@ async fn the_overview_draws_the_days_counts_as_svg() {
     // The sources list: this hour's deliveries / errors and the day's line.
     let page = b.get("/console/sources").await;
     assert!(page.body.contains(r#"<td>2 / <span class="fail">1</span> <svg class="spark""#), "{}", page.body);
+}
+
+/// Delivers `body` to `source` (registered with `secret`); the incident's number.
+async fn delivered(app: &TestApp, source: &str, secret: &str, body: &str) -> String {
+    let (status, v) = app.deliver(source, secret, body).await;
+    assert_eq!(status, 201, "{v}");
+    v["incident_number"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_incident_list_shows_delivered_incidents_filters_and_pages() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console/incidents").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains("No incidents yet") && page.body.contains(r#"href="/console/sources""#), "{}", page.body);
+    assert!(page.body.contains(r#"<a href="/console/incidents" aria-current="page">Incidents</a>"#), "{}", page.body);
+
+    app.add_source(json!({"source": "edr", "secret": "edr-secret-123456"})).await;
+    app.add_source(json!({"source": "mail", "secret": "mail-secret-123456"})).await;
+    let edr = delivered(&app, "edr", "edr-secret-123456", CROWDSTRIKE).await;
+    let mail = delivered(&app, "mail", "mail-secret-123456", GENERIC).await;
+    let (_, api) = app.admin(Method::GET, &format!("/api/incidents/{mail}"), None).await;
+    let severity = api["severity"].as_str().unwrap().to_string();
+
+    let page = b.get("/console/incidents").await;
+    assert_eq!(page.status, 200);
+    for text in [format!(r#"href="/console/incidents/{edr}""#), format!(r#"href="/console/incidents/{mail}""#), format!("sev-{severity}")] {
+        assert!(page.body.contains(&text), "{text}: {}", page.body);
+    }
+    assert!(page.body.contains("2 incidents") && page.body.contains("<time datetime="), "{}", page.body);
+
+    // The GET form's fields, empty ones included, as a browser sends them.
+    let page = b.get("/console/incidents?source=mail&severity=&status=").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&mail) && !page.body.contains(&edr), "{}", page.body);
+    assert!(page.body.contains(r#"<option value="mail" selected>mail</option>"#), "{}", page.body);
+    let page = b.get(&format!("/console/incidents?source=&severity={severity}&status=closed")).await;
+    assert!(page.body.contains("No incidents match") && !page.body.contains(&mail), "{}", page.body);
+
+    // One page at a time by the API's cursor, with the filters kept.
+    let (_, first) = app.admin(Method::GET, "/api/incidents?per_page=1", None).await;
+    let cursor = first["meta"]["next_cursor"].as_str().unwrap().to_string();
+    let page = b.get(&format!("/console/incidents?cursor={cursor}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&edr) && !page.body.contains(&format!("/console/incidents/{mail}")), "{}", page.body);
+    assert!(page.body.contains("First page"), "{}", page.body);
+
+    // The API's own objections, on the page.
+    let page = b.get("/console/incidents?severity=dire&cursor=nope").await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<code>severity</code>: ") && page.body.contains("<code>cursor</code>: "), "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_incident_page_shows_entities_and_the_triage_and_an_admin_reruns_it() {
+    let app = super::triage::spawn_triage(|_| {}).await;
+    app.add_source(json!({"source": "mail", "secret": "mail-secret-123456", "auto_triage": true, "playbook": "phishing_triage"})).await;
+    let number = delivered(&app, "mail", "mail-secret-123456", GENERIC).await;
+    let path = format!("/api/incidents/{number}");
+    let inc = poll_until(&app, &path, "triage completed", DEADLINE, |v| v["triage"]["status"] == "completed").await;
+    let verdict = inc["triage"]["verdict"].as_str().unwrap().to_string();
+    let entity = inc["entities"][0]["value"].as_str().unwrap().to_string();
+
+    let admin = Browser::sign_in(&app, &app.admin_key).await;
+    let page = admin.get(&format!("/console/incidents/{number}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    for text in [
+        number.as_str(),
+        "Suspicious login",
+        entity.as_str(),
+        "Entities (",
+        verdict.as_str(),
+        "/ 100",
+        "Step trace (",
+        "Findings (",
+        "Recommended actions (",
+        "Raw payload",
+        "alert-123",
+        "Re-run triage",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    let (_, list) = app.admin(Method::GET, "/api/incidents", None).await;
+    assert!(b_has_verdict(&admin, &verdict).await, "the list shows the verdict: {list}");
+
+    let job = inc["triage"]["job_id"].clone();
+    let csrf = page.csrf();
+    let page = admin.post(&format!("/console/incidents/{number}/triage"), &[("csrf", &csrf), ("playbook", "")]).await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some(format!("/console/incidents/{number}").as_str())), "{}", page.body);
+    let again =
+        poll_until(&app, &path, "the re-run completed", DEADLINE, |v| v["triage"]["status"] == "completed" && v["triage"]["job_id"] != job)
+            .await;
+    assert_eq!(again["triage"]["playbook"], "phishing_triage", "{again}");
+    let page = admin.post(&format!("/console/incidents/{number}/triage"), &[("csrf", &csrf), ("playbook", "no_such_playbook")]).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("unknown playbook"), "{}", page.body);
+    assert_eq!(admin.get("/console/incidents/INC-1999-0001").await.status, 404);
+
+    // A read key sees the same incident without the button, and its forged POST changes nothing.
+    let reader = Browser::sign_in(&app, &app.read_key).await;
+    let page = reader.get(&format!("/console/incidents/{number}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&verdict) && page.body.contains(&entity), "{}", page.body);
+    assert!(!page.body.contains("Re-run triage") && !page.body.contains("/triage\""), "{}", page.body);
+    let csrf = page.csrf();
+    let page = reader.post(&format!("/console/incidents/{number}/triage"), &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert_locked_down(&page);
+    let (_, after) = app.admin(Method::GET, &path, None).await;
+    assert_eq!(after["triage"]["job_id"], again["triage"]["job_id"], "no new job: {after}");
+    // And an admin's POST without the token is refused too.
+    assert_eq!(admin.post(&format!("/console/incidents/{number}/triage"), &[]).await.status, 403);
+}
+
+async fn b_has_verdict(b: &Browser<'_>, verdict: &str) -> bool {
+    b.get("/console/incidents").await.body.contains(&format!("<td>{verdict}</td>"))
+}
+
+#[tokio::test]
+async fn playbooks_are_listed_viewed_validated_and_tested() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console/playbooks").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    for text in [r#"href="/console/playbooks/phishing_triage""#, r#"href="/console/playbooks/malware_triage""#, "built-in"] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    let page = b.get("/console/playbooks/phishing_triage").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (_, api) = app.admin(Method::GET, "/api/playbooks/phishing_triage", None).await;
+    let steps = api["steps"].as_array().unwrap().len();
+    assert!(page.body.contains(&format!("Steps ({steps})")) && page.body.contains("<pre class=\"yaml\">"), "{}", page.body);
+    assert_eq!(b.get("/console/playbooks/nope").await.status, 404);
+
+    // A read key may validate (the API's scope), with every problem named by step and field.
+    let csrf = page.csrf();
+    let yaml = api["yaml"].as_str().unwrap().to_string();
+    let page = b.post("/console/playbooks/phishing_triage/validate", &[("csrf", &csrf), ("yaml", &yaml)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Valid: playbook"), "{}", page.body);
+    let bad = "name: broken\nversion: '1'\ndescription: x\nsteps:\n  - name: first\n    action: no_such_action\n";
+    let (_, api_errors) = app.admin(Method::POST, "/api/playbooks/validate", Some(json!({"yaml": bad}))).await;
+    let page = b.post("/console/playbooks/phishing_triage/validate", &[("csrf", &csrf), ("yaml", bad)]).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("Not valid:"), "{}", page.body);
+    let details = api_errors["error"]["details"].as_array().unwrap_or_else(|| panic!("{api_errors}"));
+    assert!(details.iter().any(|d| d["field"].as_str().is_some_and(|f| f.starts_with("steps."))), "{api_errors}");
+    for d in details {
+        let field = d["field"].as_str().unwrap();
+        assert!(page.body.contains(&format!("<code>{field}</code>: ")), "{field}: {}", page.body);
+    }
+    assert!(page.body.contains("no_such_action"), "the edited copy is kept: {}", page.body);
+    assert_eq!(b.post("/console/playbooks/phishing_triage/validate", &[("yaml", bad)]).await.status, 403, "CSRF");
+
+    // And test: the alert and the outcome, nothing stored.
+    let page = b.post("/console/playbooks/phishing_triage/test", &[("csrf", &csrf), ("payload", GENERIC), ("format", "auto")]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Suspicious login") && page.body.contains("/ 100") && page.body.contains("Step trace ("), "{}", page.body);
+    let page = b.post("/console/playbooks/phishing_triage/test", &[("csrf", &csrf), ("payload", "{not json")]).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<code>payload</code>: is not JSON"), "{}", page.body);
+    let (_, v) = app.admin(Method::GET, "/api/incidents", None).await;
+    assert_eq!(v["meta"]["total"], 0, "{v}");
+}
+
+/// A playbook test from the console spends the key's test budget, as the API's does.
+#[tokio::test]
+async fn playbook_tests_are_rate_limited_per_key() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.playbook_test_burst = 1;
+        c.limits.playbook_test_per_minute = 1;
+    })
+    .await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let csrf = b.csrf().await;
+    let fields = [("csrf", csrf.as_str()), ("payload", GENERIC)];
+    assert_eq!(b.post("/console/playbooks/phishing_triage/test", &fields).await.status, 200);
+    let page = b.post("/console/playbooks/phishing_triage/test", &fields).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.headers.contains_key("retry-after"));
 }

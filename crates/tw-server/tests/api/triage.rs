@@ -52,7 +52,7 @@ fn intel_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// A server whose intel dir holds [`write_intel`] (with the CrowdStrike hash as bad), after `tweak`.
-async fn spawn_triage(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
+pub(crate) async fn spawn_triage(tweak: impl FnOnce(&mut tw_server::ServerConfig)) -> TestApp {
     TestApp::spawn_with(|cfg| {
         let dir = intel_dir(&cfg.data_dir);
         write_intel(&dir, &format!("# ransomware sample\n{}\n", CS_SHA256.to_uppercase()));
