@@ -121,12 +121,6 @@ impl Verification {
         }
     }
 
-    /// Whether the scheme signs a timestamp (so a delivery is refused outside the source's window);
-    /// the others are protected from replay by idempotency alone.
-    pub fn timestamped(&self) -> bool {
-        matches!(self, Verification::Hmac | Verification::StandardWebhooks)
-    }
-
     /// Reads a `verification` value: a scheme name, or `{"scheme": ..., ...settings}`.
     pub fn parse(v: &Value) -> Result<Verification, VerificationError> {
         let expected = || format!("must be a scheme name ({}) or an object {{\"scheme\": ...}}", SCHEMES.join(", "));
@@ -189,8 +183,8 @@ impl Verification {
     pub fn check_secret(&self, secret: &str) -> Result<(), String> {
         match self {
             Verification::Hmac | Verification::Github => Ok(()),
-            Verification::StandardWebhooks => match secret.strip_prefix("whsec_").map(|b| base64::engine::general_purpose::STANDARD.decode(b)) {
-                Some(Ok(key)) if (16..=64).contains(&key.len()) => Ok(()),
+            Verification::StandardWebhooks => match secret.starts_with("whsec_").then(|| crate::schemes::standard_webhooks_key(secret)).flatten() {
+                Some(key) if (16..=64).contains(&key.len()) => Ok(()),
                 _ => Err("a standard-webhooks secret is 'whsec_' followed by the base64 of 16 to 64 random bytes (e.g. whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw); leave it out to have one generated".into()),
             },
             Verification::HeaderToken { .. } | Verification::Basic => {

@@ -27,7 +27,7 @@
 //! the vendor's word verbatim. Anything that is none of these shapes is read with the generic
 //! rules (see [`super::generic`]).
 use super::entities::{self, EntitySet, add_typed_entity, first_text, has_ignore_case, obj_at, text, text_at};
-use super::generic::{self, finish, read_severity};
+use super::generic::{self, finish};
 use super::{Format, Object};
 use crate::{Alert, EntityKind, Severity};
 use serde_json::Value;
@@ -59,7 +59,7 @@ pub fn normalize(obj: &Object) -> Alert {
 }
 
 fn severity_of(v: Option<&Value>) -> (Severity, Option<String>) {
-    v.and_then(read_severity).unwrap_or((DEFAULT_SEVERITY, None))
+    generic::read_severity_or(v, DEFAULT_SEVERITY)
 }
 
 fn graph_alert(obj: &Object) -> Alert {
@@ -100,11 +100,7 @@ fn incident(obj: &Object) -> Alert {
     let first = alerts.first().copied();
     let mut set = EntitySet::new();
     for a in &alerts {
-        for e in a.get("entities").and_then(Value::as_array).into_iter().flatten().take(1000) {
-            if let Some(e) = e.as_object() {
-                add_typed_entity(e, &mut set);
-            }
-        }
+        entities::add_typed_entities(a.get("entities"), &mut set);
         for d in a.get("devices").and_then(Value::as_array).into_iter().flatten().take(100) {
             if let Some(d) = d.as_object() {
                 set.add_value(EntityKind::Hostname, d.get("deviceDnsName"), Some("host"));

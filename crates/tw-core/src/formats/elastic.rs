@@ -216,8 +216,7 @@ fn add_alert_entities(a: &Object, set: &mut EntitySet) {
             set.add_urls_in_text(c, None);
         }
     }
-    let rest: Object = a.iter().filter(|(k, _)| !is_not_event_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-    entities::walk_object(&rest, set);
+    entities::walk_object_except(a, is_not_event_key, set);
 }
 
 /// Keys of an alert the walker skips: the rule, the agent and Kibana's own fields.

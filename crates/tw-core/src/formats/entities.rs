@@ -585,11 +585,7 @@ fn is_console_url(parsed: &Url) -> bool {
     // The parser lowercased the host; paths are compared ignoring ASCII case.
     let Some(host) = parsed.host_str() else { return false };
     let url = parsed.as_str();
-    let is_host_or_subdomain = |h: &str| {
-        host.eq_ignore_ascii_case(h)
-            || (host.len() > h.len() && ends_with_ignore_case(host, h) && host.as_bytes()[host.len() - h.len() - 1] == b'.')
-    };
-    if CONSOLE_HOSTS.iter().any(|h| is_host_or_subdomain(h)) {
+    if CONSOLE_HOSTS.iter().any(|h| hosts::is_within(host, h)) {
         return true;
     }
     if ends_with_ignore_case(host, ".crowdstrike.com") && starts_with_ignore_case(host, "falcon") {
@@ -1250,17 +1246,37 @@ pub fn walk(v: &Value, set: &mut EntitySet) {
 
 /// [`walk`] of an object's values.
 pub fn walk_object(obj: &Object, set: &mut EntitySet) {
+    walk_object_except(obj, |_| false, set);
+}
+
+/// [`walk_object`] without the members whose key `skip` names (read in place, not copied).
+pub fn walk_object_except(obj: &Object, skip: impl Fn(&str) -> bool, set: &mut EntitySet) {
     let mut budget = MAX_NODES;
-    walk_obj_inner(obj, "", 0, &mut budget, set);
+    walk_obj_filtered(obj, "", 0, &mut budget, set, &skip);
+}
+
+/// The typed entity objects (`{"entityType": "Ip", ...}`, Sentinel's `kind`, ...) of an array
+/// value, at most 1,000 of them.
+pub fn add_typed_entities(v: Option<&Value>, set: &mut EntitySet) {
+    for e in v.and_then(Value::as_array).into_iter().flatten().take(1000).filter_map(Value::as_object) {
+        add_typed_entity(e, set);
+    }
 }
 
 fn walk_obj_inner(obj: &Object, parent: &str, depth: usize, budget: &mut usize, set: &mut EntitySet) {
+    walk_obj_filtered(obj, parent, depth, budget, set, &|_| false);
+}
+
+fn walk_obj_filtered(obj: &Object, parent: &str, depth: usize, budget: &mut usize, set: &mut EntitySet, skip: &dyn Fn(&str) -> bool) {
     if add_typed_entity(obj, set) {
         return;
     }
     for (key, child) in obj {
         if *budget == 0 || set.is_full() {
             return;
+        }
+        if skip(key) {
+            continue;
         }
         let k = NormKey::new(key);
         let k = k.as_str();

@@ -218,6 +218,11 @@ pub fn discover_title(obj: &Object) -> Option<String> {
 
 /// Reads a severity value: `Some((ours, verbatim))` when it is non-empty text or a number.
 /// Not understood -> the default, with the verbatim value kept for `severity_mapping`.
+/// [`read_severity`] of an optional value, `default` (and no vendor value) when it reads nothing.
+pub fn read_severity_or(v: Option<&Value>, default: Severity) -> (Severity, Option<String>) {
+    v.and_then(read_severity).unwrap_or((default, None))
+}
+
 pub fn read_severity(v: &Value) -> Option<(Severity, Option<String>)> {
     let verbatim = text(v)?;
     Some((entities::severity_from_value(v).unwrap_or(DEFAULT_SEVERITY), Some(verbatim)))

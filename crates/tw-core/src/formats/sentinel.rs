@@ -18,8 +18,8 @@
 //! Severity is High/Medium/Low/Informational through [`Severity::from_vendor_word`];
 //! **default when absent or not understood: medium**; `vendor_severity` is the word verbatim.
 //! Anything that is neither shape is read with the generic rules (see [`super::generic`]).
-use super::entities::{self, EntitySet, add_typed_entity, first_text, obj_at, path, text_at};
-use super::generic::{self, finish, read_severity};
+use super::entities::{self, EntitySet, add_typed_entities, first_text, obj_at, path, text_at};
+use super::generic::{self, finish};
 use super::{Format, Object};
 use crate::{Alert, Severity};
 use serde_json::Value;
@@ -45,21 +45,15 @@ pub fn normalize(obj: &Object) -> Alert {
 }
 
 fn severity_of(v: Option<&Value>) -> (Severity, Option<String>) {
-    v.and_then(read_severity).unwrap_or((DEFAULT_SEVERITY, None))
+    generic::read_severity_or(v, DEFAULT_SEVERITY)
 }
 
-/// Adds the typed entity objects of an array value.
-fn add_entities(v: Option<&Value>, set: &mut EntitySet) {
-    for e in v.and_then(Value::as_array).into_iter().flatten().take(MAX_ENTITY_OBJECTS).filter_map(Value::as_object) {
-        add_typed_entity(e, set);
-    }
-}
 
 fn incident(obj: &Object, p: &Object) -> Alert {
     let mut set = EntitySet::new();
-    add_entities(p.get("relatedEntities"), &mut set);
+    add_typed_entities(p.get("relatedEntities"), &mut set);
     for a in p.get("alerts").and_then(Value::as_array).into_iter().flatten().take(MAX_ENTITY_OBJECTS).filter_map(Value::as_object) {
-        add_entities(obj_at(a, "properties").and_then(|ap| ap.get("entities")), &mut set);
+        add_typed_entities(obj_at(a, "properties").and_then(|ap| ap.get("entities")), &mut set);
     }
     let (severity, vendor_severity) = severity_of(p.get("severity"));
     let first_alert_title = || {
@@ -84,7 +78,7 @@ fn incident(obj: &Object, p: &Object) -> Alert {
 
 fn alert_trigger(obj: &Object) -> Alert {
     let mut set = EntitySet::new();
-    add_entities(obj.get("Entities"), &mut set);
+    add_typed_entities(obj.get("Entities"), &mut set);
     let (severity, vendor_severity) = severity_of(obj.get("Severity"));
     Alert {
         format: Format::Sentinel,

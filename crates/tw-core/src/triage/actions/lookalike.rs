@@ -65,11 +65,6 @@ pub fn is_internal(host: &str, protected: &[String]) -> bool {
     protected.iter().any(|p| is_within(&host, &normalize_domain(p)))
 }
 
-/// Whether any label of the domain is punycode (`xn--`).
-pub fn is_punycode(host: &str) -> bool {
-    host.split('.').any(|l| l.len() > 4 && l.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("xn--")))
-}
-
 /// A look-alike match: which protected domain, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookalike {
@@ -217,8 +212,5 @@ mod tests {
         assert_eq!(brand_of("not a domain"), "");
         assert!(is_within("a.example.com", "example.com"));
         assert!(!is_within("badexample.com", "example.com"));
-        assert!(is_punycode("xn--exmple-cua.com"));
-        assert!(!is_punycode("example.com"));
-        assert!(!is_punycode("ⱥ\u{102441}j.com"), "multi-byte labels never panic");
     }
 }

@@ -76,6 +76,15 @@ pub(crate) fn has_word(text: &str, word: &str) -> bool {
     false
 }
 
+/// The protected domain a (lowercase) display name claims: named outright, or by its brand as a
+/// word (brands of 4 characters or more). `protected`: each domain with its brand, worked out once.
+fn claimed_org<'a>(lname: &str, protected: &'a [(String, String)]) -> Option<&'a str> {
+    protected
+        .iter()
+        .find(|(pd, brand)| lname.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(lname, brand)))
+        .map(|(pd, _)| pd.as_str())
+}
+
 /// Domains of e-mail addresses written inside a display name (`"ceo@example.com" <x@evil>`).
 fn emails_in(text: &str) -> Vec<String> {
     text.split(|c: char| c.is_whitespace() || "<>()\"',;[]".contains(c)).filter(|t| t.contains('@')).filter_map(email_domain).collect()
@@ -85,6 +94,8 @@ fn emails_in(text: &str) -> Vec<String> {
 pub fn check_sender(input: &ActionInput) -> ActionOutput {
     let p = input.params;
     let protected: Vec<String> = input.intel.protected_domains.iter().map(|d| normalize_domain(d)).filter(|d| !d.is_empty()).collect();
+    // Each brand once (IDNA and the public suffix list), not per sender and display name.
+    let brands: Vec<(String, String)> = protected.iter().map(|pd| (pd.clone(), brand_of(pd))).collect();
     let max_distance = number(p, "max_distance", 2.0).clamp(0.0, 10.0) as usize;
     let free_mail = strings_or(p, "free_mail_domains", FREE_MAIL_DOMAINS);
     let keywords = strings_or(p, "internal_keywords", INTERNAL_KEYWORDS);
@@ -142,11 +153,7 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
             }
             // A protected domain or brand named by an outsider.
             if !internal {
-                let claimed = protected.iter().find(|pd| {
-                    let brand = brand_of(pd);
-                    lname.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(&lname, &brand))
-                });
-                if let Some(pd) = claimed {
+                if let Some(pd) = claimed_org(&lname, &brands) {
                     findings.push(finding(
                         "sender_display_name_mismatch",
                         format!("display name \"{name}\" claims {pd} but the mail comes from {addr}"),
@@ -167,13 +174,7 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
         // A free-mail sender whose display name names the organisation is covered above as a
         // mismatch; record the free-mail impersonation too.
         if is_free && !findings.iter().any(|f| f.rule == "sender_freemail_impersonation" && f.indicator.as_deref() == Some(addr)) {
-            let claims_org = display_names.iter().any(|n| {
-                let n = n.to_lowercase();
-                protected.iter().any(|pd| {
-                    let brand = brand_of(pd);
-                    n.contains(pd.as_str()) || (brand.chars().count() >= 4 && has_word(&n, &brand))
-                })
-            });
+            let claims_org = display_names.iter().any(|n| claimed_org(&n.to_lowercase(), &brands).is_some());
             if claims_org {
                 findings.push(finding(
                     "sender_freemail_impersonation",
