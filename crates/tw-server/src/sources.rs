@@ -46,12 +46,6 @@ pub fn parse_allowed_ips(v: &Value) -> Result<Vec<ipnet::IpNet>, Vec<(String, St
     if errors.is_empty() { Ok(nets) } else { Err(errors) }
 }
 
-/// Whether `secret` fits `verification`: [`Secret::validate`]'s rules and the scheme's form.
-pub fn check_secret(verification: &tw_core::Verification, secret: &str) -> Result<(), String> {
-    Secret::validate(secret)?;
-    verification.check_secret(secret)
-}
-
 /// The first source other than `except` that `secret` verifies for at `now` (its current secret,
 /// or its previous one during a rotation's grace period). Every secret is compared in constant
 /// time, whatever matches, so the time taken does not say which source (or how much) matched.

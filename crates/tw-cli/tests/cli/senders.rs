@@ -62,9 +62,9 @@ fn each_sender_connects_with_the_recipe_webhook_add_prints() {
     assert_eq!((status, v["error"]["code"].as_str()), (401, Some("invalid_signature")), "{v}");
 
     // Kibana's connector (and SentinelOne receivers): a static header.
-    let out = ok(tw(&["webhook", "add", "kibana", "--token-header", "X-Api-Key"]));
-    let header = format!("{}: {}", recipe_value(&out, "Header name"), recipe_value(&out, "Header value"));
-    assert!(header.starts_with("X-Api-Key: "), "{out}");
+    let kibana = ok(tw(&["webhook", "add", "kibana", "--token-header", "X-Api-Key"]));
+    let header = format!("{}: {}", recipe_value(&kibana, "Header name"), recipe_value(&kibana, "Header value"));
+    assert!(header.starts_with("X-Api-Key: "), "{kibana}");
     let (status, v) = curl(&format!("{url}/api/webhooks/kibana"), &[header], &fixture("elastic-security-alert.json"));
     assert_eq!(status, 201, "{v}");
 
@@ -100,6 +100,8 @@ fn each_sender_connects_with_the_recipe_webhook_add_prints() {
     }
     ok(tw(&["webhook", "test", "splunk", "--secret", &token]));
     ok(tw(&["webhook", "test", "gh", "--secret", &secret]));
+    // The sender's side needs no API key when it names the scheme.
+    ok(cli(&url, None, &["webhook", "test", "kibana", "--secret", &recipe_value(&kibana, "Header value"), "--verification", "header-token", "--token-header", "X-Api-Key"]));
     let o = tw(&["webhook", "test", "sentinel", "--secret", "not-the-password-0123"]);
     assert!(!o.status.success() && stderr(&o).contains("invalid_signature"), "{}", show(&o));
 

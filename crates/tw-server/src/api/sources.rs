@@ -93,20 +93,61 @@ pub struct VerificationView {
     pub header: Option<String>,
 }
 
+impl Scheme {
+    /// The scheme's name as written in settings (`header-token`): the core's, one definition.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Hmac => tw_core::Verification::Hmac.scheme(),
+            Scheme::StandardWebhooks => tw_core::Verification::StandardWebhooks.scheme(),
+            Scheme::Github => tw_core::Verification::Github.scheme(),
+            Scheme::HeaderToken => "header-token",
+            Scheme::Basic => tw_core::Verification::Basic.scheme(),
+            Scheme::UrlToken => tw_core::Verification::UrlToken.scheme(),
+        }
+    }
+}
+
 impl VerificationView {
     /// The scheme's name as written in settings (`header-token`).
-    pub fn scheme_name(&self) -> String {
-        serde_json::to_value(self.scheme).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    pub fn scheme_name(&self) -> &'static str {
+        self.scheme.name()
+    }
+
+    /// The scheme with its header as people read it: `header-token (X-Api-Key)`, `hmac`.
+    pub fn label(&self) -> String {
+        match &self.header {
+            Some(h) => format!("{} ({})", self.scheme_name(), crate::sources::header_display(h)),
+            None => self.scheme_name().to_string(),
+        }
+    }
+
+    /// The scheme as the core type that verifies and signs; `Err` when a `header-token` view has
+    /// no valid header (an answer from another version).
+    pub fn verification(&self) -> Result<tw_core::Verification, String> {
+        use tw_core::Verification as V;
+        Ok(match self.scheme {
+            Scheme::Hmac => V::Hmac,
+            Scheme::StandardWebhooks => V::StandardWebhooks,
+            Scheme::Github => V::Github,
+            Scheme::HeaderToken => V::HeaderToken {
+                header: tw_core::verification::HeaderName::parse(self.header.as_deref().unwrap_or_default())?,
+            },
+            Scheme::Basic => V::Basic,
+            Scheme::UrlToken => V::UrlToken,
+        })
     }
 }
 
 impl From<&tw_core::Verification> for VerificationView {
     fn from(v: &tw_core::Verification) -> Self {
-        // The scheme's name is its one definition ([`tw_core::Verification::scheme`]).
-        let scheme = serde_json::from_value(serde_json::Value::String(v.scheme().into())).unwrap_or(Scheme::Hmac);
-        let header = match v {
-            tw_core::Verification::HeaderToken { header } => Some(header.as_str().to_string()),
-            _ => None,
+        use tw_core::Verification as V;
+        let (scheme, header) = match v {
+            V::Hmac => (Scheme::Hmac, None),
+            V::StandardWebhooks => (Scheme::StandardWebhooks, None),
+            V::Github => (Scheme::Github, None),
+            V::HeaderToken { header } => (Scheme::HeaderToken, Some(header.as_str().to_string())),
+            V::Basic => (Scheme::Basic, None),
+            V::UrlToken => (Scheme::UrlToken, None),
         };
         VerificationView { scheme, header }
     }

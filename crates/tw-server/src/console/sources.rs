@@ -23,12 +23,6 @@ use tw_core::{Format, SourceMode, SourceName};
 /// The CLI line the empty state and the form suggest.
 const CLI_ADD: &str = "tw-cli webhook add email-gateway --verification hmac";
 
-fn scheme_label(v: &SourceView) -> String {
-    match &v.verification.header {
-        Some(h) => format!("{} ({})", v.verification.scheme_name(), crate::sources::header_display(h)),
-        None => v.verification.scheme_name(),
-    }
-}
 
 fn format_label(v: &SourceView) -> &'static str {
     v.format.format().map_or("auto", Format::as_str)
@@ -99,7 +93,7 @@ pub fn list_page(sources: &[SourceView], days: &HashMap<String, SourceDay>, view
                                 }
                                 td { @if v.enabled { span.badge.on { "enabled" } } @else { span.badge.off { "disabled" } } }
                                 td { (format_label(v)) }
-                                td { (scheme_label(v)) }
+                                td { (v.verification.label()) }
                                 td { (v.mode.as_str()) }
                                 td {
                                     @if v.auto_triage { "on" } @else { span.muted { "off" } }
@@ -239,8 +233,7 @@ pub async fn new_form(console: Console) -> Result<Markup, PageError> {
 fn secret_page(console: &Console, title: &str, view: &SourceView, lead: Markup) -> Result<Markup, PageError> {
     let secret = view.secret.as_deref().ok_or_else(|| console.error(ApiError::Internal("no secret to show".into())))?;
     let name = SourceName::parse(&view.source).map_err(|_| console.error(ApiError::UnknownSource(view.source.clone())))?;
-    let scheme = tw_core::Verification::parse(&serde_json::to_value(&view.verification).unwrap_or_default())
-        .map_err(|e| console.error(ApiError::Internal(e.message)))?;
+    let scheme = view.verification.verification().map_err(|e| console.error(ApiError::Internal(e)))?;
     let lines = crate::sources::recipe(&scheme, &console.base_url(), &name, secret);
     Ok(layout(
         title,
@@ -250,7 +243,7 @@ fn secret_page(console: &Console, title: &str, view: &SourceView, lead: Markup) 
             h1 { (title) }
             div.notice.ok { (lead) }
             div.panel.notice.secret {
-                h2 { "Paste this into the sender (" (scheme_label(view)) ")" }
+                h2 { "Paste this into the sender (" (view.verification.label()) ")" }
                 p { strong { "The secret is shown only now." } " Store it in the sending tool; this page cannot show it again (rotate the secret if it is lost)." }
                 (recipe(&lines))
             }
