@@ -5,12 +5,12 @@
 //!
 //! Incidents are updated in place (same id and number; status, triage and delivery counts kept);
 //! with `dead_letters`, each dead letter that now normalizes goes through the same store request
-//! as a live delivery ([`super::service::ingest_request`]: dedupe by alert id or request key,
+//! as a live delivery ([`super::service::stored_request`]: dedupe by alert id or request key,
 //! auto-triage) and leaves the dead letters in that transaction. Work is paged ([`PAGE`] events
 //! per store round trip) and bounded per call ([`LIMIT`] events); a [`Cursor`] says where the
 //! next call goes on, so 100k incidents are a hundred calls, never one unbounded request.
 
-use super::service::{ingest_request, normalize_raw};
+use super::service::{normalize_raw, stored_request};
 use crate::ApiError;
 use crate::api::reprocess::{ReprocessConflict, ReprocessResult};
 use crate::state::AppState;
@@ -18,8 +18,18 @@ use chrono::{DateTime, Utc};
 use tw_core::IncidentNumber;
 use tw_store::{DeadLetterResolution, IngestOutcome, PayloadPage, Renormalized, SourceRecord};
 
-/// Events read per store round trip: the payloads in memory at once.
+/// Events read per store round trip: the payloads in memory at once (fewer for sources whose
+/// bodies may be large, see [`page_rows`]).
 pub const PAGE: u32 = 200;
+/// The most payload bytes one page may hold, at the source's `max_body_bytes` each.
+const PAGE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Events per page for `source`: [`PAGE`], or fewer when [`PAGE`] bodies of the source's largest
+/// size would pass [`PAGE_BYTES`] (a source taking 64 MiB bodies reads one at a time).
+fn page_rows(source: &SourceRecord) -> u32 {
+    let rows = PAGE_BYTES / source.settings.max_body_bytes.max(1);
+    u32::try_from(rows).unwrap_or(PAGE).clamp(1, PAGE)
+}
 /// Events (incidents and dead letters together) one call reads at most.
 pub const LIMIT: u32 = 1000;
 /// Conflicts listed per call (all are counted).
@@ -74,7 +84,7 @@ pub async fn run(
             result.next = Some(cursor.to_string());
             break;
         }
-        let limit = budget.min(PAGE);
+        let limit = budget.min(page_rows(source));
         let (read, next) = match cursor {
             Cursor::Incidents(after) => {
                 let page = PayloadPage { source: source.name.clone(), since, after, limit };
@@ -163,19 +173,14 @@ async fn letters_page(
     result: &mut ReprocessResult,
 ) -> Result<(), ApiError> {
     result.dead_letters.scanned += letters.len() as u64;
-    let mut resolved = Vec::with_capacity(letters.len());
-    let mut severities = Vec::with_capacity(letters.len());
-    for l in letters {
-        let outcome = normalize_raw(source, &l.raw).map(|alert| {
-            severities.push(Some(alert.severity));
+    let resolved: Vec<_> = letters
+        .into_iter()
+        .map(|l| {
             let key = l.request_key.unwrap_or_else(|| super::verify::body_request_key(&l.raw));
-            ingest_request(state, source, alert, l.raw, key, l.received_at, l.request_id)
-        });
-        if outcome.is_err() {
-            severities.push(None);
-        }
-        resolved.push((l.id, outcome));
-    }
+            (l.id, stored_request(state, source, l.raw, key, l.received_at, l.request_id))
+        })
+        .collect();
+    let severities: Vec<_> = resolved.iter().map(|(_, r)| r.as_ref().ok().map(|req| req.alert.severity)).collect();
     if resolved.is_empty() {
         return Ok(());
     }

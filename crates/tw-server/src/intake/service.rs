@@ -218,13 +218,26 @@ async fn commit(
 /// A queued event as the store's request to create its incident, normalized as a sync delivery
 /// is; `Err`: why it cannot be (it is dead-lettered with that reason).
 pub fn queued_request(state: &AppState, source: &SourceRecord, event: QueuedEvent) -> Result<IngestRequest, String> {
-    let alert = normalize_raw(source, &event.raw)?;
-    Ok(ingest_request(state, source, alert, event.raw, event.request_key, event.received_at, event.request_id))
+    stored_request(state, source, event.raw, event.request_key, event.received_at, event.request_id)
+}
+
+/// A stored body (queued, or a dead letter) as the store's request to create its incident,
+/// normalized as when it arrived; `Err`: why it cannot be.
+pub(crate) fn stored_request(
+    state: &AppState,
+    source: &SourceRecord,
+    raw: Vec<u8>,
+    request_key: String,
+    received_at: DateTime<Utc>,
+    request_id: Option<String>,
+) -> Result<IngestRequest, String> {
+    let alert = normalize_raw(source, &raw)?;
+    Ok(ingest_request(state, source, alert, raw, request_key, received_at, request_id))
 }
 
 /// The store's request for an alert of `source`: the one definition for the sync path and the
 /// queue, so an incident and its auto-triage job are the same whichever path created them.
-pub(crate) fn ingest_request(
+fn ingest_request(
     state: &AppState,
     source: &SourceRecord,
     alert: Alert,

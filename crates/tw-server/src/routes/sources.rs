@@ -647,7 +647,12 @@ pub async fn reprocess_source(
         conflicts = i.conflicts, failed = i.failed, dead_letters_created = d.created, dead_letters_duplicates = d.duplicates,
         still_failing = d.still_failing, more = result.next.is_some(), "source reprocessed"
     );
-    let after = serde_json::json!({"request": {"since": result.since, "dead_letters": dead_letters, "cursor": started}, "result": &result});
+    // The counts and where the run went on, not the listed conflicts (up to 100 alert ids a call).
+    let mut summary = serde_json::to_value(&result).unwrap_or_default();
+    if let Some(m) = summary.as_object_mut() {
+        m.remove("conflicting");
+    }
+    let after = serde_json::json!({"request": {"since": result.since, "dead_letters": dead_letters, "cursor": started}, "result": summary});
     who.record(state, "source.reprocess", name.as_str(), None, Some(after)).await;
     Ok(result)
 }

@@ -100,6 +100,9 @@ impl crate::ReprocessStore for PgStore {
     ) -> Result<Vec<DeadLetterResolution>, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // The intake's lock before any dead letter's row lock, in the order every ingest takes
+        // them: two overlapping runs wait for each other instead of deadlocking.
+        execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&INGEST_LOCK]).await?;
         let mut out = Vec::with_capacity(resolved.len());
         for (id, result) in &resolved {
             out.push(match result {
