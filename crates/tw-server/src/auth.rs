@@ -77,6 +77,37 @@ pub fn key_hash(token: &str) -> Result<[u8; 32], ApiError> {
 }
 
 /// The key whose hash is `hash`, when it is still accepted at `now`: not revoked, not expired.
+/// The API key of a long-lived stream (the logs' `follow`, the console's live deliveries), looked
+/// up again every [`crate::routes::logs::RECHECK_EVERY`], so a revoked or expired key ends it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRecheck {
+    hash: [u8; 32],
+    next: chrono::DateTime<chrono::Utc>,
+}
+
+impl KeyRecheck {
+    pub fn new(hash: [u8; 32], now: chrono::DateTime<chrono::Utc>) -> KeyRecheck {
+        KeyRecheck { hash, next: now + crate::routes::logs::RECHECK_EVERY }
+    }
+
+    /// False once the key is no longer accepted (logged under `auth`, naming `stream`); when it
+    /// is not yet time to look, or the store is failing, true (it is looked up again later).
+    pub async fn still_accepted(&mut self, state: &AppState, now: chrono::DateTime<chrono::Utc>, stream: &str) -> bool {
+        if now < self.next {
+            return true;
+        }
+        match accepted_key(state, self.hash, now).await {
+            Ok(_) => self.next = now + crate::routes::logs::RECHECK_EVERY,
+            Err(ApiError::Unauthorized(why)) => {
+                tracing::warn!(target: "auth", reason = why, stream, "stream ended: its API key is no longer accepted");
+                return false;
+            }
+            Err(_) => {}
+        }
+        true
+    }
+}
+
 pub async fn accepted_key(state: &AppState, hash: [u8; 32], now: chrono::DateTime<chrono::Utc>) -> Result<ApiKeyRecord, ApiError> {
     let key = state.store.find_api_key(hash).await?.ok_or(ApiError::Unauthorized("Invalid API key"))?;
     if key.revoked_at.is_some() {

@@ -35,6 +35,8 @@ fn the_console_works_in_a_real_browser() {
     let read = new_key(&data, "read");
     let server = ServerProcess::start(&data, &[], &[]);
     let shots = std::env::var("TW_SCREENSHOT_DIR").map(PathBuf::from).unwrap_or_else(|_| repo.join("target/console-screenshots"));
+    // Only this run's screenshots count below.
+    let _ = std::fs::remove_dir_all(&shots);
     let out = Command::new("node")
         .arg(repo.join("scripts/browser/console.mjs"))
         .args([&server.url, &admin, &read])

@@ -50,8 +50,6 @@ pub const STREAMS_PER_SESSION: usize = 2;
 pub const MAX_STREAMS: usize = 32;
 /// The longest a live stream lasts; the page then offers a refresh.
 pub const MAX_LIFETIME: TimeDelta = TimeDelta::minutes(10);
-/// How often a live stream's API key is looked up again.
-const RECHECK_EVERY: TimeDelta = TimeDelta::seconds(30);
 /// The most payload characters a delivery's page shows.
 pub const PAYLOAD_SHOWN: usize = 64 * 1024;
 
@@ -117,10 +115,17 @@ impl Filter {
 
 /// The newest deliveries matching `filter`: the newest `per_source` of each source (the API's
 /// events query), merged newest first. Bounded: at most [`MAX_SOURCES`] × `per_source` rows.
-async fn recent(state: &AppState, filter: &Filter, per_source: u32) -> Result<Vec<tw_store::Delivery>, ApiError> {
-    let names = match &filter.source {
-        Some(name) => vec![source_service::load(state, name).await?.name],
-        None => state.store.list_sources().await?.into_iter().take(MAX_SOURCES).map(|s| s.name).collect(),
+/// `listed`: the sources, when the caller has just read them.
+async fn recent(
+    state: &AppState,
+    filter: &Filter,
+    per_source: u32,
+    listed: Option<&[tw_core::SourceName]>,
+) -> Result<Vec<tw_store::Delivery>, ApiError> {
+    let names = match (&filter.source, listed) {
+        (Some(name), _) => vec![source_service::load(state, name).await?.name],
+        (None, Some(listed)) => listed.iter().take(MAX_SOURCES).cloned().collect(),
+        (None, None) => state.store.list_sources().await?.into_iter().take(MAX_SOURCES).map(|s| s.name).collect(),
     };
     let mut rows = Vec::new();
     for name in &names {
@@ -268,9 +273,10 @@ pub fn list_page(rows: &[Delivery], sources: &[String], filter: &Filter, viewer:
 /// `GET /console/deliveries`.
 pub async fn list(State(state): State<AppState>, console: Console, Query(p): Query<ListParams>) -> Result<Markup, PageError> {
     let filter = Filter::parse(&p).map_err(|e| console.error(e))?;
-    let sources: Vec<String> =
-        state.store.list_sources().await.map_err(|e| console.error(ApiError::from(e)))?.into_iter().map(|s| s.name.to_string()).collect();
-    let mut rows = recent(&state, &filter, LIST_LIMIT).await.map_err(|e| console.error(e))?;
+    let names: Vec<tw_core::SourceName> =
+        state.store.list_sources().await.map_err(|e| console.error(ApiError::from(e)))?.into_iter().map(|s| s.name).collect();
+    let sources: Vec<String> = names.iter().map(ToString::to_string).collect();
+    let mut rows = recent(&state, &filter, LIST_LIMIT, Some(&names)).await.map_err(|e| console.error(e))?;
     rows.truncate(LIST_LIMIT as usize);
     let rows: Vec<Delivery> = rows.into_iter().map(Delivery::from).collect();
     Ok(list_page(&rows, &sources, &filter, &console.viewer))
@@ -404,7 +410,14 @@ pub fn reprocessed_page(r: &ReprocessResult, viewer: &Viewer) -> Markup {
             div.notice.ok {
                 (d.scanned) " read: " (d.created) " became incidents, " (d.duplicates) " were duplicates, " (d.still_failing) " still fail."
             }
-            @if r.next.is_some() { p { "More remain: reprocess again to go on." } }
+            @if let Some(next) = &r.next {
+                // Goes on after the letters read (those still failing stay where they are).
+                form method="post" action=(format!("/console/sources/{}/reprocess-dead-letters", segment(&r.source))) {
+                    (csrf_field(&viewer.csrf))
+                    input type="hidden" name="cursor" value=(next);
+                    p { "More remain. " button type="submit" { "Go on" } }
+                }
+            }
             p { a href=(format!("/console/deliveries?source={}", r.source)) { "Back to the deliveries of " (r.source) } }
         },
     )
@@ -418,12 +431,20 @@ pub async fn reprocess(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Markup, PageError> {
-    console.form(&body)?;
+    let form = console.form(&body)?;
     let who = console.admin()?;
     let name = source_service::parse_name(&name).map_err(|e| console.error(e))?;
     let source = source_service::load(&state, &name).await.map_err(|e| console.error(e))?;
-    // Dead letters only: the incidents' cursor already past its end.
-    let cursor = crate::intake::reprocess::Cursor::DeadLetters(None);
+    // Dead letters only (the incidents' cursor already past its end), from where the last step
+    // stopped when the form says.
+    use crate::intake::reprocess::Cursor;
+    let cursor = match form.get("cursor").filter(|c| !c.is_empty()) {
+        None => Cursor::DeadLetters(None),
+        Some(text) => match Cursor::parse(text) {
+            Some(c @ Cursor::DeadLetters(_)) => c,
+            _ => return Err(console.error(crate::ApiError::field("cursor", "must be the `next` of a previous step"))),
+        },
+    };
     let result = source_service::reprocess_source(&state, &who, &source, None, true, cursor, crate::intake::reprocess::LIMIT)
         .await
         .map_err(|e| console.error(e))?;
@@ -476,7 +497,7 @@ pub async fn stream(State(state): State<AppState>, console: Console, Query(p): Q
         return Err(console.error(ApiError::Unauthorized("Session ended")));
     };
     // What the page shows is seen; newer rows (written since the page was made) come first.
-    let first = recent(&state, &filter, LIST_LIMIT).await.map_err(|e| console.error(e))?;
+    let first = recent(&state, &filter, LIST_LIMIT, None).await.map_err(|e| console.error(e))?;
     let (new, seen): (Vec<_>, Vec<_>) = first.into_iter().partition(|d| after.is_some_and(|a| d.received_at > a));
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -485,8 +506,7 @@ pub async fn stream(State(state): State<AppState>, console: Console, Query(p): Q
         seen: seen.into_iter().map(|d| d.request_id).collect(),
         pending: new.into_iter().rev().map(Delivery::from).collect(),
         session_id: console.session_id.clone(),
-        key: session.key_hash,
-        next_check: now + RECHECK_EVERY,
+        key: crate::auth::KeyRecheck::new(session.key_hash, now),
         ends_at: now + MAX_LIFETIME,
         tick,
         stopping: state.stopping.clone(),
@@ -511,8 +531,7 @@ struct Live {
     /// Found and not sent yet, oldest first.
     pending: std::collections::VecDeque<Delivery>,
     session_id: String,
-    key: [u8; 32],
-    next_check: DateTime<Utc>,
+    key: crate::auth::KeyRecheck,
     ends_at: DateTime<Utc>,
     tick: tokio::time::Interval,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -548,18 +567,11 @@ impl Live {
                     if self.state.console_sessions.peek(&self.session_id, now).is_none() {
                         return Next::End("signed_out");
                     }
-                    if now >= self.next_check {
-                        match crate::auth::accepted_key(&self.state, self.key, now).await {
-                            Ok(_) => self.next_check = now + RECHECK_EVERY,
-                            Err(ApiError::Unauthorized(why)) => {
-                                tracing::warn!(target: "auth", reason = why, "console delivery stream ended: its API key is no longer accepted");
-                                return Next::End("key_refused");
-                            }
-                            Err(_) => {}
-                        }
+                    if !self.key.still_accepted(&self.state, now, "console deliveries").await {
+                        return Next::End("key_refused");
                     }
                     // A failing store is asked again at the next tick.
-                    if let Ok(rows) = recent(&self.state, &self.filter, POLL_LIMIT).await {
+                    if let Ok(rows) = recent(&self.state, &self.filter, POLL_LIMIT, None).await {
                         let ids: HashSet<String> = rows.iter().map(|d| d.request_id.clone()).collect();
                         for d in rows.into_iter().rev() {
                             if !self.seen.contains(&d.request_id) {

@@ -77,10 +77,7 @@ impl ListQuery {
     }
 }
 
-/// The console path of an incident.
-pub fn incident_href(number: &str) -> String {
-    format!("/console/incidents/{number}")
-}
+pub use super::deliveries::incident_href;
 
 fn severity_badge(s: Severity) -> Markup {
     html! { span class=(format!("badge sev-{}", s.as_str())) { (s.as_str()) } }

@@ -36,6 +36,7 @@ use crate::audit::Admin;
 use crate::client::ClientIp;
 use crate::state::AppState;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -48,6 +49,13 @@ use views::Viewer;
 /// The Content-Security-Policy of every console response: our own files only, no inline script
 /// or style, no framing, forms post only to us.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
+
+/// The largest form body a console page posts (sign-in, a source, a re-run): anyone may post to
+/// the sign-in form, so it is small.
+const FORM_BYTES: usize = 16 * 1024;
+/// The playbook forms carry an edited YAML or a pasted payload: the API's test body, as a form
+/// may encode it (up to three bytes per byte), and the rest of the form.
+const PLAYBOOK_FORM_BYTES: usize = 3 * crate::routes::playbooks::MAX_TEST_BODY_BYTES + 64 * 1024;
 
 /// Every console route. Not described in the OpenAPI document (HTML for people, not API).
 pub fn router() -> Router<AppState> {
@@ -71,10 +79,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/incidents/{id}/triage", post(incidents::rerun))
         .route("/console/playbooks", get(playbooks::list))
         .route("/console/playbooks/{name}", get(playbooks::show))
-        .route("/console/playbooks/{name}/validate", post(playbooks::validate))
-        .route("/console/playbooks/{name}/test", post(playbooks::test))
+        .route("/console/playbooks/{name}/validate", post(playbooks::validate).layer(DefaultBodyLimit::max(PLAYBOOK_FORM_BYTES)))
+        .route("/console/playbooks/{name}/test", post(playbooks::test).layer(DefaultBodyLimit::max(PLAYBOOK_FORM_BYTES)))
         .route("/console/assets/{file}", get(assets::serve))
         .route("/console/{*rest}", any(pages::not_found))
+        .layer(DefaultBodyLimit::max(FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
 }
 

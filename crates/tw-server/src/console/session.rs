@@ -26,6 +26,9 @@ pub const COOKIE: &str = "tw_console";
 /// The cookie that carries the sign-in form's CSRF token before there is a session.
 pub const LOGIN_COOKIE: &str = "tw_console_login";
 
+/// The most sessions one API key holds at once.
+pub const PER_KEY: usize = 20;
+
 /// A session as the server keeps it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -76,13 +79,19 @@ impl Sessions {
         Sessions { table: Mutex::new(HashMap::new()), cap: cap.max(1) }
     }
 
-    /// Opens a session for the key whose hash is `key_hash`; returns its id (for the cookie).
+    /// Opens a session for the key whose hash is `key_hash`; returns its id (for the cookie). One
+    /// key holds at most [`PER_KEY`] sessions (its least recently used one is closed), so a key
+    /// signing in again and again cannot push everyone else's sessions out of the table.
     pub fn open(&self, key_hash: [u8; 32], now: DateTime<Utc>) -> Result<String, crate::ApiError> {
         let id = random_token()?;
         let session = Session { key_hash, csrf: random_token()?, created: now, last_seen: now };
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if t.len() >= self.cap {
             t.retain(|_, s| s.alive(now));
+        }
+        while t.values().filter(|s| s.key_hash == key_hash).count() >= PER_KEY {
+            let Some(oldest) = t.iter().filter(|(_, s)| s.key_hash == key_hash).min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) else { break };
+            t.remove(&oldest);
         }
         while t.len() >= self.cap {
             let Some(oldest) = t.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| *k) else { break };
@@ -191,6 +200,19 @@ mod tests {
         for id in [&a, &c, &d] {
             assert!(sessions.touch(id, at(5)).is_some());
         }
+    }
+
+    #[test]
+    fn one_key_signing_in_again_and_again_closes_only_its_own_oldest_sessions() {
+        let sessions = Sessions::new(1000);
+        let other = sessions.open([9; 32], at(0)).unwrap();
+        let first = sessions.open([1; 32], at(1)).unwrap();
+        for i in 0..(PER_KEY as i64 * 3) {
+            sessions.open([1; 32], at(2 + i)).unwrap();
+        }
+        assert_eq!(sessions.len(), PER_KEY + 1);
+        assert!(sessions.touch(&first, at(500)).is_none(), "the key's oldest session was closed");
+        assert!(sessions.touch(&other, at(500)).is_some(), "another key's session stays");
     }
 
     #[test]

@@ -306,8 +306,7 @@ pub async fn set_enabled(
 pub async fn confirm_delete(State(state): State<AppState>, console: Console, Path(name): Path<String>) -> Result<Markup, PageError> {
     console.admin()?;
     let source = service::parse_name(&name).map_err(|e| console.error(e))?;
-    let record = state.store.get_source(&source).await.map_err(|e| console.error(ApiError::from(e)))?;
-    let record = record.ok_or_else(|| console.error(ApiError::UnknownSource(source.to_string())))?;
+    let record = service::load(&state, &source).await.map_err(|e| console.error(e))?;
     Ok(layout(
         "Delete source",
         Nav::Sources,

@@ -105,8 +105,7 @@ pub async fn logs(
         rx,
         query,
         shown: records.clone(),
-        key: crate::auth::token_hash(&headers)?,
-        next_check: now + RECHECK_EVERY,
+        key: crate::auth::KeyRecheck::new(crate::auth::token_hash(&headers)?, now),
         ends_at: now + MAX_LIFETIME,
         tick,
         stopping: state.stopping.clone(),
@@ -131,8 +130,7 @@ struct Follow {
     /// The tail's records, which the live ones may repeat once.
     shown: Vec<Arc<LogRecord>>,
     /// The hash of the caller's API key.
-    key: [u8; 32],
-    next_check: chrono::DateTime<chrono::Utc>,
+    key: crate::auth::KeyRecheck,
     ends_at: chrono::DateTime<chrono::Utc>,
     tick: tokio::time::Interval,
     stopping: tokio::sync::watch::Receiver<bool>,
@@ -173,16 +171,8 @@ impl Follow {
                     if now >= self.ends_at {
                         return Next::End("max_lifetime");
                     }
-                    if now >= self.next_check {
-                        match crate::auth::accepted_key(&self.state, self.key, now).await {
-                            Ok(_) => self.next_check = now + RECHECK_EVERY,
-                            Err(ApiError::Unauthorized(why)) => {
-                                tracing::warn!(target: "auth", reason = why, "log stream ended: its API key is no longer accepted");
-                                return Next::End("key_refused");
-                            }
-                            // The store is failing: looked up again at the next tick.
-                            Err(_) => {}
-                        }
+                    if !self.key.still_accepted(&self.state, now, "logs").await {
+                        return Next::End("key_refused");
                     }
                 }
             }
