@@ -895,3 +895,44 @@ async fn rotation_keeps_the_old_secret_for_the_chosen_grace_period() {
     assert!(page.body.contains("grace_period_secs"), "{}", page.body);
 }
 
+/// The Number and Severity headers sort the list (links, the filters kept), through the API's
+/// `sort`; the next page keeps the order.
+#[tokio::test]
+async fn the_incident_list_sorts_by_its_column_headers_keeping_the_filters() {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "edr", "secret": EDR_SECRET})).await;
+    let sev = |id: &str, s: &str| json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": s, "details": {"title": id}}}).to_string();
+    let low = delivered(&app, "edr", EDR_SECRET, &sev("a1", "low")).await;
+    let critical = delivered(&app, "edr", EDR_SECRET, &sev("a2", "critical")).await;
+    let medium = delivered(&app, "edr", EDR_SECRET, &sev("a3", "medium")).await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let order = |body: &str, numbers: &[&String]| {
+        let at: Vec<usize> = numbers.iter().map(|n| body.find(&format!(r#"href="/console/incidents/{n}""#)).unwrap_or(usize::MAX)).collect();
+        at.windows(2).all(|w| w[0] < w[1] && w[1] != usize::MAX)
+    };
+    let page = b.get("/console/incidents?source=edr&status=open").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&medium, &critical, &low]), "newest first: {}", page.body);
+    let severity_link = r#"href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#;
+    assert!(page.body.contains(severity_link), "{}", page.body);
+    assert!(page.body.contains(r#"href="/console/incidents?source=edr&amp;status=open&amp;sort=oldest""#), "{}", page.body);
+
+    let page = b.get("/console/incidents?source=edr&status=open&sort=severity").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&critical, &medium, &low]), "most severe first: {}", page.body);
+    assert!(page.body.contains(r#"aria-sort="descending"><a class="sort" href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#), "{}", page.body);
+    let page = b.get("/console/incidents?sort=oldest").await;
+    assert!(order(&page.body, &[&low, &critical, &medium]), "oldest first: {}", page.body);
+
+    // The next page goes on in the same order (the API's cursor carries it).
+    let (_, first) = app.admin(Method::GET, "/api/incidents?per_page=1&sort=severity", None).await;
+    let cursor = first["meta"]["next_cursor"].as_str().unwrap().to_string();
+    assert!(cursor.starts_with("critical-"), "{cursor}");
+    let page = b.get(&format!("/console/incidents?sort=severity&cursor={cursor}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&medium, &low]) && !page.body.contains(&format!("/console/incidents/{critical}\"")), "{}", page.body);
+    let page = b.get("/console/incidents?sort=sideways").await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<code>sort</code>: "), "{}", page.body);
+}
+
