@@ -24,7 +24,7 @@ mod deliveries;
 mod incidents;
 mod login;
 mod overview;
-mod pages;
+pub(crate) mod pages;
 mod playbooks;
 pub mod session;
 mod source_settings;

@@ -936,3 +936,35 @@ async fn the_incident_list_sorts_by_its_column_headers_keeping_the_filters() {
     assert!(page.body.contains("<code>sort</code>: "), "{}", page.body);
 }
 
+/// Requests the HTTP layer refuses before a console handler runs answer the console's HTML error
+/// page with the right status (and its security headers); the API keeps its JSON shape.
+#[tokio::test]
+async fn framework_refusals_under_the_console_are_html_pages() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let html = |page: &Page| page.headers["content-type"].to_str().unwrap().starts_with("text/html");
+
+    let page = b.post("/console/incidents", &[("csrf", "x")]).await;
+    assert_eq!(page.status, 405, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Not allowed here") && page.body.contains("<html"), "{}", page.body);
+    assert!(page.headers["allow"].to_str().unwrap().contains("GET"), "Allow kept");
+    assert_locked_down(&page);
+
+    let page = b.get("/console/sources/%FF%FE/settings").await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Bad request"), "{}", page.body);
+    assert_locked_down(&page);
+
+    let big = "a".repeat(64 * 1024);
+    let page = b.post("/console/sources", &[("csrf", "x"), ("source", &big)]).await;
+    assert_eq!(page.status, 413, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Too large"), "{}", page.body);
+    assert_locked_down(&page);
+
+    // The API answers the same refusals in its JSON shape.
+    let resp = app.http.post(app.url("/api/incidents")).bearer_auth(&app.admin_key).send().await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let (status, v) = into_json(resp).await;
+    assert_error(status, &v, 405, "method_not_allowed");
+}
+
