@@ -215,6 +215,12 @@ pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Pat
     incident_detail(&state, &id).await.map(Json)
 }
 
+/// One incident by uuid or INC number, without its payload: its normalized alert, as the
+/// console's delivery page shows it beside the payload that was delivered.
+pub async fn incident(state: &AppState, id: &str) -> Result<IncidentView, ApiError> {
+    load(state, id).await.map(IncidentView::from)
+}
+
 /// One incident by uuid or INC number, with its raw payload as JSON (or as a string when it was
 /// not JSON): what `GET /api/incidents/{id}` and the console's incident page show.
 pub async fn incident_detail(state: &AppState, id: &str) -> Result<IncidentDetail, ApiError> {

@@ -968,3 +968,27 @@ async fn framework_refusals_under_the_console_are_html_pages() {
     assert_error(status, &v, 405, "method_not_allowed");
 }
 
+/// A delivery that made an incident shows the incident's normalized alert beside its payload.
+#[tokio::test]
+async fn the_delivery_page_shows_the_normalized_alert_of_its_incident() {
+    let (app, rows) = app_with_deliveries().await;
+    let (refused, accepted) = (&rows[0], &rows[1]);
+    let number = accepted["incident_number"].as_str().unwrap();
+    let (_, incident) = app.admin(Method::GET, &format!("/api/incidents/{number}"), None).await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get(&format!("/console/deliveries/{}", accepted["request_id"].as_str().unwrap())).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let alert = page.body.find("<h2>Normalized alert</h2>").unwrap_or_else(|| panic!("no normalized alert: {}", page.body));
+    let shown = &page.body[alert..];
+    for text in [
+        incident["title"].as_str().unwrap().to_string(),
+        format!("sev-{}", incident["severity"].as_str().unwrap()),
+        format!("<code>{}</code>", incident["external_id"].as_str().unwrap()),
+        format!(r#"href="/console/incidents/{number}""#),
+    ] {
+        assert!(shown.contains(&text), "{text}: {shown}");
+    }
+    assert!(page.body.contains("<h2>Payload</h2>") && page.body.contains("alert-1"), "{}", page.body);
+    let page = b.get(&format!("/console/deliveries/{}", refused["request_id"].as_str().unwrap())).await;
+    assert!(!page.body.contains("Normalized alert"), "a refused delivery made none: {}", page.body);
+}
