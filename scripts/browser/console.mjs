@@ -4,7 +4,9 @@
 //   node scripts/browser/console.mjs URL ADMIN_KEY READ_KEY SCREENSHOT_DIR
 //
 // Signs in, sees the empty state, adds a source (its secret shown once with the recipe), delivers
-// a signed alert to it, sees it counted, sends a test event, rotates the secret, signs out; a read
+// a signed alert to it, sees it counted, turns auto-triage on from the source's settings page,
+// sees a delivery arrive live with its normalized alert, sorts the incidents by severity, sends a
+// test event, rotates the secret, signs out; a read
 // key sees no change controls and its forged POST is refused; a POST without the CSRF token is
 // refused; the security headers hold and the pages raise no CSP violation. A screenshot of every
 // page goes to SCREENSHOT_DIR. Exits non-zero with the failed step on stderr.
@@ -102,14 +104,21 @@ try {
   check(counts[0]?.trim() === "1" && counts[1]?.trim() === "0", `the row counts one delivery, no error: ${counts}`);
   await shot("07-sources-with-delivery");
 
+  step = "the settings page turns auto-triage on with a playbook";
+  // So the next incident gets a verdict. The settings page saves through the API's update.
+  await row.locator('a:has-text("Settings")').click();
+  await page.waitForURL((u) => u.pathname.endsWith("/console/sources/mail/settings"));
+  await page.check('input[name="auto_triage"]');
+  await page.selectOption('select[name="playbook"]', "phishing_triage");
+  await shot("07b-source-settings");
+  await page.click('button:has-text("Save settings")');
+  await page.waitForURL((u) => u.pathname.endsWith("/console/sources"));
+  const saved = await (await fetch(`${url}/api/webhooks/mail`, { headers: { authorization: `Bearer ${adminKey}` } })).json();
+  check(saved.auto_triage === true && saved.playbook === "phishing_triage", `auto-triage on: ${JSON.stringify(saved)}`);
+  check((await page.locator("tr", { hasText: "mail" }).innerText()).includes("phishing_triage"), "the list shows the playbook");
+  await shot("07c-sources-auto-triage-on");
+
   step = "a signed delivery appears live in the deliveries list, and opens";
-  // Auto-triage on (through the API, as an operator's script would), so the incident gets a verdict.
-  const patched = await fetch(`${url}/api/webhooks/mail`, {
-    method: "PATCH",
-    headers: { "content-type": "application/json", authorization: `Bearer ${adminKey}` },
-    body: JSON.stringify({ auto_triage: true, playbook: "phishing_triage" }),
-  });
-  check(patched.status === 200, `auto-triage on: ${patched.status}`);
   await page.goto(`${url}/console/deliveries`);
   const before = await page.locator("tbody#deliveries tr[data-id]").count();
   const body2 = JSON.stringify({ event_type: "security_alert", data: { alert_id: "browser-2", severity: "low", details: { title: "Live one" } } });
@@ -128,6 +137,7 @@ try {
   await page.locator(`tbody#deliveries tr[data-id="${liveId}"] a`).first().click();
   const detail = await page.content();
   check(detail.includes(liveId) && detail.includes("INC-"), "the delivery page names its request id and its incident");
+  check(detail.includes("Normalized alert") && detail.includes("Live one"), "the delivery page shows the normalized alert beside the payload");
   await shot("08b-delivery");
 
   step = "the delivery's incident shows its triage verdict";
@@ -144,6 +154,14 @@ try {
   await shot("08e-incident-triaged");
   await page.goto(`${url}/console/incidents`);
   await shot("08f-incidents");
+  step = "the incident list sorts by severity from its column header";
+  await page.click('th a.sort:has-text("Severity")');
+  await page.waitForURL((u) => u.searchParams.get("sort") === "severity");
+  const severities = await page.locator("tbody tr td:nth-child(2)").allInnerTexts();
+  const rank = (s) => ["critical", "high", "medium", "low", "info"].indexOf(s.trim());
+  check(severities.length === 2 && severities.every((s, i) => i === 0 || rank(severities[i - 1]) <= rank(s)), `most severe first: ${severities}`);
+  check((await page.locator('th[aria-sort="descending"]').innerText()).includes("Severity"), "the header says the list is sorted by it");
+  await shot("08h-incidents-by-severity");
   await page.goto(`${url}/console/playbooks`);
   await shot("08g-playbooks");
   await page.goto(`${url}/console`);

@@ -4,13 +4,19 @@
 //! Each filter that is set becomes `column = <value>` and a filter that is not set is left out,
 //! so each combination is a statement of its own (prepared once per connection) and the planner
 //! sees an equality it can serve with the index of that column. The order is the incident number,
-//! newest first: `(year, seq)` is unique and its index, or `(source | status | severity, year,
-//! seq, ...)`, delivers the rows in that order, so a page reads about `per_page` matching rows
-//! wherever it starts (the other filters are checked on the index entries first).
+//! newest (or oldest) first: `(year, seq)` is unique and its index, or `(source | status |
+//! severity, year, seq, ...)`, delivers the rows in that order (backwards or forwards), so a page
+//! reads about `per_page` matching rows wherever it starts (the other filters are checked on the
+//! index entries first).
+//!
+//! Severity order has no index of its own (each would cost the intake a write per incident): a
+//! page walks `(severity, year, seq, ...)` one severity at a time, from the position's severity
+//! down ([`steps`]), each walk an equality on severity in number order, until the page is full. A
+//! page is at most five index walks of `per_page` rows, wherever it starts.
 
-use crate::model::{Incident, IncidentFilter, IncidentPage, IncidentStatus, PageStart};
+use crate::model::{Incident, IncidentFilter, IncidentOrder, IncidentPage, IncidentStatus, PageStart};
 use crate::rows::INCIDENT_COLUMNS;
-use tw_core::{Severity, SourceName};
+use tw_core::{IncidentNumber, Severity, SourceName};
 
 /// One value bound to a listing statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +38,12 @@ pub(crate) struct Statement<'a> {
 /// How an engine writes its n-th (1-based) placeholder: `?1` or `$1`.
 pub(crate) type Placeholder = fn(usize) -> String;
 
-/// `column = <value>` for every filter that is set.
-fn conditions<'a>(f: &'a IncidentFilter, ph: Placeholder, args: &mut Vec<Arg<'a>>) -> Vec<String> {
+/// `column = <value>` for every filter that is set (severity as `severity`, the step's).
+fn conditions<'a>(f: &'a IncidentFilter, severity: Option<Severity>, ph: Placeholder, args: &mut Vec<Arg<'a>>) -> Vec<String> {
     let filters: [(&str, Option<&'a str>); 3] = [
         ("source", f.source.as_ref().map(SourceName::as_str)),
         ("status", f.status.map(IncidentStatus::as_str)),
-        ("severity", f.severity.map(Severity::as_str)),
+        ("severity", severity.map(Severity::as_str)),
     ];
     let mut conds = Vec::new();
     for (column, value) in filters {
@@ -53,31 +59,80 @@ fn where_clause(conds: &[String]) -> String {
     if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
 }
 
-/// The page: one row more than asked for, which tells whether another page follows.
-pub(crate) fn page(f: &IncidentFilter, ph: Placeholder) -> Statement<'_> {
+/// Most severe first: the order of the walks of a severity listing.
+const MOST_SEVERE_FIRST: [Severity; 5] = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info];
+
+/// One walk of an index, in number order: held to `severity` (the filter's when `None`), from
+/// right after `after` (from the start when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub severity: Option<Severity>,
+    pub after: Option<IncidentNumber>,
+}
+
+/// The walks a page of `f` takes, in order, until it is full: one in number order; in severity
+/// order one per severity the filter allows, from the position's severity down (the position's
+/// own walk resumes after its number, the lower ones start at their newest).
+pub(crate) fn steps(f: &IncidentFilter) -> Vec<Step> {
+    let (from, after) = match f.start {
+        PageStart::Offset(_) => (Severity::Critical, None),
+        PageStart::After(n) => (Severity::Critical, Some(n)),
+        PageStart::AfterSeverity(s, n) => (s, Some(n)),
+    };
+    match f.order {
+        IncidentOrder::Newest | IncidentOrder::Oldest => vec![Step { severity: None, after }],
+        IncidentOrder::Severity => MOST_SEVERE_FIRST
+            .into_iter()
+            .skip_while(|s| *s != from)
+            .filter(|s| f.severity.is_none_or(|only| only == *s))
+            .map(|s| Step { severity: Some(s), after: after.filter(|_| s == from) })
+            .collect(),
+    }
+}
+
+/// One walk's rows: at most `limit` (the rows the page still needs, and one more that tells
+/// whether another page follows), after skipping `skip`.
+pub(crate) fn page(f: &IncidentFilter, step: Step, limit: usize, skip: u64, ph: Placeholder) -> Statement<'_> {
     let mut args = Vec::new();
-    let mut conds = conditions(f, ph, &mut args);
-    if let PageStart::After(n) = f.start {
+    let mut conds = conditions(f, step.severity.or(f.severity), ph, &mut args);
+    let (cmp, dir) = if f.order == IncidentOrder::Oldest { (">", "ASC") } else { ("<", "DESC") };
+    if let Some(n) = step.after {
         args.push(Arg::Year(n.year));
         args.push(Arg::Int(n.seq));
-        conds.push(format!("(year, seq) < ({}, {})", ph(args.len() - 1), ph(args.len())));
+        conds.push(format!("(year, seq) {cmp} ({}, {})", ph(args.len() - 1), ph(args.len())));
     }
-    args.push(Arg::Int(i64::from(f.per_page) + 1));
+    args.push(Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
     let mut sql =
-        format!("SELECT {INCIDENT_COLUMNS} FROM incidents{} ORDER BY year DESC, seq DESC LIMIT {}", where_clause(&conds), ph(args.len()));
-    if let PageStart::Offset(skip) = f.start
-        && skip > 0
-    {
+        format!("SELECT {INCIDENT_COLUMNS} FROM incidents{} ORDER BY year {dir}, seq {dir} LIMIT {}", where_clause(&conds), ph(args.len()));
+    if skip > 0 {
         args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" OFFSET {}", ph(args.len())));
     }
     Statement { sql, args }
 }
 
+/// How many incidents a severity walk holds (from `incident_counts`), so that an offset can skip
+/// whole severities without reading them; `None` for a walk in number order (its offset is the
+/// statement's).
+pub(crate) fn step_total(f: &IncidentFilter, step: Step, ph: Placeholder) -> Option<Statement<'_>> {
+    let severity = step.severity?;
+    let mut args = Vec::new();
+    let conds = conditions(f, Some(severity), ph, &mut args);
+    Some(Statement { sql: format!("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM incident_counts{}", where_clause(&conds)), args })
+}
+
+/// Where the offset of `f` starts (0 for a cursor).
+pub(crate) fn offset(f: &IncidentFilter) -> u64 {
+    match f.start {
+        PageStart::Offset(skip) => skip,
+        _ => 0,
+    }
+}
+
 /// The total of the filter: a sum over the few `incident_counts` rows that match it.
 pub(crate) fn total(f: &IncidentFilter, ph: Placeholder) -> Statement<'_> {
     let mut args = Vec::new();
-    let conds = conditions(f, ph, &mut args);
+    let conds = conditions(f, f.severity, ph, &mut args);
     Statement { sql: format!("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM incident_counts{}", where_clause(&conds)), args }
 }
 
@@ -92,25 +147,31 @@ pub(crate) fn finish(mut items: Vec<Incident>, per_page: u32, total: i64) -> Inc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tw_core::IncidentNumber;
 
     fn question(n: usize) -> String {
         format!("?{n}")
     }
 
     fn filter(start: PageStart) -> IncidentFilter {
-        IncidentFilter { source: None, severity: None, status: None, per_page: 50, start }
+        IncidentFilter { source: None, severity: None, status: None, per_page: 50, start, order: IncidentOrder::Newest }
+    }
+
+    fn only(f: &IncidentFilter) -> Step {
+        let steps = steps(f);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        steps[0]
     }
 
     #[test]
     fn unset_filters_are_left_out() {
         let f = filter(PageStart::Offset(0));
-        let p = page(&f, question);
+        let p = page(&f, only(&f), 51, offset(&f), question);
         assert!(p.sql.ends_with("FROM incidents ORDER BY year DESC, seq DESC LIMIT ?1"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51)]);
         let t = total(&f, question);
         assert!(t.sql.ends_with("FROM incident_counts"), "{}", t.sql);
         assert!(t.args.is_empty());
+        assert!(step_total(&f, only(&f), question).is_none(), "number order skips with OFFSET");
     }
 
     #[test]
@@ -119,7 +180,7 @@ mod tests {
         f.source = Some(SourceName::parse("edr").unwrap());
         f.status = Some(IncidentStatus::Open);
         f.severity = Some(Severity::High);
-        let p = page(&f, |n| format!("${n}"));
+        let p = page(&f, only(&f), 51, 0, |n| format!("${n}"));
         assert!(
             p.sql.ends_with(
                 "WHERE source = $1 AND status = $2 AND severity = $3 AND (year, seq) < ($4, $5) ORDER BY year DESC, seq DESC LIMIT $6"
@@ -133,9 +194,50 @@ mod tests {
     }
 
     #[test]
+    fn oldest_first_walks_the_same_index_forwards() {
+        let mut f = filter(PageStart::After(IncidentNumber::new(2026, 42)));
+        f.order = IncidentOrder::Oldest;
+        let p = page(&f, only(&f), 11, 0, question);
+        assert!(p.sql.ends_with("WHERE (year, seq) > (?1, ?2) ORDER BY year ASC, seq ASC LIMIT ?3"), "{}", p.sql);
+    }
+
+    #[test]
+    fn severity_order_walks_one_severity_at_a_time_from_the_position_down() {
+        let mut f = filter(PageStart::Offset(0));
+        f.order = IncidentOrder::Severity;
+        let all = steps(&f);
+        assert_eq!(all.iter().map(|s| s.severity.unwrap()).collect::<Vec<_>>(), MOST_SEVERE_FIRST);
+        assert!(all.iter().all(|s| s.after.is_none()));
+        let p = page(&f, all[1], 20, 0, question);
+        assert!(p.sql.ends_with("WHERE severity = ?1 ORDER BY year DESC, seq DESC LIMIT ?2"), "{}", p.sql);
+        assert_eq!(p.args, [Arg::Text("high"), Arg::Int(20)]);
+        let t = step_total(&f, all[1], question).unwrap();
+        assert!(t.sql.ends_with("FROM incident_counts WHERE severity = ?1"), "{}", t.sql);
+
+        let n = IncidentNumber::new(2026, 7);
+        f.start = PageStart::AfterSeverity(Severity::Medium, n);
+        assert_eq!(
+            steps(&f),
+            [
+                Step { severity: Some(Severity::Medium), after: Some(n) },
+                Step { severity: Some(Severity::Low), after: None },
+                Step { severity: Some(Severity::Info), after: None },
+            ]
+        );
+        // A severity filter keeps its own walk: resumed when the position is in it, whole when
+        // the position is more severe, none when the position is past it.
+        f.severity = Some(Severity::Low);
+        assert_eq!(steps(&f), [Step { severity: Some(Severity::Low), after: None }]);
+        f.severity = Some(Severity::Medium);
+        assert_eq!(steps(&f), [Step { severity: Some(Severity::Medium), after: Some(n) }]);
+        f.severity = Some(Severity::High);
+        assert!(steps(&f).is_empty());
+    }
+
+    #[test]
     fn an_offset_is_skipped_past() {
         let f = filter(PageStart::Offset(100));
-        let p = page(&f, question);
+        let p = page(&f, only(&f), 51, offset(&f), question);
         assert!(p.sql.ends_with("LIMIT ?1 OFFSET ?2"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51), Arg::Int(100)]);
     }

@@ -448,7 +448,7 @@ impl Page {
     }
 }
 
-/// Which incidents to list (newest first by number) and which page of them.
+/// Which incidents to list, in which order, and which page of them.
 #[derive(Debug, Clone)]
 pub struct IncidentFilter {
     pub source: Option<SourceName>,
@@ -458,6 +458,48 @@ pub struct IncidentFilter {
     pub per_page: u32,
     /// Where the page starts.
     pub start: PageStart,
+    /// The order of the listing.
+    pub order: IncidentOrder,
+}
+
+/// The orders an incident listing can come in: only those an existing index delivers for every
+/// filter, so that a page reads about `per_page` index entries wherever it starts. (Each index on
+/// incidents costs the intake a write per incident, so no order gets an index of its own.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IncidentOrder {
+    /// Newest first by number: `(year, seq)` backwards, or a filter's `(column, year, seq)`.
+    #[default]
+    Newest,
+    /// Oldest first by number: the same indexes forwards.
+    Oldest,
+    /// Most severe first, newest first within a severity: one walk of the
+    /// `(severity, year, seq)` index per severity, from critical down to info.
+    Severity,
+}
+
+impl IncidentOrder {
+    /// Every order, as the API names them.
+    pub const ALL: [IncidentOrder; 3] = [IncidentOrder::Newest, IncidentOrder::Oldest, IncidentOrder::Severity];
+
+    /// The order's name in the API (`newest`, `oldest`, `severity`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentOrder::Newest => "newest",
+            IncidentOrder::Oldest => "oldest",
+            IncidentOrder::Severity => "severity",
+        }
+    }
+}
+
+impl std::str::FromStr for IncidentOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        IncidentOrder::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("must be one of {}", IncidentOrder::ALL.map(IncidentOrder::as_str).join(", ")))
+    }
 }
 
 /// Where a page of incidents starts.
@@ -466,18 +508,24 @@ pub enum PageStart {
     /// After skipping this many matching incidents: the database walks past every one of them,
     /// so a deep page costs in proportion to its depth. `Offset(0)` is the first page.
     Offset(u64),
-    /// Right after (older than) this incident: an index seek, the same cost at any depth.
+    /// Right after this incident in the listing's order (older than it newest first, newer than
+    /// it oldest first): an index seek, the same cost at any depth. In severity order, the
+    /// incident is taken to be of the most severe level (use [`PageStart::AfterSeverity`]).
     After(IncidentNumber),
+    /// Severity order: right after this incident of this severity (the severity it had when it
+    /// was listed, so a severity changed since does not move the position).
+    AfterSeverity(Severity, IncidentNumber),
 }
 
-/// A page of incidents, newest first.
+/// A page of incidents, in the listing's order.
 #[derive(Debug, Clone)]
 pub struct IncidentPage {
     pub items: Vec<Incident>,
     /// How many incidents match the filter, in all pages.
     pub total: u64,
-    /// Where the next page starts ([`PageStart::After`]): the last item's number, when more
-    /// incidents follow it; `None` on the last page.
+    /// Where the next page starts ([`PageStart::After`], or with the last item's severity
+    /// [`PageStart::AfterSeverity`]): the last item's number, when more incidents follow it;
+    /// `None` on the last page.
     pub next: Option<IncidentNumber>,
 }
 

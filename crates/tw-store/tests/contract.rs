@@ -54,7 +54,7 @@ fn ingest_req(src: &str, id: Option<&str>, request_key: &str) -> IngestRequest {
 
 /// A listing of the first `per_page` incidents that match.
 fn filter(source: Option<&str>, severity: Option<Severity>, status: Option<IncidentStatus>, per_page: u32) -> IncidentFilter {
-    IncidentFilter { source: source.map(name), severity, status, per_page, start: PageStart::Offset(0) }
+    IncidentFilter { source: source.map(name), severity, status, per_page, start: PageStart::Offset(0), order: IncidentOrder::Newest }
 }
 
 /// Every incident `f` matches, following the cursors from its first page to the one whose
@@ -79,20 +79,18 @@ async fn walk(store: &Arc<dyn Store>, f: &IncidentFilter) -> (Vec<IncidentNumber
         match page.next {
             Some(next) => {
                 assert_eq!(page.items.len(), f.per_page as usize, "{f:?}: only a full page has a next");
-                assert_eq!(Some(next), page.items.last().map(|i| i.incident_number), "{f:?}: next is the page's last item");
-                f.start = PageStart::After(next);
+                let last = page.items.last().unwrap();
+                assert_eq!(next, last.incident_number, "{f:?}: next is the page's last item");
+                f.start = match f.order {
+                    IncidentOrder::Severity => PageStart::AfterSeverity(last.severity, next),
+                    IncidentOrder::Newest | IncidentOrder::Oldest => PageStart::After(next),
+                };
             }
             None => break,
         }
         assert!(seen.len() <= 10_000, "{f:?}: the cursor never ends");
     }
     (seen, total.unwrap())
-}
-
-/// The numbers newest first: year, then sequence, descending.
-fn newest_first(mut numbers: Vec<IncidentNumber>) -> Vec<IncidentNumber> {
-    numbers.sort_by_key(|n| std::cmp::Reverse((n.year, n.seq)));
-    numbers
 }
 
 async fn sources_round_trip(store: Arc<dyn Store>) {
@@ -619,7 +617,7 @@ async fn triage_to(store: &Arc<dyn Store>, incident: &IncidentRef, severity: Opt
     assert!(store.complete_triage_job(&claimed[0].job.job_id, claimed[0].job.attempts, TriageCompletion::Done(done)).await.unwrap());
 }
 
-async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn Store>) {
+async fn keyset_pages_cover_every_incident_once_in_every_order(store: Arc<dyn Store>) {
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     store.create_source(source("siem", "siem-secret")).await.unwrap();
     let severities = [Severity::High, Severity::Low, Severity::Critical, Severity::Medium, Severity::Info];
@@ -643,16 +641,21 @@ async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn S
     for r in &created {
         truth.push(store.get_incident(&IncidentKey::Id(r.id)).await.unwrap().unwrap());
     }
+    // In the filter's order: by number, or most severe first and newest first within a severity.
     let expect = |f: &IncidentFilter| {
-        newest_first(
-            truth
-                .iter()
-                .filter(|i| f.source.as_ref().is_none_or(|s| *s == i.source))
-                .filter(|i| f.severity.is_none_or(|s| s == i.severity))
-                .filter(|i| f.status.is_none_or(|s| s == i.status))
-                .map(|i| i.incident_number)
-                .collect(),
-        )
+        let mut matching: Vec<&Incident> = truth
+            .iter()
+            .filter(|i| f.source.as_ref().is_none_or(|s| *s == i.source))
+            .filter(|i| f.severity.is_none_or(|s| s == i.severity))
+            .filter(|i| f.status.is_none_or(|s| s == i.status))
+            .collect();
+        matching.sort_by_key(|i| std::cmp::Reverse((i.incident_number.year, i.incident_number.seq)));
+        match f.order {
+            IncidentOrder::Newest => {}
+            IncidentOrder::Oldest => matching.reverse(),
+            IncidentOrder::Severity => matching.sort_by_key(|i| std::cmp::Reverse(i.severity)),
+        }
+        matching.into_iter().map(|i| i.incident_number).collect::<Vec<_>>()
     };
     let mut filters = vec![filter(None, None, None, 1)];
     for src in ["edr", "siem", "nobody"] {
@@ -667,6 +670,8 @@ async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn S
     }
     filters.push(filter(Some("edr"), Some(Severity::Critical), Some(IncidentStatus::Triaged), 1));
     filters.push(filter(Some("siem"), Some(Severity::High), None, 1));
+    let filters: Vec<IncidentFilter> =
+        IncidentOrder::ALL.into_iter().flat_map(|order| filters.iter().map(move |f| IncidentFilter { order, ..f.clone() })).collect();
     for base in filters {
         let expected = expect(&base);
         let n = expected.len() as u32;
@@ -674,7 +679,7 @@ async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn S
         for per_page in [1, 4, n.max(1), n.saturating_sub(1).max(1), 200] {
             let f = IncidentFilter { per_page, ..base.clone() };
             let (seen, total) = walk(&store, &f).await;
-            assert_eq!(seen, expected, "{f:?}: every incident once, newest number first");
+            assert_eq!(seen, expected, "{f:?}: every incident once, in the filter's order");
             assert_eq!(total, expected.len() as u64, "{f:?}: the total is the number of incidents listed");
             // The same pages by offset.
             for (k, chunk) in expected.chunks(per_page as usize).enumerate() {
@@ -698,6 +703,19 @@ async fn keyset_pages_cover_every_incident_once_in_number_order(store: Arc<dyn S
     let listed: Vec<_> = store.list_incidents(&from_edr).await.unwrap().items.iter().map(|i| i.incident_number).collect();
     let older: Vec<_> = siem.into_iter().filter(|n| (n.year, n.seq) < (edr_newest.year, edr_newest.seq)).collect();
     assert_eq!(listed, older);
+    // A severity position resumes within its severity, then goes on to the lower ones; a filter
+    // on a severity above the position's lists nothing more.
+    let by_severity = expect(&IncidentFilter { order: IncidentOrder::Severity, ..filter(None, None, None, 1) });
+    let at = truth.iter().find(|i| i.incident_number == by_severity[5]).unwrap();
+    let rest = IncidentFilter {
+        order: IncidentOrder::Severity,
+        start: PageStart::AfterSeverity(at.severity, at.incident_number),
+        ..filter(None, None, None, 100)
+    };
+    let listed: Vec<_> = store.list_incidents(&rest).await.unwrap().items.iter().map(|i| i.incident_number).collect();
+    assert_eq!(listed, by_severity[6..]);
+    let above = IncidentFilter { severity: Some(Severity::Critical), ..rest.clone() };
+    assert!(at.severity == Severity::Critical || store.list_incidents(&above).await.unwrap().items.is_empty());
 }
 
 async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>) {
@@ -889,7 +907,7 @@ contract!(
     odd_text_is_stored,
     an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
-    keyset_pages_cover_every_incident_once_in_number_order,
+    keyset_pages_cover_every_incident_once_in_every_order,
     totals_follow_inserts_status_and_severity_changes,
     deliveries_have_unique_own_ids_and_are_found_by_the_senders,
     refused_counts_add_up_in_one_row_whichever_write_comes_first,

@@ -1,7 +1,8 @@
 //! The operator console in a real browser: Debian's `chromium` driven by Playwright's core
 //! library (`playwright-core` from npm, in `scripts/browser/`), against the real `tw-cli serve`.
 //! `scripts/browser/console.mjs` holds the steps (sign in, add a source and see its secret once,
-//! a signed delivery counted, a test event, rotation, sign-out, a read key without controls and
+//! a signed delivery counted, auto-triage turned on from the settings page, a delivery's normalized
+//! alert, the incidents sorted by severity, a test event, rotation, sign-out, a read key without controls and
 //! its forged POST refused, the CSRF token required, no CSP violation) and writes a screenshot of
 //! every page to `target/console-screenshots/` (or `TW_SCREENSHOT_DIR`).
 //!
@@ -45,7 +46,15 @@ fn the_console_works_in_a_real_browser() {
         .output()
         .expect("run node");
     assert!(out.status.success(), "{}\nserver log:\n{}", show(&out), server.log());
-    for page in ["01-sign-in", "04-sources-empty", "06-source-added-secret-once", "09-secret-rotated", "10-sources-read-key"] {
+    for page in [
+        "01-sign-in",
+        "04-sources-empty",
+        "06-source-added-secret-once",
+        "07b-source-settings",
+        "08h-incidents-by-severity",
+        "09-secret-rotated",
+        "10-sources-read-key",
+    ] {
         assert!(shots.join(format!("{page}.png")).exists(), "no screenshot of {page} in {}", shots.display());
     }
 }

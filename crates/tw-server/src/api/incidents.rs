@@ -117,9 +117,16 @@ pub struct IncidentListParams {
     pub severity: Option<String>,
     #[param(value_type = Option<IncidentStatus>, inline)]
     pub status: Option<String>,
+    /// The order: `newest` first by number (the default), `oldest` first, or `severity` (most
+    /// severe first, newest first within a severity). Every order costs the same per page at any
+    /// depth.
+    #[param(value_type = Option<String>, pattern = "^(newest|oldest|severity)$", example = "severity")]
+    pub sort: Option<String>,
     /// The `meta.next_cursor` of the previous page: the page starts right after it. The same cost
-    /// at any depth, unlike `page`; cannot be combined with `page`.
-    #[param(pattern = "^[1-9][0-9]{0,3}-[1-9][0-9]{0,17}$")]
+    /// at any depth, unlike `page`; cannot be combined with `page`. A cursor carries its `sort`
+    /// (`2026-42` newest first, `oldest-2026-42`, `high-2026-42` by severity): send it with the
+    /// same `sort` and filters.
+    #[param(pattern = "^(oldest-|critical-|high-|medium-|low-|info-)?[1-9][0-9]{0,3}-[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
     /// Documented apart ([`super::PageParams`] beside this in the operation).
     #[serde(flatten)]

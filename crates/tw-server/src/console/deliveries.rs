@@ -19,6 +19,7 @@ use super::views::{Nav, Viewer, csrf_field, layout, time};
 use super::{Console, PageError};
 use crate::ApiError;
 use crate::api::deliveries::Delivery;
+use crate::api::incidents::Incident;
 use crate::api::reprocess::ReprocessResult;
 use crate::routes::{events, sources as source_service};
 use crate::state::AppState;
@@ -301,8 +302,36 @@ pub struct QueueInfo {
     pub error: Option<String>,
 }
 
-/// One delivery's page.
-pub fn detail_page(d: &Delivery, queue: Option<&QueueInfo>, viewer: &Viewer) -> Markup {
+/// The normalized alert of the incident a delivery made, as the incident holds it now (read from
+/// the incident: a later delivery, a reprocess or a playbook may have changed it since).
+fn normalized(i: &Incident) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Title" } dd { (i.title) }
+            dt { "Severity" } dd {
+                span class=(format!("badge sev-{}", i.severity.as_str())) { (i.severity.as_str()) }
+                @if let Some(v) = &i.vendor_severity { " " span.muted { "(vendor: " (v) ")" } }
+            }
+            dt { "Format" } dd { (i.format.as_str()) }
+            dt { "Event type" } dd { (i.event_type.as_deref().unwrap_or("—")) }
+            dt { "Event time" } dd { (super::views::maybe_time(i.event_time, "not given")) }
+            dt { "Alert id" } dd { @match &i.external_id { Some(x) => code { (x) }, None => span.muted { "none" } } }
+            @if let Some(desc) = &i.description { dt { "Description" } dd { (desc) } }
+            dt { "Entities" } dd {
+                @if i.entities.is_empty() { span.muted { "none found" } } @else {
+                    ul.entities { @for e in &i.entities {
+                        li { (e.kind.as_str()) ": " code { (e.value) } @if let Some(r) = &e.role { " " span.muted { "(" (r) ")" } } }
+                    } }
+                }
+            }
+        }
+        p.muted { "As " a href=(incident_href(&i.incident_number)) { (i.incident_number) } " holds it now." }
+    }
+}
+
+/// One delivery's page; `incident` is the one it made (its normalized alert is shown beside the
+/// payload).
+pub fn detail_page(d: &Delivery, queue: Option<&QueueInfo>, incident: Option<&Incident>, viewer: &Viewer) -> Markup {
     let failed = !is_ok(d.status);
     layout(
         "Delivery",
@@ -366,14 +395,24 @@ pub fn detail_page(d: &Delivery, queue: Option<&QueueInfo>, viewer: &Viewer) -> 
                     }
                 }
             }
-            h2 { "Payload" }
-            @match d.raw_payload.as_deref() {
-                Some(raw) => {
-                    @let (text, cut) = pretty_payload(raw);
-                    pre.payload { code { (text) } }
-                    @if cut { p.muted { "Cut at " (PAYLOAD_SHOWN / 1024) " KiB characters." } }
+            div.beside {
+                section {
+                    h2 { "Payload" }
+                    @match d.raw_payload.as_deref() {
+                        Some(raw) => {
+                            @let (text, cut) = pretty_payload(raw);
+                            pre.payload { code { (text) } }
+                            @if cut { p.muted { "Cut at " (PAYLOAD_SHOWN / 1024) " KiB characters." } }
+                        }
+                        None => { p.muted { "Not stored (refused before its body was read, or pruned)." } }
+                    }
                 }
-                None => { p.muted { "Not stored (refused before its body was read, or pruned)." } }
+                @if let Some(i) = incident {
+                    section.normalized {
+                        h2 { "Normalized alert" }
+                        div.panel { (normalized(i)) }
+                    }
+                }
             }
             p { a href="/console/deliveries" { "Back to deliveries" } }
         },
@@ -395,7 +434,16 @@ pub async fn detail(State(state): State<AppState>, console: Console, Path(reques
         }),
         None => None,
     };
-    Ok(detail_page(&d, queue.as_ref(), &console.viewer))
+    // The incident it made, read from the incident (a deleted one is simply not shown).
+    let incident = match d.incident_id {
+        Some(id) => match crate::routes::incidents::incident(&state, &id.to_string()).await {
+            Ok(i) => Some(i),
+            Err(ApiError::NotFound(_)) => None,
+            Err(e) => return Err(console.error(e)),
+        },
+        None => None,
+    };
+    Ok(detail_page(&d, queue.as_ref(), incident.as_ref(), &console.viewer))
 }
 
 /// The result of reprocessing a source's dead letters.
@@ -618,13 +666,42 @@ mod tests {
     #[test]
     fn the_detail_escapes_and_pretty_prints_the_payload_and_offers_reprocess_to_admins_only() {
         let d = delivery("req_2", 422, Some("normalization_failed"));
-        let html = detail_page(&d, None, &viewer(true)).into_string();
+        let html = detail_page(&d, None, None, &viewer(true)).into_string();
         assert!(html.contains("&quot;a&quot;: &quot;&lt;b&gt;&quot;"), "{html}");
         assert!(html.contains(r#"action="/console/sources/edr/reprocess-dead-letters""#), "{html}");
-        let html = detail_page(&d, None, &viewer(false)).into_string();
+        let html = detail_page(&d, None, None, &viewer(false)).into_string();
+        assert!(!html.contains("Normalized alert"), "no incident, no alert: {html}");
         assert!(!html.contains("reprocess-dead-letters") && !html.contains("<form method=\"post\" action=\"/console/sources"), "{html}");
         let (text, cut) = pretty_payload(&"x".repeat(PAYLOAD_SHOWN + 10));
         assert!(cut && text.len() == PAYLOAD_SHOWN);
+    }
+
+    #[test]
+    fn the_incident_a_delivery_made_shows_its_normalized_alert_beside_the_payload() {
+        let d = delivery("req_1", 201, None);
+        let incident: Incident = serde_json::from_value(serde_json::json!({
+            "id": "6f1c1d3e-7a52-4a53-9d1e-0c8c7f0f1a2b", "incident_number": "INC-2026-0007", "source": "edr", "format": "crowdstrike",
+            "title": "Malicious <file>", "description": null, "severity": "high", "vendor_severity": "4", "status": "open",
+            "event_type": "DetectionSummaryEvent", "event_time": null, "received_at": "2026-01-02T03:04:05Z", "external_id": "ldt:1",
+            "entities": [{"kind": "hostname", "value": "WS-01", "role": "host"}], "delivery_count": 1,
+            "last_delivery_at": "2026-01-02T03:04:05Z", "auto_triage": false, "playbook": null, "request_id": "req_1", "triage": null
+        }))
+        .unwrap();
+        let html = detail_page(&d, None, Some(&incident), &viewer(false)).into_string();
+        let payload = html.find("<h2>Payload</h2>").unwrap();
+        let alert = html.find("<h2>Normalized alert</h2>").expect("the normalized alert");
+        assert!(payload < alert, "{html}");
+        for text in [
+            "Malicious &lt;file&gt;",
+            "sev-high",
+            "(vendor: 4)",
+            "DetectionSummaryEvent",
+            "<code>ldt:1</code>",
+            "hostname: <code>WS-01</code>",
+            "crowdstrike",
+        ] {
+            assert!(html[alert..].contains(text), "{text}: {html}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Incidents: the list (filters by source, severity and status; pages by the API's cursor), one
+//! Incidents: the list (filters by source, severity and status; sorted by number or severity from
+//! its column headers; pages by the API's cursor), one
 //! incident (entities, triage, the raw payload), and "Re-run triage" (admin). The list and the
 //! incident come from the functions the API's handlers call (`routes::incidents::list_incidents`,
 //! `incident_detail`), so the filters' rules and the indexed listing are the API's; a re-run is
@@ -19,34 +20,50 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value};
 use tw_core::Severity;
-use tw_store::IncidentStatus;
+use tw_store::{IncidentOrder, IncidentStatus};
 
 /// How much of a raw payload the incident page shows (the whole body is at
 /// `GET /api/incidents/{id}/raw`).
 pub const RAW_SHOWN_BYTES: usize = 64 * 1024;
 
-const SEVERITIES: [Severity; 5] = [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
-
-/// The list's filters and position, as the page's GET form and its paging links send them.
-/// Empty fields are left out (a form sends every field; the API refuses empty values).
+/// The list's filters, order and position, as the page's GET form, its column headers and its
+/// paging links send them. Empty fields are left out (a form sends every field; the API refuses
+/// empty values).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ListQuery {
     pub source: String,
     pub severity: String,
     pub status: String,
+    /// The API's `sort` (`newest`, `oldest`, `severity`); empty for its default, newest first.
+    pub sort: String,
     pub cursor: String,
 }
 
 impl ListQuery {
-    /// Reads `?source=&severity=&status=&cursor=`; anything else is ignored.
+    /// Reads `?source=&severity=&status=&sort=&cursor=`; anything else is ignored.
     pub fn parse(query: Option<&str>) -> ListQuery {
         let form = Form::parse(query.unwrap_or_default().as_bytes());
         let get = |k: &str| form.text(k).to_string();
-        ListQuery { source: get("source"), severity: get("severity"), status: get("status"), cursor: get("cursor") }
+        ListQuery { source: get("source"), severity: get("severity"), status: get("status"), sort: get("sort"), cursor: get("cursor") }
     }
 
     fn filters(&self) -> [(&'static str, &str); 3] {
         [("source", &self.source), ("severity", &self.severity), ("status", &self.status)]
+    }
+
+    /// The order shown: the API's name, `newest` when none was asked for.
+    fn order(&self) -> &str {
+        if self.sort.is_empty() { IncidentOrder::Newest.as_str() } else { &self.sort }
+    }
+
+    /// The first page of the list with the same filters in `order`.
+    pub fn sorted_href(&self, order: IncidentOrder) -> String {
+        let q = ListQuery {
+            sort: if order == IncidentOrder::Newest { String::new() } else { order.as_str().to_string() },
+            cursor: String::new(),
+            ..self.clone()
+        };
+        q.href(None)
     }
 
     /// Whether any filter is set.
@@ -61,6 +78,7 @@ impl ListQuery {
             source: some(&self.source),
             severity: some(&self.severity),
             status: some(&self.status),
+            sort: some(&self.sort),
             cursor: some(&self.cursor),
             page: Default::default(),
         }
@@ -69,6 +87,9 @@ impl ListQuery {
     /// The list with the same filters, from `cursor` (the first page without one).
     pub fn href(&self, cursor: Option<&str>) -> String {
         let mut pairs: Vec<(&str, &str)> = self.filters().into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        if !self.sort.is_empty() {
+            pairs.push(("sort", &self.sort));
+        }
         if let Some(c) = cursor {
             pairs.push(("cursor", c));
         }
@@ -97,16 +118,46 @@ fn options(name: &str, label: &str, any: &str, values: &[String], chosen: &str) 
 }
 
 fn filter_form(q: &ListQuery, sources: &[String]) -> Markup {
-    let severities: Vec<String> = SEVERITIES.iter().map(|s| s.as_str().to_string()).collect();
+    let severities: Vec<String> = Severity::ALL.iter().map(|s| s.as_str().to_string()).collect();
     let statuses: Vec<String> = IncidentStatus::ALL.iter().map(|s| s.as_str().to_string()).collect();
     html! {
         form.filters method="get" action="/console/incidents" {
             (options("source", "Source", "any source", sources, &q.source))
             (options("severity", "Severity", "any severity", &severities, &q.severity))
             (options("status", "Status", "any status", &statuses, &q.status))
+            @if !q.sort.is_empty() { input type="hidden" name="sort" value=(q.sort); }
             div.actions {
                 button.primary type="submit" { "Filter" }
                 @if q.filtered() { a.button href="/console/incidents" { "Clear" } }
+            }
+        }
+    }
+}
+
+/// The Number column's header: a link to the other number order (newest first, oldest first),
+/// with the filters kept; `aria-sort` says which order is shown.
+fn number_header(q: &ListQuery) -> Markup {
+    let (sort, next, arrow) = match q.order() {
+        "newest" => (Some("descending"), IncidentOrder::Oldest, " ↓"),
+        "oldest" => (Some("ascending"), IncidentOrder::Newest, " ↑"),
+        _ => (None, IncidentOrder::Newest, ""),
+    };
+    let title = if next == IncidentOrder::Oldest { "Sort oldest first" } else { "Sort newest first" };
+    html! {
+        th scope="col" aria-sort=[sort] {
+            a.sort href=(q.sorted_href(next)) title=(title) aria-current=[sort.map(|_| "true")] { "Number" (arrow) }
+        }
+    }
+}
+
+/// The Severity column's header: a link to the list most severe first (newest first within a
+/// severity), with the filters kept.
+fn severity_header(q: &ListQuery) -> Markup {
+    let on = q.order() == IncidentOrder::Severity.as_str();
+    html! {
+        th scope="col" aria-sort=[on.then_some("descending")] {
+            a.sort href=(q.sorted_href(IncidentOrder::Severity)) title="Sort most severe first" aria-current=[on.then_some("true")] {
+                "Severity" @if on { " ↓" }
             }
         }
     }
@@ -157,7 +208,7 @@ pub fn list_page(list: Option<&IncidentList>, q: &ListQuery, sources: &[String],
             } @else if !rows.is_empty() {
                 table {
                     thead { tr {
-                        th scope="col" { "Number" } th scope="col" { "Severity" } th scope="col" { "Status" } th scope="col" { "Verdict" }
+                        (number_header(q)) (severity_header(q)) th scope="col" { "Status" } th scope="col" { "Verdict" }
                         th scope="col" { "Source" } th scope="col" { "Title" } th scope="col" { "Received" }
                     } }
                     tbody { @for i in rows { (row(i)) } }
@@ -337,10 +388,37 @@ mod tests {
         let q = ListQuery::parse(Some("source=edr&severity=&status=open&other=1"));
         assert_eq!(q, ListQuery { source: "edr".into(), status: "open".into(), ..Default::default() });
         let p = q.params();
-        assert_eq!((p.source.as_deref(), p.severity, p.status.as_deref(), p.cursor), (Some("edr"), None, Some("open"), None));
+        assert_eq!((p.source.as_deref(), p.severity, p.status.as_deref(), p.sort, p.cursor), (Some("edr"), None, Some("open"), None, None));
         assert_eq!(q.href(Some("2026-42")), "/console/incidents?source=edr&status=open&cursor=2026-42");
         assert_eq!(ListQuery::default().href(None), "/console/incidents");
         assert!(!ListQuery::parse(None).filtered());
+    }
+
+    #[test]
+    fn column_headers_sort_with_the_filters_kept_and_say_which_order_is_shown() {
+        let q = ListQuery::parse(Some("source=edr&cursor=2026-9"));
+        let l = list(vec![incident("INC-2026-0007", Value::Null)], None);
+        let html = list_page(Some(&l), &q, &["edr".into()], &[], &viewer(false)).into_string();
+        assert!(
+            html.contains(r#"<th scope="col" aria-sort="descending"><a class="sort" href="/console/incidents?source=edr&amp;sort=oldest""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"href="/console/incidents?source=edr&amp;sort=severity" title="Sort most severe first">Severity</a>"#),
+            "{html}"
+        );
+        let q = ListQuery::parse(Some("severity=high&sort=severity"));
+        assert_eq!(q.href(Some("high-2026-3")), "/console/incidents?severity=high&sort=severity&cursor=high-2026-3");
+        assert_eq!(q.params().sort.as_deref(), Some("severity"));
+        let html = list_page(Some(&l), &q, &[], &[], &viewer(false)).into_string();
+        assert!(
+            html.contains(
+                r#"<th scope="col" aria-sort="descending"><a class="sort" href="/console/incidents?severity=high&amp;sort=severity""#
+            ),
+            "{html}"
+        );
+        assert!(html.contains(r#"href="/console/incidents?severity=high" title="Sort newest first">Number</a>"#), "{html}");
+        assert!(html.contains(r#"<input type="hidden" name="sort" value="severity">"#), "the filter form keeps the order: {html}");
     }
 
     #[test]

@@ -24,9 +24,10 @@ mod deliveries;
 mod incidents;
 mod login;
 mod overview;
-mod pages;
+pub(crate) mod pages;
 mod playbooks;
 pub mod session;
+mod source_settings;
 mod sources;
 mod triage;
 pub mod views;
@@ -69,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/sources/{name}/test", post(sources::test))
         .route("/console/sources/{name}/enabled", post(sources::set_enabled))
         .route("/console/sources/{name}/rotate", post(sources::rotate))
+        .route("/console/sources/{name}/settings", get(source_settings::form).post(source_settings::save))
         .route("/console/sources/{name}/delete", get(sources::confirm_delete).post(sources::delete))
         .route("/console/deliveries", get(deliveries::list))
         .route("/console/deliveries/stream", get(deliveries::stream))

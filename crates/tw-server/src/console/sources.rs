@@ -23,8 +23,31 @@ use tw_core::{Format, SourceMode, SourceName};
 /// The CLI line the empty state and the form suggest.
 const CLI_ADD: &str = "tw-cli webhook add email-gateway --verification hmac";
 
+/// The grace periods the rotate form offers for the old secret (seconds, label); the API's
+/// default (24 h) is chosen unless another is picked.
+pub const GRACE_PERIODS: [(i64, &str); 4] = [(0, "none"), (3600, "1 hour"), (service::DEFAULT_GRACE_SECS, "24 hours"), (7 * 86400, "7 days")];
 
-fn format_label(v: &SourceView) -> &'static str {
+/// "Rotate secret" with the old secret's grace period to choose.
+pub(super) fn rotate_form(source: &str, viewer: &Viewer) -> Markup {
+    html! {
+        form.inline method="post" action=(format!("/console/sources/{source}/rotate")) {
+            (csrf_field(&viewer.csrf))
+            label {
+                "Old secret verifies for "
+                select name="grace_period_secs" {
+                    @for (secs, label) in GRACE_PERIODS {
+                        option value=(secs) selected[secs == service::DEFAULT_GRACE_SECS] { (label) }
+                    }
+                }
+            }
+            " "
+            button type="submit" { "Rotate secret" }
+        }
+    }
+}
+
+/// The source's format as its settings write it (`auto` when none is pinned).
+pub(super) fn format_label(v: &SourceView) -> &'static str {
     v.format.format().map_or("auto", Format::as_str)
 }
 
@@ -33,6 +56,7 @@ fn row_actions(v: &SourceView, viewer: &Viewer) -> Markup {
     let base = format!("/console/sources/{}", v.source);
     html! {
         div.actions {
+            a.button href=(format!("{base}/settings")) { "Settings" }
             form method="post" action=(format!("{base}/test")) {
                 (csrf_field(&viewer.csrf))
                 button type="submit" { "Send test event" }
@@ -43,10 +67,7 @@ fn row_actions(v: &SourceView, viewer: &Viewer) -> Markup {
                     input type="hidden" name="enabled" value=(if v.enabled { "false" } else { "true" });
                     button type="submit" { (if v.enabled { "Disable" } else { "Enable" }) }
                 }
-                form method="post" action=(format!("{base}/rotate")) {
-                    (csrf_field(&viewer.csrf))
-                    button type="submit" { "Rotate secret" }
-                }
+                (rotate_form(&v.source, viewer))
                 a.button.danger href=(format!("{base}/delete")) { "Delete" }
             }
         }
@@ -165,7 +186,8 @@ impl NewSource {
     }
 }
 
-fn select(name: &str, options: &[&str], chosen: &str) -> Markup {
+/// A `<select>` of `options` with `chosen` selected.
+pub(super) fn select(name: &str, options: &[&str], chosen: &str) -> Markup {
     html! {
         select name=(name) id=(name) {
             @for o in options {
@@ -274,15 +296,29 @@ pub async fn create(State(state): State<AppState>, console: Console, body: Bytes
 }
 
 /// `POST /console/sources/{name}/rotate` (admin): a generated secret; the old one keeps verifying
-/// for the API's default grace period.
+/// for the chosen `grace_period_secs` (the API's default without one; the API checks it).
 pub async fn rotate(State(state): State<AppState>, console: Console, Path(name): Path<String>, body: Bytes) -> Result<Markup, PageError> {
-    console.form(&body)?;
+    let form = console.form(&body)?;
     let who = console.admin()?;
     let name = service::parse_name(&name).map_err(|e| console.error(e))?;
-    let view = service::rotate_source_secret(&state, &who, &name, &Map::new()).await.map_err(|e| console.error(e))?;
+    let mut request = Map::new();
+    if let Some(grace) = form.get("grace_period_secs") {
+        request.insert("grace_period_secs".into(), Value::String(grace.trim().to_string()));
+    }
+    let view = match service::rotate_source_secret(&state, &who, &name, &request).await {
+        Ok(view) => view,
+        Err(ApiError::Validation { details, .. }) => {
+            let message = details.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; ");
+            return Err(console.error(PageError::new(StatusCode::UNPROCESSABLE_ENTITY, "Refused", message)));
+        }
+        Err(e) => return Err(console.error(e)),
+    };
     let lead = html! {
         "The secret of " code { (view.source) } " was rotated."
-        @if let Some(until) = view.previous_secret_expires_at { " The previous secret keeps verifying until " (time(until)) "." }
+        @match view.previous_secret_expires_at.filter(|until| Some(*until) > view.secret_rotated_at) {
+            Some(until) => { " The previous secret keeps verifying until " (time(until)) "." }
+            None => " The previous secret no longer verifies.",
+        }
     };
     secret_page(&console, "Secret rotated", &view, lead)
 }

@@ -13,40 +13,96 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tw_core::{IncidentNumber, Severity, SourceName};
-use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentStatus, PageStart};
+use tw_store::{Incident, IncidentFilter, IncidentKey, IncidentOrder, IncidentStatus, PageStart};
 
-/// Where the next page of a listing starts: right after (older than) an incident number. Written
-/// `<year>-<seq>` (`2026-42`; the pattern `^[1-9][0-9]{0,3}-[1-9][0-9]{0,17}$` the document
-/// gives), so that a client can tell a well-formed cursor from the document alone. A cursor names
-/// a position, not the filters: the client sends the same filters with it.
+/// Where the next page of a listing starts: right after an incident, in the listing's order. The
+/// cursor carries its order, so it is never read in another one:
+/// - newest first: `<year>-<seq>` (`2026-42`), as before `sort` existed;
+/// - oldest first: `oldest-<year>-<seq>`;
+/// - by severity: `<severity>-<year>-<seq>` (`high-2026-42`), the severity the incident had on its
+///   page, so a severity changed since does not move the position.
+///
+/// [`CURSOR_PATTERN`] describes them all, so that a client can tell a well-formed cursor from the
+/// document alone. A cursor names a position, not the filters: the client sends the same filters
+/// (and `sort`) with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(pub IncidentNumber);
+pub enum Cursor {
+    Newest(IncidentNumber),
+    Oldest(IncidentNumber),
+    Severity(Severity, IncidentNumber),
+}
+
+/// The form of every cursor [`Cursor::encode`] writes (the OpenAPI document's pattern).
+pub const CURSOR_PATTERN: &str = "^(oldest-|critical-|high-|medium-|low-|info-)?[1-9][0-9]{0,3}-[1-9][0-9]{0,17}$";
 
 /// How far `?page=` may reach (incidents skipped before the page): an offset walks past every
 /// incident before it, so deeper pages are reached with the cursor, whose cost does not grow.
 pub const MAX_PAGE_OFFSET: u64 = 10_000;
 
 impl Cursor {
+    /// The cursor after `incident` in `order`.
+    pub fn after(order: IncidentOrder, incident: &Incident) -> Cursor {
+        match order {
+            IncidentOrder::Newest => Cursor::Newest(incident.incident_number),
+            IncidentOrder::Oldest => Cursor::Oldest(incident.incident_number),
+            IncidentOrder::Severity => Cursor::Severity(incident.severity, incident.incident_number),
+        }
+    }
+
+    /// The order the cursor was made in.
+    pub fn order(&self) -> IncidentOrder {
+        match self {
+            Cursor::Newest(_) => IncidentOrder::Newest,
+            Cursor::Oldest(_) => IncidentOrder::Oldest,
+            Cursor::Severity(..) => IncidentOrder::Severity,
+        }
+    }
+
+    /// Where the store starts the page.
+    pub fn start(&self) -> PageStart {
+        match *self {
+            Cursor::Newest(n) | Cursor::Oldest(n) => PageStart::After(n),
+            Cursor::Severity(s, n) => PageStart::AfterSeverity(s, n),
+        }
+    }
+
     /// The text clients send back as `?cursor=`.
     pub fn encode(&self) -> String {
-        format!("{}-{}", self.0.year, self.0.seq)
+        let number = |n: &IncidentNumber| format!("{}-{}", n.year, n.seq);
+        match self {
+            Cursor::Newest(n) => number(n),
+            Cursor::Oldest(n) => format!("oldest-{}", number(n)),
+            Cursor::Severity(s, n) => format!("{s}-{}", number(n)),
+        }
     }
 
     /// A cursor of the form this API issues, or `None`.
     pub fn parse(text: &str) -> Option<Cursor> {
-        let (year, seq) = text.split_once('-')?;
+        let (prefix, position) = match text.split_once('-') {
+            Some((p, rest)) if p.bytes().all(|b| b.is_ascii_lowercase()) => (Some(p), rest),
+            _ => (None, text),
+        };
+        let (year, seq) = position.split_once('-')?;
         let number = |t: &str, max_digits: usize| {
             !t.is_empty() && t.len() <= max_digits && !t.starts_with('0') && t.bytes().all(|b| b.is_ascii_digit())
         };
         if !number(year, 4) || !number(seq, 18) {
             return None;
         }
-        let (year, seq) = (year.parse::<i32>().ok()?, seq.parse::<i64>().ok()?);
-        Some(Cursor(IncidentNumber::new(year, seq)))
+        let n = IncidentNumber::new(year.parse::<i32>().ok()?, seq.parse::<i64>().ok()?);
+        match prefix {
+            None => Some(Cursor::Newest(n)),
+            Some("oldest") => Some(Cursor::Oldest(n)),
+            // Only the exact names the encoder writes: `Severity`'s parser may accept more.
+            Some(p) => tw_core::Severity::ALL.into_iter().find(|s| s.as_str() == p).map(|s| Cursor::Severity(s, n)),
+        }
     }
 }
 
-/// A page of incidents, newest first by number, with a `meta` block.
+/// A page of incidents, newest first by number (or as `sort` says), with a `meta` block.
+///
+/// `sort=oldest` lists oldest first, `sort=severity` most severe first (newest first within a
+/// severity); each order is served by an index the intake keeps anyway.
 ///
 /// Follow `meta.next_cursor` with `?cursor=` (and the same filters) for the next page: each page
 /// costs the same however deep it is, and incidents arriving meanwhile never shift the pages. It
@@ -58,12 +114,12 @@ impl Cursor {
     path = "/api/incidents",
     tag = "incidents",
     operation_id = "list_incidents",
-    summary = "Incidents, newest first",
+    summary = "Incidents, newest first (or oldest first, or most severe first)",
     security(("api_key" = ["read"])),
     params(IncidentListParams, PageParams),
     responses(
         (status = 200, description = "A page of incidents", body = IncidentList),
-        (status = 422, description = "`validation_error`: a bad filter, `cursor`, `page` or `per_page`, or `page` with `cursor` (see `details`)", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad filter, `sort`, `cursor`, `page` or `per_page`, `page` with `cursor`, or a cursor of another `sort` (see `details`)", body = ErrorBody),
     )
 )]
 pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<IncidentListParams>) -> Result<Json<IncidentList>, ApiError> {
@@ -85,11 +141,24 @@ pub async fn list_incidents(state: &AppState, q: IncidentListParams) -> Result<I
     let severity =
         q.severity.and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
     let status = q.status.and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
+    let order = match q.sort.as_deref().map(str::parse::<IncidentOrder>) {
+        None => IncidentOrder::Newest,
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            errors.push(FieldError::new("sort", e));
+            IncidentOrder::Newest
+        }
+    };
     let cursor_text = q.cursor;
     let cursor = cursor_text.as_deref().and_then(|c| {
         let parsed = Cursor::parse(c);
-        if parsed.is_none() {
-            errors.push(FieldError::new("cursor", "is not a cursor from this API: send meta.next_cursor back exactly as received"));
+        match parsed {
+            None => errors.push(FieldError::new("cursor", "is not a cursor from this API: send meta.next_cursor back exactly as received")),
+            Some(c) if c.order() != order && !errors.iter().any(|e| e.field == "sort") => errors.push(FieldError::new(
+                "cursor",
+                format!("belongs to sort={}: send it with the sort (and filters) of the page that gave it", c.order().as_str()),
+            )),
+            Some(_) => {}
         }
         parsed
     });
@@ -105,10 +174,10 @@ pub async fn list_incidents(state: &AppState, q: IncidentListParams) -> Result<I
         return Err(ApiError::fields(errors));
     }
     let start = match cursor {
-        Some(c) => PageStart::After(c.0),
+        Some(c) => c.start(),
         None => PageStart::Offset(page.offset()),
     };
-    let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start }).await?;
+    let found = state.store.list_incidents(&IncidentFilter { source, severity, status, per_page: page.per_page, start, order }).await?;
     let paged = PageMeta::new(page, found.total);
     let meta = IncidentListMeta {
         // A page asked for by cursor has no number.
@@ -116,7 +185,7 @@ pub async fn list_incidents(state: &AppState, q: IncidentListParams) -> Result<I
         per_page: paged.per_page,
         total: paged.total,
         total_pages: paged.total_pages,
-        next_cursor: found.next.map(|n| Cursor(n).encode()),
+        next_cursor: found.next.and(found.items.last()).map(|last| Cursor::after(order, last).encode()),
     };
     Ok(IncidentList { data: found.items.into_iter().map(IncidentView::from).collect(), meta })
 }
@@ -144,6 +213,12 @@ async fn load(state: &AppState, id: &str) -> Result<Incident, ApiError> {
 )]
 pub async fn get(State(state): State<AppState>, _auth: ReadAccess, Path(id): Path<String>) -> Result<Json<IncidentDetail>, ApiError> {
     incident_detail(&state, &id).await.map(Json)
+}
+
+/// One incident by uuid or INC number, without its payload: its normalized alert, as the
+/// console's delivery page shows it beside the payload that was delivered.
+pub async fn incident(state: &AppState, id: &str) -> Result<IncidentView, ApiError> {
+    load(state, id).await.map(IncidentView::from)
 }
 
 /// One incident by uuid or INC number, with its raw payload as JSON (or as a string when it was
@@ -183,15 +258,34 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_junk_is_refused() {
         for n in [IncidentNumber::new(2026, 1), IncidentNumber::new(2024, 1_000_000), IncidentNumber::new(9999, 999_999_999_999_999_999)] {
-            let text = Cursor(n).encode();
-            assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text} is URL- and shell-safe");
-            assert_eq!(Cursor::parse(&text), Some(Cursor(n)));
+            for c in [Cursor::Newest(n), Cursor::Oldest(n), Cursor::Severity(Severity::Critical, n), Cursor::Severity(Severity::Info, n)] {
+                let text = c.encode();
+                assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text} is URL- and shell-safe");
+                assert_eq!(Cursor::parse(&text), Some(c));
+                let digits = text.trim_start_matches(|c: char| c.is_ascii_lowercase()).trim_start_matches('-');
+                assert!(CURSOR_PATTERN.contains(&text[..text.len() - digits.len()]), "{text}: its prefix is in the pattern");
+            }
         }
+        assert_eq!(Cursor::Newest(IncidentNumber::new(2026, 42)).encode(), "2026-42", "newest-first cursors are as before");
         for bad in [
             "", "not a cursor", "INC-2026-0001", "2026", "2026-", "-5", "2026-0", "0-5", "2026--5", "2026-5-6", "02026-5", "2026-05",
-            "10000-5", "2026-1000000000000000000", "aTE6MjAyNjo0Mg",
+            "10000-5", "2026-1000000000000000000", "aTE6MjAyNjo0Mg", "newest-2026-5", "dire-2026-5", "High-2026-5", "oldest-",
+            "oldest-2026", "high-high-2026-5", "crit-2026-5",
         ] {
             assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
+    }
+
+    /// The document's pattern of `cursor` is the one every cursor fits.
+    fn documented_cursor_pattern() -> String {
+        use utoipa::IntoParams;
+        let params = serde_json::to_value(IncidentListParams::into_params(|| None)).unwrap();
+        let cursor = params.as_array().unwrap().iter().find(|p| p["name"] == "cursor").expect("cursor is documented");
+        cursor["schema"]["pattern"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn the_document_gives_the_cursor_pattern() {
+        assert_eq!(documented_cursor_pattern(), CURSOR_PATTERN);
     }
 }

@@ -34,7 +34,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
     router
         .merge(crate::console::router())
         .fallback(not_found)
-        .layer(axum::middleware::map_response(error_shape))
+        .layer(axum::middleware::from_fn(error_shape))
         .layer(axum::middleware::from_fn(access_log))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::map_response(nosniff))
@@ -75,25 +75,35 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
 
 /// Gives every error the spec's shape `{"error":{"code","message"}}`: the framework's own
 /// rejections (405, a malformed query string or path, a body over axum's limit) answer in plain
-/// text otherwise. Headers such as `Allow` are kept. The console's HTML error pages stay HTML.
-async fn error_shape(resp: axum::response::Response) -> axum::response::Response {
+/// text otherwise. Headers such as `Allow` are kept. Under `/console` the same rejections become
+/// the console's HTML error page (same status), and its own HTML error pages stay as they are.
+async fn error_shape(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let console = crate::console::pages::owns(req.uri().path());
+    let resp = next.run(req).await;
     let status = resp.status();
-    let json = resp
+    let shaped = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream") || v.starts_with("text/html"));
-    if !(status.is_client_error() || status.is_server_error()) || json {
+    if !(status.is_client_error() || status.is_server_error()) || shaped {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    if console {
+        let page = axum::response::IntoResponse::into_response(crate::console::pages::refused(status, &text));
+        let (page_parts, page_body) = page.into_parts();
+        // The page's own type; the refusal's other headers (Allow, the console's CSP) kept.
+        parts.headers.extend(page_parts.headers);
+        return axum::response::Response::from_parts(parts, page_body);
+    }
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("Request failed").to_string() } else { text };
     let error = crate::api::ErrorDetail { code: crate::api::error::framework_code(status.as_u16()).to_string(), message, details: None };
     let body = serde_json::to_string(&crate::api::ErrorBody { error }).unwrap_or_default();
     parts.headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 

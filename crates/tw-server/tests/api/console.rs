@@ -223,6 +223,7 @@ async fn a_read_key_sees_no_change_controls_and_its_forged_posts_are_refused() {
         ("/console/sources/edr/rotate", vec![("csrf", csrf.as_str())]),
         ("/console/sources/edr/enabled", vec![("csrf", csrf.as_str()), ("enabled", "false")]),
         ("/console/sources/edr/test", vec![("csrf", csrf.as_str())]),
+        ("/console/sources/edr/settings", vec![("csrf", csrf.as_str()), ("mode", "async"), ("verification", "hmac")]),
         ("/console/sources", vec![("csrf", csrf.as_str()), ("source", "forged")]),
     ] {
         let page = b.post(path, &fields).await;
@@ -232,8 +233,10 @@ async fn a_read_key_sees_no_change_controls_and_its_forged_posts_are_refused() {
     }
     assert_eq!(b.get("/console/sources/new").await.status, 403);
     assert_eq!(b.get("/console/sources/edr/delete").await.status, 403);
+    assert_eq!(b.get("/console/sources/edr/settings").await.status, 403);
+    assert!(!page.body.contains("/settings\""), "no settings link for a read key: {}", page.body);
     let (status, v) = app.admin(Method::GET, "/api/webhooks/edr", None).await;
-    assert_eq!((status.as_u16(), &v["enabled"]), (200, &json!(true)), "nothing changed: {v}");
+    assert_eq!((status.as_u16(), &v["enabled"], &v["mode"]), (200, &json!(true), &json!("sync")), "nothing changed: {v}");
     let (_, v) = app.admin(Method::GET, "/api/webhooks/forged", None).await;
     assert_eq!(v["error"]["code"], "unknown_source");
 }
@@ -249,9 +252,13 @@ async fn a_post_without_the_csrf_token_is_refused() {
         assert_eq!(page.status, 403, "{fields:?}: {}", page.body);
     }
     assert_eq!(b.post("/console/logout", &[]).await.status, 403);
+    app.add_source(json!({"source": "edr", "secret": "edr-secret-123456"})).await;
+    let page = b.post("/console/sources/edr/settings", &[("mode", "async"), ("verification", "hmac")]).await;
+    assert_eq!(page.status, 403, "settings without the token: {}", page.body);
+    assert_eq!(get_ok(&app, "/api/webhooks/edr").await["mode"], "sync");
     assert_eq!(b.get("/console/sources").await.status, 200, "a refused sign-out left the session alone");
     let (_, v) = app.admin(Method::GET, "/api/webhooks", None).await;
-    assert_eq!(v["data"], json!([]));
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "only edr, added by the API: {v}");
     // The sign-in form's own token is required too.
     let page = Browser::new(&app)
         .send(
@@ -772,4 +779,216 @@ async fn console_form_bodies_are_bounded() {
     let payload = format!(r#"{{"event_type":"x","data":{{"details":{{"note":"{}"}}}}}}"#, "b".repeat(100 * 1024));
     let page = b.post("/console/playbooks/phishing_triage/test", &[("csrf", &csrf), ("payload", &payload)]).await;
     assert_eq!(page.status, 200, "a 100 KiB payload is tested: {}", page.body);
+}
+
+/// The settings page saves every setting `PATCH /api/webhooks/{source}` takes, through the API's
+/// update (so its audit record), and brings the API's field errors back by their field with the
+/// input kept and nothing changed.
+#[tokio::test]
+async fn an_admin_changes_every_setting_of_a_source_on_its_settings_page() {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "edr", "secret": "edr-secret-123456"})).await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    assert!(b.get("/console/sources").await.body.contains(r#"href="/console/sources/edr/settings""#));
+    let page = b.get("/console/sources/edr/settings").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_locked_down(&page);
+    assert!(page.body.contains(r#"action="/console/sources/edr/settings""#), "{}", page.body);
+    assert!(page.body.contains(r#"<option value="malware_triage">malware_triage</option>"#), "the playbooks to pick: {}", page.body);
+    let csrf = page.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        // `enabled` unticked: not sent.
+        ("auto_triage", "true"),
+        ("playbook", "malware_triage"),
+        ("format", "crowdstrike"),
+        ("mode", "async"),
+        ("verification", "header-token"),
+        ("header", "X-Edr-Token"),
+        ("secret", ""),
+        ("severity_mapping", "sev5 = critical\r\nsev1 = low\r\n"),
+        ("allowed_ips", "192.0.2.0/24\r\n10.1.0.0/16"),
+        ("rate_per_second", "2.5"),
+        ("rate_burst", "10"),
+        ("mapping", r#"{"title": "/alert/name"}"#),
+        ("timestamp_tolerance_secs", "600"),
+        ("max_body_bytes", "4096"),
+    ];
+    let page = b.post("/console/sources/edr/settings", &fields).await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/sources")), "{}", page.body);
+    let v = get_ok(&app, "/api/webhooks/edr").await;
+    assert_eq!(
+        (
+            &v["enabled"], &v["auto_triage"], &v["playbook"], &v["format"], &v["mode"], &v["verification"], &v["severity_mapping"],
+            &v["allowed_ips"], &v["rate_limit"], &v["mapping"]["title"], &v["timestamp_tolerance_secs"], &v["max_body_bytes"]
+        ),
+        (
+            &json!(false), &json!(true), &json!("malware_triage"), &json!("crowdstrike"), &json!("async"),
+            &json!({"scheme": "header-token", "header": "x-edr-token"}), &json!({"sev5": "critical", "sev1": "low"}),
+            &json!(["192.0.2.0/24", "10.1.0.0/16"]), &json!({"per_second": 2.5, "burst": 10}), &json!("/alert/name"), &json!(600), &json!(4096)
+        ),
+        "{v}"
+    );
+    let (_, audit) = app.admin(Method::GET, "/api/audit?action=source.update", None).await;
+    let record = &audit["data"][0];
+    assert_eq!((&record["target"], &record["after"]["auto_triage"]), (&json!("edr"), &json!(true)), "{audit}");
+    // The page shows what is stored now.
+    let page = b.get("/console/sources/edr/settings").await;
+    assert!(page.body.contains("sev5 = critical") && page.body.contains(r#"value="X-Edr-Token""#), "{}", page.body);
+
+    // The API's objections, each under its field, the input kept, nothing changed.
+    let mut bad = fields.to_vec();
+    bad.retain(|(k, _)| !matches!(*k, "allowed_ips" | "rate_per_second" | "playbook"));
+    bad.extend([("allowed_ips", "192.0.2.0/24\r\nnot-an-ip"), ("rate_per_second", "-1"), ("playbook", "")]);
+    let page = b.post("/console/sources/edr/settings", &bad).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert_locked_down(&page);
+    for text in ["<code>allowed_ips[1]</code>: ", "<code>rate_limit.per_second</code>: ", "is required when auto_triage is true", "192.0.2.0/24\r\nnot-an-ip</textarea>", r#"value="-1""#] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    let field_error = page.body.find(r#"<span class="field-error" role="alert"><code>allowed_ips[1]</code>"#).expect("by its field");
+    assert!(page.body[..field_error].rfind("name=\"allowed_ips\"") > page.body[..field_error].rfind("name=\"mapping\""), "under allowed_ips");
+    assert_eq!(get_ok(&app, "/api/webhooks/edr").await, v, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_config_source_shows_it_is_managed_there_and_its_settings_cannot_be_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("webhook_config.yaml");
+    std::fs::write(&path, "sources:\n  edr:\n    secret: \"config-secret-123456\"\n").unwrap();
+    let app = TestApp::spawn_with(|cfg| cfg.webhook_config = Some(path.clone())).await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let page = b.get("/console/sources/edr/settings").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("defined in the config file") && !page.body.contains("Save settings"), "{}", page.body);
+    let csrf = page.csrf();
+    let page = b.post("/console/sources/edr/settings", &[("csrf", &csrf), ("mode", "async")]).await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert_eq!(get_ok(&app, "/api/webhooks/edr").await["mode"], "sync");
+}
+
+/// The rotate form's grace period reaches the API: none ends the old secret at once, 7 days keeps it.
+#[tokio::test]
+async fn rotation_keeps_the_old_secret_for_the_chosen_grace_period() {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "mail", "secret": "mail-secret-123456"})).await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let list = b.get("/console/sources").await;
+    assert!(list.body.contains(r#"<option value="86400" selected>24 hours</option>"#), "{}", list.body);
+    let csrf = list.csrf();
+    let page = b.post("/console/sources/mail/rotate", &[("csrf", &csrf), ("grace_period_secs", "0")]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("no longer verifies"), "{}", page.body);
+    let (status, _) = app.deliver("mail", "mail-secret-123456", GENERIC).await;
+    assert_eq!(status, 401, "no grace: the old secret is refused");
+    let secret = between(&page.body, r#"<code data-copy="Secret">"#, "<").expect("the new secret");
+    let page = b.post("/console/sources/mail/rotate", &[("csrf", &csrf), ("grace_period_secs", "604800")]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let v = get_ok(&app, "/api/webhooks/mail").await;
+    let until = chrono::DateTime::parse_from_rfc3339(v["previous_secret_expires_at"].as_str().unwrap()).unwrap();
+    let days = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
+    assert!((167..=168).contains(&days), "{v}");
+    let (status, _) = app.deliver("mail", &secret, GENERIC).await;
+    assert_eq!(status, 201, "the previous secret verifies during its grace");
+    let page = b.post("/console/sources/mail/rotate", &[("csrf", &csrf), ("grace_period_secs", "forever")]).await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("grace_period_secs"), "{}", page.body);
+}
+
+/// The Number and Severity headers sort the list (links, the filters kept), through the API's
+/// `sort`; the next page keeps the order.
+#[tokio::test]
+async fn the_incident_list_sorts_by_its_column_headers_keeping_the_filters() {
+    let app = TestApp::spawn().await;
+    app.add_source(json!({"source": "edr", "secret": EDR_SECRET})).await;
+    let sev = |id: &str, s: &str| json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": s, "details": {"title": id}}}).to_string();
+    let low = delivered(&app, "edr", EDR_SECRET, &sev("a1", "low")).await;
+    let critical = delivered(&app, "edr", EDR_SECRET, &sev("a2", "critical")).await;
+    let medium = delivered(&app, "edr", EDR_SECRET, &sev("a3", "medium")).await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let order = |body: &str, numbers: &[&String]| {
+        let at: Vec<usize> = numbers.iter().map(|n| body.find(&format!(r#"href="/console/incidents/{n}""#)).unwrap_or(usize::MAX)).collect();
+        at.windows(2).all(|w| w[0] < w[1] && w[1] != usize::MAX)
+    };
+    let page = b.get("/console/incidents?source=edr&status=open").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&medium, &critical, &low]), "newest first: {}", page.body);
+    let severity_link = r#"href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#;
+    assert!(page.body.contains(severity_link), "{}", page.body);
+    assert!(page.body.contains(r#"href="/console/incidents?source=edr&amp;status=open&amp;sort=oldest""#), "{}", page.body);
+
+    let page = b.get("/console/incidents?source=edr&status=open&sort=severity").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&critical, &medium, &low]), "most severe first: {}", page.body);
+    assert!(page.body.contains(r#"aria-sort="descending"><a class="sort" href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#), "{}", page.body);
+    let page = b.get("/console/incidents?sort=oldest").await;
+    assert!(order(&page.body, &[&low, &critical, &medium]), "oldest first: {}", page.body);
+
+    // The next page goes on in the same order (the API's cursor carries it).
+    let (_, first) = app.admin(Method::GET, "/api/incidents?per_page=1&sort=severity", None).await;
+    let cursor = first["meta"]["next_cursor"].as_str().unwrap().to_string();
+    assert!(cursor.starts_with("critical-"), "{cursor}");
+    let page = b.get(&format!("/console/incidents?sort=severity&cursor={cursor}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(order(&page.body, &[&medium, &low]) && !page.body.contains(&format!("/console/incidents/{critical}\"")), "{}", page.body);
+    let page = b.get("/console/incidents?sort=sideways").await;
+    assert_eq!(page.status, 422, "{}", page.body);
+    assert!(page.body.contains("<code>sort</code>: "), "{}", page.body);
+}
+
+/// Requests the HTTP layer refuses before a console handler runs answer the console's HTML error
+/// page with the right status (and its security headers); the API keeps its JSON shape.
+#[tokio::test]
+async fn framework_refusals_under_the_console_are_html_pages() {
+    let app = TestApp::spawn().await;
+    let b = Browser::sign_in(&app, &app.admin_key).await;
+    let html = |page: &Page| page.headers["content-type"].to_str().unwrap().starts_with("text/html");
+
+    let page = b.post("/console/incidents", &[("csrf", "x")]).await;
+    assert_eq!(page.status, 405, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Not allowed here") && page.body.contains("<html"), "{}", page.body);
+    assert!(page.headers["allow"].to_str().unwrap().contains("GET"), "Allow kept");
+    assert_locked_down(&page);
+
+    let page = b.get("/console/sources/%FF%FE/settings").await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Bad request"), "{}", page.body);
+    assert_locked_down(&page);
+
+    let big = "a".repeat(64 * 1024);
+    let page = b.post("/console/sources", &[("csrf", "x"), ("source", &big)]).await;
+    assert_eq!(page.status, 413, "{}", page.body);
+    assert!(html(&page) && page.body.contains("Too large"), "{}", page.body);
+    assert_locked_down(&page);
+
+    // The API answers the same refusals in its JSON shape.
+    let resp = app.http.post(app.url("/api/incidents")).bearer_auth(&app.admin_key).send().await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let (status, v) = into_json(resp).await;
+    assert_error(status, &v, 405, "method_not_allowed");
+}
+
+/// A delivery that made an incident shows the incident's normalized alert beside its payload.
+#[tokio::test]
+async fn the_delivery_page_shows_the_normalized_alert_of_its_incident() {
+    let (app, rows) = app_with_deliveries().await;
+    let (refused, accepted) = (&rows[0], &rows[1]);
+    let number = accepted["incident_number"].as_str().unwrap();
+    let (_, incident) = app.admin(Method::GET, &format!("/api/incidents/{number}"), None).await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get(&format!("/console/deliveries/{}", accepted["request_id"].as_str().unwrap())).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let alert = page.body.find("<h2>Normalized alert</h2>").unwrap_or_else(|| panic!("no normalized alert: {}", page.body));
+    let shown = &page.body[alert..];
+    for text in [
+        incident["title"].as_str().unwrap().to_string(),
+        format!("sev-{}", incident["severity"].as_str().unwrap()),
+        format!("<code>{}</code>", incident["external_id"].as_str().unwrap()),
+        format!(r#"href="/console/incidents/{number}""#),
+    ] {
+        assert!(shown.contains(&text), "{text}: {shown}");
+    }
+    assert!(page.body.contains("<h2>Payload</h2>") && page.body.contains("alert-1"), "{}", page.body);
+    let page = b.get(&format!("/console/deliveries/{}", refused["request_id"].as_str().unwrap())).await;
+    assert!(!page.body.contains("Normalized alert"), "a refused delivery made none: {}", page.body);
 }

@@ -271,3 +271,66 @@ async fn unknown_incidents_are_404() {
     let (s, v) = app.admin(Method::GET, "/api/nothing-here", None).await;
     assert_error(s, &v, 404, "not_found");
 }
+
+/// The numbers of `list` most severe first, newest first within a severity (`list` newest first).
+fn most_severe_first(list: &Value) -> Vec<String> {
+    let rank = |i: &&Value| ["critical", "high", "medium", "low", "info"].iter().position(|s| i["severity"] == *s).unwrap();
+    let mut items: Vec<&Value> = list["data"].as_array().unwrap().iter().collect();
+    items.sort_by_key(rank);
+    items.iter().map(|i| i["incident_number"].as_str().unwrap().to_string()).collect()
+}
+
+/// `sort=oldest|severity`: every incident once in that order, by cursor and by page, with filters;
+/// a cursor carries its sort and is refused with another.
+#[tokio::test]
+async fn sort_orders_the_list_and_its_cursors_keep_the_order() {
+    let app = seeded().await;
+    let everything = get_ok(&app, "/api/incidents?per_page=200").await;
+    let newest = numbers(&everything);
+    let oldest: Vec<String> = newest.iter().rev().cloned().collect();
+    let by_severity = most_severe_first(&everything);
+    assert_ne!(by_severity, newest, "the seed has severities out of number order");
+    assert_eq!(numbers(&get_ok(&app, "/api/incidents?sort=newest").await), newest);
+    let edr = most_severe_first(&get_ok(&app, "/api/incidents?per_page=200&source=edr").await);
+    for per_page in [1, 2, 4, 5] {
+        assert_eq!(walk(&app, "sort=newest", per_page).await, newest, "per_page={per_page}");
+        assert_eq!(walk(&app, "sort=oldest", per_page).await, oldest, "per_page={per_page}");
+        assert_eq!(walk(&app, "sort=severity", per_page).await, by_severity, "per_page={per_page}");
+        assert_eq!(walk(&app, "sort=severity&source=edr", per_page).await, edr, "per_page={per_page}");
+        assert_eq!(walk(&app, "sort=oldest&source=edr", per_page).await, edr_oldest(&app).await, "per_page={per_page}");
+    }
+    // Pages by number in every order.
+    for (sort, expected) in [("oldest", &oldest), ("severity", &by_severity)] {
+        for page in 1..=3 {
+            let v = get_ok(&app, &format!("/api/incidents?sort={sort}&per_page=2&page={page}")).await;
+            let from = (page - 1) * 2;
+            assert_eq!(numbers(&v), expected[from..(from + 2).min(expected.len())].to_vec(), "{sort} page {page}: {v}");
+        }
+    }
+    // The cursor says its order.
+    let first = get_ok(&app, "/api/incidents?sort=severity&per_page=1").await;
+    let cursor = first["meta"]["next_cursor"].as_str().unwrap().to_string();
+    assert!(cursor.starts_with(&format!("{}-", first["data"][0]["severity"].as_str().unwrap())), "{cursor}");
+    let old = get_ok(&app, "/api/incidents?sort=oldest&per_page=1").await["meta"]["next_cursor"].as_str().unwrap().to_string();
+    assert!(old.starts_with("oldest-"), "{old}");
+    let plain = get_ok(&app, "/api/incidents?per_page=1").await["meta"]["next_cursor"].as_str().unwrap().to_string();
+    for (q, fields) in [
+        (format!("cursor={cursor}"), vec!["cursor"]),
+        (format!("sort=oldest&cursor={cursor}"), vec!["cursor"]),
+        (format!("sort=severity&cursor={plain}"), vec!["cursor"]),
+        (format!("cursor={old}"), vec!["cursor"]),
+        ("sort=sideways".to_string(), vec!["sort"]),
+        (format!("sort=sideways&cursor={old}"), vec!["sort"]),
+        ("sort=severity&cursor=dire-2026-1".to_string(), vec!["cursor"]),
+    ] {
+        let (s, v) = app.admin(Method::GET, &format!("/api/incidents?{q}"), None).await;
+        assert_error(s, &v, 422, "validation_error");
+        assert_eq!(detail_fields(&v), fields, "{q} -> {v}");
+    }
+    let message = app.admin(Method::GET, &format!("/api/incidents?cursor={cursor}"), None).await.1.to_string();
+    assert!(message.contains("sort=severity"), "says which sort the cursor belongs to: {message}");
+}
+
+async fn edr_oldest(app: &TestApp) -> Vec<String> {
+    numbers(&get_ok(app, "/api/incidents?per_page=200&source=edr").await).into_iter().rev().collect()
+}

@@ -69,9 +69,29 @@ impl crate::IncidentStore for PgStore {
             // Nothing matches: no index walk looking for rows that are not there.
             return Ok(listing::finish(Vec::new(), f.per_page, 0));
         }
-        let page = listing::page(f, dollar);
-        let rows = query(&c, &page.sql, &values(&page.args)).await?;
-        let items = rows.iter().map(|r| incident_from_row(r, false)).collect::<Result<_, _>>()?;
+        let wanted = f.per_page as usize + 1;
+        let mut items = Vec::with_capacity(wanted);
+        let mut skip = listing::offset(f);
+        for step in listing::steps(f) {
+            if items.len() >= wanted {
+                break;
+            }
+            if skip > 0
+                && let Some(held) = listing::step_total(f, step, dollar)
+            {
+                let held: i64 = query_one(&c, &held.sql, &values(&held.args)).await?.get(0);
+                let held = u64::try_from(held).unwrap_or(0);
+                if skip >= held {
+                    skip -= held;
+                    continue;
+                }
+            }
+            let page = listing::page(f, step, wanted - items.len(), skip, dollar);
+            skip = 0;
+            for r in query(&c, &page.sql, &values(&page.args)).await? {
+                items.push(incident_from_row(&r, false)?);
+            }
+        }
         Ok(listing::finish(items, f.per_page, total))
     }
 

@@ -75,21 +75,41 @@ impl crate::IncidentStore for SqliteStore {
     async fn list_incidents(&self, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {
         let f = f.clone();
         self.read(move |conn, _| {
-            let page = listing::page(&f, question);
             let total = listing::total(&f, question);
+            let count = |st: &listing::Statement<'_>| -> Result<i64, StoreError> {
+                Ok(conn.prepare_cached(&st.sql)?.query_row(params_from_iter(&st.args), |r| r.get(0))?)
+            };
             // One read transaction: the page and the total see the same snapshot.
             conn.execute_batch("BEGIN")?;
             let read = || -> Result<(Vec<Incident>, i64), StoreError> {
-                let total: i64 = conn.prepare_cached(&total.sql)?.query_row(params_from_iter(&total.args), |r| r.get(0))?;
+                let total = count(&total)?;
                 if total <= 0 {
                     // Nothing matches: no index walk looking for rows that are not there.
                     return Ok((Vec::new(), 0));
                 }
-                let mut stmt = conn.prepare_cached(&page.sql)?;
-                let mut rows = stmt.query(params_from_iter(&page.args))?;
-                let mut items = Vec::with_capacity(f.per_page as usize + 1);
-                while let Some(r) = rows.next()? {
-                    items.push(incident_from_row(r, false)?);
+                let wanted = f.per_page as usize + 1;
+                let mut items = Vec::with_capacity(wanted);
+                let mut skip = listing::offset(&f);
+                for step in listing::steps(&f) {
+                    if items.len() >= wanted {
+                        break;
+                    }
+                    if skip > 0
+                        && let Some(held) = listing::step_total(&f, step, question)
+                    {
+                        let held = u64::try_from(count(&held)?).unwrap_or(0);
+                        if skip >= held {
+                            skip -= held;
+                            continue;
+                        }
+                    }
+                    let page = listing::page(&f, step, wanted - items.len(), skip, question);
+                    skip = 0;
+                    let mut stmt = conn.prepare_cached(&page.sql)?;
+                    let mut rows = stmt.query(params_from_iter(&page.args))?;
+                    while let Some(r) = rows.next()? {
+                        items.push(incident_from_row(r, false)?);
+                    }
                 }
                 Ok((items, total))
             };
