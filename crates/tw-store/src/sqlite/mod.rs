@@ -1,8 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode. Writes go through the group-commit
 //! [`writer::Writer`]; reads use a small pool of read-only connections on blocking threads.
 //!
-//! Durability: `synchronous=FULL` in WAL mode, so a commit is on disk when it returns and a 2xx
-//! survives power loss. One file per concern, as in `postgres/`.
+//! Durability: WAL mode, and no write is answered before its commit's WAL frames are synced to
+//! disk (the writer commits with `synchronous=NORMAL` and its sync thread `fdatasync`s the WAL
+//! before answering, see `writer.rs`), so a 2xx survives power loss. One file per concern, as in
+//! `postgres/`.
 
 mod api_keys;
 mod audit;
@@ -121,7 +123,8 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a commit is on disk when it returns, so an acknowledged event survives power loss.
+    // FULL: a commit is on disk when it returns (the migrations). The writer then commits with
+    // NORMAL and syncs each commit on its own thread before answering (`writer.rs`).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // The writer's steady set of statements (intake, savepoints, tallies, queue and triage) is

@@ -1,6 +1,15 @@
 //! The group-commit writer: one thread owns the only write connection, takes every pending write
-//! off its channel, runs them in one transaction (each in its own savepoint, so one failing write
-//! does not undo the others), commits, and only then answers each caller.
+//! off its channel, runs them in one transaction (so that one failing write does not undo the
+//! others, a failure runs the batch again with a savepoint per write), commits, and answers each
+//! caller once the commit is on disk.
+//!
+//! Durable before answered, without the writer waiting for the disk: the connection commits with
+//! `synchronous=NORMAL` (WAL frames written, not synced), and a second thread ([`sync_loop`])
+//! `fdatasync`s the WAL file after each commit before it answers that batch's callers, while the
+//! writer already runs the next batch. One sync covers every batch committed before it started.
+//! A 2xx therefore means what it meant with `synchronous=FULL` (the commit's WAL frames are on
+//! disk); only the writer's thread no longer waits in `fsync`. Checkpoints keep SQLite's own
+//! syncs (the WAL before it is copied, the database after).
 //!
 //! Cheap per write: the intake's writes are *replayable* (they can run again after a rollback), so
 //! consecutive replayable writes share one savepoint; only when one of them fails is the group
@@ -265,11 +274,30 @@ pub struct Writer {
     tx: mpsc::Sender<Box<dyn Job>>,
 }
 
+/// Makes what was committed durable: called by the sync thread after one or more commits, before
+/// their callers are answered.
+pub(crate) type SyncFn = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn` (a file database in WAL mode), and its sync thread on
+    /// the connection's WAL file.
     pub fn spawn(conn: Connection, observer: Option<Arc<dyn CommitObserver>>) -> std::io::Result<Writer> {
+        let db = conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| std::io::Error::other("the writer needs a database file"))?;
+        Writer::spawn_with_sync(conn, observer, wal_sync(db))
+    }
+
+    /// Like [`Writer::spawn`], with `sync` making each commit durable.
+    pub(crate) fn spawn_with_sync(conn: Connection, observer: Option<Arc<dyn CommitObserver>>, sync: SyncFn) -> std::io::Result<Writer> {
+        // The sync thread syncs each commit before it is answered (see the module's doc).
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, observer))?;
+        let (synced_tx, synced_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("tw-store-sync".into()).spawn(move || sync_loop(synced_rx, sync))?;
+        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, synced_tx, observer))?;
         Ok(Writer { tx })
     }
 
@@ -320,7 +348,20 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, observer: Option<Arc<dyn CommitObserver>>) {
+/// A committed (or failed) batch on its way to its callers through the sync thread.
+struct Committed {
+    result: Result<(), Failure>,
+    done: Vec<Done>,
+    /// The commit wrote pages: it must be synced before anyone hears of it.
+    wrote: bool,
+}
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    synced: std::sync::mpsc::Sender<Committed>,
+    observer: Option<Arc<dyn CommitObserver>>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -345,14 +386,76 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, observer: Opt
                 Err(_) => {}
             }
         }
-        for (job, own) in done {
-            // A write that was rolled back on its own: its caller hears that, whatever the batch did.
-            job.finish(match own {
-                Some(e) => Err(e),
-                None => result.clone(),
-            });
+        let wrote = wrote && result.is_ok();
+        if let Err(std::sync::mpsc::SendError(lost)) = synced.send(Committed { result, done, wrote }) {
+            // The sync thread is gone: nobody can be told that their write is on disk.
+            let failure = Failure { unavailable: true, message: "the store's sync thread stopped".into() };
+            answer(lost.done, &Err(failure));
         }
     }
+}
+
+/// Answers the callers of a batch with its result, or, for a write that was rolled back on its
+/// own, with that write's failure.
+fn answer(done: Vec<Done>, result: &Result<(), Failure>) {
+    for (job, own) in done {
+        job.finish(match own {
+            Some(e) => Err(e),
+            None => result.clone(),
+        });
+    }
+}
+
+/// The sync thread: takes every commit waiting, makes them durable with one `sync` when any of
+/// them wrote, then answers their callers in commit order. A failed sync fails those writes as
+/// unavailable (503: the sender tries again, and finds its incident if the write did survive).
+fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn) {
+    let mut pending = Vec::new();
+    while let Ok(first) = rx.recv() {
+        pending.push(first);
+        while let Ok(more) = rx.try_recv() {
+            pending.push(more);
+        }
+        let synced = if pending.iter().any(|c| c.wrote) {
+            sync().map_err(|e| {
+                tracing::error!(target: "store", error = %e, "syncing the WAL failed; the writes waiting for it are refused");
+                Failure { unavailable: true, message: format!("cannot sync the database's log: {e}") }
+            })
+        } else {
+            Ok(())
+        };
+        for c in pending.drain(..) {
+            let result = match (&synced, c.wrote) {
+                (Err(e), true) => Err(e.clone()),
+                _ => c.result,
+            };
+            answer(c.done, &result);
+        }
+    }
+}
+
+/// Syncs the WAL file of the database at `db` (`fdatasync`, as SQLite itself does on Linux). The
+/// file is opened at the first sync (SQLite creates it with the first write) and again when the
+/// path names another file. Without a WAL file nothing waits in one: the database file is synced.
+fn wal_sync(db: std::path::PathBuf) -> SyncFn {
+    use std::os::unix::fs::MetadataExt;
+    let mut wal_path = db.clone().into_os_string();
+    wal_path.push("-wal");
+    let wal_path = std::path::PathBuf::from(wal_path);
+    let mut open: Option<(std::fs::File, u64)> = None;
+    Box::new(move || {
+        let current = match std::fs::metadata(&wal_path) {
+            Ok(m) => m.ino(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return std::fs::File::open(&db)?.sync_data(),
+            Err(e) => return Err(e),
+        };
+        if open.as_ref().is_none_or(|(_, ino)| *ino != current) {
+            let file = std::fs::File::open(&wal_path)?;
+            let ino = file.metadata()?.ino();
+            open = Some((file, ino));
+        }
+        open.as_ref().map_or(Ok(()), |(file, _)| file.sync_data())
+    })
 }
 
 /// A job that ran, with its own failure when it was rolled back alone.
@@ -764,6 +867,72 @@ mod tests {
         assert_eq!(rows(&path, "SELECT x, note FROM t WHERE x >= 1000 AND note = 'dup'"), vec![]);
         let counts = rows(&path, "SELECT delivery_count, last_delivery_at || '/' || error_count FROM sources");
         assert_eq!(counts, vec![(5, "2026-01-01T00:00:05Z/0".to_string())]);
+    }
+
+    /// A writer whose syncs wait for the test: each sync takes one message from the returned
+    /// sender (an `Err` one fails that sync), and the syncs done so far are counted.
+    fn writer_with_gated_sync() -> (tempfile::TempDir, Writer, std::path::PathBuf, std::sync::mpsc::Sender<std::io::Result<()>>, Arc<std::sync::atomic::AtomicUsize>) {
+        let (dir, _, path) = writer();
+        let conn = Connection::open(&path).unwrap();
+        let (gate, wait) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let wait = std::sync::Mutex::new(wait);
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = syncs.clone();
+        let sync: SyncFn = Box::new(move || {
+            let r = wait.lock().unwrap().recv().unwrap_or(Ok(()));
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        (dir, Writer::spawn_with_sync(conn, None, sync).unwrap(), path, gate, syncs)
+    }
+
+    /// Nobody hears of a commit before it is synced; the commit itself is already in the file.
+    #[tokio::test]
+    async fn a_write_is_answered_only_once_its_commit_is_synced() {
+        let (_dir, w, path, gate, syncs) = writer_with_gated_sync();
+        let w1 = w.clone();
+        let mut first = tokio::spawn(async move { w1.write_replayable(insert(1, "a")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(1), &mut first).await.is_err(), "answered before the sync");
+        assert_eq!(rows(&path, "SELECT x, note FROM t WHERE x < 1000"), vec![(1, "a".to_string())]);
+        // Committed while the first sync waits: one later sync covers them together.
+        let mut later = Vec::new();
+        for x in [2, 3] {
+            let w = w.clone();
+            later.push(tokio::spawn(async move { w.write_replayable(insert(x, "b")).await }));
+        }
+        while rows(&path, "SELECT x, note FROM t WHERE x < 1000").len() < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        gate.send(Ok(())).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        gate.send(Ok(())).unwrap();
+        assert_eq!(futures_join(later).await.into_iter().map(Result::unwrap).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(syncs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// When the sync fails, its writes are refused as unavailable (the sender tries again).
+    #[tokio::test]
+    async fn a_failed_sync_refuses_its_writes() {
+        let (_dir, w, _path, gate, _) = writer_with_gated_sync();
+        gate.send(Err(std::io::Error::other("EIO"))).unwrap();
+        let r = w.write_replayable(insert(1, "a")).await;
+        assert!(matches!(&r, Err(StoreError::Unavailable(e)) if e.to_string().contains("EIO")), "{r:?}");
+        gate.send(Ok(())).unwrap();
+        assert_eq!(w.write_replayable(insert(2, "b")).await.unwrap(), 2);
+    }
+
+    /// The real sync finds the WAL file SQLite made and syncs it.
+    #[tokio::test]
+    async fn the_wal_sync_syncs_the_file_sqlite_writes() {
+        let (_dir, w, path) = writer();
+        assert_eq!(w.write_replayable(insert(1, "a")).await.unwrap(), 1);
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        assert!(std::path::Path::new(&wal).exists());
+        let mut sync = wal_sync(path.clone());
+        sync().unwrap();
+        sync().unwrap();
     }
 
     async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
