@@ -172,10 +172,7 @@ impl crate::DeliveryStore for PgStore {
             DeliveryFilter::Ok => "AND status BETWEEN 200 AND 299",
             DeliveryFilter::Failed => "AND status NOT BETWEEN 200 AND 299",
         };
-        let sql = format!(
-            "SELECT {} FROM deliveries WHERE source = $1 {cond} ORDER BY id DESC LIMIT $2",
-            crate::rows::delivery_columns("NULL::bytea")
-        );
+        let sql = crate::rows::newest_deliveries_sql('$', &crate::rows::delivery_columns("NULL::bytea"), cond);
         let c = self.client().await?;
         query(&c, &sql, &[&source.as_str(), &i64::from(limit)]).await?.iter().map(|r| delivery_from_row(r).map(|d| d.0)).collect()
     }
@@ -266,18 +263,12 @@ impl crate::DeliveryStore for PgStore {
                         n += execute(&c, &crate::rows::retention_delete_sql('$'), &[&name, &verified, edge, &(batch - n)]).await? as i64;
                     }
                 }
-                if let Some(cutoff) = cutoff
-                    && n < batch
-                {
-                    // The oldest rows first, a bounded number looked at: received times follow
-                    // ids closely enough that what is left waits for the next round.
-                    n += execute(
-                        &c,
-                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM \
-                         (SELECT id, received_at FROM deliveries WHERE source = $1 ORDER BY id LIMIT $3) AS oldest WHERE received_at < $2)",
-                        &[&name, &cutoff, &(batch - n)],
-                    )
-                    .await? as i64;
+                for (verified, _) in keeps {
+                    if let Some(cutoff) = cutoff
+                        && n < batch
+                    {
+                        n += execute(&c, &crate::rows::retention_age_sql('$'), &[&name, &cutoff, &(batch - n), &verified]).await? as i64;
+                    }
                 }
                 total += n as u64;
                 if n < batch {
@@ -291,7 +282,7 @@ impl crate::DeliveryStore for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::rows::{retention_delete_sql, retention_edge_sql};
+    use crate::rows::{delivery_columns, newest_deliveries_sql, retention_age_sql, retention_delete_sql, retention_edge_sql};
 
     /// The plan of `sql`.
     async fn plan(c: &tokio_postgres::Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> String {
@@ -317,6 +308,15 @@ mod tests {
             assert!(edge.contains("Index Only Scan Backward using deliveries_by_source_verified"), "{edge}");
             let delete = plan(&c, &retention_delete_sql('$'), &[&"src3", &verified, &5i64, &10i64]).await;
             assert!(delete.contains("Index Only Scan using deliveries_by_source_verified") && !delete.contains("Sort"), "{delete}");
+            let cutoff = chrono::Utc::now();
+            let age = plan(&c, &retention_age_sql('$'), &[&"src3", &cutoff, &10i64, &verified]).await;
+            assert!(age.contains("using deliveries_by_source_verified") && !age.contains("Seq Scan on deliveries"), "{age}");
+        }
+        // A source's newest records: each class from its end of the index, merged.
+        for cond in ["", "AND status BETWEEN 200 AND 299"] {
+            let list = plan(&c, &newest_deliveries_sql('$', &delivery_columns("NULL::bytea"), cond), &[&"src3", &100i64]).await;
+            assert_eq!(list.matches("Scan Backward using deliveries_by_source_verified").count(), 2, "{list}");
+            assert!(!list.contains("Seq Scan on deliveries"), "{list}");
         }
     }
 }

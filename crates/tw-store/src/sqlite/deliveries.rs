@@ -124,10 +124,7 @@ impl crate::DeliveryStore for SqliteStore {
                 DeliveryFilter::Ok => "AND status BETWEEN 200 AND 299",
                 DeliveryFilter::Failed => "AND status NOT BETWEEN 200 AND 299",
             };
-            let sql = format!(
-                "SELECT {} FROM deliveries WHERE source = ?1 {cond} ORDER BY id DESC LIMIT ?2",
-                crate::rows::delivery_columns("NULL")
-            );
+            let sql = crate::rows::newest_deliveries_sql('?', &crate::rows::delivery_columns("NULL"), cond);
             deliveries(conn, &sql, params![source.as_str(), limit])
         })
         .await
@@ -234,17 +231,14 @@ impl crate::DeliveryStore for SqliteStore {
                                     .execute(params![s, verified, edge, batch - n])? as i64;
                             }
                         }
-                        if let Some(c) = c
-                            && n < batch
-                        {
-                            // The oldest rows first, a bounded number looked at: received times
-                            // follow ids closely enough that what is left waits for the next round.
-                            n += conn
-                                .prepare_cached(
-                                    "DELETE FROM deliveries WHERE id IN (SELECT id FROM \
-                                     (SELECT id, received_at FROM deliveries WHERE source = ?1 ORDER BY id LIMIT ?3) WHERE received_at < ?2)",
-                                )?
-                                .execute(params![s, c, batch - n])? as i64;
+                        for (verified, _) in keeps {
+                            if let Some(c) = &c
+                                && n < batch
+                            {
+                                n += conn
+                                    .prepare_cached(&crate::rows::retention_age_sql('?'))?
+                                    .execute(params![s, c, batch - n, verified])? as i64;
+                            }
                         }
                         Ok(n)
                     })
@@ -261,7 +255,7 @@ impl crate::DeliveryStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use crate::rows::{retention_delete_sql, retention_edge_sql};
+    use crate::rows::{delivery_columns, newest_deliveries_sql, retention_age_sql, retention_delete_sql, retention_edge_sql};
 
     /// Every plan step of `sql`, as `EXPLAIN QUERY PLAN` words it.
     fn plan(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> String {
@@ -284,6 +278,21 @@ mod tests {
                     && !delete.contains("TEMP B-TREE"),
                 "{delete}"
             );
+            let age = plan(&conn, &retention_age_sql('?'), rusqlite::params!["src", "2026-01-01", 10, verified]);
+            assert!(age.contains("USING INDEX deliveries_by_source_verified (source=? AND verified=?)") && !age.contains("SCAN deliveries"), "{age}");
+        }
+    }
+
+    /// A source's newest records come from the two classes' ends of the one index, merged: no
+    /// scan of the source's records, whatever the filter.
+    #[test]
+    fn the_newest_records_walk_each_class_from_its_newest() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        for cond in ["", "AND status BETWEEN 200 AND 299"] {
+            let list = plan(&conn, &newest_deliveries_sql('?', &delivery_columns("NULL"), cond), rusqlite::params!["src", 100]);
+            assert_eq!(list.matches("INDEX deliveries_by_source_verified (source=? AND verified=?)").count(), 2, "{list}");
+            assert!(!list.contains("SCAN deliveries"), "{list}");
         }
     }
 }
