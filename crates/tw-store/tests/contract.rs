@@ -551,6 +551,75 @@ async fn api_keys_expire_revoke_and_remember_their_use(store: Arc<dyn Store>) {
     assert!(store.find_api_key(other.hash).await.unwrap().is_some());
 }
 
+async fn console_sessions_slide_are_bounded_and_pruned(store: Arc<dyn Store>) {
+    let at = |s: i64| Utc.timestamp_opt(1_900_000_000 + s, 0).unwrap();
+    let key = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let k = api_key::generate().unwrap();
+            (store.create_api_key(name, Scope::Read, k.hash, &k.prefix).await.unwrap(), k.hash)
+        }
+    };
+    let ((a, a_hash), (b, b_hash)) = (key("a").await, key("b").await);
+    let session = |n: u8, k: &ApiKeyRecord, hash: [u8; 32], t: i64| NewConsoleSession {
+        id_hash: [n; 32],
+        key_id: k.id.clone(),
+        key_hash: hash,
+        created_at: at(t),
+        expires_at: at(t + 1800),
+    };
+    let roomy = SessionLimits { per_key: 20, total: 1000 };
+
+    // Opened, found while alive, moved on by a later use only.
+    assert_eq!(store.open_console_session(session(1, &a, a_hash, 0), roomy).await.unwrap(), 0);
+    let s = store.console_session([1; 32], at(1)).await.unwrap().expect("alive");
+    assert_eq!((s.key_id.as_str(), s.key_hash, s.created_at, s.last_seen_at, s.expires_at), (a.id.as_str(), a_hash, at(0), at(0), at(1800)));
+    assert!(store.console_session([9; 32], at(1)).await.unwrap().is_none(), "no such session");
+    assert!(store.touch_console_session([1; 32], at(60), at(1860)).await.unwrap());
+    assert!(!store.touch_console_session([1; 32], at(30), at(1830)).await.unwrap(), "an older use is ignored");
+    let s = store.console_session([1; 32], at(61)).await.unwrap().unwrap();
+    assert_eq!((s.last_seen_at, s.expires_at), (at(60), at(1860)));
+    assert!(store.console_session([1; 32], at(1860)).await.unwrap().is_none(), "ended at expires_at");
+    assert!(!store.touch_console_session([1; 32], at(1860), at(3660)).await.unwrap(), "an expired session is not revived");
+
+    // Per key: the least recently used of the key's own sessions is closed, nobody else's.
+    assert!(store.close_console_session([1; 32]).await.unwrap(), "a's first session ends (sign-out)");
+    assert_eq!(store.open_console_session(session(2, &b, b_hash, 100), roomy).await.unwrap(), 0);
+    let per_key = SessionLimits { per_key: 3, total: 1000 };
+    for (n, t) in [(10, 110), (11, 111), (12, 112)] {
+        assert_eq!(store.open_console_session(session(n, &a, a_hash, t), per_key).await.unwrap(), 0);
+    }
+    assert!(store.touch_console_session([10; 32], at(200), at(2000)).await.unwrap());
+    assert_eq!(store.open_console_session(session(13, &a, a_hash, 201), per_key).await.unwrap(), 1);
+    assert!(store.console_session([11; 32], at(202)).await.unwrap().is_none(), "the key's least recently used was closed");
+    for n in [10, 12, 13, 2] {
+        assert!(store.console_session([n; 32], at(202)).await.unwrap().is_some(), "session {n} stays");
+    }
+
+    // In all: past the total, the least recently used of everyone's goes (here b's).
+    let total = SessionLimits { per_key: 20, total: 4 };
+    assert_eq!(store.open_console_session(session(14, &a, a_hash, 210), total).await.unwrap(), 1);
+    assert!(store.console_session([2; 32], at(211)).await.unwrap().is_none());
+    for n in [10, 12, 13, 14] {
+        assert!(store.console_session([n; 32], at(211)).await.unwrap().is_some(), "session {n} stays");
+    }
+
+    // Sign-out, once.
+    assert!(store.close_console_session([14; 32]).await.unwrap());
+    assert!(!store.close_console_session([14; 32]).await.unwrap());
+    assert!(store.console_session([14; 32], at(212)).await.unwrap().is_none());
+
+    // Expired rows are pruned, and only those; opening a session removes them too.
+    assert_eq!(store.prune_console_sessions(at(1500)).await.unwrap(), 0);
+    assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 1, "12 expired; 10 was used later, 13 opened later");
+    assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 0);
+    assert_eq!(store.open_console_session(session(15, &b, b_hash, 5000), total).await.unwrap(), 0, "10 and 13 expired: nothing live closed");
+    for n in [10, 13] {
+        assert!(store.console_session([n; 32], at(1999)).await.unwrap().is_none(), "{n} was deleted with the expired ones");
+    }
+    assert_eq!(store.prune_console_sessions(at(5001)).await.unwrap(), 0);
+}
+
 async fn audit_records_page_newest_first_and_filter(store: Arc<dyn Store>) {
     let record = |action: &str, target: &str| NewAuditRecord {
         actor: AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_12345678".into() },
@@ -899,6 +968,7 @@ contract!(
     queue_lifecycle,
     api_keys,
     api_keys_expire_revoke_and_remember_their_use,
+    console_sessions_slide_are_bounded_and_pruned,
     audit_records_page_newest_first_and_filter,
     triage_jobs_finish_once,
     triage_jobs_retry_then_fail,
