@@ -92,7 +92,12 @@ impl crate::ConsoleSessionStore for PgStore {
         }))
     }
 
-    async fn touch_console_session(&self, id_hash: [u8; 32], seen_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn touch_console_session(
+        &self,
+        id_hash: [u8; 32],
+        seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         Ok(self.writer.session(SessionWrite::Touch { id_hash, seen_at, expires_at }).await? > 0)
     }
 

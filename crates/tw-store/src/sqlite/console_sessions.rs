@@ -46,7 +46,13 @@ impl crate::ConsoleSessionStore for SqliteStore {
                      WHERE id_hash = ?1 AND expires_at > ?2",
                 )?
                 .query_row(params![&id_hash[..], ts(now)], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
                 })
                 .optional()?;
             let Some((key_id, key_hash, created_at, last_seen_at, expires_at)) = row else { return Ok(None) };
@@ -61,7 +67,12 @@ impl crate::ConsoleSessionStore for SqliteStore {
         .await
     }
 
-    async fn touch_console_session(&self, id_hash: [u8; 32], seen_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn touch_console_session(
+        &self,
+        id_hash: [u8; 32],
+        seen_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.writer
             .write(move |conn| {
                 let n = conn
@@ -88,7 +99,9 @@ impl crate::ConsoleSessionStore for SqliteStore {
         let at = now.clone();
         let any = self
             .read(move |conn, _| {
-                Ok(conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM console_sessions WHERE expires_at <= ?1)")?.query_row([&at], |r| r.get::<_, bool>(0))?)
+                Ok(conn
+                    .prepare_cached("SELECT EXISTS(SELECT 1 FROM console_sessions WHERE expires_at <= ?1)")?
+                    .query_row([&at], |r| r.get::<_, bool>(0))?)
             })
             .await?;
         if !any {
