@@ -787,6 +787,45 @@ async fn keyset_pages_cover_every_incident_once_in_every_order(store: Arc<dyn St
     assert!(at.severity == Severity::Critical || store.list_incidents(&above).await.unwrap().items.is_empty());
 }
 
+/// A page by severity is read from one snapshot: while triage moves incidents between severities,
+/// a page that holds them all shows each exactly once and as many as its total.
+async fn a_severity_page_is_one_snapshot_while_severities_change(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let mut incidents = Vec::new();
+    for i in 0..40 {
+        incidents.push(store.ingest(ingest_req("edr", Some(&format!("e-{i}")), &format!("e{i}"))).await.unwrap().incident());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Back and forth between the first and the last severity walked.
+                let to = if round % 2 == 0 { Severity::Info } else { Severity::Critical };
+                for incident in incidents.iter().skip(round % 4).step_by(4) {
+                    triage_to(&store, incident, Some(to)).await;
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    for _ in 0..60 {
+        for start in [PageStart::Offset(0), PageStart::Offset(5)] {
+            let f = IncidentFilter { start, order: IncidentOrder::Severity, ..filter(None, None, None, 100) };
+            let page = store.list_incidents(&f).await.unwrap();
+            let numbers: BTreeSet<_> = page.items.iter().map(|i| i.incident_number).collect();
+            assert_eq!(numbers.len(), page.items.len(), "an incident shown twice: {f:?}");
+            assert_eq!(page.total, 40);
+            let skipped = if matches!(start, PageStart::Offset(5)) { 5 } else { 0 };
+            assert_eq!(page.items.len() + skipped, 40, "an incident missed: {f:?}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(changer.await.unwrap() > 0, "severities changed meanwhile");
+}
+
 async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>) {
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     store.create_source(source("siem", "siem-secret")).await.unwrap();
@@ -978,6 +1017,7 @@ contract!(
     an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
     keyset_pages_cover_every_incident_once_in_every_order,
+    a_severity_page_is_one_snapshot_while_severities_change,
     totals_follow_inserts_status_and_severity_changes,
     deliveries_have_unique_own_ids_and_are_found_by_the_senders,
     refused_counts_add_up_in_one_row_whichever_write_comes_first,
