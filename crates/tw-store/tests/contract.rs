@@ -802,7 +802,7 @@ async fn a_severity_page_is_one_snapshot_while_severities_change(store: Arc<dyn 
             let mut round = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Back and forth between the first and the last severity walked.
-                let to = if round % 2 == 0 { Severity::Info } else { Severity::Critical };
+                let to = if round.is_multiple_of(2) { Severity::Info } else { Severity::Critical };
                 for incident in incidents.iter().skip(round % 4).step_by(4) {
                     triage_to(&store, incident, Some(to)).await;
                 }
