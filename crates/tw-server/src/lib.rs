@@ -289,6 +289,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         audit::config_released(&store, cfg.webhook_config.as_deref(), &name).await;
     }
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let console_sessions = console::session::Sessions::new(store.clone(), console::session::MAX_SESSIONS);
     let state = AppState::new(state::AppStateInner {
         sources: Arc::new(SourceCache::new(store.clone())),
         store,
@@ -311,7 +312,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         key_usage: Arc::new(key_usage::KeyUsage::new()),
         store_health,
         refusals: Arc::new(refusals::RefusalSampler::new()),
-        console_sessions: Arc::new(console::session::Sessions::default()),
+        console_sessions: Arc::new(console_sessions),
         logs: cfg.log_buffer.clone(),
         stopping: stopping_rx,
         heartbeats: Arc::new(state::Heartbeats {

@@ -17,6 +17,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod console_session;
 pub mod crypto;
 pub mod files;
 mod listing;
@@ -29,6 +30,7 @@ pub mod triage;
 
 pub use api_key::{ApiKeyRecord, ApiKeySpec, Scope};
 pub use audit::{AuditActor, AuditFilter, AuditPage, AuditRecord, NewAuditRecord};
+pub use console_session::{ConsoleSessionRecord, NewConsoleSession, SessionLimits};
 pub use crypto::MasterKey;
 pub use model::*;
 pub use triage::{IncidentTriageUpdate, JobTransition, TriageState};
@@ -307,6 +309,26 @@ pub trait DeliveryStore: Send + Sync {
     async fn prune_deliveries(&self, retention: DeliveryRetention, now: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError>;
 }
 
+/// Console sessions (`*/console_sessions.rs`), shared by every instance on the database. Writes go
+/// through the engine's writer; reads through the read pool.
+#[async_trait]
+pub trait ConsoleSessionStore: Send + Sync {
+    /// Opens a session, in one write: first deletes the sessions expired at `new.created_at`,
+    /// then closes the least recently used of the key's sessions beyond `limits.per_key - 1` and
+    /// of everyone's beyond `limits.total - 1`, so that the new one fits. Returns how many live
+    /// sessions were closed to make room. Instances opening sessions at once take turns.
+    async fn open_console_session(&self, new: NewConsoleSession, limits: SessionLimits) -> Result<u64, StoreError>;
+    /// The session whose id hashes to `id_hash`, when it is alive at `now` (`expires_at > now`).
+    async fn console_session(&self, id_hash: [u8; 32], now: DateTime<Utc>) -> Result<Option<ConsoleSessionRecord>, StoreError>;
+    /// Records a use at `seen_at` that moves the end to `expires_at`; false (nothing written) when
+    /// the session is gone, expired at `seen_at`, or already has a later use.
+    async fn touch_console_session(&self, id_hash: [u8; 32], seen_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Ends a session (sign-out, or its key no longer accepted); false when there was none.
+    async fn close_console_session(&self, id_hash: [u8; 32]) -> Result<bool, StoreError>;
+    /// Deletes the sessions expired at `now`; returns how many. Writes only when there are some.
+    async fn prune_console_sessions(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
 /// Schema and health (`*/migrations.rs`).
 #[async_trait]
 pub trait HealthStore: Send + Sync {
@@ -327,18 +349,18 @@ pub trait HealthStore: Send + Sync {
 /// The persistence interface of the intake: every concern. Implementations are cheap to share
 /// (`Arc<dyn Store>`). Bring the concern traits into scope with `use tw_store::prelude::*`.
 pub trait Store:
-    SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
+    SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + ConsoleSessionStore + HealthStore + 'static
 {
 }
 
 impl<T> Store for T where
-    T: SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + HealthStore + 'static
+    T: SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + ConsoleSessionStore + HealthStore + 'static
 {
 }
 
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, AuditStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, ReprocessStore, SourceStore, Store};
+    pub use crate::{ApiKeyStore, AuditStore, ConsoleSessionStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, ReprocessStore, SourceStore, Store};
 }
 
 /// Where the data lives, parsed from `--database-url`.

@@ -341,7 +341,7 @@ pub(crate) fn retention_delete_sql(p: char) -> String {
 /// Parameters source, limit: a source's newest `limit` records with `cond` (`AND ...` or empty),
 /// `columns` of them. The newest `limit` of each class are found in
 /// `deliveries_by_source_verified` and merged, so no index on `(source, id)` is needed: that
-/// index cost the intake one more b-tree write per delivery (about a tenth of its CPU). Each
+/// index cost the intake one more b-tree write per delivery. Each
 /// class is ordered by the index's whole key (the same order, the first two being fixed), so
 /// that PostgreSQL walks that index rather than the primary key with a filter.
 pub(crate) fn newest_deliveries_sql(p: char, columns: &str, cond: &str) -> String {

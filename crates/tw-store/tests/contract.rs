@@ -551,6 +551,75 @@ async fn api_keys_expire_revoke_and_remember_their_use(store: Arc<dyn Store>) {
     assert!(store.find_api_key(other.hash).await.unwrap().is_some());
 }
 
+async fn console_sessions_slide_are_bounded_and_pruned(store: Arc<dyn Store>) {
+    let at = |s: i64| Utc.timestamp_opt(1_900_000_000 + s, 0).unwrap();
+    let key = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let k = api_key::generate().unwrap();
+            (store.create_api_key(name, Scope::Read, k.hash, &k.prefix).await.unwrap(), k.hash)
+        }
+    };
+    let ((a, a_hash), (b, b_hash)) = (key("a").await, key("b").await);
+    let session = |n: u8, k: &ApiKeyRecord, hash: [u8; 32], t: i64| NewConsoleSession {
+        id_hash: [n; 32],
+        key_id: k.id.clone(),
+        key_hash: hash,
+        created_at: at(t),
+        expires_at: at(t + 1800),
+    };
+    let roomy = SessionLimits { per_key: 20, total: 1000 };
+
+    // Opened, found while alive, moved on by a later use only.
+    assert_eq!(store.open_console_session(session(1, &a, a_hash, 0), roomy).await.unwrap(), 0);
+    let s = store.console_session([1; 32], at(1)).await.unwrap().expect("alive");
+    assert_eq!((s.key_id.as_str(), s.key_hash, s.created_at, s.last_seen_at, s.expires_at), (a.id.as_str(), a_hash, at(0), at(0), at(1800)));
+    assert!(store.console_session([9; 32], at(1)).await.unwrap().is_none(), "no such session");
+    assert!(store.touch_console_session([1; 32], at(60), at(1860)).await.unwrap());
+    assert!(!store.touch_console_session([1; 32], at(30), at(1830)).await.unwrap(), "an older use is ignored");
+    let s = store.console_session([1; 32], at(61)).await.unwrap().unwrap();
+    assert_eq!((s.last_seen_at, s.expires_at), (at(60), at(1860)));
+    assert!(store.console_session([1; 32], at(1860)).await.unwrap().is_none(), "ended at expires_at");
+    assert!(!store.touch_console_session([1; 32], at(1860), at(3660)).await.unwrap(), "an expired session is not revived");
+
+    // Per key: the least recently used of the key's own sessions is closed, nobody else's.
+    assert!(store.close_console_session([1; 32]).await.unwrap(), "a's first session ends (sign-out)");
+    assert_eq!(store.open_console_session(session(2, &b, b_hash, 100), roomy).await.unwrap(), 0);
+    let per_key = SessionLimits { per_key: 3, total: 1000 };
+    for (n, t) in [(10, 110), (11, 111), (12, 112)] {
+        assert_eq!(store.open_console_session(session(n, &a, a_hash, t), per_key).await.unwrap(), 0);
+    }
+    assert!(store.touch_console_session([10; 32], at(200), at(2000)).await.unwrap());
+    assert_eq!(store.open_console_session(session(13, &a, a_hash, 201), per_key).await.unwrap(), 1);
+    assert!(store.console_session([11; 32], at(202)).await.unwrap().is_none(), "the key's least recently used was closed");
+    for n in [10, 12, 13, 2] {
+        assert!(store.console_session([n; 32], at(202)).await.unwrap().is_some(), "session {n} stays");
+    }
+
+    // In all: past the total, the least recently used of everyone's goes (here b's).
+    let total = SessionLimits { per_key: 20, total: 4 };
+    assert_eq!(store.open_console_session(session(14, &a, a_hash, 210), total).await.unwrap(), 1);
+    assert!(store.console_session([2; 32], at(211)).await.unwrap().is_none());
+    for n in [10, 12, 13, 14] {
+        assert!(store.console_session([n; 32], at(211)).await.unwrap().is_some(), "session {n} stays");
+    }
+
+    // Sign-out, once.
+    assert!(store.close_console_session([14; 32]).await.unwrap());
+    assert!(!store.close_console_session([14; 32]).await.unwrap());
+    assert!(store.console_session([14; 32], at(212)).await.unwrap().is_none());
+
+    // Expired rows are pruned, and only those; opening a session removes them too.
+    assert_eq!(store.prune_console_sessions(at(1500)).await.unwrap(), 0);
+    assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 1, "12 expired; 10 was used later, 13 opened later");
+    assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 0);
+    assert_eq!(store.open_console_session(session(15, &b, b_hash, 5000), total).await.unwrap(), 0, "10 and 13 expired: nothing live closed");
+    for n in [10, 13] {
+        assert!(store.console_session([n; 32], at(1999)).await.unwrap().is_none(), "{n} was deleted with the expired ones");
+    }
+    assert_eq!(store.prune_console_sessions(at(5001)).await.unwrap(), 0);
+}
+
 async fn audit_records_page_newest_first_and_filter(store: Arc<dyn Store>) {
     let record = |action: &str, target: &str| NewAuditRecord {
         actor: AuditActor::ApiKey { name: "ops".into(), key_prefix: "tw_12345678".into() },
@@ -716,6 +785,45 @@ async fn keyset_pages_cover_every_incident_once_in_every_order(store: Arc<dyn St
     assert_eq!(listed, by_severity[6..]);
     let above = IncidentFilter { severity: Some(Severity::Critical), ..rest.clone() };
     assert!(at.severity == Severity::Critical || store.list_incidents(&above).await.unwrap().items.is_empty());
+}
+
+/// A page by severity is read from one snapshot: while triage moves incidents between severities,
+/// a page that holds them all shows each exactly once and as many as its total.
+async fn a_severity_page_is_one_snapshot_while_severities_change(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let mut incidents = Vec::new();
+    for i in 0..40 {
+        incidents.push(store.ingest(ingest_req("edr", Some(&format!("e-{i}")), &format!("e{i}"))).await.unwrap().incident());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Back and forth between the first and the last severity walked.
+                let to = if round.is_multiple_of(2) { Severity::Info } else { Severity::Critical };
+                for incident in incidents.iter().skip(round % 4).step_by(4) {
+                    triage_to(&store, incident, Some(to)).await;
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    for _ in 0..60 {
+        for start in [PageStart::Offset(0), PageStart::Offset(5)] {
+            let f = IncidentFilter { start, order: IncidentOrder::Severity, ..filter(None, None, None, 100) };
+            let page = store.list_incidents(&f).await.unwrap();
+            let numbers: BTreeSet<_> = page.items.iter().map(|i| i.incident_number).collect();
+            assert_eq!(numbers.len(), page.items.len(), "an incident shown twice: {f:?}");
+            assert_eq!(page.total, 40);
+            let skipped = if matches!(start, PageStart::Offset(5)) { 5 } else { 0 };
+            assert_eq!(page.items.len() + skipped, 40, "an incident missed: {f:?}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(changer.await.unwrap() > 0, "severities changed meanwhile");
 }
 
 async fn totals_follow_inserts_status_and_severity_changes(store: Arc<dyn Store>) {
@@ -899,6 +1007,7 @@ contract!(
     queue_lifecycle,
     api_keys,
     api_keys_expire_revoke_and_remember_their_use,
+    console_sessions_slide_are_bounded_and_pruned,
     audit_records_page_newest_first_and_filter,
     triage_jobs_finish_once,
     triage_jobs_retry_then_fail,
@@ -908,6 +1017,7 @@ contract!(
     an_older_job_finishing_late_does_not_overwrite_a_newer_triage,
     playbooks_in_use_are_kept,
     keyset_pages_cover_every_incident_once_in_every_order,
+    a_severity_page_is_one_snapshot_while_severities_change,
     totals_follow_inserts_status_and_severity_changes,
     deliveries_have_unique_own_ids_and_are_found_by_the_senders,
     refused_counts_add_up_in_one_row_whichever_write_comes_first,

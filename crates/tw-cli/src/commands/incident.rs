@@ -5,15 +5,17 @@ use crate::client::with_query;
 use crate::output::{self, Output, cell};
 use anyhow::Result;
 use clap::Subcommand;
+use clap::builder::TypedValueParser;
 use std::process::ExitCode;
 use tw_server::api::incidents::{IncidentDetail, IncidentList};
+use tw_store::IncidentOrder;
 
 /// `--per-page` when not given (the API's default too).
 const DEFAULT_PER_PAGE: u32 = 50;
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
-    /// List incidents, newest first by number.
+    /// List incidents, newest first by number (or as --sort says).
     ///
     /// The table ends with the command for the next page (`--cursor`); `-o json` has it in
     /// `meta.next_cursor`.
@@ -26,6 +28,11 @@ pub enum IncidentCommand {
         /// open, triaged or closed.
         #[arg(long)]
         status: Option<String>,
+        /// newest (the default) or oldest first by number, or severity: most severe first, newest
+        /// first within a severity (the API's `sort`). A --cursor must come with the --sort of the
+        /// page that printed it (the next-page command keeps it).
+        #[arg(long, value_parser = sort_parser())]
+        sort: Option<IncidentOrder>,
         /// Page number (default 1). Deep pages cost the server more; --cursor does not.
         #[arg(long, conflicts_with = "cursor")]
         page: Option<u32>,
@@ -42,8 +49,10 @@ pub enum IncidentCommand {
 pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
     let client = ctx.client()?;
     match cmd {
-        IncidentCommand::List { source, severity, status, page, per_page, cursor } => {
-            let filters = [("source", source), ("severity", severity), ("status", status)];
+        IncidentCommand::List { source, severity, status, sort, page, per_page, cursor } => {
+            // `sort` travels with the filters: the next page's command must repeat it.
+            let sort = sort.map(|o| o.as_str().to_string());
+            let filters = [("source", source), ("severity", severity), ("status", status), ("sort", sort)];
             let mut params = vec![("per_page", Some(per_page.to_string()))];
             params.extend(filters.iter().cloned());
             params.extend([("page", page.map(|p| p.to_string())), ("cursor", cursor)]);
@@ -81,6 +90,11 @@ pub async fn run(ctx: &Ctx, cmd: IncidentCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--sort`'s values: the API's names of [`IncidentOrder`], listed in `--help`.
+fn sort_parser() -> impl TypedValueParser<Value = IncidentOrder> {
+    clap::builder::PossibleValuesParser::new(IncidentOrder::ALL.map(IncidentOrder::as_str)).try_map(|s| s.parse::<IncidentOrder>())
 }
 
 /// The command that lists the page after this one: the same filters, with the cursor.
@@ -150,6 +164,8 @@ mod tests {
             "tw-cli incident list --source edr --status open --per-page 20 --cursor 2026-42"
         );
         assert_eq!(next_page_command(&[("source", None)], 50, "abc"), "tw-cli incident list --cursor abc");
+        let sorted = [("severity", None), ("sort", Some("severity".to_string()))];
+        assert_eq!(next_page_command(&sorted, 50, "high-2026-7"), "tw-cli incident list --sort severity --cursor high-2026-7");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
     }
 }

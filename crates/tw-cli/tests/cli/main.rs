@@ -268,6 +268,55 @@ fn incident_list_pages_with_the_cursor_it_prints() {
 }
 
 #[test]
+fn incident_list_sorts_as_the_api_does_and_pages_keep_the_sort() {
+    let e = env_with(&[], &[]);
+    ok(e.cli(&["webhook", "add", "email-gateway", "--secret", SPEC_SECRET]));
+    let mut delivered = Vec::new();
+    for (i, severity) in ["low", "critical", "medium", "critical", "high"].iter().enumerate() {
+        let body = format!(r#"{{"event_type":"security_alert","data":{{"alert_id":"sort-{i}","severity":"{severity}"}}}}"#);
+        let (status, v) = curl_deliver(e.url(), "email-gateway", SPEC_SECRET, &body);
+        assert_eq!(status, 201, "{v}");
+        delivered.push((*severity, v["incident_number"].as_str().unwrap().to_string()));
+    }
+    let numbers = |out: &str| -> Vec<String> {
+        out.lines().filter(|l| l.starts_with("INC-")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+    };
+    let n = |i: usize| delivered[i].1.clone();
+
+    // As typed: most severe first, newest first within a severity.
+    let out = ok(e.cli(&["incident", "list", "--sort", "severity"]));
+    assert_eq!(numbers(&out), [n(3), n(1), n(4), n(2), n(0)], "{out}");
+    let out = ok(e.cli(&["incident", "list", "--sort", "oldest"]));
+    assert_eq!(numbers(&out), [n(0), n(1), n(2), n(3), n(4)], "{out}");
+    let out = ok(e.cli(&["incident", "list", "--sort", "newest"]));
+    assert_eq!(numbers(&out), [n(4), n(3), n(2), n(1), n(0)], "{out}");
+
+    // Paged: the printed next-page command keeps --sort (a cursor belongs to its sort).
+    let mut args: Vec<String> = ["incident", "list", "--sort", "severity", "--per-page", "2"].map(String::from).to_vec();
+    let mut seen = Vec::new();
+    for pages in 1.. {
+        let out = ok(e.cli(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        seen.extend(numbers(&out));
+        match out.lines().last().unwrap_or_default().strip_prefix("next page: tw-cli ") {
+            Some(next) => {
+                assert!(next.starts_with("incident list --sort severity --per-page 2 --cursor "), "{out}");
+                args = next.split_whitespace().map(String::from).collect();
+            }
+            None => break,
+        }
+        assert!(pages < 10, "the cursor never ends:\n{out}");
+    }
+    assert_eq!(seen, [n(3), n(1), n(4), n(2), n(0)]);
+
+    // JSON, with a filter; a cursor sent with another sort and an unknown sort are refused.
+    let v = ok_json(e.cli(&["incident", "list", "--sort", "severity", "--severity", "critical", "--per-page", "1", "-o", "json"]));
+    assert_eq!((v["data"][0]["incident_number"].as_str(), v["meta"]["total"].as_u64()), (Some(n(3).as_str()), Some(2)), "{v}");
+    let cursor = v["meta"]["next_cursor"].as_str().unwrap_or_else(|| panic!("no next_cursor: {v}")).to_string();
+    fails_with(e.cli(&["incident", "list", "--cursor", &cursor]), &["sort"]);
+    fails(e.cli(&["incident", "list", "--sort", "loudest"]), &["loudest", "newest", "oldest", "severity"]);
+}
+
+#[test]
 fn add_settings_generated_secret_duplicate_rotate_remove() {
     let e = env_with(&[], &[]);
 

@@ -541,7 +541,7 @@ pub async fn stream(State(state): State<AppState>, console: Console, Query(p): Q
         return Err(console.error(crate::limits::refused(&state, crate::limits::LimitReason::ConsoleStreams, 30)));
     };
     let now = state.clock.now();
-    let Some(session) = state.console_sessions.peek(&console.session_id, now) else {
+    let Some(session) = state.console_sessions.peek(&console.session_id, now).await.map_err(|e| console.error(e))? else {
         return Err(console.error(ApiError::Unauthorized("Session ended")));
     };
     // What the page shows is seen; newer rows (written since the page was made) come first.
@@ -612,7 +612,8 @@ impl Live {
                     if now >= self.ends_at {
                         return Next::End("max_lifetime");
                     }
-                    if self.state.console_sessions.peek(&self.session_id, now).is_none() {
+                    // Signed out on any instance; a failing store is asked again at the next tick.
+                    if matches!(self.state.console_sessions.peek(&self.session_id, now).await, Ok(None)) {
                         return Next::End("signed_out");
                     }
                     if !self.key.still_accepted(&self.state, now, "console deliveries").await {

@@ -77,7 +77,7 @@ pub async fn sign_in(State(state): State<AppState>, parts: Parts, body: Bytes) -
         Err(e) => return Err(e.into()),
     };
     let hash = crate::auth::key_hash(api_key)?;
-    let id = state.console_sessions.open(hash, state.clock.now())?;
+    let id = state.console_sessions.open(&key, hash, state.clock.now()).await?;
     tracing::info!(target: "auth", key = %key.prefix, key_name = %key.name, client_ip = %client, "console sign-in");
     Ok(redirect("/console", &[set_cookie(COOKIE, &id, ABSOLUTE, secure), set_cookie(LOGIN_COOKIE, "", chrono::Duration::zero(), secure)]))
 }
@@ -85,7 +85,7 @@ pub async fn sign_in(State(state): State<AppState>, parts: Parts, body: Bytes) -
 /// `POST /console/logout`: ends the session (its cookie no longer opens anything).
 pub async fn sign_out(State(state): State<AppState>, console: Console, body: Bytes) -> Result<Response, PageError> {
     console.form(&body)?;
-    state.console_sessions.close(&console.session_id);
+    state.console_sessions.close(&console.session_id).await.map_err(|e| console.error(e))?;
     tracing::info!(target: "auth", key = %console.key.prefix, "console sign-out");
     Ok(redirect("/console/login", &[set_cookie(COOKIE, "", chrono::Duration::zero(), console.tls)]))
 }

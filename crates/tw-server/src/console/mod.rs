@@ -264,11 +264,19 @@ impl FromRequestParts<AppState> for Console {
         let tls = crate::client::over_tls(parts, &state.trusted_proxies);
         let now = state.clock.now();
         let Some(id) = cookie(&parts.headers, COOKIE).filter(|id| !id.is_empty()) else { return Err(redirect("/console/login", &[])) };
-        let Some(session) = state.console_sessions.touch(id, now) else { return Err(to_sign_in(tls)) };
+        let session = match state.console_sessions.touch(id, now).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return Err(to_sign_in(tls)),
+            Err(e) => return Err(PageError::from(e).into_response()),
+        };
         let key = match crate::auth::accepted_key(state, session.key_hash, now).await {
             Ok(key) => key,
             Err(ApiError::Unauthorized(reason)) => {
-                state.console_sessions.close(id);
+                // Its row goes now rather than at its expiry; should that fail, the key check
+                // refuses the session again at each request until it is pruned.
+                if let Err(e) = state.console_sessions.close(id).await {
+                    tracing::warn!(target: "store", error = ?e, "a refused key's console session was not deleted");
+                }
                 tracing::info!(target: "auth", reason, "console session ended: its API key is no longer accepted");
                 return Err(to_sign_in(tls));
             }

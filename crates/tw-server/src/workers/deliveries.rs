@@ -1,6 +1,6 @@
 //! Background writers of delivery records: refusals counted in memory
-//! ([`crate::refusals::RefusalSampler`]) written once a second, and old records pruned by the
-//! retention. Here rather than in `refusals.rs`: the state carries the sampler, so `refusals.rs`
+//! ([`crate::refusals::RefusalSampler`]) written once a second, and old records (and expired
+//! console sessions) pruned by the retention. Here rather than in `refusals.rs`: the state carries the sampler, so `refusals.rs`
 //! must not import the state back.
 
 use crate::state::AppState;
@@ -33,7 +33,7 @@ pub async fn flush(state: &AppState) {
     }
 }
 
-/// Prunes delivery records by `retention` from the start, then after each pause
+/// Prunes delivery records by `retention`, and expired console sessions, from the start, then after each pause
 /// ([`crate::refusals::next_prune_pause`] from `every`), until the server stops.
 pub async fn prune_periodically(state: AppState, retention: tw_store::DeliveryRetention, every: std::time::Duration) {
     let mut stopping = state.stopping.clone();
@@ -52,7 +52,21 @@ pub async fn prune_periodically(state: AppState, retention: tw_store::DeliveryRe
                 0
             }
         };
-        pause = crate::refusals::next_prune_pause(base, pause, deleted);
+        // Expired console sessions go with the same upkeep (a look on a read connection, and a
+        // write only when some expired). They count as rows deleted for the pause, as deliveries do.
+        let sessions = match state.store.prune_console_sessions(state.clock.now()).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(target: "store", deleted = n, "expired console sessions pruned");
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(target: "store", error = %e.chain(), "pruning console sessions failed");
+                0
+            }
+        };
+        pause = crate::refusals::next_prune_pause(base, pause, deleted + sessions);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stopping.changed() => return,

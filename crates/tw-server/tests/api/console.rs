@@ -11,6 +11,8 @@ use reqwest::header::{HeaderMap, SET_COOKIE};
 /// A browser: no redirects followed, cookies kept by hand (only the console's own).
 struct Browser<'a> {
     app: &'a TestApp,
+    /// The server it speaks to: the app's, or another instance's on the same store.
+    base: String,
     http: reqwest::Client,
     session: Option<String>,
 }
@@ -56,7 +58,16 @@ fn form(fields: &[(&str, &str)]) -> String {
 impl<'a> Browser<'a> {
     fn new(app: &'a TestApp) -> Browser<'a> {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Browser { app, http, session: None }
+        Browser { app, base: app.base.clone(), http, session: None }
+    }
+
+    /// The same browser (its cookie too) speaking to the server at `addr`.
+    fn on(&self, addr: std::net::SocketAddr) -> Browser<'a> {
+        Browser { app: self.app, base: format!("http://{addr}"), http: self.http.clone(), session: self.session.clone() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder, cookie: Option<String>) -> Page {
@@ -70,24 +81,24 @@ impl<'a> Browser<'a> {
 
     async fn get(&self, path: &str) -> Page {
         let cookie = self.session.as_ref().map(|s| format!("tw_console={s}"));
-        self.send(self.http.get(self.app.url(path)), cookie).await
+        self.send(self.http.get(self.url(path)), cookie).await
     }
 
     async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let cookie = self.session.as_ref().map(|s| format!("tw_console={s}"));
-        let req = self.http.post(self.app.url(path)).header("content-type", "application/x-www-form-urlencoded").body(form(fields));
+        let req = self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(form(fields));
         self.send(req, cookie).await
     }
 
     /// Signs in with `key` (the form's token from its cookie, as a browser would); the answer.
     async fn try_sign_in(&mut self, key: &str, extra: &[(&str, &str)]) -> Page {
-        let login = self.send(self.http.get(self.app.url("/console/login")), None).await;
+        let login = self.send(self.http.get(self.url("/console/login")), None).await;
         assert_eq!(login.status, 200, "{}", login.body);
         let token = value_of(&login.cookie("tw_console_login").expect("a sign-in token cookie"));
         assert_eq!(login.csrf(), token);
         let mut req = self
             .http
-            .post(self.app.url("/console/login"))
+            .post(self.url("/console/login"))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(form(&[("csrf", &token), ("api_key", key)]));
         for (k, v) in extra {
@@ -407,6 +418,56 @@ async fn assets_have_hashed_names_and_are_cached_for_a_year() {
     let page = Browser::new(&app).get("/console/assets/app.000000000000.css").await;
     assert_eq!(page.status, 404);
     assert_ne!(page.headers["cache-control"], "public, max-age=31536000, immutable");
+}
+
+/// Sessions live in the store: a cookie from one instance opens the console on another on the same
+/// database; sign-out and a revoked key end the session on every instance.
+#[tokio::test]
+async fn a_session_is_shared_by_every_instance_on_the_store() {
+    let app = TestApp::spawn().await;
+    let second = app.second_instance().await;
+    let (key, record) = new_key(app.store(), "shared", tw_store::Scope::Admin).await;
+    let first = Browser::sign_in(&app, &key).await;
+    let other = first.on(second.addr);
+    let page = other.get("/console/sources").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.csrf(), first.csrf().await, "one session, one CSRF token, whichever instance draws the page");
+    // A change posted to the other instance with the token from the first.
+    let page = other.post("/console/sources", &[("csrf", &first.csrf().await), ("source", "shared-src")]).await;
+    assert_eq!(page.status, 201, "{}", page.body);
+    assert_eq!(get_ok(&app, "/api/webhooks/shared-src").await["source"], "shared-src");
+
+    // Signing out on the other instance ends the session here too.
+    let page = other.post("/console/logout", &[("csrf", &other.csrf().await)]).await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")));
+    let page = first.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")), "signed out everywhere");
+
+    // A key revoked (here, through the first instance's store) ends its sessions on the other.
+    let first = Browser::sign_in(&app, &key).await;
+    let other = first.on(second.addr);
+    assert_eq!(other.get("/console/sources").await.status, 200);
+    app.store().revoke_api_key(&record.id, chrono::Utc::now(), None).await.unwrap();
+    let page = other.get("/console/sources").await;
+    assert_eq!((page.status.as_u16(), page.location()), (303, Some("/console/login")), "the revoked key's session ended");
+    assert_eq!(first.get("/console/sources").await.location(), Some("/console/login"));
+    second.shutdown().await;
+}
+
+/// A restart of the server on the same data dir keeps everyone signed in.
+#[tokio::test]
+async fn a_session_survives_a_restart() {
+    let app = TestApp::spawn().await;
+    let (key, _) = new_key(app.store(), "restart", tw_store::Scope::Read).await;
+    let session = Browser::sign_in(&app, &key).await.session.clone().expect("a session cookie");
+    let app = TestApp::spawn_in(app.stop().await, |_| {}).await;
+    let mut b = Browser::new(&app);
+    b.session = Some(session);
+    let page = b.get("/console/sources").await;
+    assert_eq!(page.status, 200, "still signed in after the restart: {}", page.body);
+    let page = b.post("/console/logout", &[("csrf", &page.csrf())]).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(b.get("/console/sources").await.location(), Some("/console/login"));
 }
 
 /// A session slides with use and ends after 30 minutes without a request, by the server's clock.

@@ -8,8 +8,8 @@ use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row};
 use tw_core::SourceName;
 use uuid::Uuid;
 
@@ -48,6 +48,40 @@ pub(super) async fn load_incident(c: &impl GenericClient, id: Uuid) -> Result<Op
     query_opt(c, &sql, &[&id]).await?.map(|r| incident_from_row(&r, true)).transpose()
 }
 
+/// A page of incidents read on `c`: the total, then the index walks of [`listing::steps`].
+async fn list_in(c: &impl GenericClient, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {
+    let total = listing::total(f, dollar);
+    let total: i64 = query_one(c, &total.sql, &values(&total.args)).await?.get(0);
+    if total <= 0 {
+        // Nothing matches: no index walk looking for rows that are not there.
+        return Ok(listing::finish(Vec::new(), f.per_page, 0));
+    }
+    let wanted = f.per_page as usize + 1;
+    let mut items = Vec::with_capacity(wanted);
+    let mut skip = listing::offset(f);
+    for step in listing::steps(f) {
+        if items.len() >= wanted {
+            break;
+        }
+        if skip > 0
+            && let Some(held) = listing::step_total(f, step, dollar)
+        {
+            let held: i64 = query_one(c, &held.sql, &values(&held.args)).await?.get(0);
+            let held = u64::try_from(held).unwrap_or(0);
+            if skip >= held {
+                skip -= held;
+                continue;
+            }
+        }
+        let page = listing::page(f, step, wanted - items.len(), skip, dollar);
+        skip = 0;
+        for r in query(c, &page.sql, &values(&page.args)).await? {
+            items.push(incident_from_row(&r, false)?);
+        }
+    }
+    Ok(listing::finish(items, f.per_page, total))
+}
+
 #[async_trait]
 impl crate::IncidentStore for PgStore {
     async fn get_incident(&self, key: &IncidentKey) -> Result<Option<Incident>, StoreError> {
@@ -62,37 +96,17 @@ impl crate::IncidentStore for PgStore {
     }
 
     async fn list_incidents(&self, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {
-        let c = self.client().await?;
-        let total = listing::total(f, dollar);
-        let total: i64 = query_one(&c, &total.sql, &values(&total.args)).await?.get(0);
-        if total <= 0 {
-            // Nothing matches: no index walk looking for rows that are not there.
-            return Ok(listing::finish(Vec::new(), f.per_page, 0));
-        }
-        let wanted = f.per_page as usize + 1;
-        let mut items = Vec::with_capacity(wanted);
-        let mut skip = listing::offset(f);
-        for step in listing::steps(f) {
-            if items.len() >= wanted {
-                break;
-            }
-            if skip > 0
-                && let Some(held) = listing::step_total(f, step, dollar)
-            {
-                let held: i64 = query_one(&c, &held.sql, &values(&held.args)).await?.get(0);
-                let held = u64::try_from(held).unwrap_or(0);
-                if skip >= held {
-                    skip -= held;
-                    continue;
-                }
-            }
-            let page = listing::page(f, step, wanted - items.len(), skip, dollar);
-            skip = 0;
-            for r in query(&c, &page.sql, &values(&page.args)).await? {
-                items.push(incident_from_row(&r, false)?);
-            }
-        }
-        Ok(listing::finish(items, f.per_page, total))
+        let mut c = self.client().await?;
+        // One snapshot for the whole page: the total and every index walk (a severity listing
+        // takes up to five, one per severity, and counts the ones an offset skips) see the same
+        // rows, as SQLite's one read transaction does, so an incident triaged to another severity
+        // between two walks is neither shown twice nor missed, and the total matches the items.
+        // Read only and REPEATABLE READ: no lock, no serialization failure, no write. It costs
+        // the BEGIN's round trip and no more: the transaction ends by being dropped, which queues
+        // its ROLLBACK (for a read-only transaction the same as a COMMIT) on the connection
+        // without waiting for the answer; whoever uses the connection next is behind it.
+        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        list_in(&tx, f).await
     }
 
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError> {

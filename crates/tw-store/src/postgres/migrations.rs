@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("schema_v6.sql")),
     (7, include_str!("schema_v7.sql")),
     (8, include_str!("schema_v8.sql")),
+    (9, include_str!("schema_v9.sql")),
 ];
 /// The advisory lock held while migrating ("tw-migr").
 const MIGRATION_LOCK: i64 = 0x0074_772d_6d69_6772;

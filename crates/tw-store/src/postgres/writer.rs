@@ -4,11 +4,14 @@
 //!
 //! Refused-request counts come this way too (each in a transaction of its own after the batch):
 //! they add to aggregate delivery rows and to the sources' error counts, rows the batches lock as
-//! well, so written beside the writer they could deadlock with it.
+//! well, so written beside the writer they could deadlock with it. Console session writes
+//! (sign-in, a use about once a minute, sign-out, pruning) also wait for their turn after the
+//! batch, each in its own transaction: they are rare, and every write of a process is in one line.
 //!
 //! When a batch fails for a reason other than the database being unavailable, its writes are
 //! tried again one by one, so one bad write fails only itself (what SQLite's savepoints do).
 
+use super::console_sessions::{self, SessionWrite};
 use super::{deliveries, ingest};
 use crate::model::{Delivery, IngestOutcome, IngestRequest, NewQueuedEvent, RefusedCount};
 use crate::{CommitObserver, StoreError};
@@ -33,6 +36,8 @@ enum Op {
     Enqueue(NewQueuedEvent, Reply<String>),
     Delivery(Delivery, Option<Vec<u8>>),
     Refusals(Vec<RefusedCount>, Reply<()>),
+    /// A console session opened, used, closed or pruned: rare and small, run after the batch.
+    Session(SessionWrite, Reply<u64>),
     /// Answered once every write queued before it has been committed or failed.
     Flush(oneshot::Sender<()>),
 }
@@ -44,7 +49,7 @@ impl Op {
             Op::Ingest(r, _) => r.raw.len(),
             Op::Enqueue(e, _) => e.raw.len(),
             Op::Delivery(_, body) => body.as_ref().map_or(0, Vec::len),
-            Op::Refusals(..) | Op::Flush(_) => 0,
+            Op::Refusals(..) | Op::Session(..) | Op::Flush(_) => 0,
         }
     }
 }
@@ -85,6 +90,13 @@ impl Writer {
     pub async fn refusals(&self, counts: Vec<RefusedCount>) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Op::Refusals(counts, reply)).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Changes console sessions, in the writer's turn; returns the rows changed.
+    pub async fn session(&self, write: SessionWrite) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Op::Session(write, reply)).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -140,12 +152,14 @@ async fn commit(pool: &Pool, ops: Vec<Op>) -> Option<String> {
     let mut b = Batch::default();
     let mut flushes = Vec::new();
     let mut refusals = Vec::new();
+    let mut sessions = Vec::new();
     for op in ops {
         match op {
             Op::Ingest(r, reply) => b.ingests.push((r, reply)),
             Op::Enqueue(e, reply) => b.enqueues.push((e, reply)),
             Op::Delivery(d, body) => b.deliveries.push((d, body)),
             Op::Refusals(counts, reply) => refusals.push((counts, reply)),
+            Op::Session(write, reply) => sessions.push((write, reply)),
             Op::Flush(reply) => flushes.push(reply),
         }
     }
@@ -153,6 +167,9 @@ async fn commit(pool: &Pool, ops: Vec<Op>) -> Option<String> {
     // After the batch, so the aggregate rows it creates are there to add to.
     for (counts, reply) in refusals {
         let _ = reply.send(deliveries::record_refusals_now(pool, &counts).await);
+    }
+    for (write, reply) in sessions {
+        let _ = reply.send(console_sessions::write_now(pool, &write).await);
     }
     for reply in flushes {
         let _ = reply.send(());
