@@ -32,13 +32,18 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     }
     let year = chrono::Datelike::year(&req.received_at);
     // The next number: above both the counter (numbers are never reused) and the incidents of
-    // this transaction (the counter is written once per batch, see `Tallies`). Two index reads.
-    let seq: i64 = conn
-        .prepare_cached(
-            "SELECT MAX(COALESCE((SELECT last_seq FROM incident_counters WHERE year = ?1), 0), \
-                        COALESCE((SELECT MAX(seq) FROM incidents WHERE year = ?1), 0)) + 1",
-        )?
-        .query_row([year], |r| r.get(0))?;
+    // this transaction (the counter is written once per batch, see `Tallies`). Two index reads,
+    // for the first incident of a batch (or of a group replayed after a failure): the next ones
+    // follow the number `counters` holds.
+    let seq: i64 = match counters.last_number(year) {
+        Some(last) => last + 1,
+        None => conn
+            .prepare_cached(
+                "SELECT MAX(COALESCE((SELECT last_seq FROM incident_counters WHERE year = ?1), 0), \
+                            COALESCE((SELECT MAX(seq) FROM incidents WHERE year = ?1), 0)) + 1",
+            )?
+            .query_row([year], |r| r.get(0))?,
+    };
     counters.incident_number(year, seq);
     let id = Uuid::now_v7();
     let a = &req.alert;

@@ -182,6 +182,12 @@ impl Tallies {
         *last = (*last).max(seq);
     }
 
+    /// The highest incident number of `year` used by the writes counted here, if any. Numbers
+    /// only grow within a transaction, so it is the highest of the transaction so far.
+    pub(crate) fn last_number(&self, year: i32) -> Option<i64> {
+        self.last_seq.get(&year).copied()
+    }
+
     /// Records that an incident of `source` was created, `open`, with `severity`.
     pub(crate) fn incident_created(&mut self, source: &str, severity: &'static str) {
         *self.created.entry((source.to_string(), severity)).or_default() += 1;
