@@ -114,7 +114,7 @@ impl SqliteStore {
 }
 
 /// The one write connection to the file at `path` (created private, with its dir, if missing), in
-/// WAL mode with `synchronous=FULL`.
+/// WAL mode with `synchronous=FULL` until the writer takes it (see `writer.rs`).
 fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::files::create_private_dir(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
