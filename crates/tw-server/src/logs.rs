@@ -374,9 +374,191 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
     }
 }
 
+/// Log lines bound for stderr, written by a thread of their own in batches: one `write` per
+/// batch instead of one per line on the request's path (a line per delivery cost the intake a
+/// syscall each, and a pipe to journald or docker wakes its reader at every write). A line
+/// reaches stderr within [`STDERR_BATCH_PAUSE`] or so. Bounded: past [`STDERR_MAX_PENDING`]
+/// bytes waiting (stderr not being read), lines are dropped and counted, and the count is written
+/// when stderr takes lines again. [`StderrGuard`] writes what is left when the server stops;
+/// after that, lines go straight to stderr.
+#[derive(Clone)]
+pub struct BatchedStderr(Arc<StderrShared>);
+
+/// Bytes of log lines that may wait for stderr.
+pub const STDERR_MAX_PENDING: usize = 4 << 20;
+/// How long the stderr thread lets lines gather after each write.
+pub const STDERR_BATCH_PAUSE: Duration = Duration::from_millis(5);
+
+struct StderrShared {
+    state: Mutex<StderrState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct StderrState {
+    buf: Vec<u8>,
+    dropped: u64,
+    closed: bool,
+}
+
+/// Stops the stderr thread once everything waiting is written (on drop).
+pub struct StderrGuard {
+    shared: Arc<StderrShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BatchedStderr {
+    /// Starts the thread writing to `out` (stderr in the server).
+    pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(BatchedStderr, StderrGuard)> {
+        let shared = Arc::new(StderrShared { state: Mutex::new(StderrState::default()), wake: std::sync::Condvar::new() });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name("tw-log-stderr".into()).spawn(move || stderr_loop(&s, out))?;
+        Ok((BatchedStderr(shared.clone()), StderrGuard { shared, thread: Some(thread) }))
+    }
+}
+
+impl StderrShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StderrState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn stderr_loop(shared: &StderrShared, mut out: impl Write) {
+    let mut batch = Vec::new();
+    loop {
+        let (dropped, closed) = {
+            let mut st = shared.lock();
+            while st.buf.is_empty() && st.dropped == 0 && !st.closed {
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            std::mem::swap(&mut st.buf, &mut batch);
+            (std::mem::take(&mut st.dropped), st.closed)
+        };
+        let _ = out.write_all(&batch);
+        // The dropped lines came after the ones kept.
+        if dropped > 0 {
+            let _ = writeln!(out, "{dropped} log line(s) dropped: stderr was not taking them");
+        }
+        let _ = out.flush();
+        batch.clear();
+        // Bound what a long pause keeps: the next batch grows its own buffer again.
+        batch.shrink_to(64 * 1024);
+        if closed {
+            return;
+        }
+        std::thread::sleep(STDERR_BATCH_PAUSE);
+    }
+}
+
+impl Drop for StderrGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Write for BatchedStderr {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut st = self.0.lock();
+        if st.closed {
+            drop(st);
+            return std::io::stderr().write_all(b).map(|()| b.len());
+        }
+        if st.buf.len() + b.len() > STDERR_MAX_PENDING {
+            st.dropped += 1;
+            return Ok(b.len());
+        }
+        let was_empty = st.buf.is_empty();
+        st.buf.extend_from_slice(b);
+        drop(st);
+        if was_empty {
+            self.0.wake.notify_one();
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedStderr {
+    type Writer = BatchedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Write` the test can read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn stderr_lines_arrive_in_order_and_the_guard_writes_the_rest() {
+        let sink = Sink::default();
+        let (w, guard) = BatchedStderr::start(sink.clone()).unwrap();
+        let mut writers: Vec<_> = (0..2).map(|_| w.clone()).collect();
+        for i in 0..1000 {
+            writers[i % 2].write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let expect: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn stderr_lines_past_the_bound_are_dropped_and_counted() {
+        // A sink that blocks until released: stderr not being read.
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        struct Stuck(Sink, Mutex<std::sync::mpsc::Receiver<()>>);
+        impl Write for Stuck {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let _ = self.1.lock().unwrap().recv();
+                self.0.write(b)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let (mut w, guard) = BatchedStderr::start(Stuck(sink.clone(), Mutex::new(blocked))).unwrap();
+        w.write_all(b"first\n").unwrap();
+        // The thread takes "first" and blocks writing it; then the buffer fills past its bound.
+        while !w.0.lock().buf.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..6 {
+            w.write_all(&line).unwrap();
+        }
+        assert_eq!(w.0.lock().buf.len(), 4 * 1024 * 1024);
+        assert_eq!(w.0.lock().dropped, 2);
+        drop(release);
+        drop(guard);
+        let out = sink.0.lock().unwrap().clone();
+        let dropped = b"2 log line(s) dropped: stderr was not taking them\n";
+        assert!(out.starts_with(b"first\nxxx") && out.ends_with(dropped), "{:?}", String::from_utf8_lossy(&out[out.len() - 60..]));
+        assert_eq!(out.len(), b"first\n".len() + 4 * 1024 * 1024 + dropped.len());
+    }
 
     fn rec(target: &str, level: &str, msg: &str, source: Option<&str>) -> LogRecord {
         let mut fields = Map::new();

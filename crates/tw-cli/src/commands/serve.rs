@@ -169,9 +169,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Lines reach stderr in batches from a thread of their own; the guard writes the rest when
+    // the server stops.
+    let (stderr, _stderr_guard) = tw_server::logs::BatchedStderr::start(std::io::stderr()).context("cannot start the log writer")?;
     let (text, json) = match args.log_format {
-        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))),
-        LogFormat::Text => (Some(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)), None),
+        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().with_writer(stderr))),
+        LogFormat::Text => (Some(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(stderr)), None),
     };
     let buffer = tw_server::logs::LogBuffer::new(args.log_records);
     std::fs::create_dir_all(&args.store.data_dir).with_context(|| format!("cannot create data dir {}", args.store.data_dir.display()))?;
