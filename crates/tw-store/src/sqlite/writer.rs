@@ -302,7 +302,8 @@ impl Writer {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(std::io::Error::other)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (synced_tx, synced_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name("tw-store-sync".into()).spawn(move || sync_loop(synced_rx, sync))?;
+        let sync_observer = observer.clone();
+        std::thread::Builder::new().name("tw-store-sync".into()).spawn(move || sync_loop(synced_rx, sync, sync_observer))?;
         std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, synced_tx, observer))?;
         Ok(Writer { tx })
     }
@@ -414,8 +415,9 @@ fn answer(done: Vec<Done>, result: &Result<(), Failure>) {
 
 /// The sync thread: takes every commit waiting, makes them durable with one `sync` when any of
 /// them wrote, then answers their callers in commit order. A failed sync fails those writes as
-/// unavailable (503: the sender tries again, and finds its incident if the write did survive).
-fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn) {
+/// unavailable (503: the sender tries again, and finds its incident if the write did survive),
+/// and `observer` hears of it as of a commit that failed.
+fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn, observer: Option<Arc<dyn CommitObserver>>) {
     let mut pending = Vec::new();
     while let Ok(first) = rx.recv() {
         pending.push(first);
@@ -425,7 +427,11 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn) {
         let synced = if pending.iter().any(|c| c.wrote) {
             sync().map_err(|e| {
                 tracing::error!(target: "store", error = %e, "syncing the WAL failed; the writes waiting for it are refused");
-                Failure { unavailable: true, message: format!("cannot sync the database's log: {e}") }
+                let message = format!("cannot sync the database's log: {e}");
+                if let Some(o) = &observer {
+                    o.unavailable(&message);
+                }
+                Failure { unavailable: true, message }
             })
         } else {
             Ok(())
