@@ -55,7 +55,7 @@ impl LogRecord {
 }
 
 /// Escapes control characters, leaving everything else as it is.
-fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -645,6 +645,9 @@ pub struct Delivery {
     pub refused_count: Option<u64>,
     /// An aggregate row: when the last request it counts arrived.
     pub last_received_at: Option<DateTime<Utc>>,
+    /// The request's headers as kept (`name: value` lines, credentials redacted, see the
+    /// server's intake), none on an aggregate row. Only filled when one delivery is asked for.
+    pub headers: Option<String>,
 }
 
 /// Refused requests to add to an aggregate row ([`Delivery::refused_count`]), identified by its

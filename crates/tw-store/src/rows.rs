@@ -308,9 +308,11 @@ impl QueueRow {
 /// for the stored body: `"body"` for one delivery's detail, a typed NULL for listings (which
 /// show no body: up to 1,000 rows of 64 KiB each need not be read).
 pub(crate) fn delivery_columns(body: &str) -> String {
+    // The headers with the body, for one delivery; not for listings.
+    let headers = if body == "body" { "headers" } else { "CAST(NULL AS TEXT)" };
     format!(
         "request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, body_len, latency_ms, {body}, verified, \
-         sender_request_id, refused_count, last_received_at"
+         sender_request_id, refused_count, last_received_at, {headers}"
     )
 }
 

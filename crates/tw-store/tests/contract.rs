@@ -249,17 +249,23 @@ async fn queue_lifecycle(store: Arc<dyn Store>) {
         sender_request_id: None,
         refused_count: None,
         last_received_at: None,
+        headers: Some("content-type: application/json\nx-signature: [redacted]".into()),
     };
     store.record_delivery(delivery, None);
     let mut shown = None;
     for _ in 0..200 {
         if let Some(d) = store.get_delivery("rq-q1").await.unwrap() {
-            shown = d.raw_payload;
+            shown = Some(d);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(shown.as_deref(), Some(r#"{"raw": true}"#), "the incident's payload, once processed");
+    let shown = shown.expect("the delivery is recorded");
+    assert_eq!(shown.raw_payload.as_deref(), Some(r#"{"raw": true}"#), "the incident's payload, once processed");
+    // One delivery comes with its headers; a listing reads none.
+    assert_eq!(shown.headers.as_deref(), Some("content-type: application/json\nx-signature: [redacted]"));
+    let listed = store.list_deliveries(&name("mail"), DeliveryFilter::All, 10).await.unwrap();
+    assert!(listed.iter().any(|d| d.request_id == "rq-q1") && listed.iter().all(|d| d.headers.is_none()), "{listed:?}");
 
     let failed = store.complete_queued(&q2, Err("not normalizable".into())).await.unwrap();
     assert_eq!(failed.status, QueueStatus::Failed);
@@ -926,6 +932,7 @@ fn delivery_at(id: &str, at: chrono::DateTime<Utc>, status: u16, refused_count: 
         sender_request_id: None,
         refused_count,
         last_received_at: refused_count.map(|_| at),
+        headers: None,
     }
 }
 
@@ -1519,6 +1526,7 @@ fn delivery(own: &str, src: &str, sender: Option<&str>, status: u16, verified: b
         raw_payload: None,
         refused_count: None,
         last_received_at: None,
+        headers: None,
     }
 }
 

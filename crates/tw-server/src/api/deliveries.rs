@@ -48,6 +48,15 @@ pub struct Delivery {
     /// Only on an aggregate row: when its last request arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_received_at: Option<DateTime<Utc>>,
+    /// The request's headers (only when one delivery is asked for; kept with every refused
+    /// delivery and with the first accepted one of each second per source), one `name: value`
+    /// line each in the order received: never a credential (`Authorization`, cookies, signature and token
+    /// headers, anything named like a key, token, secret or password are `[redacted]`), and of a
+    /// request whose signature did not verify only the names (with `Content-Type`,
+    /// `Content-Length` and `User-Agent`). At most 4 KiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "content-type: application/json\nx-tw-signature: [redacted]\nx-tw-timestamp: 1718031672")]
+    pub headers: Option<String>,
     /// Only when looked up by a sender's `X-Request-Id`: the own ids of the other deliveries that
     /// carried it, newest first (at most 20).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +82,7 @@ impl From<tw_store::Delivery> for Delivery {
             raw_payload: d.raw_payload,
             refused_count: d.refused_count,
             last_received_at: d.last_received_at,
+            headers: d.headers,
             other_request_ids: None,
         }
     }

@@ -395,6 +395,21 @@ pub fn detail_page(d: &Delivery, queue: Option<&QueueInfo>, incident: Option<&In
                     }
                 }
             }
+            div.panel {
+                h2 { "Headers" }
+                @match d.headers.as_deref() {
+                    Some(h) if !h.is_empty() => {
+                        table.headers {
+                            @for line in h.lines() {
+                                @let (name, value) = line.split_once(": ").unwrap_or((line, ""));
+                                tr { th scope="row" { code { (name) } } td { code { (value) } } }
+                            }
+                        }
+                        p.muted { "Credentials are never kept: signature, token, key and cookie headers show as [redacted]; of a request whose signature did not verify, only the names." }
+                    }
+                    _ => { p.muted { "Not kept: an accepted delivery keeps its headers only when it was its source's first of that second (a refused one always does), and an aggregate of refused requests keeps none." } }
+                }
+            }
             div.beside {
                 section {
                     h2 { "Payload" }
@@ -649,7 +664,8 @@ mod tests {
             "request_id": id, "sender_request_id": "abc-1", "source": "edr", "received_at": "2026-01-02T03:04:05Z",
             "status": status, "code": code, "incident_id": null, "incident_number": if status == 201 { Some("INC-2026-0007") } else { None },
             "queue_id": null, "duplicate": false, "body_len": 2048, "latency_ms": 3.5, "verified": status == 201,
-            "raw_payload": "{\"a\":\"<b>\",\"n\":1}"
+            "raw_payload": "{\"a\":\"<b>\",\"n\":1}",
+            "headers": "content-type: application/json\nx-tw-signature: [redacted]\nx-note: <i>"
         }))
         .unwrap()
     }
@@ -673,6 +689,10 @@ mod tests {
         let html = detail_page(&d, None, None, &viewer(false)).into_string();
         assert!(!html.contains("Normalized alert"), "no incident, no alert: {html}");
         assert!(!html.contains("reprocess-dead-letters") && !html.contains("<form method=\"post\" action=\"/console/sources"), "{html}");
+        assert!(
+            html.contains("<code>x-tw-signature</code></th><td><code>[redacted]</code>") && html.contains("<code>&lt;i&gt;</code>"),
+            "the headers, escaped: {html}"
+        );
         let (text, cut) = pretty_payload(&"x".repeat(PAYLOAD_SHOWN + 10));
         assert!(cut && text.len() == PAYLOAD_SHOWN);
     }

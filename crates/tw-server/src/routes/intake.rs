@@ -51,6 +51,8 @@ struct Seen {
     verified: bool,
     /// The client's address: `None` for the server's own test delivery, which no rate limit counts.
     client: Option<std::net::IpAddr>,
+    /// The header the source's `header-token` scheme reads its secret from, when it has one.
+    token_header: Option<String>,
 }
 
 /// The intake handler.
@@ -149,6 +151,7 @@ async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, 
     };
     let body_len = seen.body.as_ref().map(|b| b.len() as u64).or(declared_len);
     let request = Request {
+        headers: &headers,
         rid: &rid,
         sender_rid: ids.sender.as_deref(),
         requested: &source,
@@ -172,6 +175,7 @@ async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, 
 
 /// One finished intake request, as it is counted, recorded and logged.
 struct Request<'a> {
+    headers: &'a HeaderMap,
     /// The server's own request id.
     rid: &'a str,
     /// The sender's `X-Request-Id`, when sane.
@@ -242,6 +246,8 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
                 verified: seen.verified,
                 refused_count: aggregate.then_some(1),
                 last_received_at: aggregate.then_some(r.received_at),
+                headers: (!aggregate && (r.code.is_some() || state.refusals.keep_accepted_headers(name, r.received_at)))
+                    .then(|| recorded_headers(r.headers, seen.token_header.as_deref(), seen.verified)),
             };
             // A delivery refused after its signature verified keeps its body for debugging; an
             // accepted one points at its incident; an unauthenticated body is never stored.
@@ -265,6 +271,43 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "webhook delivery"
     );
+}
+
+/// Bytes of headers a delivery record keeps, and of one header's value.
+const RECORDED_HEADERS_MAX: usize = 4096;
+const RECORDED_VALUE_MAX: usize = 256;
+
+/// The request's headers as its delivery record keeps them, for the console's delivery page and
+/// `GET /api/deliveries/{id}`: one `name: value` line each, in the order received, and never a
+/// credential. Values are `[redacted]` for the headers that carry one: `Authorization`, cookies,
+/// the schemes' signature headers, the source's own `header-token` header, and any header whose
+/// name speaks of a key, token, secret, signature, password or auth. Of a request whose signature
+/// did not verify (anyone's to send) only the names are kept, with the values of `Content-Type`,
+/// `Content-Length` and `User-Agent`: enough to see which header was missing. Values are escaped
+/// (`\n` and other controls cannot forge a line), each cut at 256 characters, the whole at 4 KiB.
+pub(crate) fn recorded_headers(headers: &HeaderMap, token_header: Option<&str>, verified: bool) -> String {
+    const SECRET_WORDS: &[&str] = &["auth", "token", "key", "secret", "signature", "password", "cookie", "credential"];
+    let mut out = String::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let secret = Some(name) == token_header || SECRET_WORDS.iter().any(|w| name.contains(w));
+        let shown = if secret {
+            "[redacted]".to_string()
+        } else if !verified && !matches!(name, "content-type" | "content-length" | "user-agent") {
+            "[not kept: the signature did not verify]".to_string()
+        } else {
+            let text = String::from_utf8_lossy(value.as_bytes());
+            crate::logs::escape(&truncate(&text, RECORDED_VALUE_MAX)).into_owned()
+        };
+        let line = format!("{name}: {shown}\n");
+        if out.len() + line.len() > RECORDED_HEADERS_MAX {
+            out.push_str("[more headers not kept]\n");
+            break;
+        }
+        out.push_str(&line);
+    }
+    out.pop();
+    out
 }
 
 /// Runs a delivery through the intake's checks and normalization without storing anything when
@@ -291,6 +334,9 @@ async fn handle(
 ) -> Result<(Response, Delivered), ApiError> {
     let source = intake::source(state, raw_name, seen.client).await?;
     seen.source = Some(source.name.clone());
+    if let tw_core::Verification::HeaderToken { header } = &source.settings.verification {
+        seen.token_header = Some(header.to_string());
+    }
     // A refusal is counted against the source with its delivery record (see `report`).
     let limit = intake::accepting(state, &source, seen.client)?;
     let bytes = read_limited(state, headers, body, limit, seen.client).await?;

@@ -414,3 +414,58 @@ async fn signed_test_event_is_verified_but_not_stored() {
     assert!(!v.to_string().contains(SECRET), "an error leaked the secret: {v}");
     assert_eq!(get_ok(&app, "/api/incidents").await["meta"]["total"], 0);
 }
+
+/// A delivery's record keeps its headers for the operator, never a credential; of a request
+/// whose signature did not verify only the names (and the content type and user agent).
+#[tokio::test]
+async fn a_delivery_record_keeps_its_headers_never_a_credential() {
+    let app = app_with_source("hdrs").await;
+    let send = |secret: &'static str, id: &'static str| {
+        signed_request(&app.http, &app.base, "hdrs", secret, now(), alert(id))
+            .header("user-agent", "vendor-edr/4.2")
+            .header("x-api-key", "k-live-123")
+            .header("cookie", "session=abc")
+            .header("x-note", "tab\there")
+            .header("x-vendor-trace", "trace-77")
+            .send()
+    };
+    let resp = send(SECRET, "hdr-1").await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let own = resp.headers()["x-tw-request-id"].to_str().unwrap().to_string();
+    let h = recorded_headers(&app, &own).await;
+    for line in [
+        "content-type: application/json",
+        "user-agent: vendor-edr/4.2",
+        "x-api-key: [redacted]",
+        "cookie: [redacted]",
+        "x-webhook-signature: [redacted]",
+        "x-vendor-trace: trace-77",
+        "x-note: tab\\there",
+    ] {
+        assert!(h.lines().any(|l| l == line), "{line} in\n{h}");
+    }
+    assert!(!h.contains("k-live-123") && !h.contains("session=abc") && !h.contains("v1="), "{h}");
+
+    let resp = send("not-the-secret-0123456789", "hdr-2").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let own = resp.headers()["x-tw-request-id"].to_str().unwrap().to_string();
+    let h = recorded_headers(&app, &own).await;
+    assert!(h.lines().any(|l| l == "user-agent: vendor-edr/4.2"), "{h}");
+    assert!(h.lines().any(|l| l.starts_with("x-vendor-trace: [not kept")), "{h}");
+    assert!(!h.contains("trace-77") && !h.contains("k-live-123"), "{h}");
+    // Listings carry no headers.
+    let (_, list) = app.admin(Method::GET, "/api/webhooks/hdrs/events", None).await;
+    assert!(list["data"].as_array().unwrap().iter().all(|d| d.get("headers").is_none()), "{list}");
+}
+
+/// The headers kept with the delivery `own`, once it is recorded (records are written behind).
+async fn recorded_headers(app: &TestApp, own: &str) -> String {
+    for _ in 0..200 {
+        let (status, d) = app.admin(Method::GET, &format!("/api/deliveries/{own}"), None).await;
+        if status == 200 {
+            return d["headers"].as_str().unwrap_or_default().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("delivery {own} never recorded");
+}

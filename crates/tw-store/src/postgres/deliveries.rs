@@ -37,6 +37,7 @@ fn delivery_from_row(r: &Row) -> Result<(Delivery, Option<Vec<u8>>), StoreError>
         raw_payload: None,
         refused_count: r.get::<_, Option<i64>>(14).map(count),
         last_received_at: r.get(15),
+        headers: r.get(16),
     };
     Ok((d, r.get(11)))
 }
@@ -64,6 +65,7 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
     let senders: Vec<Option<String>> = ds.iter().map(|(d, _)| pg_opt_text(&d.sender_request_id)).collect();
     let refused: Vec<Option<i64>> = ds.iter().map(|(d, _)| d.refused_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX))).collect();
     let last: Vec<Option<DateTime<Utc>>> = ds.iter().map(|(d, _)| d.last_received_at).collect();
+    let headers: Vec<Option<String>> = ds.iter().map(|(d, _)| pg_opt_text(&d.headers)).collect();
     // The sources' error counts before the delivery rows: every writer locks `sources` rows
     // before `deliveries` rows (`record_refusals_now` too), so two cannot deadlock over them.
     let mut errors: BTreeMap<&str, i64> = BTreeMap::new();
@@ -85,9 +87,9 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
     execute(
         tx,
         "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, duplicate, \
-         body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at) \
+         body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at, headers) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int4[], $5::text[], $6::uuid[], $7::text[], $8::text[], \
-         $9::bool[], $10::bytea[], $11::int8[], $12::float8[], $13::bool[], $14::text[], $15::int8[], $16::timestamptz[]) \
+         $9::bool[], $10::bytea[], $11::int8[], $12::float8[], $13::bool[], $14::text[], $15::int8[], $16::timestamptz[], $17::text[]) \
          ON CONFLICT (request_id) DO UPDATE \
          SET refused_count = COALESCE(deliveries.refused_count + excluded.refused_count, deliveries.refused_count, excluded.refused_count), \
          received_at = LEAST(deliveries.received_at, excluded.received_at)",
@@ -108,6 +110,7 @@ pub(super) async fn record_in(tx: &impl GenericClient, ds: &[&(Delivery, Option<
             &senders,
             &refused,
             &last,
+            &headers,
         ],
     )
     .await?;

@@ -36,6 +36,7 @@ fn delivery_from_row(r: &Row<'_>) -> Result<(Delivery, Option<Vec<u8>>), StoreEr
         raw_payload: None,
         refused_count: r.get::<_, Option<i64>>(14)?.map(crate::rows::count),
         last_received_at: parse_opt_ts(r.get(15)?)?,
+        headers: r.get(16)?,
     };
     Ok((d, r.get(11)?))
 }
@@ -85,8 +86,8 @@ impl crate::DeliveryStore for SqliteStore {
             // aggregate row whose counts were flushed first (`record_refusals`), and then adds to it.
             conn.prepare_cached(
                 "INSERT INTO deliveries (request_id, source, received_at, status, code, incident_id, incident_number, queue_id, \
-                 duplicate, body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 duplicate, body, body_len, latency_ms, verified, sender_request_id, refused_count, last_received_at, headers) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
                  ON CONFLICT (request_id) DO UPDATE \
                  SET refused_count = COALESCE(refused_count + excluded.refused_count, refused_count, excluded.refused_count), \
                  received_at = MIN(received_at, excluded.received_at)",
@@ -108,6 +109,7 @@ impl crate::DeliveryStore for SqliteStore {
                 d.sender_request_id,
                 d.refused_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                 d.last_received_at.map(ts),
+                d.headers,
             ])?;
             if !(200..300).contains(&d.status) {
                 counters.error(d.source.as_str());
