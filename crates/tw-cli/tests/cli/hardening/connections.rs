@@ -52,7 +52,9 @@ async fn sigterm_answers_requests_in_flight_releases_triage_and_exits_zero() {
     // SAFETY: signals the child this test started.
     assert_eq!(unsafe { libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.write_all(&body.as_bytes()[body.len() / 2..]).await.unwrap();
+    if let Err(e) = s.write_all(&body.as_bytes()[body.len() / 2..]).await {
+        panic!("the rest of the body in flight could not be sent ({e}):\n{}", b.log());
+    }
     let response = read_response(&mut s).await;
     assert_eq!(status_of(&response), Some(201), "the request in flight is answered: {response}\n{}", b.log());
     let status = wait_exit(&mut b).await;
