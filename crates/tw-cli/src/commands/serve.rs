@@ -220,27 +220,40 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         max_age: (args.deliveries_max_age_days > 0).then(|| chrono::Duration::days(i64::from(args.deliveries_max_age_days))),
         ..cfg.deliveries_retention
     };
+    // Registered before the server starts: its listener answers before `start` returns, and a
+    // SIGTERM meanwhile must be a request to stop gracefully, not the default action that kills
+    // the process with requests in flight (seen as a reset in the SIGTERM test under load).
+    let stop = shutdown_signal();
     let server = tw_server::start(cfg).await?;
     println!("tw webhook intake listening on http://{}", server.addr);
-    server.run_until(shutdown_signal()).await;
+    server.run_until(stop).await;
     buffer.close();
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes at SIGTERM or Ctrl-C. The handlers are registered when this is called, not when
+/// the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).ok();
+    let int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        };
+        tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
+    }
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
