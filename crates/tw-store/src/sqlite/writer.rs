@@ -446,14 +446,19 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn, observe
     }
 }
 
+/// The WAL file SQLite keeps beside the database at `db`.
+fn wal_path(db: &std::path::Path) -> std::path::PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::path::PathBuf::from(wal)
+}
+
 /// Syncs the WAL file of the database at `db` (`fdatasync`, as SQLite itself does on Linux). The
 /// file is opened at the first sync (SQLite creates it with the first write) and again when the
 /// path names another file. Without a WAL file nothing waits in one: the database file is synced.
 fn wal_sync(db: std::path::PathBuf) -> SyncFn {
     use std::os::unix::fs::MetadataExt;
-    let mut wal_path = db.clone().into_os_string();
-    wal_path.push("-wal");
-    let wal_path = std::path::PathBuf::from(wal_path);
+    let wal_path = wal_path(&db);
     let mut open: Option<(std::fs::File, u64)> = None;
     Box::new(move || {
         let current = match std::fs::metadata(&wal_path) {
@@ -525,12 +530,18 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> (Result
             drop(tx);
             Err(failure)
         }
-        None => tx.commit().map_err(|e| Failure::of(&e)),
+        None => commit(tx),
     };
-    if let Err(e) = &result {
-        tracing::error!(target: "store", error = %e.message, "batch commit failed");
-    }
     (result, done)
+}
+
+/// Commits a batch's transaction; a failure is logged here, once for either path.
+fn commit(tx: rusqlite::Transaction<'_>) -> Result<(), Failure> {
+    tx.commit().map_err(|e| {
+        let failure = Failure::of(&e);
+        tracing::error!(target: "store", error = %failure.message, "batch commit failed");
+        failure
+    })
 }
 
 /// The usual batch, all replayable writes that all succeed, without a savepoint: a savepoint over
@@ -551,11 +562,7 @@ fn commit_whole(conn: &mut Connection, batch: &mut Vec<Box<dyn Job>>) -> Option<
     if counters.flush(&tx).is_err() {
         return None;
     }
-    let result = tx.commit().map_err(|e| Failure::of(&e));
-    if let Err(e) = &result {
-        tracing::error!(target: "store", error = %e.message, "batch commit failed");
-    }
-    Some((result, batch.drain(..).map(|job| (job, None)).collect()))
+    Some((commit(tx), batch.drain(..).map(|job| (job, None)).collect()))
 }
 
 /// One batch's transaction while its jobs run.
@@ -939,9 +946,10 @@ mod tests {
     async fn the_wal_sync_syncs_the_file_sqlite_writes() {
         let (_dir, w, path) = writer();
         assert_eq!(w.write_replayable(insert(1, "a")).await.unwrap(), 1);
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        assert!(std::path::Path::new(&wal).exists());
+        // The file the sync opens is the one SQLite wrote the commit to (not the database file,
+        // the fallback when there is no WAL).
+        let wal = wal_path(&path);
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0, "{wal:?}");
         let mut sync = wal_sync(path.clone());
         sync().unwrap();
         sync().unwrap();
