@@ -24,8 +24,8 @@ mod listing;
 pub mod model;
 pub mod postgres;
 mod rows;
-pub mod testing;
 pub mod sqlite;
+pub mod testing;
 pub mod triage;
 
 pub use api_key::{ApiKeyRecord, ApiKeySpec, Scope};
@@ -212,7 +212,10 @@ pub trait ReprocessStore: Send + Sync {
     /// Finishes dead letters normalized again, in one transaction: `Ok` ingests the request as a
     /// live delivery is (dedupe, number, auto-triage job) and removes the dead letter with it, so
     /// it is never lost and never ingested twice; `Err` keeps it with the new reason.
-    async fn resolve_dead_letters(&self, resolved: Vec<(String, Result<IngestRequest, String>)>) -> Result<Vec<DeadLetterResolution>, StoreError>;
+    async fn resolve_dead_letters(
+        &self,
+        resolved: Vec<(String, Result<IngestRequest, String>)>,
+    ) -> Result<Vec<DeadLetterResolution>, StoreError>;
 }
 
 /// Triage jobs (`*/triage.rs`); the rules are [`triage::TriageState`]'s.
@@ -322,7 +325,8 @@ pub trait ConsoleSessionStore: Send + Sync {
     async fn console_session(&self, id_hash: [u8; 32], now: DateTime<Utc>) -> Result<Option<ConsoleSessionRecord>, StoreError>;
     /// Records a use at `seen_at` that moves the end to `expires_at`; false (nothing written) when
     /// the session is gone, expired at `seen_at`, or already has a later use.
-    async fn touch_console_session(&self, id_hash: [u8; 32], seen_at: DateTime<Utc>, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn touch_console_session(&self, id_hash: [u8; 32], seen_at: DateTime<Utc>, expires_at: DateTime<Utc>)
+    -> Result<bool, StoreError>;
     /// Ends a session (sign-out, or its key no longer accepted); false when there was none.
     async fn close_console_session(&self, id_hash: [u8; 32]) -> Result<bool, StoreError>;
     /// Deletes the sessions expired at `now`; returns how many. Writes only when there are some.
@@ -349,18 +353,45 @@ pub trait HealthStore: Send + Sync {
 /// The persistence interface of the intake: every concern. Implementations are cheap to share
 /// (`Arc<dyn Store>`). Bring the concern traits into scope with `use tw_store::prelude::*`.
 pub trait Store:
-    SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + ConsoleSessionStore + HealthStore + 'static
+    SourceStore
+    + IngestStore
+    + QueueStore
+    + IncidentStore
+    + ReprocessStore
+    + TriageStore
+    + PlaybookStore
+    + ApiKeyStore
+    + AuditStore
+    + DeliveryStore
+    + ConsoleSessionStore
+    + HealthStore
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: SourceStore + IngestStore + QueueStore + IncidentStore + ReprocessStore + TriageStore + PlaybookStore + ApiKeyStore + AuditStore + DeliveryStore + ConsoleSessionStore + HealthStore + 'static
+    T: SourceStore
+        + IngestStore
+        + QueueStore
+        + IncidentStore
+        + ReprocessStore
+        + TriageStore
+        + PlaybookStore
+        + ApiKeyStore
+        + AuditStore
+        + DeliveryStore
+        + ConsoleSessionStore
+        + HealthStore
+        + 'static
 {
 }
 
 /// The store traits, to call their methods on an `Arc<dyn Store>`.
 pub mod prelude {
-    pub use crate::{ApiKeyStore, AuditStore, ConsoleSessionStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore, ReprocessStore, SourceStore, Store};
+    pub use crate::{
+        ApiKeyStore, AuditStore, ConsoleSessionStore, DeliveryStore, HealthStore, IncidentStore, IngestStore, PlaybookStore, QueueStore,
+        ReprocessStore, SourceStore, Store,
+    };
 }
 
 /// Where the data lives, parsed from `--database-url`.

@@ -1,9 +1,9 @@
 //! The records the store reads and writes.
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use ipnet::IpNet;
 use tw_core::formats::Mapping;
 use tw_core::{Alert, Entity, Format, IncidentNumber, Secret, Severity, SourceMode, SourceName, Verification};
 use uuid::Uuid;

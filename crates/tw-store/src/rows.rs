@@ -348,13 +348,11 @@ pub(crate) fn retention_delete_sql(p: char) -> String {
 /// that PostgreSQL walks that index rather than the primary key with a filter.
 pub(crate) fn newest_deliveries_sql(p: char, columns: &str, cond: &str) -> String {
     let class = |verified: &str| {
-        format!("SELECT id FROM (SELECT id FROM deliveries WHERE source = {p}1 AND verified = {verified} {cond} ORDER BY source DESC, verified DESC, id DESC LIMIT {p}2) AS c_{verified}")
+        format!(
+            "SELECT id FROM (SELECT id FROM deliveries WHERE source = {p}1 AND verified = {verified} {cond} ORDER BY source DESC, verified DESC, id DESC LIMIT {p}2) AS c_{verified}"
+        )
     };
-    format!(
-        "SELECT {columns} FROM deliveries WHERE id IN ({} UNION ALL {}) ORDER BY id DESC LIMIT {p}2",
-        class("TRUE"),
-        class("FALSE")
-    )
+    format!("SELECT {columns} FROM deliveries WHERE id IN ({} UNION ALL {}) ORDER BY id DESC LIMIT {p}2", class("TRUE"), class("FALSE"))
 }
 
 /// Parameters source, cutoff, limit, verified: deletes of that source and class those of its

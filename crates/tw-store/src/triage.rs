@@ -290,7 +290,8 @@ mod tests {
 
     #[test]
     fn a_completed_run_triages_the_incident_with_its_outcome() {
-        let tr = on_complete(&job(TriageJobStatus::Running, 1, 3), 1, TriageCompletion::Done(outcome(Some(Severity::Critical))), t(9)).unwrap();
+        let tr =
+            on_complete(&job(TriageJobStatus::Running, 1, 3), 1, TriageCompletion::Done(outcome(Some(Severity::Critical))), t(9)).unwrap();
         assert_eq!((tr.status, tr.completed_at, tr.error), (TriageJobStatus::Completed, Some(t(9)), None));
         assert_eq!(tr.incident.status_from_open, Some(IncidentStatus::Triaged));
         assert_eq!(tr.incident.severity, Some(Severity::Critical));

@@ -579,7 +579,10 @@ async fn console_sessions_slide_are_bounded_and_pruned(store: Arc<dyn Store>) {
     // Opened, found while alive, moved on by a later use only.
     assert_eq!(store.open_console_session(session(1, &a, a_hash, 0), roomy).await.unwrap(), 0);
     let s = store.console_session([1; 32], at(1)).await.unwrap().expect("alive");
-    assert_eq!((s.key_id.as_str(), s.key_hash, s.created_at, s.last_seen_at, s.expires_at), (a.id.as_str(), a_hash, at(0), at(0), at(1800)));
+    assert_eq!(
+        (s.key_id.as_str(), s.key_hash, s.created_at, s.last_seen_at, s.expires_at),
+        (a.id.as_str(), a_hash, at(0), at(0), at(1800))
+    );
     assert!(store.console_session([9; 32], at(1)).await.unwrap().is_none(), "no such session");
     assert!(store.touch_console_session([1; 32], at(60), at(1860)).await.unwrap());
     assert!(!store.touch_console_session([1; 32], at(30), at(1830)).await.unwrap(), "an older use is ignored");
@@ -619,7 +622,11 @@ async fn console_sessions_slide_are_bounded_and_pruned(store: Arc<dyn Store>) {
     assert_eq!(store.prune_console_sessions(at(1500)).await.unwrap(), 0);
     assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 1, "12 expired; 10 was used later, 13 opened later");
     assert_eq!(store.prune_console_sessions(at(1913)).await.unwrap(), 0);
-    assert_eq!(store.open_console_session(session(15, &b, b_hash, 5000), total).await.unwrap(), 0, "10 and 13 expired: nothing live closed");
+    assert_eq!(
+        store.open_console_session(session(15, &b, b_hash, 5000), total).await.unwrap(),
+        0,
+        "10 and 13 expired: nothing live closed"
+    );
     for n in [10, 13] {
         assert!(store.console_session([n; 32], at(1999)).await.unwrap().is_none(), "{n} was deleted with the expired ones");
     }
@@ -1912,10 +1919,16 @@ async fn reprocessing_updates_incidents_in_place_and_never_duplicates(store: Arc
     new_a.severity = Severity::Low;
     let taken = alert(Some("a2"));
     let outcomes = store
-        .renormalize_incidents(&name("edr"), vec![(a.id, new_a.clone()), (b.id, taken), (c.id, alert(None)), (uuid::Uuid::now_v7(), alert(None))])
+        .renormalize_incidents(
+            &name("edr"),
+            vec![(a.id, new_a.clone()), (b.id, taken), (c.id, alert(None)), (uuid::Uuid::now_v7(), alert(None))],
+        )
         .await
         .unwrap();
-    assert_eq!(outcomes, vec![Renormalized::Updated, Renormalized::Conflict { holder: a.number }, Renormalized::Unchanged, Renormalized::NotFound]);
+    assert_eq!(
+        outcomes,
+        vec![Renormalized::Updated, Renormalized::Conflict { holder: a.number }, Renormalized::Unchanged, Renormalized::NotFound]
+    );
     let got = store.get_incident(&IncidentKey::Id(a.id)).await.unwrap().unwrap();
     assert_eq!((got.incident_number, got.title.as_str(), got.severity), (a.number, "renamed", Severity::Low));
     assert_eq!((got.external_id.as_deref(), got.delivery_count, got.status), (Some("a2"), 2, IncidentStatus::Open));

@@ -147,9 +147,10 @@ pub fn redact_url(url: &str) -> String {
     let authority = &rest[..authority_end];
     let mut out = url.to_string();
     if let Some(at) = authority.rfind('@')
-        && let Some(colon) = authority[..at].find(':') {
-            out.replace_range(scheme_end + colon + 1..scheme_end + at, "***");
-        }
+        && let Some(colon) = authority[..at].find(':')
+    {
+        out.replace_range(scheme_end + colon + 1..scheme_end + at, "***");
+    }
     // A password may also come as a query parameter.
     if let Some(q) = out.find("password=") {
         let end = out[q..].find('&').map_or(out.len(), |e| q + e);
@@ -220,6 +221,21 @@ async fn query_one(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sy
 async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
     let st = c.prepare_cached(sql).await?;
     Ok(c.execute(&st, params).await?)
+}
+
+/// Runs statements in the order given, sent together (pipelined) so that they cost one round
+/// trip instead of one each; all must succeed. They run on the server one after another as
+/// sent, so a later one may rely on an earlier one (a foreign key, a lock order). Every
+/// statement is prepared first, one by one: were a preparation still pending when the others
+/// were sent, their order would be that of the answers' wake-ups.
+async fn execute_pipelined(c: &impl GenericClient, writes: &[(&str, &[&(dyn ToSql + Sync)])]) -> Result<Vec<u64>, StoreError> {
+    let mut statements = Vec::with_capacity(writes.len());
+    for (sql, _) in writes {
+        statements.push(c.prepare_cached(sql).await?);
+    }
+    // `try_join_all` polls its futures in order, and each sends its statement on its first poll.
+    let runs = statements.iter().zip(writes).map(|(st, (_, params))| c.execute(st, params));
+    Ok(futures_util::future::try_join_all(runs).await?)
 }
 
 #[cfg(test)]

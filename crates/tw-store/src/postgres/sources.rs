@@ -77,8 +77,11 @@ impl SettingsValues {
 
 async fn write_settings(c: &impl GenericClient, name: &str, s: &SourceSettings, now: DateTime<Utc>) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
-    let sql =
-        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ${}", settings_placeholders('$', 1).join(", "), SettingsValues::COUNT + 2);
+    let sql = format!(
+        "UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ${}",
+        settings_placeholders('$', 1).join(", "),
+        SettingsValues::COUNT + 2
+    );
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&now as &(dyn ToSql + Sync), &name]).collect();
     execute(c, &sql, &params).await?;
     Ok(())
@@ -95,7 +98,9 @@ async fn insert_source(
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES ({}, ${n})", settings_placeholders('$', 4).join(", "), n = SettingsValues::COUNT + 4
+         VALUES ({}, ${n})",
+        settings_placeholders('$', 4).join(", "),
+        n = SettingsValues::COUNT + 4
     );
     let name = new.name.as_str();
     let params: Vec<&(dyn ToSql + Sync)> = v.pg_params().into_iter().chain([&name as &(dyn ToSql + Sync), &enc, &managed, &now]).collect();

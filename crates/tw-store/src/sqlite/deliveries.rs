@@ -228,18 +228,24 @@ impl crate::DeliveryStore for SqliteStore {
                             if let Some(edge) = edge
                                 && n < batch
                             {
-                                n += conn
-                                    .prepare_cached(&crate::rows::retention_delete_sql('?'))?
-                                    .execute(params![s, verified, edge, batch - n])? as i64;
+                                n += conn.prepare_cached(&crate::rows::retention_delete_sql('?'))?.execute(params![
+                                    s,
+                                    verified,
+                                    edge,
+                                    batch - n
+                                ])? as i64;
                             }
                         }
                         for (verified, _) in keeps {
                             if let Some(c) = &c
                                 && n < batch
                             {
-                                n += conn
-                                    .prepare_cached(&crate::rows::retention_age_sql('?'))?
-                                    .execute(params![s, c, batch - n, verified])? as i64;
+                                n += conn.prepare_cached(&crate::rows::retention_age_sql('?'))?.execute(params![
+                                    s,
+                                    c,
+                                    batch - n,
+                                    verified
+                                ])? as i64;
                             }
                         }
                         Ok(n)
@@ -281,7 +287,10 @@ mod tests {
                 "{delete}"
             );
             let age = plan(&conn, &retention_age_sql('?'), rusqlite::params!["src", "2026-01-01", 10, verified]);
-            assert!(age.contains("USING INDEX deliveries_by_source_verified (source=? AND verified=?)") && !age.contains("SCAN deliveries"), "{age}");
+            assert!(
+                age.contains("USING INDEX deliveries_by_source_verified (source=? AND verified=?)") && !age.contains("SCAN deliveries"),
+                "{age}"
+            );
         }
     }
 

@@ -1,12 +1,12 @@
 //! Reading incidents and dead letters.
 
 use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
-use chrono::{DateTime, Utc};
 use crate::StoreError;
 use crate::listing::{self, Arg};
 use crate::model::*;
 use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Connection, Row, params, params_from_iter};
 use tw_core::SourceName;
@@ -188,7 +188,8 @@ impl crate::IncidentStore for SqliteStore {
                  WHERE received_at >= ?1 AND received_at < ?2 AND triage IS NOT NULL AND json_valid(triage)) \
                  WHERE v IS NOT NULL GROUP BY v ORDER BY v",
             )?;
-            let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running') GROUP BY status")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM triage_jobs WHERE status IN ('pending', 'running') GROUP BY status")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
                 let (status, n): (String, i64) = (r.get(0)?, r.get(1)?);

@@ -72,8 +72,11 @@ impl SettingsValues {
 
 fn write_settings(conn: &Connection, name: &str, s: &SourceSettings, now: &str) -> Result<(), StoreError> {
     let v = SettingsValues::from(s);
-    let sql =
-        format!("UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ?{}", settings_placeholders('?', 1).join(", "), SettingsValues::COUNT + 2);
+    let sql = format!(
+        "UPDATE sources SET ({SETTINGS_COLUMNS}, updated_at) = ({}) WHERE name = ?{}",
+        settings_placeholders('?', 1).join(", "),
+        SettingsValues::COUNT + 2
+    );
     let rest: [&dyn rusqlite::ToSql; 2] = [&now, &name];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;
     Ok(())
@@ -84,7 +87,9 @@ fn insert_source(conn: &Connection, key: &MasterKey, new: &NewSource, managed: b
     let v = SettingsValues::from(&new.settings);
     let sql = format!(
         "INSERT INTO sources ({SETTINGS_COLUMNS}, name, secret_enc, managed_by_config, created_at, updated_at) \
-         VALUES ({}, ?{n})", settings_placeholders('?', 4).join(", "), n = SettingsValues::COUNT + 4
+         VALUES ({}, ?{n})",
+        settings_placeholders('?', 4).join(", "),
+        n = SettingsValues::COUNT + 4
     );
     let rest: [&dyn rusqlite::ToSql; 4] = [&new.name.as_str(), &enc, &managed, &now];
     conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(v.sqlite_params().into_iter().chain(rest)))?;

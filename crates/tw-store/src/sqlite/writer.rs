@@ -881,7 +881,8 @@ mod tests {
             }
         }
         let kept = rows(&path, "SELECT x, note FROM t WHERE x < 1000 ORDER BY x");
-        let expect: Vec<(i64, String)> = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")].iter().map(|(x, n)| (*x, n.to_string())).collect();
+        let expect: Vec<(i64, String)> =
+            [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")].iter().map(|(x, n)| (*x, n.to_string())).collect();
         assert_eq!(kept, expect);
         assert_eq!(rows(&path, "SELECT x, note FROM t WHERE x >= 1000 AND note = 'dup'"), vec![]);
         let counts = rows(&path, "SELECT delivery_count, last_delivery_at || '/' || error_count FROM sources");
@@ -890,7 +891,9 @@ mod tests {
 
     /// A writer whose syncs wait for the test: each sync takes one message from the returned
     /// sender (an `Err` one fails that sync), and the syncs done so far are counted.
-    fn writer_with_gated_sync() -> (tempfile::TempDir, Writer, std::path::PathBuf, std::sync::mpsc::Sender<std::io::Result<()>>, Arc<std::sync::atomic::AtomicUsize>) {
+    fn writer_with_gated_sync()
+    -> (tempfile::TempDir, Writer, std::path::PathBuf, std::sync::mpsc::Sender<std::io::Result<()>>, Arc<std::sync::atomic::AtomicUsize>)
+    {
         let (dir, _, path) = writer();
         let conn = Connection::open(&path).unwrap();
         let (gate, wait) = std::sync::mpsc::channel::<std::io::Result<()>>();
