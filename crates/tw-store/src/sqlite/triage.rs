@@ -139,6 +139,10 @@ impl crate::TriageStore for SqliteStore {
     }
 
     async fn claim_triage_jobs(&self, limit: usize, lease_secs: i64) -> Result<Vec<ClaimedTriageJob>, StoreError> {
+        // The due jobs are read in `triage_jobs_ready` order, pending and expired-running apart,
+        // `limit` of each at most: a claim reads a few index entries however long the backlog.
+        // (One `OR` over both, ordered by `run_after, id`, sorted every pending job on every
+        // claim: 0.8 ms a claim at 5,000 pending, and triage drained at ~1,000 incidents/s.)
         self.writer
             .write(move |conn| {
                 let now = Utc::now();
@@ -146,8 +150,14 @@ impl crate::TriageStore for SqliteStore {
                     .prepare_cached(
                         "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = ?1, \
                          started_at = COALESCE(started_at, ?2) \
-                         WHERE id IN (SELECT id FROM triage_jobs WHERE (status = 'pending' AND run_after <= ?2) \
-                                      OR (status = 'running' AND lease_until < ?2) ORDER BY run_after, id LIMIT ?3) \
+                         WHERE rowid IN ( \
+                             SELECT r FROM ( \
+                                 SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
+                                                WHERE status = 'pending' AND run_after <= ?2 ORDER BY run_after, rowid LIMIT ?3) \
+                                 UNION ALL \
+                                 SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
+                                                WHERE status = 'running' AND lease_until < ?2 ORDER BY run_after, rowid LIMIT ?3)) \
+                             ORDER BY run_after, r LIMIT ?3) \
                          RETURNING id",
                     )?
                     .query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| r.get(0))?
