@@ -26,9 +26,10 @@ pub(super) async fn insert(c: &impl GenericClient, a: NewAuditRecord) -> Result<
     )
     .await?;
     let (seq, at): (i64, DateTime<Utc>) = (row.get(0), row.get(1));
-    // Sequence numbers only grow, so this keeps at most the newest AUDIT_KEPT (through the
-    // primary key: nothing is scanned when there is nothing to prune).
-    super::execute(c, "DELETE FROM audit_log WHERE seq <= $1", &[&(seq - AUDIT_KEPT)]).await?;
+    // Sequence numbers only grow, so this keeps at most the newest AUDIT_KEPT. Bounded on both
+    // sides so that the plan is a primary-key range whatever the statistics: with only `<=`, a
+    // plan made without them scanned the whole kept log on every audited action.
+    super::execute(c, "DELETE FROM audit_log WHERE seq <= $1 AND seq >= (SELECT min(seq) FROM audit_log)", &[&(seq - AUDIT_KEPT)]).await?;
     Ok(AuditRecord {
         id,
         seq,
@@ -64,7 +65,8 @@ impl crate::AuditStore for PgStore {
             sql.push_str(&clause.replace('?', &format!("${}", args.len())));
         };
         match filter.action_match() {
-            Some(ActionMatch::Exact(a)) => arg(&mut sql, " AND action = ?", Box::new(a)),
+            // In the index's collation ("C"), or the index cannot serve it.
+            Some(ActionMatch::Exact(a)) => arg(&mut sql, " AND action COLLATE \"C\" = ?", Box::new(a)),
             // Bytewise, as on SQLite: a language collation may ignore the '.' and '/' of the bounds.
             Some(ActionMatch::Range(lo, hi)) => {
                 arg(&mut sql, " AND action COLLATE \"C\" >= ?", Box::new(lo));

@@ -1,6 +1,6 @@
 //! Reading incidents and dead letters.
 
-use super::{PgStore, query, query_one, query_opt};
+use super::{PgStore, query, query_one, query_opt, query_planned};
 use crate::StoreError;
 use crate::listing::{self, Arg};
 use crate::model::*;
@@ -8,7 +8,7 @@ use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, Row};
 use tw_core::SourceName;
 use uuid::Uuid;
@@ -112,12 +112,17 @@ impl crate::IncidentStore for PgStore {
     async fn list_dead_letters(&self, source: Option<&SourceName>, page: Page) -> Result<(Vec<DeadLetter>, u64), StoreError> {
         let c = self.client().await?;
         let s = source.map(SourceName::as_str);
-        let total: i64 = query_one(&c, "SELECT COUNT(*) FROM dead_letters WHERE ($1::text IS NULL OR source = $1)", &[&s]).await?.get(0);
-        let rows = query(
-            &c,
+        // Both planned for these parameters (see `query_planned`): a generic plan cannot drop the
+        // `IS NULL` arm, and scanned and sorted every dead letter for each page.
+        let total: i64 = query_planned(&**c, "SELECT COUNT(*) FROM dead_letters WHERE ($1::text IS NULL OR source = $1)", &[(&s, Type::TEXT)])
+            .await?
+            .first()
+            .map_or(0, |r| r.get(0));
+        let rows = query_planned(
+            &**c,
             "SELECT id, source, reason, received_at, request_id, queue_id, raw_payload FROM dead_letters \
              WHERE ($1::text IS NULL OR source = $1) ORDER BY received_at DESC, id DESC LIMIT $2 OFFSET $3",
-            &[&s, &i64::from(page.per_page), &(page.offset() as i64)],
+            &[(&s, Type::TEXT), (&i64::from(page.per_page), Type::INT8), (&(page.offset() as i64), Type::INT8)],
         )
         .await?;
         let mut out = Vec::with_capacity(rows.len());

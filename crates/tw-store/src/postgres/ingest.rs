@@ -7,7 +7,7 @@
 //! Numbers are therefore gap-free: no batch can lose an insert to a concurrent one after taking
 //! its numbers.
 
-use super::{PgStore, execute, execute_pipelined, pg_opt_text, pg_text, query_one};
+use super::{PgStore, execute, execute_pipelined, pg_opt_text, pg_text, query_one, query_planned};
 use crate::StoreError;
 use crate::model::*;
 use crate::triage::TriageState;
@@ -52,16 +52,16 @@ pub(super) async fn ingest_in(tx: &Transaction<'_>, reqs: &[&IngestRequest]) -> 
     let keys: Vec<&str> = groups.iter().map(|g| g.dedupe_key.as_str()).collect();
     let counts: Vec<i64> = groups.iter().map(|g| g.items.len() as i64).collect();
     let ats: Vec<DateTime<Utc>> = groups.iter().map(last_at).collect();
-    // Planned afresh on every batch (an unnamed statement), never from the connection's cache: a
-    // plan cached while the table was small, or had no statistics yet (a new database, or
-    // autovacuum off), can take `incidents_by_source` for the source and filter the dedupe key
-    // row by row, which reads every incident of the source on every batch. Seen on a fresh
-    // database with autovacuum off: intake fell from 7,600 to 3,500 deliveries/s within seconds.
+    // Planned afresh on every batch: a plan cached while the table was small, or had no
+    // statistics yet (a new database, or autovacuum off), can take `incidents_by_source` for the
+    // source and filter the dedupe key row by row, reading every incident of the source on every
+    // batch. Seen on a fresh database with autovacuum off: a 20 s bench fell to 2,901/s from 7,761.
     // Sent with the lock in one round trip: the lookup runs once the lock is held.
     let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
     let (_, known) = futures_util::future::try_join(
-        tx.execute(&lock, &[&INGEST_LOCK]),
-        tx.query_typed(
+        async { Ok(tx.execute(&lock, &[&INGEST_LOCK]).await?) },
+        query_planned(
+            &**tx,
             "UPDATE incidents i SET delivery_count = i.delivery_count + d.n, last_delivery_at = GREATEST(i.last_delivery_at, d.at) \
              FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[]) AS d(source, dedupe_key, n, at) \
              WHERE i.source = d.source AND i.dedupe_key = d.dedupe_key \

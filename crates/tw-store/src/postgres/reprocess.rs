@@ -3,21 +3,35 @@
 //! key checked free stays free until the commit (no concurrent batch can take it meanwhile).
 
 use super::ingest::{INGEST_LOCK, ingest_in};
-use super::{PgStore, execute, pg_opt_text, pg_text, query, query_opt};
+use super::{PgStore, execute, pg_opt_text, pg_text, query, query_planned};
 use crate::StoreError;
 use crate::model::*;
 use async_trait::async_trait;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::Type;
 use tw_core::{Alert, IncidentNumber, SourceName};
 use uuid::Uuid;
 
 /// Updates one incident in the caller's transaction (see [`crate::ReprocessStore::renormalize_incidents`]).
-async fn renormalize_in(tx: &impl GenericClient, source: &str, id: Uuid, a: &Alert) -> Result<Renormalized, StoreError> {
-    let current = query_opt(tx, "SELECT dedupe_key FROM incidents WHERE id = $1 AND source = $2", &[&id, &source]).await?;
+async fn renormalize_in(tx: &Transaction<'_>, source: &str, id: Uuid, a: &Alert) -> Result<Renormalized, StoreError> {
+    // Both lookups planned for their parameters (see `query_planned`): cached generic plans
+    // made on an empty table took `incidents_by_source` and filtered the rest row by row,
+    // reading every incident of the source for each one renormalized.
+    let current = query_planned(&**tx, "SELECT dedupe_key FROM incidents WHERE id = $1 AND source = $2", &[(&id, Type::UUID), (&source, Type::TEXT)])
+        .await?
+        .into_iter()
+        .next();
     let Some(current) = current.map(|r| r.get::<_, String>(0)) else { return Ok(Renormalized::NotFound) };
     let key = alert_dedupe_key(a).map(|k| pg_text(&k)).unwrap_or_else(|| current.clone());
     if key != current
-        && let Some(r) = query_opt(tx, "SELECT year, seq FROM incidents WHERE source = $1 AND dedupe_key = $2", &[&source, &key]).await?
+        && let Some(r) = query_planned(
+            &**tx,
+            "SELECT year, seq FROM incidents WHERE source = $1 AND dedupe_key = $2",
+            &[(&source, Type::TEXT), (&key, Type::TEXT)],
+        )
+        .await?
+        .into_iter()
+        .next()
     {
         return Ok(Renormalized::Conflict { holder: IncidentNumber::new(r.get(0), r.get(1)) });
     }
@@ -81,11 +95,18 @@ impl crate::ReprocessStore for PgStore {
 
     async fn dead_letter_payloads(&self, page: &PayloadPage<String>) -> Result<Vec<DeadLetterPayload>, StoreError> {
         let c = self.client().await?;
-        let rows = query(
-            &c,
+        // Planned for these parameters (see `query_planned`): a generic plan cannot drop the
+        // `IS NULL` arms, and read every dead letter of the source on every page.
+        let rows = query_planned(
+            &**c,
             "SELECT id, received_at, request_id, request_key, raw_payload FROM dead_letters \
              WHERE source = $1 AND ($2::text IS NULL OR id > $2) AND ($3::timestamptz IS NULL OR received_at >= $3) ORDER BY id LIMIT $4",
-            &[&page.source.as_str(), &page.after, &page.since, &i64::from(page.limit)],
+            &[
+                (&page.source.as_str(), Type::TEXT),
+                (&page.after, Type::TEXT),
+                (&page.since, Type::TIMESTAMPTZ),
+                (&i64::from(page.limit), Type::INT8),
+            ],
         )
         .await?;
         Ok(rows

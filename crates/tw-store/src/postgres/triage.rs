@@ -2,7 +2,7 @@
 //! Claims use `FOR UPDATE SKIP LOCKED` and a lease: only expired leases are taken over.
 
 use super::incidents::load_incident;
-use super::{PgStore, execute, query, query_one, query_opt};
+use super::{PgStore, execute, query_one, query_opt, query_planned};
 use crate::StoreError;
 use crate::model::*;
 use crate::rows::{JOB_COLUMNS, JobRow, count};
@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 fn job_from_row(r: &Row) -> Result<TriageJob, StoreError> {
@@ -124,15 +125,17 @@ impl crate::TriageStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let now = Utc::now();
-        let rows = query(
-            &tx,
+        // Planned for this backlog (see `query_planned`): a generic plan made on an empty table
+        // read the whole backlog and sorted it on every claim (56-74 ms at 100,000 pending).
+        let rows = query_planned(
+            &*tx,
             &format!(
                 "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = $1, started_at = COALESCE(started_at, $2) \
                  WHERE id IN (SELECT id FROM triage_jobs WHERE (status = 'pending' AND run_after <= $2) \
                               OR (status = 'running' AND lease_until < $2) ORDER BY run_after, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                  RETURNING {JOB_COLUMNS}"
             ),
-            &[&(now + chrono::Duration::seconds(lease_secs)), &now, &(limit as i64)],
+            &[(&(now + chrono::Duration::seconds(lease_secs)), Type::TIMESTAMPTZ), (&now, Type::TIMESTAMPTZ), (&(limit as i64), Type::INT8)],
         )
         .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
