@@ -103,10 +103,7 @@ impl ClientIp {
     /// From request parts; a request without connection info (a router driven in-process,
     /// without a socket) counts as 0.0.0.0.
     pub fn of(parts: &Parts, proxies: &TrustedProxies) -> ClientIp {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         if proxies.is_empty() && parts.headers.contains_key("x-forwarded-for") {
             warn_untrusted_forwarding(peer);
         }

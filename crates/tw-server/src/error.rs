@@ -1,9 +1,9 @@
 //! `ApiError`: every error the API answers with, its HTTP status and its stable `code`.
 //! Handlers return `Result<_, ApiError>`; internal causes are logged, never sent to the client.
 
+use crate::api::{ErrorBody, ErrorDetail, FieldError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use crate::api::{ErrorBody, ErrorDetail, FieldError};
 use tw_core::signature::VerifyError;
 use tw_store::StoreError;
 

@@ -186,7 +186,10 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, StartError
     open_store_observed(cfg, None).await
 }
 
-async fn open_store_observed(cfg: &ServerConfig, observer: Option<Arc<dyn tw_store::CommitObserver>>) -> Result<Arc<dyn Store>, StartError> {
+async fn open_store_observed(
+    cfg: &ServerConfig,
+    observer: Option<Arc<dyn tw_store::CommitObserver>>,
+) -> Result<Arc<dyn Store>, StartError> {
     tw_store::files::create_private_dir(&cfg.data_dir)
         .map_err(|e| StartError::Other(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let url = cfg.database()?;

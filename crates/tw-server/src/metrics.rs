@@ -58,9 +58,15 @@ impl Metrics {
         d("webhook_duplicates_total", "Deliveries recognised as an alert already received");
         d("incidents_created_total", "Incidents created, by source and severity");
         d("triage_jobs_total", "Triage jobs finished, by playbook, verdict and status");
-        d("webhook_refusals_aggregated_total", "Refused intake requests counted into an aggregate delivery row instead of stored one by one, by source and code");
+        d(
+            "webhook_refusals_aggregated_total",
+            "Refused intake requests counted into an aggregate delivery row instead of stored one by one, by source and code",
+        );
         d("deliveries_pruned_total", "Delivery records deleted by the retention");
-        d("tw_auth_failures_total", "Failed intake verifications (kind=signature), intake requests to unregistered sources (kind=unknown_source), wrong API keys (kind=api_key) and intake bodies too slow or refused for the body budget (kind=slow_body)");
+        d(
+            "tw_auth_failures_total",
+            "Failed intake verifications (kind=signature), intake requests to unregistered sources (kind=unknown_source), wrong API keys (kind=api_key) and intake bodies too slow or refused for the body budget (kind=slow_body)",
+        );
         d("tw_rate_limited_total", "Requests refused with 429 rate_limited, by reason: source, auth_failures, playbook_test");
         // Present at 0 from the start, so an alert on their rate has a series before the first attack.
         for kind in ["signature", "api_key", "unknown_source", "slow_body"] {

@@ -50,9 +50,10 @@ impl PlaybookRegistry {
             return Ok(Some(Resolved { playbook: p.clone(), builtin: true }));
         }
         if let Some((at, p)) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(name)
-            && at.elapsed() < CACHE_TTL {
-                return Ok(p.clone().map(|playbook| Resolved { playbook, builtin: false }));
-            }
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(p.clone().map(|playbook| Resolved { playbook, builtin: false }));
+        }
         let parsed = match self.store.get_playbook(name).await? {
             None => None,
             Some(stored) => match parse_playbook(&stored.yaml) {

@@ -86,12 +86,18 @@ pub fn recipe(verification: &tw_core::Verification, base: &str, source: &SourceN
         V::Hmac => {
             lines.insert(0, line("URL", url));
             lines.push(line("Secret", secret.to_string()));
-            lines.push(line("Sign", "X-Webhook-Timestamp: <unix seconds>; X-Webhook-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">".into()));
+            lines.push(line(
+                "Sign",
+                "X-Webhook-Timestamp: <unix seconds>; X-Webhook-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">".into(),
+            ));
         }
         V::StandardWebhooks => {
             lines.insert(0, line("Endpoint URL", url));
             lines.push(line("Signing secret", secret.to_string()));
-            lines.push(line("Sign", "the sender's Standard Webhooks / Svix library signs (webhook-id, webhook-timestamp, webhook-signature)".into()));
+            lines.push(line(
+                "Sign",
+                "the sender's Standard Webhooks / Svix library signs (webhook-id, webhook-timestamp, webhook-signature)".into(),
+            ));
         }
         V::Github => {
             lines.insert(0, line("Payload URL", url));

@@ -162,12 +162,8 @@ mod tests {
     #[test]
     fn error_code_schema_lists_exactly_the_api_error_codes() {
         let schema = serde_json::to_value(<super::ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
-        let listed: std::collections::BTreeSet<String> = schema["enum"]
-            .as_array()
-            .expect("ErrorCode is an enum")
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
+        let listed: std::collections::BTreeSet<String> =
+            schema["enum"].as_array().expect("ErrorCode is an enum").iter().map(|v| v.as_str().unwrap().to_string()).collect();
         let actual: std::collections::BTreeSet<String> = every_error().iter().map(|e| e.code().to_string()).collect();
         // The HTTP layer's own answers, every status it could give.
         let actual: std::collections::BTreeSet<String> =

@@ -129,9 +129,9 @@ impl VerificationView {
             Scheme::Hmac => V::Hmac,
             Scheme::StandardWebhooks => V::StandardWebhooks,
             Scheme::Github => V::Github,
-            Scheme::HeaderToken => V::HeaderToken {
-                header: tw_core::verification::HeaderName::parse(self.header.as_deref().unwrap_or_default())?,
-            },
+            Scheme::HeaderToken => {
+                V::HeaderToken { header: tw_core::verification::HeaderName::parse(self.header.as_deref().unwrap_or_default())? }
+            }
             Scheme::Basic => V::Basic,
             Scheme::UrlToken => V::UrlToken,
         })

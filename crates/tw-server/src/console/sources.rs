@@ -5,7 +5,6 @@
 
 use super::overview::{SourceDay, last_hour_cell, source_days};
 use super::views::{self, Nav, Viewer, csrf_field, layout, maybe_time, recipe, time};
-use std::collections::HashMap;
 use super::{Console, Form, PageError, redirect};
 use crate::ApiError;
 use crate::api::FieldError;
@@ -18,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use tw_core::{Format, SourceMode, SourceName};
 
 /// The CLI line the empty state and the form suggest.
@@ -25,7 +25,8 @@ const CLI_ADD: &str = "tw-cli webhook add email-gateway --verification hmac";
 
 /// The grace periods the rotate form offers for the old secret (seconds, label); the API's
 /// default (24 h) is chosen unless another is picked.
-pub const GRACE_PERIODS: [(i64, &str); 4] = [(0, "none"), (3600, "1 hour"), (service::DEFAULT_GRACE_SECS, "24 hours"), (7 * 86400, "7 days")];
+pub const GRACE_PERIODS: [(i64, &str); 4] =
+    [(0, "none"), (3600, "1 hour"), (service::DEFAULT_GRACE_SECS, "24 hours"), (7 * 86400, "7 days")];
 
 /// "Rotate secret" with the old secret's grace period to choose.
 pub(super) fn rotate_form(source: &str, viewer: &Viewer) -> Markup {

@@ -90,7 +90,10 @@ pub fn verify<'h>(
     if url_token.is_some() && source.settings.verification != Verification::UrlToken {
         return Err(refused(
             "invalid_signature",
-            format!("Source '{name}' verifies with {}, not a token in the URL: POST /api/webhooks/{name}", source.settings.verification.scheme()),
+            format!(
+                "Source '{name}' verifies with {}, not a token in the URL: POST /api/webhooks/{name}",
+                source.settings.verification.scheme()
+            ),
         ));
     }
     let text = |n: &str| headers.get(n).map(|v| v.to_str().map_err(|_| ()));
@@ -140,13 +143,18 @@ pub fn verify<'h>(
             Ok(Verified { covered: Covered::Body })
         }
         Verification::HeaderToken { header } => {
-            let value = headers.get(header.as_str()).ok_or_else(|| refused("missing_signature", format!("{} header is missing", crate::sources::header_display(header.as_str()))))?;
+            let value = headers.get(header.as_str()).ok_or_else(|| {
+                refused("missing_signature", format!("{} header is missing", crate::sources::header_display(header.as_str())))
+            })?;
             let mut token = value.as_bytes().trim_ascii();
             if header.as_str() == "authorization" && token.len() > 7 && token[..7].eq_ignore_ascii_case(b"bearer ") {
                 token = token[7..].trim_ascii();
             }
             if !matches_any(token, &secrets) {
-                return Err(refused("invalid_signature", format!("{} header does not hold the source's token", crate::sources::header_display(header.as_str()))));
+                return Err(refused(
+                    "invalid_signature",
+                    format!("{} header does not hold the source's token", crate::sources::header_display(header.as_str())),
+                ));
             }
             Ok(Verified { covered: Covered::Body })
         }
@@ -154,8 +162,9 @@ pub fn verify<'h>(
             let value = headers
                 .get(axum::http::header::AUTHORIZATION)
                 .ok_or_else(|| refused("missing_signature", "Authorization header with HTTP Basic credentials is missing"))?;
-            let password = basic_password(value.as_bytes())
-                .ok_or_else(|| refused("invalid_signature", "Authorization header is not HTTP Basic credentials (Basic base64(user:password))"))?;
+            let password = basic_password(value.as_bytes()).ok_or_else(|| {
+                refused("invalid_signature", "Authorization header is not HTTP Basic credentials (Basic base64(user:password))")
+            })?;
             if !matches_any(&password, &secrets) {
                 return Err(refused("invalid_signature", "HTTP Basic password does not match the source's secret"));
             }
@@ -173,7 +182,8 @@ pub fn verify<'h>(
     }
 }
 
-const GITHUB_MISMATCH: &str = "X-Hub-Signature-256 does not match the body (expected sha256=<hex HMAC-SHA256 of the raw body with the source's secret>)";
+const GITHUB_MISMATCH: &str =
+    "X-Hub-Signature-256 does not match the body (expected sha256=<hex HMAC-SHA256 of the raw body with the source's secret>)";
 
 /// Standard Webhooks' refusals, naming its headers.
 fn standard_webhooks_error(e: VerifyError, id_missing: bool) -> ApiError {
@@ -181,15 +191,17 @@ fn standard_webhooks_error(e: VerifyError, id_missing: bool) -> ApiError {
         VerifyError::MissingSignature => refused("missing_signature", "webhook-signature header is missing"),
         VerifyError::MissingTimestamp => refused("missing_timestamp", "webhook-timestamp header is missing"),
         VerifyError::TimestampNotInteger => refused("timestamp_invalid", "webhook-timestamp must be unix seconds, e.g. 1705320000"),
-        VerifyError::TimestampInFuture(t) => refused("timestamp_invalid", format!("webhook-timestamp is too far in the future (>{t} seconds)")),
+        VerifyError::TimestampInFuture(t) => {
+            refused("timestamp_invalid", format!("webhook-timestamp is too far in the future (>{t} seconds)"))
+        }
         VerifyError::TimestampExpired(t) => refused("timestamp_expired", format!("webhook-timestamp is too old (>{t} seconds)")),
         VerifyError::InvalidSignature if id_missing => refused("missing_signature", "webhook-id header is missing"),
-        VerifyError::InvalidSignature => {
-            refused("invalid_signature", "webhook-signature does not match (v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<body>\">)")
-        }
+        VerifyError::InvalidSignature => refused(
+            "invalid_signature",
+            "webhook-signature does not match (v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<body>\">)",
+        ),
     }
 }
-
 
 /// Whether `token` is any of `secrets`, comparing SHA-256 digests in constant time (no early exit,
 /// no length revealed).

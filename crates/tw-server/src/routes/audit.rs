@@ -2,14 +2,14 @@
 //! `GET /api/keys`: the API keys (admin scope; never a key, only its prefix).
 
 use crate::ApiError;
-use crate::auth::AdminAccess;
 use crate::api::FieldError;
 use crate::api::audit::{ApiKeyList, ApiKeyView, AuditList, AuditMeta, AuditParams, AuditRecord};
 use crate::api::{DEFAULT_PER_PAGE, ErrorBody, PageParams};
+use crate::auth::AdminAccess;
+use crate::routes::Query;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use crate::routes::Query;
 use chrono::{DateTime, Utc};
 use tw_store::AuditFilter;
 
@@ -31,7 +31,8 @@ pub(crate) fn parse_since(text: &str, now: DateTime<Utc>) -> Result<Option<DateT
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(Some(at.with_timezone(&Utc)));
     }
-    crate::api::since(text, now).ok_or_else(|| "must be an RFC 3339 time (2026-01-31T00:00:00Z) or a duration like 30m, 12h, 90d or 2w".into())
+    crate::api::since(text, now)
+        .ok_or_else(|| "must be an RFC 3339 time (2026-01-31T00:00:00Z) or a duration like 30m, 12h, 90d or 2w".into())
 }
 
 /// An action or a family of them: `source.create`, `source`.
@@ -73,9 +74,7 @@ pub async fn list(State(state): State<AppState>, _auth: AdminAccess, Query(q): Q
     if target.as_deref().is_some_and(|t| t.len() > 256) {
         errors.push(FieldError::new("target", "must be at most 256 characters"));
     }
-    let since = since
-        .and_then(|s| parse_since(&s, state.clock.now()).map_err(|e| errors.push(FieldError::new("since", e))).ok())
-        .flatten();
+    let since = since.and_then(|s| parse_since(&s, state.clock.now()).map_err(|e| errors.push(FieldError::new("since", e))).ok()).flatten();
     let before_seq = cursor.and_then(|c| {
         let parsed = parse_cursor(&c);
         if parsed.is_none() {

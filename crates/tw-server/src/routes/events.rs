@@ -3,13 +3,13 @@
 //! `GET /api/deliveries/:request_id` (one, with its body).
 
 use crate::ApiError;
-use crate::auth::ReadAccess;
 use crate::api::ErrorBody;
 use crate::api::deliveries::{Delivery, DeliveryList, EventParams};
+use crate::auth::ReadAccess;
+use crate::routes::Query;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use crate::routes::Query;
 use tw_core::SourceName;
 use tw_store::DeliveryFilter;
 

@@ -1,14 +1,14 @@
 //! `GET /api/incidents`, `GET /api/incidents/:id` (uuid or INC number), `.../raw`.
 
 use crate::ApiError;
-use crate::auth::ReadAccess;
 use crate::api::FieldError;
 use crate::api::incidents::{Incident as IncidentView, IncidentDetail, IncidentList, IncidentListMeta, IncidentListParams};
 use crate::api::{ErrorBody, PageMeta, PageParams};
+use crate::auth::ReadAccess;
+use crate::routes::Query;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use crate::routes::Query;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -122,7 +122,11 @@ impl Cursor {
         (status = 422, description = "`validation_error`: a bad filter, `sort`, `cursor`, `page` or `per_page`, `page` with `cursor`, or a cursor of another `sort` (see `details`)", body = ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, _auth: ReadAccess, Query(q): Query<IncidentListParams>) -> Result<Json<IncidentList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: ReadAccess,
+    Query(q): Query<IncidentListParams>,
+) -> Result<Json<IncidentList>, ApiError> {
     list_incidents(&state, q).await.map(Json)
 }
 
@@ -136,10 +140,8 @@ pub async fn list_incidents(state: &AppState, q: IncidentListParams) -> Result<I
         tw_store::Page { page: 1, per_page: 1 }
     });
     // As sent (the query extractor refused empty values): checked as it is.
-    let source =
-        q.source.and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
-    let severity =
-        q.severity.and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
+    let source = q.source.and_then(|s| SourceName::parse(&s).map_err(|e| errors.push(FieldError::new("source", e.to_string()))).ok());
+    let severity = q.severity.and_then(|s| s.parse::<Severity>().map_err(|e| errors.push(FieldError::new("severity", e.to_string()))).ok());
     let status = q.status.and_then(|s| s.parse::<IncidentStatus>().map_err(|e| errors.push(FieldError::new("status", e))).ok());
     let order = match q.sort.as_deref().map(str::parse::<IncidentOrder>) {
         None => IncidentOrder::Newest,
@@ -268,9 +270,28 @@ mod tests {
         }
         assert_eq!(Cursor::Newest(IncidentNumber::new(2026, 42)).encode(), "2026-42", "newest-first cursors are as before");
         for bad in [
-            "", "not a cursor", "INC-2026-0001", "2026", "2026-", "-5", "2026-0", "0-5", "2026--5", "2026-5-6", "02026-5", "2026-05",
-            "10000-5", "2026-1000000000000000000", "aTE6MjAyNjo0Mg", "newest-2026-5", "dire-2026-5", "High-2026-5", "oldest-",
-            "oldest-2026", "high-high-2026-5", "crit-2026-5",
+            "",
+            "not a cursor",
+            "INC-2026-0001",
+            "2026",
+            "2026-",
+            "-5",
+            "2026-0",
+            "0-5",
+            "2026--5",
+            "2026-5-6",
+            "02026-5",
+            "2026-05",
+            "10000-5",
+            "2026-1000000000000000000",
+            "aTE6MjAyNjo0Mg",
+            "newest-2026-5",
+            "dire-2026-5",
+            "High-2026-5",
+            "oldest-",
+            "oldest-2026",
+            "high-high-2026-5",
+            "crit-2026-5",
         ] {
             assert_eq!(Cursor::parse(bad), None, "{bad}");
         }

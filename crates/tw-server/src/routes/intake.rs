@@ -10,14 +10,14 @@
 //! this route's; the rest is the service's.
 
 use crate::ApiError;
-use crate::intake::{self, Outcome, Refusal, truncate};
-use crate::metrics::UNREGISTERED;
-use crate::refusals::Admission;
 use crate::api::ErrorBody;
 use crate::api::intake::{
     AcceptedStatus, DeadLetteredStatus, IntakeAccepted, IntakeCreated, IntakeDeadLettered, IntakeDuplicate, IntakeOk, IntakeQueued,
     IntakeTestEvent, OkStatus, QueuedStatus,
 };
+use crate::intake::{self, Outcome, Refusal, truncate};
+use crate::metrics::UNREGISTERED;
+use crate::refusals::Admission;
 use crate::request_ids::RequestIds;
 use crate::state::AppState;
 use axum::Json;
@@ -142,13 +142,14 @@ async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, 
     let rid = ids.own.clone();
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut seen = Seen { client: Some(client.0), ..Seen::default() };
-    let (mut resp, code, done) = match handle(&state, &source, url_token.as_deref().map(String::as_str), &headers, body, &rid, &mut seen).await {
-        Ok((resp, done)) => (resp, None, done),
-        Err(e) => {
-            let code = e.code();
-            (e.into_response(), Some(code), Delivered::default())
-        }
-    };
+    let (mut resp, code, done) =
+        match handle(&state, &source, url_token.as_deref().map(String::as_str), &headers, body, &rid, &mut seen).await {
+            Ok((resp, done)) => (resp, None, done),
+            Err(e) => {
+                let code = e.code();
+                (e.into_response(), Some(code), Delivered::default())
+            }
+        };
     let body_len = seen.body.as_ref().map(|b| b.len() as u64).or(declared_len);
     let request = Request {
         headers: &headers,
@@ -218,9 +219,7 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
         // Refused before the signature verified (anyone's to send, at any rate), or throttled:
         // a few stored in full, the rest counted ([`crate::refusals`]).
         let admission = match r.code {
-            Some(code) if !seen.verified || code == "rate_limited" => {
-                state.refusals.admit(name, code, r.status, r.received_at, r.rid)
-            }
+            Some(code) if !seen.verified || code == "rate_limited" => state.refusals.admit(name, code, r.status, r.received_at, r.rid),
             _ => Admission::Record,
         };
         if let (Some(code), Admission::StartAggregate | Admission::Counted | Admission::Dropped) = (r.code, admission) {
@@ -427,7 +426,8 @@ async fn read_body(body: Body, limit: u64, declared: Option<u64>) -> Result<axum
 fn respond(source: &SourceRecord, outcome: Outcome) -> (Response, Delivered) {
     match outcome {
         Outcome::Created { incident, severity } => {
-            let body = IntakeCreated { status: AcceptedStatus::Accepted, incident_id: incident.id, incident_number: incident.number.to_string() };
+            let body =
+                IntakeCreated { status: AcceptedStatus::Accepted, incident_id: incident.id, incident_number: incident.number.to_string() };
             let done = Delivered { incident: Some(incident), created: Some(severity), ..Default::default() };
             ((StatusCode::CREATED, Json(body)).into_response(), done)
         }

@@ -1,10 +1,10 @@
 //! Local intelligence: `GET /api/intel` (counts) and `POST /api/intel/:list` (add indicators).
 
 use crate::ApiError;
-use crate::audit::{Admin, intel_snapshot};
-use crate::auth::ReadAccess;
 use crate::api::ErrorBody;
 use crate::api::intel::{IntelAddRequest, IntelAdded, IntelCounts, IntelSummary};
+use crate::audit::{Admin, intel_snapshot};
+use crate::auth::ReadAccess;
 use crate::intel::list_names;
 use crate::state::AppState;
 use axum::Json;
@@ -49,12 +49,7 @@ pub async fn summary(State(state): State<AppState>, _auth: ReadAccess) -> Json<I
         (status = 422, description = "`validation_error`: `indicators` is not a non-empty array of one-line strings, or an asset entry is not HOST=low|medium|high|critical", body = ErrorBody),
     )
 )]
-pub async fn add(
-    State(state): State<AppState>,
-    who: Admin,
-    Path(list): Path<String>,
-    body: Bytes,
-) -> Result<Json<IntelAdded>, ApiError> {
+pub async fn add(State(state): State<AppState>, who: Admin, Path(list): Path<String>, body: Bytes) -> Result<Json<IntelAdded>, ApiError> {
     if !list_names().contains(&list.as_str()) && list != ASSETS {
         return Err(ApiError::NotFound(format!(
             "Unknown intel list '{}' (known: {})",

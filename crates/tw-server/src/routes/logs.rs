@@ -9,14 +9,14 @@
 //! server's clock.
 
 use crate::ApiError;
-use crate::auth::AdminAccess;
-use crate::logs::{LogQuery, LogRecord};
 use crate::api::ErrorBody;
 use crate::api::logs::{LogLevel, LogList, LogParams};
+use crate::auth::AdminAccess;
+use crate::logs::{LogQuery, LogRecord};
+use crate::routes::Query;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use crate::routes::Query;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
@@ -69,9 +69,8 @@ pub async fn logs(
     };
     let since = match p.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => {
-            crate::api::since(s, state.clock.now()).ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h, 1d or 2w"))?
-        }
+        Some(s) => crate::api::since(s, state.clock.now())
+            .ok_or_else(|| ApiError::field("since", "must be a duration like 30s, 10m, 2h, 1d or 2w"))?,
     };
     let tail = match p.tail.as_deref().filter(|s| !s.is_empty()) {
         None => 100,
@@ -88,7 +87,11 @@ pub async fn logs(
     };
     let query = LogQuery { filter: p.filter, min_level, since, source: p.source };
     let permit = match follow {
-        true => Some(buffer.follower().ok_or_else(|| crate::limits::refused(&state, crate::limits::LimitReason::LogFollowers, FOLLOWERS_RETRY_AFTER_SECS))?),
+        true => Some(
+            buffer
+                .follower()
+                .ok_or_else(|| crate::limits::refused(&state, crate::limits::LimitReason::LogFollowers, FOLLOWERS_RETRY_AFTER_SECS))?,
+        ),
         false => None,
     };
     // Subscribe before reading the tail, so no record logged in between is missed; the ones that

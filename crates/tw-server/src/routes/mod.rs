@@ -55,8 +55,8 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
     let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    let intake = method == axum::http::Method::POST
-        && matches!(route.as_deref(), Some("/api/webhooks/{source}" | "/api/webhooks/{source}/{token}"));
+    let intake =
+        method == axum::http::Method::POST && matches!(route.as_deref(), Some("/api/webhooks/{source}" | "/api/webhooks/{source}/{token}"));
     let quiet = matches!(route.as_deref(), Some("/metrics" | "/api/health" | "/api/ready"));
     if !intake {
         let status = resp.status().as_u16();

@@ -5,11 +5,14 @@
 //! `{"yaml": "..."}`.
 
 use crate::ApiError;
+use crate::api::ErrorBody;
+use crate::api::FieldError;
+use crate::api::playbooks::{
+    BrokenPlaybook, PlaybookList, PlaybookListEntry, PlaybookOrigin, PlaybookTestRequest, PlaybookTestResult, PlaybookValidation,
+    PlaybookView, PlaybookYaml,
+};
 use crate::audit::{Admin, playbook_snapshot};
 use crate::auth::ReadAccess;
-use crate::api::FieldError;
-use crate::api::ErrorBody;
-use crate::api::playbooks::{BrokenPlaybook, PlaybookList, PlaybookListEntry, PlaybookOrigin, PlaybookTestRequest, PlaybookTestResult, PlaybookValidation, PlaybookView, PlaybookYaml};
 use crate::state::AppState;
 use crate::triage::{RunError, run_playbook};
 use axum::Json;
@@ -31,9 +34,10 @@ const RESERVED: &[&str] = &["validate"];
 fn yaml_of(body: &[u8]) -> Result<String, ApiError> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::InvalidPayload("Playbook must be UTF-8 YAML text".into()))?;
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
-        && let Some(Value::String(y)) = m.get("yaml") {
-            return Ok(y.clone());
-        }
+        && let Some(Value::String(y)) = m.get("yaml")
+    {
+        return Ok(y.clone());
+    }
     if text.trim().is_empty() {
         return Err(ApiError::InvalidPayload("Request body must be a playbook's YAML".into()));
     }
@@ -109,7 +113,12 @@ pub async fn list_playbooks(state: &AppState) -> Result<PlaybookList, ApiError> 
     }
     for stored in state.store.list_playbooks().await? {
         match parse_playbook(&stored.yaml) {
-            Ok(p) => out.push(PlaybookListEntry::Playbook(PlaybookView::new(&p, PlaybookOrigin::of_stored(&stored.origin), None, users(&stored.name)))),
+            Ok(p) => out.push(PlaybookListEntry::Playbook(PlaybookView::new(
+                &p,
+                PlaybookOrigin::of_stored(&stored.origin),
+                None,
+                users(&stored.name),
+            ))),
             Err(_) => out.push(PlaybookListEntry::Broken(BrokenPlaybook {
                 origin: PlaybookOrigin::of_stored(&stored.origin),
                 name: stored.name,
@@ -228,7 +237,10 @@ pub async fn replace(
     tracing::info!(target: "api", playbook = %name, created, "playbook stored");
     who.record(&state, "playbook.put", &name, before, Some(playbook_snapshot(&yaml, "api"))).await;
     let used = used_by(&state, &name).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(PlaybookView::new(&playbook, PlaybookOrigin::Api, Some(&yaml), used))))
+    Ok((
+        if created { StatusCode::CREATED } else { StatusCode::OK },
+        Json(PlaybookView::new(&playbook, PlaybookOrigin::Api, Some(&yaml), used)),
+    ))
 }
 
 /// Deletes a user playbook unless a source uses it.

@@ -1,13 +1,13 @@
 //! `GET /api/webhooks/queue/:queue_id` and `GET /api/dead-letters`.
 
 use crate::ApiError;
-use crate::auth::ReadAccess;
 use crate::api::queue::{DeadLetter, DeadLetterList, DeadLetterParams, QueueEntry};
 use crate::api::{ErrorBody, PageMeta, PageParams};
+use crate::auth::ReadAccess;
+use crate::routes::Query;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use crate::routes::Query;
 use tw_core::SourceName;
 
 /// The state of one queued event: pending, processed (with its incident) or failed (with why).

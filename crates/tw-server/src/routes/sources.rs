@@ -6,12 +6,12 @@
 //! JSON labelled as a form.
 
 use crate::ApiError;
-use crate::audit::{Admin, source_snapshot};
-use crate::auth::{AdminAccess, ReadAccess};
-use crate::api::FieldError;
 use crate::api::ErrorBody;
+use crate::api::FieldError;
 use crate::api::reprocess::{ReprocessRequest, ReprocessResult};
 use crate::api::sources::{CreateSource, RotateSecret, SourceCheck, SourceList, SourceSettingsInput, SourceTestResult, SourceView};
+use crate::audit::{Admin, source_snapshot};
+use crate::auth::{AdminAccess, ReadAccess};
 use crate::sources::{parse_allowed_ips, parse_mapping, secret_owner};
 use crate::state::AppState;
 use axum::Json;
@@ -359,9 +359,10 @@ pub async fn update_source(state: &AppState, who: &Admin, name: &SourceName, bod
     refuse_managed(&current)?;
     let mut errors = Vec::new();
     if let Some(v) = body.get("source")
-        && v.as_str() != Some(name.as_str()) {
-            errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
-        }
+        && v.as_str() != Some(name.as_str())
+    {
+        errors.push(FieldError::new("source", "cannot be changed; register a new source instead"));
+    }
     let playbooks = state.playbooks.names().await?;
     let patch = parse_fields(body, &playbooks, &mut errors);
     let mut merged = current.settings.clone();
@@ -446,7 +447,12 @@ pub async fn rotate_secret(
 /// Rotates the secret of the source `name` as `body` asks (the fields of [`RotateSecret`]; empty:
 /// a generated secret, 24 h of grace for the old one). The view holds the new secret (shown
 /// once). The API's `rotate_secret` and the console both call it.
-pub async fn rotate_source_secret(state: &AppState, who: &Admin, name: &SourceName, body: &Map<String, Value>) -> Result<SourceView, ApiError> {
+pub async fn rotate_source_secret(
+    state: &AppState,
+    who: &Admin,
+    name: &SourceName,
+    body: &Map<String, Value>,
+) -> Result<SourceView, ApiError> {
     let current = load(state, name).await?;
     refuse_managed(&current)?;
     let mut errors = Vec::new();
@@ -513,7 +519,12 @@ pub async fn test_source(state: &AppState, name: &SourceName) -> Result<SourceTe
     let source = load(state, name).await?;
     let now = state.clock.now();
     let body = serde_json::to_vec(&crate::intake::test_event(name, now)).unwrap_or_default();
-    let signed = source.settings.verification.sign(source.secret.expose(), &body, now.timestamp(), &format!("msg_test_{}", uuid::Uuid::now_v7().simple()));
+    let signed = source.settings.verification.sign(
+        source.secret.expose(),
+        &body,
+        now.timestamp(),
+        &format!("msg_test_{}", uuid::Uuid::now_v7().simple()),
+    );
     let mut headers = axum::http::HeaderMap::new();
     for (n, v) in &signed.headers {
         let name = axum::http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| ApiError::Internal("test headers".into()))?;
@@ -524,7 +535,8 @@ pub async fn test_source(state: &AppState, name: &SourceName) -> Result<SourceTe
     // test event is never stored.
     let rid = format!("test_{}", uuid::Uuid::now_v7().simple());
     let result =
-        crate::routes::intake::check(state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid).await;
+        crate::routes::intake::check(state, name.as_str(), signed.path_token.as_deref(), &headers, axum::body::Body::from(body), &rid)
+            .await;
     const STAGES: [&str; 4] = ["registered", "enabled", "signature", "payload"];
     let failed_at = match &result {
         Ok(()) => STAGES.len(),

@@ -1,9 +1,9 @@
 //! `POST /api/incidents/:id/triage` (run a playbook on demand) and `GET /api/triage/jobs/:id`.
 
 use crate::ApiError;
-use crate::auth::{AdminAccess, ReadAccess};
 use crate::api::ErrorBody;
 use crate::api::triage::{TriageJob, TriageQueued, TriageRequest};
+use crate::auth::{AdminAccess, ReadAccess};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;

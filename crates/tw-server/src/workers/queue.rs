@@ -47,7 +47,9 @@ async fn release(state: &AppState, events: Vec<tw_store::QueuedEvent>) {
     let claims: Vec<(String, u32)> = events.into_iter().map(|e| (e.id, e.attempts)).collect();
     match state.store.release_queued(&claims).await {
         Ok(released) => tracing::info!(target: "webhook", released, "server stopping; claimed queued events released for another instance"),
-        Err(e) => tracing::warn!(target: "store", error = %e.chain(), claimed = claims.len(), "claimed queued events not released; another instance takes them when their lease ends"),
+        Err(e) => {
+            tracing::warn!(target: "store", error = %e.chain(), claimed = claims.len(), "claimed queued events not released; another instance takes them when their lease ends")
+        }
     }
 }
 

@@ -570,7 +570,12 @@ async fn the_live_stream_needs_a_session_and_sends_new_deliveries() {
     assert_eq!((anonymous.status.as_u16(), anonymous.location()), (303, Some("/console/login")));
 
     let b = Browser::sign_in(&app, &app.read_key).await;
-    let open = || b.http.get(app.url("/console/deliveries/stream?source=edr")).header("cookie", format!("tw_console={}", b.session.as_ref().unwrap())).send();
+    let open = || {
+        b.http
+            .get(app.url("/console/deliveries/stream?source=edr"))
+            .header("cookie", format!("tw_console={}", b.session.as_ref().unwrap()))
+            .send()
+    };
     let mut resp = open().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
@@ -831,7 +836,14 @@ async fn playbook_tests_are_rate_limited_per_key() {
 async fn console_form_bodies_are_bounded() {
     let app = TestApp::spawn().await;
     let big = format!("api_key={}", "a".repeat(64 * 1024));
-    let resp = app.http.post(app.url("/console/login")).header("content-type", "application/x-www-form-urlencoded").body(big.clone()).send().await.unwrap();
+    let resp = app
+        .http
+        .post(app.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     let b = Browser::sign_in(&app, &app.admin_key).await;
     let csrf = b.get("/console/sources/new").await.csrf();
@@ -880,13 +892,32 @@ async fn an_admin_changes_every_setting_of_a_source_on_its_settings_page() {
     let v = get_ok(&app, "/api/webhooks/edr").await;
     assert_eq!(
         (
-            &v["enabled"], &v["auto_triage"], &v["playbook"], &v["format"], &v["mode"], &v["verification"], &v["severity_mapping"],
-            &v["allowed_ips"], &v["rate_limit"], &v["mapping"]["title"], &v["timestamp_tolerance_secs"], &v["max_body_bytes"]
+            &v["enabled"],
+            &v["auto_triage"],
+            &v["playbook"],
+            &v["format"],
+            &v["mode"],
+            &v["verification"],
+            &v["severity_mapping"],
+            &v["allowed_ips"],
+            &v["rate_limit"],
+            &v["mapping"]["title"],
+            &v["timestamp_tolerance_secs"],
+            &v["max_body_bytes"]
         ),
         (
-            &json!(false), &json!(true), &json!("malware_triage"), &json!("crowdstrike"), &json!("async"),
-            &json!({"scheme": "header-token", "header": "x-edr-token"}), &json!({"sev5": "critical", "sev1": "low"}),
-            &json!(["192.0.2.0/24", "10.1.0.0/16"]), &json!({"per_second": 2.5, "burst": 10}), &json!("/alert/name"), &json!(600), &json!(4096)
+            &json!(false),
+            &json!(true),
+            &json!("malware_triage"),
+            &json!("crowdstrike"),
+            &json!("async"),
+            &json!({"scheme": "header-token", "header": "x-edr-token"}),
+            &json!({"sev5": "critical", "sev1": "low"}),
+            &json!(["192.0.2.0/24", "10.1.0.0/16"]),
+            &json!({"per_second": 2.5, "burst": 10}),
+            &json!("/alert/name"),
+            &json!(600),
+            &json!(4096)
         ),
         "{v}"
     );
@@ -904,11 +935,20 @@ async fn an_admin_changes_every_setting_of_a_source_on_its_settings_page() {
     let page = b.post("/console/sources/edr/settings", &bad).await;
     assert_eq!(page.status, 422, "{}", page.body);
     assert_locked_down(&page);
-    for text in ["<code>allowed_ips[1]</code>: ", "<code>rate_limit.per_second</code>: ", "is required when auto_triage is true", "192.0.2.0/24\r\nnot-an-ip</textarea>", r#"value="-1""#] {
+    for text in [
+        "<code>allowed_ips[1]</code>: ",
+        "<code>rate_limit.per_second</code>: ",
+        "is required when auto_triage is true",
+        "192.0.2.0/24\r\nnot-an-ip</textarea>",
+        r#"value="-1""#,
+    ] {
         assert!(page.body.contains(text), "{text}: {}", page.body);
     }
     let field_error = page.body.find(r#"<span class="field-error" role="alert"><code>allowed_ips[1]</code>"#).expect("by its field");
-    assert!(page.body[..field_error].rfind("name=\"allowed_ips\"") > page.body[..field_error].rfind("name=\"mapping\""), "under allowed_ips");
+    assert!(
+        page.body[..field_error].rfind("name=\"allowed_ips\"") > page.body[..field_error].rfind("name=\"mapping\""),
+        "under allowed_ips"
+    );
     assert_eq!(get_ok(&app, "/api/webhooks/edr").await, v, "nothing changed");
 }
 
@@ -962,13 +1002,16 @@ async fn rotation_keeps_the_old_secret_for_the_chosen_grace_period() {
 async fn the_incident_list_sorts_by_its_column_headers_keeping_the_filters() {
     let app = TestApp::spawn().await;
     app.add_source(json!({"source": "edr", "secret": EDR_SECRET})).await;
-    let sev = |id: &str, s: &str| json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": s, "details": {"title": id}}}).to_string();
+    let sev = |id: &str, s: &str| {
+        json!({"event_type": "security_alert", "data": {"alert_id": id, "severity": s, "details": {"title": id}}}).to_string()
+    };
     let low = delivered(&app, "edr", EDR_SECRET, &sev("a1", "low")).await;
     let critical = delivered(&app, "edr", EDR_SECRET, &sev("a2", "critical")).await;
     let medium = delivered(&app, "edr", EDR_SECRET, &sev("a3", "medium")).await;
     let b = Browser::sign_in(&app, &app.read_key).await;
     let order = |body: &str, numbers: &[&String]| {
-        let at: Vec<usize> = numbers.iter().map(|n| body.find(&format!(r#"href="/console/incidents/{n}""#)).unwrap_or(usize::MAX)).collect();
+        let at: Vec<usize> =
+            numbers.iter().map(|n| body.find(&format!(r#"href="/console/incidents/{n}""#)).unwrap_or(usize::MAX)).collect();
         at.windows(2).all(|w| w[0] < w[1] && w[1] != usize::MAX)
     };
     let page = b.get("/console/incidents?source=edr&status=open").await;
@@ -981,7 +1024,12 @@ async fn the_incident_list_sorts_by_its_column_headers_keeping_the_filters() {
     let page = b.get("/console/incidents?source=edr&status=open&sort=severity").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(order(&page.body, &[&critical, &medium, &low]), "most severe first: {}", page.body);
-    assert!(page.body.contains(r#"aria-sort="descending"><a class="sort" href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#), "{}", page.body);
+    assert!(
+        page.body
+            .contains(r#"aria-sort="descending"><a class="sort" href="/console/incidents?source=edr&amp;status=open&amp;sort=severity""#),
+        "{}",
+        page.body
+    );
     let page = b.get("/console/incidents?sort=oldest").await;
     assert!(order(&page.body, &[&low, &critical, &medium]), "oldest first: {}", page.body);
 

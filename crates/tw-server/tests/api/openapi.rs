@@ -399,9 +399,8 @@ fn the_response_check_refuses_what_the_document_does_not_allow() {
     let sources = serde_json::json!({"$ref": "#/components/schemas/SourceList"});
     assert!(!check(&components, &sources, &serde_json::json!({"data": [{"source": "x"}]})).is_empty());
     let test = serde_json::json!({"$ref": "#/components/schemas/SourceTestResult"});
-    let result = |check: serde_json::Value| {
-        serde_json::json!({"ok": true, "source": "s", "secret_fingerprint": "hmac:1", "checks": [check]})
-    };
+    let result =
+        |check: serde_json::Value| serde_json::json!({"ok": true, "source": "s", "secret_fingerprint": "hmac:1", "checks": [check]});
     assert!(check(&components, &test, &result(serde_json::json!({"check": "signature", "ok": true, "detail": "d"}))).is_empty());
     let extra = result(serde_json::json!({"check": "signature", "ok": true, "bogus": 1}));
     assert!(!check(&components, &test, &extra).is_empty());
@@ -503,7 +502,10 @@ async fn responses_match_their_documented_schemas() {
     assert_eq!(api.call("GET", "/api/webhooks/queue/{queue_id}", "/api/webhooks/queue/nope", None, &[]).await.0, 404);
     assert_eq!(api.call("GET", "/api/dead-letters", "/api/dead-letters", None, &[]).await.0, 200);
     let rp = "/api/webhooks/{source}/reprocess";
-    assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some(r#"{"since":"1h","dead_letters":true,"limit":1}"#), &[]).await.0, 200);
+    assert_eq!(
+        api.call("POST", rp, "/api/webhooks/s1/reprocess", Some(r#"{"since":"1h","dead_letters":true,"limit":1}"#), &[]).await.0,
+        200
+    );
     assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some(r#"{"cursor":"nope"}"#), &[]).await.0, 422);
     assert_eq!(api.call("POST", rp, "/api/webhooks/s1/reprocess", Some("[1]"), &[]).await.0, 400);
     assert_eq!(api.call("POST", rp, "/api/webhooks/nope/reprocess", None, &[]).await.0, 404);

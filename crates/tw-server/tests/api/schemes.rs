@@ -58,7 +58,8 @@ async fn every_scheme_accepts_its_senders_and_refuses_the_rest() {
         let (status, answer) = send(&app, name, &s, secret, &body, now(), &format!("msg_{i}")).await;
         assert_eq!(status, 201, "{name}: {answer}");
         // Signed with another secret: refused, the incident count unchanged.
-        let (status, answer) = send(&app, name, &s, "not-the-secret-0123456789", &generic_with_id(&format!("{name}-2")), now(), "msg_x").await;
+        let (status, answer) =
+            send(&app, name, &s, "not-the-secret-0123456789", &generic_with_id(&format!("{name}-2")), now(), "msg_x").await;
         assert_error(status, &answer, 401, "invalid_signature");
         // Sent with nothing at all (no headers, no token).
         let (status, answer) = post(&app, &format!("/api/webhooks/{name}"), &[], &body).await;
@@ -153,7 +154,8 @@ async fn token_schemes_take_the_token_where_senders_put_it() {
     // Neither the token nor any part of the URL after the source is kept with the refusals.
     let (status, v) = post(&app, "/api/webhooks/splunk/wrong-token-0123456789", &[], body).await;
     assert_error(status, &v, 401, "invalid_signature");
-    let events = poll(&app, "/api/webhooks/splunk/events", "the refusal's record", |v| v["data"].as_array().is_some_and(|d| d.len() >= 3)).await;
+    let events =
+        poll(&app, "/api/webhooks/splunk/events", "the refusal's record", |v| v["data"].as_array().is_some_and(|d| d.len() >= 3)).await;
     let text = events.to_string();
     assert!(!text.contains("url-token-0123456789abcdef") && !text.contains("wrong-token"), "{text}");
     assert!(!app.metrics_text().await.contains("token-0123456789"));
@@ -173,7 +175,8 @@ async fn rotation_keeps_the_old_secret_for_its_grace_period_in_every_scheme() {
         let created = app.add_source(json!({"source": name, "verification": verification})).await;
         let old = created["secret"].as_str().unwrap().to_string();
         assert!(s.check_secret(&old).is_ok(), "{name}: the generated secret has the scheme's form: {old}");
-        let (status, rotated) = app.admin(Method::POST, &format!("/api/webhooks/{name}/rotate-secret"), Some(json!({"grace_period_secs": 3600}))).await;
+        let (status, rotated) =
+            app.admin(Method::POST, &format!("/api/webhooks/{name}/rotate-secret"), Some(json!({"grace_period_secs": 3600}))).await;
         assert_eq!(status, 200, "{rotated}");
         let new = rotated["secret"].as_str().unwrap().to_string();
         assert!(s.check_secret(&new).is_ok() && new != old, "{name}: {new}");
@@ -182,7 +185,8 @@ async fn rotation_keeps_the_old_secret_for_its_grace_period_in_every_scheme() {
             assert_eq!(status, 201, "{name} with the {id} secret: {v}");
         }
         // Without a grace period the old secret stops at once.
-        let (status, rotated) = app.admin(Method::POST, &format!("/api/webhooks/{name}/rotate-secret"), Some(json!({"grace_period_secs": 0}))).await;
+        let (status, rotated) =
+            app.admin(Method::POST, &format!("/api/webhooks/{name}/rotate-secret"), Some(json!({"grace_period_secs": 0}))).await;
         assert_eq!(status, 200, "{rotated}");
         let (status, v) = send(&app, name, &s, &new, &generic_with_id(&format!("{name}-late")), now(), "msg_late").await;
         assert_eq!(status, 401, "{name}: {v}");
@@ -234,7 +238,8 @@ async fn the_allow_list_believes_forwarded_addresses_only_from_trusted_proxies()
     let direct = TestApp::spawn().await;
     add(&direct, "edr", "edr-secret-0123456789", json!({"allowed_ips": ["192.0.2.0/24"]})).await;
     let body = generic_with_id("ip-1");
-    let mut headers: Vec<(String, String)> = signed_headers("edr-secret-0123456789", now(), body.as_bytes()).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let mut headers: Vec<(String, String)> =
+        signed_headers("edr-secret-0123456789", now(), body.as_bytes()).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let (status, v) = post(&direct, "/api/webhooks/edr", &headers, &body).await;
     assert_error(status, &v, 403, "ip_not_allowed");
     headers.push(("x-forwarded-for".into(), "192.0.2.5".into()));

@@ -325,7 +325,8 @@ async fn a_thousand_queued_jobs_drain_with_none_lost_or_run_twice() {
         let permit = permits.clone().acquire_owned().await.unwrap();
         let (http, base) = (app.http.clone(), app.base.clone());
         tasks.spawn(async move {
-            let r = post_signed(&http, &base, "email-gateway", &secret_for("email-gateway"), now(), generic(&format!("drain-{i:04}"))).await;
+            let r =
+                post_signed(&http, &base, "email-gateway", &secret_for("email-gateway"), now(), generic(&format!("drain-{i:04}"))).await;
             drop(permit);
             r
         });

@@ -114,10 +114,11 @@ impl crate::IncidentStore for PgStore {
         let s = source.map(SourceName::as_str);
         // Both planned for these parameters (see `query_planned`): a generic plan cannot drop the
         // `IS NULL` arm, and scanned and sorted every dead letter for each page.
-        let total: i64 = query_planned(&**c, "SELECT COUNT(*) FROM dead_letters WHERE ($1::text IS NULL OR source = $1)", &[(&s, Type::TEXT)])
-            .await?
-            .first()
-            .map_or(0, |r| r.get(0));
+        let total: i64 =
+            query_planned(&**c, "SELECT COUNT(*) FROM dead_letters WHERE ($1::text IS NULL OR source = $1)", &[(&s, Type::TEXT)])
+                .await?
+                .first()
+                .map_or(0, |r| r.get(0));
         let rows = query_planned(
             &**c,
             "SELECT id, source, reason, received_at, request_id, queue_id, raw_payload FROM dead_letters \

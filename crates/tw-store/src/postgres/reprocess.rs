@@ -17,10 +17,11 @@ async fn renormalize_in(tx: &Transaction<'_>, source: &str, id: Uuid, a: &Alert)
     // Both lookups planned for their parameters (see `query_planned`): cached generic plans
     // made on an empty table took `incidents_by_source` and filtered the rest row by row,
     // reading every incident of the source for each one renormalized.
-    let current = query_planned(&**tx, "SELECT dedupe_key FROM incidents WHERE id = $1 AND source = $2", &[(&id, Type::UUID), (&source, Type::TEXT)])
-        .await?
-        .into_iter()
-        .next();
+    let current =
+        query_planned(&**tx, "SELECT dedupe_key FROM incidents WHERE id = $1 AND source = $2", &[(&id, Type::UUID), (&source, Type::TEXT)])
+            .await?
+            .into_iter()
+            .next();
     let Some(current) = current.map(|r| r.get::<_, String>(0)) else { return Ok(Renormalized::NotFound) };
     let key = alert_dedupe_key(a).map(|k| pg_text(&k)).unwrap_or_else(|| current.clone());
     if key != current

@@ -19,7 +19,12 @@ async fn retention_prunes_the_oldest_and_the_expired_never_incidents() {
     let c = clock.clone();
     let app = TestApp::spawn_with(move |cfg| {
         cfg.clock = c;
-        cfg.deliveries_retention = tw_store::DeliveryRetention { keep_per_source: 5, keep_refused_per_source: 5, max_age: Some(chrono::Duration::days(30)), batch: 2 };
+        cfg.deliveries_retention = tw_store::DeliveryRetention {
+            keep_per_source: 5,
+            keep_refused_per_source: 5,
+            max_age: Some(chrono::Duration::days(30)),
+            batch: 2,
+        };
         cfg.deliveries_prune_every = Duration::from_millis(100);
     })
     .await;
