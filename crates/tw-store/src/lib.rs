@@ -235,6 +235,16 @@ pub trait TriageStore: Send + Sync {
     /// Finishes a claimed job. `attempt` is the job's attempt number when claimed: a job that was
     /// meanwhile re-claimed or finished is left alone (false), so every job finishes once.
     async fn complete_triage_job(&self, job_id: &str, attempt: u32, completion: TriageCompletion) -> Result<bool, StoreError>;
+    /// Finishes several claimed jobs, each as [`TriageStore::complete_triage_job`] would; one
+    /// result per job, in order. An engine may write them together (SQLite: one commit for all,
+    /// where one each made the commit, not the playbook, what limited how fast triage drained).
+    async fn complete_triage_jobs(&self, jobs: Vec<(String, u32, TriageCompletion)>) -> Vec<Result<bool, StoreError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for (job_id, attempt, completion) in jobs {
+            out.push(self.complete_triage_job(&job_id, attempt, completion).await);
+        }
+        out
+    }
     /// Gives claimed jobs back at once (`(job_id, attempt)` as claimed), for a process that stops
     /// before running them: each is pending again, due now, without a lease, and the attempt it
     /// was claimed with is not counted (the run never happened, so stopping an instance never

@@ -352,6 +352,58 @@ async fn triage_jobs_finish_once(store: Arc<dyn Store>) {
     assert_eq!(store.triage_depth().await.unwrap(), 0);
 }
 
+async fn triage_jobs_finish_together_each_on_its_own(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let mut incidents = Vec::new();
+    for i in 0..3 {
+        let mut req = ingest_req("edr", Some(&format!("tt-{i}")), &format!("tt{i}"));
+        req.auto_triage = true;
+        req.playbook = Some("malware_triage".into());
+        incidents.push(store.ingest(req).await.unwrap().incident());
+    }
+    // Claimed oldest first, a few at a time.
+    let first = store.claim_triage_jobs(2, 60).await.unwrap();
+    let rest = store.claim_triage_jobs(2, 60).await.unwrap();
+    let claimed: Vec<_> = first.iter().chain(&rest).collect();
+    assert_eq!(claimed.iter().map(|c| c.incident.id).collect::<Vec<_>>(), incidents.iter().map(|i| i.id).collect::<Vec<_>>());
+    let job = |k: usize| claimed[k].job.job_id.clone();
+    let results = store
+        .complete_triage_jobs(vec![
+            (job(0), 1, TriageCompletion::Done(outcome(80))),
+            // A stale attempt is refused without undoing the others.
+            (job(1), 0, TriageCompletion::Done(outcome(80))),
+            (job(2), 1, TriageCompletion::Failed { error: "boom".into(), retry_at: None }),
+            ("job_no_such_job".into(), 1, TriageCompletion::Done(outcome(80))),
+        ])
+        .await;
+    let results: Vec<bool> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results, [true, false, true, false]);
+    let status = |k: usize| {
+        let store = store.clone();
+        let id = job(k);
+        async move { store.triage_job(&id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(
+        (status(0).await, status(1).await, status(2).await),
+        (TriageJobStatus::Completed, TriageJobStatus::Running, TriageJobStatus::Failed)
+    );
+    let done = store.get_incident(&IncidentKey::Id(incidents[0].id)).await.unwrap().unwrap();
+    assert_eq!((done.status, done.triage.unwrap()["score"].as_u64()), (IncidentStatus::Triaged, Some(80)));
+    let failed = store.get_incident(&IncidentKey::Id(incidents[2].id)).await.unwrap().unwrap();
+    assert_eq!(failed.triage.unwrap()["status"].as_str(), Some("failed"));
+    // The refused one still finishes with its own attempt.
+    assert_eq!(
+        store
+            .complete_triage_jobs(vec![(job(1), 1, TriageCompletion::Done(outcome(20)))])
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>(),
+        [true]
+    );
+    assert_eq!(store.triage_depth().await.unwrap(), 0);
+}
+
 async fn triage_jobs_retry_then_fail(store: Arc<dyn Store>) {
     store.create_source(source("edr", "edr-secret-1")).await.unwrap();
     let inc = store.ingest(ingest_req("edr", Some("t-2"), "t2")).await.unwrap().incident();
@@ -1024,6 +1076,7 @@ contract!(
     console_sessions_slide_are_bounded_and_pruned,
     audit_records_page_newest_first_and_filter,
     triage_jobs_finish_once,
+    triage_jobs_finish_together_each_on_its_own,
     triage_jobs_retry_then_fail,
     only_expired_leases_are_taken_over,
     sources_version_moves_with_every_change,

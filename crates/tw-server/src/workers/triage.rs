@@ -10,6 +10,8 @@ use tw_store::{ClaimedTriageJob, TriageCompletion};
 
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF_SECS: i64 = 300;
+/// The longest a finished job's result waits to be stored with the results of the jobs after it.
+const STORE_AFTER: Duration = Duration::from_millis(50);
 
 /// Runs one worker until the server stops. Stopping, it claims nothing more, lets the job it is
 /// running finish within the grace period, and releases every job it claimed and did not finish,
@@ -36,6 +38,9 @@ pub async fn run(state: AppState) {
             Ok(jobs) if !jobs.is_empty() => {
                 let mut pending: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
                 pending.reverse();
+                // Results are stored together (one commit for several), but none waits longer
+                // than STORE_AFTER for the jobs after it.
+                let mut finished: Vec<Finished> = Vec::new();
                 for job in jobs {
                     if *stopping.borrow() {
                         break;
@@ -45,13 +50,21 @@ pub async fn run(state: AppState) {
                         tokio::time::sleep(state.triage.grace).await;
                     };
                     tokio::select! {
-                        _ = process(&state, job) => { pending.pop(); }
+                        f = run_job(&state, job) => {
+                            pending.pop();
+                            finished.push(f);
+                        }
                         _ = cut_off => {
                             tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
                             break;
                         }
                     }
+                    if finished.first().is_some_and(|f| f.ended.elapsed() >= STORE_AFTER) {
+                        store(&state, std::mem::take(&mut finished)).await;
+                    }
                 }
+                // What ran is stored before what did not is released.
+                store(&state, finished).await;
                 if !pending.is_empty() {
                     release(&state, pending).await;
                 }
@@ -86,7 +99,22 @@ async fn release(state: &AppState, jobs: Vec<(String, u32)>) {
     }
 }
 
-async fn process(state: &AppState, claimed: ClaimedTriageJob) {
+/// A job that ran, with what to store and report.
+struct Finished {
+    job_id: String,
+    attempt: u32,
+    playbook: String,
+    incident: String,
+    completion: TriageCompletion,
+    summary: String,
+    verdict: String,
+    status: &'static str,
+    started: std::time::Instant,
+    ended: std::time::Instant,
+}
+
+/// Runs one claimed job's playbook; stores nothing.
+async fn run_job(state: &AppState, claimed: ClaimedTriageJob) -> Finished {
     let job = &claimed.job;
     let started = std::time::Instant::now();
     let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
@@ -111,23 +139,48 @@ async fn process(state: &AppState, claimed: ClaimedTriageJob) {
             (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error, "none".into(), status)
         }
     };
-    match state.store.complete_triage_job(&job.job_id, job.attempts, completion).await {
-        Ok(true) => {
-            state.metrics.count("triage_jobs_total", &[("playbook", &job.playbook), ("verdict", &verdict), ("status", status)], 1);
-            tracing::info!(
-                target: "triage",
-                job_id = %job.job_id,
-                incident = %claimed.incident.incident_number,
-                playbook = %job.playbook,
-                attempt = job.attempts,
-                result = %summary,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "triage job finished"
-            )
-        }
-        Ok(false) => tracing::warn!(target: "triage", job_id = %job.job_id, "triage job was taken over by another worker; result dropped"),
-        Err(e) => {
-            tracing::error!(target: "triage", job_id = %job.job_id, error = %e, "storing a triage result failed; the job will run again")
+    Finished {
+        job_id: job.job_id.clone(),
+        attempt: job.attempts,
+        playbook: job.playbook.clone(),
+        incident: claimed.incident.incident_number.to_string(),
+        completion,
+        summary,
+        verdict,
+        status,
+        started,
+        ended: std::time::Instant::now(),
+    }
+}
+
+/// Stores the results of jobs that ran, together, and reports each.
+async fn store(state: &AppState, finished: Vec<Finished>) {
+    if finished.is_empty() {
+        return;
+    }
+    let writes = finished.iter().map(|f| (f.job_id.clone(), f.attempt, f.completion.clone())).collect();
+    let results = state.store.complete_triage_jobs(writes).await;
+    for (f, result) in finished.into_iter().zip(results) {
+        match result {
+            Ok(true) => {
+                state.metrics.count("triage_jobs_total", &[("playbook", &f.playbook), ("verdict", &f.verdict), ("status", f.status)], 1);
+                tracing::info!(
+                    target: "triage",
+                    job_id = %f.job_id,
+                    incident = %f.incident,
+                    playbook = %f.playbook,
+                    attempt = f.attempt,
+                    result = %f.summary,
+                    duration_ms = (f.ended - f.started).as_secs_f64() * 1000.0,
+                    "triage job finished"
+                )
+            }
+            Ok(false) => {
+                tracing::warn!(target: "triage", job_id = %f.job_id, "triage job was taken over by another worker; result dropped")
+            }
+            Err(e) => {
+                tracing::error!(target: "triage", job_id = %f.job_id, error = %e, "storing a triage result failed; the job will run again")
+            }
         }
     }
 }

@@ -193,6 +193,40 @@ impl crate::TriageStore for SqliteStore {
             .await
     }
 
+    async fn complete_triage_jobs(&self, jobs: Vec<(String, u32, TriageCompletion)>) -> Vec<Result<bool, StoreError>> {
+        let n = jobs.len();
+        // One write for all, each job in its own savepoint: one that cannot be stored does not
+        // undo the others.
+        let written = self
+            .writer
+            .write(move |conn| {
+                let mut out = Vec::with_capacity(jobs.len());
+                for (job_id, attempt, completion) in jobs {
+                    conn.prepare_cached("SAVEPOINT triage_completion")?.execute([])?;
+                    let one = (|| {
+                        let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
+                        let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
+                        apply(conn, &job, &t)?;
+                        Ok(true)
+                    })();
+                    if one.is_err() {
+                        conn.prepare_cached("ROLLBACK TO triage_completion")?.execute([])?;
+                    }
+                    conn.prepare_cached("RELEASE triage_completion")?.execute([])?;
+                    out.push(one);
+                }
+                Ok(out)
+            })
+            .await;
+        match written {
+            Ok(out) => out,
+            Err(e) => {
+                let message = e.to_string();
+                (0..n).map(|_| Err(StoreError::Database(message.clone().into()))).collect()
+            }
+        }
+    }
+
     async fn release_triage_jobs(&self, jobs: &[(String, u32)]) -> Result<usize, StoreError> {
         let jobs = jobs.to_vec();
         self.writer
