@@ -123,6 +123,24 @@ async fn sources_round_trip(store: Arc<dyn Store>) {
     assert!(matches!(store.update_source(&name("av"), SourcePatch::default()).await, Err(StoreError::SourceNotFound(_))));
 }
 
+async fn a_duplicate_takes_no_number_even_beside_new_alerts(store: Arc<dyn Store>) {
+    store.create_source(source("siem", "siem-secret")).await.unwrap();
+    let first = store.ingest(ingest_req("siem", Some("seen"), "k0")).await.unwrap().incident();
+    // Sent at once, so that they usually share a batch: the duplicate between two new alerts
+    // leaves no gap in the numbers.
+    let (a, dup, b) = tokio::join!(
+        store.ingest(ingest_req("siem", Some("new-a"), "k1")),
+        store.ingest(ingest_req("siem", Some("seen"), "k2")),
+        store.ingest(ingest_req("siem", Some("new-b"), "k3")),
+    );
+    assert_eq!(dup.unwrap(), IngestOutcome::Duplicate { incident: first, delivery_count: 2 });
+    let mut seqs = [a.unwrap().incident().number.seq, b.unwrap().incident().number.seq];
+    seqs.sort();
+    assert_eq!(seqs, [first.number.seq + 1, first.number.seq + 2]);
+    let next = store.ingest(ingest_req("siem", Some("new-c"), "k4")).await.unwrap().incident();
+    assert_eq!(next.number.seq, first.number.seq + 3);
+}
+
 async fn numbering_and_dedupe(store: Arc<dyn Store>) {
     store.create_source(source("siem", "siem-secret")).await.unwrap();
     let a = store.ingest(ingest_req("siem", Some("alert-1"), "k1")).await.unwrap();
@@ -1068,6 +1086,7 @@ macro_rules! contract {
 contract!(
     sources_round_trip,
     numbering_and_dedupe,
+    a_duplicate_takes_no_number_even_beside_new_alerts,
     concurrent_ingests_get_distinct_gapless_numbers,
     a_failing_write_does_not_undo_its_batch,
     queue_lifecycle,

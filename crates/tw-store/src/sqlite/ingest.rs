@@ -8,7 +8,7 @@ use crate::model::*;
 use crate::rows::corrupt;
 use crate::triage::TriageState;
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tw_core::IncidentNumber;
 use uuid::Uuid;
 
@@ -18,18 +18,7 @@ use uuid::Uuid;
 pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestRequest) -> Result<IngestOutcome, StoreError> {
     let dedupe_key = req.dedupe_key();
     let now = ts(req.received_at);
-    let existing: Option<(String, i32, i64, i64)> = conn
-        .prepare_cached(
-            "UPDATE incidents SET delivery_count = delivery_count + 1, last_delivery_at = ?3 \
-             WHERE source = ?1 AND dedupe_key = ?2 RETURNING id, year, seq, delivery_count",
-        )?
-        .query_row(params![req.source.as_str(), dedupe_key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
     counters.delivery(req.source.as_str(), now.clone());
-    if let Some((id, year, seq, count)) = existing {
-        let incident = IncidentRef { id: Uuid::parse_str(&id).map_err(corrupt("incident id"))?, number: IncidentNumber::new(year, seq) };
-        return Ok(IngestOutcome::Duplicate { incident, delivery_count: count.max(0) as u64 });
-    }
     let year = chrono::Datelike::year(&req.received_at);
     // The next number: above both the counter (numbers are never reused) and the incidents of
     // this transaction (the counter is written once per batch, see `Tallies`). Two index reads,
@@ -44,7 +33,6 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
             )?
             .query_row([year], |r| r.get(0))?,
     };
-    counters.incident_number(year, seq);
     let id = Uuid::now_v7();
     let a = &req.alert;
     let entities = serde_json::to_string(&a.entities).map_err(corrupt("entities"))?;
@@ -59,34 +47,51 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
         _ => None,
     };
     let id_text = id.to_string();
-    conn.prepare_cached(
-        "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
-         event_time, received_at, external_id, dedupe_key, entities, last_delivery_at, auto_triage, playbook, request_id, \
-         triage, triage_job_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?12, ?16, ?17, ?18, ?19, ?20)",
-    )?
-    .execute(params![
-        id_text,
-        year,
-        seq,
-        req.source.as_str(),
-        a.format.as_str(),
-        a.title,
-        a.description,
-        a.severity.as_str(),
-        a.vendor_severity,
-        a.event_type,
-        a.event_time.map(ts),
-        now,
-        a.external_id,
-        dedupe_key,
-        entities,
-        req.auto_triage,
-        req.playbook,
-        req.request_id,
-        job.as_ref().map(|j| j.2.as_str()),
-        job.as_ref().map(|j| j.0.as_str()),
-    ])?;
+    // Inserted unless the alert is known: the unique (source, dedupe_key) index answers that in
+    // the insert's own descent, so a new alert (the usual case) costs no lookup before it. A known
+    // one leaves no trace of the attempt (the number is taken only once inserted) and is counted
+    // on its incident below.
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO incidents (id, year, seq, source, format, title, description, severity, vendor_severity, event_type, \
+             event_time, received_at, external_id, dedupe_key, entities, last_delivery_at, auto_triage, playbook, request_id, \
+             triage, triage_job_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?12, ?16, ?17, ?18, ?19, ?20) \
+             ON CONFLICT (source, dedupe_key) DO NOTHING",
+        )?
+        .execute(params![
+            id_text,
+            year,
+            seq,
+            req.source.as_str(),
+            a.format.as_str(),
+            a.title,
+            a.description,
+            a.severity.as_str(),
+            a.vendor_severity,
+            a.event_type,
+            a.event_time.map(ts),
+            now,
+            a.external_id,
+            dedupe_key,
+            entities,
+            req.auto_triage,
+            req.playbook,
+            req.request_id,
+            job.as_ref().map(|j| j.2.as_str()),
+            job.as_ref().map(|j| j.0.as_str()),
+        ])?;
+    if inserted == 0 {
+        let (id, year, seq, count): (String, i32, i64, i64) = conn
+            .prepare_cached(
+                "UPDATE incidents SET delivery_count = delivery_count + 1, last_delivery_at = ?3 \
+                 WHERE source = ?1 AND dedupe_key = ?2 RETURNING id, year, seq, delivery_count",
+            )?
+            .query_row(params![req.source.as_str(), dedupe_key, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let incident = IncidentRef { id: Uuid::parse_str(&id).map_err(corrupt("incident id"))?, number: IncidentNumber::new(year, seq) };
+        return Ok(IngestOutcome::Duplicate { incident, delivery_count: count.max(0) as u64 });
+    }
+    counters.incident_number(year, seq);
     counters.incident_created(req.source.as_str(), a.severity.as_str());
     // The payload in its own table, so that listings read narrow rows.
     conn.prepare_cached("INSERT INTO incident_payloads (incident_id, raw_payload) VALUES (?1, ?2)")?.execute(params![id_text, req.raw])?;
