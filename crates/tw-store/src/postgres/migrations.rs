@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("schema_v8.sql")),
     (9, include_str!("schema_v9.sql")),
     (10, include_str!("schema_v10.sql")),
+    (11, include_str!("schema_v11.sql")),
 ];
 /// The advisory lock held while migrating ("tw-migr").
 const MIGRATION_LOCK: i64 = 0x0074_772d_6d69_6772;
