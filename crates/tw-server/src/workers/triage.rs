@@ -38,10 +38,10 @@ pub async fn run(state: AppState) {
             Ok(jobs) if !jobs.is_empty() => {
                 let mut pending: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
                 pending.reverse();
-                // Results are stored together (one commit for several), but none waits longer
+                // Results are stored together (one commit for several), none waiting much longer
                 // than STORE_AFTER for the jobs after it.
                 let mut finished: Vec<Finished> = Vec::new();
-                for job in jobs {
+                'jobs: for job in jobs {
                     if *stopping.borrow() {
                         break;
                     }
@@ -49,18 +49,30 @@ pub async fn run(state: AppState) {
                         stopped().await;
                         tokio::time::sleep(state.triage.grace).await;
                     };
-                    tokio::select! {
-                        f = run_job(&state, job) => {
-                            pending.pop();
-                            finished.push(f);
+                    let run = run_job(&state, job);
+                    tokio::pin!(cut_off, run);
+                    loop {
+                        // While this job runs, the results before it are stored once the oldest
+                        // has waited STORE_AFTER.
+                        let store_at = finished.first().map(|f| tokio::time::Instant::from_std(f.ended + STORE_AFTER));
+                        let store_due = async move {
+                            match store_at {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending::<()>().await,
+                            }
+                        };
+                        tokio::select! {
+                            f = &mut run => {
+                                pending.pop();
+                                finished.push(f);
+                                break;
+                            }
+                            _ = &mut cut_off => {
+                                tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
+                                break 'jobs;
+                            }
+                            _ = store_due => store(&state, std::mem::take(&mut finished)).await,
                         }
-                        _ = cut_off => {
-                            tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
-                            break;
-                        }
-                    }
-                    if finished.first().is_some_and(|f| f.ended.elapsed() >= STORE_AFTER) {
-                        store(&state, std::mem::take(&mut finished)).await;
                     }
                 }
                 // What ran is stored before what did not is released.
