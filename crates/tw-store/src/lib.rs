@@ -110,6 +110,14 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
     }
+
+    /// This failure again, for another caller of the write that failed (each write of a batch):
+    /// still unavailable when it was (a retry may pass), otherwise a database error; the message
+    /// keeps every cause.
+    pub fn again(&self) -> StoreError {
+        let message = self.chain();
+        if self.is_unavailable() { StoreError::Unavailable(message.into()) } else { StoreError::Database(message.into()) }
+    }
 }
 
 /// Told about every batch the writer commits (for metrics and the store's health).

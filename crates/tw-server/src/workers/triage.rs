@@ -35,52 +35,7 @@ pub async fn run(state: AppState) {
         }
         crate::state::Heartbeats::beat(&state.heartbeats.triage);
         match state.store.claim_triage_jobs(8, state.claim_lease_secs).await {
-            Ok(jobs) if !jobs.is_empty() => {
-                let mut pending: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
-                pending.reverse();
-                // Results are stored together (one commit for several), none waiting much longer
-                // than STORE_AFTER for the jobs after it.
-                let mut finished: Vec<Finished> = Vec::new();
-                'jobs: for job in jobs {
-                    if *stopping.borrow() {
-                        break;
-                    }
-                    let cut_off = async {
-                        stopped().await;
-                        tokio::time::sleep(state.triage.grace).await;
-                    };
-                    let run = run_job(&state, job);
-                    tokio::pin!(cut_off, run);
-                    loop {
-                        // While this job runs, the results before it are stored once the oldest
-                        // has waited STORE_AFTER.
-                        let store_at = finished.first().map(|f| tokio::time::Instant::from_std(f.ended + STORE_AFTER));
-                        let store_due = async move {
-                            match store_at {
-                                Some(at) => tokio::time::sleep_until(at).await,
-                                None => std::future::pending::<()>().await,
-                            }
-                        };
-                        tokio::select! {
-                            f = &mut run => {
-                                pending.pop();
-                                finished.push(f);
-                                break;
-                            }
-                            _ = &mut cut_off => {
-                                tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
-                                break 'jobs;
-                            }
-                            _ = store_due => store(&state, std::mem::take(&mut finished)).await,
-                        }
-                    }
-                }
-                // What ran is stored before what did not is released.
-                store(&state, finished).await;
-                if !pending.is_empty() {
-                    release(&state, pending).await;
-                }
-            }
+            Ok(jobs) if !jobs.is_empty() => work_through(&state, jobs, &stopped).await,
             Ok(_) => {
                 tokio::select! {
                     _ = tokio::time::timeout(IDLE_POLL, state.triage_wakeup.notified()) => {}
@@ -95,6 +50,48 @@ pub async fn run(state: AppState) {
                 }
             }
         }
+    }
+}
+
+/// Runs claimed jobs one after another. Their results are stored together (one commit for
+/// several), none waiting much longer than STORE_AFTER, even while a later job still runs.
+/// Stopping (`stopped` completes), it starts no further job and gives the one running the grace
+/// period; what ran is then stored, and what did not released.
+async fn work_through<F: std::future::Future<Output = ()>>(state: &AppState, jobs: Vec<ClaimedTriageJob>, stopped: &impl Fn() -> F) {
+    let claimed: Vec<(String, u32)> = jobs.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
+    let mut ran = 0;
+    let mut finished: Vec<Finished> = Vec::new();
+    'jobs: for job in jobs {
+        if *state.stopping.borrow() {
+            break;
+        }
+        let cut_off = async {
+            stopped().await;
+            tokio::time::sleep(state.triage.grace).await;
+        };
+        let run = run_job(state, job);
+        tokio::pin!(cut_off, run);
+        loop {
+            let store_at = finished.first().map(|f| tokio::time::Instant::from_std(f.ended + STORE_AFTER));
+            tokio::select! {
+                f = &mut run => {
+                    ran += 1;
+                    finished.push(f);
+                    break;
+                }
+                _ = &mut cut_off => {
+                    tracing::warn!(target: "triage", grace_secs = state.triage.grace.as_secs(), "a triage job was still running at the end of the grace period; releasing it");
+                    break 'jobs;
+                }
+                _ = tokio::time::sleep_until(store_at.unwrap_or_else(tokio::time::Instant::now)), if store_at.is_some() => {
+                    store(state, std::mem::take(&mut finished)).await;
+                }
+            }
+        }
+    }
+    store(state, finished).await;
+    if ran < claimed.len() {
+        release(state, claimed[ran..].to_vec()).await;
     }
 }
 

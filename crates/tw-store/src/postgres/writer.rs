@@ -203,16 +203,13 @@ async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
         Err(e) if e.is_unavailable() || (reqs.len() + events.len() <= 1 && deliveries.is_empty()) => {
             let message = e.chain();
             tracing::error!(target: "store", error = %message, "batch commit failed");
-            let unavailable = e.is_unavailable();
-            let err =
-                || if unavailable { StoreError::Unavailable(message.clone().into()) } else { StoreError::Database(message.clone().into()) };
             for (_, reply) in b.ingests {
-                let _ = reply.send(Err(err()));
+                let _ = reply.send(Err(e.again()));
             }
             for (_, reply) in b.enqueues {
-                let _ = reply.send(Err(err()));
+                let _ = reply.send(Err(e.again()));
             }
-            unavailable.then_some(message)
+            e.is_unavailable().then_some(message)
         }
         Err(e) => {
             tracing::warn!(target: "store", error = %e.chain(), writes = reqs.len() + events.len(), "batch failed; retrying its writes one by one");

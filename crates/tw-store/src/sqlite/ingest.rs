@@ -145,3 +145,50 @@ impl crate::IngestStore for SqliteStore {
         self.writer.write_replayable(move |conn, _| insert_dead_letter(conn, &letter)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use tw_core::{Alert, Format, Severity, SourceName};
+
+    fn req(alert_id: &str) -> IngestRequest {
+        IngestRequest {
+            source: SourceName::parse("siem").unwrap(),
+            alert: Alert {
+                format: Format::Generic,
+                title: "t".into(),
+                description: None,
+                severity: Severity::High,
+                vendor_severity: None,
+                event_time: None,
+                external_id: Some(alert_id.into()),
+                event_type: None,
+                entities: vec![],
+            },
+            raw: b"{}".to_vec(),
+            request_key: alert_id.into(),
+            received_at: chrono::Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap(),
+            request_id: None,
+            auto_triage: false,
+            playbook: None,
+            triage_max_attempts: 3,
+        }
+    }
+
+    /// In one batch (one transaction, one `Tallies`), a known alert between two new ones takes
+    /// no number: its refused insert leaves no gap.
+    #[test]
+    fn a_known_alert_in_a_batch_takes_no_number() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        let mut counters = Tallies::default();
+        let mut ingest = |id: &str| ingest_in(&tx, &mut counters, &req(id)).unwrap();
+        let seen = ingest("seen").incident();
+        assert_eq!(seen.number.seq, 1);
+        assert_eq!(ingest("new-a").incident().number.seq, 2);
+        assert_eq!(ingest("seen"), IngestOutcome::Duplicate { incident: seen, delivery_count: 2 });
+        assert_eq!(ingest("new-b").incident().number.seq, 3);
+    }
+}

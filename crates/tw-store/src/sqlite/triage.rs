@@ -197,8 +197,7 @@ impl crate::TriageStore for SqliteStore {
         let n = jobs.len();
         // One write for all, each job in its own savepoint: one that cannot be stored does not
         // undo the others.
-        let written = self
-            .writer
+        self.writer
             .write(move |conn| {
                 let mut out = Vec::with_capacity(jobs.len());
                 for (job_id, attempt, completion) in jobs {
@@ -217,14 +216,8 @@ impl crate::TriageStore for SqliteStore {
                 }
                 Ok(out)
             })
-            .await;
-        match written {
-            Ok(out) => out,
-            Err(e) => {
-                let message = e.to_string();
-                (0..n).map(|_| Err(StoreError::Database(message.clone().into()))).collect()
-            }
-        }
+            .await
+            .unwrap_or_else(|e| (0..n).map(|_| Err(e.again())).collect())
     }
 
     async fn release_triage_jobs(&self, jobs: &[(String, u32)]) -> Result<usize, StoreError> {
