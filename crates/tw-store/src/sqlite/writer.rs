@@ -372,12 +372,7 @@ fn run(
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        gather(&mut rx, &mut batch);
         let size = batch.len();
         let started = std::time::Instant::now();
         let changes_before = conn.total_changes();
@@ -399,6 +394,37 @@ fn run(
             let failure = Failure { unavailable: true, message: "the store's sync thread stopped".into() };
             answer(lost.done, &Err(failure));
         }
+    }
+}
+
+/// Times the writer lets the request threads go first before it commits ([`gather`]), and for how
+/// long at most.
+const GATHER_YIELDS: usize = 8;
+const GATHER_FOR: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Takes the writes waiting behind `batch`'s first one. Before each take the writer yields its
+/// CPU once, so that request handlers ready to run on the same core reach their write first
+/// instead of waiting behind this commit; it stops as soon as a yield brought nothing new (the
+/// handlers had nothing left to do, or run on another core), after [`GATHER_YIELDS`] yields or
+/// [`GATHER_FOR`], or at [`MAX_BATCH`]. Woken by the first write of a burst, the writer used to
+/// commit it nearly alone while the rest were still being parsed: on one core under 64
+/// connections, batches of ~9 deliveries, each commit rewriting the same last pages of every
+/// index. Gathered, batches hold ~40 and a delivery costs a fifth less CPU.
+fn gather(rx: &mut mpsc::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>) {
+    let started = std::time::Instant::now();
+    for yielded in 0..=GATHER_YIELDS {
+        let before = batch.len();
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let last = yielded == GATHER_YIELDS || batch.len() >= MAX_BATCH || started.elapsed() >= GATHER_FOR;
+        if last || (yielded > 0 && batch.len() == before) {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -762,6 +788,29 @@ mod tests {
             conn.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![x, note])?;
             Ok(x)
         }
+    }
+
+    #[test]
+    fn gathering_takes_what_waits_up_to_a_batch_and_no_more() {
+        let job = || -> Box<dyn Job> {
+            Box::new(Call { f: Some(Once(|_: &Connection, _: &mut Tallies| Ok(()))), replayable: false, result: None, reply: None })
+        };
+        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+        for _ in 0..MAX_BATCH + 5 {
+            tx.try_send(job()).unwrap();
+        }
+        let mut batch = vec![job()];
+        gather(&mut rx, &mut batch);
+        assert_eq!(batch.len(), MAX_BATCH, "a batch stops at its cap");
+        batch.clear();
+        batch.push(job());
+        gather(&mut rx, &mut batch);
+        assert_eq!(batch.len(), 1 + 6, "the rest, in the next batch");
+        assert!(rx.try_recv().is_err());
+        // Nothing waiting, nothing coming: the writer goes on with its one write.
+        batch.truncate(1);
+        gather(&mut rx, &mut batch);
+        assert_eq!(batch.len(), 1);
     }
 
     #[tokio::test]
