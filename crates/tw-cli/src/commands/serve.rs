@@ -93,7 +93,8 @@ pub struct ServeArgs {
     /// Bytes of log records kept on disk in DATA_DIR/logs (two rotating files).
     #[arg(long, env = "TW_LOG_MAX_BYTES", default_value_t = 32 * 1024 * 1024)]
     log_max_bytes: u64,
-    /// Log format.
+    /// Log lines on stderr: text (as `tw-cli logs` prints them) or json (one object per line, as in
+    /// the log files).
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     /// A reverse proxy (address or CIDR range) whose X-Forwarded-For names the client, for rate
@@ -168,19 +169,18 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Lines reach stderr in batches from a thread of their own; the guard writes the rest when
     // the server stops.
     let (stderr, _stderr_guard) = tw_server::logs::BatchedStderr::start(std::io::stderr()).context("cannot start the log writer")?;
-    let (text, json) = match args.log_format {
-        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().with_writer(stderr))),
-        LogFormat::Text => (Some(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(stderr)), None),
+    let format = match args.log_format {
+        LogFormat::Json => tw_server::logs::LineFormat::Json,
+        LogFormat::Text => tw_server::logs::LineFormat::Text,
     };
     let buffer = tw_server::logs::LogBuffer::new(args.log_records);
     std::fs::create_dir_all(&args.store.data_dir).with_context(|| format!("cannot create data dir {}", args.store.data_dir.display()))?;
     let log_dir = args.store.data_dir.join("logs");
     buffer.persist_to(&log_dir, args.log_max_bytes).with_context(|| format!("cannot keep logs in {}", log_dir.display()))?;
-    tracing_subscriber::registry().with(filter).with(text).with(json).with(tw_server::logs::BufferLayer(buffer.clone())).init();
+    tracing_subscriber::registry().with(filter).with(tw_server::logs::BufferLayer::new(buffer.clone()).echo_to(stderr, format)).init();
     let mut cfg = args.store.server_config();
     cfg.log_buffer = Some(buffer.clone());
     cfg.listen = args.listen;

@@ -260,7 +260,7 @@ fn report(state: &AppState, r: &Request<'_>, done: &Delivered, seen: Seen) {
     let incident = done.incident.map(|i| i.number.to_string());
     tracing::info!(
         target: "webhook",
-        request_id = %r.rid,
+        request_id = r.rid,
         sender_request_id = r.sender_rid,
         source,
         requested_source = unregistered.as_deref(),
