@@ -80,10 +80,9 @@ impl Client {
     ) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
-        if auth
-            && let Some(key) = &self.api_key {
-                req = req.bearer_auth(key);
-            }
+        if auth && let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
         if let Some((bytes, headers)) = body {
             req = req.header("content-type", "application/json").body(bytes);
             for (k, v) in headers {
@@ -136,8 +135,7 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T> {
 
 /// `path` with a query string of the parameters that are set, each percent-encoded.
 pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
-    let query: Vec<String> =
-        params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v)))).collect();
+    let query: Vec<String> = params.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", seg(v)))).collect();
     if query.is_empty() { path.to_string() } else { format!("{path}?{}", query.join("&")) }
 }
 

@@ -548,7 +548,12 @@ pub fn scheme_of(view: &SourceView) -> Result<tw_core::Verification> {
 
 /// Posts a test event signed with `secret` by `scheme` to `source`'s public intake, as its
 /// sender would: the server verifies it and stores nothing. Its answer, or why it was refused.
-pub async fn signed_test(client: &crate::client::Client, source: &str, scheme: &tw_core::Verification, secret: &str) -> Result<IntakeAnswer> {
+pub async fn signed_test(
+    client: &crate::client::Client,
+    source: &str,
+    scheme: &tw_core::Verification,
+    secret: &str,
+) -> Result<IntakeAnswer> {
     let now = chrono::Utc::now();
     let name = tw_core::SourceName::parse(source).map_err(|e| anyhow::anyhow!("invalid source name '{source}': {e}"))?;
     let body = serde_json::to_vec(&tw_server::intake::test_event(&name, now))?;
@@ -650,8 +655,13 @@ async fn reprocess(ctx: &Ctx, source: &str, since: Option<String>, dead_letters:
             None => v,
             Some(mut t) => {
                 let (i, d) = (&mut t.incidents, &v.incidents);
-                (i.scanned, i.updated, i.unchanged, i.conflicts, i.failed) =
-                    (i.scanned + d.scanned, i.updated + d.updated, i.unchanged + d.unchanged, i.conflicts + d.conflicts, i.failed + d.failed);
+                (i.scanned, i.updated, i.unchanged, i.conflicts, i.failed) = (
+                    i.scanned + d.scanned,
+                    i.updated + d.updated,
+                    i.unchanged + d.unchanged,
+                    i.conflicts + d.conflicts,
+                    i.failed + d.failed,
+                );
                 let (l, d) = (&mut t.dead_letters, &v.dead_letters);
                 (l.scanned, l.created, l.duplicates, l.still_failing) =
                     (l.scanned + d.scanned, l.created + d.created, l.duplicates + d.duplicates, l.still_failing + d.still_failing);

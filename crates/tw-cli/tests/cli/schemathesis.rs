@@ -15,7 +15,10 @@ use std::process::Command;
 fn the_api_agrees_with_its_document_under_schemathesis() {
     if Command::new("st").arg("--version").output().is_err() {
         let why = "schemathesis (`st`) is not installed: pip install schemathesis";
-        assert!(std::env::var_os("TW_TEST_REQUIRE_SCHEMATHESIS").is_none(), "schemathesis required (TW_TEST_REQUIRE_SCHEMATHESIS) but {why}");
+        assert!(
+            std::env::var_os("TW_TEST_REQUIRE_SCHEMATHESIS").is_none(),
+            "schemathesis required (TW_TEST_REQUIRE_SCHEMATHESIS) but {why}"
+        );
         println!("schemathesis skipped: {why}");
         return;
     }

@@ -101,7 +101,21 @@ fn each_sender_connects_with_the_recipe_webhook_add_prints() {
     ok(tw(&["webhook", "test", "splunk", "--secret", &token]));
     ok(tw(&["webhook", "test", "gh", "--secret", &secret]));
     // The sender's side needs no API key when it names the scheme.
-    ok(cli(&url, None, &["webhook", "test", "kibana", "--secret", &recipe_value(&kibana, "Header value"), "--verification", "header-token", "--token-header", "X-Api-Key"]));
+    ok(cli(
+        &url,
+        None,
+        &[
+            "webhook",
+            "test",
+            "kibana",
+            "--secret",
+            &recipe_value(&kibana, "Header value"),
+            "--verification",
+            "header-token",
+            "--token-header",
+            "X-Api-Key",
+        ],
+    ));
     let o = tw(&["webhook", "test", "sentinel", "--secret", "not-the-password-0123"]);
     assert!(!o.status.success() && stderr(&o).contains("invalid_signature"), "{}", show(&o));
 
@@ -160,7 +174,8 @@ fn standard_webhooks_agrees_with_the_official_library_byte_for_byte() {
     };
     // Every vendor fixture, signed by the library, verifies and becomes an incident.
     let dir = fixture("");
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
     names.sort();
     for (i, body) in names.iter().enumerate() {
         let (msg_id, ts) = (format!("msg_{i:04}"), now());
@@ -177,14 +192,33 @@ fn standard_webhooks_agrees_with_the_official_library_byte_for_byte() {
     // The other way: what `tw-cli webhook sign` makes, the library verifies.
     let body_file = tmp.path().join("body.json");
     std::fs::write(&body_file, r#"{"event_type":"security_alert","data":{"alert_id":"sw-1"}}"#).unwrap();
-    let signed = ok_json(cli(&url, None, &[
-        "webhook", "sign", "svix", "--verification", "standard-webhooks", "--secret", &secret,
-        "--body", &format!("@{}", body_file.display()), "--output", "json",
-    ]));
+    let signed = ok_json(cli(
+        &url,
+        None,
+        &[
+            "webhook",
+            "sign",
+            "svix",
+            "--verification",
+            "standard-webhooks",
+            "--secret",
+            &secret,
+            "--body",
+            &format!("@{}", body_file.display()),
+            "--output",
+            "json",
+        ],
+    ));
     let h = &signed["headers"];
     let o = Command::new("python3")
         .arg(script())
-        .args(["verify", &secret, h["webhook-id"].as_str().unwrap(), h["webhook-timestamp"].as_str().unwrap(), h["webhook-signature"].as_str().unwrap()])
+        .args([
+            "verify",
+            &secret,
+            h["webhook-id"].as_str().unwrap(),
+            h["webhook-timestamp"].as_str().unwrap(),
+            h["webhook-signature"].as_str().unwrap(),
+        ])
         .arg(&body_file)
         .output()
         .unwrap();
