@@ -52,18 +52,19 @@ async fn nosniff(mut resp: axum::response::Response) -> axum::response::Response
 /// One `api` log line per request outside the intake (which writes its own, richer line).
 async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let method = req.method().clone();
-    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+    // The matched route is shared text (an `Arc`): cloned, not copied.
+    let matched = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let route = matched.as_ref().map(axum::extract::MatchedPath::as_str);
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    let intake =
-        method == axum::http::Method::POST && matches!(route.as_deref(), Some("/api/webhooks/{source}" | "/api/webhooks/{source}/{token}"));
-    let quiet = matches!(route.as_deref(), Some("/metrics" | "/api/health" | "/api/ready"));
+    let intake = method == axum::http::Method::POST && matches!(route, Some("/api/webhooks/{source}" | "/api/webhooks/{source}/{token}"));
+    let quiet = matches!(route, Some("/metrics" | "/api/health" | "/api/ready"));
     if !intake {
         let status = resp.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The path is logged only when it matched a route (the template); anything else is
         // sender-chosen text.
-        let route = route.unwrap_or_else(|| "-".into());
+        let route = route.unwrap_or("-");
         if quiet {
             tracing::debug!(target: "api", %method, route, status, latency_ms, "api request");
         } else {
