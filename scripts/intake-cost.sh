@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# What one signed delivery costs the server, measured from outside it: a `tw-cli serve` on SQLite
+# pinned to CPU 0, loaded from CPU 1 by `tw-cli bench --url` (c=64, ~1 KB generic alerts).
+#
+#   cargo build --release -p tw-cli
+#   scripts/intake-cost.sh cpu 30000         # req/s, p99, server CPU time and bytes written per delivery
+#   scripts/intake-cost.sh callgrind 5000    # instructions, counted only while the load runs
+#
+# `cpu` reads the server's CPU time (user + system, all threads) and bytes written from /proc
+# before and after the load, and the commits from /metrics (deliveries per commit = writes / 2 /
+# commits: each delivery is an incident write and a delivery record). Times move from run to run
+# on a shared VM: compare two builds in alternating runs (TW_BIN=... for each).
+#
+# `callgrind` runs the server under `valgrind --tool=callgrind` with instrumentation switched on
+# only for the load (after 500 warm-up deliveries), without the bench's incident check, and
+# writes callgrind.intake.<pid> in the current directory: read it with
+# `callgrind_annotate --inclusive=yes FILE` and divide by the deliveries. Counts repeat for the same
+# build and input; the writer's batches are smaller under valgrind than at full speed, so the
+# commit's share is larger than in a real run. SHA-256 runs in software there (no SHA
+# instructions), which inflates the signature check and the body hash.
+#
+# Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli).
+set -euo pipefail
+
+mode=${1:?usage: intake-cost.sh cpu|callgrind N}
+n=${2:-30000}
+bin=${TW_BIN:-${CARGO_TARGET_DIR:-target}/release/tw-cli}
+[ -x "$bin" ] || { echo "no $bin: cargo build --release -p tw-cli" >&2; exit 1; }
+dir=$(mktemp -d /tmp/tw-intake-cost.XXXX)
+port=$((20000 + RANDOM % 20000))
+url="http://127.0.0.1:$port"
+secret=s3cr3t-intake-cost-secret
+key=$("$bin" api-key create --name cost --data-dir "$dir/data" 2>/dev/null | tail -1)
+server=
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+case $mode in
+    cpu) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/log" 2>&1 & ;;
+    callgrind)
+        taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
+            "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/log" 2>&1 &
+        ;;
+    *) echo "usage: intake-cost.sh cpu|callgrind N" >&2; exit 2 ;;
+esac
+server=$!
+for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
+TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" >/dev/null
+load() {
+    taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
+}
+# CPU time of the whole process (all threads): utime + stime, in clock ticks.
+ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13}'; }
+written() { awk '/^wchar/ {print $2}' "/proc/$server/io"; }
+
+if [ "$mode" = callgrind ]; then
+    load 500 >/dev/null 2>&1
+    callgrind_control -i on "$server" >/dev/null 2>&1
+    load "$n" 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin)["product"]; print("deliveries", p["ok_2xx"], "req/s (under valgrind)", round(p["throughput_rps"]))'
+    callgrind_control -i off "$server" >/dev/null 2>&1
+    kill "$server"; wait "$server" 2>/dev/null || true
+    server=
+    echo "profile: $(ls -t callgrind.intake.* | head -1)"
+    exit 0
+fi
+
+t0=$(ticks); w0=$(written)
+out=$(load "$n" --api-key "$key" 2>/dev/null)
+t1=$(ticks); w1=$(written)
+commits=$(curl -s "$url/metrics" | awk '/^store_commit_batch_size_count/ {c=$2} /^store_commit_batch_size_sum/ {s=$2} END {print s, c}')
+python3 - "$out" "$t0" "$t1" "$w0" "$w1" "$n" $commits <<'PY'
+import json, os, sys
+o = json.loads(sys.argv[1]); p = o["product"]
+t0, t1, w0, w1, n, writes, commits = (float(x) for x in sys.argv[2:9])
+hz = os.sysconf("SC_CLK_TCK")
+print(f"req/s {p['throughput_rps']:.0f}  p99 {p['latency_ms']['p99']:.2f} ms  "
+      f"server CPU {(t1 - t0) / hz * 1e6 / n:.1f} us/delivery  written {(w1 - w0) / n / 1024:.1f} KiB/delivery  "
+      f"deliveries per commit {writes / 2 / commits:.1f}  incidents check {'ok' if o['incidents']['ok'] else 'FAILED'}")
+PY
