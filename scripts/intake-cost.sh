@@ -19,7 +19,9 @@
 # commit's share is larger than in a real run. SHA-256 runs in software there (no SHA
 # instructions), which inflates the signature check and the body hash.
 #
-# Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli).
+# Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
+# SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
+# phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0").
 set -euo pipefail
 
 mode=${1:?usage: intake-cost.sh cpu|callgrind N}
@@ -39,16 +41,16 @@ cleanup() {
 trap cleanup EXIT
 
 case $mode in
-    cpu) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/log" 2>&1 & ;;
+    cpu) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 & ;;
     callgrind)
         taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
-            "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/log" 2>&1 &
+            "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         ;;
     *) echo "usage: intake-cost.sh cpu|callgrind N" >&2; exit 2 ;;
 esac
 server=$!
 for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
-TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" >/dev/null
+TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
 load() {
     taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
 }
