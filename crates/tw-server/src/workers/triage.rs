@@ -72,7 +72,7 @@ async fn work_through<F: std::future::Future<Output = ()>>(state: &AppState, job
         let run = run_job(state, job);
         tokio::pin!(cut_off, run);
         loop {
-            let store_at = finished.first().map(|f| tokio::time::Instant::from_std(f.ended + STORE_AFTER));
+            let store_at = finished.first().map(|f| tokio::time::Instant::from_std(f.report.ended + STORE_AFTER));
             tokio::select! {
                 f = &mut run => {
                     ran += 1;
@@ -108,13 +108,18 @@ async fn release(state: &AppState, jobs: Vec<(String, u32)>) {
     }
 }
 
-/// A job that ran, with what to store and report.
+/// A job that ran: what to store, and what to report once it is stored.
 struct Finished {
+    completion: TriageCompletion,
+    report: Report,
+}
+
+/// What is counted and logged of a finished job.
+struct Report {
     job_id: String,
     attempt: u32,
     playbook: String,
     incident: String,
-    completion: TriageCompletion,
     summary: String,
     verdict: String,
     status: &'static str,
@@ -148,18 +153,18 @@ async fn run_job(state: &AppState, claimed: ClaimedTriageJob) -> Finished {
             (TriageCompletion::Failed { error: error.clone(), retry_at: Some(retry_at) }, error, "none".into(), status)
         }
     };
-    Finished {
+    let report = Report {
         job_id: job.job_id.clone(),
         attempt: job.attempts,
         playbook: job.playbook.clone(),
         incident: claimed.incident.incident_number.to_string(),
-        completion,
         summary,
         verdict,
         status,
         started,
         ended: std::time::Instant::now(),
-    }
+    };
+    Finished { completion, report }
 }
 
 /// Stores the results of jobs that ran, together, and reports each.
@@ -167,9 +172,10 @@ async fn store(state: &AppState, finished: Vec<Finished>) {
     if finished.is_empty() {
         return;
     }
-    let writes = finished.iter().map(|f| (f.job_id.clone(), f.attempt, f.completion.clone())).collect();
+    let (writes, reports): (Vec<_>, Vec<_>) =
+        finished.into_iter().map(|f| ((f.report.job_id.clone(), f.report.attempt, f.completion), f.report)).unzip();
     let results = state.store.complete_triage_jobs(writes).await;
-    for (f, result) in finished.into_iter().zip(results) {
+    for (f, result) in reports.into_iter().zip(results) {
         match result {
             Ok(true) => {
                 state.metrics.count("triage_jobs_total", &[("playbook", &f.playbook), ("verdict", &f.verdict), ("status", f.status)], 1);

@@ -201,18 +201,12 @@ impl crate::TriageStore for SqliteStore {
             .write(move |conn| {
                 let mut out = Vec::with_capacity(jobs.len());
                 for (job_id, attempt, completion) in jobs {
-                    conn.prepare_cached("SAVEPOINT triage_completion")?.execute([])?;
-                    let one = (|| {
+                    out.push(super::writer::in_savepoint(conn, || {
                         let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
                         let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
                         apply(conn, &job, &t)?;
                         Ok(true)
-                    })();
-                    if one.is_err() {
-                        conn.prepare_cached("ROLLBACK TO triage_completion")?.execute([])?;
-                    }
-                    conn.prepare_cached("RELEASE triage_completion")?.execute([])?;
-                    out.push(one);
+                    })?);
                 }
                 Ok(out)
             })

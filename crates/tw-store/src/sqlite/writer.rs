@@ -728,6 +728,22 @@ fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Runs `part` of a write in a savepoint of its own (inside the write's transaction): when it fails,
+/// what it wrote is undone and the rest of the write stands. `Err` only when the savepoint itself
+/// could not be taken, undone or left; the part's own result comes inside `Ok`.
+pub(crate) fn in_savepoint<T>(
+    conn: &Connection,
+    part: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    savepoint(conn, "SAVEPOINT tw_part")?;
+    let result = part();
+    if result.is_err() {
+        savepoint(conn, "ROLLBACK TO tw_part")?;
+    }
+    savepoint(conn, "RELEASE tw_part")?;
+    Ok(result)
+}
+
 /// Undoes the current write's savepoint and leaves it.
 fn rollback_savepoint(conn: &Connection) -> Result<(), Failure> {
     savepoint(conn, "ROLLBACK TO tw_write").and_then(|()| savepoint(conn, "RELEASE tw_write")).map_err(|e| {
@@ -788,6 +804,28 @@ mod tests {
             conn.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![x, note])?;
             Ok(x)
         }
+    }
+
+    #[test]
+    fn a_failing_part_of_a_write_is_undone_alone() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER UNIQUE, note TEXT)").unwrap();
+        let tx = conn.transaction().unwrap();
+        let insert = |x: i64, note: &str| tx.execute("INSERT INTO t (x, note) VALUES (?1, ?2)", rusqlite::params![x, note]);
+        let kept = in_savepoint(&tx, || Ok(insert(1, "first")?)).unwrap();
+        assert_eq!(kept.unwrap(), 1);
+        // Writes a row, then fails: the row goes with it.
+        let failed = in_savepoint(&tx, || {
+            insert(2, "undone")?;
+            Ok(insert(1, "duplicate")?)
+        })
+        .unwrap();
+        assert!(failed.is_err());
+        assert_eq!(in_savepoint(&tx, || Ok(insert(3, "third")?)).unwrap().unwrap(), 1);
+        tx.commit().unwrap();
+        let notes: Vec<String> =
+            conn.prepare("SELECT note FROM t ORDER BY x").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(notes, ["first", "third"]);
     }
 
     #[test]
