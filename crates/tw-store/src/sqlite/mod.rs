@@ -8,6 +8,7 @@
 
 mod api_keys;
 mod audit;
+mod checkpoint;
 mod console_sessions;
 mod deliveries;
 mod incidents;

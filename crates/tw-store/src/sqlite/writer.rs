@@ -8,8 +8,9 @@
 //! `fdatasync`s the WAL file after each commit before it answers that batch's callers, while the
 //! writer already runs the next batch. One sync covers every batch committed before it started.
 //! A 2xx therefore means what it meant with `synchronous=FULL` (the commit's WAL frames are on
-//! disk); only the writer's thread no longer waits in `fsync`. Checkpoints keep SQLite's own
-//! syncs (the WAL before it is copied, the database after).
+//! disk); only the writer's thread no longer waits in `fsync`. Checkpoints run on a thread of
+//! their own (`checkpoint.rs`) and keep SQLite's own syncs (the WAL before it is copied, the
+//! database after).
 //!
 //! Cheap per write: the intake's writes are *replayable* (they can run again after a rollback), so
 //! consecutive replayable writes share one savepoint; only when one of them fails is the group
@@ -19,9 +20,11 @@
 //! per-source counters every delivery moves are summed in memory and written once per batch
 //! ([`Tallies`]).
 
+use super::checkpoint::Checkpoints;
 use crate::{CommitObserver, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -300,11 +303,16 @@ impl Writer {
     pub(crate) fn spawn_with_sync(conn: Connection, observer: Option<Arc<dyn CommitObserver>>, sync: SyncFn) -> std::io::Result<Writer> {
         // The sync thread syncs each commit before it is answered (see the module's doc).
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(std::io::Error::other)?;
+        // A database in a file checkpoints beside the writer (see `checkpoint.rs`).
+        let checkpoints = match conn.path().filter(|p| !p.is_empty()) {
+            Some(db) => Some(Checkpoints::start(&conn, Path::new(db))?),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (synced_tx, synced_rx) = std::sync::mpsc::channel();
         let sync_observer = observer.clone();
         std::thread::Builder::new().name("tw-store-sync".into()).spawn(move || sync_loop(synced_rx, sync, sync_observer))?;
-        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, synced_tx, observer))?;
+        std::thread::Builder::new().name("tw-store-writer".into()).spawn(move || run(conn, rx, synced_tx, observer, checkpoints))?;
         Ok(Writer { tx })
     }
 
@@ -368,6 +376,7 @@ fn run(
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     synced: std::sync::mpsc::Sender<Committed>,
     observer: Option<Arc<dyn CommitObserver>>,
+    checkpoints: Option<Checkpoints>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -393,6 +402,11 @@ fn run(
             // The sync thread is gone: nobody can be told that their write is on disk.
             let failure = Failure { unavailable: true, message: "the store's sync thread stopped".into() };
             answer(lost.done, &Err(failure));
+        }
+        // After the batch went to the sync thread: a checkpoint here keeps none of its callers
+        // waiting.
+        if let Some(c) = checkpoints.as_ref().filter(|_| wrote) {
+            c.committed(&conn);
         }
     }
 }
@@ -473,7 +487,7 @@ fn sync_loop(rx: std::sync::mpsc::Receiver<Committed>, mut sync: SyncFn, observe
 }
 
 /// The WAL file SQLite keeps beside the database at `db`.
-fn wal_path(db: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn wal_path(db: &std::path::Path) -> std::path::PathBuf {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
     std::path::PathBuf::from(wal)

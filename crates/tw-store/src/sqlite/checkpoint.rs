@@ -1,0 +1,227 @@
+//! Checkpoints beside the writer: copying the WAL's frames into the database file, and syncing
+//! it, is done by a thread of its own on a connection of its own, while the writer goes on
+//! committing. Run by SQLite in the writer's thread (its automatic checkpoint every 1,000 frames,
+//! inside the `COMMIT`), the copy and the sync held up every caller of that batch and every write
+//! waiting behind it: under 64 connections the p99 was about 10 ms with them and 6-8 ms without
+//! any (`scripts/intake-cost.sh cpu`, BENCHMARKS.md).
+//!
+//! A passive checkpoint never blocks the writer, but it cannot start the WAL over either: SQLite
+//! writes from the WAL's beginning again only when the writer begins a transaction with every
+//! frame already copied, and under steady load the writer has committed again by the time the
+//! checkpointer is done. So the writer bounds the WAL itself: once it holds
+//! [`WAL_LIMIT_FRAMES`], the writer waits for the checkpointer's pass (if one is running) to end,
+//! copies what is left (the frames committed since that pass began) in its own thread, after its
+//! batch was handed to the sync thread, and its next transaction starts the WAL over.
+//!
+//! Durability does not change: a checkpoint syncs the WAL before it copies anything (so it never
+//! puts into the database a commit that is not on disk in the WAL) and the database file after.
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+/// Frames in the WAL not yet copied that wake the checkpointer (SQLite's own default).
+pub(super) const CHECKPOINT_FRAMES: i64 = 1000;
+/// Frames in the WAL at which the writer checkpoints in its own thread, so that the WAL starts
+/// over (about 16 MiB of 4 KiB pages).
+pub(super) const WAL_LIMIT_FRAMES: i64 = 4 * CHECKPOINT_FRAMES;
+
+/// The writer's side of the checkpointer thread.
+pub(super) struct Checkpoints {
+    wake: SyncSender<()>,
+    /// Held by whoever checkpoints: at its limit the writer waits for the checkpointer's pass to
+    /// end rather than find SQLite's checkpoint lock taken and let the WAL grow on.
+    copying: Arc<Mutex<()>>,
+}
+
+impl Checkpoints {
+    /// Turns off the automatic checkpoints of `writer` (the write connection) and starts the
+    /// checkpointer on a connection of its own to the database file `db`. The thread ends when
+    /// the returned value is dropped.
+    pub(super) fn start(writer: &Connection, db: &Path) -> std::io::Result<Checkpoints> {
+        let conn = Connection::open(db).map_err(std::io::Error::other)?;
+        // A checkpoint syncs the WAL before it copies and the database after (NORMAL and FULL
+        // alike; OFF would not).
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(std::io::Error::other)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(std::io::Error::other)?;
+        // One wake-up pending at most: the checkpointer copies everything there is when it runs.
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let copying = Arc::new(Mutex::new(()));
+        let theirs = copying.clone();
+        std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs))?;
+        Ok(Checkpoints { wake, copying })
+    }
+
+    /// Called by the writer after a commit that wrote: wakes the checkpointer once the WAL holds
+    /// [`CHECKPOINT_FRAMES`] frames not yet copied, and checkpoints here at [`WAL_LIMIT_FRAMES`].
+    pub(super) fn committed(&self, writer: &Connection) {
+        let (log, copied) = match checkpoint(writer, COUNT) {
+            Ok((_, log, copied)) => (log, copied),
+            Err(e) => return failed(&e),
+        };
+        if log >= WAL_LIMIT_FRAMES {
+            let _copying = self.copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match checkpoint(writer, COPY) {
+                Ok((busy, log, copied)) => {
+                    tracing::debug!(target: "store", busy, log, copied, "WAL at its limit: checkpointed by the writer")
+                }
+                Err(e) => failed(&e),
+            }
+        } else if log - copied >= CHECKPOINT_FRAMES {
+            match self.wake.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => tracing::warn!(target: "store", "the checkpoint thread stopped"),
+            }
+        }
+    }
+}
+
+/// Reads the WAL's size without copying anything.
+const COUNT: &str = "PRAGMA wal_checkpoint(NOOP)";
+/// Copies every frame no reader still needs, without waiting for anyone.
+const COPY: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// Runs `pragma` ([`COUNT`] or [`COPY`]): whether another checkpoint was running (1: nothing was
+/// done), the frames in the WAL, and the frames of it copied into the database.
+fn checkpoint(conn: &Connection, pragma: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.prepare_cached(pragma)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+/// Logs a failed checkpoint, at most once a second as a warning (with a full disk, every commit
+/// would fail it).
+fn failed(e: &rusqlite::Error) {
+    if crate::once_a_second(&FAILURE_LOGGED) {
+        tracing::warn!(target: "store", error = %e, "checkpointing the WAL failed");
+    } else {
+        tracing::debug!(target: "store", error = %e, "checkpointing the WAL failed");
+    }
+}
+
+/// When a failed checkpoint was last logged (unix seconds).
+static FAILURE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The checkpointer thread: a passive checkpoint each time the writer wakes it.
+fn run(conn: Connection, woken: Receiver<()>, copying: &Mutex<()>) {
+    while woken.recv().is_ok() {
+        let _copying = copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match checkpoint(&conn, COPY) {
+            Ok((busy, log, copied)) => tracing::trace!(target: "store", busy, log, copied, "checkpointed"),
+            Err(e) => failed(&e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::writer::Writer;
+
+    /// A writer on a fresh WAL file with a table of blobs (a row of 6,000 bytes: 1.5 pages).
+    fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        (dir, Writer::spawn(conn, None).unwrap(), path)
+    }
+
+    /// Commits `rows` rows of 6,000 bytes in one write.
+    async fn fill(w: &Writer, rows: usize) {
+        w.write(move |conn| {
+            let mut stmt = conn.prepare_cached("INSERT INTO t (b) VALUES (zeroblob(6000))")?;
+            for _ in 0..rows {
+                stmt.execute([])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// (frames in the WAL, frames copied), read on a connection of the test's own.
+    fn wal(path: &Path) -> (i64, i64) {
+        let conn = Connection::open(path).unwrap();
+        let (_, log, copied) = checkpoint(&conn, COUNT).unwrap();
+        (log, copied)
+    }
+
+    /// Past CHECKPOINT_FRAMES (and below the writer's limit, where only the checkpointer copies),
+    /// the frames reach the database file without the writer's doing.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_once_it_has_enough_frames() {
+        let (_dir, w, path) = writer();
+        fill(&w, 100).await;
+        assert_eq!(wal(&path).1, 0, "nothing copied below {CHECKPOINT_FRAMES} frames");
+        // 1.5 frames a row: past CHECKPOINT_FRAMES, far below WAL_LIMIT_FRAMES.
+        fill(&w, 600).await;
+        let (log, _) = wal(&path);
+        assert!((CHECKPOINT_FRAMES..WAL_LIMIT_FRAMES).contains(&log), "{log} frames");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while wal(&path).1 == 0 {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer never copied the WAL");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let copied = Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(copied, 700);
+    }
+
+    /// Under writes that never pause, the WAL starts over instead of growing: the file never
+    /// holds much more than the writer's limit of frames (plus a batch: four writers of 50 rows
+    /// each, about 300 frames).
+    #[tokio::test]
+    async fn the_wal_stays_bounded_under_steady_writes() {
+        let (_dir, w, path) = writer();
+        // About three limits' worth of frames (a row takes 1.5 frames).
+        let writes = 3 * WAL_LIMIT_FRAMES / 75;
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    for _ in 0..writes / 4 {
+                        fill(&w, 50).await;
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let frame = 24 + 4096;
+        let size = std::fs::metadata(crate::sqlite::writer::wal_path(&path)).unwrap().len() as i64;
+        assert!(size <= 32 + (WAL_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
+        let rows = Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(rows, writes / 4 * 4 * 50);
+    }
+
+    /// What the writer does after a commit, by the WAL's size: nothing, wake the checkpointer, or
+    /// checkpoint itself.
+    #[test]
+    fn the_writer_wakes_the_checkpointer_and_checkpoints_itself_only_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("p.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        // A checkpointer that never runs: the test reads its wake-ups.
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let c = Checkpoints { wake, copying: Arc::default() };
+        let add = |rows: i64| {
+            conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO t (b) SELECT zeroblob(6000) FROM n", [rows])
+                .unwrap()
+        };
+        add(10);
+        c.committed(&conn);
+        assert!(woken.try_recv().is_err(), "woken below {CHECKPOINT_FRAMES} frames");
+        add(CHECKPOINT_FRAMES * 2 / 3);
+        c.committed(&conn);
+        assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames");
+        assert_eq!(checkpoint(&conn, COUNT).unwrap().2, 0, "the writer copied frames below its limit");
+        add(WAL_LIMIT_FRAMES / 2);
+        c.committed(&conn);
+        let (_, log, copied) = checkpoint(&conn, COUNT).unwrap();
+        assert!(log >= WAL_LIMIT_FRAMES);
+        assert_eq!(copied, log, "the writer did not checkpoint at its limit");
+        // The next transaction starts the WAL over.
+        add(1);
+        assert!(checkpoint(&conn, COUNT).unwrap().1 < 10);
+    }
+}
