@@ -6,7 +6,7 @@
 #   scripts/intake-cost.sh cpu 30000         # req/s, p99, server CPU time and bytes written per delivery
 #   scripts/intake-cost.sh callgrind 5000    # instructions, counted only while the load runs
 #
-# `cpu` reads the server's CPU time (user + system, all threads) and bytes written from /proc
+# `cpu` reads the server's CPU time (user + system, all threads; the user share is printed) and bytes written from /proc
 # before and after the load, and the commits from /metrics (deliveries per commit = writes / 2 /
 # commits: each delivery is an incident write and a delivery record). Times move from run to run
 # on a shared VM: compare two builds in alternating runs (TW_BIN=... for each).
@@ -55,7 +55,7 @@ load() {
     taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
 }
 # CPU time of the whole process (all threads): utime + stime, in clock ticks.
-ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13}'; }
+ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13, $12}'; }
 written() { awk '/^wchar/ {print $2}' "/proc/$server/io"; }
 
 if [ "$mode" = callgrind ]; then
@@ -69,16 +69,16 @@ if [ "$mode" = callgrind ]; then
     exit 0
 fi
 
-t0=$(ticks); w0=$(written)
+read -r t0 u0 < <(ticks); w0=$(written)
 out=$(load "$n" --api-key "$key" 2>/dev/null)
-t1=$(ticks); w1=$(written)
+read -r t1 u1 < <(ticks); w1=$(written)
 commits=$(curl -s "$url/metrics" | awk '/^store_commit_batch_size_count/ {c=$2} /^store_commit_batch_size_sum/ {s=$2} END {print s, c}')
-python3 - "$out" "$t0" "$t1" "$w0" "$w1" "$n" $commits <<'PY'
+python3 - "$out" "$t0" "$t1" "$w0" "$w1" "$n" $commits "$u0" "$u1" <<'PY'
 import json, os, sys
 o = json.loads(sys.argv[1]); p = o["product"]
-t0, t1, w0, w1, n, writes, commits = (float(x) for x in sys.argv[2:9])
+t0, t1, w0, w1, n, writes, commits, u0, u1 = (float(x) for x in sys.argv[2:11])
 hz = os.sysconf("SC_CLK_TCK")
 print(f"req/s {p['throughput_rps']:.0f}  p99 {p['latency_ms']['p99']:.2f} ms  "
-      f"server CPU {(t1 - t0) / hz * 1e6 / n:.1f} us/delivery  written {(w1 - w0) / n / 1024:.1f} KiB/delivery  "
+      f"server CPU {(t1 - t0) / hz * 1e6 / n:.1f} us/delivery ({(u1 - u0) / (t1 - t0) * 100:.0f}% user)  written {(w1 - w0) / n / 1024:.1f} KiB/delivery  "
       f"deliveries per commit {writes / 2 / commits:.1f}  incidents check {'ok' if o['incidents']['ok'] else 'FAILED'}")
 PY
