@@ -161,13 +161,10 @@ impl From<&SourceSettings> for SettingsValues {
     }
 }
 
-/// The `incidents` columns [`IncidentRow`] is read from, in order (then [`INCIDENT_RAW`] when asked).
+/// The `incidents` columns [`IncidentRow`] is read from, in order (then each engine's `INCIDENT_RAW`
+/// when asked).
 pub(crate) const INCIDENT_COLUMNS: &str = "id, year, seq, source, format, title, description, severity, vendor_severity, status, \
     event_type, event_time, received_at, external_id, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage";
-
-/// The incident's raw payload, selected after [`INCIDENT_COLUMNS`] from `incidents`: payloads live
-/// in a table of their own so that listings read narrow rows.
-pub(crate) const INCIDENT_RAW: &str = "(SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = incidents.id)";
 
 /// An `incidents` row before its text columns are parsed.
 pub(crate) struct IncidentRow {

@@ -4,7 +4,7 @@ use super::{PgStore, query, query_one, query_opt, query_planned};
 use crate::StoreError;
 use crate::listing::{self, Arg};
 use crate::model::*;
-use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt, count};
+use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt, count};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -12,6 +12,10 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, Row};
 use tw_core::SourceName;
 use uuid::Uuid;
+
+/// The incident's raw payload, selected after [`INCIDENT_COLUMNS`] from `incidents`: payloads live
+/// in a table of their own so that listings read narrow rows.
+const INCIDENT_RAW: &str = "(SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = incidents.id)";
 
 /// An incident from a row of [`INCIDENT_COLUMNS`] (and [`INCIDENT_RAW`] after them when `with_raw`).
 pub(super) fn incident_from_row(r: &Row, with_raw: bool) -> Result<Incident, StoreError> {

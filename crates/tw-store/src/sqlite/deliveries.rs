@@ -1,7 +1,7 @@
 //! Delivery records for `tw-cli webhook events`: one row per delivery (written in the writer's
 //! batches), aggregate rows for refused requests counted instead of stored, and their retention.
 
-use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
+use super::{INCIDENT_RAW, SqliteStore, parse_opt_ts, parse_ts, ts};
 use crate::StoreError;
 use crate::model::*;
 use crate::rows::corrupt;
@@ -58,14 +58,16 @@ fn deliveries(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Re
 fn payload_of(conn: &Connection, d: &Delivery, body: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(match (body, &d.incident_id, &d.queue_id) {
         (Some(b), _, _) => Some(b),
-        (None, Some(inc), _) => conn
-            .query_row("SELECT raw_payload FROM incident_payloads WHERE incident_id = ?1", [inc.to_string()], |r| r.get(0))
-            .optional()?,
+        (None, Some(inc), _) => {
+            conn.query_row(&format!("SELECT {INCIDENT_RAW} FROM incidents WHERE id = ?1"), [inc.to_string()], |r| r.get(0)).optional()?
+        }
         (None, None, Some(q)) => conn
             .query_row(
-                "SELECT COALESCE((SELECT p.raw_payload FROM incident_payloads p WHERE p.incident_id = q.incident_id), \
-                                 (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
-                 FROM queue q WHERE q.id = ?1",
+                &format!(
+                    "SELECT COALESCE((SELECT {INCIDENT_RAW} FROM incidents WHERE incidents.id = q.incident_id), \
+                                     (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
+                     FROM queue q WHERE q.id = ?1"
+                ),
                 [q],
                 |r| r.get(0),
             )

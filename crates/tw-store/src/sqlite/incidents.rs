@@ -1,10 +1,11 @@
 //! Reading incidents and dead letters.
 
+use super::INCIDENT_RAW;
 use super::{SqliteStore, parse_opt_ts, parse_ts, ts};
 use crate::StoreError;
 use crate::listing::{self, Arg};
 use crate::model::*;
-use crate::rows::{INCIDENT_COLUMNS, INCIDENT_RAW, IncidentRow, corrupt};
+use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;

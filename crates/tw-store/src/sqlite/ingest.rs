@@ -94,7 +94,8 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     counters.incident_number(year, seq);
     counters.incident_created(req.source.as_str(), a.severity.as_str());
     // The payload in its own table, so that listings read narrow rows.
-    conn.prepare_cached("INSERT INTO incident_payloads (incident_id, raw_payload) VALUES (?1, ?2)")?.execute(params![id_text, req.raw])?;
+    conn.prepare_cached("INSERT INTO incident_payloads (number, raw_payload) VALUES (?1 * 4294967296 + ?2, ?3)")?
+        .execute(params![year, seq, req.raw])?;
     if let Some((job_id, playbook, _)) = &job {
         let job = NewJob {
             id: job_id,

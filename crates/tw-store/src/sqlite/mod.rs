@@ -135,6 +135,11 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The incident's raw payload, selected after `INCIDENT_COLUMNS` from `incidents`: payloads live
+/// in a table of their own, so that listings read narrow rows, keyed by the incident's number
+/// (`year * 2^32 + seq`, see schema_v15.sql).
+const INCIDENT_RAW: &str = "(SELECT p.raw_payload FROM incident_payloads p WHERE p.number = incidents.year * 4294967296 + incidents.seq)";
+
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)

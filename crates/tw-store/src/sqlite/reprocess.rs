@@ -88,7 +88,7 @@ impl crate::ReprocessStore for SqliteStore {
             let (year, seq) = page.after.map_or((i32::MIN, i64::MIN), |n| (n.year, n.seq));
             let mut stmt = conn.prepare_cached(
                 "SELECT i.id, i.year, i.seq, i.received_at, p.raw_payload FROM incidents i \
-                 JOIN incident_payloads p ON p.incident_id = i.id \
+                 JOIN incident_payloads p ON p.number = i.year * 4294967296 + i.seq \
                  WHERE i.source = ?1 AND (i.year > ?2 OR (i.year = ?2 AND i.seq > ?3)) AND (?4 IS NULL OR i.received_at >= ?4) \
                  ORDER BY i.year, i.seq LIMIT ?5",
             )?;
