@@ -16,7 +16,9 @@
 //! Durability does not change: a checkpoint syncs the WAL before it copies anything (so it never
 //! puts into the database a commit that is not on disk in the WAL) and the database file after.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ffi};
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -33,42 +35,46 @@ pub(super) struct Checkpoints {
     /// Held by whoever checkpoints: at its limit the writer waits for the checkpointer's pass to
     /// end rather than find SQLite's checkpoint lock taken and let the WAL grow on.
     copying: Arc<Mutex<()>>,
+    /// The WAL's frames when the checkpointer was last woken.
+    woken_at: Cell<i64>,
 }
 
 impl Checkpoints {
-    /// Turns off the automatic checkpoints of `writer` (the write connection) and starts the
-    /// checkpointer on a connection of its own to the database file `db`. The thread ends when
-    /// the returned value is dropped.
+    /// Replaces the automatic checkpoints of `writer` (the write connection) by a count of the
+    /// WAL's frames, and starts the checkpointer on a connection of its own to the database file
+    /// `db`. The thread ends when the returned value is dropped.
     pub(super) fn start(writer: &Connection, db: &Path) -> std::io::Result<Checkpoints> {
         let conn = Connection::open(db).map_err(std::io::Error::other)?;
         // A checkpoint syncs the WAL before it copies and the database after (NORMAL and FULL
         // alike; OFF would not).
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(std::io::Error::other)?;
-        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(std::io::Error::other)?;
+        count_frames(writer);
         // One wake-up pending at most: the checkpointer copies everything there is when it runs.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let copying = Arc::new(Mutex::new(()));
         let theirs = copying.clone();
         std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs))?;
-        Ok(Checkpoints { wake, copying })
+        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0) })
     }
 
-    /// Called by the writer after a commit that wrote: wakes the checkpointer once the WAL holds
-    /// [`CHECKPOINT_FRAMES`] frames not yet copied, and checkpoints here at [`WAL_LIMIT_FRAMES`].
+    /// Called by the writer's thread after a commit that wrote: wakes the checkpointer each time
+    /// the WAL has grown by [`CHECKPOINT_FRAMES`], and checkpoints here at [`WAL_LIMIT_FRAMES`].
     pub(super) fn committed(&self, writer: &Connection) {
-        let (log, copied) = match checkpoint(writer, COUNT) {
-            Ok((_, log, copied)) => (log, copied),
-            Err(e) => return failed(&e),
-        };
-        if log >= WAL_LIMIT_FRAMES {
+        let frames = WAL_FRAMES.with(Cell::get);
+        if frames < self.woken_at.get() {
+            // The WAL started over.
+            self.woken_at.set(0);
+        }
+        if frames >= WAL_LIMIT_FRAMES {
             let _copying = self.copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match checkpoint(writer, COPY) {
+            match copy(writer) {
                 Ok((busy, log, copied)) => {
                     tracing::debug!(target: "store", busy, log, copied, "WAL at its limit: checkpointed by the writer")
                 }
                 Err(e) => failed(&e),
             }
-        } else if log - copied >= CHECKPOINT_FRAMES {
+        } else if frames - self.woken_at.get() >= CHECKPOINT_FRAMES {
+            self.woken_at.set(frames);
             match self.wake.try_send(()) {
                 Ok(()) | Err(TrySendError::Full(())) => {}
                 Err(TrySendError::Disconnected(())) => tracing::warn!(target: "store", "the checkpoint thread stopped"),
@@ -77,15 +83,40 @@ impl Checkpoints {
     }
 }
 
-/// Reads the WAL's size without copying anything.
-const COUNT: &str = "PRAGMA wal_checkpoint(NOOP)";
-/// Copies every frame no reader still needs, without waiting for anyone.
-const COPY: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+thread_local! {
+    /// The frames in the WAL after the last commit of a connection [`count_frames`] watches, on
+    /// the thread that committed: the writer's.
+    static WAL_FRAMES: Cell<i64> = const { Cell::new(0) };
+}
 
-/// Runs `pragma` ([`COUNT`] or [`COPY`]): whether another checkpoint was running (1: nothing was
+/// Has every commit of `conn` note the WAL's frames in [`WAL_FRAMES`], instead of checkpointing
+/// (SQLite's automatic checkpoint is this same hook). Asking after each commit instead (`PRAGMA
+/// wal_checkpoint(NOOP)`) prepared the pragma again each time: about 10,000 instructions a
+/// commit.
+fn count_frames(conn: &Connection) {
+    unsafe extern "C" fn note(_: *mut c_void, _: *mut ffi::sqlite3, _: *const c_char, frames: c_int) -> c_int {
+        WAL_FRAMES.with(|f| f.set(frames.into()));
+        ffi::SQLITE_OK
+    }
+    // SAFETY: the handle is `conn`'s, open while `conn` is borrowed; the hook keeps no pointer
+    // (its argument is null) and only touches a thread-local.
+    unsafe { ffi::sqlite3_wal_hook(conn.handle(), Some(note), std::ptr::null_mut()) };
+}
+
+/// A passive checkpoint of the main database of `conn` (every frame no reader still needs is
+/// copied, without waiting for anyone): whether another checkpoint was running (1: nothing was
 /// done), the frames in the WAL, and the frames of it copied into the database.
-fn checkpoint(conn: &Connection, pragma: &str) -> rusqlite::Result<(i64, i64, i64)> {
-    conn.prepare_cached(pragma)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+fn copy(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    let (mut log, mut copied) = (0, 0);
+    // SAFETY: the handle is `conn`'s, open while `conn` is borrowed, and used by this thread only
+    // meanwhile; the name is a NUL-terminated literal; the two out-pointers are live locals.
+    let rc =
+        unsafe { ffi::sqlite3_wal_checkpoint_v2(conn.handle(), c"main".as_ptr(), ffi::SQLITE_CHECKPOINT_PASSIVE, &mut log, &mut copied) };
+    match rc {
+        ffi::SQLITE_OK => Ok((0, log.into(), copied.into())),
+        ffi::SQLITE_BUSY => Ok((1, log.into(), copied.into())),
+        _ => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
+    }
 }
 
 /// Logs a failed checkpoint, at most once a second as a warning (with a full disk, every commit
@@ -105,7 +136,7 @@ static FAILURE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 fn run(conn: Connection, woken: Receiver<()>, copying: &Mutex<()>) {
     while woken.recv().is_ok() {
         let _copying = copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match checkpoint(&conn, COPY) {
+        match copy(&conn) {
             Ok((busy, log, copied)) => tracing::trace!(target: "store", busy, log, copied, "checkpointed"),
             Err(e) => failed(&e),
         }
@@ -142,8 +173,7 @@ mod tests {
     /// (frames in the WAL, frames copied), read on a connection of the test's own.
     fn wal(path: &Path) -> (i64, i64) {
         let conn = Connection::open(path).unwrap();
-        let (_, log, copied) = checkpoint(&conn, COUNT).unwrap();
-        (log, copied)
+        conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap()
     }
 
     /// Past CHECKPOINT_FRAMES (and below the writer's limit, where only the checkpointer copies),
@@ -200,10 +230,11 @@ mod tests {
     fn the_writer_wakes_the_checkpointer_and_checkpoints_itself_only_at_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("p.db")).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        count_frames(&conn);
         // A checkpointer that never runs: the test reads its wake-ups.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let c = Checkpoints { wake, copying: Arc::default() };
+        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0) };
         let add = |rows: i64| {
             conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO t (b) SELECT zeroblob(6000) FROM n", [rows])
                 .unwrap()
@@ -214,14 +245,23 @@ mod tests {
         add(CHECKPOINT_FRAMES * 2 / 3);
         c.committed(&conn);
         assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames");
-        assert_eq!(checkpoint(&conn, COUNT).unwrap().2, 0, "the writer copied frames below its limit");
+        let wal = || -> (i64, i64) { conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap() };
+        assert_eq!(wal().1, 0, "the writer copied frames below its limit");
+        // Woken once per CHECKPOINT_FRAMES, not at every commit past them.
+        add(10);
+        c.committed(&conn);
+        assert!(woken.try_recv().is_err(), "woken again 10 rows later");
         add(WAL_LIMIT_FRAMES / 2);
         c.committed(&conn);
-        let (_, log, copied) = checkpoint(&conn, COUNT).unwrap();
+        let (log, copied) = wal();
         assert!(log >= WAL_LIMIT_FRAMES);
         assert_eq!(copied, log, "the writer did not checkpoint at its limit");
-        // The next transaction starts the WAL over.
+        // The next transaction starts the WAL over, and counts from there.
         add(1);
-        assert!(checkpoint(&conn, COUNT).unwrap().1 < 10);
+        assert!(wal().0 < 10);
+        c.committed(&conn);
+        add(CHECKPOINT_FRAMES * 2 / 3);
+        c.committed(&conn);
+        assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames of the new WAL");
     }
 }
