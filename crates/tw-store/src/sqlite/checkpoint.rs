@@ -150,11 +150,7 @@ mod tests {
 
     /// A writer on a fresh WAL file with a table of blobs (a row of 6,000 bytes: 1.5 pages).
     fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
-        (dir, Writer::spawn(conn, None).unwrap(), path)
+        crate::sqlite::writer::tests::writer_with("CREATE TABLE t (b BLOB NOT NULL)")
     }
 
     /// Commits `rows` rows of 6,000 bytes in one write.

@@ -767,21 +767,26 @@ fn rollback_savepoint(conn: &Connection) -> Result<(), Failure> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A writer on a fresh file with a table whose `UNIQUE` column lets a write fail on purpose.
-    fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
+    /// A writer on a fresh WAL file in a temporary directory, with `schema`.
+    pub(in crate::sqlite) fn writer_with(schema: &str) -> (tempfile::TempDir, Writer, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER UNIQUE, note TEXT); \
+        conn.execute_batch("PRAGMA journal_mode=WAL").unwrap();
+        conn.execute_batch(schema).unwrap();
+        (dir, Writer::spawn(conn, None).unwrap(), path)
+    }
+
+    /// A writer with a table whose `UNIQUE` column lets a write fail on purpose.
+    fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
+        writer_with(
+            "CREATE TABLE t (x INTEGER UNIQUE, note TEXT); \
              CREATE TABLE sources (name TEXT PRIMARY KEY, delivery_count INTEGER NOT NULL DEFAULT 0, \
              error_count INTEGER NOT NULL DEFAULT 0, last_delivery_at TEXT); INSERT INTO sources (name) VALUES ('s');",
         )
-        .unwrap();
-        (dir, Writer::spawn(conn, None).unwrap(), path)
     }
 
     fn rows(path: &std::path::Path, sql: &str) -> Vec<(i64, String)> {
