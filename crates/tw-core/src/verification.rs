@@ -69,15 +69,15 @@ const RESERVED_HEADERS: &[&str] = &[
 impl HeaderName {
     /// Validates a header name (1 to 64 characters of HTTP's token set) and lowercases it.
     pub fn parse(s: &str) -> Result<HeaderName, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !ok {
             return Err("must be an HTTP header name: 1 to 64 letters, digits or !#$%&'*+-.^_`|~ (e.g. X-Api-Key)".into());
         }
         let lower = s.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(format!("'{s}' cannot carry a token (the HTTP layer or a proxy owns it); pick a header of your own, e.g. X-Api-Key"));
+            return Err(format!(
+                "'{s}' cannot carry a token (the HTTP layer or a proxy owns it); pick a header of your own, e.g. X-Api-Key"
+            ));
         }
         Ok(HeaderName(lower))
     }
@@ -143,7 +143,9 @@ impl Verification {
             "header-token" => {
                 let header = settings.and_then(|o| o.get("header"));
                 match header {
-                    Some(Value::String(h)) => Verification::HeaderToken { header: HeaderName::parse(h).map_err(|e| VerificationError::at("header", e))? },
+                    Some(Value::String(h)) => {
+                        Verification::HeaderToken { header: HeaderName::parse(h).map_err(|e| VerificationError::at("header", e))? }
+                    }
                     Some(_) => return Err(VerificationError::at("header", "must be a header name, e.g. X-Api-Key")),
                     None => {
                         return Err(VerificationError::at(

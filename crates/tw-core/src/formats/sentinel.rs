@@ -48,7 +48,6 @@ fn severity_of(v: Option<&Value>) -> (Severity, Option<String>) {
     generic::read_severity_or(v, DEFAULT_SEVERITY)
 }
 
-
 fn incident(obj: &Object, p: &Object) -> Alert {
     let mut set = EntitySet::new();
     add_typed_entities(p.get("relatedEntities"), &mut set);

@@ -372,17 +372,16 @@ pub fn check_file(input: &ActionInput) -> ActionOutput {
             doubles.push(base.to_string());
         }
         let is_exe = base.rsplit('.').next().is_some_and(|e| EXECUTABLE_EXTS.contains(&e.to_lowercase().as_str()));
-        if is_exe
-            && let Some(sp) = SUSPICIOUS_PATHS.iter().find(|sp| lower.contains(*sp)) {
-                // Keyed by the file name: the same executable seen as a path and as a command
-                // line is one finding.
-                findings.push(finding(
-                    "file_suspicious_path",
-                    format!("executable \"{shown}\" runs from a user-writable location ({})", sp.trim_matches(['\\', '/'])),
-                    Some(&base.to_lowercase()),
-                ));
-                paths.push(shown.clone());
-            }
+        if is_exe && let Some(sp) = SUSPICIOUS_PATHS.iter().find(|sp| lower.contains(*sp)) {
+            // Keyed by the file name: the same executable seen as a path and as a command
+            // line is one finding.
+            findings.push(finding(
+                "file_suspicious_path",
+                format!("executable \"{shown}\" runs from a user-writable location ({})", sp.trim_matches(['\\', '/'])),
+                Some(&base.to_lowercase()),
+            ));
+            paths.push(shown.clone());
+        }
     }
     ActionOutput {
         outputs: json!({"bad_hashes": bad_hashes, "malicious_names": malicious, "double_extensions": doubles, "suspicious_paths": paths}),

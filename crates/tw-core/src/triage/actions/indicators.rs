@@ -193,9 +193,10 @@ pub fn extract_indicators(input: &ActionInput) -> ActionOutput {
     // the strict e-mail shape rejects) still count as senders.
     for s in raw.senders.into_strings() {
         if let Some(d) = email_domain(&s)
-            && as_domain(&d).is_some() {
-                domains.add(d);
-            }
+            && as_domain(&d).is_some()
+        {
+            domains.add(d);
+        }
         if as_email(&s).is_some() && !emails.contains(&s) {
             emails.add(s.clone());
         }
@@ -294,9 +295,10 @@ pub fn lookup_intel(input: &ActionInput) -> ActionOutput {
     let mut domains = strings(ind, "domains");
     for e in strings(ind, "emails").iter().chain(strings(ind, "senders").iter()) {
         if let Some(d) = email_domain(e)
-            && !domains.contains(&d) {
-                domains.push(d);
-            }
+            && !domains.contains(&d)
+        {
+            domains.push(d);
+        }
     }
     for d in &domains {
         let d = d.to_lowercase();

@@ -104,13 +104,15 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
     for s in strings(p, "senders") {
         let (name, addr) = split_mailbox(&s);
         if let Some(n) = name
-            && !display_names.contains(&n) {
-                display_names.push(n);
-            }
+            && !display_names.contains(&n)
+        {
+            display_names.push(n);
+        }
         if let Some(a) = addr
-            && !addresses.contains(&a) {
-                addresses.push(a);
-            }
+            && !addresses.contains(&a)
+        {
+            addresses.push(a);
+        }
     }
     let mut findings = Vec::new();
     let mut domains = Vec::new();
@@ -162,14 +164,13 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
                     continue;
                 }
             }
-            if is_free
-                && let Some(k) = keywords.iter().find(|k| has_word(&lname, &k.to_lowercase())) {
-                    findings.push(finding(
-                        "sender_freemail_impersonation",
-                        format!("free-mail sender {addr} uses the internal-sounding display name \"{name}\" ({k})"),
-                        Some(addr),
-                    ));
-                }
+            if is_free && let Some(k) = keywords.iter().find(|k| has_word(&lname, &k.to_lowercase())) {
+                findings.push(finding(
+                    "sender_freemail_impersonation",
+                    format!("free-mail sender {addr} uses the internal-sounding display name \"{name}\" ({k})"),
+                    Some(addr),
+                ));
+            }
         }
         // A free-mail sender whose display name names the organisation is covered above as a
         // mismatch; record the free-mail impersonation too.
