@@ -87,7 +87,8 @@ INSERT INTO incidents ($columns)
     SELECT id, $year, g, $source_of, 'generic', 'Suspicious login ' || g, NULL, $severity_of, 'high', $status_of,
            'security_alert', ts, ts, 'bench-' || g, 'id:bench-' || g, $entities, 1, ts, 0, NULL, 'req_' || g, $triage
     FROM gen ORDER BY g;
-INSERT INTO incident_payloads (incident_id, raw_payload) SELECT id, CAST($(payload_of "printf('%01400d', g)") AS BLOB) FROM gen ORDER BY id;
+-- Payloads keyed by the incident's number, year * 2^32 + seq (schema v15).
+INSERT INTO incident_payloads (number, raw_payload) SELECT $year * 4294967296 + g, CAST($(payload_of "printf('%01400d', g)") AS BLOB) FROM gen ORDER BY g;
 -- The intake's writer counts new incidents per batch (no insert trigger on SQLite): do the same.
 INSERT INTO incident_counts (source, status, severity, n)
     SELECT source, status, severity, COUNT(*) FROM incidents GROUP BY source, status, severity
@@ -135,9 +136,10 @@ time_get() {
         "$(echo "$times" | tail -1 | awk '{ print $1 * 1000 }')"
 }
 
-# The cursor the API would hand out after incident <year>-<seq> (see routes/incidents.rs).
+# The cursor the API would hand out after incident <year>-<seq>, newest first: `<year>-<seq>`
+# (`Cursor` in routes/incidents.rs).
 cursor_after() {
-    printf 'i1:%s:%s' "$1" "$2" | base64 | tr '+/' '-_' | tr -d '=\n'
+    printf '%s-%s' "$1" "$2"
 }
 
 mkdir -p "$dir"
