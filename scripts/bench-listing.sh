@@ -187,7 +187,7 @@ time_get "/api/incidents/$id"
 
 if [ -n "${INTAKE:-}" ]; then
     admin=$("$bin" api-key create --name "bench-admin-$RANDOM" --scope admin "${db_args[@]}")
-    secret=bench-listing-secret-0123456789abcdef
+    secret=bench-listing-secret-$RANDOM-0123456789abcdef
     source=intake-$RANDOM
     "$bin" --url "$url" --api-key "$admin" webhook add "$source" --secret "$secret" >/dev/null
     echo "intake into the filled store ($INTAKE deliveries, 64 connections):"
