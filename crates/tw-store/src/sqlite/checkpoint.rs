@@ -112,7 +112,8 @@ fn copy(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     // meanwhile; the name is a NUL-terminated literal; the two out-pointers are live locals.
     let rc =
         unsafe { ffi::sqlite3_wal_checkpoint_v2(conn.handle(), c"main".as_ptr(), ffi::SQLITE_CHECKPOINT_PASSIVE, &mut log, &mut copied) };
-    match rc {
+    // Extended result codes are on (rusqlite): any kind of busy is busy.
+    match rc & 0xff {
         ffi::SQLITE_OK => Ok((0, log.into(), copied.into())),
         ffi::SQLITE_BUSY => Ok((1, log.into(), copied.into())),
         _ => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
@@ -218,6 +219,26 @@ mod tests {
         assert!(size <= 32 + (WAL_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
         let rows = Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(rows, writes / 4 * 4 * 50);
+    }
+
+    /// `start` replaces SQLite's automatic checkpoint on the writer's connection by the frame
+    /// count: past 1,000 frames committed on it (and no `committed` call to wake anyone), nothing
+    /// is copied, and the count is the WAL's.
+    #[test]
+    fn start_turns_the_writers_automatic_checkpoint_into_a_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        let _c = Checkpoints::start(&conn, &path).unwrap();
+        for _ in 0..10 {
+            conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t (b) SELECT zeroblob(6000) FROM n", [])
+                .unwrap();
+        }
+        let (log, copied): (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap();
+        assert!(log > CHECKPOINT_FRAMES, "{log} frames");
+        assert_eq!(copied, 0, "SQLite's automatic checkpoint still runs on the writer's connection");
+        assert_eq!(WAL_FRAMES.with(Cell::get), log);
     }
 
     /// What the writer does after a commit, by the WAL's size: nothing, wake the checkpointer, or

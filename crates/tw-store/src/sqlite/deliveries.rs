@@ -58,9 +58,13 @@ fn deliveries(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Re
 fn payload_of(conn: &Connection, d: &Delivery, body: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(match (body, &d.incident_id, &d.queue_id) {
         (Some(b), _, _) => Some(b),
-        (None, Some(inc), _) => {
-            conn.query_row(&format!("SELECT {INCIDENT_RAW} FROM incidents WHERE id = ?1"), [inc.to_string()], |r| r.get(0)).optional()?
-        }
+        // No incident, or an incident without a payload row: no payload either way.
+        (None, Some(inc), _) => conn
+            .query_row(&format!("SELECT {INCIDENT_RAW} FROM incidents WHERE id = ?1"), [inc.to_string()], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?
+            .flatten(),
         (None, None, Some(q)) => conn
             .query_row(
                 &format!(

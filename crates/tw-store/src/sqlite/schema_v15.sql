@@ -4,6 +4,8 @@
 -- an integer made of the number (`year * 2^32 + seq`, fixed for the incident's life, growing
 -- within a year and from year to year), the payload is the table's rowid: one b-tree, appended at
 -- its end, and nothing to check. Incidents are never deleted, so no payload can lose its incident.
+-- A payload whose incident is already gone (possible only if foreign keys were ever off) has no
+-- number and is not carried over.
 CREATE TABLE incident_payloads_by_number (
     number      INTEGER PRIMARY KEY,
     raw_payload BLOB NOT NULL

@@ -500,10 +500,18 @@ fn wal_sync(db: std::path::PathBuf) -> SyncFn {
     use std::os::unix::fs::MetadataExt;
     let wal_path = wal_path(&db);
     let mut open: Option<(std::fs::File, u64)> = None;
+    // Opened once and kept for the writer's life: closing any descriptor of the database file
+    // drops every POSIX lock this process holds on it, SQLite's included.
+    let mut db_file: Option<std::fs::File> = None;
     Box::new(move || {
         let current = match std::fs::metadata(&wal_path) {
             Ok(m) => m.ino(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return std::fs::File::open(&db)?.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if db_file.is_none() {
+                    db_file = Some(std::fs::File::open(&db)?);
+                }
+                return db_file.as_ref().map_or(Ok(()), std::fs::File::sync_data);
+            }
             Err(e) => return Err(e),
         };
         if open.as_ref().is_none_or(|(_, ino)| *ino != current) {
