@@ -23,7 +23,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -84,8 +84,8 @@ struct Seen {
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = ErrorBody),
     )
 )]
-pub async fn receive(state: State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    intake(state, client, uri, headers, body).await
+pub async fn receive(state: State<AppState>, req: axum::extract::Request) -> Response {
+    intake(state, req).await
 }
 
 /// The intake handler for senders that can set nothing but a URL (a Splunk alert action): the
@@ -117,19 +117,17 @@ pub async fn receive(state: State<AppState>, client: crate::client::ClientIp, ur
         (status = 503, description = "`unavailable`: the store is shutting down or unreachable; retry later", body = ErrorBody),
     )
 )]
-pub async fn receive_with_token(
-    state: State<AppState>,
-    client: crate::client::ClientIp,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    intake(state, client, uri, headers, body).await
+pub async fn receive_with_token(state: State<AppState>, req: axum::extract::Request) -> Response {
+    intake(state, req).await
 }
 
-/// Both intake paths: the source's name and, after it, an optional token.
-async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+/// Both intake paths: the source's name and, after it, an optional token. The request is taken
+/// whole and split, not through `Uri` and `HeaderMap` extractors, which clone both.
+async fn intake(State(state): State<AppState>, req: axum::extract::Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let client = crate::client::ClientIp::of(&parts, state.as_ref());
+    let (uri, headers) = (&parts.uri, &parts.headers);
     // The name is read from the raw path and decoded leniently (a path extractor would refuse
     // invalid UTF-8 before this handler): such a name is simply not registered, and is answered
     // and counted like any other unknown source. The token is never logged or echoed.
@@ -138,12 +136,12 @@ async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, 
     let source = percent_decode(segments.next().unwrap_or_default());
     let url_token = segments.next().map(|t| zeroize::Zeroizing::new(percent_decode(t)));
     let received_at = state.clock.now();
-    let ids = RequestIds::of(&headers);
+    let ids = RequestIds::of(headers);
     let rid = ids.own.clone();
     let declared_len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let mut seen = Seen { client: Some(client.0), ..Seen::default() };
     let (mut resp, code, done) =
-        match handle(&state, &source, url_token.as_deref().map(String::as_str), &headers, body, &rid, &mut seen).await {
+        match handle(&state, &source, url_token.as_deref().map(String::as_str), headers, body, &rid, &mut seen).await {
             Ok((resp, done)) => (resp, None, done),
             Err(e) => {
                 let code = e.code();
@@ -152,7 +150,7 @@ async fn intake(State(state): State<AppState>, client: crate::client::ClientIp, 
         };
     let body_len = seen.body.as_ref().map(|b| b.len() as u64).or(declared_len);
     let request = Request {
-        headers: &headers,
+        headers,
         rid: &rid,
         sender_rid: ids.sender.as_deref(),
         requested: &source,
