@@ -135,11 +135,7 @@ impl ApiError {
             e if e.is_unavailable() => {
                 // While the database is down every request ends here: one line a second says so,
                 // the rest go to debug (the outage itself is logged once by `store_health`).
-                if tw_store::once_a_second(&UNAVAILABLE_LOGGED) {
-                    tracing::warn!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
-                } else {
-                    tracing::debug!(target: "store", error = %e.chain(), "the store is unavailable; answering 503");
-                }
+                tw_store::warn_once_a_second!(&UNAVAILABLE_LOGGED, target: "store", error = %e.chain(), "the store is unavailable; answering 503");
                 ApiError::Unavailable
             }
             other => {

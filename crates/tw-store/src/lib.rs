@@ -52,6 +52,20 @@ pub fn once_a_second(last: &std::sync::atomic::AtomicU64) -> bool {
     now > seen && last.compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
+/// A `tracing` event that a failure would repeat once per request or commit: a warning at most
+/// once a second per `last` (an `AtomicU64`, see [`once_a_second`]), at debug level otherwise.
+/// The rest is what `tracing::warn!` takes.
+#[macro_export]
+macro_rules! warn_once_a_second {
+    ($last:expr, $($event:tt)+) => {
+        if $crate::once_a_second($last) {
+            ::tracing::warn!($($event)+)
+        } else {
+            ::tracing::debug!($($event)+)
+        }
+    };
+}
+
 /// The engine's own error, kept as the cause of a [`StoreError`].
 pub type DbError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

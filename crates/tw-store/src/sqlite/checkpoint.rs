@@ -123,11 +123,7 @@ fn copy(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 /// Logs a failed checkpoint, at most once a second as a warning (with a full disk, every commit
 /// would fail it).
 fn failed(e: &rusqlite::Error) {
-    if crate::once_a_second(&FAILURE_LOGGED) {
-        tracing::warn!(target: "store", error = %e, "checkpointing the WAL failed");
-    } else {
-        tracing::debug!(target: "store", error = %e, "checkpointing the WAL failed");
-    }
+    crate::warn_once_a_second!(&FAILURE_LOGGED, target: "store", error = %e, "checkpointing the WAL failed");
 }
 
 /// When a failed checkpoint was last logged (unix seconds).
@@ -167,10 +163,28 @@ mod tests {
         .unwrap();
     }
 
-    /// (frames in the WAL, frames copied), read on a connection of the test's own.
-    fn wal(path: &Path) -> (i64, i64) {
-        let conn = Connection::open(path).unwrap();
+    /// (frames in the WAL, frames copied), as `conn` sees them.
+    fn wal_of(conn: &Connection) -> (i64, i64) {
         conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap()
+    }
+
+    /// [`wal_of`], read on a connection of the test's own.
+    fn wal(path: &Path) -> (i64, i64) {
+        wal_of(&Connection::open(path).unwrap())
+    }
+
+    /// The rows of `t`, read on a connection of the test's own.
+    fn rows_in(path: &Path) -> i64 {
+        Connection::open(path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
+    }
+
+    /// Commits `rows` rows of 6,000 bytes on `conn` itself (not through a writer).
+    fn add_rows(conn: &Connection, rows: i64) {
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO t (b) SELECT zeroblob(6000) FROM n",
+            [rows],
+        )
+        .unwrap();
     }
 
     /// Past CHECKPOINT_FRAMES (and below the writer's limit, where only the checkpointer copies),
@@ -189,8 +203,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the checkpointer never copied the WAL");
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let copied = Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(copied, 700);
+        assert_eq!(rows_in(&path), 700);
     }
 
     /// Under writes that never pause, the WAL starts over instead of growing: the file never
@@ -217,8 +230,7 @@ mod tests {
         let frame = 24 + 4096;
         let size = std::fs::metadata(crate::sqlite::writer::wal_path(&path)).unwrap().len() as i64;
         assert!(size <= 32 + (WAL_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
-        let rows = Connection::open(&path).unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(rows, writes / 4 * 4 * 50);
+        assert_eq!(rows_in(&path), writes / 4 * 4 * 50);
     }
 
     /// `start` replaces SQLite's automatic checkpoint on the writer's connection by the frame
@@ -232,10 +244,9 @@ mod tests {
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
         let _c = Checkpoints::start(&conn, &path).unwrap();
         for _ in 0..10 {
-            conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) INSERT INTO t (b) SELECT zeroblob(6000) FROM n", [])
-                .unwrap();
+            add_rows(&conn, 100);
         }
-        let (log, copied): (i64, i64) = conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap();
+        let (log, copied) = wal_of(&conn);
         assert!(log > CHECKPOINT_FRAMES, "{log} frames");
         assert_eq!(copied, 0, "SQLite's automatic checkpoint still runs on the writer's connection");
         assert_eq!(WAL_FRAMES.with(Cell::get), log);
@@ -252,17 +263,14 @@ mod tests {
         // A checkpointer that never runs: the test reads its wake-ups.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0) };
-        let add = |rows: i64| {
-            conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) INSERT INTO t (b) SELECT zeroblob(6000) FROM n", [rows])
-                .unwrap()
-        };
+        let add = |rows: i64| add_rows(&conn, rows);
         add(10);
         c.committed(&conn);
         assert!(woken.try_recv().is_err(), "woken below {CHECKPOINT_FRAMES} frames");
         add(CHECKPOINT_FRAMES * 2 / 3);
         c.committed(&conn);
         assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames");
-        let wal = || -> (i64, i64) { conn.query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| Ok((r.get(1)?, r.get(2)?))).unwrap() };
+        let wal = || wal_of(&conn);
         assert_eq!(wal().1, 0, "the writer copied frames below its limit");
         // Woken once per CHECKPOINT_FRAMES, not at every commit past them.
         add(10);

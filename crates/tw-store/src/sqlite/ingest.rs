@@ -94,8 +94,8 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     counters.incident_number(year, seq);
     counters.incident_created(req.source.as_str(), a.severity.as_str());
     // The payload in its own table, so that listings read narrow rows.
-    conn.prepare_cached("INSERT INTO incident_payloads (number, raw_payload) VALUES (?1 * 4294967296 + ?2, ?3)")?
-        .execute(params![year, seq, req.raw])?;
+    conn.prepare_cached("INSERT INTO incident_payloads (number, raw_payload) VALUES (?1, ?2)")?
+        .execute(params![super::payload_key(year, seq), req.raw])?;
     if let Some((job_id, playbook, _)) = &job {
         let job = NewJob {
             id: job_id,
@@ -174,6 +174,26 @@ mod tests {
             auto_triage: false,
             playbook: None,
             triage_max_attempts: 3,
+        }
+    }
+
+    /// The payload the intake writes is the one the readers find: the key in Rust and in SQL agree,
+    /// up to the largest number of a year.
+    #[test]
+    fn a_payload_is_read_back_by_the_key_it_was_written_under() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        let mut counters = Tallies::default();
+        let mut r = req("keyed");
+        r.raw = br#"{"keyed": true}"#.to_vec();
+        let created = ingest_in(&conn, &mut counters, &r).unwrap().incident();
+        let sql = format!("SELECT {} FROM incidents WHERE id = ?1", super::super::INCIDENT_RAW);
+        let raw: Vec<u8> = conn.query_row(&sql, [created.id.to_string()], |row| row.get(0)).unwrap();
+        assert_eq!(raw, r.raw);
+        for (year, seq) in [(2026, 1), (2026, 4_294_967_295), (9999, 17)] {
+            let sql = concat!("SELECT ", super::super::payload_key_sql!("n"), " FROM (SELECT ?1 AS year, ?2 AS seq) AS n");
+            let in_sql: i64 = conn.query_row(sql, params![year, seq], |row| row.get(0)).unwrap();
+            assert_eq!(in_sql, super::super::payload_key(year, seq), "{year}-{seq}");
         }
     }
 

@@ -135,10 +135,24 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The key of an incident's row in `incident_payloads`: its number as one integer,
+/// `year * 2^32 + seq` (fixed for the incident's life, growing with the number; schema_v15.sql).
+/// [`payload_key_sql!`] is the same key in SQL.
+fn payload_key(year: i32, seq: i64) -> i64 {
+    i64::from(year) * (1 << 32) + seq
+}
+
+/// [`payload_key`] of the incident row `$table` (a table name or alias), as SQL text.
+macro_rules! payload_key_sql {
+    ($table:literal) => {
+        concat!($table, ".year * 4294967296 + ", $table, ".seq")
+    };
+}
+use payload_key_sql;
+
 /// The incident's raw payload, selected after `INCIDENT_COLUMNS` from `incidents`: payloads live
-/// in a table of their own, so that listings read narrow rows, keyed by the incident's number
-/// (`year * 2^32 + seq`, see schema_v15.sql).
-const INCIDENT_RAW: &str = "(SELECT p.raw_payload FROM incident_payloads p WHERE p.number = incidents.year * 4294967296 + incidents.seq)";
+/// in a table of their own, so that listings read narrow rows, keyed by [`payload_key`].
+const INCIDENT_RAW: &str = concat!("(SELECT p.raw_payload FROM incident_payloads p WHERE p.number = ", payload_key_sql!("incidents"), ")");
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
 fn ts(t: DateTime<Utc>) -> String {

@@ -86,12 +86,13 @@ impl crate::ReprocessStore for SqliteStore {
         self.read(move |conn, _| {
             // (year, seq) after the cursor, on the (source, year, seq, ...) index.
             let (year, seq) = page.after.map_or((i32::MIN, i64::MIN), |n| (n.year, n.seq));
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(concat!(
                 "SELECT i.id, i.year, i.seq, i.received_at, p.raw_payload FROM incidents i \
-                 JOIN incident_payloads p ON p.number = i.year * 4294967296 + i.seq \
-                 WHERE i.source = ?1 AND (i.year > ?2 OR (i.year = ?2 AND i.seq > ?3)) AND (?4 IS NULL OR i.received_at >= ?4) \
-                 ORDER BY i.year, i.seq LIMIT ?5",
-            )?;
+                 JOIN incident_payloads p ON p.number = ",
+                super::payload_key_sql!("i"),
+                " WHERE i.source = ?1 AND (i.year > ?2 OR (i.year = ?2 AND i.seq > ?3)) AND (?4 IS NULL OR i.received_at >= ?4) \
+                 ORDER BY i.year, i.seq LIMIT ?5"
+            ))?;
             let mut rows = stmt.query(params![page.source.as_str(), year, seq, page.since.map(ts), page.limit])?;
             let mut out = Vec::with_capacity(page.limit as usize);
             while let Some(r) = rows.next()? {

@@ -128,11 +128,7 @@ impl<T: Send, F: Runner<T>> Job for Call<T, F> {
                 if let Err(e) = result {
                     // While the disk is full every delivery's record fails: one line a second is
                     // enough (the outage itself is logged once by the server's store health).
-                    if crate::once_a_second(&BACKGROUND_FAILURE_LOGGED) {
-                        tracing::warn!(target: "store", error = %e.chain(), "background write failed");
-                    } else {
-                        tracing::debug!(target: "store", error = %e.chain(), "background write failed");
-                    }
+                    crate::warn_once_a_second!(&BACKGROUND_FAILURE_LOGGED, target: "store", error = %e.chain(), "background write failed");
                 }
             }
         }
@@ -493,34 +489,30 @@ pub(super) fn wal_path(db: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(wal)
 }
 
-/// Syncs the WAL file of the database at `db` (`fdatasync`, as SQLite itself does on Linux). The
-/// file is opened at the first sync (SQLite creates it with the first write) and again when the
-/// path names another file. Without a WAL file nothing waits in one: the database file is synced.
+/// Syncs the file the commits of the database at `db` are written to (`fdatasync`, as SQLite
+/// itself does on Linux): [`sync_target`], opened at the first sync and kept. A stat of the WAL
+/// before every sync, to see whether the path named another file, looked for a change that cannot
+/// happen: the writer's connection stays open, and SQLite deletes a WAL only when the last
+/// connection to it closes (a WAL replaced by hand would not be the file SQLite writes either).
 fn wal_sync(db: std::path::PathBuf) -> SyncFn {
-    use std::os::unix::fs::MetadataExt;
-    let wal_path = wal_path(&db);
-    let mut open: Option<(std::fs::File, u64)> = None;
-    // Opened once and kept for the writer's life: closing any descriptor of the database file
-    // drops every POSIX lock this process holds on it, SQLite's included.
-    let mut db_file: Option<std::fs::File> = None;
+    let mut file: Option<std::fs::File> = None;
     Box::new(move || {
-        let current = match std::fs::metadata(&wal_path) {
-            Ok(m) => m.ino(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if db_file.is_none() {
-                    db_file = Some(std::fs::File::open(&db)?);
-                }
-                return db_file.as_ref().map_or(Ok(()), std::fs::File::sync_data);
-            }
-            Err(e) => return Err(e),
-        };
-        if open.as_ref().is_none_or(|(_, ino)| *ino != current) {
-            let file = std::fs::File::open(&wal_path)?;
-            let ino = file.metadata()?.ino();
-            open = Some((file, ino));
+        if file.is_none() {
+            file = Some(sync_target(&db)?);
         }
-        open.as_ref().map_or(Ok(()), |(file, _)| file.sync_data())
+        file.as_ref().map_or(Ok(()), std::fs::File::sync_data)
     })
+}
+
+/// The file a commit of the database at `db` is written to: its WAL, which SQLite creates with the
+/// first write, or, without one (a database that could not enter WAL mode), the database file.
+/// Either is kept open by [`wal_sync`]: closing any descriptor of the database file would drop
+/// every POSIX lock this process holds on it, SQLite's included.
+fn sync_target(db: &std::path::Path) -> std::io::Result<std::fs::File> {
+    match std::fs::File::open(wal_path(db)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(db),
+        other => other,
+    }
 }
 
 /// A job that ran, with its own failure when it was rolled back alone.
@@ -1058,18 +1050,24 @@ pub(super) mod tests {
         assert_eq!(w.write_replayable(insert(2, "b")).await.unwrap(), 2);
     }
 
-    /// The real sync finds the WAL file SQLite made and syncs it.
+    /// The real sync syncs the file SQLite wrote the commit to: the WAL, or the database file of a
+    /// database without one.
     #[tokio::test]
     async fn the_wal_sync_syncs_the_file_sqlite_writes() {
+        use std::os::unix::fs::MetadataExt;
         let (_dir, w, path) = writer();
         assert_eq!(w.write_replayable(insert(1, "a")).await.unwrap(), 1);
-        // The file the sync opens is the one SQLite wrote the commit to (not the database file,
-        // the fallback when there is no WAL).
         let wal = wal_path(&path);
         assert!(std::fs::metadata(&wal).unwrap().len() > 0, "{wal:?}");
+        let inode = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(sync_target(&path).unwrap().metadata().unwrap().ino(), inode(&wal));
         let mut sync = wal_sync(path.clone());
         sync().unwrap();
         sync().unwrap();
+        // A database in rollback-journal mode has no WAL: its own file is synced.
+        let plain = path.with_file_name("plain.db");
+        Connection::open(&plain).unwrap().execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        assert_eq!(sync_target(&plain).unwrap().metadata().unwrap().ino(), inode(&plain));
     }
 
     async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
