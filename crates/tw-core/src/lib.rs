@@ -12,6 +12,7 @@ pub mod secret;
 pub mod severity;
 pub mod signature;
 pub mod source;
+pub mod timestamps;
 pub mod triage;
 pub mod verification;
 

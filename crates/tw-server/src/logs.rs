@@ -20,6 +20,7 @@ use tracing_subscriber::layer::{Context, Layer};
 /// One log record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogRecord {
+    #[serde(serialize_with = "tw_core::timestamps::serialize")]
     pub ts: DateTime<Utc>,
     #[schema(example = "INFO")]
     pub level: String,
@@ -45,14 +46,8 @@ impl LogRecord {
     /// [`LogRecord::to_line`], appended to `out`.
     pub fn write_line(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let _ = write!(
-            out,
-            "{} {:>5} {}: {}",
-            self.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            self.level,
-            escape(&self.target),
-            escape(&self.message)
-        );
+        tw_core::timestamps::push(out, &self.ts, chrono::SecondsFormat::Millis);
+        let _ = write!(out, " {:>5} {}: {}", self.level, escape(&self.target), escape(&self.message));
         for (k, v) in &self.fields {
             out.push(' ');
             out.push_str(&escape(k));

@@ -156,7 +156,7 @@ const INCIDENT_RAW: &str = concat!("(SELECT p.raw_payload FROM incident_payloads
 
 /// Timestamps are stored as fixed-width RFC 3339 UTC text, so text order is time order.
 fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    tw_core::timestamps::format(&t, SecondsFormat::Micros)
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
