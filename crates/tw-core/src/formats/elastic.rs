@@ -72,9 +72,13 @@ fn field_text(doc: &Object, names: &[&str]) -> Option<String> {
 
 /// Whether an object is an Elastic Security alert document (8.x or the legacy signal).
 pub(crate) fn is_alert_doc(doc: &Object) -> bool {
-    field(doc, "kibana.alert.uuid").is_some()
-        || field(doc, "kibana.alert.rule").is_some_and(Value::is_object)
-        || field(doc, "kibana.alert.rule.name").is_some()
+    // Every `kibana.alert...` path starts at a key that starts with `kibana` (nested or dotted):
+    // without one, the three searches below (three map lookups each) cannot match. Detection asks
+    // this of every payload, most of them not Elastic's.
+    let kibana = doc.keys().any(|k| k.starts_with("kibana"));
+    kibana && field(doc, "kibana.alert.uuid").is_some()
+        || kibana && field(doc, "kibana.alert.rule").is_some_and(Value::is_object)
+        || kibana && field(doc, "kibana.alert.rule.name").is_some()
         || obj_at(doc, "signal").is_some_and(|s| s.contains_key("rule"))
 }
 
