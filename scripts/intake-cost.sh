@@ -54,8 +54,8 @@ TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE
 load() {
     taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
 }
-# CPU time of the whole process (all threads): utime + stime, in clock ticks.
-ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13, $12}'; }
+# CPU time of the whole process (all threads): utime + stime, in clock ticks; utime; minor page faults.
+ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13, $12, $8}'; }
 written() { awk '/^wchar/ {print $2}' "/proc/$server/io"; }
 
 if [ "$mode" = callgrind ]; then
@@ -69,16 +69,16 @@ if [ "$mode" = callgrind ]; then
     exit 0
 fi
 
-read -r t0 u0 < <(ticks); w0=$(written)
+read -r t0 u0 f0 < <(ticks); w0=$(written)
 out=$(load "$n" --api-key "$key" 2>/dev/null)
-read -r t1 u1 < <(ticks); w1=$(written)
+read -r t1 u1 f1 < <(ticks); w1=$(written)
 commits=$(curl -s "$url/metrics" | awk '/^store_commit_batch_size_count/ {c=$2} /^store_commit_batch_size_sum/ {s=$2} END {print s, c}')
-python3 - "$out" "$t0" "$t1" "$w0" "$w1" "$n" $commits "$u0" "$u1" <<'PY'
+python3 - "$out" "$t0" "$t1" "$w0" "$w1" "$n" $commits "$u0" "$u1" "$f0" "$f1" <<'PY'
 import json, os, sys
 o = json.loads(sys.argv[1]); p = o["product"]
-t0, t1, w0, w1, n, writes, commits, u0, u1 = (float(x) for x in sys.argv[2:11])
+t0, t1, w0, w1, n, writes, commits, u0, u1, f0, f1 = (float(x) for x in sys.argv[2:13])
 hz = os.sysconf("SC_CLK_TCK")
 print(f"req/s {p['throughput_rps']:.0f}  p99 {p['latency_ms']['p99']:.2f} ms  "
       f"server CPU {(t1 - t0) / hz * 1e6 / n:.1f} us/delivery ({(u1 - u0) / (t1 - t0) * 100:.0f}% user)  written {(w1 - w0) / n / 1024:.1f} KiB/delivery  "
-      f"deliveries per commit {writes / 2 / commits:.1f}  incidents check {'ok' if o['incidents']['ok'] else 'FAILED'}")
+      f"page faults {(f1 - f0) / n:.3f}/delivery  deliveries per commit {writes / 2 / commits:.1f}  incidents check {'ok' if o['incidents']['ok'] else 'FAILED'}")
 PY
