@@ -1,10 +1,12 @@
 //! `tw-cli`: runs the webhook intake server (`serve`) and operates it through its API.
 
 /// mimalloc: the intake allocates a few small buffers per delivery on one thread and frees them on
-/// another; under load glibc's malloc spent about a tenth of the CPU (perf), mimalloc less.
+/// another; under load glibc's malloc spent about a tenth of the CPU (perf), mimalloc less. Called
+/// as `std` calls `malloc` ([`alloc`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
+mod alloc;
 mod client;
 mod commands;
 mod output;

@@ -9,12 +9,17 @@ use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 /// Appends `t` exactly as `t.to_rfc3339_opts(precision, true)` writes it (`Z`, never `+00:00`).
 /// `SecondsFormat::AutoSi` is also how chrono's `Serialize` writes a `DateTime<Utc>`.
 pub fn push(out: &mut String, t: &DateTime<Utc>, precision: SecondsFormat) {
-    let year = t.year();
+    // Every accessor of a `DateTime` converts it to local time again (an offset addition with
+    // its overflow checks): read the UTC date and time once.
+    let naive = t.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let year = date.year();
     if !(0..=9999).contains(&year) {
         out.push_str(&t.to_rfc3339_opts(precision, true));
         return;
     }
-    let (mut sec, mut nano) = (t.second(), t.nanosecond());
+    let (secs, mut nano) = (time.num_seconds_from_midnight(), time.nanosecond());
+    let mut sec = secs % 60;
     // A leap second: chrono keeps it in the nanoseconds and writes it as second 60.
     if nano >= 1_000_000_000 {
         sec += 1;
@@ -23,10 +28,10 @@ pub fn push(out: &mut String, t: &DateTime<Utc>, precision: SecondsFormat) {
     // `YYYY-MM-DDTHH:MM:SS`, then the fraction and `Z`.
     let mut buf = *b"0000-00-00T00:00:00.000000000Z";
     put(&mut buf[0..4], year as u32);
-    put(&mut buf[5..7], t.month());
-    put(&mut buf[8..10], t.day());
-    put(&mut buf[11..13], t.hour());
-    put(&mut buf[14..16], t.minute());
+    put(&mut buf[5..7], date.month());
+    put(&mut buf[8..10], date.day());
+    put(&mut buf[11..13], secs / 3600);
+    put(&mut buf[14..16], secs / 60 % 60);
     put(&mut buf[17..19], sec);
     let fraction = match precision {
         SecondsFormat::Secs => None,
