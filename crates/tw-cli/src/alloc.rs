@@ -82,24 +82,24 @@ mod tests {
                 let layout = Layout::from_size_align(size, align).unwrap();
                 unsafe {
                     let zeroed = Mimalloc.alloc_zeroed(layout);
-                    assert!(!zeroed.is_null() && zeroed as usize % align == 0, "{size} {align}");
+                    assert!(!zeroed.is_null() && (zeroed as usize).is_multiple_of(align), "{size} {align}");
                     assert!(std::slice::from_raw_parts(zeroed, size).iter().all(|&b| b == 0), "{size} {align}");
                     Mimalloc.dealloc(zeroed, layout);
 
                     let mut p = Mimalloc.alloc(layout);
-                    assert!(!p.is_null() && p as usize % align == 0, "{size} {align}");
+                    assert!(!p.is_null() && (p as usize).is_multiple_of(align), "{size} {align}");
                     for i in 0..size {
                         *p.add(i) = i as u8;
                     }
                     for new_size in [size / 2 + 1, size * 3 + 5] {
                         let q = Mimalloc.realloc(p, layout, new_size);
-                        assert!(!q.is_null() && q as usize % align == 0, "{size} -> {new_size} at {align}");
+                        assert!(!q.is_null() && (q as usize).is_multiple_of(align), "{size} -> {new_size} at {align}");
                         let kept = size.min(new_size);
                         assert!((0..kept).all(|i| *q.add(i) == i as u8), "{size} -> {new_size} at {align}");
                         // Back to the original size for the next round.
                         let layout_now = Layout::from_size_align(new_size, align).unwrap();
                         let back = Mimalloc.realloc(q, layout_now, size);
-                        assert!(back as usize % align == 0);
+                        assert!((back as usize).is_multiple_of(align));
                         for i in kept..size {
                             *back.add(i) = i as u8;
                         }

@@ -76,9 +76,10 @@ pub(crate) fn is_alert_doc(doc: &Object) -> bool {
     // without one, the three searches below (three map lookups each) cannot match. Detection asks
     // this of every payload, most of them not Elastic's.
     let kibana = doc.keys().any(|k| k.starts_with("kibana"));
-    kibana && field(doc, "kibana.alert.uuid").is_some()
-        || kibana && field(doc, "kibana.alert.rule").is_some_and(Value::is_object)
-        || kibana && field(doc, "kibana.alert.rule.name").is_some()
+    (kibana
+        && (field(doc, "kibana.alert.uuid").is_some()
+            || field(doc, "kibana.alert.rule").is_some_and(Value::is_object)
+            || field(doc, "kibana.alert.rule.name").is_some()))
         || obj_at(doc, "signal").is_some_and(|s| s.contains_key("rule"))
 }
 
