@@ -2,8 +2,8 @@
 //!
 //! The `mimalloc` crate passes every allocation to `mi_malloc_aligned`, alignment 1 included.
 //! mimalloc 3 takes its fast path there only for blocks of at most 1 KiB; a larger block with any
-//! alignment goes through its over-allocating path (callgrind: about 230 instructions instead of
-//! 35, for 13 of the 147 allocations of each delivery: bodies, payload copies, read buffers). Like
+//! alignment goes through its slow, over-allocating path (callgrind: about 230 instructions instead of
+//! 35, for 17 of the 147 allocations of each delivery: bodies, payload copies, read buffers). Like
 //! `std`'s `System`, this calls plain `mi_malloc` whenever its guaranteed alignment (16 bytes,
 //! that of `max_align_t`) is enough, and `mi_malloc_aligned` only for the rare larger alignment.
 
