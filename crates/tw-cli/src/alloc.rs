@@ -111,4 +111,28 @@ mod tests {
             }
         }
     }
+
+    /// A block that starts on the aligned path (smaller than its alignment) and grows into a
+    /// plain size is later reallocated by plain `mi_realloc`: still aligned, contents kept.
+    #[test]
+    fn an_aligned_block_grown_past_its_alignment_is_reallocated_plainly() {
+        for align in [2, 4, 8, 16] {
+            let small = Layout::from_size_align(align / 2, align).unwrap();
+            unsafe {
+                let p = Mimalloc.alloc(small);
+                *p = 7;
+                let grown = Mimalloc.realloc(p, small, 40);
+                assert!((grown as usize).is_multiple_of(align) && *grown == 7);
+                for i in 1..40 {
+                    *grown.add(i) = i as u8;
+                }
+                let layout = Layout::from_size_align(40, align).unwrap();
+                assert!(plain(align, 40) && plain(align, 3000));
+                let larger = Mimalloc.realloc(grown, layout, 3000);
+                assert!((larger as usize).is_multiple_of(align), "{align}");
+                assert!(*larger == 7 && (1..40).all(|i| *larger.add(i) == i as u8), "{align}");
+                Mimalloc.dealloc(larger, Layout::from_size_align(3000, align).unwrap());
+            }
+        }
+    }
 }
