@@ -21,7 +21,8 @@
 #
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
-# phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0").
+# phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
+# sent before `cpu` starts counting (default 0: a fresh server).
 set -euo pipefail
 
 mode=${1:?usage: intake-cost.sh cpu|callgrind N}
@@ -69,6 +70,9 @@ if [ "$mode" = callgrind ]; then
     exit 0
 fi
 
+# A warmed-up server (WARMUP deliveries first) is past its fill-up: the in-memory log ring (20,000
+# records) and the heap grow during the first tens of thousands of deliveries.
+[ "${WARMUP:-0}" -gt 0 ] && load "$WARMUP" --api-key "$key" >/dev/null 2>&1
 read -r t0 u0 f0 < <(ticks); w0=$(written)
 out=$(load "$n" --api-key "$key" 2>/dev/null)
 read -r t1 u1 f1 < <(ticks); w1=$(written)
