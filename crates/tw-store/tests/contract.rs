@@ -1045,6 +1045,24 @@ async fn activity_counts_a_day_by_hour_severity_and_verdict(store: Arc<dyn Store
     assert_eq!(empty.triage_pending, 1);
 }
 
+/// The day's counts read incidents from their id's index on (ids are UUIDv7s taken at insert):
+/// an incident whose receipt is stamped by a clock ahead of the real one (a server clock set
+/// elsewhere, a test's) is still counted, and one received before the span is not, whatever its id.
+async fn activity_counts_incidents_whatever_the_clock_that_stamped_them(store: Arc<dyn Store>) {
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let ahead = Utc::now() + chrono::TimeDelta::days(3);
+    let mut req = ingest_req("edr", Some("ahead-1"), "k-ahead");
+    req.received_at = ahead;
+    store.ingest(req).await.unwrap().incident();
+    let mut old = ingest_req("edr", Some("old-1"), "k-old");
+    old.received_at = ahead - chrono::TimeDelta::days(2);
+    store.ingest(old).await.unwrap().incident();
+    let a = store.activity(ahead - chrono::TimeDelta::hours(1), ahead + chrono::TimeDelta::hours(1)).await.unwrap();
+    assert_eq!(a.incidents_by_severity, vec![("high".to_string(), 1)]);
+    let both = store.activity(ahead - chrono::TimeDelta::days(3), ahead - chrono::TimeDelta::days(1)).await.unwrap();
+    assert_eq!(both.incidents_by_severity, vec![("high".to_string(), 1)], "only the older one is in that day");
+}
+
 async fn open_pg(dir: &std::path::Path) -> Option<(Arc<dyn Store>, TestDatabase)> {
     let db = TestDatabase::create().await?;
     let key = MasterKey::load_or_create(None, dir).unwrap();
@@ -1112,6 +1130,7 @@ contract!(
     reprocessing_updates_incidents_in_place_and_never_duplicates,
     reprocessed_dead_letters_are_ingested_once_or_kept,
     activity_counts_a_day_by_hour_severity_and_verdict,
+    activity_counts_incidents_whatever_the_clock_that_stamped_them,
 );
 
 #[tokio::test]

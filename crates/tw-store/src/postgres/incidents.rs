@@ -164,11 +164,14 @@ impl crate::IncidentStore for PgStore {
             a.deliveries.push(HourlyDeliveries { source: r.get(0), hour: r.get(1), ok: count(r.get(2)), failed: count(r.get(3)) });
         }
         let pairs = |rows: Vec<Row>| rows.into_iter().map(|r| (r.get::<_, String>(0), count(r.get(1)))).collect::<Vec<_>>();
+        // Incidents from their id's index on (`first_incident_id_since`), not the whole table.
+        let first = crate::model::first_incident_id_since(since);
         a.incidents_by_severity = pairs(
             query(
                 &c,
-                "SELECT severity, COUNT(*) FROM incidents WHERE received_at >= $1 AND received_at < $2 GROUP BY severity ORDER BY severity",
-                &[&since, &until],
+                "SELECT severity, COUNT(*) FROM incidents WHERE id >= $3 AND received_at >= $1 AND received_at < $2 \
+                 GROUP BY severity ORDER BY severity",
+                &[&since, &until, &first],
             )
             .await?,
         );
@@ -176,8 +179,8 @@ impl crate::IncidentStore for PgStore {
             query(
                 &c,
                 "SELECT v, COUNT(*) FROM (SELECT triage::jsonb ->> 'verdict' AS v FROM incidents \
-                 WHERE received_at >= $1 AND received_at < $2 AND triage IS NOT NULL) t WHERE v IS NOT NULL GROUP BY v ORDER BY v",
-                &[&since, &until],
+                 WHERE id >= $3 AND received_at >= $1 AND received_at < $2 AND triage IS NOT NULL) t WHERE v IS NOT NULL GROUP BY v ORDER BY v",
+                &[&since, &until, &first],
             )
             .await?,
         );
