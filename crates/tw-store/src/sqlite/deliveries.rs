@@ -65,17 +65,7 @@ fn payload_of(conn: &Connection, d: &Delivery, body: Option<Vec<u8>>) -> Result<
             })
             .optional()?
             .flatten(),
-        (None, None, Some(q)) => conn
-            .query_row(
-                &format!(
-                    "SELECT COALESCE((SELECT {INCIDENT_RAW} FROM incidents WHERE incidents.id = q.incident_id), \
-                                     (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
-                     FROM queue q WHERE q.id = ?1"
-                ),
-                [q],
-                |r| r.get(0),
-            )
-            .optional()?,
+        (None, None, Some(q)) => conn.query_row(&queued_payload_sql(), [q], |r| r.get(0)).optional()?,
         _ => None,
     })
 }
@@ -267,21 +257,24 @@ impl crate::DeliveryStore for SqliteStore {
     }
 }
 
+/// A queued delivery's payload: its incident's, once it has one; else its dead letter's (found by
+/// queue id, on `dead_letters_by_queue`); else the queued event's own.
+fn queued_payload_sql() -> String {
+    format!(
+        "SELECT COALESCE((SELECT {INCIDENT_RAW} FROM incidents WHERE incidents.id = q.incident_id), \
+                         (SELECT d.raw_payload FROM dead_letters d WHERE d.queue_id = q.id), q.raw_payload) \
+         FROM queue q WHERE q.id = ?1"
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::plans::{migrated, plan};
     use crate::rows::{delivery_columns, newest_deliveries_sql, retention_age_sql, retention_delete_sql, retention_edge_sql};
-
-    /// Every plan step of `sql`, as `EXPLAIN QUERY PLAN` words it.
-    fn plan(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
-        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
-    }
 
     #[test]
     fn retention_walks_each_class_from_the_index_alone() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut conn).unwrap();
+        let conn = migrated();
         for verified in [true, false] {
             let edge = plan(&conn, &retention_edge_sql('?'), rusqlite::params!["src", verified, 5]);
             assert_eq!(edge, "SEARCH deliveries USING COVERING INDEX deliveries_by_source_verified (source=? AND verified=?)");
@@ -304,12 +297,20 @@ mod tests {
     /// scan of the source's records, whatever the filter.
     #[test]
     fn the_newest_records_walk_each_class_from_its_newest() {
-        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
-        super::super::migrations::migrate(&mut conn).unwrap();
+        let conn = migrated();
         for cond in ["", "AND status BETWEEN 200 AND 299"] {
             let list = plan(&conn, &newest_deliveries_sql('?', &delivery_columns("NULL"), cond), rusqlite::params!["src", 100]);
             assert_eq!(list.matches("INDEX deliveries_by_source_verified (source=? AND verified=?)").count(), 2, "{list}");
             assert!(!list.contains("SCAN deliveries"), "{list}");
         }
+    }
+
+    /// A queued delivery's payload is found without reading every dead letter (and every payload).
+    #[test]
+    fn a_queued_deliverys_payload_is_found_by_index() {
+        let conn = migrated();
+        let found = plan(&conn, &super::queued_payload_sql(), ["queue-1"]);
+        assert!(found.contains("SEARCH d USING INDEX dead_letters_by_queue (queue_id=?)"), "{found}");
+        assert!(!found.contains("SCAN"), "{found}");
     }
 }

@@ -193,3 +193,22 @@ fn is_unavailable(e: &rusqlite::Error) -> bool {
             if matches!(f.code, DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen | ReadOnly | OutOfMemory)
     )
 }
+
+/// Query plans, for the tests that check a statement searches an index instead of scanning.
+#[cfg(test)]
+pub(super) mod plans {
+    /// A connection on an empty database with this build's schema. The planner sees no statistics,
+    /// as on a server's database (which never runs `ANALYZE`).
+    pub fn migrated() -> rusqlite::Connection {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations::migrate(&mut conn).unwrap();
+        conn
+    }
+
+    /// Every plan step of `sql`, as `EXPLAIN QUERY PLAN` words it.
+    pub fn plan(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+}

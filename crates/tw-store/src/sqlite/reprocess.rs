@@ -79,20 +79,31 @@ fn resolve_in(
     }
 }
 
+/// A page of a source's incidents with their payloads, after the cursor `(?2, ?3)`. The cursor is
+/// one row-value comparison so that each page starts where the last one ended on the
+/// `(source, year, seq, ...)` index; written as `year > ?2 OR (year = ?2 AND seq > ?3)` it
+/// only bounded the year, and every page read the year's incidents up to its cursor again.
+const INCIDENT_PAYLOADS_PAGE: &str = concat!(
+    "SELECT i.id, i.year, i.seq, i.received_at, p.raw_payload FROM incidents i \
+     JOIN incident_payloads p ON p.number = ",
+    super::payload_key_sql!("i"),
+    " WHERE i.source = ?1 AND (i.year, i.seq) > (?2, ?3) AND (?4 IS NULL OR i.received_at >= ?4) \
+     ORDER BY i.year, i.seq LIMIT ?5"
+);
+
+/// A page of a source's dead letters after the id `?2` (none: from the first; every id is longer
+/// than ''), on the `(source, id)` index: `?2 IS NULL OR id > ?2` kept SQLite from seeking, and
+/// every page read the source's dead letters from the first.
+const DEAD_LETTER_PAYLOADS_PAGE: &str = "SELECT id, received_at, request_id, request_key, raw_payload FROM dead_letters \
+     WHERE source = ?1 AND id > COALESCE(?2, '') AND (?3 IS NULL OR received_at >= ?3) ORDER BY id LIMIT ?4";
+
 #[async_trait]
 impl crate::ReprocessStore for SqliteStore {
     async fn incident_payloads(&self, page: &PayloadPage<IncidentNumber>) -> Result<Vec<StoredPayload>, StoreError> {
         let page = page.clone();
         self.read(move |conn, _| {
-            // (year, seq) after the cursor, on the (source, year, seq, ...) index.
             let (year, seq) = page.after.map_or((i32::MIN, i64::MIN), |n| (n.year, n.seq));
-            let mut stmt = conn.prepare_cached(concat!(
-                "SELECT i.id, i.year, i.seq, i.received_at, p.raw_payload FROM incidents i \
-                 JOIN incident_payloads p ON p.number = ",
-                super::payload_key_sql!("i"),
-                " WHERE i.source = ?1 AND (i.year > ?2 OR (i.year = ?2 AND i.seq > ?3)) AND (?4 IS NULL OR i.received_at >= ?4) \
-                 ORDER BY i.year, i.seq LIMIT ?5"
-            ))?;
+            let mut stmt = conn.prepare_cached(INCIDENT_PAYLOADS_PAGE)?;
             let mut rows = stmt.query(params![page.source.as_str(), year, seq, page.since.map(ts), page.limit])?;
             let mut out = Vec::with_capacity(page.limit as usize);
             while let Some(r) = rows.next()? {
@@ -117,10 +128,7 @@ impl crate::ReprocessStore for SqliteStore {
     async fn dead_letter_payloads(&self, page: &PayloadPage<String>) -> Result<Vec<DeadLetterPayload>, StoreError> {
         let page = page.clone();
         self.read(move |conn, _| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, received_at, request_id, request_key, raw_payload FROM dead_letters \
-                 WHERE source = ?1 AND (?2 IS NULL OR id > ?2) AND (?3 IS NULL OR received_at >= ?3) ORDER BY id LIMIT ?4",
-            )?;
+            let mut stmt = conn.prepare_cached(DEAD_LETTER_PAYLOADS_PAGE)?;
             let mut rows = stmt.query(params![page.source.as_str(), page.after, page.since.map(ts), page.limit])?;
             let mut out = Vec::with_capacity(page.limit as usize);
             while let Some(r) = rows.next()? {
@@ -144,5 +152,24 @@ impl crate::ReprocessStore for SqliteStore {
         self.writer
             .write_counted(move |conn, counters| resolved.iter().map(|(id, result)| resolve_in(conn, counters, id, result)).collect())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plans::{migrated, plan};
+    use super::*;
+
+    /// Each page of a reprocess starts at its cursor on an index: a run over a source's incidents
+    /// or dead letters reads each once, not again up to its cursor on every page.
+    #[test]
+    fn reprocess_pages_seek_to_their_cursor() {
+        let conn = migrated();
+        let incidents = plan(&conn, INCIDENT_PAYLOADS_PAGE, params!["edr", 2026, 17, None::<String>, 200]);
+        assert!(incidents.contains("SEARCH i USING INDEX incidents_by_source (source=? AND (year,seq)>(?,?))"), "{incidents}");
+        assert!(!incidents.contains("SCAN"), "{incidents}");
+        let letters = plan(&conn, DEAD_LETTER_PAYLOADS_PAGE, params!["edr", None::<String>, None::<String>, 200]);
+        assert!(letters.contains("SEARCH dead_letters USING INDEX dead_letters_by_source (source=? AND id>?)"), "{letters}");
+        assert!(!letters.contains("SCAN"), "{letters}");
     }
 }
