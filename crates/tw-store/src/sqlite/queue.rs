@@ -62,6 +62,21 @@ fn load_queue_entry(conn: &Connection, id: &str) -> Result<Option<QueueEntry>, S
     }
 }
 
+/// Claims the oldest `?3` queued events: pending ones, and processing ones whose lease ran out
+/// (`?2` now, `?1` the new lease). Each kind is read from its end of the `(status, received_at)`
+/// index and only then merged. With the two in one `OR`, SQLite read and sorted every pending
+/// event on each claim, inside the writer that every other write waits for: 7.4 ms against
+/// 0.24 ms for a claim of 32 at a backlog of 50,000, the backlog an async source builds under load.
+const CLAIM_QUEUED: &str = "UPDATE queue SET status = 'processing', attempts = attempts + 1, lease_until = ?1 \
+     WHERE id IN ( \
+         SELECT id FROM ( \
+             SELECT * FROM (SELECT id, received_at FROM queue WHERE status = 'pending' ORDER BY received_at LIMIT ?3) \
+             UNION ALL \
+             SELECT * FROM (SELECT id, received_at FROM queue WHERE status = 'processing' AND lease_until < ?2 \
+                            ORDER BY received_at LIMIT ?3)) \
+         ORDER BY received_at LIMIT ?3) \
+     RETURNING id, source, raw_payload, request_key, received_at, request_id, attempts";
+
 #[async_trait]
 impl crate::QueueStore for SqliteStore {
     async fn release_queued(&self, events: &[(String, u32)]) -> Result<usize, StoreError> {
@@ -85,12 +100,7 @@ impl crate::QueueStore for SqliteStore {
         self.writer
             .write(move |conn| {
                 let now = Utc::now();
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE queue SET status = 'processing', attempts = attempts + 1, lease_until = ?1 \
-                     WHERE id IN (SELECT id FROM queue WHERE status = 'pending' \
-                                  OR (status = 'processing' AND lease_until < ?2) ORDER BY received_at LIMIT ?3) \
-                     RETURNING id, source, raw_payload, request_key, received_at, request_id, attempts",
-                )?;
+                let mut stmt = conn.prepare_cached(CLAIM_QUEUED)?;
                 let rows = stmt.query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -179,5 +189,21 @@ impl crate::QueueStore for SqliteStore {
             Ok(n.max(0) as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plans::{migrated, plan};
+    use super::*;
+
+    /// A claim reads each kind of claimable event from its end of the status index, however long
+    /// the backlog: no scan of the queue, no sort of every pending event.
+    #[test]
+    fn a_claim_reads_the_oldest_of_each_kind_from_the_index() {
+        let conn = migrated();
+        let claim = plan(&conn, CLAIM_QUEUED, params!["2026-01-01T00:05:00Z", "2026-01-01T00:00:00Z", 32]);
+        assert_eq!(claim.matches("SEARCH queue USING INDEX queue_by_status (status=?)").count(), 2, "{claim}");
+        assert!(!claim.contains("SCAN queue") && !claim.contains("MULTI-INDEX OR"), "{claim}");
     }
 }
