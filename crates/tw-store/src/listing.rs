@@ -40,19 +40,24 @@ pub(crate) type Placeholder = fn(usize) -> String;
 
 /// `column = <value>` for every filter that is set (severity as `severity`, the step's).
 fn conditions<'a>(f: &'a IncidentFilter, severity: Option<Severity>, ph: Placeholder, args: &mut Vec<Arg<'a>>) -> Vec<String> {
-    let filters: [(&str, Option<&'a str>); 3] = [
+    let mut conds = Vec::new();
+    for (column, v) in filters(f, severity) {
+        args.push(Arg::Text(v));
+        conds.push(format!("{column} = {}", ph(args.len())));
+    }
+    conds
+}
+
+/// The filter's equality conditions as `(column, value)`, with `severity` for the severity's. Each
+/// column leads an index of its own (`incidents_by_<column>`, then the number), so any one of them
+/// can drive a walk.
+fn filters(f: &IncidentFilter, severity: Option<Severity>) -> Vec<(&'static str, &str)> {
+    let all = [
         ("source", f.source.as_ref().map(SourceName::as_str)),
         ("status", f.status.map(IncidentStatus::as_str)),
         ("severity", severity.map(Severity::as_str)),
     ];
-    let mut conds = Vec::new();
-    for (column, value) in filters {
-        if let Some(v) = value {
-            args.push(Arg::Text(v));
-            conds.push(format!("{column} = {}", ph(args.len())));
-        }
-    }
-    conds
+    all.into_iter().filter_map(|(column, value)| Some((column, value?))).collect()
 }
 
 fn where_clause(conds: &[String]) -> String {
@@ -90,9 +95,15 @@ pub(crate) fn steps(f: &IncidentFilter) -> Vec<Step> {
     }
 }
 
+/// The equality filters of a walk (see [`filters`]).
+pub(crate) fn walk_filters(f: &IncidentFilter, step: Step) -> Vec<(&'static str, &str)> {
+    filters(f, step.severity.or(f.severity))
+}
+
 /// One walk's rows: at most `limit` (the rows the page still needs, and one more that tells
-/// whether another page follows), after skipping `skip`.
-pub(crate) fn page(f: &IncidentFilter, step: Step, limit: usize, skip: u64, ph: Placeholder) -> Statement<'_> {
+/// whether another page follows), after skipping `skip`; `index`, the index the walk must take
+/// (SQLite's `INDEXED BY`), when the caller chose one.
+pub(crate) fn page<'a>(f: &'a IncidentFilter, step: Step, limit: usize, skip: u64, index: Option<&str>, ph: Placeholder) -> Statement<'a> {
     let mut args = Vec::new();
     let mut conds = conditions(f, step.severity.or(f.severity), ph, &mut args);
     let (cmp, dir) = if f.order == IncidentOrder::Oldest { (">", "ASC") } else { ("<", "DESC") };
@@ -102,8 +113,12 @@ pub(crate) fn page(f: &IncidentFilter, step: Step, limit: usize, skip: u64, ph: 
         conds.push(format!("(year, seq) {cmp} ({}, {})", ph(args.len() - 1), ph(args.len())));
     }
     args.push(Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-    let mut sql =
-        format!("SELECT {INCIDENT_COLUMNS} FROM incidents{} ORDER BY year {dir}, seq {dir} LIMIT {}", where_clause(&conds), ph(args.len()));
+    let hint = index.map(|i| format!(" INDEXED BY {i}")).unwrap_or_default();
+    let mut sql = format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents{hint}{} ORDER BY year {dir}, seq {dir} LIMIT {}",
+        where_clause(&conds),
+        ph(args.len())
+    );
     if skip > 0 {
         args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
         sql.push_str(&format!(" OFFSET {}", ph(args.len())));
@@ -165,7 +180,7 @@ mod tests {
     #[test]
     fn unset_filters_are_left_out() {
         let f = filter(PageStart::Offset(0));
-        let p = page(&f, only(&f), 51, offset(&f), question);
+        let p = page(&f, only(&f), 51, offset(&f), None, question);
         assert!(p.sql.ends_with("FROM incidents ORDER BY year DESC, seq DESC LIMIT ?1"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51)]);
         let t = total(&f, question);
@@ -180,7 +195,7 @@ mod tests {
         f.source = Some(SourceName::parse("edr").unwrap());
         f.status = Some(IncidentStatus::Open);
         f.severity = Some(Severity::High);
-        let p = page(&f, only(&f), 51, 0, |n| format!("${n}"));
+        let p = page(&f, only(&f), 51, 0, None, |n| format!("${n}"));
         assert!(
             p.sql.ends_with(
                 "WHERE source = $1 AND status = $2 AND severity = $3 AND (year, seq) < ($4, $5) ORDER BY year DESC, seq DESC LIMIT $6"
@@ -197,7 +212,7 @@ mod tests {
     fn oldest_first_walks_the_same_index_forwards() {
         let mut f = filter(PageStart::After(IncidentNumber::new(2026, 42)));
         f.order = IncidentOrder::Oldest;
-        let p = page(&f, only(&f), 11, 0, question);
+        let p = page(&f, only(&f), 11, 0, None, question);
         assert!(p.sql.ends_with("WHERE (year, seq) > (?1, ?2) ORDER BY year ASC, seq ASC LIMIT ?3"), "{}", p.sql);
     }
 
@@ -208,7 +223,7 @@ mod tests {
         let all = steps(&f);
         assert_eq!(all.iter().map(|s| s.severity.unwrap()).collect::<Vec<_>>(), MOST_SEVERE_FIRST);
         assert!(all.iter().all(|s| s.after.is_none()));
-        let p = page(&f, all[1], 20, 0, question);
+        let p = page(&f, all[1], 20, 0, None, question);
         assert!(p.sql.ends_with("WHERE severity = ?1 ORDER BY year DESC, seq DESC LIMIT ?2"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Text("high"), Arg::Int(20)]);
         let t = step_total(&f, all[1], question).unwrap();
@@ -237,7 +252,7 @@ mod tests {
     #[test]
     fn an_offset_is_skipped_past() {
         let f = filter(PageStart::Offset(100));
-        let p = page(&f, only(&f), 51, offset(&f), question);
+        let p = page(&f, only(&f), 51, offset(&f), None, question);
         assert!(p.sql.ends_with("LIMIT ?1 OFFSET ?2"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51), Arg::Int(100)]);
     }

@@ -77,7 +77,7 @@ async fn list_in(c: &impl GenericClient, f: &IncidentFilter) -> Result<IncidentP
                 continue;
             }
         }
-        let page = listing::page(f, step, wanted - items.len(), skip, dollar);
+        let page = listing::page(f, step, wanted - items.len(), skip, None, dollar);
         skip = 0;
         for r in query(c, &page.sql, &values(&page.args)).await? {
             items.push(incident_from_row(&r, false)?);

@@ -104,7 +104,8 @@ impl crate::IncidentStore for SqliteStore {
                             continue;
                         }
                     }
-                    let page = listing::page(&f, step, wanted - items.len(), skip, question);
+                    let index = narrowest_index(conn, &listing::walk_filters(&f, step))?;
+                    let page = listing::page(&f, step, wanted - items.len(), skip, index, question);
                     skip = 0;
                     let mut stmt = conn.prepare_cached(&page.sql)?;
                     let mut rows = stmt.query(params_from_iter(&page.args))?;
@@ -202,6 +203,30 @@ impl crate::IncidentStore for SqliteStore {
     }
 }
 
+/// The index a walk with two or three filters must take: the one of the filter that holds the
+/// fewest incidents (from `incident_counts`, a few rows). Without statistics SQLite picks one of
+/// the filters' indexes by its shape and tests the others on every entry: `source = <a rare
+/// source> AND status = 'open'` walked every open incident to fill its page (43 ms at 300,000
+/// incidents). With one filter (or none) its choice is already the only one.
+fn narrowest_index(conn: &Connection, filters: &[(&'static str, &str)]) -> Result<Option<&'static str>, StoreError> {
+    if filters.len() < 2 {
+        return Ok(None);
+    }
+    let mut narrowest: Option<(i64, &'static str)> = None;
+    for &(column, value) in filters {
+        let sql = format!("SELECT COALESCE(SUM(n), 0) FROM incident_counts WHERE {column} = ?1");
+        let held: i64 = conn.prepare_cached(&sql)?.query_row([value], |r| r.get(0))?;
+        if narrowest.is_none_or(|(least, _)| held < least) {
+            narrowest = Some((held, column));
+        }
+    }
+    Ok(narrowest.map(|(_, column)| match column {
+        "source" => "incidents_by_source",
+        "status" => "incidents_by_status",
+        _ => "incidents_by_severity",
+    }))
+}
+
 /// The day's incidents by severity (`?1`..`?2` their receipt, `?3` the least id they can have).
 /// `+severity`: grouped in a temporary b-tree, or SQLite would rather scan the whole severity index
 /// in order than search the id's.
@@ -231,6 +256,37 @@ impl rusqlite::ToSql for Arg<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A walk with several filters takes the index of the filter that holds the fewest incidents,
+    /// and the statement names it; one filter leaves SQLite's choice alone.
+    #[test]
+    fn a_walk_with_several_filters_takes_the_narrowest_filters_index() {
+        let conn = super::super::plans::migrated();
+        conn.execute_batch(
+            "INSERT INTO incident_counts (source, status, severity, n) VALUES \
+             ('rare', 'open', 'low', 3), ('common', 'open', 'low', 90000), ('common', 'closed', 'high', 40), ('common', 'open', 'high', 5000)",
+        )
+        .unwrap();
+        let choose = |filters: &[(&'static str, &str)]| narrowest_index(&conn, filters).unwrap();
+        assert_eq!(choose(&[("source", "rare"), ("status", "open")]), Some("incidents_by_source"));
+        assert_eq!(choose(&[("source", "common"), ("status", "closed")]), Some("incidents_by_status"));
+        assert_eq!(choose(&[("source", "common"), ("status", "open"), ("severity", "high")]), Some("incidents_by_severity"));
+        assert_eq!(choose(&[("status", "open")]), None);
+
+        let f = IncidentFilter {
+            source: Some(SourceName::parse("rare").unwrap()),
+            severity: None,
+            status: Some(IncidentStatus::Open),
+            per_page: 50,
+            start: PageStart::Offset(0),
+            order: IncidentOrder::Newest,
+        };
+        let step = listing::steps(&f)[0];
+        let index = choose(&listing::walk_filters(&f, step));
+        let page = listing::page(&f, step, 51, 0, index, question);
+        let plan = super::super::plans::plan(&conn, &page.sql, params_from_iter(&page.args));
+        assert!(plan.contains("SEARCH incidents USING INDEX incidents_by_source (source=?)"), "{plan}");
+    }
 
     /// The day's counts search the incidents' id index from the day's least id, whatever the
     /// table holds: they never scan it (a million incidents over a year: 362 ms for a scan).
