@@ -41,23 +41,30 @@ pub(crate) type Placeholder = fn(usize) -> String;
 /// `column = <value>` for every filter that is set (severity as `severity`, the step's).
 fn conditions<'a>(f: &'a IncidentFilter, severity: Option<Severity>, ph: Placeholder, args: &mut Vec<Arg<'a>>) -> Vec<String> {
     let mut conds = Vec::new();
-    for (column, v) in filters(f, severity) {
-        args.push(Arg::Text(v));
+    for Filter { column, value, .. } in filters(f, severity) {
+        args.push(Arg::Text(value));
         conds.push(format!("{column} = {}", ph(args.len())));
     }
     conds
 }
 
-/// The filter's equality conditions as `(column, value)`, with `severity` for the severity's. Each
-/// column leads an index of its own (`incidents_by_<column>`, then the number), so any one of them
-/// can drive a walk.
-fn filters(f: &IncidentFilter, severity: Option<Severity>) -> Vec<(&'static str, &str)> {
+/// One equality condition of a listing: its column, the index that leads with that column (then
+/// the number, so any one of them can drive a walk in number order), and the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Filter<'a> {
+    pub column: &'static str,
+    pub index: &'static str,
+    pub value: &'a str,
+}
+
+/// The filter's equality conditions, with `severity` for the severity's.
+fn filters(f: &IncidentFilter, severity: Option<Severity>) -> Vec<Filter<'_>> {
     let all = [
-        ("source", f.source.as_ref().map(SourceName::as_str)),
-        ("status", f.status.map(IncidentStatus::as_str)),
-        ("severity", severity.map(Severity::as_str)),
+        ("source", "incidents_by_source", f.source.as_ref().map(SourceName::as_str)),
+        ("status", "incidents_by_status", f.status.map(IncidentStatus::as_str)),
+        ("severity", "incidents_by_severity", severity.map(Severity::as_str)),
     ];
-    all.into_iter().filter_map(|(column, value)| Some((column, value?))).collect()
+    all.into_iter().filter_map(|(column, index, value)| Some(Filter { column, index, value: value? })).collect()
 }
 
 fn where_clause(conds: &[String]) -> String {
@@ -96,7 +103,7 @@ pub(crate) fn steps(f: &IncidentFilter) -> Vec<Step> {
 }
 
 /// The equality filters of a walk (see [`filters`]).
-pub(crate) fn walk_filters(f: &IncidentFilter, step: Step) -> Vec<(&'static str, &str)> {
+pub(crate) fn walk_filters(f: &IncidentFilter, step: Step) -> Vec<Filter<'_>> {
     filters(f, step.severity.or(f.severity))
 }
 

@@ -208,23 +208,19 @@ impl crate::IncidentStore for SqliteStore {
 /// the filters' indexes by its shape and tests the others on every entry: `source = <a rare
 /// source> AND status = 'open'` walked every open incident to fill its page (43 ms at 300,000
 /// incidents). With one filter (or none) its choice is already the only one.
-fn narrowest_index(conn: &Connection, filters: &[(&'static str, &str)]) -> Result<Option<&'static str>, StoreError> {
+fn narrowest_index(conn: &Connection, filters: &[listing::Filter<'_>]) -> Result<Option<&'static str>, StoreError> {
     if filters.len() < 2 {
         return Ok(None);
     }
     let mut narrowest: Option<(i64, &'static str)> = None;
-    for &(column, value) in filters {
-        let sql = format!("SELECT COALESCE(SUM(n), 0) FROM incident_counts WHERE {column} = ?1");
-        let held: i64 = conn.prepare_cached(&sql)?.query_row([value], |r| r.get(0))?;
+    for filter in filters {
+        let sql = format!("SELECT COALESCE(SUM(n), 0) FROM incident_counts WHERE {} = ?1", filter.column);
+        let held: i64 = conn.prepare_cached(&sql)?.query_row([filter.value], |r| r.get(0))?;
         if narrowest.is_none_or(|(least, _)| held < least) {
-            narrowest = Some((held, column));
+            narrowest = Some((held, filter.index));
         }
     }
-    Ok(narrowest.map(|(_, column)| match column {
-        "source" => "incidents_by_source",
-        "status" => "incidents_by_status",
-        _ => "incidents_by_severity",
-    }))
+    Ok(narrowest.map(|(_, index)| index))
 }
 
 /// The day's incidents by severity (`?1`..`?2` their receipt, `?3` the least id they can have).
@@ -256,6 +252,8 @@ impl rusqlite::ToSql for Arg<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use IncidentStatus::{Closed, Open};
+    use tw_core::Severity;
 
     /// A walk with several filters takes the index of the filter that holds the fewest incidents,
     /// and the statement names it; one filter leaves SQLite's choice alone.
@@ -267,22 +265,23 @@ mod tests {
              ('rare', 'open', 'low', 3), ('common', 'open', 'low', 90000), ('common', 'closed', 'high', 40), ('common', 'open', 'high', 5000)",
         )
         .unwrap();
-        let choose = |filters: &[(&'static str, &str)]| narrowest_index(&conn, filters).unwrap();
-        assert_eq!(choose(&[("source", "rare"), ("status", "open")]), Some("incidents_by_source"));
-        assert_eq!(choose(&[("source", "common"), ("status", "closed")]), Some("incidents_by_status"));
-        assert_eq!(choose(&[("source", "common"), ("status", "open"), ("severity", "high")]), Some("incidents_by_severity"));
-        assert_eq!(choose(&[("status", "open")]), None);
-
-        let f = IncidentFilter {
-            source: Some(SourceName::parse("rare").unwrap()),
-            severity: None,
-            status: Some(IncidentStatus::Open),
+        let filter = |source: Option<&str>, status: Option<IncidentStatus>, severity: Option<Severity>| IncidentFilter {
+            source: source.map(|s| SourceName::parse(s).unwrap()),
+            severity,
+            status,
             per_page: 50,
             start: PageStart::Offset(0),
             order: IncidentOrder::Newest,
         };
+        let choose = |f: &IncidentFilter| narrowest_index(&conn, &listing::walk_filters(f, listing::steps(f)[0])).unwrap();
+        assert_eq!(choose(&filter(Some("rare"), Some(Open), None)), Some("incidents_by_source"));
+        assert_eq!(choose(&filter(Some("common"), Some(Closed), None)), Some("incidents_by_status"));
+        assert_eq!(choose(&filter(Some("common"), Some(Open), Some(Severity::High))), Some("incidents_by_severity"));
+        assert_eq!(choose(&filter(None, Some(Open), None)), None);
+
+        let f = filter(Some("rare"), Some(Open), None);
         let step = listing::steps(&f)[0];
-        let index = choose(&listing::walk_filters(&f, step));
+        let index = choose(&f);
         let page = listing::page(&f, step, 51, 0, index, question);
         let plan = super::super::plans::plan(&conn, &page.sql, params_from_iter(&page.args));
         assert!(plan.contains("SEARCH incidents USING INDEX incidents_by_source (source=?)"), "{plan}");
