@@ -19,6 +19,7 @@ mod queue;
 mod reprocess;
 mod sources;
 mod triage;
+mod wal_writes;
 mod writer;
 
 use crate::{MasterKey, StoreError};
@@ -122,7 +123,9 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     }
     // Created private before SQLite opens it: its -wal and -shm files take the same mode.
     crate::files::create_private_file(path).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", path.display())))?;
-    let conn = Connection::open(path)?;
+    // Through the VFS that writes each commit's WAL frames at once (`wal_writes.rs`).
+    wal_writes::register().map_err(StoreError::Config)?;
+    let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_writes::VFS_NAME)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk when it returns (the migrations). The writer then commits with
