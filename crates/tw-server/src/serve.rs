@@ -38,11 +38,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, Response, header};
+use futures_util::FutureExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -814,11 +816,20 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let peer = self.peer;
         let conn = self.conn.clone();
         Box::pin(async move {
-            let resp = match tower_service::Service::call(&mut router, req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
+            // A panic in the router or a handler answers 500 in the error shape, and the
+            // connection goes on (as tower-http's `CatchPanicLayer` would, once per request here
+            // rather than once per route, see `routes::router`).
+            let called = std::panic::catch_unwind(AssertUnwindSafe(|| tower_service::Service::call(&mut router, req)));
+            let resp = match called {
+                Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(never)) => match never {},
+                    Err(panic) => crate::routes::panic_response(panic),
+                },
+                Err(panic) => crate::routes::panic_response(panic),
             };
-            let resp = watch.answer(resp, &metrics, peer, total);
+            let mut resp = watch.answer(resp, &metrics, peer, total);
+            crate::routes::nosniff(resp.headers_mut());
             if watch.failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 conn.linger.store(true, Ordering::SeqCst);
             }
@@ -1102,5 +1113,37 @@ mod tests {
         assert_eq!(BodyError::find(&wrapped), Some(BodyError::TimedOut));
         let other = std::io::Error::other("reset");
         assert_eq!(BodyError::find(&other), None);
+    }
+
+    /// The whole router is guarded, not each route: a handler's panic is a 500 in the error shape
+    /// with `nosniff`, every other answer has `nosniff` too, and the server serves on.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_server_serves_on() {
+        async fn handler(uri: axum::http::Uri) -> &'static str {
+            if uri.path() == "/boom" {
+                panic!("a handler's bug");
+            }
+            "fine"
+        }
+        // (A fallback, not `.route`: the server registers routes only through `routes::api_routes`.)
+        let router = Router::new().fallback(handler);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
+        let trusted = Arc::new(TrustedProxies::new(Vec::new()));
+        tokio::spawn(serve("test", listener, router, limits(), trusted, metrics, stopping, Duration::from_secs(1)));
+        // One connection for both requests.
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+        let boom = http.get(format!("http://{addr}/boom")).send().await.unwrap();
+        assert_eq!(boom.status(), 500);
+        assert_eq!(boom.headers().get("x-content-type-options").unwrap(), "nosniff");
+        let body: serde_json::Value = boom.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "internal_error", "{body}");
+        assert!(!body.to_string().contains("a handler's bug"), "the panic's text is not sent: {body}");
+        let fine = http.get(format!("http://{addr}/fine")).send().await.unwrap();
+        assert_eq!(fine.status(), 200);
+        assert_eq!(fine.headers().get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(fine.text().await.unwrap(), "fine");
     }
 }
