@@ -124,6 +124,20 @@ enum Piece {
 }
 
 impl WalFile {
+    /// Nothing gathered yet, in front of the unix VFS's `real` file.
+    fn new(real: *mut ffi::sqlite3_file) -> WalFile {
+        WalFile {
+            base: ffi::sqlite3_file { pMethods: &WAL_METHODS },
+            real,
+            gathered: Vec::new(),
+            at: 0,
+            page: None,
+            commit_page_at: None,
+            direct_page_at: None,
+            end: 0,
+        }
+    }
+
     fn real_offset() -> usize {
         std::mem::size_of::<WalFile>().next_multiple_of(16)
     }
@@ -262,16 +276,7 @@ unsafe extern "C" fn open(
             (*file).pMethods = std::ptr::null();
             return rc;
         }
-        file.cast::<WalFile>().write(WalFile {
-            base: ffi::sqlite3_file { pMethods: &WAL_METHODS },
-            real,
-            gathered: Vec::new(),
-            at: 0,
-            page: None,
-            commit_page_at: None,
-            direct_page_at: None,
-            end: 0,
-        });
+        file.cast::<WalFile>().write(WalFile::new(real));
         ffi::SQLITE_OK
     }
 }
@@ -647,24 +652,10 @@ mod tests {
 
     static MEMORY_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
         iVersion: 1,
-        xClose: None,
-        xRead: None,
         xWrite: Some(memory_write),
-        xTruncate: None,
-        xSync: None,
-        xFileSize: None,
-        xLock: None,
-        xUnlock: None,
-        xCheckReservedLock: None,
-        xFileControl: None,
-        xSectorSize: None,
-        xDeviceCharacteristics: None,
-        xShmMap: None,
-        xShmLock: None,
-        xShmBarrier: None,
-        xShmUnmap: None,
-        xFetch: None,
-        xUnfetch: None,
+        // SAFETY: every other field is an `Option` of a function pointer, for which all zeros
+        // is `None`.
+        ..unsafe { std::mem::zeroed() }
     };
 
     const PAGE: usize = 4096;
@@ -680,16 +671,7 @@ mod tests {
     }
 
     fn wal_file(memory: &mut Memory) -> WalFile {
-        WalFile {
-            base: ffi::sqlite3_file { pMethods: &WAL_METHODS },
-            real: &raw mut memory.base,
-            gathered: Vec::new(),
-            at: 0,
-            page: None,
-            commit_page_at: None,
-            direct_page_at: None,
-            end: 0,
-        }
+        WalFile::new(&raw mut memory.base)
     }
 
     fn wal_header() -> [u8; WAL_HEADER] {
