@@ -134,11 +134,22 @@ impl LogQuery {
 /// `SERVE_ARGS="--log-records 100"`, three pairs). Read back into a [`LogRecord`] when asked for.
 type Kept = Arc<str>;
 
+/// The kept records, and how many were ever kept: the newest one's number, which the live stream
+/// carries with each record.
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<Kept>,
+    kept: u64,
+}
+
+/// A new record as the live stream sends it: its number (see [`LogBuffer::tail_numbered`]), and the record.
+pub type Numbered = (u64, Arc<LogRecord>);
+
 /// The retained logs of this process.
 pub struct LogBuffer {
-    records: Mutex<VecDeque<Kept>>,
+    records: Mutex<Ring>,
     capacity: usize,
-    live: broadcast::Sender<Arc<LogRecord>>,
+    live: broadcast::Sender<Numbered>,
     disk: Arc<DiskQueue>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Streams of new records (`GET /api/logs?follow=true`) open at once, at most
@@ -181,7 +192,7 @@ impl LogBuffer {
     pub fn new(capacity: usize) -> Arc<LogBuffer> {
         let (live, _) = broadcast::channel(1024);
         Arc::new(LogBuffer {
-            records: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
+            records: Mutex::new(Ring { lines: VecDeque::with_capacity(capacity.min(65536)), kept: 0 }),
             capacity: capacity.max(1),
             live,
             disk: Arc::new(DiskQueue::default()),
@@ -196,15 +207,12 @@ impl LogBuffer {
         let current = dir.join(LOG_FILE);
         let previous = dir.join(format!("{LOG_FILE}.1"));
         {
-            let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ring = self.records.lock().unwrap_or_else(|e| e.into_inner());
             for path in [&previous, &current] {
                 if let Ok(f) = std::fs::File::open(path) {
                     for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
                         if serde_json::from_str::<LogRecord>(&line).is_ok() {
-                            if recs.len() == self.capacity {
-                                recs.pop_front();
-                            }
-                            recs.push_back(line.into());
+                            ring.push(line.into(), self.capacity);
                         }
                     }
                 }
@@ -248,13 +256,7 @@ impl LogBuffer {
     pub fn keep(&self, r: LogRecord, json: serde_json::Result<String>) {
         let Ok(json) = json else { return };
         let kept: Kept = json.into();
-        {
-            let mut recs = self.records.lock().unwrap_or_else(|e| e.into_inner());
-            if recs.len() == self.capacity {
-                recs.pop_front();
-            }
-            recs.push_back(kept.clone());
-        }
+        let number = self.records.lock().unwrap_or_else(|e| e.into_inner()).push(kept.clone(), self.capacity);
         {
             let mut st = self.disk.state.lock().unwrap_or_else(|e| e.into_inner());
             let full = st.pending.as_ref().map(|p| p.len() >= self.capacity);
@@ -265,14 +267,26 @@ impl LogBuffer {
             }
         }
         if self.live.receiver_count() > 0 {
-            let _ = self.live.send(Arc::new(r));
+            let _ = self.live.send((number, Arc::new(r)));
         }
     }
 
-    /// The last `n` records that match, oldest first. The records are read back from their JSON
-    /// outside the buffer's lock, which the intake takes for every record.
+    /// The last `n` records that match, oldest first.
     pub fn tail(&self, q: &LogQuery, n: usize) -> Vec<Arc<LogRecord>> {
-        let kept: Vec<Kept> = self.records.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        self.tail_numbered(q, n).0
+    }
+
+    /// [`LogBuffer::tail`], and the number of the newest record it looked at: a live record with
+    /// a number up to that one was in the tail's reach already (a follower subscribes before it
+    /// reads the tail, so that nothing logged in between is missed, and skips those). The records
+    /// are read back from their JSON outside the buffer's lock, which the intake takes for every
+    /// record; reading them all (a filter that matches nothing) costs about a millisecond per
+    /// thousand, so callers on the async runtime run this on a blocking thread.
+    pub fn tail_numbered(&self, q: &LogQuery, n: usize) -> (Vec<Arc<LogRecord>>, u64) {
+        let (kept, newest) = {
+            let ring = self.records.lock().unwrap_or_else(|e| e.into_inner());
+            (ring.lines.iter().cloned().collect::<Vec<Kept>>(), ring.kept)
+        };
         let mut out: Vec<Arc<LogRecord>> = kept
             .iter()
             .rev()
@@ -282,7 +296,7 @@ impl LogBuffer {
             .map(Arc::new)
             .collect();
         out.reverse();
-        out
+        (out, newest)
     }
 
     /// A place for one more log stream, held until it is dropped; `None` when all
@@ -291,9 +305,21 @@ impl LogBuffer {
         self.followers.clone().try_acquire_owned().ok()
     }
 
-    /// New records as they come.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogRecord>> {
+    /// New records as they come, with their numbers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Numbered> {
         self.live.subscribe()
+    }
+}
+
+impl Ring {
+    /// Keeps `line`, dropping the oldest beyond `capacity`; returns its number.
+    fn push(&mut self, line: Kept, capacity: usize) -> u64 {
+        if self.lines.len() == capacity {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(line);
+        self.kept += 1;
+        self.kept
     }
 }
 
@@ -662,6 +688,28 @@ mod tests {
         assert_eq!(b.tail(&LogQuery { min_level: Some(tracing::Level::WARN), ..Default::default() }, 100).len(), 2);
         assert_eq!(b.tail(&LogQuery { source: Some("edr".into()), ..Default::default() }, 100).len(), 1);
         assert_eq!(b.tail(&LogQuery::default(), 1)[0].target, "store");
+    }
+
+    /// A follower subscribes, then reads the tail: a record logged in between is in both, and
+    /// its number tells the follower it was shown; one logged after the tail is not.
+    #[test]
+    fn the_live_stream_numbers_records_past_the_tail() {
+        let b = LogBuffer::new(10);
+        b.push(rec("api", "INFO", "before", None));
+        let mut rx = b.subscribe();
+        b.push(rec("api", "INFO", "between", None));
+        let (tail, upto) = b.tail_numbered(&LogQuery::default(), 10);
+        b.push(rec("api", "INFO", "after", None));
+        assert_eq!(tail.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(), ["before", "between"]);
+        let (between, r) = rx.try_recv().unwrap();
+        assert!(between <= upto && r.message == "between", "{between} {upto}");
+        let (after, r) = rx.try_recv().unwrap();
+        assert!(after > upto && r.message == "after", "{after} {upto}");
+        // The numbers go on past the buffer's capacity.
+        for i in 0..20 {
+            b.push(rec("api", "INFO", &format!("m{i}"), None));
+        }
+        assert_eq!(b.tail_numbered(&LogQuery::default(), 1).1, 23);
     }
 
     #[test]

@@ -95,9 +95,13 @@ pub async fn logs(
         false => None,
     };
     // Subscribe before reading the tail, so no record logged in between is missed; the ones that
-    // are in both (the same Arcs) are skipped once.
+    // are in both (numbered up to the tail's newest) are skipped. The tail is read back from the
+    // kept JSON lines: on a blocking thread, off the runtime the intake runs on.
     let rx = follow.then(|| buffer.subscribe());
-    let records = buffer.tail(&query, tail);
+    let (records, shown_upto) = {
+        let (buffer, query) = (buffer.clone(), query.clone());
+        tokio::task::spawn_blocking(move || buffer.tail_numbered(&query, tail)).await.map_err(|_| ApiError::Internal("logs".into()))?
+    };
     let (Some(rx), Some(permit)) = (rx, permit) else {
         return Ok(Json(LogList { data: records.iter().map(|r| (**r).clone()).collect() }).into_response());
     };
@@ -107,7 +111,7 @@ pub async fn logs(
     let follow = Follow {
         rx,
         query,
-        shown: records.clone(),
+        shown_upto,
         key: crate::auth::KeyRecheck::new(crate::auth::token_hash(&headers)?, now),
         ends_at: now + MAX_LIFETIME,
         tick,
@@ -128,10 +132,10 @@ pub async fn logs(
 
 /// One log stream after its tail; holds its place among the [`crate::logs::MAX_FOLLOWERS`].
 struct Follow {
-    rx: tokio::sync::broadcast::Receiver<Arc<LogRecord>>,
+    rx: tokio::sync::broadcast::Receiver<crate::logs::Numbered>,
     query: LogQuery,
-    /// The tail's records, which the live ones may repeat once.
-    shown: Vec<Arc<LogRecord>>,
+    /// The number of the newest record the tail looked at: live ones up to it are skipped.
+    shown_upto: u64,
     /// The hash of the caller's API key.
     key: crate::auth::KeyRecheck,
     ends_at: chrono::DateTime<chrono::Utc>,
@@ -155,11 +159,8 @@ impl Follow {
         loop {
             tokio::select! {
                 r = self.rx.recv() => match r {
-                    Ok(r) if self.shown.iter().any(|s| Arc::ptr_eq(s, &r)) => continue,
-                    Ok(r) if self.query.matches(&r) => {
-                        self.shown.clear();
-                        return Next::Record(r);
-                    }
+                    Ok((number, _)) if number <= self.shown_upto => continue,
+                    Ok((_, r)) if self.query.matches(&r) => return Next::Record(r),
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return Next::End("stopping"),
                 },
