@@ -45,18 +45,57 @@ impl LogRecord {
 
     /// [`LogRecord::to_line`], appended to `out`.
     pub fn write_line(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        tw_core::timestamps::push(out, &self.ts, chrono::SecondsFormat::Millis);
-        let _ = write!(out, " {:>5} {}: {}", self.level, escape(&self.target), escape(&self.message));
-        for (k, v) in &self.fields {
-            out.push(' ');
-            out.push_str(&escape(k));
-            out.push('=');
-            match v {
-                Value::String(t) => out.push_str(&escape(t)),
-                other => {
-                    let _ = write!(out, "{other}");
-                }
+        let fields = self.fields.iter().map(|(k, v)| (k.as_str(), FieldRef::from(v)));
+        write_line(out, &self.ts, &self.level, &self.target, &self.message, fields);
+    }
+}
+
+/// A field's value as a line shows it: text (escaped in the human line, a JSON string in the
+/// JSON one) or a number or boolean.
+#[derive(Clone, Copy)]
+enum FieldRef<'a> {
+    Text(&'a str),
+    Other(&'a Value),
+}
+
+impl<'a> From<&'a Value> for FieldRef<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::String(t) => FieldRef::Text(t),
+            other => FieldRef::Other(other),
+        }
+    }
+}
+
+impl Serialize for FieldRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            FieldRef::Text(t) => s.serialize_str(t),
+            FieldRef::Other(v) => v.serialize(s),
+        }
+    }
+}
+
+/// The human line of a record ([`LogRecord::to_line`]), from its parts.
+fn write_line<'k, 'v>(
+    out: &mut String,
+    ts: &DateTime<Utc>,
+    level: &str,
+    target: &str,
+    message: &str,
+    fields: impl Iterator<Item = (&'k str, FieldRef<'v>)>,
+) {
+    use std::fmt::Write as _;
+    tw_core::timestamps::push(out, ts, chrono::SecondsFormat::Millis);
+    let _ = write!(out, " {:>5} {}: {}", level, escape(target), escape(message));
+    for (k, v) in fields {
+        out.push(' ');
+        out.push_str(&escape(k));
+        out.push('=');
+        match v {
+            FieldRef::Text(t) => out.push_str(&escape(t)),
+            FieldRef::Other(other) => {
+                let _ = write!(out, "{other}");
             }
         }
     }
@@ -254,6 +293,11 @@ impl LogBuffer {
     /// needs the JSON anyway makes it once). A record that cannot be written as JSON (none can
     /// fail: its fields are strings, numbers and booleans) is not kept.
     pub fn keep(&self, r: LogRecord, json: serde_json::Result<String>) {
+        self.keep_with(json, || r);
+    }
+
+    /// [`LogBuffer::keep`], with the record made only when a live follower needs it.
+    fn keep_with(&self, json: serde_json::Result<String>, record: impl FnOnce() -> LogRecord) {
         let Ok(json) = json else { return };
         let kept: Kept = json.into();
         let number = self.records.lock().unwrap_or_else(|e| e.into_inner()).push(kept.clone(), self.capacity);
@@ -267,7 +311,7 @@ impl LogBuffer {
             }
         }
         if self.live.receiver_count() > 0 {
-            let _ = self.live.send((number, Arc::new(r)));
+            let _ = self.live.send((number, Arc::new(record())));
         }
     }
 
@@ -407,60 +451,140 @@ impl BufferLayer {
     }
 }
 
+/// An event's fields as the layer reads them, without a map: names are tracing's own
+/// `&'static str`s, and text values sit side by side in one buffer. Reading an event used to
+/// allocate a `String` for each name and each value, in a `BTreeMap`, for a record that was
+/// then only serialized (it is kept as its JSON line).
+#[derive(Default)]
 struct Fields {
     message: String,
-    fields: Map<String, Value>,
+    /// The text values, one after the other.
+    text: String,
+    /// In the order recorded; [`Fields::sorted`] puts them in the map's order.
+    fields: Vec<(&'static str, FieldValue)>,
+}
+
+enum FieldValue {
+    /// A range of [`Fields::text`].
+    Text(std::ops::Range<usize>),
+    /// A number or a boolean.
+    Other(Value),
+}
+
+impl Fields {
+    fn text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        if field.name() == "message" {
+            self.message = self.text[start..].to_string();
+            self.text.truncate(start);
+        } else {
+            self.fields.push((field.name(), FieldValue::Text(start..self.text.len())));
+        }
+    }
+
+    /// The fields in name order, as the record's map holds them: one per name, the last recorded.
+    fn sorted(&mut self) {
+        self.fields.sort_by_key(|(name, _)| *name);
+        self.fields.reverse();
+        self.fields.dedup_by_key(|(name, _)| *name);
+        self.fields.reverse();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, FieldRef<'_>)> + Clone {
+        self.fields.iter().map(|(name, v)| {
+            let v = match v {
+                FieldValue::Text(r) => FieldRef::Text(&self.text[r.clone()]),
+                FieldValue::Other(v) => FieldRef::Other(v),
+            };
+            (*name, v)
+        })
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        self.iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    FieldRef::Text(t) => Value::String(t.to_string()),
+                    FieldRef::Other(v) => v.clone(),
+                };
+                (k.to_string(), v)
+            })
+            .collect()
+    }
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.message = text;
-        } else {
-            self.fields.insert(field.name().to_string(), Value::String(text.trim_matches('"').to_string()));
-        }
+        use std::fmt::Write as _;
+        self.text(field, |out| {
+            let start = out.len();
+            let _ = write!(out, "{value:?}");
+            if field.name() != "message" {
+                // `trim_matches('"')` of the text alone: a `Debug` string comes quoted.
+                let written = &out[start..];
+                let lead = written.len() - written.trim_start_matches('"').len();
+                let kept = written.trim_matches('"').len();
+                out.replace_range(start..start + lead, "");
+                out.truncate(start + kept);
+            }
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = value.to_string();
-        } else {
-            self.fields.insert(field.name().to_string(), Value::String(value.to_string()));
-        }
+        self.text(field, |out| out.push_str(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::Other(value.into())));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::Other(value.into())));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.insert(
-            field.name().to_string(),
-            serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number),
-        );
+        let v = serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).map_or(Value::Null, Value::Number);
+        self.fields.push((field.name(), FieldValue::Other(v)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::Other(value.into())));
+    }
+}
+
+/// A record as [`LogRecord`] serializes it, from the parts the layer read.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    #[serde(serialize_with = "tw_core::timestamps::serialize")]
+    ts: &'a DateTime<Utc>,
+    level: &'a str,
+    target: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "FieldsRef::is_empty")]
+    fields: FieldsRef<'a>,
+}
+
+struct FieldsRef<'a>(&'a Fields);
+
+impl FieldsRef<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.fields.is_empty()
+    }
+}
+
+impl Serialize for FieldsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
     }
 }
 
 impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut v = Fields { message: String::new(), fields: Map::new() };
+        let mut v = Fields::default();
         event.record(&mut v);
-        let record = LogRecord {
-            ts: Utc::now(),
-            level: meta.level().as_str().to_string(),
-            target: meta.target().to_string(),
-            message: v.message,
-            fields: v.fields,
-        };
-        let json = serde_json::to_string(&record);
+        v.sorted();
+        let (ts, level, target) = (Utc::now(), meta.level().as_str(), meta.target());
+        let json = serde_json::to_string(&RecordRef { ts: &ts, level, target, message: &v.message, fields: FieldsRef(&v) });
         if let Some((stderr, format)) = &self.echo {
             stderr.line(|out| match format {
-                LineFormat::Text => record.write_line(out),
+                LineFormat::Text => write_line(out, &ts, level, target, &v.message, v.iter()),
                 LineFormat::Json => {
                     if let Ok(json) = &json {
                         out.push_str(json);
@@ -468,7 +592,13 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
                 }
             });
         }
-        self.buffer.keep(record, json);
+        self.buffer.keep_with(json, || LogRecord {
+            ts,
+            level: level.to_string(),
+            target: target.to_string(),
+            message: v.message.clone(),
+            fields: v.to_map(),
+        });
     }
 }
 
@@ -771,6 +901,32 @@ mod tests {
                 assert_eq!(first, *kept[0]);
             }
         }
+    }
+
+    /// The layer writes an event's JSON from its fields as read, without the record's map: the
+    /// same JSON as the record serialized, field for field, whatever order the fields came in,
+    /// with a name given twice (the last value counts) and `Debug` values unquoted.
+    #[test]
+    fn the_json_written_from_an_event_is_its_record_serialized() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let buffer = LogBuffer::new(10);
+        let mut live = buffer.subscribe();
+        let subscriber = tracing_subscriber::registry().with(BufferLayer::new(buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "webhook", zeta = 1u64, alpha = "a\"b", mid = ?"quoted", neg = -4i64, ok = true, f = 2.00049, "m {}", 7);
+            tracing::warn!(target: "store", "no fields");
+        });
+        let kept = buffer.records.lock().unwrap().lines.iter().cloned().collect::<Vec<Kept>>();
+        let (_, first) = live.try_recv().unwrap();
+        let expected = serde_json::json!({"zeta": 1, "alpha": "a\"b", "mid": "quoted", "neg": -4, "ok": true, "f": 2.0});
+        assert_eq!(first.message, "m 7");
+        assert_eq!(Value::Object(first.fields.clone()), expected);
+        assert_eq!(&*kept[0], serde_json::to_string(&*first).unwrap());
+        assert!(kept[0].contains(r#""fields":{"alpha":"a\"b","f":2.0,"mid":"quoted","neg":-4,"ok":true,"zeta":1}"#), "{}", kept[0]);
+        let (_, second) = live.try_recv().unwrap();
+        assert!(second.fields.is_empty());
+        assert_eq!(&*kept[1], serde_json::to_string(&*second).unwrap());
+        assert!(!kept[1].contains("\"fields\":"), "{}", kept[1]);
     }
 
     #[test]
