@@ -377,7 +377,7 @@ pub async fn test_playbook(state: &AppState, name: String, body: &Map<String, Va
         entities: alert.entities.clone(),
         raw: payload.clone(),
     };
-    match run_playbook(state, &name, incident, variables, false).await {
+    match run_playbook(state, &name, move || incident, variables, false).await {
         Ok(outcome) => Ok(PlaybookTestResult { playbook: name, alert, triage: serde_json::to_value(outcome).unwrap_or_default() }),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
         Err(RunError::Busy) => Err(ApiError::Unavailable),

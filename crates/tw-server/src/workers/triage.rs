@@ -129,10 +129,13 @@ struct Report {
 
 /// Runs one claimed job's playbook; stores nothing.
 async fn run_job(state: &AppState, claimed: ClaimedTriageJob) -> Finished {
-    let job = &claimed.job;
+    let ClaimedTriageJob { job, incident } = claimed;
+    let number = incident.incident_number.to_string();
     let started = std::time::Instant::now();
     let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
-    let result = run_playbook(state, &job.playbook, triage_incident(&claimed.incident), variables, true).await;
+    // The incident is read into the engine's view (its raw payload parsed) on the playbook
+    // thread, below the intake's priority, not here on the intake's runtime.
+    let result = run_playbook(state, &job.playbook, move || triage_incident(&incident), variables, true).await;
     state.metrics.observe("triage_duration_seconds", &[("playbook", &job.playbook)], started.elapsed().as_secs_f64());
     let (completion, summary, verdict, status) = match result {
         Ok(outcome) => {
@@ -157,7 +160,7 @@ async fn run_job(state: &AppState, claimed: ClaimedTriageJob) -> Finished {
         job_id: job.job_id.clone(),
         attempt: job.attempts,
         playbook: job.playbook.clone(),
-        incident: claimed.incident.incident_number.to_string(),
+        incident: number,
         summary,
         verdict,
         status,
