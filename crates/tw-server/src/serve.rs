@@ -226,8 +226,11 @@ struct Conn {
     idle_since: AtomicU64,
     /// When the bytes of the next request began to arrive (`NONE`: none yet).
     head_since: AtomicU64,
-    /// Pokes the watchdog when the phase changes.
+    /// Pokes the watchdog when the phase changes to one whose deadline comes before its next
+    /// look ([`Conn::changed`]).
     changed: Notify,
+    /// When the watchdog looks next, whatever happens meanwhile.
+    wake_at: AtomicU64,
     /// What the connection was told: [`OPEN`], [`EVICT`] (room for another, withdrawn if a
     /// request reached a handler meanwhile) or [`KILL`] (the end of the grace period).
     closing: AtomicU8,
@@ -279,12 +282,16 @@ impl Closed {
 
 /// The deadline of a phase, and what passing it means.
 fn deadline(phase: Phase, limits: &ConnectionLimits) -> Option<(Millis, Closed)> {
-    let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u64;
     match phase {
         Phase::Busy => None,
-        Phase::Idle(since) => Some((since.saturating_add(ms(limits.idle_timeout)), Closed::IdleTimeout)),
-        Phase::Head(since) => Some((since.saturating_add(ms(limits.header_timeout)), Closed::HeaderTimeout)),
+        Phase::Idle(since) => Some((since.saturating_add(millis(limits.idle_timeout)), Closed::IdleTimeout)),
+        Phase::Head(since) => Some((since.saturating_add(millis(limits.header_timeout)), Closed::HeaderTimeout)),
     }
+}
+
+/// A timeout in [`Millis`].
+fn millis(d: Duration) -> Millis {
+    d.as_millis().min(u128::from(u32::MAX)) as u64
 }
 
 impl Conn {
@@ -295,9 +302,25 @@ impl Conn {
             // A client connects to send a request: the header timeout runs from the accept.
             head_since: AtomicU64::new(now),
             changed: Notify::new(),
+            wake_at: AtomicU64::new(NONE),
             closing: AtomicU8::new(OPEN),
             close: Notify::new(),
             linger: AtomicBool::new(false),
+        }
+    }
+
+    /// After a change of phase: wakes the watchdog only when the new phase's deadline comes
+    /// before the watchdog's next look. Every request changes phase three times (its first bytes,
+    /// its handler, its answer); waking the connection's task for each polled the connection and
+    /// re-armed its timer twice more per request than the request itself did. A later deadline, or
+    /// none (a request in its handler), is found when the watchdog looks as planned. The phase is
+    /// stored before `wake_at` is read here, and the watchdog stores `wake_at` before it reads the
+    /// phase again: one of the two sees the other's write.
+    fn changed(&self, limits: &ConnectionLimits) {
+        if let Some((at, _)) = deadline(self.phase(), limits)
+            && at < self.wake_at.load(Ordering::SeqCst)
+        {
+            self.changed.notify_one();
         }
     }
 
@@ -621,10 +644,17 @@ async fn connection(shared: Arc<Shared>, router: Router, stream: TcpStream, peer
     let closed = loop {
         let due = deadline(conn.phase(), &shared.limits);
         let wake = match due {
-            Some((at, _)) => shared.at(at),
-            // Busy: looked at again when the phase changes (and now and then regardless).
-            None => Instant::now() + shared.limits.header_timeout.min(shared.limits.idle_timeout),
+            Some((at, _)) => at,
+            // Busy: looked at again after the shorter of the two timeouts, which no deadline of a
+            // later phase can come before (a phase that tightens it notifies, see `Conn::changed`).
+            None => shared.now().saturating_add(millis(shared.limits.header_timeout.min(shared.limits.idle_timeout))),
         };
+        conn.wake_at.store(wake, Ordering::SeqCst);
+        if deadline(conn.phase(), &shared.limits) != due {
+            // The phase changed meanwhile, and may not have seen the new `wake_at`.
+            continue;
+        }
+        let wake = shared.at(wake);
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {
@@ -718,7 +748,7 @@ impl AsyncRead for Watched {
             && self.conn.busy.load(Ordering::SeqCst) == 0
             && self.conn.head_since.compare_exchange(NONE, self.shared.now(), Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
-            self.conn.changed.notify_one();
+            self.conn.changed(&self.shared.limits);
         }
         r
     }
@@ -768,7 +798,7 @@ impl BusyGuard {
     fn enter(conn: &Arc<Conn>, shared: &Arc<Shared>) -> BusyGuard {
         conn.busy.fetch_add(1, Ordering::SeqCst);
         conn.head_since.store(NONE, Ordering::SeqCst);
-        conn.changed.notify_one();
+        // No deadline while busy: nothing for the watchdog to do sooner.
         BusyGuard { conn: conn.clone(), shared: shared.clone() }
     }
 }
@@ -777,7 +807,7 @@ impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.conn.idle_since.store(self.shared.now(), Ordering::SeqCst);
         self.conn.busy.fetch_sub(1, Ordering::SeqCst);
-        self.conn.changed.notify_one();
+        self.conn.changed(&self.shared.limits);
     }
 }
 

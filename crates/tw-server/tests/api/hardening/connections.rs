@@ -83,6 +83,34 @@ async fn an_idle_keep_alive_connection_is_closed() {
     assert!(read_until_closed(&mut s).await.is_some(), "an idle keep-alive connection must be closed");
 }
 
+/// The header timeout of a keep-alive connection's next request, far shorter than its idle
+/// timeout: the watchdog, asleep until the idle deadline, must be woken by the first bytes (a
+/// phase change wakes it only when its deadline comes sooner than the watchdog's next look).
+#[tokio::test]
+async fn a_keep_alive_connection_dribbling_its_next_request_is_closed_at_the_header_timeout() {
+    let app = spawn(|l| l.idle_timeout = Duration::from_secs(600)).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    // Past the header timeout of the first request: the watchdog now sleeps until the idle
+    // deadline, ten minutes off.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    let dribble = async {
+        for _ in 0..300 {
+            if s.write_all(b"X").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let cut = tokio::time::timeout(PATIENCE, dribble).await.unwrap_or(false);
+    assert!(cut || read_until_closed(&mut s).await.is_some(), "the next request's headers must arrive within the header timeout");
+}
+
 #[tokio::test]
 async fn a_stalled_body_is_answered_408_and_its_budget_released() {
     // The budget holds one 100 KB body but not two.
