@@ -43,13 +43,10 @@ fn alert(id: &str, size: usize) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn a_client_dribbling_headers_is_disconnected() {
-    let app = spawn(|_| {}).await;
-    let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n").await.unwrap();
-    // One header byte now and then, never the blank line: the old server waited forever.
-    let dribble = async {
+/// Sends one header byte every 100 ms, never the blank line, until the server cuts the
+/// connection (true) or for 30 s at most (false).
+async fn dribble(s: &mut TcpStream) -> bool {
+    let go = async {
         for _ in 0..300 {
             if s.write_all(b"X").await.is_err() {
                 return true;
@@ -58,7 +55,16 @@ async fn a_client_dribbling_headers_is_disconnected() {
         }
         false
     };
-    let cut = tokio::time::timeout(PATIENCE, dribble).await.unwrap_or(false);
+    tokio::time::timeout(PATIENCE, go).await.unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_client_dribbling_headers_is_disconnected() {
+    let app = spawn(|_| {}).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n").await.unwrap();
+    // One header byte now and then, never the blank line: the old server waited forever.
+    let cut = dribble(&mut s).await;
     assert!(cut || read_until_closed(&mut s).await.is_some(), "a slowloris client must be disconnected");
     let (status, _) = app.with_key("", Method::GET, "/api/health", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -98,16 +104,7 @@ async fn a_keep_alive_connection_dribbling_its_next_request_is_closed_at_the_hea
     // deadline, ten minutes off.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n").await.unwrap();
-    let dribble = async {
-        for _ in 0..300 {
-            if s.write_all(b"X").await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
-    let cut = tokio::time::timeout(PATIENCE, dribble).await.unwrap_or(false);
+    let cut = dribble(&mut s).await;
     assert!(cut || read_until_closed(&mut s).await.is_some(), "the next request's headers must arrive within the header timeout");
 }
 
