@@ -647,7 +647,7 @@ async fn connection(shared: Arc<Shared>, router: Router, stream: TcpStream, peer
             Some((at, _)) => at,
             // Busy: looked at again after the shorter of the two timeouts, which no deadline of a
             // later phase can come before (a phase that tightens it notifies, see `Conn::changed`).
-            None => shared.now().saturating_add(millis(shared.limits.header_timeout.min(shared.limits.idle_timeout))),
+            None => shared.now().saturating_add(millis(shared.limits.header_timeout.min(shared.limits.idle_timeout)).max(1)),
         };
         conn.wake_at.store(wake, Ordering::SeqCst);
         if deadline(conn.phase(), &shared.limits) != due {
