@@ -67,6 +67,15 @@ impl<'a> From<&'a Value> for FieldRef<'a> {
     }
 }
 
+impl FieldRef<'_> {
+    fn to_value(self) -> Value {
+        match self {
+            FieldRef::Text(t) => Value::String(t.to_string()),
+            FieldRef::Other(v) => v.clone(),
+        }
+    }
+}
+
 impl Serialize for FieldRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -286,18 +295,13 @@ impl LogBuffer {
     /// Keeps a record.
     pub fn push(&self, r: LogRecord) {
         let json = serde_json::to_string(&r);
-        self.keep(r, json);
+        self.keep(json, || r);
     }
 
-    /// Keeps a record whose JSON is `json` (what [`LogBuffer::push`] would write: a caller that
-    /// needs the JSON anyway makes it once). A record that cannot be written as JSON (none can
-    /// fail: its fields are strings, numbers and booleans) is not kept.
-    pub fn keep(&self, r: LogRecord, json: serde_json::Result<String>) {
-        self.keep_with(json, || r);
-    }
-
-    /// [`LogBuffer::keep`], with the record made only when a live follower needs it.
-    fn keep_with(&self, json: serde_json::Result<String>, record: impl FnOnce() -> LogRecord) {
+    /// Keeps a record as its JSON, `json`; `record` makes the record itself, only when a live
+    /// follower needs it. A record that cannot be written as JSON (none can fail: its fields are
+    /// strings, numbers and booleans) is not kept.
+    fn keep(&self, json: serde_json::Result<String>, record: impl FnOnce() -> LogRecord) {
         let Ok(json) = json else { return };
         let kept: Kept = json.into();
         let number = self.records.lock().unwrap_or_else(|e| e.into_inner()).push(kept.clone(), self.capacity);
@@ -472,17 +476,6 @@ enum FieldValue {
 }
 
 impl Fields {
-    fn text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
-        let start = self.text.len();
-        write(&mut self.text);
-        if field.name() == "message" {
-            self.message = self.text[start..].to_string();
-            self.text.truncate(start);
-        } else {
-            self.fields.push((field.name(), FieldValue::Text(start..self.text.len())));
-        }
-    }
-
     /// The fields in name order, as the record's map holds them: one per name, the last recorded.
     fn sorted(&mut self) {
         self.fields.sort_by_key(|(name, _)| *name);
@@ -502,36 +495,34 @@ impl Fields {
     }
 
     fn to_map(&self) -> Map<String, Value> {
-        self.iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    FieldRef::Text(t) => Value::String(t.to_string()),
-                    FieldRef::Other(v) => v.clone(),
-                };
-                (k.to_string(), v)
-            })
-            .collect()
+        self.iter().map(|(k, v)| (k.to_string(), v.to_value())).collect()
     }
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         use std::fmt::Write as _;
-        self.text(field, |out| {
-            let start = out.len();
-            let _ = write!(out, "{value:?}");
-            if field.name() != "message" {
-                // `trim_matches('"')` of the text alone: a `Debug` string comes quoted.
-                let written = &out[start..];
-                let lead = written.len() - written.trim_start_matches('"').len();
-                let kept = written.trim_matches('"').len();
-                out.replace_range(start..start + lead, "");
-                out.truncate(start + kept);
-            }
-        });
+        let start = self.text.len();
+        let _ = write!(self.text, "{value:?}");
+        if field.name() == "message" {
+            self.message = self.text.split_off(start);
+            return;
+        }
+        // The value is the text without its quotes (`trim_matches('"')`): a `Debug` string
+        // comes quoted.
+        let written = &self.text[start..];
+        let from = start + written.len() - written.trim_start_matches('"').len();
+        let to = from + written.trim_matches('"').len();
+        self.fields.push((field.name(), FieldValue::Text(from..to)));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, |out| out.push_str(value));
+        if field.name() == "message" {
+            self.message = value.to_string();
+            return;
+        }
+        let start = self.text.len();
+        self.text.push_str(value);
+        self.fields.push((field.name(), FieldValue::Text(start..self.text.len())));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.fields.push((field.name(), FieldValue::Other(value.into())));
@@ -592,7 +583,7 @@ impl<S: tracing::Subscriber> Layer<S> for BufferLayer {
                 }
             });
         }
-        self.buffer.keep_with(json, || LogRecord {
+        self.buffer.keep(json, || LogRecord {
             ts,
             level: level.to_string(),
             target: target.to_string(),
@@ -905,7 +896,7 @@ mod tests {
 
     /// The layer writes an event's JSON from its fields as read, without the record's map: the
     /// same JSON as the record serialized, field for field, whatever order the fields came in,
-    /// with a name given twice (the last value counts) and `Debug` values unquoted.
+    /// and `Debug` values unquoted.
     #[test]
     fn the_json_written_from_an_event_is_its_record_serialized() {
         use tracing_subscriber::layer::SubscriberExt;
@@ -927,6 +918,23 @@ mod tests {
         assert!(second.fields.is_empty());
         assert_eq!(&*kept[1], serde_json::to_string(&*second).unwrap());
         assert!(!kept[1].contains("\"fields\":"), "{}", kept[1]);
+    }
+
+    /// Fields read in any order come out in the record map's order, one per name, the last value
+    /// recorded for a name given twice (as `Map::insert` keeps).
+    #[test]
+    fn fields_are_ordered_as_the_map_and_the_last_value_of_a_name_counts() {
+        let mut f = Fields::default();
+        f.text.push_str("firstsecond");
+        f.fields = vec![
+            ("zeta", FieldValue::Other(1.into())),
+            ("alpha", FieldValue::Text(0..5)),
+            ("mid", FieldValue::Other(true.into())),
+            ("alpha", FieldValue::Text(5..11)),
+        ];
+        f.sorted();
+        let got: Vec<(&str, Value)> = f.iter().map(|(k, v)| (k, v.to_value())).collect();
+        assert_eq!(got, [("alpha", Value::from("second")), ("mid", Value::from(true)), ("zeta", Value::from(1))]);
     }
 
     #[test]

@@ -58,6 +58,16 @@ async fn dribble(s: &mut TcpStream) -> bool {
     tokio::time::timeout(PATIENCE, go).await.unwrap_or(false)
 }
 
+/// A connection that has had one request answered (200) and is kept alive.
+async fn kept_alive_after_one_request(app: &TestApp) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    s
+}
+
 #[tokio::test]
 async fn a_client_dribbling_headers_is_disconnected() {
     let app = spawn(|_| {}).await;
@@ -80,11 +90,7 @@ async fn a_connection_that_never_sends_headers_is_closed() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = spawn(|l| l.header_timeout = Duration::from_secs(60)).await;
-    let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    let mut s = kept_alive_after_one_request(&app).await;
     // Kept alive, then nothing: closed after the idle timeout (the header timeout is far off).
     assert!(read_until_closed(&mut s).await.is_some(), "an idle keep-alive connection must be closed");
 }
@@ -95,11 +101,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 #[tokio::test]
 async fn a_keep_alive_connection_dribbling_its_next_request_is_closed_at_the_header_timeout() {
     let app = spawn(|l| l.idle_timeout = Duration::from_secs(600)).await;
-    let mut s = TcpStream::connect(app.addr).await.unwrap();
-    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), Some(200));
+    let mut s = kept_alive_after_one_request(&app).await;
     // Past the header timeout of the first request: the watchdog now sleeps until the idle
     // deadline, ten minutes off.
     tokio::time::sleep(Duration::from_millis(1500)).await;
