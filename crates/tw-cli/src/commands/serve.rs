@@ -87,9 +87,10 @@ pub struct ServeArgs {
     /// either, /metrics is open.
     #[arg(long, env = "TW_METRICS_TOKEN_FILE", value_name = "PATH")]
     metrics_token_file: Option<PathBuf>,
-    /// Log records kept for `tw-cli logs` (in memory; the newest win).
-    #[arg(long, env = "TW_LOG_RECORDS", default_value_t = 20_000)]
-    log_records: usize,
+    /// Log records kept for `tw-cli logs` (in memory; the newest win), at most 200,000: a log
+    /// query that matches nothing reads every one (about a millisecond per thousand).
+    #[arg(long, env = "TW_LOG_RECORDS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=200_000))]
+    log_records: u64,
     /// Bytes of log records kept on disk in DATA_DIR/logs (two rotating files).
     #[arg(long, env = "TW_LOG_MAX_BYTES", default_value_t = 32 * 1024 * 1024)]
     log_max_bytes: u64,
@@ -176,7 +177,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         LogFormat::Json => tw_server::logs::LineFormat::Json,
         LogFormat::Text => tw_server::logs::LineFormat::Text,
     };
-    let buffer = tw_server::logs::LogBuffer::new(args.log_records);
+    let buffer = tw_server::logs::LogBuffer::new(usize::try_from(args.log_records).unwrap_or(usize::MAX));
     std::fs::create_dir_all(&args.store.data_dir).with_context(|| format!("cannot create data dir {}", args.store.data_dir.display()))?;
     let log_dir = args.store.data_dir.join("logs");
     buffer.persist_to(&log_dir, args.log_max_bytes).with_context(|| format!("cannot keep logs in {}", log_dir.display()))?;

@@ -876,6 +876,19 @@ fn help_lists_commands_and_flags() {
     assert_no_panic(&o);
 }
 
+/// The in-memory log buffer is bounded whatever the operator asks for: a query that matches
+/// nothing reads every record kept.
+#[test]
+fn serve_refuses_more_log_records_than_it_can_search() {
+    let (_tmp, data) = workdir();
+    let o = tw().args(["serve", "--listen", "127.0.0.1:0", "--log-records", "1000000", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("--log-records") && err.contains("200000"), "{err}");
+    assert_no_panic(&o);
+    assert!(!data.exists(), "nothing is created before the flags are read");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 10. the benchmark (behaviour only: nothing here depends on how fast the machine is)
 // ---------------------------------------------------------------------------------------------
