@@ -115,6 +115,9 @@ impl SqliteStore {
     }
 }
 
+/// The write connection's page cache, in KiB (it grows to this as pages are read, then stays).
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
 /// The one write connection to the file at `path` (created private, with its dir, if missing), in
 /// WAL mode with `synchronous=FULL` until the writer takes it (see `writer.rs`).
 fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -132,6 +135,11 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     // NORMAL and syncs each commit on its own thread before answering (`writer.rs`).
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // The writer's page cache, 16 MiB instead of SQLite's 2 MiB. A batch whose pages outgrow the
+    // cache is spilled into the WAL page by page before its commit and read back: with 256 KiB
+    // alerts (64 pages each) every batch did, writing each page to the WAL twice. A larger store
+    // also keeps more of the b-trees' upper pages that every insert passes through.
+    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
     // The writer's steady set of statements (intake, savepoints, tallies, queue and triage) is
     // larger than rusqlite's default cache of 16: evicted ones would be parsed again each batch.
     conn.set_prepared_statement_cache_capacity(64);
@@ -213,5 +221,31 @@ pub(super) mod plans {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A transaction that touches more pages than SQLite's default cache (2 MiB) keeps them until
+    /// its commit. With the default, SQLite spilled them into the WAL one by one in the middle of
+    /// the batch and read them back: with 256 KiB alerts, 160,000 page writes and 330,000 page
+    /// reads more for 3,000 deliveries (`perf record -e raw_syscalls:sys_enter` on the writer).
+    #[test]
+    fn the_writer_keeps_a_large_batch_in_its_cache_until_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = super::open_write_connection(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        let wal = super::writer::wal_path(&path);
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let committed = wal_len();
+        conn.execute_batch("BEGIN").unwrap();
+        // About 6 MiB of pages: three times SQLite's default cache, within the writer's.
+        for _ in 0..1500 {
+            conn.execute("INSERT INTO t (b) VALUES (zeroblob(4000))", []).unwrap();
+        }
+        assert_eq!(wal_len(), committed, "pages were spilled into the WAL before the commit");
+        conn.execute_batch("COMMIT").unwrap();
+        assert!(wal_len() > committed + 1500 * 4096, "the commit wrote its pages: {} bytes", wal_len());
     }
 }
