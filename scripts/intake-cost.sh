@@ -5,6 +5,7 @@
 #   cargo build --release -p tw-cli
 #   scripts/intake-cost.sh cpu 30000         # req/s, p99, server CPU time and bytes written per delivery
 #   scripts/intake-cost.sh callgrind 5000    # instructions, counted only while the load runs
+#   WARMUP=200000 scripts/intake-cost.sh syscalls 20000   # system calls per delivery, by thread
 #
 # `cpu` reads the server's CPU time (user + system, all threads; the user share is printed) and bytes written from /proc
 # before and after the load, and the commits from /metrics (deliveries per commit = writes / 2 /
@@ -19,13 +20,19 @@
 # commit's share is larger than in a real run. SHA-256 runs in software there (no SHA
 # instructions), which inflates the signature check and the body hash.
 #
+# `syscalls` counts the server's system calls by thread and name while the load runs
+# (`perf trace -s`, as root; tracing every call slows the server, the counts do not move): what a
+# page written or read again costs shows here as a number, where times drown in the machine's
+# spread. With WARMUP, the store is filled first. The writer's `pread64`/`pwrite64` include the
+# checkpoints it runs itself when the WAL reaches its limit (`checkpoint.rs`).
+#
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
 # phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
 # sent before `cpu` starts counting (default 0: a fresh server).
 set -euo pipefail
 
-mode=${1:?usage: intake-cost.sh cpu|callgrind N}
+mode=${1:?usage: intake-cost.sh cpu|callgrind|syscalls N}
 n=${2:-30000}
 bin=${TW_BIN:-${CARGO_TARGET_DIR:-target}/release/tw-cli}
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p tw-cli" >&2; exit 1; }
@@ -42,12 +49,12 @@ cleanup() {
 trap cleanup EXIT
 
 case $mode in
-    cpu) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 & ;;
+    cpu | syscalls) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 & ;;
     callgrind)
         taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
             "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         ;;
-    *) echo "usage: intake-cost.sh cpu|callgrind N" >&2; exit 2 ;;
+    *) echo "usage: intake-cost.sh cpu|callgrind|syscalls N" >&2; exit 2 ;;
 esac
 server=$!
 for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
@@ -67,6 +74,22 @@ if [ "$mode" = callgrind ]; then
     kill "$server"; wait "$server" 2>/dev/null || true
     server=
     echo "profile: $(ls -t callgrind.intake.* | head -1)"
+    exit 0
+fi
+
+if [ "$mode" = syscalls ]; then
+    [ "${WARMUP:-0}" -gt 0 ] && load "$WARMUP" >/dev/null 2>&1
+    perf trace -s -p "$server" -o "$dir/trace" 2>/dev/null &
+    tracer=$!
+    sleep 1
+    load "$n" 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin)["product"]; print("deliveries", p["ok_2xx"], "req/s (traced)", round(p["throughput_rps"]))'
+    kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    # perf trace -s: a " name (tid), N events" line per thread, then "syscall calls errors ...".
+    awk -v n="$n" '
+        / \([0-9]+\), [0-9]+ events/ { thread = $1; next }
+        thread != "" && $2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ && $2 / n >= 0.01 {
+            printf "%-18s %-16s %7.3f per delivery\n", thread, $1, $2 / n
+        }' "$dir/trace"
     exit 0
 fi
 
