@@ -29,7 +29,7 @@
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
 # phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
-# sent before `cpu` starts counting (default 0: a fresh server).
+# sent before `cpu` or `syscalls` starts counting (default 0: a fresh server).
 set -euo pipefail
 
 mode=${1:?usage: intake-cost.sh cpu|callgrind|syscalls N}
@@ -77,13 +77,18 @@ if [ "$mode" = callgrind ]; then
     exit 0
 fi
 
+# A warmed-up server (WARMUP deliveries first) is past its fill-up: the in-memory log ring (20,000
+# records) and the heap grow during the first tens of thousands of deliveries.
+[ "${WARMUP:-0}" -gt 0 ] && load "$WARMUP" --api-key "$key" >/dev/null 2>&1
+
 if [ "$mode" = syscalls ]; then
-    [ "${WARMUP:-0}" -gt 0 ] && load "$WARMUP" >/dev/null 2>&1
-    perf trace -s -p "$server" -o "$dir/trace" 2>/dev/null &
+    command -v perf >/dev/null || { echo "syscalls needs perf (Debian's linux-perf)" >&2; exit 1; }
+    perf trace -s -p "$server" -o "$dir/trace" 2>"$dir/perf.err" &
     tracer=$!
     sleep 1
     load "$n" 2>/dev/null | python3 -c 'import json,sys; p=json.load(sys.stdin)["product"]; print("deliveries", p["ok_2xx"], "req/s (traced)", round(p["throughput_rps"]))'
     kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+    [ -s "$dir/trace" ] || { echo "perf trace recorded nothing (it needs root):" >&2; cat "$dir/perf.err" >&2; exit 1; }
     # perf trace -s: a " name (tid), N events" line per thread, then "syscall calls errors ...".
     awk -v n="$n" '
         / \([0-9]+\), [0-9]+ events/ { thread = $1; next }
@@ -93,9 +98,6 @@ if [ "$mode" = syscalls ]; then
     exit 0
 fi
 
-# A warmed-up server (WARMUP deliveries first) is past its fill-up: the in-memory log ring (20,000
-# records) and the heap grow during the first tens of thousands of deliveries.
-[ "${WARMUP:-0}" -gt 0 ] && load "$WARMUP" --api-key "$key" >/dev/null 2>&1
 read -r t0 u0 f0 < <(ticks); w0=$(written)
 out=$(load "$n" --api-key "$key" 2>/dev/null)
 read -r t1 u1 f1 < <(ticks); w1=$(written)

@@ -478,10 +478,10 @@ enum FieldValue {
 impl Fields {
     /// The fields in name order, as the record's map holds them: one per name, the last recorded.
     fn sorted(&mut self) {
+        // Newest first, then a stable sort: the first of each name is the one recorded last.
+        self.fields.reverse();
         self.fields.sort_by_key(|(name, _)| *name);
-        self.fields.reverse();
         self.fields.dedup_by_key(|(name, _)| *name);
-        self.fields.reverse();
     }
 
     fn iter(&self) -> impl Iterator<Item = (&'static str, FieldRef<'_>)> + Clone {

@@ -139,7 +139,8 @@ fn open_write_connection(path: &Path) -> Result<Connection, StoreError> {
     // cache is spilled into the WAL page by page before its commit and read back: with 256 KiB
     // alerts (64 pages each) every batch did, writing each page to the WAL twice. A larger store
     // also keeps more of the b-trees' upper pages that every insert passes through.
-    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB.wrapping_neg())?;
+    // A negative size is in KiB.
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     // The writer's steady set of statements (intake, savepoints, tallies, queue and triage) is
     // larger than rusqlite's default cache of 16: evicted ones would be parsed again each batch.
     conn.set_prepared_statement_cache_capacity(64);
