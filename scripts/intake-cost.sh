@@ -6,6 +6,8 @@
 #   scripts/intake-cost.sh cpu 30000         # req/s, p99, server CPU time and bytes written per delivery
 #   scripts/intake-cost.sh callgrind 5000    # instructions, counted only while the load runs
 #   WARMUP=200000 scripts/intake-cost.sh syscalls 20000   # system calls per delivery, by thread
+#   scripts/intake-cost.sh threads 30000     # user and system CPU per delivery, by thread
+#   FLOOR=1 scripts/intake-cost.sh threads 30000   # the same for the bench's floor responder
 #
 # `cpu` reads the server's CPU time (user + system, all threads; the user share is printed) and bytes written from /proc
 # before and after the load, and the commits from /metrics (deliveries per commit = writes / 2 /
@@ -26,13 +28,19 @@
 # spread. With WARMUP, the store is filled first. The writer's `pread64`/`pwrite64` include the
 # checkpoints it runs itself when the WAL reaches its limit (`checkpoint.rs`).
 #
+# `threads` reads each thread's user and system CPU time from /proc/PID/task before and after the
+# load (no profiler: a profiler's own cost lands on the pinned core and inflates the kernel's
+# share). With FLOOR=1 the server is the bench's floor responder (`tw-cli bench --floor-serve`: HTTP,
+# HMAC, JSON parse, nothing stored) under the same load, so the two can be set side by side; its
+# busy share says whether the floor was held back by the load generator rather than by its core.
+#
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
 # phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
 # sent before `cpu` or `syscalls` starts counting (default 0: a fresh server).
 set -euo pipefail
 
-mode=${1:?usage: intake-cost.sh cpu|callgrind|syscalls N}
+mode=${1:?usage: intake-cost.sh cpu|callgrind|syscalls|threads N}
 n=${2:-30000}
 bin=${TW_BIN:-${CARGO_TARGET_DIR:-target}/release/tw-cli}
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p tw-cli" >&2; exit 1; }
@@ -48,17 +56,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if [ "${FLOOR:-0}" = 1 ]; then
+    [ "$mode" = threads ] || { echo "FLOOR=1 is for threads" >&2; exit 2; }
+    taskset -c 0 "$bin" bench --floor-serve --listen "127.0.0.1:$port" --secret "$secret" >"$dir/log" 2>&1 &
+    server=$!
+    for _ in $(seq 600); do curl -s -o /dev/null "$url/" && break; sleep 0.1; done
+fi
 case $mode in
+    threads)
+        if [ "${FLOOR:-0}" != 1 ]; then
+            taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
+        fi
+        ;;
     cpu | syscalls) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 & ;;
     callgrind)
         taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
             "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         ;;
-    *) echo "usage: intake-cost.sh cpu|callgrind|syscalls N" >&2; exit 2 ;;
+    *) echo "usage: intake-cost.sh cpu|callgrind|syscalls|threads N" >&2; exit 2 ;;
 esac
-server=$!
-for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
-TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
+if [ "${FLOOR:-0}" != 1 ]; then
+    server=$!
+    for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
+    TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
+fi
 load() {
     taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
 }
@@ -95,6 +116,36 @@ if [ "$mode" = syscalls ]; then
         thread != "" && $2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ && $2 / n >= 0.01 {
             printf "%-18s %-16s %7.3f per delivery\n", thread, $1, $2 / n
         }' "$dir/trace"
+    exit 0
+fi
+
+if [ "$mode" = threads ]; then
+    # One line per thread: name, utime, stime (clock ticks); names repeat (the runtime's workers).
+    per_thread() { for t in /proc/"$server"/task/*; do printf '%s %s ' "$(basename "$t")" "$(cat "$t/comm" | tr ' ' _)"; sed 's/^.*) //' "$t/stat" | awk '{print $12, $13}'; done; }
+    before=$(per_thread)
+    out=$(load "$n" 2>/dev/null)
+    after=$(per_thread)
+    rps=$(python3 -c 'import json,sys; p=json.loads(sys.argv[1])["product"]; print(p["throughput_rps"])' "$out")
+    python3 -c 'import json,sys; p=json.loads(sys.argv[1])["product"]; print("deliveries", p["ok_2xx"], " req/s", round(p["throughput_rps"]), " p99", p["latency_ms"]["p99"], "ms")' "$out"
+    # The core's busy share over the load's own duration (requests / throughput).
+    python3 - "$n" 0 "$(python3 -c "print($n / $rps)")" "$before" "$after" <<'PY'
+import os, sys
+n, w0, w1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+hz = os.sysconf("SC_CLK_TCK")
+parse = lambda text: {l.split()[0]: (l.split()[1], int(l.split()[2]), int(l.split()[3])) for l in text.splitlines()}
+a, b = parse(sys.argv[4]), parse(sys.argv[5])
+rows, total = {}, 0
+for tid, (name, u1, s1) in b.items():
+    _, u0, s0 = a.get(tid, (name, 0, 0))
+    r = rows.setdefault(name, [0, 0])
+    r[0] += u1 - u0; r[1] += s1 - s0
+us = lambda ticks: ticks / hz * 1e6 / n
+for name, (u, s) in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
+    if u + s:
+        print(f"{name:<18} user {us(u):6.1f}  system {us(s):6.1f}  us/delivery")
+        total += u + s
+print(f"{'all threads':<18} {us(total):6.1f} us/delivery; the core busy {total / hz / (w1 - w0) * 100:.0f}% of the load's {w1 - w0:.2f} s (ticks of {1000 // hz} ms)")
+PY
     exit 0
 fi
 
