@@ -6,6 +6,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tw_server::api::ErrorBody;
 
+/// Extra request headers, as (name, value).
+type Headers = Vec<(String, String)>;
+
 /// Talks to one server with one API key.
 pub struct Client {
     http: reqwest::Client,
@@ -67,17 +70,11 @@ impl Client {
 
     /// Like [`Client::call`], with a raw body and extra headers, and without the API key (the
     /// public intake endpoint).
-    pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: Vec<(String, String)>) -> Result<(StatusCode, Value)> {
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, headers: Headers) -> Result<(StatusCode, Value)> {
         self.send(Method::POST, path, Some((body, headers)), false).await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(Vec<u8>, Vec<(String, String)>)>,
-        auth: bool,
-    ) -> Result<(StatusCode, Value)> {
+    async fn send(&self, method: Method, path: &str, body: Option<(Vec<u8>, Headers)>, auth: bool) -> Result<(StatusCode, Value)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if auth && let Some(key) = &self.api_key {

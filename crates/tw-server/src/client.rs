@@ -121,7 +121,7 @@ pub fn over_tls(parts: &Parts, proxies: &TrustedProxies) -> bool {
 
 fn forwarded_https(peer: Option<IpAddr>, headers: &HeaderMap, proxies: &TrustedProxies) -> bool {
     // The nearest proxy's word: the last value of the last header.
-    let proto = headers.get_all("x-forwarded-proto").iter().last().and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next());
+    let proto = headers.get_all("x-forwarded-proto").iter().next_back().and_then(|v| v.to_str().ok()).and_then(|v| v.rsplit(',').next());
     peer.is_some_and(|p| proxies.contains(p)) && proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 

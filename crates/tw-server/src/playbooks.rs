@@ -11,11 +11,14 @@ use tw_store::{Store, StoreError};
 /// How long a parsed user playbook is trusted before it is read again (other processes may change it).
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// A stored playbook as last read (or its absence), and when it was read.
+type Cached = (Instant, Option<Arc<Playbook>>);
+
 /// Looks playbooks up by name.
 pub struct PlaybookRegistry {
     store: Arc<dyn Store>,
     builtin: BTreeMap<String, Arc<Playbook>>,
-    cache: RwLock<HashMap<String, (Instant, Option<Arc<Playbook>>)>>,
+    cache: RwLock<HashMap<String, Cached>>,
 }
 
 /// A playbook and where it comes from.

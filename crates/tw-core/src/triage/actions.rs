@@ -430,8 +430,7 @@ pub(crate) mod test_support {
     }
 
     pub fn intel() -> Intel {
-        let mut i = Intel::default();
-        i.protected_domains = vec!["example.com".into(), "microsoft.com".into()];
+        let mut i = Intel { protected_domains: vec!["example.com".into(), "microsoft.com".into()], ..Intel::default() };
         i.bad_domains.insert("evil.example".into());
         i.bad_ips.insert("203.0.113.66".into());
         i.bad_hashes.insert("2fd727cc4f93d6122e0c77bbaa05fa82793404156aba313d82bc39adfb049d0f".into());

@@ -110,7 +110,9 @@ pub struct PageError {
     pub title: &'static str,
     pub message: String,
     retry_after: Option<u64>,
-    viewer: Option<Viewer>,
+    /// Boxed: a page error is a `Result`'s error on every console handler's path, and small keeps
+    /// their `Ok` cheap.
+    viewer: Option<Box<Viewer>>,
 }
 
 impl PageError {
@@ -120,7 +122,7 @@ impl PageError {
 
     /// Shown inside the signed-in frame of `viewer`.
     pub fn for_viewer(mut self, viewer: &Viewer) -> PageError {
-        self.viewer = Some(viewer.clone());
+        self.viewer = Some(Box::new(viewer.clone()));
         self
     }
 
@@ -158,7 +160,7 @@ impl From<ApiError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let page = views::message_page(self.title, &self.message, self.viewer.as_ref());
+        let page = views::message_page(self.title, &self.message, self.viewer.as_deref());
         let mut resp = (self.status, page).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

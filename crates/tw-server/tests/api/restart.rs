@@ -52,13 +52,11 @@ async fn numbers_are_never_reused_across_restarts() {
         add(&app, "edr", secret, json!({})).await;
         app.stop().await
     };
-    let mut expected = 1;
-    for round in 0..3 {
+    for (round, expected) in (1..=3).enumerate() {
         let app = TestApp::spawn_in(dir, |_| {}).await;
         let (s, v) = app.deliver("edr", secret, &generic_with_id(&format!("round-{round}"))).await;
         let (_, n) = assert_accepted(s, &v);
         assert_eq!(n, format!("INC-{}-{expected:04}", year()));
-        expected += 1;
         dir = app.stop().await;
     }
 }

@@ -154,15 +154,13 @@ pub fn check_sender(input: &ActionInput) -> ActionOutput {
                 continue;
             }
             // A protected domain or brand named by an outsider.
-            if !internal {
-                if let Some(pd) = claimed_org(&lname, &brands) {
-                    findings.push(finding(
-                        "sender_display_name_mismatch",
-                        format!("display name \"{name}\" claims {pd} but the mail comes from {addr}"),
-                        Some(addr),
-                    ));
-                    continue;
-                }
+            if !internal && let Some(pd) = claimed_org(&lname, &brands) {
+                findings.push(finding(
+                    "sender_display_name_mismatch",
+                    format!("display name \"{name}\" claims {pd} but the mail comes from {addr}"),
+                    Some(addr),
+                ));
+                continue;
             }
             if is_free && let Some(k) = keywords.iter().find(|k| has_word(&lname, &k.to_lowercase())) {
                 findings.push(finding(
