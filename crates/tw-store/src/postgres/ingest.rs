@@ -119,7 +119,7 @@ pub(super) async fn ingest_in(tx: &Transaction<'_>, reqs: &[&IngestRequest]) -> 
             (true, Some(playbook)) => {
                 let job_id = crate::rows::new_id("job");
                 jobs.push(&job_id, id, playbook, req.triage_max_attempts, req.received_at);
-                Some((TriageState::queued(&job_id, playbook).to_json().to_string(), job_id))
+                Some((TriageState::queued(&job_id, playbook).to_text(), job_id))
             }
             _ => None,
         };

@@ -48,7 +48,7 @@ async fn write_incident_triage(c: &impl GenericClient, incident: Uuid, job_id: &
         &[
             &incident,
             &job_id,
-            &u.triage.to_json().to_string(),
+            &u.triage.to_text(),
             &u.status_from_open.map(IncidentStatus::as_str),
             &u.severity.map(tw_core::Severity::as_str),
         ],
@@ -91,7 +91,7 @@ async fn insert_triage_job(
     execute(
         c,
         "UPDATE incidents SET triage = $2, triage_job_id = $3 WHERE id = $1",
-        &[&incident_id, &TriageState::queued(&id, playbook).to_json().to_string(), &id],
+        &[&incident_id, &TriageState::queued(&id, playbook).to_text(), &id],
     )
     .await?;
     load_job(c, &id).await?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))

@@ -41,7 +41,7 @@ pub(super) fn ingest_in(conn: &Connection, counters: &mut Tallies, req: &IngestR
     let job = match (req.auto_triage, &req.playbook) {
         (true, Some(playbook)) => {
             let job_id = crate::rows::new_id("job");
-            let state = TriageState::queued(&job_id, playbook).to_json().to_string();
+            let state = TriageState::queued(&job_id, playbook).to_text();
             Some((job_id, playbook, state))
         }
         _ => None,

@@ -42,7 +42,20 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<TriageJob>, StoreError
 
 /// Writes the incident's side of a transition, only while `job_id` is the incident's latest job.
 /// True when written.
+///
+/// A transition that moves neither status nor severity (a claim, most completions) writes the
+/// triage column alone: SQLite rewrites the entries of every index whose columns an `UPDATE`
+/// assigns, even to the value they hold, and status and severity are in all three listing
+/// indexes (and fire the counts' trigger check).
 fn write_incident_triage(conn: &Connection, incident_id: &str, job_id: &str, u: &IncidentTriageUpdate) -> Result<bool, StoreError> {
+    if u.status_from_open.is_none() && u.severity.is_none() {
+        let n = conn.prepare_cached("UPDATE incidents SET triage = ?3 WHERE id = ?1 AND triage_job_id = ?2")?.execute(params![
+            incident_id,
+            job_id,
+            u.triage.to_text()
+        ])?;
+        return Ok(n > 0);
+    }
     let n = conn
         .prepare_cached(
             "UPDATE incidents SET triage = ?3, \
@@ -53,7 +66,7 @@ fn write_incident_triage(conn: &Connection, incident_id: &str, job_id: &str, u: 
         .execute(params![
             incident_id,
             job_id,
-            u.triage.to_json().to_string(),
+            u.triage.to_text(),
             u.status_from_open.map(IncidentStatus::as_str),
             u.severity.map(tw_core::Severity::as_str)
         ])?;
@@ -127,7 +140,7 @@ impl crate::TriageStore for SqliteStore {
                     at: Utc::now(),
                 };
                 insert_job_row(conn, &job)?;
-                let state = TriageState::queued(&id, &playbook).to_json().to_string();
+                let state = TriageState::queued(&id, &playbook).to_text();
                 conn.prepare_cached("UPDATE incidents SET triage = ?2, triage_job_id = ?3 WHERE id = ?1")?.execute(params![
                     incident_id,
                     state,
