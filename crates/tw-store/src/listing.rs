@@ -160,6 +160,7 @@ pub(crate) fn total(f: &IncidentFilter, ph: Placeholder) -> Statement<'_> {
 
 /// The page from the rows [`page`] read (`per_page + 1` at most) and the total.
 pub(crate) fn finish(mut items: Vec<Incident>, per_page: u32, total: i64) -> IncidentPage {
+    crate::triage::drop_trace(&mut items);
     let more = items.len() > per_page as usize;
     items.truncate(per_page as usize);
     let next = if more { items.last().map(|i| i.incident_number) } else { None };

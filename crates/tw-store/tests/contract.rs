@@ -330,7 +330,14 @@ fn outcome(score: u8) -> tw_core::triage::TriageOutcome {
         }],
         recommended_actions: vec![],
         severity: Some(Severity::Critical),
-        trace: vec![],
+        trace: vec![tw_core::triage::TraceStep {
+            step: "Look up".into(),
+            action: "lookup_intel".into(),
+            skipped: false,
+            inputs: serde_json::json!({"hashes": ["abc"]}),
+            outputs: serde_json::json!({"matches": [{"indicator": "abc", "score": score}]}),
+            duration_us: 12,
+        }],
     }
 }
 
@@ -364,6 +371,14 @@ async fn triage_jobs_finish_once(store: Arc<dyn Store>) {
     let t = done.triage.unwrap();
     assert_eq!((t["status"].as_str(), t["score"].as_u64(), t["verdict"].as_str()), (Some("completed"), Some(80), Some("malicious")));
     assert_eq!(t["findings"].as_array().unwrap().len(), 1);
+    // The run's trace is the detail's; a listing shows the run without it.
+    assert_eq!(t["trace"], serde_json::to_value(&outcome(80).trace).unwrap(), "{t}");
+    let listed = store.list_incidents(&filter(None, None, None, 10)).await.unwrap().items;
+    let lt = listed.iter().find(|i| i.id == inc.id).unwrap().triage.as_ref().unwrap();
+    assert_eq!((lt["status"].as_str(), lt["score"].as_u64()), (Some("completed"), Some(80)));
+    assert!(lt.get("trace").is_none(), "{lt}");
+    let by_number = store.get_incident(&IncidentKey::Number(inc.number)).await.unwrap().unwrap();
+    assert_eq!(by_number.triage.unwrap()["trace"], t["trace"]);
     assert_eq!(done.status, IncidentStatus::Triaged);
     assert_eq!(done.severity, Severity::Critical);
     assert_eq!(store.triage_job(&job.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);

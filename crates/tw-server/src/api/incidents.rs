@@ -40,7 +40,8 @@ pub struct Incident {
     pub playbook: Option<String>,
     #[schema(required = true)]
     pub request_id: Option<String>,
-    /// The latest triage: the job's state, or the playbook's verdict, score, findings, ...
+    /// The latest triage: the job's state, or the playbook's verdict, score, findings, ... A completed
+    /// run's step trace is in the incident's own view (`GET /api/incidents/{id}`), not in listings.
     #[schema(required = true, value_type = Option<Object>)]
     pub triage: Option<Value>,
 }

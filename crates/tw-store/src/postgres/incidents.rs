@@ -90,13 +90,20 @@ async fn list_in(c: &impl GenericClient, f: &IncidentFilter) -> Result<IncidentP
 impl crate::IncidentStore for PgStore {
     async fn get_incident(&self, key: &IncidentKey) -> Result<Option<Incident>, StoreError> {
         let c = self.client().await?;
-        match key {
-            IncidentKey::Id(id) => load_incident(&c, *id).await,
+        let incident = match key {
+            IncidentKey::Id(id) => load_incident(&c, *id).await?,
             IncidentKey::Number(n) => {
                 let sql = format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE year = $1 AND seq = $2");
-                query_opt(&c, &sql, &[&n.year, &n.seq]).await?.map(|r| incident_from_row(&r, true)).transpose()
+                query_opt(&c, &sql, &[&n.year, &n.seq]).await?.map(|r| incident_from_row(&r, true)).transpose()?
             }
+        };
+        let Some(mut incident) = incident else { return Ok(None) };
+        if let Some(job) = crate::triage::trace_to_fetch(incident.triage.as_ref())
+            && let Some(row) = query_opt(&c, "SELECT trace FROM triage_traces WHERE job_id = $1", &[&job]).await?
+        {
+            crate::triage::put_trace(incident.triage.as_mut(), row.get(0))?;
         }
+        Ok(Some(incident))
     }
 
     async fn list_incidents(&self, f: &IncidentFilter) -> Result<IncidentPage, StoreError> {

@@ -57,8 +57,19 @@ async fn write_incident_triage(c: &impl GenericClient, incident: Uuid, job_id: &
     Ok(n > 0)
 }
 
-/// Persists a job's transition and its incident's side.
-async fn apply(c: &impl GenericClient, job: &TriageJob, t: &JobTransition) -> Result<(), StoreError> {
+/// Persists a job's transition and its incident's side; a completed run's trace goes to
+/// `triage_traces` ([`TriageState::take_trace`]).
+async fn apply(c: &impl GenericClient, job: &TriageJob, mut t: JobTransition) -> Result<(), StoreError> {
+    if let Some(trace) = t.incident.triage.take_trace() {
+        // Plain values: serializing them cannot fail.
+        let text = serde_json::to_string(&trace).unwrap_or_else(|_| "[]".into());
+        execute(
+            c,
+            "INSERT INTO triage_traces (job_id, trace) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
+            &[&job.job_id, &super::pg_text(&text)],
+        )
+        .await?;
+    }
     execute(
         c,
         "UPDATE triage_jobs SET status = $2, error = $3, run_after = COALESCE($4, run_after), completed_at = $5, lease_until = NULL \
@@ -143,7 +154,7 @@ impl crate::TriageStore for PgStore {
         let mut out = Vec::with_capacity(jobs.len());
         for job in jobs {
             match on_claim(&job, now) {
-                ClaimDecision::Abandon(t) => apply(&tx, &job, &t).await?,
+                ClaimDecision::Abandon(t) => apply(&tx, &job, t).await?,
                 ClaimDecision::Run(running) => {
                     let Some(incident) = load_incident(&tx, job.incident_id).await? else { continue };
                     let update = IncidentTriageUpdate { triage: running, status_from_open: None, severity: None };
@@ -162,7 +173,7 @@ impl crate::TriageStore for PgStore {
         let row = query_opt(&tx, &format!("SELECT {JOB_COLUMNS} FROM triage_jobs WHERE id = $1 FOR UPDATE"), &[&job_id]).await?;
         let Some(job) = row.map(|r| job_from_row(&r)).transpose()? else { return Ok(false) };
         let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
-        apply(&tx, &job, &t).await?;
+        apply(&tx, &job, t).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -9,7 +9,7 @@ use crate::rows::{INCIDENT_COLUMNS, IncidentRow, corrupt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::ToSqlOutput;
-use rusqlite::{Connection, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tw_core::SourceName;
 use uuid::Uuid;
 
@@ -65,10 +65,16 @@ impl crate::IncidentStore for SqliteStore {
             let sql = format!("SELECT {INCIDENT_COLUMNS}, {INCIDENT_RAW} FROM incidents WHERE {cond}");
             let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query(params![a, b])?;
-            match rows.next()? {
-                Some(r) => incident_from_row(r, true).map(Some),
-                None => Ok(None),
+            let Some(r) = rows.next()? else { return Ok(None) };
+            let mut incident = incident_from_row(r, true)?;
+            if let Some(job) = crate::triage::trace_to_fetch(incident.triage.as_ref()) {
+                let trace: Option<String> =
+                    conn.prepare_cached("SELECT trace FROM triage_traces WHERE job_id = ?1")?.query_row([job], |r| r.get(0)).optional()?;
+                if let Some(trace) = trace {
+                    crate::triage::put_trace(incident.triage.as_mut(), &trace)?;
+                }
             }
+            Ok(Some(incident))
         })
         .await
     }

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("schema_v14.sql")),
     (15, include_str!("schema_v15.sql")),
     (16, include_str!("schema_v16.sql")),
+    (17, include_str!("schema_v17.sql")),
 ];
 
 /// The newest schema version this build knows.

@@ -73,8 +73,17 @@ fn write_incident_triage(conn: &Connection, incident_id: &str, job_id: &str, u: 
     Ok(n > 0)
 }
 
-/// Persists a job's transition and its incident's side.
-fn apply(conn: &Connection, job: &TriageJob, t: &JobTransition) -> Result<(), StoreError> {
+/// Persists a job's transition and its incident's side; a completed run's trace goes to
+/// `triage_traces` ([`TriageState::take_trace`]).
+fn apply(conn: &Connection, job: &TriageJob, mut t: JobTransition) -> Result<(), StoreError> {
+    if let Some(trace) = t.incident.triage.take_trace() {
+        // Plain values: serializing them cannot fail.
+        let text = serde_json::to_string(&trace).unwrap_or_else(|_| "[]".into());
+        conn.prepare_cached(
+            "INSERT INTO triage_traces (job_id, trace) VALUES (?1, ?2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
+        )?
+        .execute(params![job.job_id, text])?;
+    }
     conn.prepare_cached(
         "UPDATE triage_jobs SET status = ?2, error = ?3, run_after = COALESCE(?4, run_after), completed_at = ?5, lease_until = NULL \
          WHERE id = ?1",
@@ -180,7 +189,7 @@ impl crate::TriageStore for SqliteStore {
                     let job = load_job(conn, &id)?.ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))?;
                     let incident_id = job.incident_id.to_string();
                     match on_claim(&job, now) {
-                        ClaimDecision::Abandon(t) => apply(conn, &job, &t)?,
+                        ClaimDecision::Abandon(t) => apply(conn, &job, t)?,
                         ClaimDecision::Run(running) => {
                             let Some(incident) = load_incident(conn, &incident_id)? else { continue };
                             let update = IncidentTriageUpdate { triage: running, status_from_open: None, severity: None };
@@ -200,7 +209,7 @@ impl crate::TriageStore for SqliteStore {
             .write(move |conn| {
                 let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
                 let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
-                apply(conn, &job, &t)?;
+                apply(conn, &job, t)?;
                 Ok(true)
             })
             .await
@@ -217,7 +226,7 @@ impl crate::TriageStore for SqliteStore {
                     out.push(super::writer::in_savepoint(conn, || {
                         let Some(job) = load_job(conn, &job_id)? else { return Ok(false) };
                         let Some(t) = on_complete(&job, attempt, completion, Utc::now()) else { return Ok(false) };
-                        apply(conn, &job, &t)?;
+                        apply(conn, &job, t)?;
                         Ok(true)
                     })?);
                 }
