@@ -595,6 +595,41 @@ async fn the_live_stream_needs_a_session_and_sends_new_deliveries() {
     drop(resp);
 }
 
+/// A delivery that arrives after the page was made and before its stream starts is sent once: the
+/// stream's first look finds it newer than the page, and its polls must not find it again.
+#[tokio::test]
+async fn a_delivery_between_the_page_and_its_stream_is_streamed_once() {
+    let (app, _) = app_with_deliveries().await;
+    let b = Browser::sign_in(&app, &app.read_key).await;
+    let page = b.get("/console/deliveries").await;
+    let start = page.body.find("/console/deliveries/stream?").expect("the page's stream");
+    let stream = page.body[start..].split('"').next().unwrap().replace("&amp;", "&");
+    let (status, v) = app.deliver("edr", EDR_SECRET, &support::generic_with_id("alert-between")).await;
+    assert_eq!(status, 201, "{v}");
+    // The delivery record is written after the answer, in the writer's next batch.
+    let mut recorded = false;
+    for _ in 0..100 {
+        if b.get("/console/deliveries").await.body.matches("<tr data-id=").count() > page.body.matches("<tr data-id=").count() {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "the delivery was never recorded");
+    let mut resp =
+        b.http.get(app.url(&stream)).header("cookie", format!("tw_console={}", b.session.as_ref().unwrap())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The row at once, then two polls of the stream (one every 2 s) with nothing new.
+    let mut text = read_until(&mut resp, "</tr>").await;
+    let _ = tokio::time::timeout(Duration::from_millis(4500), async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert_eq!(text.matches("event: delivery").count(), 1, "streamed more than once: {text}");
+}
+
 #[tokio::test]
 async fn only_an_admin_reprocesses_dead_letters_and_a_forged_post_is_refused() {
     let (app, rows) = app_with_deliveries().await;
