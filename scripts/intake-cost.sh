@@ -56,27 +56,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "${FLOOR:-0}" = 1 ]; then
-    [ "$mode" = threads ] || { echo "FLOOR=1 is for threads" >&2; exit 2; }
-    taskset -c 0 "$bin" bench --floor-serve --listen "127.0.0.1:$port" --secret "$secret" >"$dir/log" 2>&1 &
-    server=$!
-    for _ in $(seq 600); do curl -s -o /dev/null "$url/" && break; sleep 0.1; done
-fi
+[ "${FLOOR:-0}" != 1 ] || [ "$mode" = threads ] || { echo "FLOOR=1 is for threads" >&2; exit 2; }
 case $mode in
-    threads)
-        if [ "${FLOOR:-0}" != 1 ]; then
+    cpu | syscalls | threads)
+        if [ "${FLOOR:-0}" = 1 ]; then
+            taskset -c 0 "$bin" bench --floor-serve --listen "127.0.0.1:$port" --secret "$secret" >"$dir/log" 2>&1 &
+        else
             taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         fi
         ;;
-    cpu | syscalls) taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 & ;;
     callgrind)
         taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
             "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         ;;
     *) echo "usage: intake-cost.sh cpu|callgrind|syscalls|threads N" >&2; exit 2 ;;
 esac
-if [ "${FLOOR:-0}" != 1 ]; then
-    server=$!
+server=$!
+if [ "${FLOOR:-0}" = 1 ]; then
+    # The floor answers any path (with 401 to an unsigned request).
+    for _ in $(seq 600); do curl -s -o /dev/null "$url/" && break; sleep 0.1; done
+else
     for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
     TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
 fi
@@ -125,15 +124,16 @@ if [ "$mode" = threads ]; then
     before=$(per_thread)
     out=$(load "$n" 2>/dev/null)
     after=$(per_thread)
-    rps=$(python3 -c 'import json,sys; p=json.loads(sys.argv[1])["product"]; print(p["throughput_rps"])' "$out")
-    python3 -c 'import json,sys; p=json.loads(sys.argv[1])["product"]; print("deliveries", p["ok_2xx"], " req/s", round(p["throughput_rps"]), " p99", p["latency_ms"]["p99"], "ms")' "$out"
-    # The core's busy share over the load's own duration (requests / throughput).
-    python3 - "$n" 0 "$(python3 -c "print($n / $rps)")" "$before" "$after" <<'PY'
-import os, sys
-n, w0, w1 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    python3 - "$n" "$out" "$before" "$after" <<'PY'
+import json, os, sys
+n = int(sys.argv[1])
+p = json.loads(sys.argv[2])["product"]
+print("deliveries", p["ok_2xx"], " req/s", round(p["throughput_rps"]), " p99", p["latency_ms"]["p99"], "ms")
+# The load's own duration: requests over throughput.
+seconds = n / p["throughput_rps"]
 hz = os.sysconf("SC_CLK_TCK")
 parse = lambda text: {l.split()[0]: (l.split()[1], int(l.split()[2]), int(l.split()[3])) for l in text.splitlines()}
-a, b = parse(sys.argv[4]), parse(sys.argv[5])
+a, b = parse(sys.argv[3]), parse(sys.argv[4])
 rows, total = {}, 0
 for tid, (name, u1, s1) in b.items():
     _, u0, s0 = a.get(tid, (name, 0, 0))
@@ -144,7 +144,7 @@ for name, (u, s) in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
     if u + s:
         print(f"{name:<18} user {us(u):6.1f}  system {us(s):6.1f}  us/delivery")
         total += u + s
-print(f"{'all threads':<18} {us(total):6.1f} us/delivery; the core busy {total / hz / (w1 - w0) * 100:.0f}% of the load's {w1 - w0:.2f} s (ticks of {1000 // hz} ms)")
+print(f"{'all threads':<18} {us(total):6.1f} us/delivery; the core busy {total / hz / seconds * 100:.0f}% of the load's {seconds:.2f} s (ticks of {1000 // hz} ms)")
 PY
     exit 0
 fi

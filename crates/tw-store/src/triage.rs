@@ -71,26 +71,30 @@ impl TriageState {
         serde_json::to_string(self).unwrap_or_else(|_| "null".into())
     }
 
-    /// Takes a completed run's step trace out of the state. The trace (most of a run's result:
-    /// each step's inputs and outputs, about 3.8 KiB for the phishing playbook) is stored apart
-    /// from the incident, in `triage_traces` by job: on the incident's row it made every listing
-    /// page carry it (228 KB for 50 triaged incidents, against 39 KB) and every completion grow
-    /// the row in place.
-    pub fn take_trace(&mut self) -> Option<Vec<tw_core::triage::TraceStep>> {
+    /// Takes a completed run's step trace out of the state, as the JSON text both engines store.
+    /// The trace (most of a run's result: each step's inputs and outputs, about 3.8 KiB for the
+    /// phishing playbook) is stored apart from the incident, in `triage_traces` by job: on the
+    /// incident's row it made every listing page carry it (228 KB for 50 triaged incidents,
+    /// against 39 KB) and every completion grow the row in place.
+    pub fn take_trace_text(&mut self) -> Option<String> {
         match self {
-            TriageState::Completed { outcome, .. } => Some(std::mem::take(&mut outcome.trace)),
+            // Plain values: serializing them cannot fail.
+            TriageState::Completed { outcome, .. } => {
+                Some(serde_json::to_string(&std::mem::take(&mut outcome.trace)).unwrap_or_else(|_| "[]".into()))
+            }
             _ => None,
         }
     }
 
-    /// [`TriageState::to_text`] as a value.
+    /// [`TriageState::to_text`] as a value (what the tests read).
+    #[cfg(test)]
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.to_text()).unwrap_or_default()
     }
 }
 
 /// The job whose stored trace an incident's `triage` object lacks: a completed run stored since
-/// traces are kept apart ([`TriageState::take_trace`]). One stored earlier keeps its trace inline.
+/// traces are kept apart ([`TriageState::take_trace_text`]). One stored earlier keeps its trace inline.
 pub(crate) fn trace_to_fetch(triage: Option<&serde_json::Value>) -> Option<String> {
     let t = triage?.as_object()?;
     if t.get("status")?.as_str()? != "completed" {
@@ -374,13 +378,14 @@ mod tests {
         }];
         let mut s =
             TriageState::Completed { job_id: "job-1".into(), attempts: 1, started_at: None, completed_at: t(9), outcome: Box::new(o) };
-        assert_eq!(s.take_trace().map(|t| t.len()), Some(1));
+        let trace: serde_json::Value = serde_json::from_str(&s.take_trace_text().unwrap()).unwrap();
+        assert_eq!((trace.as_array().map(Vec::len), trace[0]["outputs"]["score"].as_u64()), (Some(1), Some(90)));
         let v = s.to_json();
         assert_eq!(
             (v["verdict"].as_str(), v["score"].as_u64(), v["trace"].as_array().map(Vec::len)),
             (Some("malicious"), Some(90), Some(0))
         );
-        assert_eq!(TriageState::queued("job-2", "p").take_trace(), None);
+        assert_eq!(TriageState::queued("job-2", "p").take_trace_text(), None);
     }
 
     #[test]

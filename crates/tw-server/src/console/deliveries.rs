@@ -563,13 +563,13 @@ pub async fn stream(State(state): State<AppState>, console: Console, Query(p): Q
     // are seen too once sent: left out of `seen`, the first poll found them again and the page
     // showed a delivery twice (when it arrived between the page and its stream).
     let first = recent(&state, &filter, LIST_LIMIT, None).await.map_err(|e| console.error(e))?;
-    let seen: Vec<String> = first.iter().map(|d| d.request_id.clone()).collect();
+    let seen: HashSet<String> = first.iter().map(|d| d.request_id.clone()).collect();
     let new: Vec<_> = first.into_iter().filter(|d| after.is_some_and(|a| d.received_at > a)).collect();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = Live {
         filter,
-        seen: seen.into_iter().collect(),
+        seen,
         pending: new.into_iter().rev().map(Delivery::from).collect(),
         session_id: console.session_id.clone(),
         key: crate::auth::KeyRecheck::new(session.key_hash, now),

@@ -58,11 +58,9 @@ async fn write_incident_triage(c: &impl GenericClient, incident: Uuid, job_id: &
 }
 
 /// Persists a job's transition and its incident's side; a completed run's trace goes to
-/// `triage_traces` ([`TriageState::take_trace`]).
+/// `triage_traces` ([`TriageState::take_trace_text`]).
 async fn apply(c: &impl GenericClient, job: &TriageJob, mut t: JobTransition) -> Result<(), StoreError> {
-    if let Some(trace) = t.incident.triage.take_trace() {
-        // Plain values: serializing them cannot fail.
-        let text = serde_json::to_string(&trace).unwrap_or_else(|_| "[]".into());
+    if let Some(text) = t.incident.triage.take_trace_text() {
         execute(
             c,
             "INSERT INTO triage_traces (job_id, trace) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",

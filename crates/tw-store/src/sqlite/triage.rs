@@ -74,11 +74,9 @@ fn write_incident_triage(conn: &Connection, incident_id: &str, job_id: &str, u: 
 }
 
 /// Persists a job's transition and its incident's side; a completed run's trace goes to
-/// `triage_traces` ([`TriageState::take_trace`]).
+/// `triage_traces` ([`TriageState::take_trace_text`]).
 fn apply(conn: &Connection, job: &TriageJob, mut t: JobTransition) -> Result<(), StoreError> {
-    if let Some(trace) = t.incident.triage.take_trace() {
-        // Plain values: serializing them cannot fail.
-        let text = serde_json::to_string(&trace).unwrap_or_else(|_| "[]".into());
+    if let Some(text) = t.incident.triage.take_trace_text() {
         conn.prepare_cached(
             "INSERT INTO triage_traces (job_id, trace) VALUES (?1, ?2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
         )?
