@@ -8,6 +8,7 @@
 #   WARMUP=200000 scripts/intake-cost.sh syscalls 20000   # system calls per delivery, by thread
 #   scripts/intake-cost.sh threads 30000     # user and system CPU per delivery, by thread
 #   FLOOR=1 scripts/intake-cost.sh threads 30000   # the same for the bench's floor responder
+#   PG=1 scripts/intake-cost.sh threads 30000      # the same on PostgreSQL, with its backends' CPU
 #
 # `cpu` reads the server's CPU time (user + system, all threads; the user share is printed) and bytes written from /proc
 # before and after the load, and the commits from /metrics (deliveries per commit = writes / 2 /
@@ -37,7 +38,10 @@
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
 # phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
-# sent before `cpu` or `syscalls` starts counting (default 0: a fresh server).
+# sent before `cpu` or `syscalls` starts counting (default 0: a fresh server); PG=1, the store on
+# a new PostgreSQL database (PGURL, default postgres://postgres@127.0.0.1:5432, names the server;
+# the database is dropped afterwards), and with `threads` the CPU of PostgreSQL's processes (all
+# of them, read from /proc as root) per delivery beside the server's.
 set -euo pipefail
 
 mode=${1:?usage: intake-cost.sh cpu|callgrind|syscalls|threads N}
@@ -48,10 +52,19 @@ dir=$(mktemp -d /tmp/tw-intake-cost.XXXX)
 port=$((20000 + RANDOM % 20000))
 url="http://127.0.0.1:$port"
 secret=s3cr3t-intake-cost-secret
-key=$("$bin" api-key create --name cost --data-dir "$dir/data" 2>/dev/null | tail -1)
+store=()
+pgdb=
+if [ "${PG:-0}" = 1 ]; then
+    pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432}
+    pgdb="tw_intake_cost_$$"
+    psql -q "$pgurl/postgres" -c "CREATE DATABASE $pgdb" >/dev/null
+    store=(--database-url "$pgurl/$pgdb")
+fi
+key=$("$bin" api-key create --name cost --data-dir "$dir/data" "${store[@]}" 2>/dev/null | tail -1)
 server=
 cleanup() {
     [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    [ -n "$pgdb" ] && psql -q "$pgurl/postgres" -c "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -62,7 +75,7 @@ case $mode in
         if [ "${FLOOR:-0}" = 1 ]; then
             taskset -c 0 "$bin" bench --floor-serve --listen "127.0.0.1:$port" --secret "$secret" >"$dir/log" 2>&1 &
         else
-            taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
+            taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" "${store[@]}" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         fi
         ;;
     callgrind)
@@ -121,10 +134,15 @@ fi
 if [ "$mode" = threads ]; then
     # One line per thread: name, utime, stime (clock ticks); names repeat (the runtime's workers).
     per_thread() { for t in /proc/"$server"/task/*; do printf '%s %s ' "$(basename "$t")" "$(cat "$t/comm" | tr ' ' _)"; sed 's/^.*) //' "$t/stat" | awk '{print $12, $13}'; done; }
-    before=$(per_thread)
+    # PostgreSQL's processes, all of them (its backends, WAL writer, checkpointer): user + system ticks.
+    pg_ticks() {
+        [ -n "$pgdb" ] || { echo 0; return; }
+        for p in $(pgrep -x postgres); do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}'; done | awk '{s += $1} END {print s + 0}'
+    }
+    before=$(per_thread); pg0=$(pg_ticks)
     out=$(load "$n" 2>/dev/null)
-    after=$(per_thread)
-    python3 - "$n" "$out" "$before" "$after" <<'PY'
+    after=$(per_thread); pg1=$(pg_ticks)
+    python3 - "$n" "$out" "$before" "$after" "$((pg1 - pg0))" "$pgdb" <<'PY'
 import json, os, sys
 n = int(sys.argv[1])
 p = json.loads(sys.argv[2])["product"]
@@ -145,6 +163,9 @@ for name, (u, s) in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
         print(f"{name:<18} user {us(u):6.1f}  system {us(s):6.1f}  us/delivery")
         total += u + s
 print(f"{'all threads':<18} {us(total):6.1f} us/delivery; the core busy {total / hz / seconds * 100:.0f}% of the load's {seconds:.2f} s (ticks of {1000 // hz} ms)")
+if sys.argv[6]:
+    pg = int(sys.argv[5])
+    print(f"{'postgres (all)':<18} {us(pg):6.1f} us/delivery, on the load generator's core (not pinned): {pg / hz / seconds * 100:.0f}% of a core")
 PY
     exit 0
 fi

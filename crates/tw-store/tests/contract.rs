@@ -1142,6 +1142,7 @@ contract!(
     refused_counts_add_up_in_one_row_whichever_write_comes_first,
     retention_keeps_the_newest_per_source_and_drops_the_expired,
     refused_records_cannot_push_verified_ones_out,
+    records_written_beside_intake_batches_are_all_kept_and_refusals_counted,
     reprocessing_updates_incidents_in_place_and_never_duplicates,
     reprocessed_dead_letters_are_ingested_once_or_kept,
     activity_counts_a_day_by_hour_severity_and_verdict,
@@ -1709,6 +1710,35 @@ async fn refused_counts_add_up_in_one_row_whichever_write_comes_first(store: Arc
     // Every refused request is in the source's error count.
     let src = store.get_source(&name("mail")).await.unwrap().unwrap();
     assert_eq!(src.error_count, 24);
+}
+
+/// Delivery records fired while incidents are being ingested share the writer's batches with
+/// them (on PostgreSQL, accepted ones are committed beside the batch on a connection of their own,
+/// refused ones in it): every record is kept, whichever way it went, and every refused one is in
+/// its source's error count exactly once.
+async fn records_written_beside_intake_batches_are_all_kept_and_refusals_counted(store: Arc<dyn Store>) {
+    store.create_source(source("mail", "mail-secret")).await.unwrap();
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    let t = Utc::now();
+    let mut ingests = Vec::new();
+    for i in 0..120 {
+        let src = if i % 2 == 0 { "mail" } else { "edr" };
+        let status = if i % 5 == 0 { 401 } else { 201 };
+        store.record_delivery(delivery(&format!("req_mix{i:03}"), src, None, status, status < 300, t), None);
+        let store = store.clone();
+        ingests.push(tokio::spawn(async move { store.ingest(ingest_req(src, Some(&format!("mix-{i}")), &format!("k-mix-{i}"))).await }));
+    }
+    for i in ingests {
+        assert!(matches!(i.await.unwrap().unwrap(), IngestOutcome::Created(_)));
+    }
+    store.flush().await.unwrap();
+    for src in ["mail", "edr"] {
+        let all = store.list_deliveries(&name(src), DeliveryFilter::All, 500).await.unwrap();
+        let failed = store.list_deliveries(&name(src), DeliveryFilter::Failed, 500).await.unwrap();
+        assert_eq!((all.len(), failed.len()), (60, 12), "{src}");
+        let counted = store.get_source(&name(src)).await.unwrap().unwrap();
+        assert_eq!((counted.delivery_count, counted.error_count), (60, 12), "{src}");
+    }
 }
 
 async fn retention_keeps_the_newest_per_source_and_drops_the_expired(store: Arc<dyn Store>) {

@@ -178,12 +178,56 @@ async fn commit(pool: &Pool, ops: Vec<Op>) -> Option<String> {
 }
 
 async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
-    if b.ingests.is_empty() && b.enqueues.is_empty() && b.deliveries.is_empty() {
+    let Batch { ingests, enqueues, mut deliveries } = b;
+    // The records of accepted deliveries go beside the batch, in a transaction of their own on a
+    // second connection: they touch no row the batch does (only `deliveries` rows, which no ingest
+    // writes), so they need no turn under the ingest lock, and PostgreSQL writes them in another
+    // backend while the batch holds it. In one transaction with the batch they were about a third
+    // of the work done under the lock, which serializes every instance's batches. A record of a
+    // refused delivery adds to its source's error count, a `sources` row the batch updates too:
+    // those stay in the batch's transaction (one transaction locks its rows in one order; two
+    // could deadlock).
+    let apart: Vec<(Delivery, Option<Vec<u8>>)> = if ingests.is_empty() && enqueues.is_empty() {
+        std::mem::take(&mut deliveries)
+    } else {
+        let (accepted, refused) = deliveries.into_iter().partition(|(d, _)| (200..300).contains(&d.status));
+        deliveries = refused;
+        accepted
+    };
+    let (down, records_down) = tokio::join!(commit_intake(pool, ingests, enqueues, deliveries), commit_records(pool, apart));
+    down.or(records_down)
+}
+
+/// Commits delivery records alone; returns the cause when the database could not write. Records
+/// that fail are logged and dropped: nobody waits for them.
+async fn commit_records(pool: &Pool, records: Vec<(Delivery, Option<Vec<u8>>)>) -> Option<String> {
+    if records.is_empty() {
         return None;
     }
-    let reqs: Vec<&IngestRequest> = b.ingests.iter().map(|(r, _)| r).collect();
-    let events: Vec<&NewQueuedEvent> = b.enqueues.iter().map(|(e, _)| e).collect();
-    let deliveries: Vec<&(Delivery, Option<Vec<u8>>)> = b.deliveries.iter().collect();
+    let records: Vec<&(Delivery, Option<Vec<u8>>)> = records.iter().collect();
+    let mut result = run_batch(pool, &[], &[], &records).await;
+    if matches!(result, Err(StoreError::Conflict(_))) {
+        result = run_batch(pool, &[], &[], &records).await;
+    }
+    let e = result.err()?;
+    tracing::warn!(target: "store", error = %e.chain(), records = records.len(), "delivery records dropped");
+    e.is_unavailable().then(|| e.chain())
+}
+
+/// Commits the intake's writes (with the delivery records that must go with them) and answers
+/// their callers; returns the cause when the database could not write.
+async fn commit_intake(
+    pool: &Pool,
+    ingests: Vec<(IngestRequest, Reply<IngestOutcome>)>,
+    enqueues: Vec<(NewQueuedEvent, Reply<String>)>,
+    deliveries: Vec<(Delivery, Option<Vec<u8>>)>,
+) -> Option<String> {
+    if ingests.is_empty() && enqueues.is_empty() && deliveries.is_empty() {
+        return None;
+    }
+    let reqs: Vec<&IngestRequest> = ingests.iter().map(|(r, _)| r).collect();
+    let events: Vec<&NewQueuedEvent> = enqueues.iter().map(|(e, _)| e).collect();
+    let deliveries: Vec<&(Delivery, Option<Vec<u8>>)> = deliveries.iter().collect();
     let mut result = run_batch(pool, &reqs, &events, &deliveries).await;
     if matches!(result, Err(StoreError::Conflict(_))) {
         // A deadlock or serialization failure with another process: the retry usually passes.
@@ -191,10 +235,10 @@ async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
     }
     match result {
         Ok((outcomes, ids)) => {
-            for ((_, reply), o) in b.ingests.into_iter().zip(outcomes) {
+            for ((_, reply), o) in ingests.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(o));
             }
-            for ((_, reply), id) in b.enqueues.into_iter().zip(ids) {
+            for ((_, reply), id) in enqueues.into_iter().zip(ids) {
                 let _ = reply.send(Ok(id));
             }
             None
@@ -203,10 +247,10 @@ async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
         Err(e) if e.is_unavailable() || (reqs.len() + events.len() <= 1 && deliveries.is_empty()) => {
             let message = e.chain();
             tracing::error!(target: "store", error = %message, "batch commit failed");
-            for (_, reply) in b.ingests {
+            for (_, reply) in ingests {
                 let _ = reply.send(Err(e.again()));
             }
-            for (_, reply) in b.enqueues {
+            for (_, reply) in enqueues {
                 let _ = reply.send(Err(e.again()));
             }
             e.is_unavailable().then_some(message)
@@ -216,16 +260,17 @@ async fn commit_writes(pool: &Pool, b: Batch) -> Option<String> {
             // Once the database is unavailable, the writes still waiting are answered at once
             // (503) rather than each waiting its turn for a connection.
             let mut down: Option<String> = None;
-            for (req, reply) in b.ingests {
+            for (req, reply) in ingests {
                 let r = retry_one(&mut down, run_batch(pool, &[&req], &[], &[])).await;
                 let _ = reply.send(r.map(|(mut o, _)| o.remove(0)));
             }
-            for (event, reply) in b.enqueues {
+            for (event, reply) in enqueues {
                 let r = retry_one(&mut down, run_batch(pool, &[], &[&event], &[])).await;
                 let _ = reply.send(r.map(|(_, mut ids)| ids.remove(0)));
             }
-            let records = retry_one(&mut down, run_batch(pool, &[], &[], &deliveries)).await;
-            if let Err(e) = records {
+            if !deliveries.is_empty()
+                && let Err(e) = retry_one(&mut down, run_batch(pool, &[], &[], &deliveries)).await
+            {
                 tracing::warn!(target: "store", error = %e.chain(), records = deliveries.len(), "delivery records dropped");
             }
             down
