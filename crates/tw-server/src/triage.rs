@@ -24,17 +24,18 @@ pub fn triage_incident(i: &Incident) -> TriageIncident {
     }
 }
 
-/// Runs a playbook by name over the incident `incident` makes, both on a playbook thread,
-/// containing panics. `wait`: whether to wait for a free place in the playbook queue (triage
-/// workers) or to give up at once with [`RunError::Busy`] (requests, which a client can send
-/// faster than playbooks run).
-pub async fn run_playbook(
+/// Runs a playbook by name over the incident `incident` makes, and `finish` over its outcome, all
+/// on a playbook thread (below the intake's priority), containing panics. `wait`: whether to wait
+/// for a free place in the playbook queue (triage workers) or to give up at once with
+/// [`RunError::Busy`] (requests, which a client can send faster than playbooks run).
+pub async fn run_playbook<T: Send + 'static>(
     state: &AppState,
     playbook: &str,
     incident: impl FnOnce() -> TriageIncident + Send + 'static,
     variables: BTreeMap<String, serde_json::Value>,
     wait: bool,
-) -> Result<TriageOutcome, RunError> {
+    finish: impl FnOnce(TriageOutcome) -> T + Send + 'static,
+) -> Result<T, RunError> {
     let resolved = state
         .playbooks
         .get(playbook)
@@ -43,7 +44,7 @@ pub async fn run_playbook(
         .ok_or_else(|| RunError::Permanent(format!("playbook '{playbook}' does not exist")))?;
     let intel = state.intel.current();
     let pb = resolved.playbook;
-    match background(move || tw_core::triage::run(&pb, &incident(), &intel, &variables), wait).await {
+    match background(move || tw_core::triage::run(&pb, &incident(), &intel, &variables).map(finish), wait).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(e)) if !e.retryable() => Err(RunError::Failed(e.to_string())),
         Ok(Err(e)) => Err(RunError::Transient(e.to_string())),

@@ -71,21 +71,6 @@ impl TriageState {
         serde_json::to_string(self).unwrap_or_else(|_| "null".into())
     }
 
-    /// Takes a completed run's step trace out of the state, as the JSON text both engines store.
-    /// The trace (most of a run's result: each step's inputs and outputs, about 3.8 KiB for the
-    /// phishing playbook) is stored apart from the incident, in `triage_traces` by job: on the
-    /// incident's row it made every listing page carry it (228 KB for 50 triaged incidents,
-    /// against 39 KB) and every completion grow the row in place.
-    pub fn take_trace_text(&mut self) -> Option<String> {
-        match self {
-            // Plain values: serializing them cannot fail.
-            TriageState::Completed { outcome, .. } => {
-                Some(serde_json::to_string(&std::mem::take(&mut outcome.trace)).unwrap_or_else(|_| "[]".into()))
-            }
-            _ => None,
-        }
-    }
-
     /// [`TriageState::to_text`] as a value (what the tests read).
     #[cfg(test)]
     pub fn to_json(&self) -> serde_json::Value {
@@ -94,7 +79,7 @@ impl TriageState {
 }
 
 /// The job whose stored trace an incident's `triage` object lacks: a completed run stored since
-/// traces are kept apart ([`TriageState::take_trace_text`]). One stored earlier keeps its trace inline.
+/// traces are kept apart ([`JobTransition::trace`]). One stored earlier keeps its trace inline.
 pub(crate) fn trace_to_fetch(triage: Option<&serde_json::Value>) -> Option<String> {
     let t = triage?.as_object()?;
     if t.get("status")?.as_str()? != "completed" {
@@ -144,6 +129,11 @@ pub struct JobTransition {
     pub run_after: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub incident: IncidentTriageUpdate,
+    /// A completed run's step trace, as JSON text, stored apart from the incident (in
+    /// `triage_traces`, by job): on the incident's row it made every listing page carry it (228 KB
+    /// for 50 triaged incidents, against 39 KB) and every completion grow the row in place. The
+    /// incident's state keeps an empty `trace`; its detail puts the stored one back.
+    pub trace: Option<String>,
 }
 
 /// What a claim (which already counted the attempt) means for `job`.
@@ -173,6 +163,7 @@ pub fn on_claim(job: &TriageJob, now: DateTime<Utc>) -> ClaimDecision {
             run_after: None,
             completed_at: Some(now),
             incident: IncidentTriageUpdate { triage, status_from_open: None, severity: None },
+            trace: None,
         });
     }
     ClaimDecision::Run(TriageState::Running {
@@ -191,7 +182,7 @@ pub fn on_complete(job: &TriageJob, attempt: u32, completion: TriageCompletion, 
     }
     let (job_id, playbook) = (job.job_id.clone(), job.playbook.clone());
     Some(match completion {
-        TriageCompletion::Done(outcome) => {
+        TriageCompletion::Done { outcome, trace } => {
             let severity = outcome.severity;
             JobTransition {
                 status: TriageJobStatus::Completed,
@@ -204,11 +195,12 @@ pub fn on_complete(job: &TriageJob, attempt: u32, completion: TriageCompletion, 
                         attempts: job.attempts,
                         started_at: job.started_at,
                         completed_at: now,
-                        outcome: Box::new(outcome),
+                        outcome,
                     },
                     status_from_open: Some(IncidentStatus::Triaged),
                     severity,
                 },
+                trace: Some(trace),
             }
         }
         TriageCompletion::Failed { error, retry_at } => match retry_at.filter(|_| job.attempts < job.max_attempts) {
@@ -228,6 +220,7 @@ pub fn on_complete(job: &TriageJob, attempt: u32, completion: TriageCompletion, 
                     status_from_open: None,
                     severity: None,
                 },
+                trace: None,
             },
             None => JobTransition {
                 status: TriageJobStatus::Failed,
@@ -246,6 +239,7 @@ pub fn on_complete(job: &TriageJob, attempt: u32, completion: TriageCompletion, 
                     status_from_open: None,
                     severity: None,
                 },
+                trace: None,
             },
         },
     })
@@ -366,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn a_completed_state_gives_up_its_trace_and_keeps_the_rest() {
+    fn a_completed_run_gives_up_its_trace_and_keeps_the_rest() {
         let mut o = outcome(None);
         o.trace = vec![tw_core::triage::TraceStep {
             step: "s".into(),
@@ -376,16 +370,17 @@ mod tests {
             outputs: serde_json::json!({"score": 90}),
             duration_us: 1,
         }];
-        let mut s =
-            TriageState::Completed { job_id: "job-1".into(), attempts: 1, started_at: None, completed_at: t(9), outcome: Box::new(o) };
-        let trace: serde_json::Value = serde_json::from_str(&s.take_trace_text().unwrap()).unwrap();
+        let done = on_complete(&job(TriageJobStatus::Running, 1, 3), 1, TriageCompletion::done(o), t(9)).unwrap();
+        let trace: serde_json::Value = serde_json::from_str(done.trace.as_deref().unwrap()).unwrap();
         assert_eq!((trace.as_array().map(Vec::len), trace[0]["outputs"]["score"].as_u64()), (Some(1), Some(90)));
-        let v = s.to_json();
+        let v = done.incident.triage.to_json();
         assert_eq!(
-            (v["verdict"].as_str(), v["score"].as_u64(), v["trace"].as_array().map(Vec::len)),
-            (Some("malicious"), Some(90), Some(0))
+            (v["status"].as_str(), v["verdict"].as_str(), v["score"].as_u64(), v["trace"].as_array().map(Vec::len)),
+            (Some("completed"), Some("malicious"), Some(90), Some(0))
         );
-        assert_eq!(TriageState::queued("job-2", "p").take_trace_text(), None);
+        // Only a completed run has a trace to store.
+        let failed = TriageCompletion::Failed { error: "x".into(), retry_at: None };
+        assert_eq!(on_complete(&job(TriageJobStatus::Running, 1, 3), 1, failed, t(9)).unwrap().trace, None);
     }
 
     #[test]
@@ -417,7 +412,7 @@ mod tests {
 
     #[test]
     fn completion_counts_only_for_the_claimed_running_attempt() {
-        let done = || TriageCompletion::Done(outcome(None));
+        let done = || TriageCompletion::done(outcome(None));
         assert!(on_complete(&job(TriageJobStatus::Running, 2, 3), 1, done(), t(9)).is_none(), "re-claimed since");
         assert!(on_complete(&job(TriageJobStatus::Completed, 2, 3), 2, done(), t(9)).is_none(), "finished already");
         assert!(on_complete(&job(TriageJobStatus::Pending, 2, 3), 2, done(), t(9)).is_none());
@@ -427,7 +422,7 @@ mod tests {
     #[test]
     fn a_completed_run_triages_the_incident_with_its_outcome() {
         let tr =
-            on_complete(&job(TriageJobStatus::Running, 1, 3), 1, TriageCompletion::Done(outcome(Some(Severity::Critical))), t(9)).unwrap();
+            on_complete(&job(TriageJobStatus::Running, 1, 3), 1, TriageCompletion::done(outcome(Some(Severity::Critical))), t(9)).unwrap();
         assert_eq!((tr.status, tr.completed_at, tr.error), (TriageJobStatus::Completed, Some(t(9)), None));
         assert_eq!(tr.incident.status_from_open, Some(IncidentStatus::Triaged));
         assert_eq!(tr.incident.severity, Some(Severity::Critical));

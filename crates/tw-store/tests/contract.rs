@@ -363,10 +363,10 @@ async fn triage_jobs_finish_once(store: Arc<dyn Store>) {
     assert!(store.claim_triage_jobs(10, 60).await.unwrap().is_empty());
 
     // A stale attempt number (a worker whose lease was taken over) is refused.
-    assert!(!store.complete_triage_job(&job.job_id, 0, TriageCompletion::Done(outcome(80))).await.unwrap());
-    assert!(store.complete_triage_job(&job.job_id, 1, TriageCompletion::Done(outcome(80))).await.unwrap());
+    assert!(!store.complete_triage_job(&job.job_id, 0, TriageCompletion::done(outcome(80))).await.unwrap());
+    assert!(store.complete_triage_job(&job.job_id, 1, TriageCompletion::done(outcome(80))).await.unwrap());
     // Finishing twice changes nothing.
-    assert!(!store.complete_triage_job(&job.job_id, 1, TriageCompletion::Done(outcome(10))).await.unwrap());
+    assert!(!store.complete_triage_job(&job.job_id, 1, TriageCompletion::done(outcome(10))).await.unwrap());
     let done = store.get_incident(&IncidentKey::Id(inc.id)).await.unwrap().unwrap();
     let t = done.triage.unwrap();
     assert_eq!((t["status"].as_str(), t["score"].as_u64(), t["verdict"].as_str()), (Some("completed"), Some(80), Some("malicious")));
@@ -402,11 +402,11 @@ async fn triage_jobs_finish_together_each_on_its_own(store: Arc<dyn Store>) {
     let job = |k: usize| claimed[k].job.job_id.clone();
     let results = store
         .complete_triage_jobs(vec![
-            (job(0), 1, TriageCompletion::Done(outcome(80))),
+            (job(0), 1, TriageCompletion::done(outcome(80))),
             // A stale attempt is refused without undoing the others.
-            (job(1), 0, TriageCompletion::Done(outcome(80))),
+            (job(1), 0, TriageCompletion::done(outcome(80))),
             (job(2), 1, TriageCompletion::Failed { error: "boom".into(), retry_at: None }),
-            ("job_no_such_job".into(), 1, TriageCompletion::Done(outcome(80))),
+            ("job_no_such_job".into(), 1, TriageCompletion::done(outcome(80))),
         ])
         .await;
     let results: Vec<bool> = results.into_iter().map(Result::unwrap).collect();
@@ -427,7 +427,7 @@ async fn triage_jobs_finish_together_each_on_its_own(store: Arc<dyn Store>) {
     // The refused one still finishes with its own attempt.
     assert_eq!(
         store
-            .complete_triage_jobs(vec![(job(1), 1, TriageCompletion::Done(outcome(20)))])
+            .complete_triage_jobs(vec![(job(1), 1, TriageCompletion::done(outcome(20)))])
             .await
             .into_iter()
             .map(Result::unwrap)
@@ -474,9 +474,9 @@ async fn an_older_job_finishing_late_does_not_overwrite_a_newer_triage(store: Ar
     let mut newer = outcome(30);
     newer.playbook = "phishing_triage".into();
     newer.severity = None;
-    assert!(store.complete_triage_job(&new.job_id, 1, TriageCompletion::Done(newer)).await.unwrap());
+    assert!(store.complete_triage_job(&new.job_id, 1, TriageCompletion::done(newer)).await.unwrap());
     // The old run finishes afterwards: the job is completed, the incident keeps the newer triage.
-    assert!(store.complete_triage_job(&old.job_id, 1, TriageCompletion::Done(outcome(90))).await.unwrap());
+    assert!(store.complete_triage_job(&old.job_id, 1, TriageCompletion::done(outcome(90))).await.unwrap());
     assert_eq!(store.triage_job(&old.job_id).await.unwrap().unwrap().status, TriageJobStatus::Completed);
     let i = store.get_incident(&key).await.unwrap().unwrap();
     let t = i.triage.unwrap();
@@ -781,7 +781,7 @@ async fn triage_to(store: &Arc<dyn Store>, incident: &IncidentRef, severity: Opt
     assert_eq!(claimed[0].incident.id, incident.id);
     let mut done = outcome(70);
     done.severity = severity;
-    assert!(store.complete_triage_job(&claimed[0].job.job_id, claimed[0].job.attempts, TriageCompletion::Done(done)).await.unwrap());
+    assert!(store.complete_triage_job(&claimed[0].job.job_id, claimed[0].job.attempts, TriageCompletion::done(done)).await.unwrap());
 }
 
 async fn keyset_pages_cover_every_incident_once_in_every_order(store: Arc<dyn Store>) {
@@ -1419,7 +1419,7 @@ async fn postgres_counts_stay_exact_with_instances_writing_at_once() {
                 for c in claimed {
                     let mut done = outcome(60);
                     done.severity = Some(severities[round % 3]);
-                    store.complete_triage_job(&c.job.job_id, c.job.attempts, TriageCompletion::Done(done)).await.unwrap();
+                    store.complete_triage_job(&c.job.job_id, c.job.attempts, TriageCompletion::done(done)).await.unwrap();
                 }
             }
         });
@@ -1583,7 +1583,7 @@ async fn released_triage_jobs_are_claimable_at_once(store: Arc<dyn Store>) {
     assert_eq!(claimed.len(), 3);
     assert!(store.claim_triage_jobs(3, 3600).await.unwrap().is_empty());
     let finished = &claimed[2].job;
-    assert!(store.complete_triage_job(&finished.job_id, finished.attempts, TriageCompletion::Done(outcome(80))).await.unwrap());
+    assert!(store.complete_triage_job(&finished.job_id, finished.attempts, TriageCompletion::done(outcome(80))).await.unwrap());
 
     let mut give_back: Vec<(String, u32)> = claimed.iter().map(|c| (c.job.job_id.clone(), c.job.attempts)).collect();
     // A stale attempt number is somebody else's claim: left alone.
@@ -1602,7 +1602,7 @@ async fn released_triage_jobs_are_claimable_at_once(store: Arc<dyn Store>) {
     let again = store.claim_triage_jobs(5, 60).await.unwrap();
     assert_eq!(again.len(), 2);
     assert!(again.iter().all(|c| c.job.attempts == 1));
-    assert!(store.complete_triage_job(&again[0].job.job_id, 1, TriageCompletion::Done(outcome(50))).await.unwrap());
+    assert!(store.complete_triage_job(&again[0].job.job_id, 1, TriageCompletion::done(outcome(50))).await.unwrap());
 }
 
 mod triage_release {

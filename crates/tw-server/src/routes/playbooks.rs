@@ -377,8 +377,9 @@ pub async fn test_playbook(state: &AppState, name: String, body: &Map<String, Va
         entities: alert.entities.clone(),
         raw: payload.clone(),
     };
-    match run_playbook(state, &name, move || incident, variables, false).await {
-        Ok(outcome) => Ok(PlaybookTestResult { playbook: name, alert, triage: serde_json::to_value(outcome).unwrap_or_default() }),
+    match run_playbook(state, &name, move || incident, variables, false, |outcome| serde_json::to_value(outcome).unwrap_or_default()).await
+    {
+        Ok(triage) => Ok(PlaybookTestResult { playbook: name, alert, triage }),
         Err(RunError::Permanent(m)) => Err(ApiError::NotFound(m)),
         Err(RunError::Busy) => Err(ApiError::Unavailable),
         Err(RunError::Transient(m) | RunError::Failed(m)) => Err(ApiError::field("playbook", m)),

@@ -133,16 +133,18 @@ async fn run_job(state: &AppState, claimed: ClaimedTriageJob) -> Finished {
     let number = incident.incident_number.to_string();
     let started = std::time::Instant::now();
     let variables: BTreeMap<String, serde_json::Value> = job.variables.clone().into_iter().collect();
-    // The incident is read into the engine's view (its raw payload parsed) on the playbook
-    // thread, below the intake's priority, not here on the intake's runtime.
-    let result = run_playbook(state, &job.playbook, move || triage_incident(&incident), variables, true).await;
+    // The incident is read into the engine's view (its raw payload parsed), and the outcome's
+    // trace rendered for the store, on the playbook thread, below the intake's priority, not here
+    // on the intake's runtime nor on the store's writer.
+    let finish = |outcome: tw_core::triage::TriageOutcome| {
+        let summary = format!("{:?} score {}", outcome.verdict, outcome.score).to_lowercase();
+        let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        (TriageCompletion::done(outcome), summary, verdict)
+    };
+    let result = run_playbook(state, &job.playbook, move || triage_incident(&incident), variables, true, finish).await;
     state.metrics.observe("triage_duration_seconds", &[("playbook", &job.playbook)], started.elapsed().as_secs_f64());
     let (completion, summary, verdict, status) = match result {
-        Ok(outcome) => {
-            let summary = format!("{:?} score {}", outcome.verdict, outcome.score).to_lowercase();
-            let verdict = serde_json::to_value(outcome.verdict).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            (TriageCompletion::Done(outcome), summary, verdict, "completed")
-        }
+        Ok((done, summary, verdict)) => (done, summary, verdict, "completed"),
         Err(RunError::Permanent(error) | RunError::Failed(error)) => {
             (TriageCompletion::Failed { error: error.clone(), retry_at: None }, error, "none".into(), "failed")
         }

@@ -58,9 +58,9 @@ async fn write_incident_triage(c: &impl GenericClient, incident: Uuid, job_id: &
 }
 
 /// Persists a job's transition and its incident's side; a completed run's trace goes to
-/// `triage_traces` ([`TriageState::take_trace_text`]).
-async fn apply(c: &impl GenericClient, job: &TriageJob, mut t: JobTransition) -> Result<(), StoreError> {
-    if let Some(text) = t.incident.triage.take_trace_text() {
+/// `triage_traces` ([`JobTransition::trace`]).
+async fn apply(c: &impl GenericClient, job: &TriageJob, t: JobTransition) -> Result<(), StoreError> {
+    if let Some(text) = &t.trace {
         execute(
             c,
             "INSERT INTO triage_traces (job_id, trace) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
