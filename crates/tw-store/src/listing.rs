@@ -67,6 +67,12 @@ fn filters(f: &IncidentFilter, severity: Option<Severity>) -> Vec<Filter<'_>> {
     all.into_iter().filter_map(|(column, index, value)| Some(Filter { column, index, value: value? })).collect()
 }
 
+/// A bound `LIMIT` or `OFFSET` count ([`crate::rows::bound_count`]).
+fn count(ph: Placeholder, n: usize) -> String {
+    let p = ph(n);
+    crate::rows::bound_count(p.chars().next().unwrap_or('?'), n)
+}
+
 fn where_clause(conds: &[String]) -> String {
     if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
 }
@@ -124,11 +130,11 @@ pub(crate) fn page<'a>(f: &'a IncidentFilter, step: Step, limit: usize, skip: u6
     let mut sql = format!(
         "SELECT {INCIDENT_COLUMNS} FROM incidents{hint}{} ORDER BY year {dir}, seq {dir} LIMIT {}",
         where_clause(&conds),
-        ph(args.len())
+        count(ph, args.len())
     );
     if skip > 0 {
         args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(" OFFSET {}", ph(args.len())));
+        sql.push_str(&format!(" OFFSET {}", count(ph, args.len())));
     }
     Statement { sql, args }
 }
@@ -189,7 +195,7 @@ mod tests {
     fn unset_filters_are_left_out() {
         let f = filter(PageStart::Offset(0));
         let p = page(&f, only(&f), 51, offset(&f), None, question);
-        assert!(p.sql.ends_with("FROM incidents ORDER BY year DESC, seq DESC LIMIT ?1"), "{}", p.sql);
+        assert!(p.sql.ends_with("FROM incidents ORDER BY year DESC, seq DESC LIMIT +?1"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51)]);
         let t = total(&f, question);
         assert!(t.sql.ends_with("FROM incident_counts"), "{}", t.sql);
@@ -221,7 +227,7 @@ mod tests {
         let mut f = filter(PageStart::After(IncidentNumber::new(2026, 42)));
         f.order = IncidentOrder::Oldest;
         let p = page(&f, only(&f), 11, 0, None, question);
-        assert!(p.sql.ends_with("WHERE (year, seq) > (?1, ?2) ORDER BY year ASC, seq ASC LIMIT ?3"), "{}", p.sql);
+        assert!(p.sql.ends_with("WHERE (year, seq) > (?1, ?2) ORDER BY year ASC, seq ASC LIMIT +?3"), "{}", p.sql);
     }
 
     #[test]
@@ -232,7 +238,7 @@ mod tests {
         assert_eq!(all.iter().map(|s| s.severity.unwrap()).collect::<Vec<_>>(), MOST_SEVERE_FIRST);
         assert!(all.iter().all(|s| s.after.is_none()));
         let p = page(&f, all[1], 20, 0, None, question);
-        assert!(p.sql.ends_with("WHERE severity = ?1 ORDER BY year DESC, seq DESC LIMIT ?2"), "{}", p.sql);
+        assert!(p.sql.ends_with("WHERE severity = ?1 ORDER BY year DESC, seq DESC LIMIT +?2"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Text("high"), Arg::Int(20)]);
         let t = step_total(&f, all[1], question).unwrap();
         assert!(t.sql.ends_with("FROM incident_counts WHERE severity = ?1"), "{}", t.sql);
@@ -261,7 +267,7 @@ mod tests {
     fn an_offset_is_skipped_past() {
         let f = filter(PageStart::Offset(100));
         let p = page(&f, only(&f), 51, offset(&f), None, question);
-        assert!(p.sql.ends_with("LIMIT ?1 OFFSET ?2"), "{}", p.sql);
+        assert!(p.sql.ends_with("LIMIT +?1 OFFSET +?2"), "{}", p.sql);
         assert_eq!(p.args, [Arg::Int(51), Arg::Int(100)]);
     }
 }

@@ -86,7 +86,7 @@ impl crate::AuditStore for SqliteStore {
                 arg(&mut sql, " AND seq < ?", Sql::Integer(seq));
             }
             let limit = filter.page_size();
-            arg(&mut sql, " ORDER BY seq DESC LIMIT ?", Sql::Integer(limit + 1));
+            arg(&mut sql, " ORDER BY seq DESC LIMIT +?", Sql::Integer(limit + 1));
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((

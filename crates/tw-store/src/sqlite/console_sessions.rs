@@ -19,13 +19,13 @@ impl crate::ConsoleSessionStore for SqliteStore {
                 let mut closed = conn
                     .prepare_cached(
                         "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions WHERE key_id = ?1 \
-                         ORDER BY last_seen_at DESC, id_hash LIMIT -1 OFFSET ?2)",
+                         ORDER BY last_seen_at DESC, id_hash LIMIT -1 OFFSET +?2)",
                     )?
                     .execute(params![new.key_id, i64::from(limits.per_key.max(1)) - 1])?;
                 closed += conn
                     .prepare_cached(
                         "DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions \
-                         ORDER BY last_seen_at DESC, id_hash LIMIT -1 OFFSET ?1)",
+                         ORDER BY last_seen_at DESC, id_hash LIMIT -1 OFFSET +?1)",
                     )?
                     .execute([i64::from(limits.total.max(1)) - 1])?;
                 conn.prepare_cached(

@@ -152,7 +152,7 @@ impl crate::DeliveryStore for SqliteStore {
         let id = sender_request_id.to_string();
         self.read(move |conn, _| {
             let sql = format!(
-                "SELECT {} FROM deliveries WHERE sender_request_id = ?1 ORDER BY id DESC LIMIT ?2",
+                "SELECT {} FROM deliveries WHERE sender_request_id = ?1 ORDER BY id DESC LIMIT +?2",
                 crate::rows::delivery_columns("NULL")
             );
             deliveries(conn, &sql, params![id, limit])
@@ -195,7 +195,7 @@ impl crate::DeliveryStore for SqliteStore {
                 let mut names = conn.prepare_cached(
                     "WITH RECURSIVE s(name) AS (SELECT (SELECT MIN(source) FROM deliveries) \
                      UNION ALL SELECT (SELECT MIN(source) FROM deliveries WHERE source > s.name) FROM s WHERE s.name IS NOT NULL) \
-                     SELECT name FROM s WHERE name IS NOT NULL LIMIT ?1",
+                     SELECT name FROM s WHERE name IS NOT NULL LIMIT +?1",
                 )?;
                 let names: Vec<String> = names.query_map([PRUNE_MAX_SOURCES], |r| r.get(0))?.collect::<Result<_, _>>()?;
                 let mut plan = Vec::with_capacity(names.len());

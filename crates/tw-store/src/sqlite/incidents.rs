@@ -136,7 +136,7 @@ impl crate::IncidentStore for SqliteStore {
             let total: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters WHERE (?1 IS NULL OR source = ?1)", [s], |r| r.get(0))?;
             let mut stmt = conn.prepare_cached(
                 "SELECT id, source, reason, received_at, request_id, queue_id, raw_payload FROM dead_letters \
-                 WHERE (?1 IS NULL OR source = ?1) ORDER BY received_at DESC, id DESC LIMIT ?2 OFFSET ?3",
+                 WHERE (?1 IS NULL OR source = ?1) ORDER BY received_at DESC, id DESC LIMIT +?2 OFFSET +?3",
             )?;
             let mut rows = stmt.query(params![s, page.per_page, page.offset() as i64])?;
             let mut out = Vec::new();

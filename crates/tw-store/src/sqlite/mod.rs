@@ -227,6 +227,33 @@ pub(super) mod plans {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::types::Value;
+
+    /// A statement with a bound `LIMIT` or `OFFSET` is compiled once ([`crate::rows::bound_count`]):
+    /// written `LIMIT ?n`, SQLite compiled the triage and queue claims again on every run.
+    #[test]
+    fn bound_counts_leave_cached_statements_compiled() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations::migrate(&mut conn).unwrap();
+        let t = || Value::Text("2026-01-01T00:00:00Z".into());
+        let n = |v: i64| Value::Integer(v);
+        let cases: Vec<(String, Vec<Value>)> = vec![
+            (super::queue::CLAIM_QUEUED.into(), vec![t(), t(), n(8)]),
+            (super::triage::CLAIM_JOBS.into(), vec![t(), t(), n(8)]),
+            (crate::rows::newest_deliveries_sql('?', "id", ""), vec![Value::Text("s".into()), n(50)]),
+            (crate::rows::retention_edge_sql('?'), vec![Value::Text("s".into()), n(1), n(10)]),
+        ];
+        for (sql, params) in cases {
+            for _ in 0..3 {
+                let mut stmt = conn.prepare_cached(&sql).unwrap();
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter())).unwrap();
+                while rows.next().unwrap().is_some() {}
+            }
+            let again = conn.prepare_cached(&sql).unwrap().get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "compiled again: {sql}");
+        }
+    }
+
     /// A transaction that touches more pages than SQLite's default cache (2 MiB) keeps them until
     /// its commit. With the default, SQLite spilled them into the WAL one by one in the middle of
     /// the batch and read them back: with 256 KiB alerts, 160,000 page writes and 330,000 page

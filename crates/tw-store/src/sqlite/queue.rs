@@ -67,14 +67,14 @@ fn load_queue_entry(conn: &Connection, id: &str) -> Result<Option<QueueEntry>, S
 /// index and only then merged. With the two in one `OR`, SQLite read and sorted every pending
 /// event on each claim, inside the writer that every other write waits for: 7.4 ms against
 /// 0.24 ms for a claim of 32 at a backlog of 50,000, the backlog an async source builds under load.
-const CLAIM_QUEUED: &str = "UPDATE queue SET status = 'processing', attempts = attempts + 1, lease_until = ?1 \
+pub(super) const CLAIM_QUEUED: &str = "UPDATE queue SET status = 'processing', attempts = attempts + 1, lease_until = ?1 \
      WHERE id IN ( \
          SELECT id FROM ( \
-             SELECT * FROM (SELECT id, received_at FROM queue WHERE status = 'pending' ORDER BY received_at LIMIT ?3) \
+             SELECT * FROM (SELECT id, received_at FROM queue WHERE status = 'pending' ORDER BY received_at LIMIT +?3) \
              UNION ALL \
              SELECT * FROM (SELECT id, received_at FROM queue WHERE status = 'processing' AND lease_until < ?2 \
-                            ORDER BY received_at LIMIT ?3)) \
-         ORDER BY received_at LIMIT ?3) \
+                            ORDER BY received_at LIMIT +?3)) \
+         ORDER BY received_at LIMIT +?3) \
      RETURNING id, source, raw_payload, request_key, received_at, request_id, attempts";
 
 #[async_trait]

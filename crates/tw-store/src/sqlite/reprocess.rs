@@ -88,14 +88,14 @@ const INCIDENT_PAYLOADS_PAGE: &str = concat!(
      JOIN incident_payloads p ON p.number = ",
     super::payload_key_sql!("i"),
     " WHERE i.source = ?1 AND (i.year, i.seq) > (?2, ?3) AND (?4 IS NULL OR i.received_at >= ?4) \
-     ORDER BY i.year, i.seq LIMIT ?5"
+     ORDER BY i.year, i.seq LIMIT +?5"
 );
 
 /// A page of a source's dead letters after the id `?2` (none: from the first; every id is longer
 /// than ''), on the `(source, id)` index: `?2 IS NULL OR id > ?2` kept SQLite from seeking, and
 /// every page read the source's dead letters from the first.
 const DEAD_LETTER_PAYLOADS_PAGE: &str = "SELECT id, received_at, request_id, request_key, raw_payload FROM dead_letters \
-     WHERE source = ?1 AND id > COALESCE(?2, '') AND (?3 IS NULL OR received_at >= ?3) ORDER BY id LIMIT ?4";
+     WHERE source = ?1 AND id > COALESCE(?2, '') AND (?3 IS NULL OR received_at >= ?3) ORDER BY id LIMIT +?4";
 
 #[async_trait]
 impl crate::ReprocessStore for SqliteStore {

@@ -113,6 +113,21 @@ pub(super) fn insert_job_row(conn: &Connection, job: &NewJob<'_>) -> Result<(), 
     Ok(())
 }
 
+/// Claims the due jobs (parameters lease_until, now, limit): pending ones and those whose lease
+/// expired, read in `triage_jobs_ready` order apart, `limit` of each at most (see
+/// `claim_triage_jobs`). The counts are written `+?3` ([`crate::rows::bound_count`]).
+pub(super) const CLAIM_JOBS: &str = "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = ?1, \
+     started_at = COALESCE(started_at, ?2) \
+     WHERE rowid IN ( \
+         SELECT r FROM ( \
+             SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
+                            WHERE status = 'pending' AND run_after <= ?2 ORDER BY run_after, rowid LIMIT +?3) \
+             UNION ALL \
+             SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
+                            WHERE status = 'running' AND lease_until < ?2 ORDER BY run_after, rowid LIMIT +?3)) \
+         ORDER BY run_after, r LIMIT +?3) \
+     RETURNING id";
+
 #[async_trait]
 impl crate::TriageStore for SqliteStore {
     async fn enqueue_triage(
@@ -168,19 +183,7 @@ impl crate::TriageStore for SqliteStore {
             .write(move |conn| {
                 let now = Utc::now();
                 let ids: Vec<String> = conn
-                    .prepare_cached(
-                        "UPDATE triage_jobs SET status = 'running', attempts = attempts + 1, lease_until = ?1, \
-                         started_at = COALESCE(started_at, ?2) \
-                         WHERE rowid IN ( \
-                             SELECT r FROM ( \
-                                 SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
-                                                WHERE status = 'pending' AND run_after <= ?2 ORDER BY run_after, rowid LIMIT ?3) \
-                                 UNION ALL \
-                                 SELECT * FROM (SELECT rowid AS r, run_after FROM triage_jobs \
-                                                WHERE status = 'running' AND lease_until < ?2 ORDER BY run_after, rowid LIMIT ?3)) \
-                             ORDER BY run_after, r LIMIT ?3) \
-                         RETURNING id",
-                    )?
+                    .prepare_cached(CLAIM_JOBS)?
                     .query_map(params![ts(now + chrono::Duration::seconds(lease_secs)), ts(now), limit as i64], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 let mut out = Vec::with_capacity(ids.len());
