@@ -298,6 +298,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, StartError> {
         store,
         clock: cfg.clock.clone(),
         sync_permits: Arc::new(Semaphore::new(cfg.max_inflight)),
+        sync_limit: cfg.max_inflight,
         queue_wakeup: Arc::new(Notify::new()),
         playbooks: registry,
         intel: intel.clone(),

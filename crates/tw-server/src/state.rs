@@ -54,6 +54,11 @@ impl AppState {
     pub fn new(inner: AppStateInner) -> AppState {
         AppState(Arc::new(inner))
     }
+
+    /// Sync deliveries waiting for the store right now (holding a permit of `sync_permits`).
+    pub fn sync_writes_waiting(&self) -> usize {
+        self.sync_limit.saturating_sub(self.sync_permits.available_permits())
+    }
 }
 
 /// The proxies [`crate::client::ClientIp`] is extracted with.
@@ -90,6 +95,8 @@ pub struct AppStateInner {
     pub clock: Arc<dyn Clock>,
     /// Sync-mode requests allowed to wait for a commit at once; past this the intake queues.
     pub sync_permits: Arc<Semaphore>,
+    /// How many permits `sync_permits` started with (`--max-inflight`).
+    pub sync_limit: usize,
     /// Wakes the queue workers when an event is queued.
     pub queue_wakeup: Arc<Notify>,
     /// The playbooks sources and runs may name.

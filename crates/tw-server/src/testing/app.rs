@@ -86,6 +86,11 @@ impl TestApp {
         &self.server.as_ref().expect("the server runs").state.store
     }
 
+    /// The running server's shared state (its permits, caches and settings).
+    pub fn state(&self) -> &crate::AppState {
+        &self.server.as_ref().expect("the server runs").state
+    }
+
     /// The absolute URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)

@@ -672,3 +672,25 @@ async fn async_source_incidents_are_auto_triaged_too() {
     assert!(recommends(&inc["triage"], "isolate_host", "FS-02"), "{inc}");
     assert_eq!(inc["status"], "triaged");
 }
+
+/// While the intake is saturated (16 sync deliveries or more waiting for the store), a triage
+/// worker lets it go first: a job created then waits, and runs once the intake has room; under a
+/// saturation that does not end, it still runs, about a second later.
+#[tokio::test]
+async fn triage_yields_to_a_saturated_intake_and_still_moves() {
+    let app = spawn_triage(|_| {}).await;
+    add_source(&app, "edr", json!({"auto_triage": true, "playbook": "malware_triage"})).await;
+    // Sixteen deliveries waiting for a commit, as the workers see them.
+    let held = app.state().sync_permits.clone().acquire_many_owned(16).await.unwrap();
+    let (id, _) = deliver_created(&app, "edr", &generic("yield-1")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = get_ok(&app, &format!("/api/incidents/{id}")).await;
+    assert_eq!(waiting["triage"]["status"], "pending", "triage ran while the intake was saturated: {waiting}");
+    drop(held);
+    assert_eq!(wait_triage(&app, &id).await["triage"]["status"], "completed");
+
+    // A saturation that lasts: the job runs all the same.
+    let _held = app.state().sync_permits.clone().acquire_many_owned(16).await.unwrap();
+    let (id, _) = deliver_created(&app, "edr", &generic("yield-2")).await;
+    assert_eq!(wait_triage(&app, &id).await["triage"]["status"], "completed");
+}
