@@ -1364,6 +1364,46 @@ async fn postgres_v2_moves_payloads_out_of_incidents_and_counts_them() {
 }
 
 /// Rows where `incident_counts` disagrees with a `COUNT(*)` of the incidents.
+/// An intake batch whose writes fail is rolled back whole (not its delivery counts, not its
+/// numbers), its connection goes back to the pool outside any transaction, and the next batches
+/// on it commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_failed_intake_batch_leaves_no_transaction_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((store, db)) = open_pg(dir.path()).await else { return };
+    let client = tw_store::testing::connect(&db.url).await.unwrap();
+    store.create_source(source("edr", "edr-secret-1")).await.unwrap();
+    store.ingest(ingest_req("edr", Some("first"), "k1")).await.unwrap().incident();
+    // The counter set back: the next new alert takes a number that is already used.
+    client.batch_execute("UPDATE incident_counters SET last_seq = 0").await.unwrap();
+    let err = store.ingest(ingest_req("edr", Some("second"), "k2")).await.unwrap_err();
+    assert!(!err.is_unavailable(), "{err}");
+    let open: i64 = client
+        .query_one("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "a connection was left inside a transaction");
+    // Nothing of the failed batch stayed: not its delivery count, not its number.
+    let (incidents, deliveries, last): (i64, i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM incidents), (SELECT delivery_count FROM sources WHERE name = 'edr'), \
+                 (SELECT last_seq FROM incident_counters)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((incidents, deliveries, last), (1, 1, 0));
+    client.batch_execute("UPDATE incident_counters SET last_seq = 1").await.unwrap();
+    for i in 0..20 {
+        store.ingest(ingest_req("edr", Some(&format!("after-{i}")), &format!("ka{i}"))).await.unwrap().incident();
+    }
+    assert_eq!(store.list_incidents(&filter(None, None, None, 10)).await.unwrap().total, 21);
+}
+
 async fn pg_count_mismatches(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one(
