@@ -64,7 +64,7 @@ async fn apply(c: &impl GenericClient, job: &TriageJob, t: JobTransition) -> Res
         execute(
             c,
             "INSERT INTO triage_traces (job_id, trace) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
-            &[&job.job_id, &super::pg_text(&text)],
+            &[&job.job_id, &super::pg_text(text)],
         )
         .await?;
     }
