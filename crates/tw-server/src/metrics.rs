@@ -100,6 +100,7 @@ impl Metrics {
         d("webhook_duplicates_total", "Deliveries recognised as an alert already received");
         d("incidents_created_total", "Incidents created, by source and severity");
         d("triage_jobs_total", "Triage jobs finished, by playbook, verdict and status");
+        d("triage_yields_total", "Times a triage worker let a saturated intake go first before claiming jobs (it waits a second at most)");
         d(
             "webhook_refusals_aggregated_total",
             "Refused intake requests counted into an aggregate delivery row instead of stored one by one, by source and code",
@@ -117,6 +118,7 @@ impl Metrics {
         for reason in ["source", "auth_failures", "playbook_test", "log_followers"] {
             self.count("tw_rate_limited_total", &[("reason", reason)], 0);
         }
+        self.count("triage_yields_total", &[], 0);
         let h = |name: &'static str, help: &'static str| self.recorder.describe_histogram(name.into(), None, help.into());
         h("webhook_request_duration_seconds", "Intake request latency, by source and HTTP status");
         h("webhook_payload_bytes", "Size of intake request bodies");

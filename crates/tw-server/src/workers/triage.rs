@@ -71,6 +71,10 @@ pub async fn run(state: AppState) {
 /// still moves, a claim a second, however long the burst. Playbooks themselves already run below
 /// the intake's priority.
 async fn yield_to_intake<F: std::future::Future<Output = ()>>(state: &AppState, stopped: &impl Fn() -> F) -> bool {
+    if state.sync_writes_waiting() < INTAKE_SATURATED {
+        return true;
+    }
+    state.metrics.count("triage_yields_total", &[], 1);
     let since = std::time::Instant::now();
     while state.sync_writes_waiting() >= INTAKE_SATURATED && since.elapsed() < YIELD_AT_MOST {
         tokio::select! {
