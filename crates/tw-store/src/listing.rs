@@ -67,12 +67,6 @@ fn filters(f: &IncidentFilter, severity: Option<Severity>) -> Vec<Filter<'_>> {
     all.into_iter().filter_map(|(column, index, value)| Some(Filter { column, index, value: value? })).collect()
 }
 
-/// A bound `LIMIT` or `OFFSET` count ([`crate::rows::bound_count`]).
-fn count(ph: Placeholder, n: usize) -> String {
-    let p = ph(n);
-    crate::rows::bound_count(p.chars().next().unwrap_or('?'), n)
-}
-
 fn where_clause(conds: &[String]) -> String {
     if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) }
 }
@@ -130,11 +124,11 @@ pub(crate) fn page<'a>(f: &'a IncidentFilter, step: Step, limit: usize, skip: u6
     let mut sql = format!(
         "SELECT {INCIDENT_COLUMNS} FROM incidents{hint}{} ORDER BY year {dir}, seq {dir} LIMIT {}",
         where_clause(&conds),
-        count(ph, args.len())
+        crate::rows::bound_count(ph(args.len()))
     );
     if skip > 0 {
         args.push(Arg::Int(i64::try_from(skip).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(" OFFSET {}", count(ph, args.len())));
+        sql.push_str(&format!(" OFFSET {}", crate::rows::bound_count(ph(args.len()))));
     }
     Statement { sql, args }
 }

@@ -320,15 +320,15 @@ pub(crate) fn retention_keeps(r: &crate::model::DeliveryRetention) -> [(bool, i6
     [(true, keep(r.keep_per_source)), (false, keep(r.keep_refused_per_source))]
 }
 
-/// A `LIMIT` or `OFFSET` count bound as parameter `n`, `p` being the engine's placeholder sign
-/// (`?` or `$`). SQLite's is written `+?n`: SQLite reads the value bound to a bare `LIMIT ?n` (or
+/// A `LIMIT` or `OFFSET` count bound as `placeholder` (`?n` for SQLite, `$n` for PostgreSQL).
+/// SQLite's is written `+?n`: SQLite reads the value bound to a bare `LIMIT ?n` (or
 /// `OFFSET ?n`) when it plans the statement, and then marks the statement to be compiled again
 /// whenever that parameter is bound, so a cached statement was compiled again on every run (the
 /// triage claim: about 240,000 instructions each time, on the writer). `+?n` is the same number,
 /// which the planner does not look into. Every SQLite statement of this crate with a bound count
 /// writes it so.
-pub(crate) fn bound_count(p: char, n: usize) -> String {
-    if p == '?' { format!("+?{n}") } else { format!("{p}{n}") }
+pub(crate) fn bound_count(placeholder: String) -> String {
+    if placeholder.starts_with('?') { format!("+{placeholder}") } else { placeholder }
 }
 
 /// Parameters source, verified, keep: the newest id of that source and class beyond the `keep`
@@ -336,7 +336,10 @@ pub(crate) fn bound_count(p: char, n: usize) -> String {
 /// so no table row is read), whatever the other class holds. `p` is the engine's placeholder
 /// sign (`?` or `$`).
 pub(crate) fn retention_edge_sql(p: char) -> String {
-    format!("SELECT id FROM deliveries WHERE source = {p}1 AND verified = {p}2 ORDER BY id DESC LIMIT 1 OFFSET {}", bound_count(p, 3))
+    format!(
+        "SELECT id FROM deliveries WHERE source = {p}1 AND verified = {p}2 ORDER BY id DESC LIMIT 1 OFFSET {}",
+        bound_count(format!("{p}3"))
+    )
 }
 
 /// Parameters source, verified, edge, limit: deletes the oldest `limit` rows of that source and
@@ -345,7 +348,7 @@ pub(crate) fn retention_delete_sql(p: char) -> String {
     format!(
         "DELETE FROM deliveries WHERE id IN \
          (SELECT id FROM deliveries WHERE source = {p}1 AND verified = {p}2 AND id <= {p}3 ORDER BY id LIMIT {})",
-        bound_count(p, 4)
+        bound_count(format!("{p}4"))
     )
 }
 
@@ -356,7 +359,7 @@ pub(crate) fn retention_delete_sql(p: char) -> String {
 /// class is ordered by the index's whole key (the same order, the first two being fixed), so
 /// that PostgreSQL walks that index rather than the primary key with a filter.
 pub(crate) fn newest_deliveries_sql(p: char, columns: &str, cond: &str) -> String {
-    let limit = bound_count(p, 2);
+    let limit = bound_count(format!("{p}2"));
     let class = |verified: &str| {
         format!(
             "SELECT id FROM (SELECT id FROM deliveries WHERE source = {p}1 AND verified = {verified} {cond} ORDER BY source DESC, verified DESC, id DESC LIMIT {limit}) AS c_{verified}"
@@ -374,7 +377,7 @@ pub(crate) fn retention_age_sql(p: char) -> String {
         "DELETE FROM deliveries WHERE id IN (SELECT id FROM \
          (SELECT id, received_at FROM deliveries WHERE source = {p}1 AND verified = {p}4 ORDER BY source, verified, id LIMIT {}) AS oldest \
          WHERE received_at < {p}2)",
-        bound_count(p, 3)
+        bound_count(format!("{p}3"))
     )
 }
 

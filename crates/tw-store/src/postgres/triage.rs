@@ -64,7 +64,8 @@ async fn apply(c: &impl GenericClient, job: &TriageJob, t: JobTransition) -> Res
         execute(
             c,
             "INSERT INTO triage_traces (job_id, trace) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET trace = excluded.trace",
-            &[&job.job_id, &super::pg_text(text)],
+            // JSON text never holds a raw NUL: serde_json escapes control characters.
+            &[&job.job_id, text],
         )
         .await?;
     }

@@ -229,6 +229,30 @@ pub(super) mod plans {
 mod tests {
     use rusqlite::types::Value;
 
+    /// No SQLite statement of the crate binds a bare count (`LIMIT ?n`, `OFFSET ?`): each would be
+    /// compiled again on every run ([`crate::rows::bound_count`]). The test below runs a few; this
+    /// reads every source the SQLite engine's statements are written in.
+    #[test]
+    fn no_sqlite_statement_binds_a_bare_count() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("sqlite")).unwrap().map(|e| e.unwrap().path()).collect();
+        files.extend(["listing.rs", "rows.rs"].map(|f| dir.join(f)));
+        let mut checked = 0;
+        for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "rs" || e == "sql")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                // Only code: this test's own text and the doc comments quote the bare form.
+                let code = line.split("//").next().unwrap_or("");
+                for keyword in ["LIMIT", "OFFSET"] {
+                    let bare = format!("{keyword} ?");
+                    assert!(!code.contains(&bare), "{}:{}: a bare bound count: {line}", file.display(), i + 1);
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 10, "only {checked} files read");
+    }
+
     /// A statement with a bound `LIMIT` or `OFFSET` is compiled once ([`crate::rows::bound_count`]):
     /// written `LIMIT ?n`, SQLite compiled the triage and queue claims again on every run.
     #[test]

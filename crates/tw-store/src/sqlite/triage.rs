@@ -194,12 +194,11 @@ impl crate::TriageStore for SqliteStore {
                         ClaimDecision::Abandon(t) => apply(conn, &job, t)?,
                         ClaimDecision::Run(running) => {
                             let update = IncidentTriageUpdate { triage: running, status_from_open: None, severity: None };
-                            // Not written when the incident is gone (its job is not run), nor when
-                            // a newer job is its latest (this one still runs, and writes nothing).
-                            let written = write_incident_triage(conn, &incident_id, &id, &update)?;
-                            if written || conn.prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")?.exists([&incident_id])? {
-                                out.push(job);
-                            }
+                            // Not written when a newer job is the incident's latest (this one still
+                            // runs, and writes nothing), nor when the incident is gone: the read
+                            // below leaves its job out.
+                            write_incident_triage(conn, &incident_id, &id, &update)?;
+                            out.push(job);
                         }
                     }
                 }
