@@ -1244,6 +1244,14 @@ async fn check_migrated(store: &Arc<dyn Store>, old: &[(&str, &str, &str, Vec<u8
             }
         }
     }
+    // An alert stored before the migration is still recognised (the dedupe index was rebuilt),
+    // and takes no number.
+    match store.ingest(ingest_req(old[7].0, Some("old-7"), "o7")).await.unwrap() {
+        IngestOutcome::Duplicate { incident, delivery_count } => {
+            assert_eq!((incident.number, delivery_count), (IncidentNumber::new(2024, 8), 2));
+        }
+        other => panic!("expected a duplicate of an old incident, got {other:?}"),
+    }
     let created = store.ingest(ingest_req("edr", Some("after-migration"), "am")).await.unwrap().incident();
     assert_eq!(created.number, IncidentNumber::new(2024, old.len() as i64 + 1));
     assert_eq!(store.list_incidents(&filter(None, None, None, 1)).await.unwrap().total, old.len() as u64 + 1);

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("schema_v11.sql")),
     (12, include_str!("schema_v12.sql")),
     (13, include_str!("schema_v13.sql")),
+    (14, include_str!("schema_v14.sql")),
 ];
 /// The advisory lock held while migrating ("tw-migr").
 const MIGRATION_LOCK: i64 = 0x0074_772d_6d69_6772;

@@ -6,7 +6,7 @@
 //! - Incident numbers come from a counter row per year, allocated for a whole batch in the batch's
 //!   transaction; batches of all processes are serialized by a transaction-scoped advisory lock,
 //!   so numbers are unique and gap-free across processes and duplicates are decided by the
-//!   `(source, dedupe_key)` unique constraint, never by a read-then-write race.
+//!   `(source, dedupe_key)` unique index, never by a read-then-write race.
 //! - Workers claim queued events and triage jobs with `FOR UPDATE SKIP LOCKED` and a lease; only
 //!   expired leases are taken over.
 //! - Durability: a 2xx is sent after `COMMIT` returned with `synchronous_commit` at the server's
