@@ -222,6 +222,8 @@ pub struct IngestRequest {
     /// The request body exactly as received.
     pub raw: Vec<u8>,
     /// SHA-256 of `"<timestamp>.<body>"`: recognises the exact same signed request sent again.
+    /// Only an alert without an id of its own reads it ([`IngestRequest::dedupe_key`]); the intake
+    /// leaves it empty for the others.
     pub request_key: String,
     pub received_at: DateTime<Utc>,
     pub request_id: Option<String>,

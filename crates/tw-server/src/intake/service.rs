@@ -156,7 +156,9 @@ async fn commit(
         let kind = tw_core::formats::json_type(&value);
         return Err(ApiError::InvalidPayload(format!("Body must be a JSON object, got {kind}")));
     }
-    let request_key = verified.request_key(body);
+    // A second SHA-256 of the body: computed only where it is kept or decides (the queue, a dead
+    // letter, an alert without an id of its own).
+    let request_key = || verified.request_key(body);
 
     if value.get("event_type").and_then(Value::as_str) == Some(TEST_EVENT_TYPE) {
         return normalize(source, &value).map(Outcome::Test).map_err(ApiError::InvalidPayload);
@@ -176,7 +178,7 @@ async fn commit(
         let event = NewQueuedEvent {
             source: source.name.clone(),
             raw: body.to_vec(),
-            request_key,
+            request_key: request_key(),
             received_at: now,
             request_id: Some(rid.to_string()),
         };
@@ -196,13 +198,14 @@ async fn commit(
                 received_at: now,
                 request_id: Some(rid.to_string()),
                 queue_id: None,
-                request_key: Some(request_key),
+                request_key: Some(request_key()),
             };
             let id = state.store.dead_letter(letter).await?;
             return Ok(Outcome::DeadLettered { id, reason });
         }
     };
     let severity = alert.severity;
+    let request_key = if alert.external_id.is_some() { String::new() } else { request_key() };
     let req = ingest_request(state, source, alert, body.to_vec(), request_key, now, Some(rid.to_string()));
     match state.store.ingest(req).await? {
         IngestOutcome::Created(incident) => {
