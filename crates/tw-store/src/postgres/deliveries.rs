@@ -289,15 +289,12 @@ mod tests {
 
     /// The plan of `sql`.
     async fn plan(c: &tokio_postgres::Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> String {
-        let rows = c.query(&format!("EXPLAIN {sql}"), params).await.unwrap();
-        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+        crate::postgres::plans::text(&c.query(&format!("EXPLAIN {sql}"), params).await.unwrap())
     }
 
     #[tokio::test]
     async fn retention_walks_each_class_from_the_index_alone() {
-        let Some(db) = crate::testing::TestDatabase::create().await else { return };
-        crate::postgres::migrations::migrate_only(&db.url, &crate::StoreOptions::default()).await.unwrap();
-        let c = crate::testing::connect(&db.url).await.unwrap();
+        let Some((_db, c)) = crate::postgres::plans::migrated().await else { return };
         // Ten sources' records, one in seven refused, and the statistics the planner goes by.
         c.batch_execute(
             "INSERT INTO deliveries (request_id, source, received_at, status, latency_ms, verified) \

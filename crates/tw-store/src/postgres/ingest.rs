@@ -388,14 +388,12 @@ mod tests {
             .unwrap();
         let rows = c.query("EXPLAIN EXECUTE known_alerts ('{a,b}', '{k1,k2}')", &[]).await.unwrap();
         c.batch_execute("DEALLOCATE known_alerts; RESET plan_cache_mode").await.unwrap();
-        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+        crate::postgres::plans::text(&rows)
     }
 
     #[tokio::test]
     async fn a_cached_probe_plan_reads_the_dedupe_index() {
-        let Some(db) = crate::testing::TestDatabase::create().await else { return };
-        crate::postgres::migrations::migrate_only(&db.url, &crate::StoreOptions::default()).await.unwrap();
-        let c = crate::testing::connect(&db.url).await.unwrap();
+        let Some((_db, c)) = crate::postgres::plans::migrated().await else { return };
         let probes_the_key = |plan: &str| {
             plan.contains("Nested Loop")
                 && plan.contains("Index Scan using incidents_dedupe_key")

@@ -251,6 +251,24 @@ async fn execute_pipelined(c: &impl GenericClient, writes: &[(&str, &[&(dyn ToSq
     Ok(futures_util::future::try_join_all(runs).await?)
 }
 
+/// For the engine's own tests that read plans.
+#[cfg(test)]
+pub(crate) mod plans {
+    /// A new database at the latest schema and a connection to it; `None` when no PostgreSQL
+    /// answers (see [`crate::testing::TestDatabase::create`]).
+    pub async fn migrated() -> Option<(crate::testing::TestDatabase, tokio_postgres::Client)> {
+        let db = crate::testing::TestDatabase::create().await?;
+        super::migrations::migrate_only(&db.url, &crate::StoreOptions::default()).await.unwrap();
+        let c = crate::testing::connect(&db.url).await.unwrap();
+        Some((db, c))
+    }
+
+    /// The lines of an `EXPLAIN`, as one text.
+    pub fn text(rows: &[tokio_postgres::Row]) -> String {
+        rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
