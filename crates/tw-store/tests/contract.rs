@@ -1367,6 +1367,15 @@ async fn postgres_v2_moves_payloads_out_of_incidents_and_counts_them() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(indexes, ["incidents_by_severity", "incidents_by_source", "incidents_by_status"]);
+    // v14: the dedupe index leads with the key, and the constraint it replaces is gone.
+    let dedupe: Vec<String> = client
+        .query("SELECT indexdef FROM pg_indexes WHERE tablename = 'incidents' AND indexdef LIKE '%dedupe_key%'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dedupe, ["CREATE UNIQUE INDEX incidents_dedupe_key ON public.incidents USING btree (dedupe_key, source)"]);
     check_migrated(&store, &old).await;
     assert_eq!(pg_count_mismatches(&client).await, 0);
 }

@@ -75,6 +75,7 @@ pub(super) async fn ingest_in(tx: &Transaction<'_>, reqs: &[&IngestRequest]) -> 
     let mut is_known = vec![false; groups.len()];
     if !found.is_empty() {
         let mut ids: Vec<Uuid> = Vec::with_capacity(found.len());
+        let (mut found_sources, mut found_keys): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
         let mut counts: Vec<i64> = Vec::with_capacity(found.len());
         let mut ats: Vec<DateTime<Utc>> = Vec::with_capacity(found.len());
         let mut known: HashMap<Uuid, (usize, IncidentNumber)> = HashMap::with_capacity(found.len());
@@ -82,18 +83,29 @@ pub(super) async fn ingest_in(tx: &Transaction<'_>, reqs: &[&IngestRequest]) -> 
             let g = (row.get::<_, i64>(0) - 1) as usize;
             let id: Uuid = row.get(1);
             ids.push(id);
+            found_sources.push(&groups[g].source);
+            found_keys.push(&groups[g].dedupe_key);
             counts.push(groups[g].items.len() as i64);
             ats.push(last_at(&groups[g]));
             known.insert(id, (g, IncidentNumber::new(row.get(2), row.get(3))));
         }
         // Rare (a replay, a retried delivery): planned for its parameters like any write whose
-        // cached plan could be made on an empty table.
+        // cached plan could be made on an empty table. The key is checked again, so that an
+        // incident whose key changed since the probe (every writer of keys holds the ingest lock:
+        // none can) is not counted; its alert would then be inserted, and the unique index decide.
         let counted = query_planned(
             &**tx,
             "UPDATE incidents i SET delivery_count = i.delivery_count + d.n, last_delivery_at = GREATEST(i.last_delivery_at, d.at) \
-             FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[]) AS d(id, n, at) WHERE i.id = d.id \
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[]) AS d(id, source, dedupe_key, n, at) \
+             WHERE i.id = d.id AND i.source = d.source AND i.dedupe_key = d.dedupe_key \
              RETURNING i.id, i.delivery_count",
-            &[(&ids, Type::UUID_ARRAY), (&counts, Type::INT8_ARRAY), (&ats, Type::TIMESTAMPTZ_ARRAY)],
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&found_sources, Type::TEXT_ARRAY),
+                (&found_keys, Type::TEXT_ARRAY),
+                (&counts, Type::INT8_ARRAY),
+                (&ats, Type::TIMESTAMPTZ_ARRAY),
+            ],
         )
         .await?;
         for row in counted {
@@ -378,7 +390,88 @@ impl crate::IngestStore for PgStore {
 
 #[cfg(test)]
 mod tests {
-    use super::KNOWN_ALERTS;
+    use super::{KNOWN_ALERTS, ingest_in};
+    use crate::model::{IngestOutcome, IngestRequest};
+    use chrono::TimeZone;
+    use tw_core::{Alert, Format, Severity, SourceName};
+
+    fn request(source: &str, alert_id: Option<&str>, request_key: &str) -> IngestRequest {
+        IngestRequest {
+            source: SourceName::parse(source).unwrap(),
+            alert: Alert {
+                format: Format::Generic,
+                title: "t".into(),
+                description: None,
+                severity: Severity::High,
+                vendor_severity: None,
+                event_time: None,
+                external_id: alert_id.map(str::to_string),
+                event_type: None,
+                entities: Vec::new(),
+            },
+            raw: b"{}".to_vec(),
+            request_key: request_key.into(),
+            received_at: chrono::Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap(),
+            request_id: None,
+            auto_triage: false,
+            playbook: None,
+            triage_max_attempts: 3,
+        }
+    }
+
+    /// What one batch's outcomes say: `(created, number, delivery count)` per request.
+    fn summary(outcomes: &[IngestOutcome]) -> Vec<(bool, i64, u64)> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                IngestOutcome::Created(i) => (true, i.number.seq, 1),
+                IngestOutcome::Duplicate { incident, delivery_count } => (false, incident.number.seq, *delivery_count),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_known_alerts_and_numbers_the_new_ones_without_gaps() {
+        let Some((db, _)) = crate::postgres::plans::migrated().await else { return };
+        let pool = super::super::pool(&db.url, &crate::StoreOptions::default()).unwrap();
+        let batch = |reqs: Vec<IngestRequest>| {
+            let pool = pool.clone();
+            async move {
+                let mut client = pool.get().await.unwrap();
+                let tx = client.transaction().await.unwrap();
+                let out = ingest_in(&tx, &reqs.iter().collect::<Vec<_>>()).await.unwrap();
+                tx.commit().await.unwrap();
+                summary(&out)
+            }
+        };
+        // Known before the batch: edr's a1 (number 1) and a2 (2), delivered once each.
+        let first = batch(vec![request("edr", Some("a1"), "k1"), request("edr", Some("a2"), "k2")]).await;
+        assert_eq!(first, vec![(true, 1, 1), (true, 2, 1)]);
+        // New, known, the same known alert again, new, a known key under another source, a
+        // second alert known, and one without an id (its request decides).
+        let second = batch(vec![
+            request("edr", Some("n1"), "k3"),
+            request("edr", Some("a2"), "k4"),
+            request("edr", Some("a2"), "k5"),
+            request("edr", Some("n2"), "k6"),
+            request("siem", Some("a1"), "k7"),
+            request("edr", Some("a1"), "k8"),
+            request("edr", None, "k9"),
+        ])
+        .await;
+        assert_eq!(second, vec![(true, 3, 1), (false, 2, 2), (false, 2, 3), (true, 4, 1), (true, 5, 1), (false, 1, 2), (true, 6, 1)]);
+        // The same request again is known by its key; the stored counts add up.
+        assert_eq!(batch(vec![request("edr", None, "k9")]).await, vec![(false, 6, 2)]);
+        let c = crate::testing::connect(&db.url).await.unwrap();
+        let counts: Vec<(i64, i64)> = c
+            .query("SELECT seq, delivery_count FROM incidents ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(counts, vec![(1, 2), (2, 3), (3, 1), (4, 1), (5, 1), (6, 2)]);
+    }
 
     /// The plan PostgreSQL caches for the probe of known alerts (a generic plan, as a prepared
     /// statement gets after five runs).
