@@ -241,6 +241,34 @@ impl IngestRequest {
     }
 }
 
+/// A minimal request for the engines' own tests: a generic alert of `source`, with `alert_id` as
+/// its id when given, received at 2024-01-15 10:00 UTC.
+#[cfg(test)]
+pub(crate) fn test_request(source: &str, alert_id: Option<&str>, request_key: &str) -> IngestRequest {
+    use chrono::TimeZone;
+    IngestRequest {
+        source: SourceName::parse(source).unwrap(),
+        alert: Alert {
+            format: Format::Generic,
+            title: "t".into(),
+            description: None,
+            severity: Severity::High,
+            vendor_severity: None,
+            event_time: None,
+            external_id: alert_id.map(str::to_string),
+            event_type: None,
+            entities: vec![],
+        },
+        raw: b"{}".to_vec(),
+        request_key: request_key.into(),
+        received_at: Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap(),
+        request_id: None,
+        auto_triage: false,
+        playbook: None,
+        triage_max_attempts: 3,
+    }
+}
+
 /// The dedupe key an alert's own id gives it (`id:<external_id>`); `None` when it has no id, and
 /// the request decides ([`IngestRequest::dedupe_key`]).
 pub fn alert_dedupe_key(alert: &Alert) -> Option<String> {

@@ -391,33 +391,7 @@ impl crate::IngestStore for PgStore {
 #[cfg(test)]
 mod tests {
     use super::{KNOWN_ALERTS, ingest_in};
-    use crate::model::{IngestOutcome, IngestRequest};
-    use chrono::TimeZone;
-    use tw_core::{Alert, Format, Severity, SourceName};
-
-    fn request(source: &str, alert_id: Option<&str>, request_key: &str) -> IngestRequest {
-        IngestRequest {
-            source: SourceName::parse(source).unwrap(),
-            alert: Alert {
-                format: Format::Generic,
-                title: "t".into(),
-                description: None,
-                severity: Severity::High,
-                vendor_severity: None,
-                event_time: None,
-                external_id: alert_id.map(str::to_string),
-                event_type: None,
-                entities: Vec::new(),
-            },
-            raw: b"{}".to_vec(),
-            request_key: request_key.into(),
-            received_at: chrono::Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap(),
-            request_id: None,
-            auto_triage: false,
-            playbook: None,
-            triage_max_attempts: 3,
-        }
-    }
+    use crate::model::{IngestOutcome, IngestRequest, test_request as request};
 
     /// What one batch's outcomes say: `(created, number, delivery count)` per request.
     fn summary(outcomes: &[IngestOutcome]) -> Vec<(bool, i64, u64)> {

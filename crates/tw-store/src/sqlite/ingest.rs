@@ -150,31 +150,9 @@ impl crate::IngestStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-    use tw_core::{Alert, Format, Severity, SourceName};
 
     fn req(alert_id: &str) -> IngestRequest {
-        IngestRequest {
-            source: SourceName::parse("siem").unwrap(),
-            alert: Alert {
-                format: Format::Generic,
-                title: "t".into(),
-                description: None,
-                severity: Severity::High,
-                vendor_severity: None,
-                event_time: None,
-                external_id: Some(alert_id.into()),
-                event_type: None,
-                entities: vec![],
-            },
-            raw: b"{}".to_vec(),
-            request_key: alert_id.into(),
-            received_at: chrono::Utc.with_ymd_and_hms(2024, 1, 15, 10, 0, 0).unwrap(),
-            request_id: None,
-            auto_triage: false,
-            playbook: None,
-            triage_max_attempts: 3,
-        }
+        crate::model::test_request("siem", Some(alert_id), alert_id)
     }
 
     /// The payload the intake writes is the one the readers find: the key in Rust and in SQL agree,
