@@ -9,27 +9,11 @@
 set -euo pipefail
 bin=${1:?usage: pg-two-instances.sh BIN [N]}
 n=${2:-15000}
-pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432}
-db=tw_two_instances_$$
-dir=$(mktemp -d /tmp/tw-two.XXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql -q "$pgurl/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-psql -q "$pgurl/postgres" -c "CREATE DATABASE $db" >/dev/null
-key=$("$bin" api-key create --name two --data-dir "$dir/a" --database-url "$pgurl/$db" 2>/dev/null | tail -1)
-mkdir -p "$dir/b"
-cp "$dir/a/master.key" "$dir/b/"
+. "$(dirname "$0")/pg-instances.sh"
+pg_begin "$bin" tw_two_instances
 ports=($((20000 + RANDOM % 10000)) $((30000 + RANDOM % 10000)))
 for i in 0 1; do
-    d=$([ $i = 0 ] && echo a || echo b)
-    taskset -c 0 "$bin" serve --listen "127.0.0.1:${ports[$i]}" --data-dir "$dir/$d" --database-url "$pgurl/$db" >"$dir/serve$i.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 600); do curl -sf "http://127.0.0.1:${ports[$i]}/api/health" >/dev/null && break; sleep 0.1; done
+    pg_serve "$bin" "${ports[$i]}" "instance$i" taskset -c 0
 done
 # Each source its own secret (the server refuses a secret already in use).
 for i in 0 1; do

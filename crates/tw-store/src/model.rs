@@ -222,8 +222,8 @@ pub struct IngestRequest {
     /// The request body exactly as received.
     pub raw: Vec<u8>,
     /// SHA-256 of `"<timestamp>.<body>"`: recognises the exact same signed request sent again.
-    /// Only an alert without an id of its own reads it ([`IngestRequest::dedupe_key`]); the intake
-    /// leaves it empty for the others.
+    /// Only an alert without an id of its own reads it ([`IngestRequest::dedupe_key`],
+    /// [`keyed_by_request`]); the intake leaves it empty for the others.
     pub request_key: String,
     pub received_at: DateTime<Utc>,
     pub request_id: Option<String>,
@@ -272,7 +272,13 @@ pub(crate) fn test_request(source: &str, alert_id: Option<&str>, request_key: &s
 /// The dedupe key an alert's own id gives it (`id:<external_id>`); `None` when it has no id, and
 /// the request decides ([`IngestRequest::dedupe_key`]).
 pub fn alert_dedupe_key(alert: &Alert) -> Option<String> {
-    alert.external_id.as_ref().map(|id| format!("id:{id}"))
+    (!keyed_by_request(alert)).then(|| format!("id:{}", alert.external_id.as_deref().unwrap_or_default()))
+}
+
+/// Whether the request decides `alert`'s dedupe key (it has no id of its own), so that the
+/// request's key must be computed ([`IngestRequest::request_key`]).
+pub fn keyed_by_request(alert: &Alert) -> bool {
+    alert.external_id.is_none()
 }
 
 /// A created or recognised incident.

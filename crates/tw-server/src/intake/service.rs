@@ -205,8 +205,7 @@ async fn commit(
         }
     };
     let severity = alert.severity;
-    // The one rule for when the request decides (`IngestRequest::dedupe_key`).
-    let request_key = if tw_store::alert_dedupe_key(&alert).is_some() { String::new() } else { request_key() };
+    let request_key = if tw_store::keyed_by_request(&alert) { request_key() } else { String::new() };
     let req = ingest_request(state, source, alert, body.to_vec(), request_key, now, Some(rid.to_string()));
     match state.store.ingest(req).await? {
         IngestOutcome::Created(incident) => {

@@ -688,15 +688,8 @@ async fn triage_yields_to_a_saturated_intake_and_still_moves() {
     assert_eq!(waiting["triage"]["status"], "pending", "triage ran while the intake was saturated: {waiting}");
     drop(held);
     assert_eq!(wait_triage(&app, &id).await["triage"]["status"], "completed");
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let yields: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("triage_yields_total "))
-        .unwrap_or_else(|| panic!("no triage_yields_total in {metrics}"))
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(yields >= 1, "the wait was not counted: {yields}");
+    let yields = series(&app, "triage_yields_total", &[]).await.expect("no triage_yields_total in /metrics");
+    assert!(yields >= 1.0, "the wait was not counted: {yields}");
 
     // A saturation that lasts: the job runs all the same.
     let _held = app.state().sync_permits.clone().acquire_many_owned(16).await.unwrap();

@@ -74,21 +74,15 @@ pub(super) async fn ingest_in(tx: &Transaction<'_>, reqs: &[&IngestRequest]) -> 
     .await?;
     let mut is_known = vec![false; groups.len()];
     if !found.is_empty() {
-        let mut ids: Vec<Uuid> = Vec::with_capacity(found.len());
-        let (mut found_sources, mut found_keys): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-        let mut counts: Vec<i64> = Vec::with_capacity(found.len());
-        let mut ats: Vec<DateTime<Utc>> = Vec::with_capacity(found.len());
-        let mut known: HashMap<Uuid, (usize, IncidentNumber)> = HashMap::with_capacity(found.len());
-        for row in &found {
-            let g = (row.get::<_, i64>(0) - 1) as usize;
-            let id: Uuid = row.get(1);
-            ids.push(id);
-            found_sources.push(&groups[g].source);
-            found_keys.push(&groups[g].dedupe_key);
-            counts.push(groups[g].items.len() as i64);
-            ats.push(last_at(&groups[g]));
-            known.insert(id, (g, IncidentNumber::new(row.get(2), row.get(3))));
-        }
+        // Incident id -> the batch's group and the incident's number.
+        let known: HashMap<Uuid, (usize, IncidentNumber)> =
+            found.iter().map(|r| (r.get(1), ((r.get::<_, i64>(0) - 1) as usize, IncidentNumber::new(r.get(2), r.get(3))))).collect();
+        let ids: Vec<Uuid> = known.keys().copied().collect();
+        let hit = |id: &Uuid| &groups[known[id].0];
+        let found_sources: Vec<&str> = ids.iter().map(|id| hit(id).source.as_str()).collect();
+        let found_keys: Vec<&str> = ids.iter().map(|id| hit(id).dedupe_key.as_str()).collect();
+        let counts: Vec<i64> = ids.iter().map(|id| hit(id).items.len() as i64).collect();
+        let ats: Vec<DateTime<Utc>> = ids.iter().map(|id| last_at(hit(id))).collect();
         // Rare (a replay, a retried delivery): planned for its parameters like any write whose
         // cached plan could be made on an empty table. The key is checked again, so that an
         // incident whose key changed since the probe (every writer of keys holds the ingest lock:
