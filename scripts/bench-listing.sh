@@ -15,7 +15,11 @@
 # BENCH_DIR (default /tmp/tw-bench-<engine>), BENCH_PG (default postgres://postgres@127.0.0.1:5432),
 # BENCH_PORT (default 18080), RUNS (default 15), FILL=0 to time an already filled store,
 # INTAKE=N to also send N signed deliveries to the filled store with `tw-cli bench --url` (the
-# server pinned to CPU 0 and the load to CPU 1, as `tw-cli bench --pin` does).
+# server pinned to CPU 0 and the load to CPU 1, as `tw-cli bench --pin` does), to a new source.
+# ALERT_IDS=sequential|random sends them instead to the fill's largest source (edr, 40% of the
+# incidents) with the bench's `--alert-ids` of that name; with random, the fill's alert ids are
+# random too (16 hex digits), so each new dedupe key lands anywhere among the source's keys in
+# the unique (source, dedupe key) index, as a vendor's GUIDs or hashes do on a store a year old.
 set -euo pipefail
 
 engine=${1:?usage: bench-listing.sh sqlite|postgres N}
@@ -62,6 +66,11 @@ trap stop_server EXIT
 # triaged ones, and a 1.5 kB payload. Written for both engines: `g` is 1..N, `ts` its receipt time.
 columns="id, year, seq, source, format, title, description, severity, vendor_severity, status, event_type, event_time,
     received_at, external_id, dedupe_key, entities, delivery_count, last_delivery_at, auto_triage, playbook, request_id, triage"
+# The fill's alert ids: `bench-<g>` (in order), or with ALERT_IDS=random 16 random hex digits.
+# $1: the engine's expression for 16 random hex digits.
+alert_id_of() {
+    if [ "${ALERT_IDS:-}" = random ]; then echo "$1 || '-fill'"; else echo "'bench-' || g"; fi
+}
 source_of="CASE WHEN (g * 69069) % 100 < 40 THEN 'edr' WHEN (g * 69069) % 100 < 75 THEN 'email-gateway' WHEN (g * 69069) % 100 < 99 THEN 'siem' ELSE 'cloud' END"
 severity_of="CASE WHEN (g * 2654435761) % 1000 < 5 THEN 'critical' WHEN (g * 2654435761) % 1000 < 105 THEN 'high' WHEN (g * 2654435761) % 1000 < 505 THEN 'medium' WHEN (g * 2654435761) % 1000 < 855 THEN 'low' ELSE 'info' END"
 status_of="CASE WHEN (g * 40503) % 997 < 10 THEN 'closed' WHEN (g * 40503) % 997 < 598 THEN 'triaged' ELSE 'open' END"
@@ -85,8 +94,8 @@ CREATE TEMP TABLE gen AS
     FROM s;
 INSERT INTO incidents ($columns)
     SELECT id, $year, g, $source_of, 'generic', 'Suspicious login ' || g, NULL, $severity_of, 'high', $status_of,
-           'security_alert', ts, ts, 'bench-' || g, 'id:bench-' || g, $entities, 1, ts, 0, NULL, 'req_' || g, $triage
-    FROM gen ORDER BY g;
+           'security_alert', ts, ts, alert_id, 'id:' || alert_id, $entities, 1, ts, 0, NULL, 'req_' || g, $triage
+    FROM (SELECT *, $(alert_id_of "lower(hex(randomblob(8)))") AS alert_id FROM gen) ORDER BY g;
 -- Payloads keyed by the incident's number, year * 2^32 + seq (schema v15).
 INSERT INTO incident_payloads (number, raw_payload) SELECT $year * 4294967296 + g, CAST($(payload_of "printf('%01400d', g)") AS BLOB) FROM gen ORDER BY g;
 -- The intake's writer counts new incidents per batch (no insert trigger on SQLite): do the same.
@@ -112,8 +121,8 @@ CREATE TEMP TABLE gen AS
     FROM generate_series(1::BIGINT, $n) AS g;
 INSERT INTO incidents ($columns)
     SELECT id, $year, g, $source_of, 'generic', 'Suspicious login ' || g, NULL, $severity_of, 'high', $status_of, 'security_alert',
-           ts::timestamptz, ts::timestamptz, 'bench-' || g, 'id:bench-' || g, $entities, 1, ts::timestamptz, false, NULL, 'req_' || g, $triage
-    FROM gen ORDER BY g;
+           ts::timestamptz, ts::timestamptz, alert_id, 'id:' || alert_id, $entities, 1, ts::timestamptz, false, NULL, 'req_' || g, $triage
+    FROM (SELECT *, $(alert_id_of "substr(md5(g::text || random()::text), 1, 16)") AS alert_id FROM gen) AS gen ORDER BY g;
 INSERT INTO incident_payloads (incident_id, raw_payload)
     SELECT id, convert_to($(payload_of "lpad(g::text, 1400, '0')"), 'UTF8') FROM gen ORDER BY id;
 INSERT INTO incident_counters (year, last_seq) VALUES ($year, $n)
@@ -189,7 +198,16 @@ if [ -n "${INTAKE:-}" ]; then
     admin=$("$bin" api-key create --name "bench-admin-$RANDOM" --scope admin "${db_args[@]}")
     secret=bench-listing-secret-$RANDOM-0123456789abcdef
     source=intake-$RANDOM
-    "$bin" --url "$url" --api-key "$admin" webhook add "$source" --secret "$secret" >/dev/null
-    echo "intake into the filled store ($INTAKE deliveries, 64 connections):"
-    taskset -c 1 "$bin" bench --url "$url" --source "$source" --secret "$secret" --api-key "$admin" --requests "$INTAKE" --concurrency 64 --no-floor
+    ids=()
+    if [ -n "${ALERT_IDS:-}" ]; then
+        # The fill's source, registered by the first run on this store with this fixed secret.
+        source=edr
+        secret=bench-listing-secret-edr-0123456789abcdef
+        ids=(--alert-ids "$ALERT_IDS")
+        "$bin" --url "$url" --api-key "$admin" webhook add "$source" --secret "$secret" >/dev/null 2>&1 || true
+    else
+        "$bin" --url "$url" --api-key "$admin" webhook add "$source" --secret "$secret" >/dev/null
+    fi
+    echo "intake into the filled store ($INTAKE deliveries, 64 connections, source $source):"
+    taskset -c 1 "$bin" bench --url "$url" --source "$source" --secret "$secret" --api-key "$admin" --requests "$INTAKE" --concurrency 64 --no-floor "${ids[@]}"
 fi

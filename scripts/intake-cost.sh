@@ -37,7 +37,12 @@
 #
 # Environment: TW_BIN (default target/release/tw-cli, or $CARGO_TARGET_DIR/release/tw-cli);
 # SOURCE_ARGS, more `webhook add` flags for the source (e.g. "--auto-triage true --playbook
-# phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); WARMUP, deliveries
+# phishing_triage"); SERVE_ARGS, more `serve` flags (e.g. "--triage-workers 0"); BENCH_ARGS, more
+# `tw-cli bench` flags for the load (e.g. "--alert-ids random"); STORE_DIR, an existing SQLite data
+# dir to serve instead of a new one (used in place and kept), with SOURCE and SECRET naming a
+# source registered there (e.g. STORE_DIR=/tmp/tw-bench-sqlite SOURCE=edr
+# SECRET=bench-listing-secret-edr-0123456789abcdef after `ALERT_IDS=random INTAKE=1000
+# scripts/bench-listing.sh sqlite 1000000`); WARMUP, deliveries
 # sent before `cpu` or `syscalls` starts counting (default 0: a fresh server); PG=1, the store on
 # a new PostgreSQL database (PGURL, default postgres://postgres@127.0.0.1:5432, names the server;
 # the database is dropped afterwards), and with `threads` the CPU of PostgreSQL's processes (all
@@ -51,7 +56,11 @@ bin=${TW_BIN:-${CARGO_TARGET_DIR:-target}/release/tw-cli}
 dir=$(mktemp -d /tmp/tw-intake-cost.XXXX)
 port=$((20000 + RANDOM % 20000))
 url="http://127.0.0.1:$port"
-secret=s3cr3t-intake-cost-secret
+secret=${SECRET:-s3cr3t-intake-cost-secret}
+source=${SOURCE:-cost}
+# The server's data dir: a new one in $dir, or STORE_DIR (kept; e.g. a store filled by
+# scripts/bench-listing.sh, with SOURCE and SECRET of a source registered there).
+data=${STORE_DIR:-$dir/data}
 store=()
 pgdb=
 if [ "${PG:-0}" = 1 ]; then
@@ -60,7 +69,7 @@ if [ "${PG:-0}" = 1 ]; then
     psql -q "$pgurl/postgres" -c "CREATE DATABASE $pgdb" >/dev/null
     store=(--database-url "$pgurl/$pgdb")
 fi
-key=$("$bin" api-key create --name cost --data-dir "$dir/data" "${store[@]}" 2>/dev/null | tail -1)
+key=$("$bin" api-key create --name "cost-$$" --data-dir "$data" "${store[@]}" 2>/dev/null | tail -1)
 server=
 cleanup() {
     [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
@@ -75,12 +84,12 @@ case $mode in
         if [ "${FLOOR:-0}" = 1 ]; then
             taskset -c 0 "$bin" bench --floor-serve --listen "127.0.0.1:$port" --secret "$secret" >"$dir/log" 2>&1 &
         else
-            taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" "${store[@]}" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
+            taskset -c 0 "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" "${store[@]}" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         fi
         ;;
     callgrind)
         taskset -c 0 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="callgrind.intake.%p" \
-            "$bin" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
+            "$bin" serve --listen "127.0.0.1:$port" --data-dir "$data" ${SERVE_ARGS:-} >"$dir/log" 2>&1 &
         ;;
     *) echo "usage: intake-cost.sh cpu|callgrind|syscalls|threads N" >&2; exit 2 ;;
 esac
@@ -90,10 +99,12 @@ if [ "${FLOOR:-0}" = 1 ]; then
     for _ in $(seq 600); do curl -s -o /dev/null "$url/" && break; sleep 0.1; done
 else
     for _ in $(seq 600); do curl -sf "$url/api/health" >/dev/null && break; sleep 0.1; done
-    TW_URL=$url "$bin" --api-key "$key" webhook add cost --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
+    if [ -z "${STORE_DIR:-}" ]; then
+        TW_URL=$url "$bin" --api-key "$key" webhook add "$source" --secret "$secret" ${SOURCE_ARGS:-} >/dev/null
+    fi
 fi
 load() {
-    taskset -c 1 "$bin" bench --url "$url" --source cost --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}"
+    taskset -c 1 "$bin" bench --url "$url" --source "$source" --secret "$secret" --no-floor --json --concurrency 64 --requests "$1" "${@:2}" ${BENCH_ARGS:-}
 }
 # CPU time of the whole process (all threads): utime + stime, in clock ticks; utime; minor page faults.
 ticks() { sed 's/^.*) //' "/proc/$server/stat" | awk '{print $12 + $13, $12, $8}'; }

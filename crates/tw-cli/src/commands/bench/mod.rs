@@ -21,7 +21,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use database::BenchDatabase;
 use load::Amount;
-use payloads::{PayloadFormat, Payloads};
+use payloads::{AlertIds, PayloadFormat, Payloads};
 use report::Report;
 use serde_json::{Value, json};
 use servers::Pinning;
@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// alert, 300 to 400 bytes).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     payload_bytes: u64,
+    /// How the unique alert ids are spelled: sequential (`<run>-<n>`, each new dedupe key next to
+    /// the last in the store's index) or random (no order, as vendors' GUIDs and hashes: each new
+    /// key anywhere in the index, which a large store feels).
+    #[arg(long, value_enum, default_value = "sequential")]
+    alert_ids: AlertIds,
     /// The source's mode. sync: each incident is committed before its 201; async: the event is
     /// queued (202) and a worker makes the incident (the check waits for the queue to drain).
     #[arg(long, value_parser = ["sync", "async"], default_value = "sync")]
@@ -149,6 +154,7 @@ struct Plan {
     amount: Amount,
     format: PayloadFormat,
     payload_bytes: usize,
+    alert_ids: AlertIds,
     mode: String,
     auto_triage: bool,
     pin: bool,
@@ -200,6 +206,7 @@ impl Plan {
             amount,
             format: a.format,
             payload_bytes: usize::try_from(a.payload_bytes)?,
+            alert_ids: a.alert_ids,
             mode: a.mode,
             auto_triage: a.auto_triage,
             pin: a.pin,
@@ -260,7 +267,7 @@ pub fn run(ctx: &Ctx, url_given: bool, args: BenchArgs) -> Result<ExitCode> {
 /// The product run, then the floor run, then the report.
 async fn bench(plan: &Plan, pinning: Option<Pinning>, tmp: &Path, database: Option<&BenchDatabase>) -> Result<ExitCode> {
     let run_id = format!("bench-{:x}", chrono::Utc::now().timestamp_millis());
-    let payloads = Arc::new(Payloads::new(plan.format, plan.payload_bytes, &run_id));
+    let payloads = Arc::new(Payloads::new(plan.format, plan.payload_bytes, &run_id, plan.alert_ids));
     let server_cpu = pinning.map(|p| p.server_cpu);
     let product::ProductRun { run: product, incidents, triage, url } = match &plan.server {
         Server::Started { listen, .. } => product::started(plan, *listen, server_cpu, tmp, database, payloads.clone()).await?,
@@ -305,6 +312,7 @@ fn settings_json(plan: &Plan, pinning: Option<Pinning>, payloads: &Payloads, url
         "duration_secs": match plan.amount { Amount::For(d) => Some(d.as_secs_f64()), Amount::Requests(_) => None },
         "format": plan.format.as_str(),
         "payload_bytes": plan.payload_bytes,
+        "alert_ids": plan.alert_ids.as_str(),
         "body_bytes": {"min": min, "max": max},
         // A running server's source is loaded as it is, whatever its mode.
         "mode": engine(plan).map(|_| plan.mode.as_str()),
@@ -339,9 +347,10 @@ fn headline(plan: &Plan, pinning: Option<Pinning>, payloads: &Payloads, url: &st
         Server::Running { source, .. } => format!("to source '{source}'"),
     };
     format!(
-        "tw-cli bench: {amount} over {} connections, {} alerts of {bytes} {source}; {server}; {pin}",
+        "tw-cli bench: {amount} over {} connections, {} alerts of {bytes} with {} ids {source}; {server}; {pin}",
         plan.concurrency,
         plan.format.as_str(),
+        plan.alert_ids.as_str(),
     )
 }
 

@@ -33,6 +33,38 @@ impl PayloadFormat {
     }
 }
 
+/// `--alert-ids`: how the unique alert ids of a run are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AlertIds {
+    /// `<run>-<n>`: delivery numbers in order, so each new alert's dedupe key lands next to the
+    /// last one in the store's unique index (the bench's figures before this choice existed).
+    Sequential,
+    /// `<16 hex digits>-<run>`, the number scrambled one-to-one and first: no two alike and no
+    /// order, as vendors' own ids (GUIDs, hashes) are, so each new key lands anywhere in the
+    /// index, among the keys of earlier runs too.
+    Random,
+}
+
+impl AlertIds {
+    /// The name, as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertIds::Sequential => "sequential",
+            AlertIds::Random => "random",
+        }
+    }
+}
+
+/// `n` scrambled by a bijection of the 64-bit integers (SplitMix64's finalizer: each step, a
+/// xor-shift or a multiplication by an odd number, can be undone), so distinct numbers give
+/// distinct ids with no order between them.
+fn scramble(n: u64) -> u64 {
+    let mut z = n;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Replaced by the delivery's unique id.
 const ID: &str = "{ID}";
 /// Replaced by the filler.
@@ -117,24 +149,30 @@ impl Template {
     }
 }
 
-/// The bodies of one bench run: delivery `n` gets the id `<run>-<n>` and, with `mixed`, the
-/// format `n mod 4`.
+/// The bodies of one bench run: delivery `n` gets the id `<run>-<n>` (or `n` scrambled first, see
+/// [`AlertIds`]) and, with `mixed`, the format `n mod 4`.
 pub struct Payloads {
     run: String,
+    ids: AlertIds,
     templates: Vec<Template>,
 }
 
 impl Payloads {
     /// Bodies of `format` padded to about `target_bytes` (never below the bare template, which
     /// is 300 to 400 bytes); `run` makes the ids unique to this run.
-    pub fn new(format: PayloadFormat, target_bytes: usize, run: &str) -> Payloads {
+    pub fn new(format: PayloadFormat, target_bytes: usize, run: &str, ids: AlertIds) -> Payloads {
         let formats = match format {
             PayloadFormat::Mixed => {
                 vec![PayloadFormat::Generic, PayloadFormat::Defender, PayloadFormat::Crowdstrike, PayloadFormat::Splunk]
             }
             one => vec![one],
         };
-        let id_len = run.len() + 1 + TYPICAL_DIGITS;
+        let id_len = run.len()
+            + 1
+            + match ids {
+                AlertIds::Sequential => TYPICAL_DIGITS,
+                AlertIds::Random => 16,
+            };
         let templates = formats
             .into_iter()
             .map(|f| {
@@ -147,16 +185,24 @@ impl Payloads {
                 Template::new(text, target_bytes, id_len)
             })
             .collect();
-        Payloads { run: run.to_string(), templates }
+        Payloads { run: run.to_string(), ids, templates }
     }
 
     fn template(&self, n: u64) -> &Template {
         &self.templates[(n % self.templates.len() as u64) as usize]
     }
 
+    /// The alert id of delivery number `n`.
+    pub fn alert_id(&self, n: u64) -> String {
+        match self.ids {
+            AlertIds::Sequential => format!("{}-{n}", self.run),
+            AlertIds::Random => format!("{:016x}-{}", scramble(n), self.run),
+        }
+    }
+
     /// The body of delivery number `n`.
     pub fn body(&self, n: u64) -> Vec<u8> {
-        self.template(n).render(&format!("{}-{n}", self.run))
+        self.template(n).render(&self.alert_id(n))
     }
 
     /// The smallest and largest body of a typical delivery number, over the formats in use.
@@ -188,27 +234,43 @@ mod tests {
     #[test]
     fn each_template_is_detected_as_its_format_with_the_id_as_alert_id() {
         for f in ALL {
-            for size in [300, 1024, 4096, 256 * 1024] {
-                let p = Payloads::new(f, size, "bench-abc");
-                let body = p.body(123456);
-                let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{f:?} {size}: {e}"));
-                let obj = v.as_object().unwrap();
-                assert_eq!(detect(obj), expected(f), "{f:?}");
-                let alert = normalize(&v, None, &BTreeMap::new()).unwrap();
-                let id = alert.external_id.unwrap_or_default();
-                assert!(id.contains("bench-abc-123456"), "{f:?}: external id {id}");
-                assert!(!alert.title.is_empty());
+            for ids in [AlertIds::Sequential, AlertIds::Random] {
+                for size in [300, 1024, 4096, 256 * 1024] {
+                    let p = Payloads::new(f, size, "bench-abc", ids);
+                    let body = p.body(123456);
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{f:?} {size}: {e}"));
+                    let obj = v.as_object().unwrap();
+                    assert_eq!(detect(obj), expected(f), "{f:?}");
+                    let alert = normalize(&v, None, &BTreeMap::new()).unwrap();
+                    let id = alert.external_id.unwrap_or_default();
+                    assert!(id.contains(&p.alert_id(123456)), "{f:?} {ids:?}: external id {id}");
+                    assert!(!alert.title.is_empty());
+                    assert!(body.len().abs_diff(size.max(420)) <= 420, "{f:?} {ids:?}: asked {size}, got {}", body.len());
+                }
             }
         }
+        assert_eq!(Payloads::new(PayloadFormat::Generic, 0, "bench-abc", AlertIds::Sequential).alert_id(123456), "bench-abc-123456");
+    }
+
+    /// Random ids never repeat (the scramble is one-to-one) and follow no order: about half of
+    /// consecutive pairs go down, where sequential ids of the same width always go up.
+    #[test]
+    fn random_ids_are_unique_and_unordered() {
+        let p = Payloads::new(PayloadFormat::Generic, 512, "r", AlertIds::Random);
+        let ids: Vec<String> = (0..100_000).map(|n| p.alert_id(n)).collect();
+        assert!(ids.iter().all(|id| id.len() == 16 + "-r".len() && id.ends_with("-r")), "{}", ids[0]);
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+        let down = ids.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!((40_000..60_000).contains(&down), "{down} of 99,999 pairs go down");
     }
 
     #[test]
     fn bodies_are_padded_to_about_the_asked_size() {
         for f in ALL {
-            let bare = Payloads::new(f, 0, "bench-abc").body(100000).len();
+            let bare = Payloads::new(f, 0, "bench-abc", AlertIds::Sequential).body(100000).len();
             assert!(bare <= 420, "{f:?} template is {bare} bytes");
             for size in [1024, 4096, 65536, 256 * 1024] {
-                let len = Payloads::new(f, size, "bench-abc").body(100000).len();
+                let len = Payloads::new(f, size, "bench-abc", AlertIds::Sequential).body(100000).len();
                 assert!(len.abs_diff(size) <= 16, "{f:?}: asked {size}, got {len}");
             }
         }
@@ -216,7 +278,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_mixed_takes_turns() {
-        let p = Payloads::new(PayloadFormat::Mixed, 512, "r");
+        let p = Payloads::new(PayloadFormat::Mixed, 512, "r", AlertIds::Sequential);
         let detected = |n: u64| {
             let v: Value = serde_json::from_slice(&p.body(n)).unwrap();
             detect(v.as_object().unwrap())
