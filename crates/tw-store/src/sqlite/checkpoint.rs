@@ -9,9 +9,16 @@
 //! writes from the WAL's beginning again only when the writer begins a transaction with every
 //! frame already copied, and under steady load the writer has committed again by the time the
 //! checkpointer is done. So the writer bounds the WAL itself: once it holds
-//! [`WAL_LIMIT_FRAMES`], the writer waits for the checkpointer's pass (if one is running) to end,
-//! copies what is left (the frames committed since that pass began) in its own thread, after its
-//! batch was handed to the sync thread, and its next transaction starts the WAL over.
+//! [`WAL_LIMIT_FRAMES`], the writer copies what is left (the frames committed since the
+//! checkpointer's last pass began) in its own thread, after its batch was handed to the sync
+//! thread, and its next transaction starts the WAL over. Every write waits while it does, so it
+//! does so only when little is left ([`WRITER_COPIES_AT_MOST`] frames) and the checkpointer is
+//! not copying; otherwise it wakes the checkpointer and goes on committing, each pass leaving less
+//! (it copies faster than the intake fills the WAL), and waits for it only at
+//! [`WAL_HARD_LIMIT_FRAMES`]. Copying a whole pass's worth itself took the writer about 19 ms
+//! when the pages were scattered (new alerts with random ids in a store of a million incidents,
+//! each one a page of the dedupe index: BENCHMARKS.md), and every delivery of the next batch
+//! waited for it.
 //!
 //! Durability does not change: a checkpoint syncs the WAL before it copies anything (so it never
 //! puts into the database a commit that is not on disk in the WAL) and the database file after.
@@ -20,14 +27,25 @@ use rusqlite::{Connection, ffi};
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
-/// Frames in the WAL not yet copied that wake the checkpointer (SQLite's own default).
-pub(super) const CHECKPOINT_FRAMES: i64 = 1000;
-/// Frames in the WAL at which the writer checkpoints in its own thread, so that the WAL starts
-/// over (about 16 MiB of 4 KiB pages).
-pub(super) const WAL_LIMIT_FRAMES: i64 = 4 * CHECKPOINT_FRAMES;
+/// Frames in the WAL not yet copied that wake the checkpointer (SQLite's own default is 1,000).
+/// Each pass ends with a sync of the database file, which the WAL's sync of the next commit
+/// waits behind on the same disk: when the pages are scattered (new alerts with random ids in a
+/// store of a million incidents) a pass of 1,000 frames put the p99 at 21-23 ms, one of 250 at
+/// 11-13 (BENCHMARKS.md), for about 5% more bytes written.
+pub(super) const CHECKPOINT_FRAMES: i64 = 250;
+/// Frames in the WAL from which the writer has it start over, checkpointing the last frames in
+/// its own thread (about 16 MiB of 4 KiB pages).
+pub(super) const WAL_LIMIT_FRAMES: i64 = 4000;
+/// Frames in the WAL at which the writer waits for the checkpointer and copies whatever is left
+/// itself, however much (about 32 MiB): the bound of the WAL's size.
+pub(super) const WAL_HARD_LIMIT_FRAMES: i64 = 2 * WAL_LIMIT_FRAMES;
+/// Between the two limits, the most frames the writer copies itself: about two batches of new
+/// incidents whose pages are scattered over the database, a few milliseconds.
+pub(super) const WRITER_COPIES_AT_MOST: i64 = 256;
 
 /// The writer's side of the checkpointer thread.
 pub(super) struct Checkpoints {
@@ -37,6 +55,9 @@ pub(super) struct Checkpoints {
     copying: Arc<Mutex<()>>,
     /// The WAL's frames when the checkpointer was last woken.
     woken_at: Cell<i64>,
+    /// The frames of the WAL copied into the database, as the checkpointer's last pass left them
+    /// (0 once the WAL starts over).
+    backfilled: Arc<AtomicI64>,
 }
 
 impl Checkpoints {
@@ -52,33 +73,55 @@ impl Checkpoints {
         // One wake-up pending at most: the checkpointer copies everything there is when it runs.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         let copying = Arc::new(Mutex::new(()));
-        let theirs = copying.clone();
-        std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs))?;
-        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0) })
+        let backfilled = Arc::new(AtomicI64::new(0));
+        let (theirs, copied) = (copying.clone(), backfilled.clone());
+        std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs, &copied))?;
+        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0), backfilled })
     }
 
     /// Called by the writer's thread after a commit that wrote: wakes the checkpointer each time
-    /// the WAL has grown by [`CHECKPOINT_FRAMES`], and checkpoints here at [`WAL_LIMIT_FRAMES`].
+    /// the WAL has grown by [`CHECKPOINT_FRAMES`], and from [`WAL_LIMIT_FRAMES`] checkpoints here
+    /// when little is left to copy (see the module's note).
     pub(super) fn committed(&self, writer: &Connection) {
         let frames = WAL_FRAMES.with(Cell::get);
         if frames < self.woken_at.get() {
             // The WAL started over.
             self.woken_at.set(0);
+            self.backfilled.store(0, Ordering::Relaxed);
         }
         if frames >= WAL_LIMIT_FRAMES {
-            let _copying = self.copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let hard = frames >= WAL_HARD_LIMIT_FRAMES;
+            let copying = match self.copying.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                // The checkpointer is copying: after the next commit it will have left less.
+                Err(TryLockError::WouldBlock) if !hard => return,
+                Err(TryLockError::WouldBlock) => self.copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            };
+            // A count from before the WAL started over can exceed the frames: then none is known.
+            let left = frames - Some(self.backfilled.load(Ordering::Relaxed)).filter(|b| *b <= frames).unwrap_or(0);
+            if !hard && left > WRITER_COPIES_AT_MOST {
+                drop(copying);
+                self.wake(frames);
+                return;
+            }
             match copy(writer) {
                 Ok((busy, log, copied)) => {
-                    tracing::debug!(target: "store", busy, log, copied, "WAL at its limit: checkpointed by the writer")
+                    tracing::debug!(target: "store", busy, log, copied, left, "WAL at its limit: checkpointed by the writer")
                 }
                 Err(e) => failed(&e),
             }
         } else if frames - self.woken_at.get() >= CHECKPOINT_FRAMES {
-            self.woken_at.set(frames);
-            match self.wake.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) => {}
-                Err(TrySendError::Disconnected(())) => tracing::warn!(target: "store", "the checkpoint thread stopped"),
-            }
+            self.wake(frames);
+        }
+    }
+
+    /// Wakes the checkpointer (a wake-up already pending does as well), at `frames`.
+    fn wake(&self, frames: i64) {
+        self.woken_at.set(frames);
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => tracing::warn!(target: "store", "the checkpoint thread stopped"),
         }
     }
 }
@@ -129,12 +172,19 @@ fn failed(e: &rusqlite::Error) {
 /// When a failed checkpoint was last logged (unix seconds).
 static FAILURE_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The checkpointer thread: a passive checkpoint each time the writer wakes it.
-fn run(conn: Connection, woken: Receiver<()>, copying: &Mutex<()>) {
+/// The checkpointer thread: a passive checkpoint each time the writer wakes it; the frames
+/// copied by the end of it go to `backfilled`.
+fn run(conn: Connection, woken: Receiver<()>, copying: &Mutex<()>, backfilled: &AtomicI64) {
     while woken.recv().is_ok() {
         let _copying = copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match copy(&conn) {
-            Ok((busy, log, copied)) => tracing::trace!(target: "store", busy, log, copied, "checkpointed"),
+            Ok((busy, log, copied)) => {
+                // (-1 from a connection that has not yet opened the WAL.)
+                if busy == 0 && copied >= 0 {
+                    backfilled.store(copied, Ordering::Relaxed);
+                }
+                tracing::trace!(target: "store", busy, log, copied, "checkpointed")
+            }
             Err(e) => failed(&e),
         }
     }
@@ -207,8 +257,8 @@ mod tests {
     }
 
     /// Under writes that never pause, the WAL starts over instead of growing: the file never
-    /// holds much more than the writer's limit of frames (plus a batch: four writers of 50 rows
-    /// each, about 300 frames).
+    /// holds much more than the writer's hard limit of frames (plus a batch: four writers of 50
+    /// rows each, about 300 frames).
     #[tokio::test]
     async fn the_wal_stays_bounded_under_steady_writes() {
         let (_dir, w, path) = writer();
@@ -229,7 +279,7 @@ mod tests {
         }
         let frame = 24 + 4096;
         let size = std::fs::metadata(crate::sqlite::writer::wal_path(&path)).unwrap().len() as i64;
-        assert!(size <= 32 + (WAL_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
+        assert!(size <= 32 + (WAL_HARD_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
         assert_eq!(rows_in(&path), writes / 4 * 4 * 50);
     }
 
@@ -252,39 +302,81 @@ mod tests {
         assert_eq!(WAL_FRAMES.with(Cell::get), log);
     }
 
-    /// What the writer does after a commit, by the WAL's size: nothing, wake the checkpointer, or
-    /// checkpoint itself.
+    /// What the writer does after a commit, by the WAL's size and what the checkpointer has
+    /// copied: nothing, wake the checkpointer, or checkpoint itself (when little is left, or at
+    /// the hard limit whatever is left).
     #[test]
-    fn the_writer_wakes_the_checkpointer_and_checkpoints_itself_only_at_its_limit() {
+    fn the_writer_checkpoints_itself_only_when_little_is_left_or_at_its_hard_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("p.db")).unwrap();
+        let path = dir.path().join("p.db");
+        let conn = Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
         count_frames(&conn);
-        // A checkpointer that never runs: the test reads its wake-ups.
+        // A checkpointer that never runs: the test reads its wake-ups and makes its passes.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0) };
+        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default() };
         let add = |rows: i64| add_rows(&conn, rows);
+        let wal = || wal_of(&conn);
         add(10);
         c.committed(&conn);
         assert!(woken.try_recv().is_err(), "woken below {CHECKPOINT_FRAMES} frames");
         add(CHECKPOINT_FRAMES * 2 / 3);
         c.committed(&conn);
         assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames");
-        let wal = || wal_of(&conn);
         assert_eq!(wal().1, 0, "the writer copied frames below its limit");
         // Woken once per CHECKPOINT_FRAMES, not at every commit past them.
         add(10);
         c.committed(&conn);
         assert!(woken.try_recv().is_err(), "woken again 10 rows later");
-        add(WAL_LIMIT_FRAMES / 2);
+        // At the limit with every frame left to copy: the checkpointer is woken, the writer
+        // copies nothing.
+        add(WAL_LIMIT_FRAMES * 2 / 3);
         c.committed(&conn);
         let (log, copied) = wal();
-        assert!(log >= WAL_LIMIT_FRAMES);
-        assert_eq!(copied, log, "the writer did not checkpoint at its limit");
+        assert!((WAL_LIMIT_FRAMES..WAL_HARD_LIMIT_FRAMES).contains(&log), "{log} frames");
+        assert_eq!(copied, 0, "the writer copied {log} frames itself");
+        assert!(woken.try_recv().is_ok(), "the checkpointer was not woken at the limit");
+        // While the checkpointer copies, the writer neither waits for it (this would deadlock)
+        // nor copies.
+        {
+            let _copying = c.copying.lock().unwrap();
+            add(10);
+            c.committed(&conn);
+            assert_eq!(wal().1, 0);
+        }
+        // The checkpointer's pass, with a commit during it (the pass copies what was committed
+        // when it began: a reader's snapshot stands for that here): little is left, the writer
+        // copies it, and its next transaction starts the WAL over.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        reader.query_row("SELECT COUNT(*) FROM t", [], |_| Ok(())).unwrap();
+        add(10);
+        let checkpointer = Connection::open(&path).unwrap();
+        // (A connection that has read nothing yet does not know the database is in WAL mode.)
+        checkpointer.query_row("SELECT COUNT(*) FROM t", [], |_| Ok(())).unwrap();
+        let (_, log_at_pass, passed) = copy(&checkpointer).unwrap();
+        reader.execute_batch("COMMIT").unwrap();
+        assert!(passed > 0 && passed < log_at_pass, "the pass copied {passed} of {log_at_pass} frames");
+        c.backfilled.store(passed, Ordering::Relaxed);
+        c.committed(&conn);
+        let (log, copied) = wal();
+        assert!(log - passed <= WRITER_COPIES_AT_MOST, "{} frames after the pass", log - passed);
+        assert_eq!(copied, log, "the writer did not copy the last frames");
+        add(1);
+        assert!(wal().0 < 10);
+        c.committed(&conn);
+        assert_eq!(c.backfilled.load(Ordering::Relaxed), 0, "the last pass's count outlived the WAL");
+        // At the hard limit the writer copies everything itself, however much is left.
+        add(WAL_HARD_LIMIT_FRAMES * 2 / 3 + 10);
+        c.committed(&conn);
+        let (log, copied) = wal();
+        assert!(log >= WAL_HARD_LIMIT_FRAMES, "{log} frames");
+        assert_eq!(copied, log, "the writer did not checkpoint at its hard limit");
         // The next transaction starts the WAL over, and counts from there.
         add(1);
         assert!(wal().0 < 10);
         c.committed(&conn);
+        while woken.try_recv().is_ok() {}
         add(CHECKPOINT_FRAMES * 2 / 3);
         c.committed(&conn);
         assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames of the new WAL");
