@@ -922,15 +922,30 @@ fn bench_loads_the_real_server_and_the_floor_and_counts_every_incident() {
         assert!(r[run]["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "{run} has no peak RSS: {r}");
     }
     assert_eq!(r["settings"]["engine"], "sqlite");
+    assert_eq!(r["settings"]["alert_ids"], "sequential");
     assert_eq!((r["ok"].clone(), r["failures"].clone()), (serde_json::json!(true), serde_json::json!([])));
 }
 
 #[test]
 fn bench_async_mixed_formats_and_large_bodies_wait_for_the_queue() {
-    let r = bench_json(&["--format", "mixed", "--payload-bytes", "4096", "--mode", "async", "--no-floor", "--requests", "200"]);
+    let r = bench_json(&[
+        "--format",
+        "mixed",
+        "--payload-bytes",
+        "4096",
+        "--mode",
+        "async",
+        "--alert-ids",
+        "random",
+        "--no-floor",
+        "--requests",
+        "200",
+    ]);
     assert_bench_run(&r["product"], 200, "202");
-    // Each 202 is only queued: the check counts after the queue has drained.
+    // Each 202 is only queued: the check counts after the queue has drained. Random ids in every
+    // vendor's id field are as unique as sequential ones: one incident per delivery.
     assert_eq!(r["incidents"], serde_json::json!({"ok": true, "acknowledged": 200, "stored": 200}));
+    assert_eq!(r["settings"]["alert_ids"], "random");
     assert!(r["floor"].is_null() && r["ratio"].is_null(), "{r}");
     let min = r["settings"]["body_bytes"]["min"].as_u64().unwrap_or(0);
     assert!((4000..=4200).contains(&min), "{r}");
