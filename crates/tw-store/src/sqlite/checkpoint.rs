@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 /// Each pass ends with a sync of the database file, which the WAL's sync of the next commit
 /// waits behind on the same disk: when the pages are scattered (new alerts with random ids in a
 /// store of a million incidents) a pass of 1,000 frames put the p99 at 21-23 ms, one of 250 at
-/// 11-13 (BENCHMARKS.md), for about 5% more bytes written.
+/// 13-15 (BENCHMARKS.md), for about 5% more bytes written.
 pub(super) const CHECKPOINT_FRAMES: i64 = 250;
 /// Frames in the WAL from which the writer has it start over, checkpointing the last frames in
 /// its own thread (about 16 MiB of 4 KiB pages).
@@ -50,14 +50,18 @@ pub(super) const WRITER_COPIES_AT_MOST: i64 = 256;
 /// The writer's side of the checkpointer thread.
 pub(super) struct Checkpoints {
     wake: SyncSender<()>,
-    /// Held by whoever checkpoints: at its limit the writer waits for the checkpointer's pass to
-    /// end rather than find SQLite's checkpoint lock taken and let the WAL grow on.
+    /// Held by whoever checkpoints. Between its limits the writer only tries it (the checkpointer
+    /// copying, it goes on); at the hard limit it waits for the checkpointer's pass to end rather
+    /// than find SQLite's checkpoint lock taken and let the WAL grow on.
     copying: Arc<Mutex<()>>,
     /// The WAL's frames when the checkpointer was last woken.
     woken_at: Cell<i64>,
     /// The frames of the WAL copied into the database, as the checkpointer's last pass left them
-    /// (0 once the WAL starts over).
+    /// (0 once the WAL starts over), or the writer's own checkpoint.
     backfilled: Arc<AtomicI64>,
+    /// Set once the checkpointer thread is found gone: the writer then copies everything itself
+    /// from [`WAL_LIMIT_FRAMES`].
+    gone: Cell<bool>,
 }
 
 impl Checkpoints {
@@ -76,7 +80,7 @@ impl Checkpoints {
         let backfilled = Arc::new(AtomicI64::new(0));
         let (theirs, copied) = (copying.clone(), backfilled.clone());
         std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs, &copied))?;
-        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0), backfilled })
+        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0), backfilled, gone: Cell::new(false) })
     }
 
     /// Called by the writer's thread after a commit that wrote: wakes the checkpointer each time
@@ -90,7 +94,7 @@ impl Checkpoints {
             self.backfilled.store(0, Ordering::Relaxed);
         }
         if frames >= WAL_LIMIT_FRAMES {
-            let hard = frames >= WAL_HARD_LIMIT_FRAMES;
+            let hard = frames >= WAL_HARD_LIMIT_FRAMES || self.gone.get();
             let copying = match self.copying.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -100,29 +104,43 @@ impl Checkpoints {
             };
             // A count from before the WAL started over can exceed the frames: then none is known.
             let left = frames - Some(self.backfilled.load(Ordering::Relaxed)).filter(|b| *b <= frames).unwrap_or(0);
-            if !hard && left > WRITER_COPIES_AT_MOST {
-                drop(copying);
-                self.wake(frames);
+            if !hard && left > WRITER_COPIES_AT_MOST && self.wake(frames) {
                 return;
             }
             match copy(writer) {
                 Ok((busy, log, copied)) => {
+                    note_pass(&self.backfilled, busy, copied);
                     tracing::debug!(target: "store", busy, log, copied, left, "WAL at its limit: checkpointed by the writer")
                 }
                 Err(e) => failed(&e),
             }
+            drop(copying);
         } else if frames - self.woken_at.get() >= CHECKPOINT_FRAMES {
             self.wake(frames);
         }
     }
 
-    /// Wakes the checkpointer (a wake-up already pending does as well), at `frames`.
-    fn wake(&self, frames: i64) {
+    /// Wakes the checkpointer (a wake-up already pending does as well), at `frames`; false when
+    /// the checkpointer thread is gone.
+    fn wake(&self, frames: i64) -> bool {
         self.woken_at.set(frames);
         match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            Err(TrySendError::Disconnected(())) => tracing::warn!(target: "store", "the checkpoint thread stopped"),
+            Ok(()) | Err(TrySendError::Full(())) => true,
+            Err(TrySendError::Disconnected(())) => {
+                if !self.gone.replace(true) {
+                    tracing::warn!(target: "store", "the checkpoint thread stopped: the writer checkpoints alone");
+                }
+                false
+            }
         }
+    }
+}
+
+/// Notes in `backfilled` the frames a checkpoint left copied, unless it did nothing (another was
+/// running) or the connection had not yet opened the WAL (-1).
+fn note_pass(backfilled: &AtomicI64, busy: i64, copied: i64) {
+    if busy == 0 && copied >= 0 {
+        backfilled.store(copied, Ordering::Relaxed);
     }
 }
 
@@ -179,10 +197,7 @@ fn run(conn: Connection, woken: Receiver<()>, copying: &Mutex<()>, backfilled: &
         let _copying = copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match copy(&conn) {
             Ok((busy, log, copied)) => {
-                // (-1 from a connection that has not yet opened the WAL.)
-                if busy == 0 && copied >= 0 {
-                    backfilled.store(copied, Ordering::Relaxed);
-                }
+                note_pass(backfilled, busy, copied);
                 tracing::trace!(target: "store", busy, log, copied, "checkpointed")
             }
             Err(e) => failed(&e),
@@ -257,8 +272,8 @@ mod tests {
     }
 
     /// Under writes that never pause, the WAL starts over instead of growing: the file never
-    /// holds much more than the writer's hard limit of frames (plus a batch: four writers of 50
-    /// rows each, about 300 frames).
+    /// holds more than the writer's hard limit of frames and a batch (four writers of 50 rows
+    /// each, about 300 frames).
     #[tokio::test]
     async fn the_wal_stays_bounded_under_steady_writes() {
         let (_dir, w, path) = writer();
@@ -279,7 +294,8 @@ mod tests {
         }
         let frame = 24 + 4096;
         let size = std::fs::metadata(crate::sqlite::writer::wal_path(&path)).unwrap().len() as i64;
-        assert!(size <= 32 + (WAL_HARD_LIMIT_FRAMES + CHECKPOINT_FRAMES) * frame, "the WAL grew to {size} bytes");
+        let batch = 4 * 50 * 2;
+        assert!(size <= 32 + (WAL_HARD_LIMIT_FRAMES + batch) * frame, "the WAL grew to {size} bytes");
         assert_eq!(rows_in(&path), writes / 4 * 4 * 50);
     }
 
@@ -314,7 +330,7 @@ mod tests {
         count_frames(&conn);
         // A checkpointer that never runs: the test reads its wake-ups and makes its passes.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default() };
+        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default(), gone: Cell::new(false) };
         let add = |rows: i64| add_rows(&conn, rows);
         let wal = || wal_of(&conn);
         add(10);
@@ -380,5 +396,44 @@ mod tests {
         add(CHECKPOINT_FRAMES * 2 / 3);
         c.committed(&conn);
         assert!(woken.try_recv().is_ok(), "not woken past {CHECKPOINT_FRAMES} frames of the new WAL");
+    }
+
+    /// The checkpointer thread's pass leaves its count of copied frames where the writer reads it.
+    #[tokio::test]
+    async fn the_checkpointers_pass_tells_the_writer_what_it_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        let c = Checkpoints::start(&conn, &path).unwrap();
+        add_rows(&conn, CHECKPOINT_FRAMES);
+        c.committed(&conn);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while c.backfilled.load(Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer never reported a pass");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let (log, copied) = wal_of(&conn);
+        assert!(copied > CHECKPOINT_FRAMES, "{copied} of {log} frames copied");
+        assert_eq!(c.backfilled.load(Ordering::Relaxed), copied);
+    }
+
+    /// With the checkpointer thread gone, the writer copies everything itself from its limit, as
+    /// if at the hard limit, instead of waking no one up to twice the frames.
+    #[test]
+    fn without_its_checkpointer_the_writer_copies_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("g.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (b BLOB NOT NULL)").unwrap();
+        count_frames(&conn);
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        drop(woken);
+        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default(), gone: Cell::new(false) };
+        add_rows(&conn, WAL_LIMIT_FRAMES * 2 / 3 + 10);
+        c.committed(&conn);
+        let (log, copied) = wal_of(&conn);
+        assert!((WAL_LIMIT_FRAMES..WAL_HARD_LIMIT_FRAMES).contains(&log), "{log} frames");
+        assert_eq!(copied, log, "the writer left {log} frames to a checkpointer that is gone");
+        assert!(c.gone.get());
     }
 }
