@@ -272,11 +272,12 @@ pub(crate) fn test_request(source: &str, alert_id: Option<&str>, request_key: &s
 /// The dedupe key an alert's own id gives it (`id:<external_id>`); `None` when it has no id, and
 /// the request decides ([`IngestRequest::dedupe_key`]).
 pub fn alert_dedupe_key(alert: &Alert) -> Option<String> {
-    (!keyed_by_request(alert)).then(|| format!("id:{}", alert.external_id.as_deref().unwrap_or_default()))
+    alert.external_id.as_ref().map(|id| format!("id:{id}"))
 }
 
-/// Whether the request decides `alert`'s dedupe key (it has no id of its own), so that the
-/// request's key must be computed ([`IngestRequest::request_key`]).
+/// Whether the request decides `alert`'s dedupe key (it has no id of its own: exactly when
+/// [`alert_dedupe_key`] is `None`), so that the request's key must be computed
+/// ([`IngestRequest::request_key`]). Asks without building the key.
 pub fn keyed_by_request(alert: &Alert) -> bool {
     alert.external_id.is_none()
 }
@@ -853,4 +854,20 @@ pub struct HourlyDeliveries {
     pub ok: u64,
     /// Answered otherwise.
     pub failed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The intake computes the request's key exactly for the alerts whose dedupe key it decides.
+    #[test]
+    fn the_request_keys_exactly_the_alerts_without_an_id() {
+        for id in [Some("a-17"), Some(""), None] {
+            let req = test_request("siem", id, "k");
+            assert_eq!(keyed_by_request(&req.alert), alert_dedupe_key(&req.alert).is_none(), "{id:?}");
+            let expected = id.map_or("req:k".to_string(), |id| format!("id:{id}"));
+            assert_eq!(req.dedupe_key(), expected);
+        }
+    }
 }

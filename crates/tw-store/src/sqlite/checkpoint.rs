@@ -76,11 +76,15 @@ impl Checkpoints {
         count_frames(writer);
         // One wake-up pending at most: the checkpointer copies everything there is when it runs.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let copying = Arc::new(Mutex::new(()));
-        let backfilled = Arc::new(AtomicI64::new(0));
-        let (theirs, copied) = (copying.clone(), backfilled.clone());
-        std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &theirs, &copied))?;
-        Ok(Checkpoints { wake, copying, woken_at: Cell::new(0), backfilled, gone: Cell::new(false) })
+        let checkpoints = Checkpoints::waking(wake);
+        let (copying, backfilled) = (checkpoints.copying.clone(), checkpoints.backfilled.clone());
+        std::thread::Builder::new().name("tw-store-checkpoint".into()).spawn(move || run(conn, woken, &copying, &backfilled))?;
+        Ok(checkpoints)
+    }
+
+    /// The writer's side, waking the checkpointer through `wake`, before anything was copied.
+    fn waking(wake: SyncSender<()>) -> Checkpoints {
+        Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default(), gone: Cell::new(false) }
     }
 
     /// Called by the writer's thread after a commit that wrote: wakes the checkpointer each time
@@ -95,7 +99,7 @@ impl Checkpoints {
         }
         if frames >= WAL_LIMIT_FRAMES {
             let hard = frames >= WAL_HARD_LIMIT_FRAMES || self.gone.get();
-            let copying = match self.copying.try_lock() {
+            let _copying = match self.copying.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 // The checkpointer is copying: after the next commit it will have left less.
@@ -103,7 +107,8 @@ impl Checkpoints {
                 Err(TryLockError::WouldBlock) => self.copying.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
             };
             // A count from before the WAL started over can exceed the frames: then none is known.
-            let left = frames - Some(self.backfilled.load(Ordering::Relaxed)).filter(|b| *b <= frames).unwrap_or(0);
+            let backfilled = self.backfilled.load(Ordering::Relaxed);
+            let left = if backfilled <= frames { frames - backfilled } else { frames };
             if !hard && left > WRITER_COPIES_AT_MOST && self.wake(frames) {
                 return;
             }
@@ -114,7 +119,6 @@ impl Checkpoints {
                 }
                 Err(e) => failed(&e),
             }
-            drop(copying);
         } else if frames - self.woken_at.get() >= CHECKPOINT_FRAMES {
             self.wake(frames);
         }
@@ -330,7 +334,7 @@ mod tests {
         count_frames(&conn);
         // A checkpointer that never runs: the test reads its wake-ups and makes its passes.
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default(), gone: Cell::new(false) };
+        let c = Checkpoints::waking(wake);
         let add = |rows: i64| add_rows(&conn, rows);
         let wal = || wal_of(&conn);
         add(10);
@@ -428,7 +432,7 @@ mod tests {
         count_frames(&conn);
         let (wake, woken) = std::sync::mpsc::sync_channel(1);
         drop(woken);
-        let c = Checkpoints { wake, copying: Arc::default(), woken_at: Cell::new(0), backfilled: Arc::default(), gone: Cell::new(false) };
+        let c = Checkpoints::waking(wake);
         add_rows(&conn, WAL_LIMIT_FRAMES * 2 / 3 + 10);
         c.committed(&conn);
         let (log, copied) = wal_of(&conn);
