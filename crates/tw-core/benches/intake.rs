@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the intake's pure code, so that a regression shows as a number:
-//! signature verification, format detection, each vendor normalizer and entity extraction.
+//! signature verification, format detection, each vendor normalizer, entity extraction and a
+//! playbook run.
 //!
 //! Run with `cargo bench -p tw-core --bench intake` (add a filter such as `-- normalize` to run
 //! one group). The payloads in `benches/data/` are copies of fixtures from the shared vendor
@@ -167,4 +168,36 @@ fn normalize_large(bencher: Bencher, name: &str) {
     let value = parse(text);
     let mapping = no_mapping();
     bencher.counter(BytesCount::of_str(text)).bench(|| normalize(black_box(&value), None, &mapping));
+}
+
+/// A whole playbook run (`phishing_triage` over a Defender phishing alert, `malware_triage` over
+/// a CrowdStrike detection), prepared once as the server keeps it, and prepared for every run
+/// (`tw_core::triage::run`) to show what preparing costs.
+mod triage {
+    use super::*;
+    use tw_core::triage::{Intel, PreparedPlaybook, TriageIncident, builtin};
+
+    const CASES: &[(&str, Format)] = &[("phishing_triage", Format::Defender), ("malware_triage", Format::Crowdstrike)];
+
+    fn case(playbook: &str) -> (PreparedPlaybook, TriageIncident) {
+        let format = CASES.iter().find(|(p, _)| *p == playbook).map(|(_, f)| *f).expect("known case");
+        let raw = parse(payload(format));
+        let alert = normalize(&raw, None, &no_mapping()).expect("fixtures normalize");
+        let prepared = PreparedPlaybook::new(builtin(playbook).expect("built-in playbook"));
+        (prepared, TriageIncident::from_alert(&alert, "bench", raw))
+    }
+
+    #[divan::bench(args = CASES.iter().map(|(p, _)| *p))]
+    fn prepared(bencher: Bencher, playbook: &str) {
+        let (prepared, incident) = case(playbook);
+        let (intel, overrides) = (Intel::default(), BTreeMap::new());
+        bencher.bench(|| prepared.run(black_box(&incident), &intel, &overrides).expect("the run succeeds"));
+    }
+
+    #[divan::bench(args = CASES.iter().map(|(p, _)| *p))]
+    fn prepared_each_run(bencher: Bencher, playbook: &str) {
+        let (prepared, incident) = case(playbook);
+        let (intel, overrides) = (Intel::default(), BTreeMap::new());
+        bencher.bench(|| tw_core::triage::run(prepared.playbook(), black_box(&incident), &intel, &overrides).expect("the run succeeds"));
+    }
 }

@@ -5,25 +5,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tw_core::triage::{Playbook, PlaybookError, builtin, builtin_names, parse_playbook};
+use tw_core::triage::{PlaybookError, PreparedPlaybook, builtin, builtin_names, parse_playbook};
 use tw_store::{Store, StoreError};
 
 /// How long a parsed user playbook is trusted before it is read again (other processes may change it).
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// A stored playbook as last read (or its absence), and when it was read.
-type Cached = (Instant, Option<Arc<Playbook>>);
+type Cached = (Instant, Option<Arc<PreparedPlaybook>>);
 
 /// Looks playbooks up by name.
 pub struct PlaybookRegistry {
     store: Arc<dyn Store>,
-    builtin: BTreeMap<String, Arc<Playbook>>,
+    builtin: BTreeMap<String, Arc<PreparedPlaybook>>,
     cache: RwLock<HashMap<String, Cached>>,
 }
 
-/// A playbook and where it comes from.
+/// A playbook, prepared to run (its conditions and templates parsed once, while it is cached),
+/// and where it comes from.
 pub struct Resolved {
-    pub playbook: Arc<Playbook>,
+    pub playbook: Arc<PreparedPlaybook>,
     pub builtin: bool,
 }
 
@@ -32,7 +33,7 @@ impl PlaybookRegistry {
         let builtin = builtin_names()
             .iter()
             .filter_map(|n| match builtin(n) {
-                Some(p) => Some((n.to_string(), Arc::new(p))),
+                Some(p) => Some((n.to_string(), Arc::new(PreparedPlaybook::new(p)))),
                 None => {
                     tracing::error!(target: "triage", playbook = n, "built-in playbook failed to load");
                     None
@@ -60,7 +61,7 @@ impl PlaybookRegistry {
         let parsed = match self.store.get_playbook(name).await? {
             None => None,
             Some(stored) => match parse_playbook(&stored.yaml) {
-                Ok(p) => Some(Arc::new(p)),
+                Ok(p) => Some(Arc::new(PreparedPlaybook::new(p))),
                 Err(errors) => {
                     let msg = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                     tracing::error!(target: "triage", playbook = name, errors = %msg, "stored playbook no longer parses");

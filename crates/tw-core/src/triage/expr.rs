@@ -703,14 +703,42 @@ pub fn as_text(v: &Value) -> String {
     }
 }
 
-/// Resolves every template inside a parameter value (strings in arrays and objects too).
-pub fn resolve(v: &Value, ctx: &Value) -> Result<Value, ExprError> {
-    Ok(match v {
-        Value::String(s) if has_template(s) => parse_template(s)?.render(ctx),
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, ctx)).collect::<Result<_, _>>()?),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| Ok((k.clone(), resolve(v, ctx)?))).collect::<Result<_, ExprError>>()?),
-        other => other.clone(),
-    })
+/// A step's parameter value with the templates inside it parsed (strings in arrays and objects
+/// too): parsed once when a playbook is prepared ([`super::engine::PreparedPlaybook`]), rendered
+/// on every run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parameter {
+    /// A value without a template, used as it is.
+    Fixed(Value),
+    /// A string with `{{ }}`.
+    Template(Template),
+    Array(Vec<Parameter>),
+    /// In the value's key order.
+    Object(Vec<(String, Parameter)>),
+}
+
+impl Parameter {
+    /// Parses every template inside `v`; the error is the first bad one in the value's order.
+    pub fn parse(v: &Value) -> Result<Parameter, ExprError> {
+        Ok(match v {
+            Value::String(s) if has_template(s) => Parameter::Template(parse_template(s)?),
+            Value::Array(items) => Parameter::Array(items.iter().map(Parameter::parse).collect::<Result<_, _>>()?),
+            Value::Object(o) => {
+                Parameter::Object(o.iter().map(|(k, v)| Ok((k.clone(), Parameter::parse(v)?))).collect::<Result<_, ExprError>>()?)
+            }
+            other => Parameter::Fixed(other.clone()),
+        })
+    }
+
+    /// The value with every template rendered against `ctx`.
+    pub fn render(&self, ctx: &Value) -> Value {
+        match self {
+            Parameter::Fixed(v) => v.clone(),
+            Parameter::Template(t) => t.render(ctx),
+            Parameter::Array(items) => Value::Array(items.iter().map(|p| p.render(ctx)).collect()),
+            Parameter::Object(o) => Value::Object(o.iter().map(|(k, p)| (k.clone(), p.render(ctx))).collect()),
+        }
+    }
 }
 
 /// Every template string inside a parameter value, parsed (for validation).
@@ -822,8 +850,11 @@ mod tests {
         assert_eq!(parse_template("{{ triage.score > 70 }}").unwrap().render(&c), json!(true));
         assert!(parse_template("{{ open").is_err());
         assert!(parse_template("{{ }}").is_err());
-        let r = resolve(&json!({"a": ["{{ triage.verdict }}", 3], "b": "x{{variables.threshold}}"}), &c).unwrap();
-        assert_eq!(r, json!({"a": ["malicious", 3], "b": "x70"}));
+        let p = Parameter::parse(&json!({"a": ["{{ triage.verdict }}", 3], "b": "x{{variables.threshold}}"})).unwrap();
+        assert_eq!(p.render(&c), json!({"a": ["malicious", 3], "b": "x70"}));
+        // The first bad template in the value's order is the error.
+        let e = Parameter::parse(&json!({"a": ["ok {{ x }}", "{{ open"], "b": "{{ }}"})).unwrap_err();
+        assert_eq!(e, parse_template("{{ open").unwrap_err());
         let paths: Vec<String> = parse_template("{{ a.b }} {{ c[1] or d }}").unwrap().paths().iter().map(|p| p.to_string()).collect();
         assert_eq!(paths, ["a.b", "c[1]", "d"]);
     }

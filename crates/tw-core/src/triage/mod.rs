@@ -9,6 +9,6 @@ pub mod intel;
 pub mod playbook;
 
 pub use actions::action_names;
-pub use engine::{Finding, Recommendation, TraceStep, TriageError, TriageIncident, TriageOutcome, Verdict, run};
+pub use engine::{Finding, PreparedPlaybook, Recommendation, TraceStep, TriageError, TriageIncident, TriageOutcome, Verdict, run};
 pub use intel::{Asset, Criticality, Intel};
 pub use playbook::{Playbook, PlaybookError, Step, builtin, builtin_names, builtin_yaml, parse_playbook};

@@ -108,7 +108,7 @@ pub async fn list_playbooks(state: &AppState) -> Result<PlaybookList, ApiError> 
     let mut out = Vec::new();
     for name in tw_core::triage::builtin_names() {
         if let Some(r) = state.playbooks.get(name).await? {
-            out.push(PlaybookListEntry::Playbook(PlaybookView::new(&r.playbook, PlaybookOrigin::Builtin, None, users(name))));
+            out.push(PlaybookListEntry::Playbook(PlaybookView::new(r.playbook.playbook(), PlaybookOrigin::Builtin, None, users(name))));
         }
     }
     for stored in state.store.list_playbooks().await? {
@@ -155,10 +155,10 @@ pub async fn get_playbook(state: &AppState, name: &str) -> Result<PlaybookView, 
     let resolved = state.playbooks.get(name).await?.ok_or_else(not_found)?;
     let used = used_by(state, name).await?;
     if resolved.builtin {
-        return Ok(PlaybookView::new(&resolved.playbook, PlaybookOrigin::Builtin, builtin_yaml(name), used));
+        return Ok(PlaybookView::new(resolved.playbook.playbook(), PlaybookOrigin::Builtin, builtin_yaml(name), used));
     }
     let stored = state.store.get_playbook(name).await?.ok_or_else(not_found)?;
-    Ok(PlaybookView::new(&resolved.playbook, PlaybookOrigin::of_stored(&stored.origin), Some(&stored.yaml), used))
+    Ok(PlaybookView::new(resolved.playbook.playbook(), PlaybookOrigin::of_stored(&stored.origin), Some(&stored.yaml), used))
 }
 
 /// Adds a user playbook (409 when the name exists).
