@@ -229,6 +229,20 @@ pub(super) mod plans {
 mod tests {
     use rusqlite::types::Value;
 
+    /// SQLite is built as `.cargo/config.toml` says: statement journals stay in memory up to 4 MiB
+    /// (SQLite's 64 KiB sent each batch of triage writes to a new file in /var/tmp), and neither
+    /// memory statistics nor the shared page cache's global mutex.
+    #[test]
+    fn sqlite_is_built_with_the_workspace_flags() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let mut stmt = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        for wanted in ["STMTJRNL_SPILL=4194304", "DEFAULT_MEMSTATUS=0"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted} missing from {options:?}");
+        }
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+
     /// No SQLite statement of the crate binds a bare count (`LIMIT ?n`, `OFFSET ?`): each would be
     /// compiled again on every run ([`crate::rows::bound_count`]). The test below runs a few; this
     /// reads every source the SQLite engine's statements are written in.
