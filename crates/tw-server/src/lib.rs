@@ -140,7 +140,7 @@ impl ServerConfig {
             metrics_listen: None,
             log_buffer: None,
             intel_dir: None,
-            triage_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            triage_workers: triage::playbook_threads(),
             triage_max_attempts: tw_store::DEFAULT_TRIAGE_MAX_ATTEMPTS,
             clock: Arc::new(SystemClock),
             trusted_proxies: client::TrustedProxies::default(),

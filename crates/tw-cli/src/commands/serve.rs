@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Directory of local threat intelligence (bad-domains.txt, ..., assets.yaml); default: DATA_DIR/intel.
     #[arg(long, env = "TW_INTEL_DIR")]
     intel_dir: Option<PathBuf>,
-    /// Triage workers (default: one per core); 0 runs no triage in this process.
+    /// Triage workers (default: one per core, at least 2); 0 runs no triage in this process.
     #[arg(long, env = "TW_TRIAGE_WORKERS")]
     triage_workers: Option<usize>,
     /// Seconds a claimed queued event or triage job stays with this process; when it dies, any
