@@ -44,7 +44,7 @@ pub async fn run_playbook<T: Send + 'static>(
         .ok_or_else(|| RunError::Permanent(format!("playbook '{playbook}' does not exist")))?;
     let intel = state.intel.current();
     let pb = resolved.playbook;
-    match background(move || pb.run(&incident(), &intel, &variables).map(finish), wait).await {
+    match background(move || pb.run(incident(), &intel, &variables).map(finish), wait).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(e)) if !e.retryable() => Err(RunError::Failed(e.to_string())),
         Ok(Err(e)) => Err(RunError::Transient(e.to_string())),

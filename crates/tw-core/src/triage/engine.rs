@@ -222,7 +222,7 @@ pub fn run(
     intel: &Intel,
     overrides: &BTreeMap<String, Value>,
 ) -> Result<TriageOutcome, TriageError> {
-    PreparedPlaybook::new(playbook.clone()).run(incident, intel, overrides)
+    PreparedPlaybook::new(playbook.clone()).run(incident.clone(), intel, overrides)
 }
 
 /// A playbook ready to run many times: each step's action looked up, its `when` condition and
@@ -272,12 +272,26 @@ impl PreparedPlaybook {
     }
 
     /// Runs the playbook over `incident` with `intel`; `overrides` replace its variables.
-    pub fn run(&self, incident: &TriageIncident, intel: &Intel, overrides: &BTreeMap<String, Value>) -> Result<TriageOutcome, TriageError> {
+    pub fn run(
+        &self,
+        mut incident: TriageIncident,
+        intel: &Intel,
+        overrides: &BTreeMap<String, Value>,
+    ) -> Result<TriageOutcome, TriageError> {
         let playbook = &self.playbook;
         let mut variables = Value::Object(playbook.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
         merge(&mut variables, &Value::Object(overrides.iter().map(|(k, v)| (k.clone(), v.clone())).collect()));
+        // The context holds the incident without its raw payload, which templates read where it
+        // is ([`expr::Context`]).
+        let raw = std::mem::take(&mut incident.raw);
+        let mut fields = serde_json::to_value(&incident).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut fields {
+            o.remove("raw");
+        }
+        incident.raw = raw;
+        let incident = &incident;
         let mut ctx = json!({
-            "incident": serde_json::to_value(incident).unwrap_or(Value::Null),
+            "incident": fields,
             "variables": variables,
             "steps": {},
             "triage": {},
@@ -309,7 +323,7 @@ impl PreparedPlaybook {
             }
             if let Some(when) = &prepared.when {
                 let cond = when.as_ref().map_err(|m| fail(m))?;
-                if !cond.test(&ctx) {
+                if !cond.test(&expr::Context { tree: &ctx, raw: &incident.raw }) {
                     if let Some(out) = &step.output {
                         ctx["steps"][out.as_str()] = Value::Null;
                     }
@@ -326,7 +340,7 @@ impl PreparedPlaybook {
             }
             let mut params = Map::new();
             for (k, parameter) in &prepared.parameters {
-                let resolved = parameter.as_ref().map_err(|m| fail(m))?.render(&ctx);
+                let resolved = parameter.as_ref().map_err(|m| fail(m))?.render(&expr::Context { tree: &ctx, raw: &incident.raw });
                 // Checked before the action runs, so an oversized input is never worked on.
                 size = size.saturating_add(json_len(&resolved));
                 if size > MAX_TRIAGE_BYTES {
@@ -592,19 +606,19 @@ steps:
         let once = run(&pb, &incident(), &intel, &none).unwrap().without_durations();
         assert_eq!(once.verdict, Verdict::Malicious);
         for _ in 0..3 {
-            assert_eq!(prepared.run(&incident(), &intel, &none).unwrap().without_durations(), once);
+            assert_eq!(prepared.run(incident(), &intel, &none).unwrap().without_durations(), once);
         }
         let mut bad = pb.clone();
         // Step 6 (`block`) recommends only on a malicious verdict.
         bad.steps[5].parameters.insert("reason".into(), json!(["fine", {"deep": "{{ open"}]));
-        let err = PreparedPlaybook::new(bad.clone()).run(&incident(), &intel, &none).unwrap_err();
+        let err = PreparedPlaybook::new(bad.clone()).run(incident(), &intel, &none).unwrap_err();
         let message = format!("parameter 'reason': bad template: {}", expr::parse_template("{{ open").unwrap_err());
         assert_eq!(err, TriageError::Step { step: "block".into(), message });
         let benign = BTreeMap::from([("min".to_string(), json!(101))]);
-        let skipped = PreparedPlaybook::new(bad.clone()).run(&incident(), &intel, &benign).unwrap();
+        let skipped = PreparedPlaybook::new(bad.clone()).run(incident(), &intel, &benign).unwrap();
         assert!(skipped.trace[5].skipped && skipped.verdict != Verdict::Malicious);
         bad.steps[6].when = Some("triage.verdict ==".into());
-        let err = PreparedPlaybook::new(bad).run(&incident(), &intel, &benign).unwrap_err();
+        let err = PreparedPlaybook::new(bad).run(incident(), &intel, &benign).unwrap_err();
         assert!(
             matches!(err, TriageError::Step { ref step, ref message } if step == "block twice" && message.starts_with("bad condition: "))
         );
